@@ -1,0 +1,83 @@
+# jem: build the library, the command-line tool and the tests.
+#   make            build/libjem.a and build/jem
+#   make test       install dependencies if missing, build, run every test
+#   make demo       install dependencies if missing, run the main job
+#   make bench      performance benchmarks (ratios measured side by side)
+#   make DEBUG=1    -O0, full debug info
+#   make SANITIZE=1 AddressSanitizer + UndefinedBehaviorSanitizer (build-san/)
+
+CC      ?= gcc
+BUILD   ?= build
+CSTD    := -std=c11
+WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+           -Wpointer-arith -Wformat=2 -Wvla -Wundef
+OPT     := -O2
+ifeq ($(DEBUG),1)
+  OPT   := -O0 -g3
+  BUILD := build-debug
+endif
+ifeq ($(SANITIZE),1)
+  OPT   += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+  LDSAN := -fsanitize=address,undefined
+  BUILD := build-san
+endif
+CPPFLAGS += -Iinclude -Isrc -D_GNU_SOURCE -MMD -MP
+CFLAGS   += $(CSTD) $(OPT) -g $(WARN) -fopenmp
+LDLIBS   += -lopenblas -lpng -lz -lm
+LDFLAGS  += -fopenmp $(LDSAN)
+
+LIB_SRC  := $(shell find src -name '*.c' ! -path 'src/cli/*' | sort)
+CLI_SRC  := $(sort $(wildcard src/cli/*.c))
+TEST_SRC := $(sort $(wildcard tests/test_*.c))
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
+TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+
+.PHONY: all lib tests test test-san demo bench deps clean check-all
+all: $(BUILD)/libjem.a $(BUILD)/jem
+
+lib: $(BUILD)/libjem.a
+tests: $(TEST_BIN)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/libjem.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/jem: $(CLI_OBJ) $(BUILD)/libjem.a
+	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libjem.a $(LDLIBS)
+
+$(BUILD)/tests/%: tests/%.c tests/test.h $(BUILD)/libjem.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -MF $@.d -o $@ $< $(BUILD)/libjem.a $(LDFLAGS) $(LDLIBS)
+
+deps:
+	@scripts/deps.sh
+
+# The test suite: unit tests, then command-line tests; one summary line.
+test: deps
+	@$(MAKE) --no-print-directory all tests
+	@scripts/run_tests.sh $(BUILD)
+
+# Unit tests under AddressSanitizer + UndefinedBehaviorSanitizer.
+test-san: deps
+	@$(MAKE) --no-print-directory SANITIZE=1 all tests
+	@JEM_TEST_QUICK=1 scripts/run_tests.sh build-san
+
+check-all: test test-san
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@scripts/demo.sh $(BUILD)
+
+bench: deps
+	@$(MAKE) --no-print-directory all
+	@scripts/bench.sh $(BUILD)
+
+clean:
+	rm -rf build build-debug build-san
+
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_BIN:=.d)
