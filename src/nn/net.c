@@ -1,0 +1,355 @@
+/*
+ * The network: a pre-activation wide-ResNet (stem conv3x3, wide blocks,
+ * activation, global average pool, linear), with parameters, gradients and
+ * activations each in one flat allocation.
+ *
+ * Wide block (input x, IC -> OC channels, stride s):
+ *   a1 = act(x); h1 = conv3x3(IC->OC, 1, 1)(a1); a2 = act(h1)
+ *   h2 = conv3x3(OC->OC, s, 1)(a2); out = h2 + sc(x)
+ *   sc = conv1x1(IC->OC, s) when s != 1 or IC != OC, else identity.
+ */
+#include "nn/nn.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <omp.h>
+
+typedef struct {
+    int ic, oc, stride, h, w, oh, ow;     /* input h, w; output oh, ow */
+    int has_sc;
+    int c1w, c1b, c2w, c2b, scw, scb;     /* indices into the param table */
+    jem_conv_shape s1, s2, ssc;           /* conv shapes for batch 1 */
+    /* activation offsets in floats per image (multiply by B) */
+    size_t a1, h1, a2, out;               /* out holds h2 + shortcut */
+} blk;
+
+struct jem_net {
+    jem_arch arch;
+    int ntensors;
+    jem_param tensors[JEM_MAX_PARAMS];
+    size_t nparams;
+    float *params;   /* (nparams) */
+    float *grads;    /* (nparams) */
+
+    int stem_w, stem_b, fc_w, fc_b;
+    jem_conv_shape stem;
+    blk blocks[JEM_MAX_BLOCKS];
+    int fin_c, fin_h, fin_w;              /* last block output shape */
+
+    /* activations, per image offsets; the store holds B_cap images */
+    size_t x0;          /* stem output */
+    size_t af;          /* act(last block out) */
+    size_t g;           /* pooled (C) */
+    size_t act_per_img; /* total floats per image */
+    size_t max_map;     /* largest single map per image (gradient buffers) */
+    int B_cap;
+    float *act;         /* (B_cap * act_per_img) */
+    float *gbuf;        /* 3 x (B_cap * max_map) gradient buffers */
+    float *ws;          /* conv workspace, ws_threads x ws_per_thread */
+    size_t ws_per_thread;
+    int ws_threads;
+
+    /* the last forward */
+    int B;
+    const float *x;     /* the caller's input (not owned) */
+    double macs;
+};
+
+static int add_param(jem_net *n, const char *name, int ndim, int d0, int d1, int d2, int d3)
+{
+    JEM_ASSERT(n->ntensors < JEM_MAX_PARAMS);
+    jem_param *p = &n->tensors[n->ntensors];
+    snprintf(p->name, sizeof p->name, "%s", name);
+    p->ndim = ndim;
+    int d[4] = {d0, d1, d2, d3};
+    p->numel = 1;
+    for (int i = 0; i < 4; i++) {
+        p->shape[i] = i < ndim ? d[i] : 1;
+        if (i < ndim) p->numel *= (size_t)d[i];
+    }
+    p->offset = n->nparams;
+    n->nparams += (p->numel + 15) & ~(size_t)15; /* 64-byte aligned views */
+    return n->ntensors++;
+}
+
+static jem_conv_shape conv_shape(int IC, int H, int W, int OC, int k, int stride, int pad)
+{
+    jem_conv_shape s = {1, IC, H, W, OC, k, k, stride, pad};
+    return s;
+}
+
+static double conv_macs(const jem_conv_shape *s)
+{
+    int OH = jem_conv_out(s->H, s->KH, s->stride, s->pad), OW = jem_conv_out(s->W, s->KW, s->stride, s->pad);
+    return (double)s->OC * OH * OW * s->IC * s->KH * s->KW;
+}
+
+static size_t maxz(size_t a, size_t b) { return a > b ? a : b; }
+
+jem_status jem_net_create(const jem_arch *a, jem_net **out)
+{
+    *out = NULL;
+    if (a->in_c < 1 || a->in_h < 1 || a->in_w < 1 || a->n_classes < 1 || a->stem < 1 ||
+        a->n_blocks < 1 || a->n_blocks > JEM_MAX_BLOCKS)
+        return jem_fail(JEM_ERR_ARG, "model '%s': incomplete description", a->name);
+    jem_net *n = calloc(1, sizeof *n);
+    if (!n) return jem_fail(JEM_ERR_NOMEM, "out of memory creating the network");
+    n->arch = *a;
+    char nm[48];
+    int H = a->in_h, W = a->in_w, C = a->in_c;
+    n->stem_w = add_param(n, "stem.weight", 4, a->stem, C, 3, 3);
+    n->stem_b = add_param(n, "stem.bias", 1, a->stem, 0, 0, 0);
+    n->stem = conv_shape(C, H, W, a->stem, 3, 1, 1);
+    n->macs = conv_macs(&n->stem);
+    size_t off = 0;
+    n->x0 = off; off += (size_t)a->stem * H * W;
+    n->max_map = (size_t)a->stem * H * W;
+    C = a->stem;
+    for (int i = 0; i < a->n_blocks; i++) {
+        blk *b = &n->blocks[i];
+        b->ic = C; b->oc = a->width[i]; b->stride = a->stride[i];
+        b->h = H; b->w = W;
+        b->oh = (H - 1) / b->stride + 1; b->ow = (W - 1) / b->stride + 1;
+        b->has_sc = b->stride != 1 || b->ic != b->oc;
+        snprintf(nm, sizeof nm, "b%d.c1.weight", i + 1); b->c1w = add_param(n, nm, 4, b->oc, b->ic, 3, 3);
+        snprintf(nm, sizeof nm, "b%d.c1.bias", i + 1);   b->c1b = add_param(n, nm, 1, b->oc, 0, 0, 0);
+        snprintf(nm, sizeof nm, "b%d.c2.weight", i + 1); b->c2w = add_param(n, nm, 4, b->oc, b->oc, 3, 3);
+        snprintf(nm, sizeof nm, "b%d.c2.bias", i + 1);   b->c2b = add_param(n, nm, 1, b->oc, 0, 0, 0);
+        b->s1 = conv_shape(b->ic, H, W, b->oc, 3, 1, 1);
+        b->s2 = conv_shape(b->oc, H, W, b->oc, 3, b->stride, 1);
+        n->macs += conv_macs(&b->s1) + conv_macs(&b->s2);
+        if (b->has_sc) {
+            snprintf(nm, sizeof nm, "b%d.sc.weight", i + 1); b->scw = add_param(n, nm, 4, b->oc, b->ic, 1, 1);
+            snprintf(nm, sizeof nm, "b%d.sc.bias", i + 1);   b->scb = add_param(n, nm, 1, b->oc, 0, 0, 0);
+            b->ssc = conv_shape(b->ic, H, W, b->oc, 1, b->stride, 0);
+            n->macs += conv_macs(&b->ssc);
+        } else {
+            b->scw = b->scb = -1;
+        }
+        b->a1 = off; off += (size_t)b->ic * H * W;
+        b->h1 = off; off += (size_t)b->oc * H * W;
+        b->a2 = off; off += (size_t)b->oc * H * W;
+        b->out = off; off += (size_t)b->oc * b->oh * b->ow;
+        n->max_map = maxz(n->max_map, (size_t)b->oc * H * W);
+        n->max_map = maxz(n->max_map, (size_t)b->ic * H * W);
+        C = b->oc; H = b->oh; W = b->ow;
+    }
+    n->fin_c = C; n->fin_h = H; n->fin_w = W;
+    n->af = off; off += (size_t)C * H * W;
+    n->g = off; off += (size_t)C;
+    n->act_per_img = off;
+    n->fc_w = add_param(n, "fc.weight", 2, a->n_classes, C, 0, 0);
+    n->fc_b = add_param(n, "fc.bias", 1, a->n_classes, 0, 0, 0);
+    n->macs += (double)a->n_classes * C;
+
+    n->params = aligned_alloc(64, sizeof(float) * n->nparams);
+    n->grads = aligned_alloc(64, sizeof(float) * n->nparams);
+    if (!n->params || !n->grads) {
+        size_t np = n->nparams;
+        jem_net_free(n);
+        return jem_fail(JEM_ERR_NOMEM, "out of memory for %zu parameters", np);
+    }
+    memset(n->params, 0, sizeof(float) * n->nparams);
+    memset(n->grads, 0, sizeof(float) * n->nparams);
+    *out = n;
+    return JEM_OK;
+}
+
+void jem_net_free(jem_net *n)
+{
+    if (!n) return;
+    free(n->params);
+    free(n->grads);
+    free(n->act);
+    free(n->gbuf);
+    free(n->ws);
+    free(n);
+}
+
+const jem_arch *jem_net_arch(const jem_net *n) { return &n->arch; }
+size_t jem_net_nparams(const jem_net *n) { return n->nparams; }
+float *jem_net_params(jem_net *n) { return n->params; }
+float *jem_net_grads(jem_net *n) { return n->grads; }
+int jem_net_ntensors(const jem_net *n) { return n->ntensors; }
+const jem_param *jem_net_tensor(const jem_net *n, int i) { return i >= 0 && i < n->ntensors ? &n->tensors[i] : NULL; }
+double jem_net_macs(const jem_net *n) { return n->macs; }
+
+const jem_param *jem_net_find(const jem_net *n, const char *name)
+{
+    for (int i = 0; i < n->ntensors; i++)
+        if (!strcmp(n->tensors[i].name, name)) return &n->tensors[i];
+    return NULL;
+}
+
+void jem_net_init(jem_net *n, jem_rng *rng)
+{
+    memset(n->params, 0, sizeof(float) * n->nparams);
+    for (int i = 0; i < n->ntensors; i++) {
+        jem_param *p = &n->tensors[i];
+        /* fan_in of the layer: weights (OC, IC, KH, KW) or (OUT, IN); a bias
+         * takes its weight's fan_in (the tensor just before it) */
+        const jem_param *w = p->ndim == 1 ? &n->tensors[i - 1] : p;
+        size_t fan_in = w->numel / (size_t)w->shape[0];
+        float bound = 1.0f / sqrtf((float)fan_in);
+        float *d = n->params + p->offset;
+        for (size_t k = 0; k < p->numel; k++) d[k] = (2.0f * jem_rng_uniform(rng) - 1.0f) * bound;
+    }
+}
+
+void jem_net_zero_grad(jem_net *n) { memset(n->grads, 0, sizeof(float) * n->nparams); }
+
+static float *P(jem_net *n, int i) { return n->params + n->tensors[i].offset; }
+static float *G(jem_net *n, int i) { return n->grads + n->tensors[i].offset; }
+
+static jem_status reserve(jem_net *n, int B)
+{
+    int T = omp_get_max_threads();
+    if (T > n->ws_threads || !n->ws) {
+        size_t per = jem_conv2d_ws(&n->stem);
+        for (int i = 0; i < n->arch.n_blocks; i++) {
+            blk *b = &n->blocks[i];
+            per = maxz(per, jem_conv2d_ws(&b->s1));
+            per = maxz(per, jem_conv2d_ws(&b->s2));
+            if (b->has_sc) per = maxz(per, jem_conv2d_ws(&b->ssc));
+        }
+        float *ws = aligned_alloc(64, sizeof(float) * per * (size_t)T);
+        if (!ws) return jem_fail(JEM_ERR_NOMEM, "out of memory for the convolution workspace");
+        free(n->ws);
+        n->ws = ws;
+        n->ws_per_thread = per;
+        n->ws_threads = T;
+    }
+    if (B > n->B_cap) {
+        size_t na = n->act_per_img * (size_t)B, ng = 3 * n->max_map * (size_t)B;
+        float *act = aligned_alloc(64, sizeof(float) * ((na + 15) & ~(size_t)15));
+        float *gb = aligned_alloc(64, sizeof(float) * ((ng + 15) & ~(size_t)15));
+        if (!act || !gb) {
+            free(act); free(gb);
+            return jem_fail(JEM_ERR_NOMEM, "out of memory for activations of batch %d", B);
+        }
+        free(n->act); free(n->gbuf);
+        n->act = act; n->gbuf = gb;
+        n->B_cap = B;
+    }
+    return JEM_OK;
+}
+
+static jem_conv_shape with_batch(jem_conv_shape s, int B) { s.B = B; return s; }
+
+jem_status jem_net_forward(jem_net *n, const float *x, int B, float *logits)
+{
+    if (B < 1) return jem_fail(JEM_ERR_ARG, "batch size %d", B);
+    jem_status st = reserve(n, B);
+    if (st) return st;
+    const jem_arch *a = &n->arch;
+    float *A = n->act;
+    n->B = B;
+    n->x = x;
+    jem_conv_shape s = with_batch(n->stem, B);
+    jem_conv2d_forward(A + n->x0 * B, x, P(n, n->stem_w), P(n, n->stem_b), &s, n->ws);
+    const float *cur = A + n->x0 * B;
+    for (int i = 0; i < a->n_blocks; i++) {
+        blk *b = &n->blocks[i];
+        float *a1 = A + b->a1 * B, *h1 = A + b->h1 * B, *a2 = A + b->a2 * B, *o = A + b->out * B;
+        size_t nin = (size_t)B * b->ic * b->h * b->w, nmid = (size_t)B * b->oc * b->h * b->w;
+        size_t nout = (size_t)B * b->oc * b->oh * b->ow;
+        jem_act_forward(a1, cur, nin, a->act, a->slope);
+        s = with_batch(b->s1, B);
+        jem_conv2d_forward(h1, a1, P(n, b->c1w), P(n, b->c1b), &s, n->ws);
+        jem_act_forward(a2, h1, nmid, a->act, a->slope);
+        if (b->has_sc) {
+            s = with_batch(b->ssc, B);
+            jem_conv2d_forward(o, cur, P(n, b->scw), P(n, b->scb), &s, n->ws);
+        } else {
+            memcpy(o, cur, sizeof(float) * nout);
+        }
+        s = with_batch(b->s2, B);
+        /* conv2 goes to a scratch gradient buffer, then out += it */
+        float *tmp = n->gbuf;
+        jem_conv2d_forward(tmp, a2, P(n, b->c2w), P(n, b->c2b), &s, n->ws);
+        jem_add_forward(o, o, tmp, nout);
+        cur = o;
+    }
+    size_t HW = (size_t)n->fin_h * n->fin_w;
+    float *af = A + n->af * B, *g = A + n->g * B;
+    jem_act_forward(af, cur, (size_t)B * n->fin_c * HW, a->act, a->slope);
+    jem_gap_forward(g, af, B, n->fin_c, (int)HW);
+    jem_linear_forward(logits, g, P(n, n->fc_w), P(n, n->fc_b), B, n->fin_c, a->n_classes);
+    return JEM_OK;
+}
+
+jem_status jem_net_backward(jem_net *n, const float *dlogits, float *dx, int param_grads)
+{
+    const int B = n->B;
+    if (B < 1) return jem_fail(JEM_ERR_ARG, "backward without a forward pass");
+    const jem_arch *a = &n->arch;
+    float *A = n->act;
+    const size_t gsz = n->max_map * (size_t)B;
+    float *gP = n->gbuf, *gQ = n->gbuf + gsz, *gR = n->gbuf + 2 * gsz;
+    size_t HW = (size_t)n->fin_h * n->fin_w;
+    const float *g = A + n->g * B;
+    float *dg = gQ; /* (B, C) */
+    memset(dg, 0, sizeof(float) * (size_t)B * n->fin_c);
+    jem_linear_backward(dg, param_grads ? G(n, n->fc_w) : NULL, param_grads ? G(n, n->fc_b) : NULL,
+                        dlogits, g, P(n, n->fc_w), B, n->fin_c, a->n_classes);
+    /* d(last block out) = gap backward, times act'(out) */
+    size_t nfin = (size_t)B * n->fin_c * HW;
+    memset(gP, 0, sizeof(float) * nfin);
+    jem_gap_backward(gP, dg, B, n->fin_c, (int)HW);
+    const float *last_out = n->arch.n_blocks ? A + n->blocks[a->n_blocks - 1].out * B : A + n->x0 * B;
+    jem_act_grad_inplace(gP, last_out, nfin, a->act, a->slope);
+
+    float *dcur = gP; /* gradient w.r.t. the current block's output */
+    for (int i = a->n_blocks - 1; i >= 0; i--) {
+        blk *b = &n->blocks[i];
+        const float *xin = i == 0 ? A + n->x0 * B : A + n->blocks[i - 1].out * B;
+        float *a1 = A + b->a1 * B, *h1 = A + b->h1 * B, *a2 = A + b->a2 * B;
+        size_t nin = (size_t)B * b->ic * b->h * b->w, nmid = (size_t)B * b->oc * b->h * b->w;
+        size_t nout = (size_t)B * b->oc * b->oh * b->ow;
+        /* three buffers in rotation: dcur -> da2 -> da1 (the next dcur) */
+        float *da2 = dcur == gP ? gQ : dcur == gQ ? gR : gP;
+        float *da1 = da2 == gP ? gQ : da2 == gQ ? gR : gP;
+        jem_conv_shape s;
+        /* conv2 */
+        memset(da2, 0, sizeof(float) * nmid);
+        s = with_batch(b->s2, B);
+        jem_conv2d_backward(da2, param_grads ? G(n, b->c2w) : NULL, param_grads ? G(n, b->c2b) : NULL,
+                            dcur, a2, P(n, b->c2w), &s, n->ws);
+        jem_act_grad_inplace(da2, h1, nmid, a->act, a->slope);
+        /* conv1 */
+        memset(da1, 0, sizeof(float) * nin);
+        s = with_batch(b->s1, B);
+        jem_conv2d_backward(da1, param_grads ? G(n, b->c1w) : NULL, param_grads ? G(n, b->c1b) : NULL,
+                            da2, a1, P(n, b->c1w), &s, n->ws);
+        jem_act_grad_inplace(da1, xin, nin, a->act, a->slope);
+        /* shortcut */
+        if (b->has_sc) {
+            s = with_batch(b->ssc, B);
+            jem_conv2d_backward(da1, param_grads ? G(n, b->scw) : NULL, param_grads ? G(n, b->scb) : NULL,
+                                dcur, xin, P(n, b->scw), &s, n->ws);
+        } else {
+            jem_add_backward(da1, NULL, dcur, nout);
+        }
+        dcur = da1;
+    }
+    /* stem */
+    jem_conv_shape s = with_batch(n->stem, B);
+    if (dx) memset(dx, 0, sizeof(float) * (size_t)B * a->in_c * a->in_h * a->in_w);
+    jem_conv2d_backward(dx, param_grads ? G(n, n->stem_w) : NULL, param_grads ? G(n, n->stem_b) : NULL,
+                        dcur, n->x, P(n, n->stem_w), &s, n->ws);
+    return JEM_OK;
+}
+
+jem_status jem_net_predict(jem_net *n, const float *x, int N, float *logits)
+{
+    const int chunk = 128;
+    const size_t img = (size_t)n->arch.in_c * n->arch.in_h * n->arch.in_w;
+    for (int i = 0; i < N; i += chunk) {
+        int b = N - i < chunk ? N - i : chunk;
+        jem_status s = jem_net_forward(n, x + (size_t)i * img, b, logits + (size_t)i * n->arch.n_classes);
+        if (s) return s;
+    }
+    return JEM_OK;
+}

@@ -1,0 +1,72 @@
+/*
+ * nn.h: the layers of jem (internal). Each layer is a forward/backward pair
+ * of plain functions with a fixed argument order: outputs, then inputs, then
+ * sizes. Backward functions ACCUMULATE (+=) into every gradient they produce;
+ * a NULL gradient pointer means "not needed" and skips that work (SGLD needs
+ * the input gradient only, training needs both).
+ *
+ * Dimension letters: B batch, IC/OC input/output channels, H/W input height
+ * and width, OH/OW output height and width, KH/KW kernel, N elements.
+ *
+ * Every layer has a naive reference version (suffix _ref) kept beside the
+ * fast one, so tests can compare them.
+ */
+#ifndef JEM_NN_H
+#define JEM_NN_H
+
+#include "jem.h"
+
+static inline int jem_conv_out(int n, int k, int stride, int pad)
+{
+    return (n + 2 * pad - k) / stride + 1;
+}
+
+/* ---- conv2d: out (B, OC, OH, OW) = inp (B, IC, H, W) * w (OC, IC, KH, KW) + bias (OC)
+ * im2col + sgemm per image, images split across threads. ws: workspace of
+ * jem_conv2d_ws() floats per thread, for omp_get_max_threads() threads. */
+typedef struct {
+    int B, IC, H, W, OC, KH, KW, stride, pad;
+} jem_conv_shape;
+
+size_t jem_conv2d_ws(const jem_conv_shape *s);
+void jem_conv2d_forward(float *out, const float *inp, const float *w,
+                        const float *bias, const jem_conv_shape *s, float *ws);
+void jem_conv2d_backward(float *dinp, float *dw, float *db, const float *dout,
+                         const float *inp, const float *w,
+                         const jem_conv_shape *s, float *ws);
+void jem_conv2d_forward_ref(float *out, const float *inp, const float *w,
+                            const float *bias, const jem_conv_shape *s);
+void jem_conv2d_backward_ref(float *dinp, float *dw, float *db,
+                             const float *dout, const float *inp,
+                             const float *w, const jem_conv_shape *s);
+
+/* ---- linear: out (B, OUT) = inp (B, IN) w^T + bias; w (OUT, IN) */
+void jem_linear_forward(float *out, const float *inp, const float *w,
+                        const float *bias, int B, int IN, int OUT);
+void jem_linear_backward(float *dinp, float *dw, float *db, const float *dout,
+                         const float *inp, const float *w, int B, int IN, int OUT);
+void jem_linear_forward_ref(float *out, const float *inp, const float *w,
+                            const float *bias, int B, int IN, int OUT);
+
+/* ---- elementwise activations over N elements; slope is LeakyReLU's */
+void jem_act_forward(float *out, const float *inp, size_t N, jem_act a, float slope);
+void jem_act_backward(float *dinp, const float *dout, const float *inp,
+                      size_t N, jem_act a, float slope);
+/* d *= f'(inp), in place */
+void jem_act_grad_inplace(float *d, const float *inp, size_t N, jem_act a, float slope);
+float jem_act_ref(float x, jem_act a, float slope);
+
+/* ---- average pooling, kernel k, stride s, no padding: (B, C, H, W) -> (B, C, OH, OW) */
+void jem_avgpool_forward(float *out, const float *inp, int B, int C, int H,
+                         int W, int k, int s);
+void jem_avgpool_backward(float *dinp, const float *dout, int B, int C, int H,
+                          int W, int k, int s);
+/* ---- global average pooling: (B, C, H, W) -> (B, C) */
+void jem_gap_forward(float *out, const float *inp, int B, int C, int HW);
+void jem_gap_backward(float *dinp, const float *dout, int B, int C, int HW);
+
+/* ---- residual add: out = a + b; backward: da += dout, db += dout */
+void jem_add_forward(float *out, const float *a, const float *b, size_t N);
+void jem_add_backward(float *da, float *db, const float *dout, size_t N);
+
+#endif

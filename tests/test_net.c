@@ -1,0 +1,230 @@
+/* The whole network: backward to every parameter and to the input against
+ * central finite differences of a double-precision reference forward built
+ * from the same parameter table; NULL-gradient semantics; model files. */
+#include "jem.h"
+#include "nn/nn.h"
+#include "test.h"
+#include "gradcheck.h"
+
+#include <omp.h>
+
+/* double reference forward of the wide-ResNet described by arch */
+static void ref_forward(const jem_arch *a, jem_net *net, const double *pd, const double *x, int B, double *logits)
+{
+    int C = a->in_c, H = a->in_h, W = a->in_w;
+#define PD(name) (pd + jem_net_find(net, name)->offset)
+    jem_conv_shape s = {B, C, H, W, a->stem, 3, 3, 1, 1};
+    double *cur = malloc(sizeof(double) * B * a->stem * H * W);
+    conv_d(cur, x, PD("stem.weight"), PD("stem.bias"), &s);
+    C = a->stem;
+    char nm[64];
+    for (int i = 0; i < a->n_blocks; i++) {
+        int OC = a->width[i], st = a->stride[i], OH = (H - 1) / st + 1, OW = (W - 1) / st + 1;
+        size_t nin = (size_t)B * C * H * W, nmid = (size_t)B * OC * H * W, nout = (size_t)B * OC * OH * OW;
+        double *a1 = malloc(sizeof(double) * nin), *h1 = malloc(sizeof(double) * nmid);
+        double *h2 = malloc(sizeof(double) * nout), *sc = malloc(sizeof(double) * nout);
+        for (size_t k = 0; k < nin; k++) a1[k] = act_d(cur[k], a->act, a->slope);
+        jem_conv_shape s1 = {B, C, H, W, OC, 3, 3, 1, 1};
+        snprintf(nm, sizeof nm, "b%d.c1.weight", i + 1);
+        const double *w1 = PD(nm);
+        snprintf(nm, sizeof nm, "b%d.c1.bias", i + 1);
+        conv_d(h1, a1, w1, PD(nm), &s1);
+        for (size_t k = 0; k < nmid; k++) h1[k] = act_d(h1[k], a->act, a->slope);
+        jem_conv_shape s2 = {B, OC, H, W, OC, 3, 3, st, 1};
+        snprintf(nm, sizeof nm, "b%d.c2.weight", i + 1);
+        const double *w2 = PD(nm);
+        snprintf(nm, sizeof nm, "b%d.c2.bias", i + 1);
+        conv_d(h2, h1, w2, PD(nm), &s2);
+        if (st != 1 || C != OC) {
+            jem_conv_shape s3 = {B, C, H, W, OC, 1, 1, st, 0};
+            snprintf(nm, sizeof nm, "b%d.sc.weight", i + 1);
+            const double *w3 = PD(nm);
+            snprintf(nm, sizeof nm, "b%d.sc.bias", i + 1);
+            conv_d(sc, cur, w3, PD(nm), &s3);
+        } else {
+            memcpy(sc, cur, sizeof(double) * nout);
+        }
+        for (size_t k = 0; k < nout; k++) h2[k] += sc[k];
+        free(cur); free(a1); free(h1); free(sc);
+        cur = h2; C = OC; H = OH; W = OW;
+    }
+    double *g = malloc(sizeof(double) * B * C);
+    for (int bc = 0; bc < B * C; bc++) {
+        double acc = 0;
+        for (int k = 0; k < H * W; k++) acc += act_d(cur[(size_t)bc * H * W + k], a->act, a->slope);
+        g[bc] = acc / (H * W);
+    }
+    linear_d(logits, g, PD("fc.weight"), PD("fc.bias"), B, C, a->n_classes);
+    free(cur); free(g);
+#undef PD
+}
+
+typedef struct { const jem_arch *a; jem_net *net; double *p, *x, *r, *logits; int B; } net_ctx;
+
+static double net_loss(net_ctx *c)
+{
+    ref_forward(c->a, c->net, c->p, c->x, c->B, c->logits);
+    double L = 0;
+    for (int i = 0; i < c->B * c->a->n_classes; i++) L += c->logits[i] * c->r[i];
+    return L;
+}
+
+static double fdn(net_ctx *c, double *v, size_t i, double eps)
+{
+    double keep = v[i];
+    v[i] = keep + eps; double lp = net_loss(c);
+    v[i] = keep - eps; double lm = net_loss(c);
+    v[i] = keep;
+    return (lp - lm) / (2 * eps);
+}
+
+/* check every gradient when max_checks <= 0, else a random sample */
+static void check_net(const char *desc, int B, int max_checks, uint64_t seed)
+{
+    jem_arch a;
+    ASSERT_OK(jem_arch_parse(desc, "test", &a));
+    jem_net *net = NULL;
+    ASSERT_OK(jem_net_create(&a, &net));
+    if (!net) return;
+    jem_rng rng;
+    jem_rng_seed(&rng, seed, 0);
+    jem_net_init(net, &rng);
+    size_t np = jem_net_nparams(net), nx = (size_t)B * a.in_c * a.in_h * a.in_w, nl = (size_t)B * a.n_classes;
+    float *x = malloc(sizeof(float) * nx), *r = malloc(sizeof(float) * nl), *logits = malloc(sizeof(float) * nl);
+    float *dx = malloc(sizeof(float) * nx);
+    fill_uniform(x, nx, &rng, -1, 1);
+    fill_uniform(r, nl, &rng, -1, 1);
+    /* biases are zero-ish at init in some nets; perturb so every path matters */
+    float *p = jem_net_params(net);
+    for (size_t i = 0; i < np; i++) p[i] *= 1.5f;
+    ASSERT_OK(jem_net_forward(net, x, B, logits));
+    jem_net_zero_grad(net);
+    ASSERT_OK(jem_net_backward(net, r, dx, 1));
+    const float *gr = jem_net_grads(net);
+
+    net_ctx c = {&a, net, to_d(p, np), to_d(x, nx), to_d(r, nl), malloc(sizeof(double) * nl), B};
+    /* forward agreement with the double reference */
+    ref_forward(&a, net, c.p, c.x, B, c.logits);
+    ASSERT_MSG(rel_err_fd(logits, c.logits, nl) < 1e-5, "%s: forward err %.3g", a.name,
+               rel_err_fd(logits, c.logits, nl));
+
+    /* input gradient */
+    size_t nxc = max_checks > 0 && (size_t)max_checks < nx ? (size_t)max_checks : nx;
+    float *an = malloc(sizeof(float) * (nxc + np)); double *nu = malloc(sizeof(double) * (nxc + np));
+    for (size_t k = 0; k < nxc; k++) {
+        size_t i = nxc == nx ? k : jem_rng_below(&rng, (uint32_t)nx);
+        an[k] = dx[i];
+        nu[k] = fdn(&c, c.x, i, 1e-6);
+    }
+    double ex = rel_err_fd(an, nu, nxc);
+    ASSERT_MSG(ex < 1e-4, "%s: dx err %.3g", a.name, ex);
+    /* parameter gradients, per tensor */
+    for (int t = 0; t < jem_net_ntensors(net); t++) {
+        const jem_param *pt = jem_net_tensor(net, t);
+        size_t n = max_checks > 0 && (size_t)max_checks < pt->numel ? (size_t)max_checks : pt->numel;
+        for (size_t k = 0; k < n; k++) {
+            size_t i = pt->offset + (n == pt->numel ? k : jem_rng_below(&rng, (uint32_t)pt->numel));
+            an[k] = gr[i];
+            nu[k] = fdn(&c, c.p, i, 1e-6);
+        }
+        double e = rel_err_fd(an, nu, n);
+        ASSERT_MSG(e < 1e-4, "%s: d%s err %.3g", a.name, pt->name, e);
+    }
+
+    /* param_grads = 0 leaves gradients untouched and gives the same dx */
+    float *g0 = malloc(sizeof(float) * np), *dx2 = malloc(sizeof(float) * nx);
+    memcpy(g0, gr, sizeof(float) * np);
+    ASSERT_OK(jem_net_forward(net, x, B, logits));
+    ASSERT_OK(jem_net_backward(net, r, dx2, 0));
+    ASSERT(memcmp(g0, jem_net_grads(net), sizeof(float) * np) == 0);
+    ASSERT(rel_err_ff(dx, dx2, nx) < 1e-6);
+    /* dx = NULL with parameter gradients: they accumulate (+=) */
+    ASSERT_OK(jem_net_backward(net, r, NULL, 1));
+    int acc_ok = 1;
+    for (size_t i = 0; i < np; i++) acc_ok &= fabsf(jem_net_grads(net)[i] - 2 * g0[i]) <= 1e-5f * (1 + fabsf(g0[i]));
+    ASSERT_MSG(acc_ok, "%s: parameter gradients do not accumulate", a.name);
+
+    free(x); free(r); free(logits); free(dx); free(an); free(nu); free(g0); free(dx2);
+    free(c.p); free(c.x); free(c.r); free(c.logits);
+    jem_net_free(net);
+}
+
+static void check_threads_agree(void)
+{
+    jem_arch a;
+    ASSERT_OK(jem_arch_load("models/wrn-fmnist.model", &a));
+    jem_net *net = NULL;
+    ASSERT_OK(jem_net_create(&a, &net));
+    if (!net) return;
+    jem_rng rng;
+    jem_rng_seed(&rng, 7, 0);
+    jem_net_init(net, &rng);
+    ASSERT(jem_net_nparams(net) > 290000 && jem_net_nparams(net) < 310000);
+    ASSERT_NEAR(jem_net_macs(net) / 1e6, 55.5, 1.0);
+    int B = 4;
+    size_t nx = (size_t)B * 784;
+    float *x = malloc(sizeof(float) * nx), l1[40], l2[40];
+    fill_uniform(x, nx, &rng, -1, 1);
+    int th = jem_get_threads();
+    jem_set_threads(1);
+    ASSERT_OK(jem_net_forward(net, x, B, l1));
+    jem_set_threads(2);
+    ASSERT_OK(jem_net_forward(net, x, B, l2));
+    jem_set_threads(th);
+    ASSERT(rel_err_ff(l1, l2, 40) < 1e-6);
+    /* predict in chunks equals one forward */
+    float *lp = malloc(sizeof(float) * 10 * 130), *xb = malloc(sizeof(float) * 784 * 130), lf[10];
+    fill_uniform(xb, 784 * 130, &rng, -1, 1);
+    ASSERT_OK(jem_net_predict(net, xb, 130, lp));
+    ASSERT_OK(jem_net_forward(net, xb + 129 * 784, 1, lf));
+    ASSERT(rel_err_ff(lf, lp + 129 * 10, 10) < 1e-6);
+    free(x); free(lp); free(xb);
+    jem_net_free(net);
+}
+
+static void check_arch_errors(void)
+{
+    jem_arch a;
+    char buf[512];
+    ASSERT_ERR(jem_arch_parse("input = 1x28x28\nclasses = 10\nstem = 16\nblocks = 32/1\ncolour = red\n", "m.model", &a),
+               JEM_ERR_FORMAT);
+    ASSERT_STR_CONTAINS(jem_last_error(), "m.model:5");
+    ASSERT_STR_CONTAINS(jem_last_error(), "colour");
+    ASSERT_ERR(jem_arch_parse("input = 1x28\nclasses = 10\nstem = 16\nblocks = 32/1\n", "m.model", &a), JEM_ERR_FORMAT);
+    ASSERT_STR_CONTAINS(jem_last_error(), "m.model:1");
+    ASSERT_ERR(jem_arch_parse("input = 1x28x28\nclasses = 10\nstem = 16\nblocks = 32/3\n", "m.model", &a), JEM_ERR_FORMAT);
+    ASSERT_ERR(jem_arch_parse("input = 1x28x28\nclasses = 0\nstem = 16\nblocks = 32/1\n", "m.model", &a), JEM_ERR_FORMAT);
+    ASSERT_ERR(jem_arch_parse("input = 1x28x28\nclasses = 10\nblocks = 32/1\n", "m.model", &a), JEM_ERR_FORMAT);
+    ASSERT_STR_CONTAINS(jem_last_error(), "stem");
+    ASSERT_ERR(jem_arch_load("models/does-not-exist.model", &a), JEM_ERR_IO);
+    ASSERT_STR_CONTAINS(jem_last_error(), "does-not-exist.model");
+    /* format round trip */
+    ASSERT_OK(jem_arch_load("models/wrn-cifar.model", &a));
+    jem_arch b;
+    jem_arch_format(&a, buf, sizeof buf);
+    ASSERT_OK(jem_arch_parse(buf, "roundtrip", &b));
+    ASSERT(memcmp(&a, &b, sizeof a) == 0);
+    ASSERT_EQ_INT(b.in_c, 3);
+    ASSERT_EQ_INT(b.in_h, 32);
+}
+
+int main(void)
+{
+    TEST_MAIN_BEGIN("test_net");
+    /* tiny nets: every gradient; each activation; identity and conv shortcuts */
+    check_net("name = tiny-lrelu\ninput = 1x6x6\nclasses = 3\nstem = 3\nblocks = 3/1 4/2 5/1\n"
+              "activation = lrelu\nslope = 0.2\n", 2, 0, 1);
+    check_net("name = tiny-silu\ninput = 2x5x7\nclasses = 4\nstem = 3\nblocks = 4/2 4/1\n"
+              "activation = silu\n", 2, 0, 2);
+    check_net("name = tiny-relu\ninput = 3x6x6\nclasses = 2\nstem = 2\nblocks = 3/1 3/2\n"
+              "activation = relu\n", 3, 0, 3);
+    /* the reference model end to end, sampled coordinates */
+    FILE *f = fopen("models/wrn-fmnist.model", "r");
+    char desc[1024] = "";
+    if (f) { size_t n = fread(desc, 1, sizeof desc - 1, f); desc[n] = 0; fclose(f); }
+    ASSERT(desc[0] != 0);
+    check_net(desc, 1, t_quick() ? 2 : 4, 4);
+    check_threads_agree();
+    check_arch_errors();
+    return t_finish();
+}
