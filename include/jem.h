@@ -262,27 +262,54 @@ jem_status jem_png_read(const char *path, int want_c, float **out, int *c,
 
 /* ------------------------------------------------------------- checkpoints */
 
-/* safetensors file: 8-byte little-endian header length, JSON header, data.
- * Tensors keep PyTorch state_dict names; "__metadata__" holds string pairs. */
+/* safetensors file (the Hugging Face format): 8-byte little-endian header
+ * length N, N bytes of UTF-8 JSON header, then the data buffer. Tensors keep
+ * PyTorch state_dict names; "__metadata__" holds string pairs. Data is
+ * little-endian (jem builds only on little-endian machines). */
 
 typedef enum { JEM_DT_F32 = 0, JEM_DT_F64, JEM_DT_I32, JEM_DT_I64, JEM_DT_U8 } jem_dtype;
+
+size_t      jem_dtype_size(jem_dtype dt);   /* bytes per element, 0 if unknown */
+const char *jem_dtype_name(jem_dtype dt);   /* "F32", "F64", "I32", "I64", "U8" */
 
 typedef struct jem_st jem_st; /* a safetensors file being written or read */
 
 /* Writing: add tensors and metadata, then commit atomically (temporary file,
- * fsync, rename). The data pointers must stay valid until commit. */
+ * fsync, rename). jem_st_add copies the name and shape but keeps the data
+ * pointer: the data must stay valid until commit. Names must be non-empty,
+ * unique, valid UTF-8 and not "__metadata__"; ndim is 0 to 8 (shape may be
+ * NULL when ndim is 0). Tensors are stored in the order they were added, the
+ * header padded with spaces so the data starts 8-byte aligned.
+ * jem_st_meta sets key to value (both copied, valid UTF-8, any length); a
+ * second call with the same key replaces the value. Bad arguments ->
+ * JEM_ERR_ARG. jem_st_commit may be called more than once. */
 jem_status jem_st_new(jem_st **out);
 jem_status jem_st_add(jem_st *st, const char *name, jem_dtype dt, int ndim,
                       const int64_t *shape, const void *data);
 jem_status jem_st_meta(jem_st *st, const char *key, const char *value);
 jem_status jem_st_commit(jem_st *st, const char *path);
-/* Reading: the whole file is validated (header length, JSON, dtypes, shapes,
- * offsets against the file size) before this returns. */
+/* Reading: the whole file is read into memory and validated before this
+ * returns: header length (at most 100 MB and within the file), well-formed
+ * JSON, every tensor's dtype, shape (at most 8 non-negative dims) and
+ * data_offsets (size matching shape x dtype, within the data buffer; the
+ * tensors must cover the buffer exactly, without overlap), no duplicate
+ * names, metadata values all strings. Any violation -> JEM_ERR_FORMAT, with
+ * a message naming the file and the tensor or field; a valid safetensors
+ * dtype that jem does not handle (F16, BF16, ...) -> JEM_ERR_UNSUPPORTED. */
 jem_status jem_st_open(const char *path, jem_st **out);
-/* Find a tensor: returns a pointer to its data or NULL. */
+/* Find a tensor: returns a pointer to its data (owned by st, aligned for its
+ * dtype, valid until jem_st_free) or NULL if there is none. dt, ndim and
+ * shape (room for 8) are filled in when non-NULL. Works on a handle being
+ * written too. */
 const void *jem_st_get(const jem_st *st, const char *name, jem_dtype *dt,
                        int *ndim, int64_t *shape /* [8] */);
+/* Metadata value for key, or NULL. Owned by st. */
 const char *jem_st_get_meta(const jem_st *st, const char *key);
+/* Metadata keys in file (or insertion) order: i in [0, jem_st_meta_count). */
+int         jem_st_meta_count(const jem_st *st);
+const char *jem_st_meta_key(const jem_st *st, int i);
+/* Tensor names: in data order for a file read (the order a jem file was
+ * written in), in insertion order for a file being written. */
 int         jem_st_count(const jem_st *st);
 const char *jem_st_name(const jem_st *st, int i);
 void        jem_st_free(jem_st *st);
@@ -291,9 +318,13 @@ void        jem_st_free(jem_st *st);
 jem_status jem_ckpt_save(const char *path, jem_net *net, const char *const *meta_kv);
 jem_status jem_ckpt_load(const char *path, jem_net **net);
 
-/* Atomic replacement of a file with the given bytes (tmp, fsync, rename). */
+/* Atomic replacement of a file with the given bytes: a temporary file beside
+ * it, fsync, rename over path, fsync of the directory. On failure the old
+ * file is intact and no temporary file is left. */
 jem_status jem_write_file_atomic(const char *path, const void *data, size_t n);
-/* Read a whole file; caller frees *out. Refuses files above max_bytes. */
+/* Read a whole file; caller frees *out, which is NUL-terminated (so text can
+ * be used as a string; *n excludes the NUL, n may be NULL). Refuses files
+ * above max_bytes with JEM_ERR_FORMAT (max_bytes 0: no limit). */
 jem_status jem_read_file(const char *path, size_t max_bytes, char **out, size_t *n);
 
 #ifdef __cplusplus
