@@ -210,53 +210,121 @@ typedef struct {
     char     name[256];  /* where it came from (spec) */
 } jem_dataset;
 
-/* Open a data set named by one string:
- *   fmnist:train | fmnist:test            Debian's dataset-fashion-mnist
- *   mnist:test                            ../shared/data/mnist (or $JEM_MNIST_DIR)
- *   idx:PREFIX                            PREFIX-images-idx3-ubyte[.gz] + PREFIX-labels-idx1-ubyte[.gz]
- *   idx:IMAGES,LABELS                     two explicit IDX files
- *   cifar10:DIR[:train|:test]             CIFAR-10 binary batches
- *   cifar100:DIR[:train|:test]            CIFAR-100 binary (fine labels)
- *   png:ROOT                              ROOT/<class>/<image>.png
- *   noise:uniform|gaussian|constant[:N]   synthetic sets (need a shape: see
- *   interp:SPEC[:N]                       jem_dataset_synthetic) */
+/* Open a data set named by one string. Every loader scales pixels to [-1, 1]:
+ * an 8-bit value v -> v / 255 * 2 - 1, a 16-bit PNG value v / 65535 * 2 - 1.
+ *
+ *   fmnist:train | fmnist:test
+ *       Fashion-MNIST (Debian's dataset-fashion-mnist) in
+ *       /usr/share/datasets/fashion-mnist, or $JEM_FMNIST_DIR when set;
+ *       files {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]. 10 classes.
+ *   mnist:test | mnist:train
+ *       MNIST, same file names, looked for in: $JEM_MNIST_DIR when set (and
+ *       only there); else ../shared/data/mnist from the current directory;
+ *       else D/../shared/data/mnist for D the running executable's directory
+ *       and its three nearest ancestors (so build/jem and build/tests/test_x
+ *       find the folder beside the project root). 10 classes.
+ *   idx:PREFIX
+ *       PREFIX-images-idx3-ubyte and PREFIX-labels-idx1-ubyte, each tried
+ *       as named, then with ".gz". n_classes = largest label + 1.
+ *   idx:IMAGES,LABELS
+ *       two explicit IDX files (plain or gzip, split at the first comma).
+ *   cifar10:DIR[:train|:test]
+ *       CIFAR-10 binary: DIR/data_batch_1.bin .. data_batch_5.bin (train,
+ *       the default) or DIR/test_batch.bin; DIR may also be the folder that
+ *       holds cifar-10-batches-bin/. 3x32x32, 10 classes.
+ *   cifar100:DIR[:train|:test]
+ *       CIFAR-100 binary: DIR/train.bin or DIR/test.bin (or inside
+ *       cifar-100-binary/); fine labels, 100 classes.
+ *   png:ROOT
+ *       ROOT/<class>/<image>.png (or .PNG). Classes are the subfolders of
+ *       ROOT sorted by strcmp, label = position; images sorted by strcmp
+ *       within a class; names starting with '.' and other files are
+ *       skipped. All images must have one size. C = 3 if any image is
+ *       colour, else 1; decoding and conversion follow jem_png_read.
+ *   noise:KIND[:N][:SHAPE][:seed=S]
+ *       KIND uniform | gaussian | constant (see jem_dataset_synthetic);
+ *       N images (default 10000); SHAPE CxHxW or HxW (C = 1), required;
+ *       seed S (default 0). Example: noise:uniform:1000:1x28x28.
+ *   interp:SPEC[:N][:seed=S]
+ *       N (default: the size of SPEC) midpoints of two distinct random
+ *       images of the set SPEC, e.g. interp:fmnist:test:1000. A trailing
+ *       all-digit field is taken as N.
+ *
+ * ds->name is set to the spec. Errors: a malformed spec -> JEM_ERR_ARG,
+ * a missing file -> JEM_ERR_IO, a bad file -> JEM_ERR_FORMAT (truncated,
+ * trailing data, bad magic, label out of range, size not a whole number
+ * of records, corrupt PNG ...), images of different sizes in a PNG folder
+ * -> JEM_ERR_SHAPE; the message names the file. On failure *ds is zeroed. */
 jem_status jem_dataset_open(const char *spec, jem_dataset *ds);
+/* Free x and y and zero *ds (NULL is fine). */
 void       jem_dataset_free(jem_dataset *ds);
-/* Make a data set fit a model's input: channels converted (grey -> RGB by
- * repetition, RGB -> grey by ITU-R 601 luma), sizes must match. */
+/* Make a data set fit a model's input (c = 1 or 3), in place: channels
+ * converted (grey -> RGB by repetition, RGB -> grey by ITU-R BT.601 luma
+ * 0.299 R + 0.587 G + 0.114 B); H and W must already match, else
+ * JEM_ERR_SHAPE naming the set and both shapes. */
 jem_status jem_dataset_conform(jem_dataset *ds, int c, int h, int w);
-/* Hold out n_val images (seeded shuffle) from src into val; the rest go to
- * train. src is consumed (its buffers move). */
+/* Hold out n_val images (0 <= n_val < src->n) from src into val, the rest
+ * into train. The images held out are the first n_val of a seeded shuffle of
+ * the indices; both parts keep src's order. src is consumed: its buffers
+ * move to train and *src is zeroed (train may be src itself). n_val = 0
+ * gives an empty val (n 0, x and y NULL). On failure src is untouched. */
 jem_status jem_dataset_split(jem_dataset *src, int n_val, uint64_t seed,
                              jem_dataset *train, jem_dataset *val);
-/* Synthetic out-of-distribution sets of n images shaped (c, h, w):
- * kind "uniform" U(-1,1), "gaussian" N(0,1) clipped, "constant" one random
- * value per image; "interp" mixes pairs from `base` (required). */
+/* Synthetic out-of-distribution sets of n images shaped (c, h, w), labels
+ * -1, reproducible from the seed:
+ *   "uniform"  every value U(-1, 1)
+ *   "gaussian" every value N(0, 1) clipped to [-1, 1]
+ *   "constant" one U(-1, 1) value for all pixels and channels of an image
+ *   "interp"   0.5 a + 0.5 b for two distinct random images a, b of `base`
+ *              (required; JEM's "Interp"); c = h = w = 0 takes base's shape,
+ *              another shape -> JEM_ERR_SHAPE.
+ * n_classes is 0, or base's for "interp". */
 jem_status jem_dataset_synthetic(const char *kind, int n, int c, int h, int w,
                                  const jem_dataset *base, uint64_t seed,
                                  jem_dataset *ds);
-/* Keep the first n images. */
+/* Keep the first n images (n < 0 or n >= ds->n: nothing changes; n = 0
+ * frees the pixels). */
 void       jem_dataset_truncate(jem_dataset *ds, int n);
 
-/* Training augmentation, applied in place to a batch. */
+/* Training augmentation, applied in place to a batch x (B, C, H, W). Per
+ * image, in batch order, random numbers are drawn in a fixed order so a seed
+ * reproduces a batch: crop offsets dy then dx (each jem_rng_below(2P + 1)),
+ * then the flip bit (jem_rng_below(2)), then one jem_rng_normal per value in
+ * (C, H, W) order; a disabled step draws nothing. */
 typedef struct {
-    int   crop_pad;      /* random crop with this zero... (-1) padding; 0 = off */
-    int   hflip;         /* random horizontal flip */
-    float noise;         /* Gaussian noise sigma (0 = off) */
+    int   crop_pad;      /* P > 0: random crop of the image padded by P pixels
+                            of -1 (black) on each side, i.e. a shift by up to
+                            P pixels in each direction; 0 = off */
+    int   hflip;         /* random horizontal flip, probability 1/2 */
+    float noise;         /* Gaussian noise sigma added (not clipped); 0 = off */
 } jem_augment;
 void jem_augment_batch(const jem_augment *a, float *x, int B, int C, int H,
                        int W, jem_rng *rng);
 
 /* ------------------------------------------------------------------ images */
 
-/* Write images (N, C, H, W) in [-1, 1] as one PNG grid of `cols` columns
- * (C = 1 or 3), atomically. */
+/* PNG files are written atomically: to "PATH.tmp.<pid>", fflush, fsync,
+ * fclose, rename over PATH; on any failure (JEM_ERR_IO naming PATH) the
+ * temporary file is removed and an existing PATH is left as it was. */
+
+/* Write images (N, C, H, W) in [-1, 1] as one 8-bit PNG grid (grey for
+ * C = 1, RGB for C = 3): `cols` columns (cols <= 0: the smallest cols with
+ * cols * cols >= n; at most n), images in row-major order, `pad` pixels of
+ * mid-grey (128) around and between images, and in empty cells. A value v
+ * becomes round((v + 1) * 127.5), clamped to [0, 255]; NaN becomes 0. */
 jem_status jem_png_write_grid(const char *path, const float *x, int n, int c,
                               int h, int w, int cols, int pad);
-/* Write an 8-bit RGB (H, W, 3) or grey image, atomically. */
+/* Write an 8-bit RGB image rgb (H, W, 3). */
 jem_status jem_png_write_rgb(const char *path, const uint8_t *rgb, int w, int h);
 /* Read a PNG into (C, H, W) floats in [-1, 1] with C = want_c (1 or 3;
- * 0 = the file's own: grey -> 1, colour -> 3). Caller frees *out. */
+ * 0 = the file's own: palette, RGB and RGBA files are colour (3), grey and
+ * grey + alpha files are 1). Any colour type and bit depth: palette and
+ * tRNS are expanded, samples keep 16-bit precision (v / (2^bits - 1) * 2
+ * - 1). Alpha is dropped by compositing over black (value * alpha), so a
+ * fully transparent pixel reads -1. Grey -> RGB repeats the value; RGB ->
+ * grey is BT.601 luma. Gamma and colour profiles are ignored. c, h, w may be
+ * NULL. Caller frees *out (NULL on failure). A malformed or truncated file ->
+ * JEM_ERR_FORMAT naming it. */
 jem_status jem_png_read(const char *path, int want_c, float **out, int *c,
                         int *h, int *w);
 
@@ -326,6 +394,162 @@ jem_status jem_write_file_atomic(const char *path, const void *data, size_t n);
  * be used as a string; *n excludes the NUL, n may be NULL). Refuses files
  * above max_bytes with JEM_ERR_FORMAT (max_bytes 0: no limit). */
 jem_status jem_read_file(const char *path, size_t max_bytes, char **out, size_t *n);
+
+
+/* ---------------------------------------------------------- energy models */
+
+/* An energy model seen by the samplers: for a batch x (B, D) it fills
+ * logp (B) with log p~(x) = -E(x) (or -E(x, y[b]) when y is non-NULL and
+ * y[b] >= 0) and grad (B, D) with its gradient w.r.t. x. The network's energy
+ * is jem_net_energy; tests plug in analytic energies. */
+typedef jem_status (*jem_energy_fn)(void *ctx, const float *x, int B,
+                                    const int32_t *y, float *logp, float *grad);
+
+/* The network as an energy model: log p~(x) = logsumexp_y f(x)[y],
+ * log p~(x, y) = f(x)[y]. Gradients from the input backward only (no
+ * parameter gradients). ctx is the jem_net. */
+jem_status jem_net_energy(void *net, const float *x, int B, const int32_t *y,
+                          float *logp, float *grad);
+
+typedef struct {
+    int   steps;        /* K */
+    float step_size;    /* alpha: x += alpha * grad log p~(x) */
+    float noise;        /* sigma: + sigma * N(0, I) */
+    int   clamp;        /* clamp x to [lo, hi] after each step */
+    float lo, hi;
+    float max_step;     /* clip each pixel's drift alpha*grad to +-max_step (0: off) */
+    int   mala;         /* Metropolis-adjusted: accept/reject each proposal */
+    float temperature;  /* MALA target p~(x)^(1/T) */
+} jem_sgld_cfg;
+
+typedef struct {
+    double grad_norm;   /* mean ||grad log p~|| per chain over all steps */
+    double accept;      /* MALA acceptance rate (1 for SGLD) */
+    double logp_start, logp_end; /* mean log p~ before and after */
+} jem_sgld_stats;
+
+void jem_sgld_defaults(jem_sgld_cfg *c);
+/* Run cfg->steps steps on x (B, D) in place. mask (nullable, (B, D)): only
+ * pixels with mask != 0 move (inpainting). Noise for chain b at step k comes
+ * from the stream (seed, counter, b, k), so results do not depend on the
+ * thread count. */
+jem_status jem_sgld_run(jem_energy_fn f, void *ctx, float *x, int B, int D,
+                        const int32_t *y, const float *mask,
+                        const jem_sgld_cfg *cfg, uint64_t seed,
+                        uint64_t counter, jem_sgld_stats *st);
+
+/* Persistent replay buffer of SGLD chains. */
+typedef enum { JEM_INIT_UNIFORM = 0, JEM_INIT_INFORMATIVE } jem_init_kind;
+
+typedef struct {
+    int      n, c, h, w;     /* n images of (C, H, W) */
+    int      n_classes;
+    float   *x;              /* (n, C, H, W) */
+    int32_t *y;              /* (n) class of each slot (per-class partitions) */
+    int      per_class;      /* draws for class k come from slots with y == k */
+    jem_init_kind init;
+    float    reinit;         /* probability a drawn chain restarts */
+    int      full_cov;       /* informative init: full covariance (else diagonal) */
+    float   *mu;             /* (K, D) per-class mean */
+    float   *sd;             /* (K, D) per-class std (diagonal) */
+    float   *chol;           /* (K, D, D) lower Cholesky factors, or NULL */
+} jem_buffer;
+
+jem_status jem_buffer_create(jem_buffer *b, int n, int c, int h, int w,
+                             int n_classes, jem_init_kind init, float reinit,
+                             int per_class);
+void       jem_buffer_free(jem_buffer *b);
+/* Fit the informative init (per-class mean and variance, and the Cholesky
+ * factor of the covariance when full_cov) to labelled data. */
+jem_status jem_buffer_fit(jem_buffer *b, const jem_dataset *ds, int full_cov);
+/* Fill every slot with a fresh draw from the init distribution. */
+void       jem_buffer_reset(jem_buffer *b, jem_rng *rng);
+/* One fresh image from the init distribution for class k (k < 0: a random
+ * class), x (D). */
+void       jem_buffer_init_one(const jem_buffer *b, int k, float *x, jem_rng *rng);
+/* Draw B chains: x (B, D) copied from random slots (class y[i] when y is
+ * non-NULL and the buffer is per-class), each restarted with probability
+ * reinit; idx (B) receives the slots; ycls (nullable, B) the slot classes.
+ * Returns the number restarted. */
+int        jem_buffer_draw(jem_buffer *b, int B, const int32_t *y, float *x,
+                           int32_t *idx, int32_t *ycls, jem_rng *rng);
+void       jem_buffer_store(jem_buffer *b, const float *x, const int32_t *idx, int B);
+
+
+/* ---------------------------------------------------------------- training */
+
+/* Checkpoint pieces for files that hold more than the model (training
+ * state): add the model's tensors and description to a file being written;
+ * build a network from an opened file (tensors named "_..." are ignored). */
+jem_status jem_ckpt_add_model(jem_st *st, jem_net *net);
+jem_status jem_ckpt_from_st(const jem_st *st, const char *path, jem_net **net);
+
+typedef enum { JEM_MODE_SOFTMAX = 0, JEM_MODE_JEM } jem_mode;
+
+typedef struct {
+    int64_t iter;          /* iterations done */
+    int64_t iter_total;    /* the budget in iterations, or an estimate (0: unknown) */
+    int     epoch;
+    double  elapsed;       /* seconds in this run */
+    double  eta;           /* seconds left (estimate; < 0: unknown) */
+    double  loss, ce, acc; /* running means over the last log group */
+    double  e_data, e_sample, grad_norm, buf_mean, buf_std;
+    double  img_per_s, lr;
+    double  val_acc;       /* < 0 when not evaluated at this point */
+    int     event;         /* JEM_EV_* */
+    const char *msg;       /* for events (rollbacks, checkpoints) */
+} jem_progress;
+
+enum { JEM_EV_ITER = 0, JEM_EV_EPOCH, JEM_EV_ROLLBACK, JEM_EV_CKPT, JEM_EV_DONE };
+
+typedef struct {
+    jem_mode    mode;
+    int         batch;          /* labelled images per iteration (64) */
+    int         epochs;         /* budgets: 0 = none; training stops at the first reached */
+    double      minutes;
+    int64_t     iters;
+    jem_opt_cfg opt;
+    jem_sched   sched;          /* lr, warm-up, milestones (iterations), gamma */
+    jem_augment aug;
+    float       w_y, w_x, w_xy, l2;   /* loss weights */
+    jem_sgld_cfg sgld;
+    int         buffer_size;    /* replay buffer (10000) */
+    float       reinit;         /* 0.05 */
+    jem_init_kind init;
+    int         full_cov;       /* informative init with full covariance */
+    int         n_samples;      /* chains per iteration (= batch when 0) */
+    float       div_threshold;  /* |loss| or |energy| above this counts as divergence */
+    int         max_retries;    /* rollbacks before giving up */
+    float       retry_lr_factor;/* lr multiplier after each rollback */
+    int         snapshot_every; /* iterations between in-memory good states */
+    int         labels_per_class; /* semi-supervised: 0 = every label used */
+    uint64_t    seed;
+    const char *ckpt_path;      /* NULL: no checkpoints */
+    int         ckpt_every;     /* iterations (0: at each epoch and at the end) */
+    const char *log_path;       /* JSON lines, NULL: none */
+    int         log_every;      /* iterations per log group (default 20) */
+    const char *sample_path;    /* PNG grid of buffer samples, NULL: none */
+    int         sample_every;
+    int         eval_every;     /* validation every N iterations (0: per epoch) */
+    const char *const *meta;    /* extra checkpoint metadata, key/value, NULL-terminated */
+    void      (*progress)(void *ud, const jem_progress *p);
+    void       *ud;
+    volatile int *stop;         /* set non-zero (e.g. from a signal handler) to stop cleanly */
+    int         inject_blowup_at; /* test hook: multiply lr by 1e6 at this iteration (0: off) */
+} jem_train_cfg;
+
+void jem_train_defaults(jem_train_cfg *c, jem_mode mode);
+/* Train net on train (validation on val, nullable). When resume_path is
+ * non-NULL, the model, optimiser, buffer, RNG and iteration are restored from
+ * that checkpoint first (net must have been loaded from it). Returns
+ * JEM_ERR_INTERRUPTED (after a checkpoint) when *stop was set, and
+ * JEM_ERR_DIVERGED when rollbacks did not help. */
+jem_status jem_train(jem_net *net, const jem_dataset *train,
+                     const jem_dataset *val, const jem_train_cfg *cfg,
+                     const char *resume_path);
+/* Accuracy of net on a data set (top-1), and mean NLL (nullable). */
+jem_status jem_evaluate(jem_net *net, const jem_dataset *ds, double *acc,
+                        double *nll);
 
 #ifdef __cplusplus
 }
