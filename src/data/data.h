@@ -1,0 +1,50 @@
+/*
+ * data.h: loaders and helpers shared by the files of src/data (internal).
+ *
+ * Dimension letters: N images, C channels, H height, W width.
+ *
+ * Pixel scaling, the same for every loader: an 8-bit sample v becomes
+ * v / 255 * 2 - 1 and a 16-bit sample v / 65535 * 2 - 1 (16-bit PNG samples
+ * keep their full precision), so 0 -> -1 and full scale -> +1 exactly.
+ */
+#ifndef JEM_DATA_H
+#define JEM_DATA_H
+
+#include "jem.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Largest data set accepted: N * C * H * W samples (2^31 - 1), checked
+ * against the sizes a file declares before anything is allocated. */
+#define JEM_DATA_MAX_SAMPLES ((uint64_t)INT32_MAX)
+
+static inline float jem_px8(unsigned v) { return (float)((double)v / 255.0 * 2.0 - 1.0); }
+static inline float jem_px16(unsigned v) { return (float)((double)v / 65535.0 * 2.0 - 1.0); }
+
+/* ITU-R BT.601 luma weights (they sum to 1, so the luma of values in [-1, 1]
+ * is the [-1, 1] value of the luma). */
+#define JEM_LUMA_R 0.299
+#define JEM_LUMA_G 0.587
+#define JEM_LUMA_B 0.114
+
+/* Allocate ds->x (N, C, H, W) and ds->y (N) for n images; other fields are
+ * set (n_classes 0, name copied). `what` names the set in error messages. */
+jem_status jem_data_alloc(jem_dataset *ds, int64_t n, int c, int h, int w,
+                          const char *what);
+/* Copy name into ds->name, truncating to fit. */
+void jem_data_set_name(jem_dataset *ds, const char *name);
+
+/* IDX image + label files (plain or gzip). n_classes > 0: labels must be
+ * below it; n_classes == 0: n_classes = max label + 1. */
+jem_status jem_idx_load(const char *images, const char *labels, int n_classes,
+                        jem_dataset *ds);
+
+/* CIFAR binary batches in dir: kind 10 (data_batch_1..5.bin / test_batch.bin)
+ * or 100 (train.bin / test.bin, fine labels). */
+jem_status jem_cifar_load(const char *dir, int kind, int train, jem_dataset *ds);
+
+/* Folder of PNG files: root/<class>/<image>.png. */
+jem_status jem_pngdir_load(const char *root, jem_dataset *ds);
+
+#endif /* JEM_DATA_H */
