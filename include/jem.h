@@ -189,16 +189,19 @@ void       jem_opt_free(jem_opt *o);
 /* One step with learning rate lr (schedules are the caller's). */
 void       jem_opt_step(jem_opt *o, float *params, const float *grads, float lr);
 
-/* Learning rate schedule: linear warm-up then x gamma at each milestone
- * (iterations). */
+/* Learning rate schedule: linear warm-up, then x gamma at each milestone
+ * (iterations), and optionally a cosine decay to zero over the budget. */
 typedef struct {
     float lr;
     int   warmup;
     int   n_milestones;
     int   milestones[16];
     float gamma;
+    int   cosine;       /* multiply by (1 + cos(pi * frac)) / 2 */
 } jem_sched;
-float jem_sched_lr(const jem_sched *s, int64_t iter);
+/* frac: the fraction of the training budget spent, in [0, 1] (used by the
+ * cosine decay; pass 0 when unknown). */
+float jem_sched_lr(const jem_sched *s, int64_t iter, double frac);
 
 /* -------------------------------------------------------------------- data */
 

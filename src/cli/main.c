@@ -163,6 +163,12 @@ int cli_fail(const char *cmd, jem_status s)
 
 jem_status cli_open_data(const char *spec, const jem_arch *a, jem_dataset *ds)
 {
+    /* synthetic noise sets take the model's input shape unless given one */
+    char buf[600];
+    if (!strncmp(spec, "noise:", 6) && !strchr(spec + 6, 'x') && strlen(spec) < 500) {
+        snprintf(buf, sizeof buf, "%s:%dx%dx%d", spec, a->in_c, a->in_h, a->in_w);
+        spec = buf;
+    }
     jem_status s = jem_dataset_open(spec, ds);
     if (s) return s;
     s = jem_dataset_conform(ds, a->in_c, a->in_h, a->in_w);

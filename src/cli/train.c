@@ -105,6 +105,7 @@ int cmd_train(int argc, char **argv)
         {"warmup", OPT_INT, &warmup, "linear warm-up iterations (default 0 softmax, 1000 jem)"},
         {"milestones", OPT_STR, &milestones, "iterations at which the lr is multiplied by --gamma (a,b,c)"},
         {"gamma", OPT_FLOAT, &c.sched.gamma, "lr decay factor at each milestone"},
+        {"cosine", OPT_FLAG, &c.sched.cosine, "cosine lr decay to zero over the budget (iterations or minutes)"},
         {"crop", OPT_INT, &crop, "random crop padding in pixels (0: off)"},
         {"flip", OPT_FLAG, &flip, "random horizontal flips"},
         {"noise", OPT_FLOAT, &noise, "Gaussian noise sigma on training inputs (default 0 softmax, 0.03 jem)"},

@@ -50,6 +50,18 @@ static double now_s(void)
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* fraction of the training budget spent: the larger of iterations and time */
+static double budget_frac(const jem_train_cfg *c, int64_t iter_budget, int64_t iter, double elapsed)
+{
+    double f = 0;
+    if (iter_budget > 0) f = (double)iter / iter_budget;
+    if (c->minutes > 0) {
+        double ft = elapsed / (c->minutes * 60.0);
+        f = ft > f ? ft : f;
+    }
+    return f;
+}
+
 jem_status jem_evaluate(jem_net *net, const jem_dataset *ds, double *acc, double *nll)
 {
     const int K = jem_net_arch(net)->n_classes;
@@ -537,7 +549,7 @@ jem_status jem_train(jem_net *net, const jem_dataset *ds, const jem_dataset *val
                 why = whybuf;
             } else if (!finite_block(jem_net_grads(net), t.np)) why = "non-finite gradient";
             if (!why) {
-                float lr = jem_sched_lr(&c->sched, t.iter) * t.lr_factor;
+                float lr = jem_sched_lr(&c->sched, t.iter, budget_frac(c, iter_budget, t.iter, now_s() - t0)) * t.lr_factor;
                 if (c->inject_blowup_at && t.iter == c->inject_blowup_at && t.retries == 0) lr *= 1e6f;
                 jem_opt_step(&t.opt, jem_net_params(net), jem_net_grads(net), lr);
                 if (!finite_block(jem_net_params(net), t.np)) why = "non-finite weights after the step";
@@ -608,7 +620,7 @@ jem_status jem_train(jem_net *net, const jem_dataset *ds, const jem_dataset *val
                 p.loss = gl / gn; p.ce = gce / gn; p.acc = glab ? (double)gcorrect / glab : 0;
                 p.e_data = ged / gn; p.e_sample = ges / gn; p.grad_norm = ggn / gn;
                 p.img_per_s = gn * c->batch / (dt > 1e-9 ? dt : 1e-9);
-                p.lr = jem_sched_lr(&c->sched, t.iter) * t.lr_factor;
+                p.lr = jem_sched_lr(&c->sched, t.iter, budget_frac(c, iter_budget, t.iter, p.elapsed)) * t.lr_factor;
                 p.val_acc = vacc;
                 p.event = epoch_end ? JEM_EV_EPOCH : JEM_EV_ITER;
                 if (t.use_buf) buffer_stats(&t.buf, t.D, &p.buf_mean, &p.buf_std);

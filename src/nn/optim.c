@@ -70,9 +70,13 @@ void jem_opt_step(jem_opt *o, float *params, const float *grads, float lr)
     }
 }
 
-float jem_sched_lr(const jem_sched *s, int64_t iter)
+float jem_sched_lr(const jem_sched *s, int64_t iter, double frac)
 {
     float lr = s->lr;
+    if (s->cosine) {
+        frac = frac < 0 ? 0 : frac > 1 ? 1 : frac;
+        lr *= (float)(0.5 * (1.0 + cos(3.141592653589793 * frac)));
+    }
     if (s->warmup > 0 && iter < s->warmup) lr *= (float)(iter + 1) / (float)s->warmup;
     for (int i = 0; i < s->n_milestones; i++)
         if (iter >= s->milestones[i]) lr *= s->gamma;
