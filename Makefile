@@ -65,7 +65,7 @@ test: deps
 # Unit tests under AddressSanitizer + UndefinedBehaviorSanitizer.
 test-san: deps
 	@$(MAKE) --no-print-directory SANITIZE=1 all tests
-	@JEM_TEST_QUICK=1 scripts/run_tests.sh build-san
+	@JEM_TEST_QUICK=1 JEM_TEST_UNIT_ONLY=1 scripts/run_tests.sh build-san
 
 check-all: test test-san
 

@@ -25,6 +25,7 @@ for t in "$build"/tests/test_*; do
 done
 for s in tests/cli_*.sh; do
     [ -f "$s" ] || continue
+    [ -n "${JEM_TEST_UNIT_ONLY:-}" ] && continue
     out=$(JEM="$build/jem" bash "$s" 2>&1); rc=$?
     line=$(printf '%s\n' "$out" | grep -E '^[a-z_0-9]+: [0-9]+ passed, [0-9]+ failed$' | tail -n 1)
     if [ -n "$line" ]; then
