@@ -46,7 +46,7 @@ int cmd_sample(int argc, char **argv)
         {"n", OPT_INT, &n, "number of chains (conditional: per class)"},
         {"conditional", OPT_FLAG, &conditional, "one row per class, chains on E(x, y)"},
         {"class", OPT_INT, &cls, "sample one class only"},
-        {"from", OPT_STR, &from, "chain start: noise, informative (per-class Gaussian of --data)"},
+        {"from", OPT_STR, &from, "chain start: noise, informative (per-class Gaussian of --data), buffer (the checkpoint's replay buffer)"},
         {"data", OPT_STR, &data, "data for --from informative, --inpaint and --denoise"},
         {"steps", OPT_INT, &sc.steps, "chain length"},
         {"step-size", OPT_FLOAT, &sc.step_size, "SGLD step size (alpha)"},
@@ -126,6 +126,31 @@ int cmd_sample(int argc, char **argv)
         if (!s) s = jem_buffer_fit(&buf, &ds, 0);
         if (s) goto fail;
         for (int i = 0; i < total; i++) jem_buffer_init_one(&buf, y[i], x + D * i, &rng);
+    } else if (!strcmp(from, "buffer")) {
+        /* random chains of the saved replay buffer (of the asked class when
+         * the buffer keeps per-class partitions) */
+        jem_st *st = NULL;
+        s = jem_st_open(model, &st);
+        if (s) goto fail;
+        jem_dtype dt, dty;
+        int nd, ndy;
+        int64_t shp[8], shpy[8];
+        const float *bx = jem_st_get(st, "_buffer.x", &dt, &nd, shp);
+        const int32_t *by = jem_st_get(st, "_buffer.y", &dty, &ndy, shpy);
+        if (!bx || dt != JEM_DT_F32 || nd != 4 || shp[1] != C || shp[2] != H || shp[3] != W || shp[0] < 1 ||
+            !by || dty != JEM_DT_I32 || ndy != 1 || shpy[0] != shp[0]) {
+            jem_st_free(st);
+            s = jem_fail(JEM_ERR_FORMAT, "%s: no replay buffer of %dx%dx%d images in this checkpoint", model, C, H, W);
+            goto fail;
+        }
+        int nb = (int)shp[0];
+        for (int i = 0; i < total; i++) {
+            int j = (int)jem_rng_below(&rng, (uint32_t)nb);
+            if (y[i] >= 0)
+                for (int tries = 0; tries < 64 * K && by[j] != y[i]; tries++) j = (int)jem_rng_below(&rng, (uint32_t)nb);
+            memcpy(x + D * i, bx + D * (size_t)j, sizeof(float) * D);
+        }
+        jem_st_free(st);
     } else if (!strcmp(from, "noise")) {
         for (size_t i = 0; i < D * total; i++) x[i] = 2.0f * jem_rng_uniform(&rng) - 1.0f;
     } else {
