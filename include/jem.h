@@ -423,12 +423,14 @@ typedef struct {
     float max_step;     /* clip each pixel's drift alpha*grad to +-max_step (0: off) */
     int   mala;         /* Metropolis-adjusted: accept/reject each proposal */
     float temperature;  /* MALA target p~(x)^(1/T) */
+    int   final_logp;   /* SGLD: one more forward to report log p~ at the end */
 } jem_sgld_cfg;
 
 typedef struct {
     double grad_norm;   /* mean ||grad log p~|| per chain over all steps */
     double accept;      /* MALA acceptance rate (1 for SGLD) */
-    double logp_start, logp_end; /* mean log p~ before and after */
+    double logp_start, logp_end; /* mean log p~ before and after (SGLD: after
+                                  * only with final_logp, else the last step's) */
 } jem_sgld_stats;
 
 void jem_sgld_defaults(jem_sgld_cfg *c);

@@ -70,6 +70,7 @@ int cmd_sample(int argc, char **argv)
     if (n < 1 || n > 100000 || sc.steps < 0) { fprintf(stderr, "jem sample: error: --n must be in [1, 100000], --steps >= 0\n"); return 2; }
     sc.clamp = !noclamp;
     sc.mala = mala;
+    sc.final_logp = 1;
     jem_set_threads(threads);
     jem_net *net = NULL;
     jem_status s = jem_ckpt_load(model, &net);

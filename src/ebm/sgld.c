@@ -100,7 +100,7 @@ jem_status jem_sgld_run(jem_energy_fn f, void *ctx, float *x, int B, int D,
                     xb[i] = v;
                 }
             }
-            if (k + 1 < c->steps || st) {
+            if (k + 1 < c->steps || (st && c->final_logp)) {
                 s = f(ctx, x, B, y, lp, k + 1 < c->steps ? g : NULL);
                 if (s) goto done;
             }

@@ -618,7 +618,7 @@ jem_status jem_train(jem_net *net, const jem_dataset *ds, const jem_dataset *val
                 }
                 p.iter_total = iter_budget ? iter_budget : (c->minutes > 0 ? t.iter + (int64_t)(p.eta * rate) : 0);
                 p.loss = gl / gn; p.ce = gce / gn; p.acc = glab ? (double)gcorrect / glab : 0;
-                p.e_data = ged / gn; p.e_sample = ges / gn; p.grad_norm = ggn / gn;
+                if (c->mode == JEM_MODE_JEM) { p.e_data = ged / gn; p.e_sample = ges / gn; p.grad_norm = ggn / gn; }
                 p.img_per_s = gn * c->batch / (dt > 1e-9 ? dt : 1e-9);
                 p.lr = jem_sched_lr(&c->sched, t.iter, budget_frac(c, iter_budget, t.iter, p.elapsed)) * t.lr_factor;
                 p.val_acc = vacc;
