@@ -517,6 +517,7 @@ typedef struct {
     jem_sched   sched;          /* lr, warm-up, milestones (iterations), gamma */
     jem_augment aug;
     float       w_y, w_x, w_xy, l2;   /* loss weights */
+    int         gen_warmup;     /* the generative weights (w_x, w_xy, l2) ramp up linearly over this many iterations (0: off) */
     jem_sgld_cfg sgld;
     int         buffer_size;    /* replay buffer (10000) */
     float       reinit;         /* 0.05 */

@@ -113,6 +113,7 @@ int cmd_train(int argc, char **argv)
         {"w-x", OPT_FLOAT, &wx, "weight of the p(x) term (jem)"},
         {"w-xy", OPT_FLOAT, &c.w_xy, "weight of the class-conditional p(x|y) term (jem)"},
         {"l2", OPT_FLOAT, &c.l2, "energy penalty E(data)^2 + E(sample)^2 (jem)"},
+        {"gen-warmup", OPT_INT, &c.gen_warmup, "ramp the generative terms in linearly over this many iterations (jem)"},
         {"sgld-steps", OPT_INT, &cj.sgld.steps, "SGLD steps per iteration (K)"},
         {"sgld-step", OPT_FLOAT, &cj.sgld.step_size, "SGLD step size (alpha)"},
         {"sgld-noise", OPT_FLOAT, &cj.sgld.noise, "SGLD noise (sigma)"},

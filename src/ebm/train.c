@@ -358,24 +358,27 @@ static jem_status run_iter(trainer *t, iter_bufs *ib, iter_out *o)
     for (int i = 0; i < nu; i++) { eu += -ib->lse[B + i]; l2u += (double)ib->lse[B + i] * ib->lse[B + i]; }
     if (nu) { eu /= nu; l2u /= nu; }
     double loss = c->w_y * o->ce;
+    /* the generative terms, ramped in over gen_warmup iterations */
+    const float ramp = c->gen_warmup > 0 && t->iter < c->gen_warmup ? (float)(t->iter + 1) / c->gen_warmup : 1.0f;
+    const float w_x = c->w_x * ramp, w_xy = c->w_xy * ramp, l2 = c->l2 * ramp;
     if (c->mode == JEM_MODE_JEM) {
         /* d/dlogits of E(x) = -softmax; of E(x)^2 = -2 E softmax = 2 lse softmax */
         for (int i = 0; i < B; i++) {
             float *d = ib->dl + (size_t)i * K;
             const float *l = ib->logits + (size_t)i * K;
             double lse = ib->lse[i];
-            float coef = (float)((-c->w_x + 2.0 * c->l2 * lse) / B);
+            float coef = (float)((-w_x + 2.0 * l2 * lse) / B);
             for (int k = 0; k < K; k++) d[k] += coef * expf((float)(l[k] - lse));
-            if (c->w_xy != 0 && ib->y[i] >= 0) {
+            if (w_xy != 0 && ib->y[i] >= 0) {
                 edy += -l[ib->y[i]];
-                d[ib->y[i]] += -c->w_xy / (float)(o->labelled ? o->labelled : 1);
+                d[ib->y[i]] += -w_xy / (float)(o->labelled ? o->labelled : 1);
             }
         }
         for (int i = B; i < B + nu; i++) {
             float *d = ib->dl + (size_t)i * K;
             const float *l = ib->logits + (size_t)i * K;
             double lse = ib->lse[i];
-            float coef = (float)((c->w_x + 2.0 * c->l2 * lse) / nu);
+            float coef = (float)((w_x + 2.0 * l2 * lse) / nu);
             for (int k = 0; k < K; k++) d[k] = coef * expf((float)(l[k] - lse));
         }
         for (int i = B + nu; i < N; i++) {
@@ -384,11 +387,11 @@ static jem_status run_iter(trainer *t, iter_bufs *ib, iter_out *o)
             for (int k = 0; k < K; k++) d[k] = 0.0f;
             int yy = yc[i - B - nu];
             ecy += -l[yy];
-            d[yy] = c->w_xy / (float)nc;
+            d[yy] = w_xy / (float)nc;
         }
         if (o->labelled) edy /= o->labelled;
         if (nc) ecy /= nc;
-        loss += c->w_x * (ed - eu) + c->w_xy * (edy - ecy) + c->l2 * (l2d + l2u);
+        loss += w_x * (ed - eu) + w_xy * (edy - ecy) + l2 * (l2d + l2u);
     }
     o->loss = loss;
     o->e_data = ed;
