@@ -20,6 +20,7 @@ static const command commands[] = {
     {"sample", cmd_sample, "draw samples from a model with SGLD or MALA (PNG grid)"},
     {"info", cmd_info, "what a checkpoint holds"},
     {"export", cmd_export, "copy a checkpoint's model weights without the training state"},
+    {"bench", cmd_bench, "images/s of forward, training step, SGLD step and JEM iteration"},
 };
 
 static void usage(FILE *f)

@@ -1,0 +1,324 @@
+/* jem bench: images/s of the four workloads that decide training speed,
+ * per-layer convolution GFLOP/s against the measured sgemm rate, peak
+ * memory. Medians of several repetitions after a warm-up. */
+#include "cli/cli.h"
+#include "io/json.h"
+#include "nn/nn.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <cblas.h>
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_d);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static void fill(float *x, size_t n, jem_rng *r)
+{
+    for (size_t i = 0; i < n; i++) x[i] = 2.0f * jem_rng_uniform(r) - 1.0f;
+}
+
+typedef struct {
+    jem_net *net;
+    jem_opt  opt;
+    float   *x, *logits, *dl, *dx, *lp;
+    int32_t *y;
+    size_t   D;
+    int      K;
+} bctx;
+
+static jem_status w_forward(bctx *b, int B) { return jem_net_forward(b->net, b->x, B, b->logits); }
+
+static jem_status w_train(bctx *b, int B)
+{
+    jem_status s = jem_net_forward(b->net, b->x, B, b->logits);
+    if (s) return s;
+    jem_softmax_xent(b->logits, b->y, B, b->K, b->dl, 1.0f, NULL);
+    jem_net_zero_grad(b->net);
+    s = jem_net_backward(b->net, b->dl, NULL, 1);
+    if (s) return s;
+    jem_opt_step(&b->opt, jem_net_params(b->net), jem_net_grads(b->net), 1e-6f);
+    return JEM_OK;
+}
+
+static jem_status w_sgld(bctx *b, int B, int K)
+{
+    jem_sgld_cfg c;
+    jem_sgld_defaults(&c);
+    c.steps = K;
+    c.step_size = 1e-3f;
+    return jem_sgld_run(jem_net_energy, b->net, b->x + (size_t)B * b->D, B, (int)b->D, NULL, NULL, &c, 1, 0, NULL);
+}
+
+/* one JEM iteration: K SGLD steps on B chains, then a training step on the
+ * B data images and the B samples */
+static jem_status w_jem(bctx *b, int B, int K)
+{
+    jem_status s = w_sgld(b, B, K);
+    if (s) return s;
+    return w_train(b, 2 * B);
+}
+
+typedef struct { const char *name; int batch; double img_s, ms; } wres;
+
+int cmd_bench(int argc, char **argv)
+{
+    const char *model = "models/wrn-fmnist.model";
+    int threads = 0, reps = 5, json = 0, layers = 0, scaling = 0, K = 20;
+    const cli_opt opts[] = {
+        {"model", OPT_STR, &model, "model description"},
+        {"threads", OPT_INT, &threads, "threads (0: all cores)"},
+        {"reps", OPT_INT, &reps, "repetitions per workload (median reported)"},
+        {"sgld-steps", OPT_INT, &K, "SGLD steps in the JEM iteration"},
+        {"layers", OPT_FLAG, &layers, "per-layer convolution GFLOP/s and sgemm rates"},
+        {"scaling", OPT_FLAG, &scaling, "JEM iteration time against batch size and K, images/s at 1 and 2 threads"},
+        {"json", OPT_FLAG, &json, "print JSON"},
+        {NULL, 0, NULL, NULL}};
+    const char *pos[1];
+    int npos;
+    int r = cli_parse("bench", "[options]", opts, argc, argv, 2, pos, 0, &npos);
+    if (r) return r > 0 ? 0 : 2;
+    if (reps < 1 || reps > 1000 || K < 1) { fprintf(stderr, "jem bench: error: bad --reps or --sgld-steps\n"); return 2; }
+    jem_set_threads(threads);
+    jem_arch a;
+    jem_status s = jem_arch_load(model, &a);
+    if (s) return cli_fail("bench", s);
+    bctx b;
+    memset(&b, 0, sizeof b);
+    s = jem_net_create(&a, &b.net);
+    if (s) return cli_fail("bench", s);
+    jem_rng rng;
+    jem_rng_seed(&rng, 1, 0);
+    jem_net_init(b.net, &rng);
+    jem_opt_cfg oc;
+    jem_opt_defaults(&oc, JEM_OPT_ADAM);
+    s = jem_opt_init(&b.opt, &oc, jem_net_nparams(b.net));
+    if (s) { jem_net_free(b.net); return cli_fail("bench", s); }
+    b.D = (size_t)a.in_c * a.in_h * a.in_w;
+    b.K = a.n_classes;
+    const int NMAX = 512;
+    b.x = malloc(sizeof(float) * b.D * NMAX);
+    b.logits = malloc(sizeof(float) * b.K * NMAX);
+    b.dl = malloc(sizeof(float) * b.K * NMAX);
+    b.y = malloc(sizeof(int32_t) * NMAX);
+    if (!b.x || !b.logits || !b.dl || !b.y) { fprintf(stderr, "jem bench: error: out of memory\n"); return 1; }
+    fill(b.x, b.D * NMAX, &rng);
+    for (int i = 0; i < NMAX; i++) b.y[i] = (int32_t)jem_rng_below(&rng, (uint32_t)b.K);
+
+    const double flops = 2.0 * jem_net_macs(b.net);
+    wres res[4] = {{"forward", 256, 0, 0}, {"train_step", 64, 0, 0}, {"sgld_step", 64, 0, 0}, {"jem_iteration", 64, 0, 0}};
+    double *t = malloc(sizeof(double) * reps);
+    for (int w = 0; w < 4; w++) {
+        for (int rep = -1; rep < reps; rep++) {
+            double t0 = now_s();
+            switch (w) {
+            case 0: s = w_forward(&b, 256); break;
+            case 1: s = w_train(&b, 64); break;
+            case 2: s = w_sgld(&b, 64, 1); break;
+            default: s = w_jem(&b, 64, K); break;
+            }
+            if (s) { free(t); return cli_fail("bench", s); }
+            if (rep >= 0) t[rep] = now_s() - t0;
+        }
+        double m = median(t, reps);
+        res[w].ms = m * 1e3;
+        res[w].img_s = res[w].batch / m;
+    }
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    jem_jw jw;
+    jem_jw_init(&jw);
+    jem_jw_obj_begin(&jw);
+    jem_jw_kstr(&jw, "model", a.name);
+    jem_jw_kint(&jw, "threads", jem_get_threads());
+    jem_jw_kint(&jw, "reps", reps);
+    jem_jw_kint(&jw, "sgld_steps", K);
+    jem_jw_kdouble(&jw, "gflop_per_image_forward", flops / 1e9);
+    jem_jw_key(&jw, "workloads");
+    jem_jw_obj_begin(&jw);
+    if (!json) printf("jem bench: model %s, %d threads, median of %d\n\n%-14s %6s %10s %10s\n", a.name,
+                      jem_get_threads(), reps, "workload", "batch", "images/s", "ms");
+    for (int w = 0; w < 4; w++) {
+        jem_jw_key(&jw, res[w].name);
+        jem_jw_obj_begin(&jw);
+        jem_jw_kint(&jw, "batch", res[w].batch);
+        jem_jw_kdouble(&jw, "images_per_s", res[w].img_s);
+        jem_jw_kdouble(&jw, "ms", res[w].ms);
+        jem_jw_obj_end(&jw);
+        if (!json) printf("%-14s %6d %10.1f %10.2f\n", res[w].name, res[w].batch, res[w].img_s, res[w].ms);
+    }
+    jem_jw_obj_end(&jw);
+    jem_jw_kdouble(&jw, "forward_gflops", flops * res[0].img_s / 1e9);
+    if (!json) printf("\nforward: %.1f GFLOP/s effective\n", flops * res[0].img_s / 1e9);
+
+    if (layers) {
+        /* sgemm reference rates */
+        int sizes[2] = {128, 2048};
+        jem_jw_key(&jw, "sgemm_gflops");
+        jem_jw_obj_begin(&jw);
+        double sg[2];
+        for (int k = 0; k < 2; k++) {
+            int n = sizes[k];
+            float *A = malloc(sizeof(float) * n * n), *B2 = malloc(sizeof(float) * n * n), *C = malloc(sizeof(float) * n * n);
+            fill(A, (size_t)n * n, &rng); fill(B2, (size_t)n * n, &rng);
+            int rr = n <= 256 ? 200 : 3;
+            for (int rep = -1; rep < reps; rep++) {
+                double t0 = now_s();
+                for (int i = 0; i < rr; i++)
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1, A, n, B2, n, 0, C, n);
+                if (rep >= 0) t[rep] = (now_s() - t0) / rr;
+            }
+            sg[k] = 2.0 * n * n * n / median(t, reps) / 1e9;
+            char key[16];
+            snprintf(key, sizeof key, "%d", n);
+            jem_jw_kdouble(&jw, key, sg[k]);
+            free(A); free(B2); free(C);
+        }
+        jem_jw_obj_end(&jw);
+        if (!json) printf("\nsgemm: %.1f GFLOP/s at 128^3, %.1f at 2048^3\n\n%-10s %-22s %9s %9s %9s\n", sg[0], sg[1],
+                          "layer", "shape (batch 64)", "fwd", "bwd-in", "bwd-w");
+        /* every convolution of the model at batch 64 */
+        jem_jw_key(&jw, "layers");
+        jem_jw_arr_begin(&jw);
+        int C = a.in_c, H = a.in_h, W = a.in_w;
+        int nconv = 0;
+        jem_conv_shape shapes[3 * JEM_MAX_BLOCKS + 1];
+        char names[3 * JEM_MAX_BLOCKS + 1][16];
+        shapes[nconv] = (jem_conv_shape){64, C, H, W, a.stem, 3, 3, 1, 1};
+        snprintf(names[nconv++], 16, "stem");
+        C = a.stem;
+        for (int i = 0; i < a.n_blocks; i++) {
+            int OC = a.width[i], st = a.stride[i];
+            shapes[nconv] = (jem_conv_shape){64, C, H, W, OC, 3, 3, 1, 1};
+            snprintf(names[nconv++], 16, "b%d.c1", i + 1);
+            shapes[nconv] = (jem_conv_shape){64, OC, H, W, OC, 3, 3, st, 1};
+            snprintf(names[nconv++], 16, "b%d.c2", i + 1);
+            if (st != 1 || C != OC) {
+                shapes[nconv] = (jem_conv_shape){64, C, H, W, OC, 1, 1, st, 0};
+                snprintf(names[nconv++], 16, "b%d.sc", i + 1);
+            }
+            C = OC; H = (H - 1) / st + 1; W = (W - 1) / st + 1;
+        }
+        for (int l = 0; l < nconv; l++) {
+            jem_conv_shape *sh = &shapes[l];
+            int OH = jem_conv_out(sh->H, sh->KH, sh->stride, sh->pad), OW = jem_conv_out(sh->W, sh->KW, sh->stride, sh->pad);
+            size_t nin = (size_t)sh->B * sh->IC * sh->H * sh->W, nout = (size_t)sh->B * sh->OC * OH * OW;
+            size_t nw = (size_t)sh->OC * sh->IC * sh->KH * sh->KW;
+            float *in = malloc(sizeof(float) * nin), *out = malloc(sizeof(float) * nout), *wt = malloc(sizeof(float) * nw);
+            float *din = malloc(sizeof(float) * nin), *dw = malloc(sizeof(float) * nw), *bias = calloc(sh->OC, sizeof(float));
+            float *ws = malloc(sizeof(float) * jem_conv2d_ws(sh) * omp_get_max_threads());
+            fill(in, nin, &rng); fill(wt, nw, &rng); fill(out, nout, &rng);
+            double lf = 2.0 * sh->B * (double)sh->OC * OH * OW * sh->IC * sh->KH * sh->KW;
+            double g[3];
+            for (int k = 0; k < 3; k++) {
+                for (int rep = -1; rep < reps; rep++) {
+                    double t0 = now_s();
+                    if (k == 0) jem_conv2d_forward(out, in, wt, bias, sh, ws);
+                    else if (k == 1) jem_conv2d_backward(din, NULL, NULL, out, in, wt, sh, ws);
+                    else jem_conv2d_backward(NULL, dw, NULL, out, in, wt, sh, ws);
+                    if (rep >= 0) t[rep] = now_s() - t0;
+                }
+                g[k] = lf / median(t, reps) / 1e9;
+            }
+            char shp[48];
+            snprintf(shp, sizeof shp, "%dx%dx%d->%d k%d s%d", sh->IC, sh->H, sh->W, sh->OC, sh->KH, sh->stride);
+            if (!json) printf("%-10s %-22s %9.1f %9.1f %9.1f\n", names[l], shp, g[0], g[1], g[2]);
+            jem_jw_obj_begin(&jw);
+            jem_jw_kstr(&jw, "name", names[l]);
+            jem_jw_kstr(&jw, "shape", shp);
+            jem_jw_kdouble(&jw, "forward_gflops", g[0]);
+            jem_jw_kdouble(&jw, "backward_input_gflops", g[1]);
+            jem_jw_kdouble(&jw, "backward_weight_gflops", g[2]);
+            jem_jw_kdouble(&jw, "mflop", lf / 1e6);
+            jem_jw_obj_end(&jw);
+            free(in); free(out); free(wt); free(din); free(dw); free(bias); free(ws);
+        }
+        jem_jw_arr_end(&jw);
+    }
+    if (scaling) {
+        if (!json) printf("\nJEM iteration time (ms):\n");
+        jem_jw_key(&jw, "jem_iteration_ms");
+        jem_jw_obj_begin(&jw);
+        int bs[3] = {32, 64, 128}, ks[3] = {5, 10, 20};
+        for (int i = 0; i < 3; i++)
+            for (int j = 0; j < 3; j++) {
+                int nr = reps < 3 ? reps : 3;
+                for (int rep = -1; rep < nr; rep++) {
+                    double t0 = now_s();
+                    s = w_jem(&b, bs[i], ks[j]);
+                    if (s) { free(t); return cli_fail("bench", s); }
+                    if (rep >= 0) t[rep] = now_s() - t0;
+                }
+                double m = median(t, nr) * 1e3;
+                char key[32];
+                snprintf(key, sizeof key, "batch%d_k%d", bs[i], ks[j]);
+                jem_jw_kdouble(&jw, key, m);
+                if (!json) printf("  batch %3d  K %2d  %9.1f ms  %7.1f images/s\n", bs[i], ks[j], m, bs[i] / m * 1e3);
+            }
+        jem_jw_obj_end(&jw);
+        /* thread scaling of the four workloads */
+        jem_jw_key(&jw, "threads_scaling");
+        jem_jw_obj_begin(&jw);
+        int nth0 = jem_get_threads();
+        if (!json) printf("\nimages/s by thread count:\n");
+        for (int th = 1; th <= nth0; th++) {
+            jem_set_threads(th);
+            char key[16];
+            snprintf(key, sizeof key, "%d", th);
+            jem_jw_key(&jw, key);
+            jem_jw_obj_begin(&jw);
+            if (!json) printf("  %d thread%s:", th, th > 1 ? "s" : " ");
+            for (int w = 0; w < 4; w++) {
+                for (int rep = -1; rep < reps; rep++) {
+                    double t0 = now_s();
+                    switch (w) {
+                    case 0: s = w_forward(&b, 256); break;
+                    case 1: s = w_train(&b, 64); break;
+                    case 2: s = w_sgld(&b, 64, 1); break;
+                    default: s = w_jem(&b, 64, K); break;
+                    }
+                    if (s) { free(t); return cli_fail("bench", s); }
+                    if (rep >= 0) t[rep] = now_s() - t0;
+                }
+                double ips = res[w].batch / median(t, reps);
+                jem_jw_kdouble(&jw, res[w].name, ips);
+                if (!json) printf("  %s %.1f", res[w].name, ips);
+            }
+            if (!json) printf("\n");
+            jem_jw_obj_end(&jw);
+        }
+        jem_set_threads(nth0);
+        jem_jw_obj_end(&jw);
+    }
+    getrusage(RUSAGE_SELF, &ru);
+    jem_jw_kdouble(&jw, "peak_rss_mb", ru.ru_maxrss / 1024.0);
+    jem_jw_obj_end(&jw);
+    if (json) printf("%s\n", jem_jw_cstr(&jw));
+    else printf("\npeak resident memory: %.1f MB\n", ru.ru_maxrss / 1024.0);
+    jem_jw_free(&jw);
+    free(t);
+    free(b.x); free(b.logits); free(b.dl); free(b.y);
+    jem_opt_free(&b.opt);
+    jem_net_free(b.net);
+    return 0;
+}
