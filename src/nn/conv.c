@@ -90,6 +90,9 @@ void jem_conv2d_forward(float *out, const float *inp, const float *w,
     const size_t in_sz = (size_t)s->IC * s->H * s->W, out_sz = (size_t)M * N;
     const size_t wsz = jem_conv2d_ws(s);
     const int pw = is_pointwise(s);
+    if (s->KH == 3 && s->KW == 3 && s->stride == 1 && s->pad == 1 &&
+        jem_conv3x3_avx512_forward(out, inp, w, bias, s) == 0)
+        return;
 #pragma omp parallel for schedule(static)
     for (int b = 0; b < s->B; b++) {
         float *col = ws + (size_t)omp_get_thread_num() * wsz;
@@ -117,8 +120,13 @@ void jem_conv2d_backward(float *dinp, float *dw, float *db, const float *dout,
     const size_t wsz = jem_conv2d_ws(s);
     const size_t colsz = is_pointwise(s) ? 0 : (size_t)K * N;
     const int pw = is_pointwise(s);
-    const int want_w = dw != NULL || db != NULL;
+    int want_w = dw != NULL || db != NULL;
     if (!dinp && !want_w) return;
+    if (dinp && s->KH == 3 && s->KW == 3 && s->stride == 1 && s->pad == 1 &&
+        jem_conv3x3_avx512_backward_input(dinp, dout, w, s) == 0) {
+        dinp = NULL; /* done; the weight gradients (if any) take the GEMM path */
+        if (!want_w) return;
+    }
     int nth = 1;
 #pragma omp parallel
     {

@@ -55,9 +55,58 @@ float jem_act_ref(float x, jem_act a, float slope)
     return x;
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+/* LeakyReLU (slope in [0, 1]; 0 = ReLU) as max(slope * x, x): branch-free,
+ * and NaN propagates (max returns its second operand when either is NaN) */
+__attribute__((target("avx512f")))
+static void lrelu_avx512(float *out, const float *inp, long n, float slope)
+{
+    const __m512 s = _mm512_set1_ps(slope);
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (long i = 0; i < n / 16; i++) {
+        __m512 x = _mm512_loadu_ps(inp + 16 * i);
+        _mm512_storeu_ps(out + 16 * i, _mm512_max_ps(_mm512_mul_ps(s, x), x));
+    }
+    for (long i = n / 16 * 16; i < n; i++) out[i] = inp[i] > 0.0f ? inp[i] : slope * inp[i];
+}
+
+/* d *= (x > 0 ? 1 : slope) */
+__attribute__((target("avx512f")))
+static void lrelu_grad_avx512(float *d, const float *inp, long n, float slope)
+{
+    const __m512 s = _mm512_set1_ps(slope), one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
+#pragma omp parallel for schedule(static) if (n > 65536)
+    for (long i = 0; i < n / 16; i++) {
+        __mmask16 pos = _mm512_cmp_ps_mask(_mm512_loadu_ps(inp + 16 * i), zero, _CMP_GT_OQ);
+        __m512 f = _mm512_mask_blend_ps(pos, s, one);
+        _mm512_storeu_ps(d + 16 * i, _mm512_mul_ps(_mm512_loadu_ps(d + 16 * i), f));
+    }
+    for (long i = n / 16 * 16; i < n; i++) d[i] *= inp[i] > 0.0f ? 1.0f : slope;
+}
+
+static int have_avx512(void)
+{
+    static int ok = -1;
+    if (ok < 0) {
+        __builtin_cpu_init();
+        ok = __builtin_cpu_supports("avx512f");
+    }
+    return ok;
+}
+#else
+static int have_avx512(void) { return 0; }
+static void lrelu_avx512(float *o, const float *i, long n, float s) { (void)o; (void)i; (void)n; (void)s; }
+static void lrelu_grad_avx512(float *d, const float *i, long n, float s) { (void)d; (void)i; (void)n; (void)s; }
+#endif
+
 void jem_act_forward(float *out, const float *inp, size_t N, jem_act a, float slope)
 {
     const long n = (long)N;
+    if ((a == JEM_ACT_LRELU || a == JEM_ACT_RELU) && have_avx512() && slope >= 0.0f && slope <= 1.0f) {
+        lrelu_avx512(out, inp, n, a == JEM_ACT_RELU ? 0.0f : slope);
+        return;
+    }
     switch (a) {
     case JEM_ACT_LRELU:
 #pragma omp parallel for simd schedule(static) if (n > 65536)
@@ -98,6 +147,10 @@ void jem_act_backward(float *dinp, const float *dout, const float *inp,
 void jem_act_grad_inplace(float *d, const float *inp, size_t N, jem_act a, float slope)
 {
     const long n = (long)N;
+    if ((a == JEM_ACT_LRELU || a == JEM_ACT_RELU) && have_avx512()) {
+        lrelu_grad_avx512(d, inp, n, a == JEM_ACT_RELU ? 0.0f : slope);
+        return;
+    }
     if (a == JEM_ACT_LRELU) {
 #pragma omp parallel for simd schedule(static) if (n > 65536)
         for (long i = 0; i < n; i++) d[i] *= inp[i] > 0.0f ? 1.0f : slope;

@@ -40,6 +40,16 @@ void jem_conv2d_backward_ref(float *dinp, float *dw, float *db,
                              const float *dout, const float *inp,
                              const float *w, const jem_conv_shape *s);
 
+/* Direct AVX-512 kernels for 3x3 stride-1 pad-1 convolutions (output
+ * channels a multiple of 8). Return 0 when they ran, -1 when the shape or
+ * the CPU does not fit (the caller then takes the GEMM path). The input
+ * gradient accumulates (+=) like jem_conv2d_backward. */
+int jem_conv3x3_avx512_available(void);
+int jem_conv3x3_avx512_forward(float *out, const float *inp, const float *w,
+                               const float *bias, const jem_conv_shape *s);
+int jem_conv3x3_avx512_backward_input(float *dinp, const float *dout,
+                                      const float *w, const jem_conv_shape *s);
+
 /* ---- linear: out (B, OUT) = inp (B, IN) w^T + bias; w (OUT, IN) */
 void jem_linear_forward(float *out, const float *inp, const float *w,
                         const float *bias, int B, int IN, int OUT);
