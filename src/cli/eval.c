@@ -3,11 +3,12 @@
 #include "io/json.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 int cmd_eval(int argc, char **argv)
 {
-    const char *model = NULL, *data = "fmnist:test";
+    const char *model = NULL, *data = "fmnist:test", *dump = NULL;
     int threads = 0, json = 0, limit = 0;
     const cli_opt opts[] = {
         {"model", OPT_STR, &model, "checkpoint (.safetensors)"},
@@ -15,6 +16,7 @@ int cmd_eval(int argc, char **argv)
         {"limit", OPT_INT, &limit, "use only the first N images (0: all)"},
         {"threads", OPT_INT, &threads, "threads (0: all cores)"},
         {"json", OPT_FLAG, &json, "print the figures as JSON"},
+        {"dump-logits", OPT_STR, &dump, "write the logits (N, K) as raw little-endian float32"},
         {NULL, 0, NULL, NULL}};
     const char *pos[1];
     int npos;
@@ -30,6 +32,15 @@ int cmd_eval(int argc, char **argv)
     s = cli_open_data(data, jem_net_arch(net), &ds);
     if (s) { jem_net_free(net); return cli_fail("eval", s); }
     if (limit > 0) jem_dataset_truncate(&ds, limit);
+    if (dump) {
+        const int K = jem_net_arch(net)->n_classes;
+        float *lg = malloc(sizeof(float) * (size_t)ds.n * K);
+        if (!lg) s = jem_fail(JEM_ERR_NOMEM, "out of memory for %d x %d logits", ds.n, K);
+        if (!s) s = jem_net_predict(net, ds.x, ds.n, lg);
+        if (!s) s = jem_write_file_atomic(dump, lg, sizeof(float) * (size_t)ds.n * K);
+        free(lg);
+        if (s) { jem_dataset_free(&ds); jem_net_free(net); return cli_fail("eval", s); }
+    }
     double acc = 0, nll = 0;
     s = jem_evaluate(net, &ds, &acc, &nll);
     if (s) { jem_dataset_free(&ds); jem_net_free(net); return cli_fail("eval", s); }
