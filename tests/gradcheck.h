@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void conv_d(double *out, const double *inp, const double *w, const double *bias, const jem_conv_shape *s)
+static inline void conv_d(double *out, const double *inp, const double *w, const double *bias, const jem_conv_shape *s)
 {
     const int OH = jem_conv_out(s->H, s->KH, s->stride, s->pad);
     const int OW = jem_conv_out(s->W, s->KW, s->stride, s->pad);
@@ -30,7 +30,7 @@ static void conv_d(double *out, const double *inp, const double *w, const double
                 }
 }
 
-static double act_d(double x, jem_act a, double slope)
+static inline double act_d(double x, jem_act a, double slope)
 {
     switch (a) {
     case JEM_ACT_LRELU: return x > 0 ? x : slope * x;
@@ -40,7 +40,7 @@ static double act_d(double x, jem_act a, double slope)
     return x;
 }
 
-static void linear_d(double *out, const double *inp, const double *w, const double *bias, int B, int IN, int OUT)
+static inline void linear_d(double *out, const double *inp, const double *w, const double *bias, int B, int IN, int OUT)
 {
     for (int b = 0; b < B; b++)
         for (int o = 0; o < OUT; o++) {
@@ -51,7 +51,7 @@ static void linear_d(double *out, const double *inp, const double *w, const doub
 }
 
 /* normalised error ||a - b|| / max(||a||, ||b||, tiny) */
-static double rel_err_fd(const float *a, const double *b, size_t n)
+static inline double rel_err_fd(const float *a, const double *b, size_t n)
 {
     double d = 0, na = 0, nb = 0;
     for (size_t i = 0; i < n; i++) {
@@ -63,7 +63,7 @@ static double rel_err_fd(const float *a, const double *b, size_t n)
     return sqrt(d) / (den > 1e-30 ? den : 1e-30);
 }
 
-static double rel_err_ff(const float *a, const float *b, size_t n)
+static inline double rel_err_ff(const float *a, const float *b, size_t n)
 {
     double d = 0, na = 0, nb = 0;
     for (size_t i = 0; i < n; i++) {
@@ -75,12 +75,12 @@ static double rel_err_ff(const float *a, const float *b, size_t n)
     return sqrt(d) / (den > 1e-30 ? den : 1e-30);
 }
 
-static void fill_uniform(float *x, size_t n, jem_rng *r, float lo, float hi)
+static inline void fill_uniform(float *x, size_t n, jem_rng *r, float lo, float hi)
 {
     for (size_t i = 0; i < n; i++) x[i] = lo + (hi - lo) * jem_rng_uniform(r);
 }
 
-static double *to_d(const float *x, size_t n)
+static inline double *to_d(const float *x, size_t n)
 {
     double *d = malloc(sizeof(double) * (n ? n : 1));
     for (size_t i = 0; i < n; i++) d[i] = x[i];
