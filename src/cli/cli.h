@@ -31,5 +31,7 @@ int cmd_info(int argc, char **argv);
 int cmd_sample(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_ood(int argc, char **argv);
+int cmd_score(int argc, char **argv);
 
 #endif

@@ -17,6 +17,8 @@ typedef struct {
 static const command commands[] = {
     {"train", cmd_train, "train a classifier (softmax) or a JEM hybrid model"},
     {"eval", cmd_eval, "accuracy and NLL of a checkpoint on a data set"},
+    {"ood", cmd_ood, "out-of-distribution detection: AUROC/AUPR/FPR95 of every score, plots"},
+    {"score", cmd_score, "per-input scores (log p(x), max softmax, max logit, gradient norm) as CSV/JSON lines"},
     {"sample", cmd_sample, "draw samples from a model with SGLD or MALA (PNG grid)"},
     {"info", cmd_info, "what a checkpoint holds"},
     {"export", cmd_export, "copy a checkpoint's model weights without the training state"},

@@ -265,4 +265,21 @@ void jem_draw_text(jem_image *im, int x, int y, const char *s, int scale,
 /* Width in pixels of s drawn at this scale (no trailing space). */
 int  jem_text_width(const char *s, int scale);
 
+
+/* ================================================ scores of a network */
+
+/* Per-input OOD scores, higher = more in-distribution:
+ *   logpx          log p~(x) = logsumexp_y f(x)[y]
+ *   max_softmax    max_y p(y|x)
+ *   max_logit      max_y f(x)[y]
+ *   neg_grad_norm  -||grad_x log p~(x)||_2
+ *   energy_t       T logsumexp(f(x) / T) (the negative free energy at T) */
+enum { JEM_SCORE_LOGPX = 0, JEM_SCORE_MAXSOFTMAX, JEM_SCORE_MAXLOGIT, JEM_SCORE_GRADNORM,
+       JEM_SCORE_ENERGY_T, JEM_NSCORES };
+const char *jem_score_name(int k);
+/* out (n, JEM_NSCORES); the gradient score only when want_grad (0 otherwise);
+ * logits_out (nullable, (n, K)). */
+jem_status jem_scores(jem_net *net, const float *x, int n, double T, int want_grad,
+                      double *out, float *logits_out);
+
 #endif /* JEM_EVAL_EVAL_H */
