@@ -282,4 +282,51 @@ const char *jem_score_name(int k);
 jem_status jem_scores(jem_net *net, const float *x, int n, double T, int want_grad,
                       double *out, float *logits_out);
 
+
+/* ============================================================== attacks */
+
+/* A differentiable classifier: logits of a batch x (B, D), and the gradient
+ * dx (B, D) of sum(logits * dlogits) with respect to x (seed: for
+ * stochastic classifiers, the draw of their noise). */
+typedef struct {
+    jem_status (*logits)(void *ctx, const float *x, int B, float *logits);
+    jem_status (*grad)(void *ctx, const float *x, int B, const float *dlogits, float *dx, uint64_t seed);
+    void *ctx;
+    int   D, K;
+    int   stochastic;   /* judge each restart at its last iterate only */
+} jem_classifier;
+
+void jem_classifier_net(jem_classifier *c, jem_net *net);
+
+/* The JEM defence: classify the average logits of `chains` copies of the
+ * input, each refined by `steps` unconditional SGLD steps. Its gradient for
+ * attacks is BPDA (the purifier passed as the identity) with EOT over `eot`
+ * draws of the chains' noise. Use p->c as the classifier. */
+typedef struct {
+    jem_classifier c;
+    jem_net       *net;
+    jem_sgld_cfg   sgld;
+    int            chains, eot;
+    uint64_t       seed, calls;
+} jem_purifier;
+void jem_purifier_init(jem_purifier *p, jem_net *net, int steps, int chains, int eot, uint64_t seed);
+
+typedef struct {
+    int      norm;         /* 0: L-inf, 2: L2 */
+    double   eps;          /* radius in the model's input units ([-1, 1] pixels) */
+    double   step;         /* PGD step size, same units */
+    int      steps;        /* PGD iterations */
+    int      restarts;     /* >= 1; an image is robust only if every restart fails */
+    int      random_start; /* start uniformly in the ball (L-inf) / at a random point of it (L2) */
+    int      fgsm;         /* one step of size eps from the clean image */
+    uint64_t seed;
+} jem_attack_cfg;
+
+/* Attack n images: robust (n) = 1 where the image is classified correctly
+ * clean and at every iterate of every restart; adv (nullable, (n, D)) gets
+ * the first misclassified point found (else the clean image). Iterates stay
+ * inside the ball and the box [-1, 1]. */
+jem_status jem_attack_run(const jem_classifier *c, const float *x, const int32_t *y, int n,
+                          const jem_attack_cfg *cfg, uint8_t *robust, float *adv);
+
 #endif /* JEM_EVAL_EVAL_H */
