@@ -39,7 +39,7 @@ int cmd_attack(int argc, char **argv)
 {
     const char *model = NULL, *data = "fmnist:test", *norm_s = "linf", *eps_s = NULL, *defence = NULL;
     const char *curve = NULL, *save = NULL;
-    int n = 1000, steps = 20, restarts = 1, fgsm = 0, threads = 0, json = 0, dsteps = 10, dchains = 4, eot = 4;
+    int n = 1000, dn = 0, steps = 20, restarts = 1, fgsm = 0, threads = 0, json = 0, dsteps = 10, dchains = 4, eot = 4;
     int no_random = 0;
     double step_frac = 0.25;
     uint64_t seed = 1;
@@ -55,6 +55,7 @@ int cmd_attack(int argc, char **argv)
         {"no-random-start", OPT_FLAG, &no_random, "start PGD at the clean image"},
         {"fgsm", OPT_FLAG, &fgsm, "FGSM (one step of size epsilon) instead of PGD"},
         {"defence", OPT_STR, &defence, "sgld: also attack the SGLD-purification defence"},
+        {"defence-n", OPT_INT, &dn, "images attacked through the defence (the first N; 0: all --n)"},
         {"defence-steps", OPT_INT, &dsteps, "SGLD purification steps"},
         {"defence-chains", OPT_INT, &dchains, "purification chains per image (logits averaged)"},
         {"eot", OPT_INT, &eot, "draws of the defence's noise averaged per gradient (EOT)"},
@@ -91,6 +92,7 @@ int cmd_attack(int argc, char **argv)
     if (s) { jem_net_free(net); return cli_fail("attack", s); }
     if (n < ds.n) jem_dataset_truncate(&ds, n);
     n = ds.n;
+    if (dn <= 0 || dn > n) dn = n;
     const int D = ds.c * ds.h * ds.w;
     jem_classifier cu;
     jem_classifier_net(&cu, net);
@@ -108,7 +110,7 @@ int cmd_attack(int argc, char **argv)
         printf("%s on %s, %d images, %s %s, %d steps of %.2f eps, %d restart%s\n", model, data, n,
                fgsm ? "FGSM" : "PGD", norm ? "L2" : "L-inf", fgsm ? 1 : steps, fgsm ? 1.0 : step_frac, restarts,
                restarts > 1 ? "s" : "");
-        if (defence) printf("defence: SGLD purification, %d steps, %d chains; BPDA + EOT over %d draws\n", dsteps, dchains, eot);
+        if (defence) printf("defence (first %d images): SGLD purification, %d steps, %d chains; BPDA + EOT over %d draws\n", dn, dsteps, dchains, eot);
         printf("\n%8s %12s", "eps", "undefended");
         if (defence) printf(" %12s %12s %12s", "def:transfer", "def:BPDA+EOT", "def:worst");
         printf("\n");
@@ -132,17 +134,17 @@ int cmd_attack(int argc, char **argv)
             jem_classifier *cd = &pur.c;
             jem_attack_cfg clean = ac;
             clean.eps = 0;
-            s = jem_attack_run(cd, adv, ds.y, n, &clean, rt, NULL);
+            s = jem_attack_run(cd, adv, ds.y, dn, &clean, rt, NULL);
             if (s) goto fail;
-            acct[e] = frac(rt, n);
+            acct[e] = frac(rt, dn);
             /* the adaptive attack: PGD with BPDA + EOT gradients through the defence */
-            s = jem_attack_run(cd, ds.x, ds.y, n, &ac, rd, NULL);
+            s = jem_attack_run(cd, ds.x, ds.y, dn, &ac, rd, NULL);
             if (s) goto fail;
-            accd[e] = frac(rd, n);
+            accd[e] = frac(rd, dn);
             /* defended robust accuracy: an image survives only if neither
              * attack broke it, at this or any smaller epsilon */
-            for (int i = 0; i < n; i++) { prev_d[i] = rd[i] & rt[i] & prev_d[i]; }
-            accdef[e] = frac(prev_d, n);
+            for (int i = 0; i < dn; i++) { prev_d[i] = rd[i] & rt[i] & prev_d[i]; }
+            accdef[e] = frac(prev_d, dn);
         }
         if (!json) {
             printf("%8g %12.4f", eps[e], accu[e]);
@@ -189,6 +191,7 @@ int cmd_attack(int argc, char **argv)
         if (defence) {
             jem_jw_key(&w, "defence");
             jem_jw_obj_begin(&w);
+            jem_jw_kint(&w, "n", dn);
             jem_jw_kint(&w, "sgld_steps", dsteps);
             jem_jw_kint(&w, "chains", dchains);
             jem_jw_kint(&w, "eot", eot);

@@ -34,5 +34,6 @@ int cmd_bench(int argc, char **argv);
 int cmd_ood(int argc, char **argv);
 int cmd_score(int argc, char **argv);
 int cmd_attack(int argc, char **argv);
+int cmd_report(int argc, char **argv);
 
 #endif

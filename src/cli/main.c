@@ -20,6 +20,7 @@ static const command commands[] = {
     {"ood", cmd_ood, "out-of-distribution detection: AUROC/AUPR/FPR95 of every score, plots"},
     {"score", cmd_score, "per-input scores (log p(x), max softmax, max logit, gradient norm) as CSV/JSON lines"},
     {"attack", cmd_attack, "robust accuracy under FGSM/PGD, undefended and with SGLD purification"},
+    {"report", cmd_report, "the whole evaluation as one HTML page and JSON"},
     {"sample", cmd_sample, "draw samples from a model with SGLD or MALA (PNG grid)"},
     {"info", cmd_info, "what a checkpoint holds"},
     {"export", cmd_export, "copy a checkpoint's model weights without the training state"},

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The evaluation commands end to end on a tiny model trained for a few
+# iterations: eval (calibration, reliability diagram), ood, score, attack
+# (with and without the defence), report, sample; outputs exist and JSON parses.
+set -u
+JEM=${JEM:-build/jem}
+pass=0; fail=0
+check() { if eval "$1"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $1" >&2; fi; }
+png() { [ "$(head -c 8 "$1" 2>/dev/null | od -An -tx1 | tr -d ' \n')" = "89504e470d0a1a0a" ]; }
+json_ok() { grep -q '^{.*}$' "$1"; }
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+cat > "$tmp/tiny.model" <<'M'
+name = tiny
+input = 1x28x28
+classes = 10
+stem = 8
+blocks = 16/2 16/2
+M
+m="$tmp/m.safetensors"
+"$JEM" train --model "$tmp/tiny.model" --data fmnist:test --val 0 --iters 80 --batch 32 --lr 3e-3 --out "$m" > /dev/null 2>&1
+check "[ -f '$m' ]"
+
+"$JEM" eval --model "$m" --data fmnist:test --limit 500 --reliability "$tmp/rel.png" --json > "$tmp/eval.json"
+check "[ $? -eq 0 ]"
+check "json_ok '$tmp/eval.json'"
+check "grep -q '\"ece\":' '$tmp/eval.json' && grep -q '\"brier\":' '$tmp/eval.json' && grep -q '\"T\":' '$tmp/eval.json'"
+check "png '$tmp/rel.png'"
+acc=$(sed -n 's/.*"accuracy":\([0-9.]*\).*/\1/p' "$tmp/eval.json")
+check "awk 'BEGIN{exit !($acc > 0.2)}'"
+
+"$JEM" ood --model "$m" --limit 200 --hist "$tmp/h.png" --roc "$tmp/r.png" --json > "$tmp/ood.json"
+check "[ $? -eq 0 ]"
+check "json_ok '$tmp/ood.json'"
+check "grep -q 'mnist:test' '$tmp/ood.json' && grep -q 'noise:uniform' '$tmp/ood.json' && grep -q 'interp:' '$tmp/ood.json'"
+check "png '$tmp/h.png' && png '$tmp/r.png'"
+
+"$JEM" score --model "$m" --data mnist:test --limit 30 --format csv --out "$tmp/s.csv"
+check "[ $? -eq 0 ] && [ \$(wc -l < '$tmp/s.csv') -eq 31 ]"
+check "head -1 '$tmp/s.csv' | grep -q '^index,label,logpx,max_softmax,max_logit,neg_grad_norm,energy_t$'"
+"$JEM" score --model "$m" --data noise:uniform:5 --format jsonl > "$tmp/s.jsonl"
+check "[ \$(grep -c '\"logpx\"' '$tmp/s.jsonl') -eq 5 ]"
+
+"$JEM" attack --model "$m" --n 40 --steps 3 --eps 0,0.05,0.2 --curve "$tmp/a.png" --json > "$tmp/a.json"
+check "[ $? -eq 0 ] && json_ok '$tmp/a.json' && png '$tmp/a.png'"
+# robust accuracy never rises with epsilon, and epsilon 0 is clean accuracy
+und=$(sed -n 's/.*"undefended":\[\([^]]*\)\].*/\1/p' "$tmp/a.json")
+check "awk -F, '{exit !(\$1 >= \$2 && \$2 >= \$3)}' <<< '$und'"
+"$JEM" attack --model "$m" --n 10 --steps 2 --eps 0,0.1 --norm l2 --defence sgld --defence-steps 2 --defence-chains 2 --eot 2 --json > "$tmp/d.json"
+check "[ $? -eq 0 ] && grep -q '\"bpda_eot\"' '$tmp/d.json'"
+
+"$JEM" report --model "$m" --out "$tmp/rep" --quick 2> "$tmp/rep.err"
+check "[ $? -eq 0 ]"
+check "[ -s '$tmp/rep/report.html' ] && grep -q 'data:image/png;base64' '$tmp/rep/report.html'"
+check "grep -q '\"calibration\":{' '$tmp/rep/report.json' && grep -q '\"attack_l2\":{' '$tmp/rep/report.json'"
+
+"$JEM" sample --model "$m" --n 4 --steps 3 --out "$tmp/s.png" > /dev/null
+check "png '$tmp/s.png'"
+"$JEM" sample --model "$m" --inpaint bottom --data fmnist:test --n 4 --steps 3 --out "$tmp/i.png" > /dev/null 2>&1
+check "png '$tmp/i.png'"
+
+# bad input: unknown data set, unknown option, missing model
+"$JEM" ood --model "$m" --out nosuch:thing > /dev/null 2> "$tmp/e1"
+check "[ $? -ne 0 ] && grep -q 'nosuch' '$tmp/e1'"
+"$JEM" attack --model "$m" --epsilon 3 > /dev/null 2> "$tmp/e2"
+check "[ $? -eq 2 ] && grep -q -- '--epsilon' '$tmp/e2'"
+"$JEM" eval --model "$tmp/none.safetensors" > /dev/null 2> "$tmp/e3"
+check "[ $? -ne 0 ] && grep -q 'none.safetensors' '$tmp/e3'"
+
+echo "cli_eval: $pass passed, $fail failed"
+[ $fail -eq 0 ]
