@@ -79,6 +79,18 @@ static jem_status w_jem(bctx *b, int B, int K)
     return w_train(b, 2 * B);
 }
 
+/* the four workloads: forward (256), training step (64), SGLD step (64),
+ * JEM iteration (64, K steps) */
+static jem_status run_workload(bctx *b, int w, int K)
+{
+    switch (w) {
+    case 0: return w_forward(b, 256);
+    case 1: return w_train(b, 64);
+    case 2: return w_sgld(b, 64, 1);
+    default: return w_jem(b, 64, K);
+    }
+}
+
 typedef struct { const char *name; int batch; double img_s, ms; } wres;
 
 int cmd_bench(int argc, char **argv)
@@ -131,12 +143,7 @@ int cmd_bench(int argc, char **argv)
     for (int w = 0; w < 4; w++) {
         for (int rep = -1; rep < reps; rep++) {
             double t0 = now_s();
-            switch (w) {
-            case 0: s = w_forward(&b, 256); break;
-            case 1: s = w_train(&b, 64); break;
-            case 2: s = w_sgld(&b, 64, 1); break;
-            default: s = w_jem(&b, 64, K); break;
-            }
+            s = run_workload(&b, w, K);
             if (s) { free(t); return cli_fail("bench", s); }
             if (rep >= 0) t[rep] = now_s() - t0;
         }
@@ -291,12 +298,7 @@ int cmd_bench(int argc, char **argv)
             for (int w = 0; w < 4; w++) {
                 for (int rep = -1; rep < reps; rep++) {
                     double t0 = now_s();
-                    switch (w) {
-                    case 0: s = w_forward(&b, 256); break;
-                    case 1: s = w_train(&b, 64); break;
-                    case 2: s = w_sgld(&b, 64, 1); break;
-                    default: s = w_jem(&b, 64, K); break;
-                    }
+                    s = run_workload(&b, w, K);
                     if (s) { free(t); return cli_fail("bench", s); }
                     if (rep >= 0) t[rep] = now_s() - t0;
                 }
