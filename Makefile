@@ -5,6 +5,7 @@
 #   make bench      performance benchmarks (ratios measured side by side)
 #   make DEBUG=1    -O0, full debug info
 #   make SANITIZE=1 AddressSanitizer + UndefinedBehaviorSanitizer (build-san/)
+#   make fuzz       libFuzzer on every parser of outside input (clang)
 
 CC      ?= gcc
 BUILD   ?= build
@@ -33,7 +34,7 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all lib tests test test-san demo bench deps clean check-all
+.PHONY: all lib tests test test-san demo bench deps clean check-all fuzz fuzz-build
 all: $(BUILD)/libjem.a $(BUILD)/jem
 
 lib: $(BUILD)/libjem.a
@@ -53,6 +54,32 @@ $(BUILD)/jem: $(CLI_OBJ) $(BUILD)/libjem.a
 $(BUILD)/tests/%: tests/%.c tests/test.h $(BUILD)/libjem.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -MF $@.d -o $@ $< $(BUILD)/libjem.a $(LDFLAGS) $(LDLIBS)
+
+# the fuzz replay test runs the harnesses, one of which parses options
+$(BUILD)/tests/test_fuzz: tests/test_fuzz.c tests/test.h $(BUILD)/libjem.a $(BUILD)/src/cli/opts.o
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -MF $@.d -o $@ $< $(BUILD)/src/cli/opts.o $(BUILD)/libjem.a $(LDFLAGS) $(LDLIBS)
+
+# libFuzzer harnesses (clang): build-fuzz/fuzz_<target>; `make fuzz` runs
+# each for FUZZ_SECONDS from the seed corpora in tests/fuzz/corpus.
+FUZZ_TARGETS := idx cifar png pngdir ckpt arch cli json
+FUZZ_SECONDS ?= 60
+FUZZ_BUILD   := build-fuzz
+FUZZ_FLAGS   := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(FUZZ_BUILD)/%.o) $(FUZZ_BUILD)/src/cli/opts.o
+
+$(FUZZ_BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	clang $(CPPFLAGS) $(CSTD) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -fopenmp -c $< -o $@
+
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FUZZ_LIB_OBJ)
+	clang $(CPPFLAGS) $(CSTD) $(FUZZ_FLAGS) -fsanitize=fuzzer -fopenmp -o $@ $< $(FUZZ_LIB_OBJ) $(LDLIBS)
+
+fuzz-build: deps
+	@$(MAKE) --no-print-directory $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
+
+fuzz: fuzz-build
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_TARGETS)
 
 deps:
 	@scripts/deps.sh
@@ -78,6 +105,6 @@ bench: deps
 	@scripts/bench.sh $(BUILD)
 
 clean:
-	rm -rf build build-debug build-san
+	rm -rf build build-debug build-san build-fuzz
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_BIN:=.d)

@@ -2,8 +2,10 @@
  * directory) and whole-file reading. */
 #include "io/io.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -109,6 +111,38 @@ static jem_status fsync_dir(const char *path)
     return s;
 }
 
+/* Remove temporary files of path left by writers that were killed (SIGKILL,
+ * power loss) before they could clean up: "<path>.tmp-<pid>-<n>" whose pid no
+ * longer exists. Best effort; errors are ignored. */
+static void sweep_stale(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    const char *base = slash ? slash + 1 : path;
+    size_t dlen = slash ? (size_t)(slash - path) : 0;
+    char dir[4096];
+    if (dlen + 2 > sizeof dir) return;
+    if (!slash) strcpy(dir, ".");
+    else if (dlen == 0) strcpy(dir, "/");
+    else { memcpy(dir, path, dlen); dir[dlen] = 0; }
+    size_t blen = strlen(base), mlen = strlen(JEM_ATOMIC_TMP_MARK);
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        const char *n = e->d_name;
+        if (strncmp(n, base, blen) || strncmp(n + blen, JEM_ATOMIC_TMP_MARK, mlen)) continue;
+        char *end;
+        errno = 0;
+        long pid = strtol(n + blen + mlen, &end, 10);
+        if (errno || end == n + blen + mlen || *end != '-' || pid <= 0 || pid == (long)getpid()) continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue;
+        char full[4096 + 256];
+        snprintf(full, sizeof full, "%s/%s", dir, n);
+        unlink(full);
+    }
+    closedir(d);
+}
+
 jem_status jem_atomic_commit(jem_atomic *a)
 {
     if (!a || !a->fp) return jem_fail(JEM_ERR_ARG, "atomic write: commit without an open file");
@@ -142,6 +176,7 @@ jem_status jem_atomic_commit(jem_atomic *a)
         return s;
     }
     jem_status s = fsync_dir(a->path);
+    if (s == JEM_OK) sweep_stale(a->path);
     atomic_clear(a);
     return s;
 }

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Crash safety: a JEM training run checkpointing every 2 iterations is killed
+# with SIGKILL at random moments, KILLS times (default 12), each time resumed
+# from its checkpoint. After every kill the last checkpoint must load and
+# hold an iteration no lower than the one before; kills that land during a
+# checkpoint write leave a temporary file, which the next successful write
+# sweeps away. Prints how many kills landed during a write.
+set -u
+JEM=${JEM:-build/jem}
+KILLS=${KILLS:-12}
+pass=0; fail=0
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
+check() { if eval "$1"; then ok; else bad "$1"; fi; }
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+cat > "$tmp/tiny.model" <<'M'
+name = tiny
+input = 1x28x28
+classes = 10
+stem = 4
+blocks = 8/2 8/2
+M
+ck="$tmp/run.safetensors"
+common=(--model "$tmp/tiny.model" --data fmnist:test --val 0 --batch 16 --mode jem --sgld-steps 2
+        --buffer 4000 --ckpt-every 2 --iters 100000000 --threads 2 --out "$ck")
+iter_of() { "$JEM" info "$1" --json 2>/dev/null | sed -n 's/.*"jem.train.iter":"\([0-9]*\)".*/\1/p'; }
+RANDOM=${SEED:-7}
+last=0; loaded=0; present=0; during=0
+for k in $(seq 1 "$KILLS"); do
+    if [ -f "$ck" ]; then resume=(--resume "$ck"); else resume=(); fi
+    "$JEM" train "${common[@]}" "${resume[@]}" > /dev/null 2> "$tmp/err" &
+    pid=$!
+    # 0.3 s to 2.3 s: after start-up, across iterations and checkpoint writes
+    sleep "$(printf '0.%03d' $((RANDOM % 1000)))"; sleep 0.3; [ $((RANDOM % 2)) -eq 1 ] && sleep 1
+    kill -9 "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    ls "$tmp" | grep -q '\.tmp-' && during=$((during + 1))
+    if [ -f "$ck" ]; then
+        present=$((present + 1))
+        it=$(iter_of "$ck")
+        if [ -n "$it" ]; then loaded=$((loaded + 1)); else bad "kill $k: checkpoint does not load"; tail -3 "$tmp/err" >&2; continue; fi
+        check "[ $it -ge $last ]"
+        last=$it
+    fi
+done
+check "[ $present -gt 0 ]"
+check "[ $loaded -eq $present ]"
+# the run resumes from the last checkpoint and finishes cleanly
+final=$((last + 3))
+"$JEM" train "${common[@]}" --resume "$ck" --iters $final > /dev/null 2> "$tmp/err"
+check "[ $? -eq 0 ]"
+check "[ \"\$(iter_of '$ck')\" = '$final' ]"
+check "[ \$(ls '$tmp' | grep -c '\\.tmp-') -eq 0 ]"
+echo "kills: $KILLS, checkpoint present after $present, loaded $loaded of $present, kills during a write: $during, last iteration $last"
+echo "cli_crash: $pass passed, $fail failed"
+[ $fail -eq 0 ]
