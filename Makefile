@@ -6,6 +6,8 @@
 #   make DEBUG=1    -O0, full debug info
 #   make SANITIZE=1 AddressSanitizer + UndefinedBehaviorSanitizer (build-san/)
 #   make fuzz       libFuzzer on every parser of outside input (clang)
+#   make MPI=1      the same jem with data-parallel MPI (build-mpi/)
+#   make test-mpi   install OpenMPI if missing, run the MPI tests (mpirun -np 2)
 
 CC      ?= gcc
 BUILD   ?= build
@@ -22,6 +24,11 @@ ifeq ($(SANITIZE),1)
   LDSAN := -fsanitize=address,undefined
   BUILD := build-san
 endif
+ifeq ($(MPI),1)
+  CC    := mpicc
+  BUILD := $(BUILD)-mpi
+  CPPFLAGS += -DJEM_MPI
+endif
 CPPFLAGS += -Iinclude -Isrc -D_GNU_SOURCE -MMD -MP
 CFLAGS   += $(CSTD) $(OPT) -g $(WARN) -fopenmp
 LDLIBS   += -lopenblas -lpng -lz -lm
@@ -34,7 +41,7 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all lib tests test test-san demo bench deps clean check-all fuzz fuzz-build
+.PHONY: all lib tests test test-san test-mpi demo bench deps clean check-all fuzz fuzz-build
 all: $(BUILD)/libjem.a $(BUILD)/jem
 
 lib: $(BUILD)/libjem.a
@@ -94,6 +101,12 @@ test-san: deps
 	@$(MAKE) --no-print-directory SANITIZE=1 all tests
 	@JEM_TEST_QUICK=1 JEM_TEST_UNIT_ONLY=1 scripts/run_tests.sh build-san
 
+# MPI: data-parallel training and evaluation on 2 ranks of this machine.
+test-mpi:
+	@JEM_DEPS_EXTRA="libopenmpi-dev openmpi-bin" scripts/deps.sh
+	@$(MAKE) --no-print-directory MPI=1 all
+	@JEM=build-mpi/jem bash tests/mpi_train.sh
+
 check-all: test test-san
 
 demo: deps
@@ -105,6 +118,6 @@ bench: deps
 	@scripts/bench.sh $(BUILD)
 
 clean:
-	rm -rf build build-debug build-san build-fuzz
+	rm -rf build build-debug build-san build-fuzz build-mpi
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_BIN:=.d)

@@ -76,6 +76,40 @@ void     jem_rng_shuffle(jem_rng *r, int32_t *a, size_t n);
 void jem_set_threads(int n);
 int  jem_get_threads(void);
 
+/* ------------------------------------------------------------ distributed */
+
+/* Data-parallel runs across processes with MPI (built with `make MPI=1`;
+ * without it these are single-process stand-ins: rank 0 of 1, and the
+ * reductions do nothing). jem_dist_init is called once from main before any
+ * other jem call; every other function is collective where it says so: all
+ * ranks must call it in the same order. */
+void     jem_dist_init(int *argc, char ***argv);
+void     jem_dist_finalize(void);
+int      jem_dist_rank(void);
+int      jem_dist_size(void);
+int      jem_dist_enabled(void);            /* 1 when built with MPI */
+/* Collective: in-place sums over ranks. */
+void     jem_dist_sum_f32(float *x, size_t n);
+void     jem_dist_sum_f64(double *x, size_t n);
+/* Collective: in-place maximum over ranks. */
+void     jem_dist_max_i64(int64_t *x, size_t n);
+/* Collective: 1 when v is the same on every rank. */
+int      jem_dist_same_u64(uint64_t v);
+/* Collective: rank 0's bytes copied to every rank. */
+void     jem_dist_bcast(void *p, size_t n);
+/* Collective: rows [lo(r), lo(r+1)) of x (n_rows rows of `row` floats, lo(r)
+ * = r * n_rows / size) are gathered from rank r into rank 0's x. */
+void     jem_dist_gather_rows(float *x, size_t row, int n_rows);
+/* Collective: every rank's slice of rows (as jem_dist_gather_rows, rows of
+ * row_bytes bytes) copied into every rank's x. */
+void     jem_dist_allgather(void *x, size_t row_bytes, int n_rows);
+/* The slice of n items owned by this rank: [*lo, *hi). */
+void     jem_dist_slice(int64_t n, int64_t *lo, int64_t *hi);
+/* Seconds spent inside the collectives so far (this rank). */
+double   jem_dist_comm_seconds(void);
+/* End the whole job with this exit code (MPI_Abort; exit() alone). */
+void     jem_dist_abort(int code);
+
 /* ----------------------------------------------------------- architecture */
 
 #define JEM_MAX_BLOCKS 16
@@ -458,6 +492,8 @@ typedef struct {
     float   *mu;             /* (K, D) per-class mean */
     float   *sd;             /* (K, D) per-class std (diagonal) */
     float   *chol;           /* (K, D, D) lower Cholesky factors, or NULL */
+    int      lo, hi;         /* draws come from slots [lo, hi) (a rank's slice;
+                                0 and n after jem_buffer_create) */
 } jem_buffer;
 
 jem_status jem_buffer_create(jem_buffer *b, int n, int c, int h, int w,

@@ -35,6 +35,21 @@ static double frac(const uint8_t *r, int n)
     return n ? (double)k / n : 0;
 }
 
+/* jem_attack_run on this rank's slice of the n images (all of them without
+ * MPI), then the per-image results exchanged so every rank has them all */
+static jem_status attack_split(const jem_classifier *c, const float *x, const int32_t *y, int n,
+                               const jem_attack_cfg *cfg, uint8_t *robust, float *adv, size_t D)
+{
+    int64_t lo, hi;
+    jem_dist_slice(n, &lo, &hi);
+    jem_status s = jem_attack_run(c, x + D * (size_t)lo, y + lo, (int)(hi - lo), cfg, robust + lo,
+                                  adv ? adv + D * (size_t)lo : NULL);
+    if (s) return s;
+    jem_dist_allgather(robust, 1, n);
+    if (adv) jem_dist_allgather(adv, sizeof(float) * D, n);
+    return JEM_OK;
+}
+
 int cmd_attack(int argc, char **argv)
 {
     const char *model = NULL, *data = "fmnist:test", *norm_s = "linf", *eps_s = NULL, *defence = NULL;
@@ -118,7 +133,7 @@ int cmd_attack(int argc, char **argv)
     for (int e = 0; e < ne; e++) {
         /* [0, 1]-scale epsilon -> the model's [-1, 1] units */
         jem_attack_cfg ac = {norm, 2.0 * eps[e], 2.0 * eps[e] * step_frac, steps, restarts, !no_random, fgsm, seed + (uint64_t)e};
-        s = jem_attack_run(&cu, ds.x, ds.y, n, &ac, ru, adv);
+        s = attack_split(&cu, ds.x, ds.y, n, &ac, ru, adv, (size_t)D);
         if (s) goto fail;
         /* monotone: an image broken at a smaller epsilon stays broken */
         for (int i = 0; i < n; i++) { ru[i] &= prev_u[i]; prev_u[i] = ru[i]; }
@@ -134,11 +149,11 @@ int cmd_attack(int argc, char **argv)
             jem_classifier *cd = &pur.c;
             jem_attack_cfg clean = ac;
             clean.eps = 0;
-            s = jem_attack_run(cd, adv, ds.y, dn, &clean, rt, NULL);
+            s = attack_split(cd, adv, ds.y, dn, &clean, rt, NULL, (size_t)D);
             if (s) goto fail;
             acct[e] = frac(rt, dn);
             /* the adaptive attack: PGD with BPDA + EOT gradients through the defence */
-            s = jem_attack_run(cd, ds.x, ds.y, dn, &ac, rd, NULL);
+            s = attack_split(cd, ds.x, ds.y, dn, &ac, rd, NULL, (size_t)D);
             if (s) goto fail;
             accd[e] = frac(rd, dn);
             /* defended robust accuracy: an image survives only if neither

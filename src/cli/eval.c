@@ -10,22 +10,35 @@
 #include <string.h>
 
 /* logits of every image, optionally after K unconditional SGLD steps */
-static jem_status logits_of(jem_net *net, const jem_dataset *ds, int refine, const jem_sgld_cfg *sc, float *out)
+static jem_status logits_slice(jem_net *net, const jem_dataset *ds, int lo, int hi, int refine,
+                               const jem_sgld_cfg *sc, float *out)
 {
-    if (!refine) return jem_net_predict(net, ds->x, ds->n, out);
     const size_t D = (size_t)ds->c * ds->h * ds->w;
     const int K = jem_net_arch(net)->n_classes, chunk = 128;
+    if (!refine) return jem_net_predict(net, ds->x + D * lo, hi - lo, out + (size_t)lo * K);
     float *xb = malloc(sizeof(float) * D * chunk);
     if (!xb) return jem_fail(JEM_ERR_NOMEM, "out of memory for refinement");
     jem_status s = JEM_OK;
-    for (int i = 0; i < ds->n && !s; i += chunk) {
-        int b = ds->n - i < chunk ? ds->n - i : chunk;
+    for (int i = lo; i < hi && !s; i += chunk) {
+        int b = hi - i < chunk ? hi - i : chunk;
         memcpy(xb, ds->x + D * i, sizeof(float) * D * b);
         s = jem_sgld_run(jem_net_energy, net, xb, b, (int)D, NULL, NULL, sc, 7, (uint64_t)i, NULL);
         if (!s) s = jem_net_predict(net, xb, b, out + (size_t)i * K);
     }
     free(xb);
     return s;
+}
+
+/* logits of every image; with several MPI ranks each computes its slice and
+ * the rows are exchanged, so every rank ends with all of them */
+static jem_status logits_of(jem_net *net, const jem_dataset *ds, int refine, const jem_sgld_cfg *sc, float *out)
+{
+    int64_t lo, hi;
+    jem_dist_slice(ds->n, &lo, &hi);
+    jem_status s = logits_slice(net, ds, (int)lo, (int)hi, refine, sc, out);
+    if (s) return s;
+    jem_dist_allgather(out, sizeof(float) * (size_t)jem_net_arch(net)->n_classes, ds->n);
+    return JEM_OK;
 }
 
 int cmd_eval(int argc, char **argv)

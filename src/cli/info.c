@@ -2,6 +2,7 @@
 #include "cli/cli.h"
 #include "io/json.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -17,15 +18,61 @@ static const char *dt_name(jem_dtype d)
     return "?";
 }
 
+/* Compare the model weights of two checkpoints of the same architecture:
+ * the largest absolute difference, and the largest relative to the tensor's
+ * largest magnitude, over every parameter. */
+static int diff_models(const char *pa, const char *pb, int json)
+{
+    jem_net *a = NULL, *b = NULL;
+    jem_status s = jem_ckpt_load(pa, &a);
+    if (!s) s = jem_ckpt_load(pb, &b);
+    if (s) { jem_net_free(a); return cli_fail("info", s); }
+    if (jem_net_nparams(a) != jem_net_nparams(b) || jem_net_ntensors(a) != jem_net_ntensors(b)) {
+        fprintf(stderr, "jem info: error: %s and %s hold different models\n", pa, pb);
+        jem_net_free(a); jem_net_free(b);
+        return 1;
+    }
+    double max_abs = 0, max_rel = 0;
+    const char *worst = "";
+    for (int t = 0; t < jem_net_ntensors(a); t++) {
+        const jem_param *ta = jem_net_tensor(a, t), *tb = jem_net_find(b, ta->name);
+        if (!tb || tb->numel != ta->numel) {
+            fprintf(stderr, "jem info: error: tensor %s differs in shape between %s and %s\n", ta->name, pa, pb);
+            jem_net_free(a); jem_net_free(b);
+            return 1;
+        }
+        const float *xa = jem_net_params(a) + ta->offset, *xb = jem_net_params(b) + tb->offset;
+        double scale = 0, dmax = 0;
+        for (size_t i = 0; i < ta->numel; i++) {
+            double m = fabs((double)xa[i]);
+            if (m > scale) scale = m;
+            double d = fabs((double)xa[i] - (double)xb[i]);
+            if (!(d <= dmax)) dmax = d; /* NaN propagates */
+        }
+        double rel = dmax / (scale > 0 ? scale : 1);
+        if (!(dmax <= max_abs)) max_abs = dmax;
+        if (!(rel <= max_rel)) { max_rel = rel; worst = ta->name; }
+    }
+    if (json) printf("{\"max_abs_diff\":%.9g,\"max_rel_diff\":%.9g,\"worst_tensor\":\"%s\",\"parameters\":%zu}\n",
+                     max_abs, max_rel, worst, jem_net_nparams(a));
+    else printf("%zu parameters: max |a - b| %.3g, max relative %.3g (%s)\n", jem_net_nparams(a), max_abs, max_rel, worst);
+    jem_net_free(a); jem_net_free(b);
+    return 0;
+}
+
 int cmd_info(int argc, char **argv)
 {
     int json = 0;
-    const cli_opt opts[] = {{"json", OPT_FLAG, &json, "print as JSON"}, {NULL, 0, NULL, NULL}};
+    const char *diff = NULL;
+    const cli_opt opts[] = {{"json", OPT_FLAG, &json, "print as JSON"},
+                            {"diff", OPT_STR, &diff, "compare the weights with this checkpoint's"},
+                            {NULL, 0, NULL, NULL}};
     const char *pos[1];
     int npos;
-    int r = cli_parse("info", "CKPT [--json]", opts, argc, argv, 2, pos, 1, &npos);
+    int r = cli_parse("info", "CKPT [--json] [--diff OTHER]", opts, argc, argv, 2, pos, 1, &npos);
     if (r) return r > 0 ? 0 : 2;
     if (!npos) { fprintf(stderr, "jem info: error: a checkpoint path is required\n"); return 2; }
+    if (diff) return diff_models(pos[0], diff, json);
     jem_st *st = NULL;
     jem_status s = jem_st_open(pos[0], &st);
     if (s) return cli_fail("info", s);

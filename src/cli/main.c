@@ -39,9 +39,18 @@ int main(int argc, char **argv)
 {
     if (argc < 2) { usage(stderr); return 2; }
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) { usage(stdout); return 0; }
-    if (!strcmp(argv[1], "--version")) { printf("jem %s\n", JEM_VERSION); return 0; }
+    if (!strcmp(argv[1], "--version")) { printf("jem %s%s\n", JEM_VERSION, jem_dist_enabled() ? " (MPI)" : ""); return 0; }
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
-        if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc, argv);
+        if (!strcmp(argv[1], commands[i].name)) {
+            jem_dist_init(&argc, &argv);
+            /* several ranks compute alike; rank 0 alone reports on stdout */
+            if (jem_dist_rank() != 0 && !freopen("/dev/null", "w", stdout)) return 1;
+            int rc = commands[i].fn(argc, argv);
+            /* a failing rank ends the whole job: the others would wait for it */
+            if (rc != 0 && jem_dist_size() > 1) jem_dist_abort(rc);
+            jem_dist_finalize();
+            return rc;
+        }
     fprintf(stderr, "jem: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return 2;

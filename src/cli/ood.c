@@ -20,7 +20,12 @@ static jem_status score_set(jem_net *net, const char *spec, int limit, double T,
     if (limit > 0) jem_dataset_truncate(ds, limit);
     *sc = malloc(sizeof(double) * (size_t)ds->n * JEM_NSCORES);
     if (!*sc) { jem_dataset_free(ds); return jem_fail(JEM_ERR_NOMEM, "out of memory scoring %s", spec); }
-    s = jem_scores(net, ds->x, ds->n, T, grad, *sc, NULL);
+    /* several MPI ranks: each scores its slice, then the rows are exchanged */
+    int64_t lo, hi;
+    jem_dist_slice(ds->n, &lo, &hi);
+    const size_t D = (size_t)ds->c * ds->h * ds->w;
+    s = jem_scores(net, ds->x + D * (size_t)lo, (int)(hi - lo), T, grad, *sc + (size_t)lo * JEM_NSCORES, NULL);
+    if (!s) jem_dist_allgather(*sc, sizeof(double) * JEM_NSCORES, ds->n);
     if (s) { free(*sc); *sc = NULL; jem_dataset_free(ds); }
     return s;
 }

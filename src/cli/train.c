@@ -227,10 +227,17 @@ int cmd_train(int argc, char **argv)
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    fprintf(stderr, "jem train: %s on %s (%d images, %d held out), model %s (%zu parameters), %d threads\n",
-            is_jem ? "JEM" : "softmax", tr.name, tr.n, va.n, a->name, jem_net_nparams(net), jem_get_threads());
+    const int rank0 = jem_dist_rank() == 0, ranks = jem_dist_size();
+    if (rank0) {
+        char rk[64] = "";
+        if (ranks > 1) snprintf(rk, sizeof rk, ", %d ranks (global batch %d)", ranks, c.batch * ranks);
+        fprintf(stderr, "jem train: %s on %s (%d images, %d held out), model %s (%zu parameters), %d threads%s\n",
+                is_jem ? "JEM" : "softmax", tr.name, tr.n, va.n, a->name, jem_net_nparams(net), jem_get_threads(), rk);
+    }
+    const double comm0 = jem_dist_comm_seconds();
     s = jem_train(net, &tr, va.n ? &va : NULL, &c, resume);
-    if (pc.tty) fputc('\n', stderr);
+    const double comm = jem_dist_comm_seconds() - comm0;
+    if (pc.tty && rank0) fputc('\n', stderr);
     int rc = 0;
     if (s) {
         rc = cli_fail("train", s);
@@ -243,12 +250,15 @@ int cmd_train(int argc, char **argv)
             if (!s) { s = jem_evaluate(net, &te, &tacc, &tnll); jem_dataset_free(&te); }
         }
         if (s) rc = cli_fail("train", s);
-        else if (json) {
+        else if (!rank0) {
+            /* rank 0 reports */
+        } else if (json) {
             jem_jw w;
             jem_jw_init(&w);
             jem_jw_obj_begin(&w);
             jem_jw_kstr(&w, "checkpoint", out);
             if (vacc >= 0) jem_jw_kdouble(&w, "val_acc", vacc);
+            if (ranks > 1) { jem_jw_kint(&w, "ranks", ranks); jem_jw_kdouble(&w, "comm_seconds", comm); }
             if (test) {
                 jem_jw_kstr(&w, "test", test);
                 jem_jw_kdouble(&w, "test_acc", tacc);
@@ -261,6 +271,7 @@ int cmd_train(int argc, char **argv)
             printf("checkpoint: %s\n", out);
             if (vacc >= 0) printf("validation accuracy: %.4f\n", vacc);
             if (test) printf("%s accuracy: %.4f  nll: %.4f\n", test, tacc, tnll);
+            if (ranks > 1) printf("ranks: %d, time in MPI collectives (rank 0): %.2f s\n", ranks, comm);
         }
     }
     jem_dataset_free(&tr);

@@ -117,7 +117,14 @@ static int jem_threads_set;
 
 void jem_set_threads(int n)
 {
-    if (n <= 0) n = omp_get_num_procs();
+    if (n <= 0) {
+        /* all cores, shared among the ranks an MPI launcher put on this node */
+        n = omp_get_num_procs();
+        const char *l = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+        if (!l) l = getenv("MPI_LOCALNRANKS");
+        int local = l ? atoi(l) : 1;
+        if (local > 1) n = n / local > 0 ? n / local : 1;
+    }
     omp_set_num_threads(n);
     openblas_set_num_threads(n);
     jem_threads_set = n;

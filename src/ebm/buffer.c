@@ -26,6 +26,8 @@ jem_status jem_buffer_create(jem_buffer *b, int n, int c, int h, int w,
         return jem_fail(JEM_ERR_NOMEM, "replay buffer: out of memory for %d images", n);
     }
     for (int i = 0; i < n; i++) b->y[i] = i % n_classes;
+    b->lo = 0;
+    b->hi = n;
     return JEM_OK;
 }
 
@@ -199,12 +201,15 @@ int jem_buffer_draw(jem_buffer *b, int B, const int32_t *y, float *x,
     const int K = b->n_classes;
     for (int i = 0; i < B; i++) {
         int slot;
+        int lo = b->lo, hi = b->hi;
         if (b->per_class && y && y[i] >= 0 && y[i] < K) {
-            /* slots of class k are k, k + K, k + 2K, ... */
-            int k = y[i], per = (b->n - k + K - 1) / K;
-            slot = k + K * (int)jem_rng_below(rng, (uint32_t)per);
+            /* slots of class k are k, k + K, k + 2K, ...; those in [lo, hi) */
+            int k = y[i];
+            int j0 = lo <= k ? 0 : (lo - k + K - 1) / K, j1 = (hi - k + K - 1) / K;
+            slot = j1 > j0 ? k + K * (j0 + (int)jem_rng_below(rng, (uint32_t)(j1 - j0)))
+                           : lo + (int)jem_rng_below(rng, (uint32_t)(hi - lo));
         } else {
-            slot = (int)jem_rng_below(rng, (uint32_t)b->n);
+            slot = lo + (int)jem_rng_below(rng, (uint32_t)(hi - lo));
         }
         idx[i] = slot;
         if (ycls) ycls[i] = b->y[slot];

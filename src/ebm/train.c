@@ -71,8 +71,10 @@ jem_status jem_evaluate(jem_net *net, const jem_dataset *ds, double *acc, double
     const size_t D = (size_t)ds->c * ds->h * ds->w;
     long hits = 0, n = 0;
     double loss = 0;
-    for (int i = 0; i < ds->n; i += chunk) {
-        int b = ds->n - i < chunk ? ds->n - i : chunk;
+    int64_t lo, hi; /* with several ranks each takes a slice; sums are reduced */
+    jem_dist_slice(ds->n, &lo, &hi);
+    for (int i = (int)lo; i < (int)hi; i += chunk) {
+        int b = (int)hi - i < chunk ? (int)hi - i : chunk;
         jem_status s = jem_net_predict(net, ds->x + (size_t)i * D, b, logits);
         if (s) { free(logits); return s; }
         int c = 0, nl = 0;
@@ -83,6 +85,9 @@ jem_status jem_evaluate(jem_net *net, const jem_dataset *ds, double *acc, double
         loss += l * nl;
     }
     free(logits);
+    double tot[3] = {(double)hits, (double)n, loss};
+    jem_dist_sum_f64(tot, 3);
+    hits = (long)tot[0]; n = (long)tot[1]; loss = tot[2];
     if (n == 0) return jem_fail(JEM_ERR_ARG, "evaluate: %s has no labelled images", ds->name);
     if (acc) *acc = (double)hits / n;
     if (nll) *nll = loss / n;
@@ -120,6 +125,9 @@ typedef struct {
     int        have_snap;
     uint64_t   seed;
     FILE      *log;
+    int        rank, size; /* data-parallel: this process's rank of size */
+    jem_rng    lrng;       /* size > 1: this rank's stream (augmentation,
+                              chains); rng then only shuffles, alike on all */
 } trainer;
 
 static void snap_free(snapshot *s)
@@ -175,9 +183,15 @@ static void snap_restore(trainer *t)
 
 /* ---- checkpoints with the training state ---- */
 
+/* Collective with several ranks: the replay buffer's slices are gathered to
+ * rank 0, which alone writes the file. */
 static jem_status save_ckpt(trainer *t, const char *path)
 {
     const jem_train_cfg *c = t->cfg;
+    if (t->size > 1) {
+        if (t->use_buf) jem_dist_gather_rows(t->buf.x, t->D, t->buf.n);
+        if (t->rank != 0) return JEM_OK;
+    }
     jem_st *st = NULL;
     jem_status s = jem_st_new(&st);
     if (s) return s;
@@ -290,16 +304,20 @@ typedef struct {
     int correct, labelled;
 } iter_out;
 
+/* The next global batch of size x B images in epoch order; this rank keeps
+ * rows [rank B, (rank + 1) B) of it. */
 static void next_batch(trainer *t, int B, float *x, int32_t *y)
 {
     const jem_dataset *ds = t->ds;
-    for (int i = 0; i < B; i++) {
+    for (int g = 0; g < B * t->size; g++) {
         if (t->pos >= ds->n) {
             t->pos = 0;
             t->epoch++;
             jem_rng_shuffle(&t->rng, t->perm, (size_t)ds->n);
         }
         int j = t->perm[t->pos++];
+        int i = g - B * t->rank;
+        if (i < 0 || i >= B) continue;
         memcpy(x + (size_t)i * t->D, ds->x + (size_t)j * t->D, sizeof(float) * t->D);
         y[i] = t->labels[j];
     }
@@ -315,16 +333,17 @@ static jem_status run_iter(trainer *t, iter_bufs *ib, iter_out *o)
         if (c->w_x != 0 || c->l2 != 0) nu = S;
         if (c->w_xy != 0) nc = S;
     }
+    jem_rng *lr = t->size > 1 ? &t->lrng : &t->rng;
     memset(o, 0, sizeof *o);
     next_batch(t, B, ib->x, ib->y);
-    jem_augment_batch(&c->aug, ib->x, B, ds->c, ds->h, ds->w, &t->rng);
+    jem_augment_batch(&c->aug, ib->x, B, ds->c, ds->h, ds->w, lr);
     jem_status s;
     jem_sgld_stats ss = {0};
     float *xu = ib->x + (size_t)B * t->D, *xc = xu + (size_t)nu * t->D;
     int32_t *yu = ib->y + B, *yc = yu + nu;
     if (nu) {
-        jem_buffer_draw(&t->buf, nu, NULL, xu, ib->idx, NULL, &t->rng);
-        uint64_t sseed = jem_rng_u64(&t->rng);
+        jem_buffer_draw(&t->buf, nu, NULL, xu, ib->idx, NULL, lr);
+        uint64_t sseed = jem_rng_u64(lr);
         s = jem_sgld_run(jem_net_energy, t->net, xu, nu, (int)t->D, NULL, NULL, &c->sgld, sseed, (uint64_t)t->iter, &ss);
         if (s) return s;
         jem_buffer_store(&t->buf, xu, ib->idx, nu);
@@ -334,10 +353,10 @@ static jem_status run_iter(trainer *t, iter_bufs *ib, iter_out *o)
         /* chains conditioned on the batch's labels (random classes where unlabelled) */
         for (int i = 0; i < nc; i++) {
             int32_t yy = ib->y[i % B];
-            yc[i] = yy >= 0 ? yy : (int32_t)jem_rng_below(&t->rng, (uint32_t)K);
+            yc[i] = yy >= 0 ? yy : (int32_t)jem_rng_below(lr, (uint32_t)K);
         }
-        jem_buffer_draw(&t->buf, nc, yc, xc, ib->idx + nu, NULL, &t->rng);
-        uint64_t sseed = jem_rng_u64(&t->rng);
+        jem_buffer_draw(&t->buf, nc, yc, xc, ib->idx + nu, NULL, lr);
+        uint64_t sseed = jem_rng_u64(lr);
         jem_sgld_stats s2;
         s = jem_sgld_run(jem_net_energy, t->net, xc, nc, (int)t->D, yc, NULL, &c->sgld, sseed,
                          (uint64_t)t->iter ^ 0x5555555555ULL, &s2);
@@ -401,6 +420,15 @@ static jem_status run_iter(trainer *t, iter_bufs *ib, iter_out *o)
     return jem_net_backward(t->net, ib->dl, NULL, 1);
 }
 
+/* FNV-1a over the parameters' bytes: equal on every rank while they agree. */
+static uint64_t params_hash(jem_net *net, size_t np)
+{
+    const unsigned char *b = (const unsigned char *)jem_net_params(net);
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < np * sizeof(float); i++) { h ^= b[i]; h *= 0x100000001b3ull; }
+    return h;
+}
+
 static int finite_block(const float *p, size_t n)
 {
     float acc = 0.0f;
@@ -452,6 +480,12 @@ jem_status jem_train(jem_net *net, const jem_dataset *ds, const jem_dataset *val
     t.seed = c->seed;
     t.use_buf = c->mode == JEM_MODE_JEM && (c->w_x != 0 || c->l2 != 0 || c->w_xy != 0);
     jem_rng_seed(&t.rng, c->seed, 0x7472);
+    t.rank = jem_dist_rank();
+    t.size = jem_dist_size();
+    if (t.size > 1) jem_rng_seed(&t.lrng, c->seed, 0x6c000 + (uint64_t)t.rank);
+    if ((int64_t)c->batch * t.size > ds->n)
+        return jem_fail(JEM_ERR_ARG, "batch size %d on %d ranks (data set %s has %d images)", c->batch, t.size,
+                        ds->name, ds->n);
     const int S = c->n_samples > 0 ? c->n_samples : c->batch;
     const int NB = c->batch + 2 * S;
     iter_bufs ib = {0};
@@ -497,12 +531,21 @@ jem_status jem_train(jem_net *net, const jem_dataset *ds, const jem_dataset *val
             if (s) goto done;
         }
         jem_buffer_reset(&t.buf, &t.rng);
+        if (t.size > 1) {
+            /* each rank runs its chains in its own slice of the buffer */
+            int64_t lo, hi;
+            jem_dist_slice(t.buf.n, &lo, &hi);
+            if (hi <= lo) { s = jem_fail(JEM_ERR_ARG, "replay buffer of %d slots on %d ranks", t.buf.n, t.size); goto done; }
+            t.buf.lo = (int)lo;
+            t.buf.hi = (int)hi;
+        }
     }
     if (resume_path) {
         s = load_state(&t, resume_path);
         if (s) goto done;
+        if (t.size > 1) jem_rng_seed(&t.lrng, c->seed ^ (uint64_t)t.iter, 0x6c000 + (uint64_t)t.rank);
     }
-    if (c->log_path) {
+    if (c->log_path && t.rank == 0) {
         t.log = fopen(c->log_path, "a");
         if (!t.log) { s = jem_fail(JEM_ERR_IO, "%s: cannot open the log for writing", c->log_path); goto done; }
     }
@@ -512,7 +555,8 @@ jem_status jem_train(jem_net *net, const jem_dataset *ds, const jem_dataset *val
     {
         const double t0 = now_s();
         const int64_t start_iter = t.iter;
-        const int64_t per_epoch = (ds->n + c->batch - 1) / c->batch;
+        const int64_t gbatch = (int64_t)c->batch * t.size;
+        const int64_t per_epoch = (ds->n + gbatch - 1) / gbatch;
         int64_t iter_budget = 0;
         if (c->iters) iter_budget = c->iters;
         if (c->epochs) {
@@ -527,9 +571,11 @@ jem_status jem_train(jem_net *net, const jem_dataset *ds, const jem_dataset *val
         int last_epoch = t.epoch;
         for (;;) {
             double el = now_s() - t0;
-            int done_budget = (iter_budget && t.iter >= iter_budget) || (c->minutes > 0 && el >= c->minutes * 60.0);
-            if (done_budget) break;
-            if (c->stop && *c->stop) {
+            int64_t flags[2] = {(iter_budget && t.iter >= iter_budget) || (c->minutes > 0 && el >= c->minutes * 60.0),
+                                c->stop && *c->stop};
+            if (t.size > 1) jem_dist_max_i64(flags, 2); /* every rank stops together */
+            if (flags[0]) break;
+            if (flags[1]) {
                 if (c->ckpt_path) {
                     s = save_ckpt(&t, c->ckpt_path);
                     if (s) break;
@@ -541,6 +587,22 @@ jem_status jem_train(jem_net *net, const jem_dataset *ds, const jem_dataset *val
             iter_out o;
             s = run_iter(&t, &ib, &o);
             if (s && s != JEM_ERR_NONFINITE) break;
+            if (t.size > 1) {
+                /* average the gradients (one allreduce over the flat block)
+                 * and the figures, so every rank takes the same step and the
+                 * same rollback decision */
+                float *g = jem_net_grads(net);
+                jem_dist_sum_f32(g, t.np);
+                const float inv = 1.0f / (float)t.size;
+                for (size_t i = 0; i < t.np; i++) g[i] *= inv;
+                double f[8] = {o.loss, o.ce, o.e_data, o.e_sample, o.grad_norm, o.correct, o.labelled,
+                               s == JEM_ERR_NONFINITE};
+                jem_dist_sum_f64(f, 8);
+                o.loss = f[0] / t.size; o.ce = f[1] / t.size; o.e_data = f[2] / t.size;
+                o.e_sample = f[3] / t.size; o.grad_norm = f[4] / t.size;
+                o.correct = (int)f[5]; o.labelled = (int)f[6];
+                s = f[7] > 0 ? JEM_ERR_NONFINITE : JEM_OK;
+            }
             const char *why = NULL;
             char whybuf[160];
             if (s == JEM_ERR_NONFINITE) why = "non-finite SGLD chain";
@@ -571,6 +633,7 @@ jem_status jem_train(jem_net *net, const jem_dataset *ds, const jem_dataset *val
                 t.lr_factor *= c->retry_lr_factor;
                 /* re-seed so the same chains do not repeat */
                 jem_rng_seed(&t.rng, jem_rng_u64(&t.rng) ^ (uint64_t)t.retries, 0x7265);
+                if (t.size > 1) jem_rng_seed(&t.lrng, jem_rng_u64(&t.lrng) ^ (uint64_t)t.retries, 0x7265);
                 snprintf(msg, sizeof msg, "iteration %lld: %s; rolled back to iteration %lld, lr x%.3g (rollback %d of %d)",
                          (long long)bad_iter, why, (long long)t.iter, (double)t.lr_factor, t.retries, c->max_retries);
                 jem_jw_reset(&w);
@@ -582,7 +645,7 @@ jem_status jem_train(jem_net *net, const jem_dataset *ds, const jem_dataset *val
                 jem_jw_kdouble(&w, "lr_factor", t.lr_factor);
                 jem_jw_obj_end(&w);
                 log_line(&t, jem_jw_cstr(&w));
-                if (c->progress) {
+                if (c->progress && t.rank == 0) {
                     jem_progress p = {0};
                     p.iter = t.iter; p.epoch = t.epoch; p.event = JEM_EV_ROLLBACK; p.msg = msg; p.val_acc = -1;
                     p.elapsed = now_s() - t0; p.eta = -1;
@@ -594,6 +657,11 @@ jem_status jem_train(jem_net *net, const jem_dataset *ds, const jem_dataset *val
             }
             s = JEM_OK;
             t.iter++;
+            if (t.size > 1 && (t.iter % 100 == 0 || t.iter == 1) && !jem_dist_same_u64(params_hash(net, t.np))) {
+                s = jem_fail(JEM_ERR_NONFINITE, "iteration %lld: the parameters differ across ranks "
+                             "(ranks must run the same binary, data and options)", (long long)t.iter);
+                break;
+            }
             gl += o.loss; gce += o.ce; ged += o.e_data; ges += o.e_sample; ggn += o.grad_norm;
             gcorrect += o.correct; glab += o.labelled; gn++;
             if (c->snapshot_every > 0 && t.iter % c->snapshot_every == 0) {
@@ -607,7 +675,7 @@ jem_status jem_train(jem_net *net, const jem_dataset *ds, const jem_dataset *val
                 s = jem_evaluate(net, val, &vacc, NULL);
                 if (s) break;
             }
-            if (log_now && gn > 0) {
+            if (log_now && gn > 0 && t.rank == 0) {
                 double tnow = now_s(), dt = tnow - gt0;
                 jem_progress p = {0};
                 p.iter = t.iter; p.epoch = t.epoch;
@@ -622,7 +690,7 @@ jem_status jem_train(jem_net *net, const jem_dataset *ds, const jem_dataset *val
                 p.iter_total = iter_budget ? iter_budget : (c->minutes > 0 ? t.iter + (int64_t)(p.eta * rate) : 0);
                 p.loss = gl / gn; p.ce = gce / gn; p.acc = glab ? (double)gcorrect / glab : 0;
                 if (c->mode == JEM_MODE_JEM) { p.e_data = ged / gn; p.e_sample = ges / gn; p.grad_norm = ggn / gn; }
-                p.img_per_s = gn * c->batch / (dt > 1e-9 ? dt : 1e-9);
+                p.img_per_s = gn * gbatch / (dt > 1e-9 ? dt : 1e-9);
                 p.lr = jem_sched_lr(&c->sched, t.iter, budget_frac(c, iter_budget, t.iter, p.elapsed)) * t.lr_factor;
                 p.val_acc = vacc;
                 p.event = epoch_end ? JEM_EV_EPOCH : JEM_EV_ITER;
@@ -652,6 +720,9 @@ jem_status jem_train(jem_net *net, const jem_dataset *ds, const jem_dataset *val
                 gl = gce = ged = ges = ggn = 0; gcorrect = glab = gn = 0; gt0 = now_s();
             }
             if (t.use_buf && c->sample_path && c->sample_every > 0 && t.iter % c->sample_every == 0) {
+                if (t.size > 1) jem_dist_gather_rows(t.buf.x, t.D, t.buf.n);
+            }
+            if (t.use_buf && c->sample_path && c->sample_every > 0 && t.iter % c->sample_every == 0 && t.rank == 0) {
                 int n = t.buf.n < 64 ? t.buf.n : 64;
                 s = jem_png_write_grid(c->sample_path, t.buf.x, n, ds->c, ds->h, ds->w, 8, 2);
                 if (s) break;
@@ -660,7 +731,7 @@ jem_status jem_train(jem_net *net, const jem_dataset *ds, const jem_dataset *val
             if (ck) {
                 s = save_ckpt(&t, c->ckpt_path);
                 if (s) break;
-                if (c->progress) {
+                if (c->progress && t.rank == 0) {
                     jem_progress p = {0};
                     p.iter = t.iter; p.epoch = t.epoch; p.event = JEM_EV_CKPT; p.msg = c->ckpt_path; p.val_acc = -1;
                     p.eta = -1;
@@ -671,7 +742,7 @@ jem_status jem_train(jem_net *net, const jem_dataset *ds, const jem_dataset *val
         }
         jem_jw_free(&w);
         if (!s && c->ckpt_path) s = save_ckpt(&t, c->ckpt_path);
-        if (!s && t.use_buf && c->sample_path) {
+        if (!s && t.use_buf && c->sample_path && t.rank == 0) {
             int n = t.buf.n < 64 ? t.buf.n : 64;
             s = jem_png_write_grid(c->sample_path, t.buf.x, n, ds->c, ds->h, ds->w, 8, 2);
         }
