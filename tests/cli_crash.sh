@@ -52,6 +52,12 @@ final=$((last + 3))
 check "[ $? -eq 0 ]"
 check "[ \"\$(iter_of '$ck')\" = '$final' ]"
 check "[ \$(ls '$tmp' | grep -c '\\.tmp-') -eq 0 ]"
+# determinism: the same seed and thread count give bit-identical weights
+det=(--model "$tmp/tiny.model" --data fmnist:test --val 0 --batch 16 --mode jem --sgld-steps 2 --buffer 200
+     --iters 4 --threads 2 --seed 5)
+"$JEM" train "${det[@]}" --out "$tmp/d1.safetensors" > /dev/null 2>&1
+"$JEM" train "${det[@]}" --out "$tmp/d2.safetensors" > /dev/null 2>&1
+check "\"$JEM\" info '$tmp/d1.safetensors' --diff '$tmp/d2.safetensors' --json | grep -q '\"max_abs_diff\":0,'"
 echo "kills: $KILLS, checkpoint present after $present, loaded $loaded of $present, kills during a write: $during, last iteration $last"
 echo "cli_crash: $pass passed, $fail failed"
 [ $fail -eq 0 ]
