@@ -12,19 +12,20 @@ typedef struct {
     const char *name;
     int (*fn)(int, char **);
     const char *what;
+    int single; /* one process only: refuses to run on several MPI ranks */
 } command;
 
 static const command commands[] = {
-    {"train", cmd_train, "train a classifier (softmax) or a JEM hybrid model"},
-    {"eval", cmd_eval, "accuracy and NLL of a checkpoint on a data set"},
-    {"ood", cmd_ood, "out-of-distribution detection: AUROC/AUPR/FPR95 of every score, plots"},
-    {"score", cmd_score, "per-input scores (log p(x), max softmax, max logit, gradient norm) as CSV/JSON lines"},
-    {"attack", cmd_attack, "robust accuracy under FGSM/PGD, undefended and with SGLD purification"},
-    {"report", cmd_report, "the whole evaluation as one HTML page and JSON"},
-    {"sample", cmd_sample, "draw samples from a model with SGLD or MALA (PNG grid)"},
-    {"info", cmd_info, "what a checkpoint holds"},
-    {"export", cmd_export, "copy a checkpoint's model weights without the training state"},
-    {"bench", cmd_bench, "images/s of forward, training step, SGLD step and JEM iteration"},
+    {"train", cmd_train, "train a classifier (softmax) or a JEM hybrid model", 0},
+    {"eval", cmd_eval, "accuracy and NLL of a checkpoint on a data set", 0},
+    {"ood", cmd_ood, "out-of-distribution detection: AUROC/AUPR/FPR95 of every score, plots", 0},
+    {"score", cmd_score, "per-input scores (log p(x), max softmax, max logit, gradient norm) as CSV/JSON lines", 0},
+    {"attack", cmd_attack, "robust accuracy under FGSM/PGD, undefended and with SGLD purification", 0},
+    {"report", cmd_report, "the whole evaluation as one HTML page and JSON", 1},
+    {"sample", cmd_sample, "draw samples from a model with SGLD or MALA (PNG grid)", 1},
+    {"info", cmd_info, "what a checkpoint holds", 0},
+    {"export", cmd_export, "copy a checkpoint's model weights without the training state", 1},
+    {"bench", cmd_bench, "images/s of forward, training step, SGLD step and JEM iteration", 1},
 };
 
 static void usage(FILE *f)
@@ -43,6 +44,13 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
         if (!strcmp(argv[1], commands[i].name)) {
             jem_dist_init(&argc, &argv);
+            if (jem_dist_size() > 1 && commands[i].single) {
+                if (jem_dist_rank() == 0)
+                    fprintf(stderr, "jem %s: error: runs as one process (under mpirun: -np 1); train, eval, ood, "
+                            "score and attack split their work across ranks\n", argv[1]);
+                jem_dist_finalize();
+                return 2;
+            }
             /* several ranks compute alike; rank 0 alone reports on stdout */
             if (jem_dist_rank() != 0 && !freopen("/dev/null", "w", stdout)) return 1;
             int rc = commands[i].fn(argc, argv);
