@@ -15,9 +15,9 @@ fail=0
 for want in "Accuracy and calibration" "Out-of-distribution detection" "Adversarial robustness"; do
     grep -q "$want" <<<"$dom" || { echo "report_screenshot: section '$want' missing" >&2; fail=1; }
 done
-imgs=$(grep -o 'src="data:image/png;base64,' <<<"$dom" | wc -l)
-tables=$(grep -o '<table' <<<"$dom" | wc -l)
-missing=$(grep -o 'class="missing"' <<<"$dom" | wc -l)
+imgs=$(grep -o 'src="data:image/png;base64,' <<<"$dom" | wc -l || true)
+tables=$(grep -o '<table' <<<"$dom" | wc -l || true)
+missing=$(grep -o 'class="missing"' <<<"$dom" | wc -l || true)
 echo "report_screenshot: $tables tables, $imgs embedded pictures, $missing missing parts"
 [ "$imgs" -ge 5 ] && [ "$tables" -ge 3 ] && [ "$missing" -eq 0 ] || fail=1
 # full height: render tall, then the page's own height decides what is kept

@@ -1,0 +1,58 @@
+#!/usr/bin/python3
+"""Print the README's evaluation tables (markdown) from `jem report` outputs.
+
+    scripts/report_table.py NAME=DIR [NAME=DIR ...]
+
+Each DIR holds the report.json that `jem report --model CKPT --out DIR` wrote;
+NAME labels its row (for example softmax=report-softmax jem=report-jem)."""
+import json, sys
+
+runs = []
+for arg in sys.argv[1:]:
+    name, _, d = arg.partition("=")
+    with open(d + "/report.json") as f:
+        runs.append((name, json.load(f)))
+if not runs:
+    sys.exit(__doc__)
+
+def pct(x):
+    return "-" if x is None else "%.1f %%" % (100 * x)
+
+print("| model | accuracy | ECE (15) | ECE (20) | MCE | NLL | Brier | ECE after T-scaling (T) |")
+print("|---|---|---|---|---|---|---|---|")
+for name, r in runs:
+    c = r["calibration"]
+    t = c.get("temperature_scaling") or {}
+    print("| %s | %s | %s | %s | %s | %.3f | %.3f | %s (%.2f) |" % (
+        name, pct(c["accuracy"]), pct(c["ece"]), pct(c["ece20"]), pct(c["mce"]), c["nll"], c["brier"],
+        pct(t.get("ece")), t.get("T", float("nan"))))
+print()
+scores = ["logpx", "max_softmax", "max_logit", "neg_grad_norm", "energy_t"]
+print("OOD against Fashion-MNIST test, AUROC / AUPR-in / AUPR-out / FPR95 per score:")
+print()
+print("| model | OOD set | " + " | ".join(scores) + " |")
+print("|---|---|" + "---|" * len(scores))
+for name, r in runs:
+    for set_name, s in r["ood"]["sets"].items():
+        cells = []
+        for k in scores:
+            m = s.get(k)
+            cells.append("%.3f / %.3f / %.3f / %.2f" % (m["auroc"], m["aupr_in"], m["aupr_out"], m["fpr95"]) if m else "-")
+        print("| %s | %s | %s |" % (name, set_name.split(":2000")[0], " | ".join(cells)))
+print()
+for key, label in (("attack_linf", "PGD L-inf"), ("attack_l2", "PGD L2")):
+    a0 = runs[0][1][key]
+    print("%s robust accuracy (%d steps, eps on the [0, 1] scale; undefended on %d images, SGLD-purified "
+          "under BPDA+EOT and transfer, worst case, on %d):" % (label, a0["steps"], a0["n"], a0["defence"]["n"]
+                                                                 if a0.get("defence") else 0))
+    print()
+    print("| model | defence | " + " | ".join("%g" % e for e in a0["eps"]) + " |")
+    print("|---|---|" + "---|" * len(a0["eps"]))
+    for name, r in runs:
+        a = r[key]
+        print("| %s | none | %s |" % (name, " | ".join(pct(x) for x in a["undefended"])))
+        d = a.get("defence")
+        if d:
+            print("| %s | SGLD (%d steps x %d chains, EOT %d), worst | %s |" % (
+                name, d["sgld_steps"], d["chains"], d["eot"], " | ".join(pct(x) for x in d["worst"])))
+    print()
