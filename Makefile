@@ -3,6 +3,7 @@
 #   make test       install dependencies if missing, build, run every test
 #   make demo       install dependencies if missing, run the main job
 #   make bench      performance benchmarks (ratios measured side by side)
+#   make figures    the evaluation report of the shipped models, and its tables
 #   make DEBUG=1    -O0, full debug info
 #   make SANITIZE=1 AddressSanitizer + UndefinedBehaviorSanitizer (build-san/)
 #   make fuzz       libFuzzer on every parser of outside input (clang)
@@ -41,7 +42,7 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all lib tests test test-san test-mpi demo bench deps clean check-all fuzz fuzz-build
+.PHONY: all lib tests test test-san test-mpi demo bench figures deps clean check-all fuzz fuzz-build
 all: $(BUILD)/libjem.a $(BUILD)/jem
 
 lib: $(BUILD)/libjem.a
@@ -116,6 +117,11 @@ demo: deps
 bench: deps
 	@$(MAKE) --no-print-directory all
 	@scripts/bench.sh $(BUILD)
+
+# the README's evaluation tables from the shipped models (with screenshots)
+figures: deps
+	@$(MAKE) --no-print-directory all
+	@scripts/figures.sh $(BUILD)
 
 clean:
 	rm -rf build build-debug build-san build-fuzz build-mpi
