@@ -42,7 +42,7 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all lib tests test test-san test-mpi demo bench figures deps clean check-all fuzz fuzz-build
+.PHONY: all lib tests test test-san test-san-full test-mpi demo bench figures deps clean check-all fuzz fuzz-build
 all: $(BUILD)/libjem.a $(BUILD)/jem
 
 lib: $(BUILD)/libjem.a
@@ -108,7 +108,12 @@ test-mpi:
 	@$(MAKE) --no-print-directory MPI=1 all
 	@JEM=build-mpi/jem bash tests/mpi_train.sh
 
-check-all: test test-san
+# The whole suite (unit and command-line tests, full sizes) under the sanitizers.
+test-san-full: deps
+	@$(MAKE) --no-print-directory SANITIZE=1 all tests
+	@scripts/run_tests.sh build-san
+
+check-all: test test-san-full
 
 demo: deps
 	@$(MAKE) --no-print-directory all

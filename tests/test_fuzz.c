@@ -113,7 +113,10 @@ int main(void)
             char dir[512];
             snprintf(dir, sizeof dir, "tests/fuzz/%s/%s", kinds[kd], targets[t].name);
             DIR *d = opendir(dir);
-            if (!d) { ASSERT_MSG(kd == 1, "seed corpus %s missing", dir); continue; }
+            if (!d) {
+                if (kd == 0) ASSERT_MSG(0, "seed corpus %s missing", dir);
+                continue; /* no regressions for this target */
+            }
             struct dirent *e;
             while ((e = readdir(d))) {
                 if (e->d_name[0] == '.') continue;

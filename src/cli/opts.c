@@ -2,6 +2,7 @@
 #include "cli/cli.h"
 
 #include <errno.h>
+#include <float.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -71,6 +72,7 @@ static int set_value(const char *cmd, const cli_opt *o, const char *v)
     case OPT_FLOAT: case OPT_DOUBLE: {
         double x = strtod(v, &end);
         if (errno || end == v || *end || !isfinite(x)) break;
+        if (o->type == OPT_FLOAT && fabs(x) > FLT_MAX) break; /* would become infinite */
         if (o->type == OPT_FLOAT) *(float *)o->ptr = (float)x;
         else *(double *)o->ptr = x;
         return 0;

@@ -59,8 +59,10 @@ jem_status jem_ckpt_from_st(const jem_st *st, const char *path, jem_net **out)
         int64_t shape[8];
         const void *d = jem_st_get(st, t->name, &dt, &nd, shape);
         if (!d) {
+            /* the message first: t points into net */
+            s = jem_fail(JEM_ERR_FORMAT, "%s: tensor \"%s\" is missing", path, t->name);
             jem_net_free(net);
-            return jem_fail(JEM_ERR_FORMAT, "%s: tensor \"%s\" is missing", path, t->name);
+            return s;
         }
         int ok = dt == JEM_DT_F32 && nd == t->ndim;
         for (int k = 0; ok && k < nd; k++) ok = shape[k] == t->shape[k];
@@ -72,9 +74,10 @@ jem_status jem_ckpt_from_st(const jem_st *st, const char *path, jem_net **out)
             got[0] = 0;
             for (int k = 0; k < nd && k < 8; k++)
                 o += snprintf(got + o, sizeof got - o, "%s%lld", k ? "," : "", (long long)shape[k]);
+            s = jem_fail(JEM_ERR_SHAPE, "%s: tensor \"%s\" is %s (%s), the model needs F32 (%s)", path,
+                         t->name, dt == JEM_DT_F32 ? "F32" : "not F32", got, want);
             jem_net_free(net);
-            return jem_fail(JEM_ERR_SHAPE, "%s: tensor \"%s\" is %s (%s), the model needs F32 (%s)", path,
-                            t->name, dt == JEM_DT_F32 ? "F32" : "not F32", got, want);
+            return s;
         }
         memcpy(p + t->offset, d, sizeof(float) * t->numel);
     }
