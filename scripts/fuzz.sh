@@ -17,6 +17,7 @@ for t in "$@"; do
     reg=tests/fuzz/regress/$t
     dirs=("$work" "$seeds"); [ -d "$reg" ] && dirs+=("$reg")
     log=out/fuzz/$t.log
+    touch "$work/.start"
     start=$(date +%s)
     "$build/fuzz_$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=4096 -max_len=16384 \
         -close_fd_mask=3 -print_final_stats=1 -artifact_prefix="out/fuzz/crash-$t-" "${dirs[@]}" >"$log" 2>&1
@@ -25,7 +26,7 @@ for t in "$@"; do
     execs=$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -oE '[0-9]+$' | tail -n 1)
     [ -z "$execs" ] && execs=$(grep -oE '^#[0-9]+' "$log" | tail -n 1 | tr -d '#')
     cov=$(grep -oE 'cov: [0-9]+ ft: [0-9]+' "$log" | tail -n 1)
-    crashes=$(ls out/fuzz/crash-$t-* 2>/dev/null | wc -l)
+    crashes=$(find out/fuzz -maxdepth 1 -name "crash-$t-*" -newer "$work/.start" | wc -l)
     printf '%-8s %12s %8s %8s %s\n' "$t" "${execs:-?}" "$((end - start))" "$crashes" "${cov:-}"
     if [ $rc -ne 0 ] || [ "$crashes" -ne 0 ]; then status=1; tail -n 30 "$log"; fi
 done
