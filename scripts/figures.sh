@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 for m in softmax jem; do
     ckpt=models/$m-fmnist.safetensors
     [ -f "$ckpt" ] || { echo "figures: $ckpt missing" >&2; exit 1; }
-    "$build/jem" report --model "$ckpt" --out "out/report-$m"
+    "$build/jem" report --model "$ckpt" --out "out/report-$m" --defence-n 50
     scripts/report_screenshot.sh "out/report-$m"
 done
 scripts/report_table.py softmax=out/report-softmax jem=out/report-jem
