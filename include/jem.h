@@ -107,7 +107,8 @@ void     jem_dist_allgather(void *x, size_t row_bytes, int n_rows);
 void     jem_dist_slice(int64_t n, int64_t *lo, int64_t *hi);
 /* Seconds spent inside the collectives so far (this rank). */
 double   jem_dist_comm_seconds(void);
-/* End the whole job with this exit code (MPI_Abort; exit() alone). */
+/* With several ranks, end the whole job with this exit code (MPI_Abort does
+ * not return); with one process it does nothing and the caller returns. */
 void     jem_dist_abort(int code);
 
 /* ----------------------------------------------------------- architecture */

@@ -8,23 +8,10 @@
 set -u
 JEM=${JEM:-build/jem}
 KILLS=${KILLS:-12}
-pass=0; fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
-check() { if eval "$1"; then ok; else bad "$1"; fi; }
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-cat > "$tmp/tiny.model" <<'M'
-name = tiny
-input = 1x28x28
-classes = 10
-stem = 4
-blocks = 8/2 8/2
-M
+. "$(dirname "$0")/lib.sh"
 ck="$tmp/run.safetensors"
 common=(--model "$tmp/tiny.model" --data fmnist:test --val 0 --batch 16 --mode jem --sgld-steps 2
         --buffer 4000 --ckpt-every 2 --iters 100000000 --threads 2 --out "$ck")
-iter_of() { "$JEM" info "$1" --json 2>/dev/null | sed -n 's/.*"jem.train.iter":"\([0-9]*\)".*/\1/p'; }
 RANDOM=${SEED:-7}
 last=0; loaded=0; present=0; during=0
 for k in $(seq 1 "$KILLS"); do
@@ -59,5 +46,4 @@ det=(--model "$tmp/tiny.model" --data fmnist:test --val 0 --batch 16 --mode jem 
 "$JEM" train "${det[@]}" --out "$tmp/d2.safetensors" > /dev/null 2>&1
 check "\"$JEM\" info '$tmp/d1.safetensors' --diff '$tmp/d2.safetensors' --json | grep -q '\"max_abs_diff\":0,'"
 echo "kills: $KILLS, checkpoint present after $present, loaded $loaded of $present, kills during a write: $during, last iteration $last"
-echo "cli_crash: $pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish cli_crash

@@ -3,19 +3,7 @@
 # loads, and --resume continues from it; a diverging run is rolled back.
 set -u
 JEM=${JEM:-build/jem}
-pass=0; fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
-check() { if eval "$1"; then ok; else bad "$1"; fi; }
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-cat > "$tmp/tiny.model" <<'M'
-name = tiny
-input = 1x28x28
-classes = 10
-stem = 4
-blocks = 8/2 8/2
-M
+. "$(dirname "$0")/lib.sh"
 common=(--model "$tmp/tiny.model" --data fmnist:test --val 0 --batch 16 --log-every 1 --threads 2)
 
 for sig in INT TERM; do
@@ -30,7 +18,7 @@ for sig in INT TERM; do
     check "[ $rc -eq 130 ]"
     check "grep -q 'stopped at iteration' '$tmp/err'"
     check "[ -f '$ck' ]"
-    iter=$("$JEM" info "$ck" --json | sed -n 's/.*"jem.train.iter":"\([0-9]*\)".*/\1/p')
+    iter=$(iter_of "$ck")
     check "[ -n '$iter' ] && [ '$iter' -ge 3 ]"
     # no temporary files left beside the checkpoint
     check "[ \$(ls '$tmp' | grep -c tmp) -eq 0 ]"
@@ -38,7 +26,7 @@ for sig in INT TERM; do
     "$JEM" train "${common[@]}" --mode jem --sgld-steps 2 --buffer 100 --iters $((iter + 2)) --resume "$ck" \
         --out "$ck" > /dev/null 2> "$tmp/err2"
     check "[ $? -eq 0 ]"
-    iter2=$("$JEM" info "$ck" --json | sed -n 's/.*"jem.train.iter":"\([0-9]*\)".*/\1/p')
+    iter2=$(iter_of "$ck")
     check "[ '$iter2' = '$((iter + 2))' ]"
 done
 
@@ -53,5 +41,4 @@ check "grep -q 'rolled back' '$tmp/err3'"
 check "[ $? -eq 1 ]"
 check "grep -q 'diverged at iteration' '$tmp/err4'"
 
-echo "cli_signal: $pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish cli_signal

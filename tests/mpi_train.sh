@@ -9,21 +9,9 @@
 #    checkpoint still loads.
 set -u
 JEM=${JEM:-build-mpi/jem}
-pass=0; fail=0
-ok() { pass=$((pass + 1)); }
-bad() { fail=$((fail + 1)); echo "FAIL: $*" >&2; }
-check() { if eval "$1"; then ok; else bad "$1"; fi; }
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+. "$(dirname "$0")/lib.sh"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 mpi() { timeout 300 mpirun --bind-to none -np "$@"; }
-cat > "$tmp/tiny.model" <<'M'
-name = tiny
-input = 1x28x28
-classes = 10
-stem = 4
-blocks = 8/2 8/2
-M
 common=(--model "$tmp/tiny.model" --data fmnist:test --val 0 --threads 1)
 num() { sed -n "s/.*\"$1\":\([-0-9.e+]*\).*/\1/p"; }
 
@@ -50,7 +38,7 @@ check "[ \$(grep -c '^jem train:' '$tmp/e4') -eq 1 ]"   # rank 0 alone reports
 check "grep -q 'time in MPI collectives' '$tmp/o4'"
 "$JEM" train "${common[@]}" "${jem[@]}" --iters 9 --resume "$tmp/j.safetensors" --out "$tmp/j.safetensors" > /dev/null 2> "$tmp/e5"
 check "[ $? -eq 0 ]"
-it=$("$JEM" info "$tmp/j.safetensors" --json | sed -n 's/.*"jem.train.iter":"\([0-9]*\)".*/\1/p')
+it=$(iter_of "$tmp/j.safetensors")
 check "[ '$it' = 9 ]"
 
 # 3. evaluation split across ranks
@@ -78,5 +66,4 @@ check "[ $rc -ne 0 ] && [ $rc -ne 124 ]"
 check "[ $((t1 - t0)) -lt 60 ]"
 check "'$JEM' info '$tmp/k.safetensors' > /dev/null"
 
-echo "mpi_train: $pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish mpi_train

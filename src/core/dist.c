@@ -9,7 +9,6 @@
 #include "jem.h"
 
 #include <stdlib.h>
-#include <string.h>
 #include <time.h>
 
 #ifdef JEM_MPI
@@ -67,17 +66,25 @@ int jem_dist_rank(void) { return d_rank; }
 int jem_dist_size(void) { return d_size; }
 double jem_dist_comm_seconds(void) { return d_comm; }
 
+#ifdef JEM_MPI
+/* In-place allreduce of n elements of elt bytes, in int-sized chunks, timed. */
+static void reduce(void *x, size_t n, size_t elt, MPI_Datatype dt, MPI_Op op)
+{
+    if (d_size < 2) return;
+    double t = wall();
+    const size_t chunk = (size_t)1 << 30;
+    for (size_t o = 0; o < n; o += chunk) {
+        size_t k = n - o < chunk ? n - o : chunk;
+        MPI_Allreduce(MPI_IN_PLACE, (char *)x + o * elt, (int)k, dt, op, MPI_COMM_WORLD);
+    }
+    d_comm += wall() - t;
+}
+#endif
+
 void jem_dist_sum_f32(float *x, size_t n)
 {
 #ifdef JEM_MPI
-    if (d_size < 2) return;
-    double t = wall();
-    /* counts are int: reduce in chunks */
-    for (size_t o = 0; o < n; o += (size_t)1 << 30) {
-        size_t k = n - o < ((size_t)1 << 30) ? n - o : ((size_t)1 << 30);
-        MPI_Allreduce(MPI_IN_PLACE, x + o, (int)k, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
-    }
-    d_comm += wall() - t;
+    reduce(x, n, sizeof *x, MPI_FLOAT, MPI_SUM);
 #else
     (void)x; (void)n;
 #endif
@@ -86,10 +93,7 @@ void jem_dist_sum_f32(float *x, size_t n)
 void jem_dist_sum_f64(double *x, size_t n)
 {
 #ifdef JEM_MPI
-    if (d_size < 2) return;
-    double t = wall();
-    MPI_Allreduce(MPI_IN_PLACE, x, (int)n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
-    d_comm += wall() - t;
+    reduce(x, n, sizeof *x, MPI_DOUBLE, MPI_SUM);
 #else
     (void)x; (void)n;
 #endif
@@ -98,10 +102,7 @@ void jem_dist_sum_f64(double *x, size_t n)
 void jem_dist_max_i64(int64_t *x, size_t n)
 {
 #ifdef JEM_MPI
-    if (d_size < 2) return;
-    double t = wall();
-    MPI_Allreduce(MPI_IN_PLACE, x, (int)n, MPI_INT64_T, MPI_MAX, MPI_COMM_WORLD);
-    d_comm += wall() - t;
+    reduce(x, n, sizeof *x, MPI_INT64_T, MPI_MAX);
 #else
     (void)x; (void)n;
 #endif
@@ -141,30 +142,41 @@ void jem_dist_slice(int64_t n, int64_t *lo, int64_t *hi)
     *hi = n * (d_rank + 1) / d_size;
 }
 
-void jem_dist_gather_rows(float *x, size_t row, int n_rows)
-{
 #ifdef JEM_MPI
-    if (d_size < 2) return;
+/* Every rank's slice of n_rows rows of row_bytes bytes (rank r owns
+ * [r n / size, (r + 1) n / size), as jem_dist_slice says) gathered into
+ * rank 0's x (all = 0) or every rank's x (all = 1). */
+static void rows_collective(void *x, size_t row_bytes, int n_rows, int all)
+{
+    if (d_size < 2 || row_bytes == 0) return;
     double t = wall();
     int *cnt = malloc(sizeof(int) * (size_t)d_size), *off = malloc(sizeof(int) * (size_t)d_size);
-    if (!cnt || !off) jem_dist_abort(1);
+    if (!cnt || !off) MPI_Abort(MPI_COMM_WORLD, 1); /* a rank alone cannot leave a collective */
+    for (int r = 0; r < d_size; r++) {
+        off[r] = (int)((int64_t)n_rows * r / d_size);
+        cnt[r] = (int)((int64_t)n_rows * (r + 1) / d_size) - off[r];
+    }
     /* one row per element of a contiguous datatype, so counts stay small */
     MPI_Datatype rt;
-    MPI_Type_contiguous((int)row, MPI_FLOAT, &rt);
+    MPI_Type_contiguous((int)row_bytes, MPI_BYTE, &rt);
     MPI_Type_commit(&rt);
-    for (int r = 0; r < d_size; r++) {
-        int64_t lo = (int64_t)n_rows * r / d_size, hi = (int64_t)n_rows * (r + 1) / d_size;
-        off[r] = (int)lo;
-        cnt[r] = (int)(hi - lo);
-    }
-    float *mine = x + (size_t)off[d_rank] * row;
-    if (d_rank == 0)
+    if (all)
+        MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, x, cnt, off, rt, MPI_COMM_WORLD);
+    else if (d_rank == 0)
         MPI_Gatherv(MPI_IN_PLACE, cnt[0], rt, x, cnt, off, rt, 0, MPI_COMM_WORLD);
     else
-        MPI_Gatherv(mine, cnt[d_rank], rt, NULL, NULL, NULL, rt, 0, MPI_COMM_WORLD);
+        MPI_Gatherv((char *)x + (size_t)off[d_rank] * row_bytes, cnt[d_rank], rt, NULL, NULL, NULL, rt, 0,
+                    MPI_COMM_WORLD);
     MPI_Type_free(&rt);
     free(cnt); free(off);
     d_comm += wall() - t;
+}
+#endif
+
+void jem_dist_gather_rows(float *x, size_t row, int n_rows)
+{
+#ifdef JEM_MPI
+    rows_collective(x, row * sizeof(float), n_rows, 0);
 #else
     (void)x; (void)row; (void)n_rows;
 #endif
@@ -173,22 +185,7 @@ void jem_dist_gather_rows(float *x, size_t row, int n_rows)
 void jem_dist_allgather(void *x, size_t row_bytes, int n_rows)
 {
 #ifdef JEM_MPI
-    if (d_size < 2 || row_bytes == 0) return;
-    double t = wall();
-    int *cnt = malloc(sizeof(int) * (size_t)d_size), *off = malloc(sizeof(int) * (size_t)d_size);
-    if (!cnt || !off) jem_dist_abort(1);
-    MPI_Datatype rt;
-    MPI_Type_contiguous((int)row_bytes, MPI_BYTE, &rt);
-    MPI_Type_commit(&rt);
-    for (int r = 0; r < d_size; r++) {
-        int64_t lo = (int64_t)n_rows * r / d_size, hi = (int64_t)n_rows * (r + 1) / d_size;
-        off[r] = (int)lo;
-        cnt[r] = (int)(hi - lo);
-    }
-    MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, x, cnt, off, rt, MPI_COMM_WORLD);
-    MPI_Type_free(&rt);
-    free(cnt); free(off);
-    d_comm += wall() - t;
+    rows_collective(x, row_bytes, n_rows, 1);
 #else
     (void)x; (void)row_bytes; (void)n_rows;
 #endif
@@ -198,6 +195,7 @@ void jem_dist_abort(int code)
 {
 #ifdef JEM_MPI
     if (d_inited && d_size > 1) MPI_Abort(MPI_COMM_WORLD, code ? code : 1);
+#else
+    (void)code;
 #endif
-    exit(code);
 }
