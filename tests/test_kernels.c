@@ -1,8 +1,11 @@
-/* The fast convolution kernels (direct AVX-512 3x3 where the CPU has it,
- * im2col + sgemm otherwise) against the naive reference, on the shapes the
- * direct kernel takes (output channels a multiple of 8) and on awkward ones:
- * widths below, at and above a vector (16), a single row or column, batch 1
- * and odd batches, accumulation into a non-zero input gradient. */
+/* The fast convolution kernels (Winograd F(2x2, 3x3) and direct AVX-512 3x3
+ * where the CPU has them, im2col + sgemm otherwise) against the naive
+ * reference, through the dispatcher and each kernel on its own: the shapes
+ * the kernels take (channels multiples of 16 for Winograd, output channels
+ * a multiple of 8 for the direct kernel) and awkward ones: odd heights and
+ * widths (partial tiles), widths below, at and above a vector (16), a single
+ * row or column, batch 1 and odd batches, tile counts below and above a
+ * Winograd block, accumulation into a non-zero input gradient. */
 #include "jem.h"
 #include "nn/nn.h"
 #include "test.h"
@@ -39,6 +42,64 @@ static void check(int B, int IC, int H, int W, int OC)
     free(x); free(w); free(b); free(o1); free(o2); free(d); free(g1); free(g2); free(ws);
 }
 
+/* one kernel called on its own: 0 direct, 1 Winograd, 2 indirect with
+ * stride 2, 3 indirect with stride 1 */
+static void check_kernel(int wino, int B, int IC, int H, int W, int OC)
+{
+    const int st = wino == 2 ? 2 : 1;
+    jem_conv_shape s = {B, IC, H, W, OC, 3, 3, st, 1};
+    const int OH = jem_conv_out(H, 3, st, 1), OW = jem_conv_out(W, 3, st, 1);
+    size_t nx = (size_t)B * IC * H * W, nw = (size_t)OC * IC * 9, no = (size_t)B * OC * OH * OW;
+    jem_rng r;
+    jem_rng_seed(&r, (uint64_t)(B * 1000 + IC * 100 + H * 10 + W), (uint64_t)OC + 7);
+    float *x = malloc(sizeof(float) * nx), *w = malloc(sizeof(float) * nw), *b = malloc(sizeof(float) * OC);
+    float *o1 = malloc(sizeof(float) * no), *o2 = malloc(sizeof(float) * no), *d = malloc(sizeof(float) * no);
+    float *g1 = malloc(sizeof(float) * nx), *g2 = malloc(sizeof(float) * nx);
+    float *ws = malloc(sizeof(float) * (jem_conv2d_ws(&s) + 1) * omp_get_max_threads());
+    fill_uniform(x, nx, &r, -1, 1); fill_uniform(w, nw, &r, -1, 1); fill_uniform(b, OC, &r, -1, 1);
+    fill_uniform(d, no, &r, -1, 1);
+    const char *name = wino == 0 ? "direct" : wino == 1 ? "winograd" : "indirect";
+    for (size_t i = 0; i < no; i++) o1[i] = NAN; /* every output must be written */
+    int rc = wino == 0 ? jem_conv3x3_avx512_forward(o1, x, w, b, &s)
+           : wino == 1 ? jem_winograd_forward(o1, x, w, b, &s, ws)
+                       : jem_indirect_forward(o1, x, w, b, &s, ws);
+    ASSERT_MSG(rc == 0, "%s forward refused B%d %dx%dx%d->%d", name, B, IC, H, W, OC);
+    jem_conv2d_forward_ref(o2, x, w, b, &s);
+    double e = rel_err_ff(o1, o2, no);
+    ASSERT_MSG(e < 2e-6, "%s s%d forward B%d %dx%dx%d->%d: err %.3g", name, st, B, IC, H, W, OC, e);
+    for (size_t i = 0; i < nx; i++) g1[i] = g2[i] = 0.5f - (float)(i % 3);
+    rc = wino == 0 ? jem_conv3x3_avx512_backward_input(g1, d, w, &s)
+       : wino == 1 ? jem_winograd_backward_input(g1, d, w, &s, ws)
+                   : jem_indirect_backward(g1, NULL, NULL, d, x, w, &s, ws);
+    ASSERT_MSG(rc == 0, "%s input gradient refused", name);
+    jem_conv2d_backward_ref(g2, NULL, NULL, d, x, w, &s);
+    e = rel_err_ff(g1, g2, nx);
+    ASSERT_MSG(e < 2e-6, "%s s%d input gradient B%d %dx%dx%d->%d: err %.3g", name, st, B, IC, H, W, OC, e);
+    if (wino >= 2) {
+        /* weight and bias gradients accumulate on what is there, alone and
+         * together with the input gradient */
+        float *dw1 = malloc(sizeof(float) * nw), *dw2 = malloc(sizeof(float) * nw);
+        float *db1 = malloc(sizeof(float) * OC), *db2 = malloc(sizeof(float) * OC);
+        for (size_t i = 0; i < nw; i++) dw1[i] = dw2[i] = 0.25f;
+        for (int i = 0; i < OC; i++) db1[i] = db2[i] = -0.5f;
+        ASSERT(jem_indirect_backward(NULL, dw1, db1, d, x, w, &s, ws) == 0);
+        jem_conv2d_backward_ref(NULL, dw2, db2, d, x, w, &s);
+        e = rel_err_ff(dw1, dw2, nw);
+        ASSERT_MSG(e < 2e-6, "indirect s%d weight gradient B%d %dx%dx%d->%d: err %.3g", st, B, IC, H, W, OC, e);
+        e = rel_err_ff(db1, db2, OC);
+        ASSERT_MSG(e < 2e-6, "indirect s%d bias gradient: err %.3g", st, e);
+        for (size_t i = 0; i < nx; i++) g1[i] = 0.0f;
+        for (size_t i = 0; i < nw; i++) dw1[i] = 0.25f;
+        ASSERT(jem_indirect_backward(g1, dw1, NULL, d, x, w, &s, ws) == 0);
+        for (size_t i = 0; i < nx; i++) g2[i] = 0.0f;
+        jem_conv2d_backward_ref(g2, NULL, NULL, d, x, w, &s);
+        ASSERT_MSG(rel_err_ff(g1, g2, nx) < 2e-6 && rel_err_ff(dw1, dw2, nw) < 2e-6,
+                   "indirect s%d input and weight gradients together", st);
+        free(dw1); free(dw2); free(db1); free(db2);
+    }
+    free(x); free(w); free(b); free(o1); free(o2); free(d); free(g1); free(g2); free(ws);
+}
+
 int main(void)
 {
     TEST_MAIN_BEGIN("test_kernels");
@@ -52,5 +113,45 @@ int main(void)
     check(5, 16, 16, 16, 8);
     check(2, 24, 3, 33, 40);
     check(1, 7, 6, 6, 12);    /* OC not a multiple of 8: the GEMM path */
+    check(2, 32, 28, 28, 64); /* the reference model's layers */
+    check(2, 64, 14, 14, 128);
+    printf("Winograd F(2x2, 3x3) kernels %s\n", jem_winograd_available() ? "in use" : "not available here");
+    if (jem_winograd_available()) {
+        /* all three product kernels (OC 16, 32, 64 and 128), partial tiles
+         * and blocks, one image and several */
+        check_kernel(1, 1, 16, 28, 28, 32);
+        check_kernel(1, 2, 32, 28, 28, 64);
+        check_kernel(1, 3, 64, 14, 14, 128);
+        check_kernel(1, 2, 32, 14, 14, 16);
+        check_kernel(1, 1, 16, 7, 7, 48);
+        check_kernel(1, 2, 16, 5, 9, 32);
+        check_kernel(1, 1, 16, 1, 1, 16);
+        check_kernel(1, 1, 32, 1, 33, 16);
+        check_kernel(1, 3, 16, 13, 1, 64);
+        check_kernel(1, 1, 16, 11, 11, 16);  /* 36 tiles: one full block and a partial one */
+        /* shapes it refuses */
+        jem_conv_shape bad = {1, 8, 8, 8, 16, 3, 3, 1, 1};
+        ASSERT(!jem_winograd_fits(&bad) && jem_winograd_ws(&bad) == 0);
+        bad.IC = 16; bad.stride = 2;
+        ASSERT(!jem_winograd_fits(&bad));
+    }
+    if (jem_conv3x3_avx512_available()) {
+        /* indirect: the model's strided layers, odd sizes, every vector
+         * count (OC / IC multiples of 64, 32, 16), pixel counts not a
+         * multiple of the kernel's 6, and stride 1 */
+        check_kernel(2, 2, 64, 28, 28, 64);
+        check_kernel(2, 3, 128, 14, 14, 128);
+        check_kernel(2, 1, 32, 15, 9, 16);
+        check_kernel(2, 2, 16, 7, 6, 32);
+        check_kernel(2, 1, 16, 1, 1, 16);
+        check_kernel(2, 1, 48, 4, 13, 80);
+        check_kernel(3, 2, 32, 11, 7, 64);
+        check_kernel(3, 1, 16, 3, 3, 16);
+        jem_conv_shape bad = {1, 16, 8, 8, 24, 3, 3, 2, 1};
+        ASSERT(!jem_indirect_fits(&bad) && jem_indirect_ws(&bad) == 0);
+        check_kernel(0, 2, 32, 28, 28, 64);
+        check_kernel(0, 1, 16, 5, 9, 8);
+        check_kernel(0, 2, 8, 17, 3, 16);
+    }
     return t_finish();
 }

@@ -236,6 +236,10 @@ int main(void)
     check_conv(1, 2, 8, 8, 3, 5, 1, 2, &rng);   /* 5x5 pad 2 */
     check_conv(3, 2, 6, 5, 2, 3, 1, 0, &rng);   /* no padding */
     check_conv(2, 2, 9, 9, 3, 3, 3, 2, &rng);   /* stride 3 */
+    /* channels multiples of 16: the Winograd (stride 1) and indirect
+     * (stride 2) kernels on AVX-512 CPUs, odd sizes for partial tiles */
+    check_conv(1, 16, 5, 5, 16, 3, 1, 1, &rng);
+    check_conv(1, 16, 5, 6, 32, 3, 2, 1, &rng);
     check_linear(3, 7, 5, &rng);
     check_linear(1, 16, 10, &rng);
     check_act(JEM_ACT_LRELU, 0.2f, &rng);

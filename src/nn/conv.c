@@ -1,6 +1,9 @@
 /* conv2d: im2col + cblas_sgemm per image, images split across threads;
  * 1x1 stride-1 unpadded convolutions use the input directly as the column
- * matrix. Naive reference versions at the end. */
+ * matrix. On AVX-512 CPUs 3x3 pad-1 layers go to faster kernels first:
+ * Winograd (stride 1, channels multiples of 16), indirect convolution
+ * (strided, channels multiples of 16), direct (stride 1, output channels a
+ * multiple of 8). Naive reference versions at the end. */
 #include "nn/nn.h"
 
 #include <string.h>
@@ -18,8 +21,11 @@ size_t jem_conv2d_ws(const jem_conv_shape *s)
     int OW = jem_conv_out(s->W, s->KW, s->stride, s->pad);
     size_t col = is_pointwise(s) ? 0 : (size_t)s->IC * s->KH * s->KW * OH * OW;
     size_t dw = (size_t)s->OC * s->IC * s->KH * s->KW + (size_t)s->OC;
+    size_t n = col + dw, wg = jem_winograd_ws(s), wi = jem_indirect_ws(s);
+    if (wg > n) n = wg;
+    if (wi > n) n = wi;
     /* round to 16 floats so per-thread regions stay 64-byte aligned */
-    return ((col + dw) + 15) & ~(size_t)15;
+    return (n + 15) & ~(size_t)15;
 }
 
 /* col (IC*KH*KW, OH*OW) from one image inp (IC, H, W) */
@@ -90,6 +96,10 @@ void jem_conv2d_forward(float *out, const float *inp, const float *w,
     const size_t in_sz = (size_t)s->IC * s->H * s->W, out_sz = (size_t)M * N;
     const size_t wsz = jem_conv2d_ws(s);
     const int pw = is_pointwise(s);
+    if (jem_winograd_fits(s) && jem_winograd_forward(out, inp, w, bias, s, ws) == 0)
+        return;
+    if (s->stride > 1 && jem_indirect_fits(s) && jem_indirect_forward(out, inp, w, bias, s, ws) == 0)
+        return;
     if (s->KH == 3 && s->KW == 3 && s->stride == 1 && s->pad == 1 &&
         jem_conv3x3_avx512_forward(out, inp, w, bias, s) == 0)
         return;
@@ -122,11 +132,15 @@ void jem_conv2d_backward(float *dinp, float *dw, float *db, const float *dout,
     const int pw = is_pointwise(s);
     int want_w = dw != NULL || db != NULL;
     if (!dinp && !want_w) return;
+    if (dinp && jem_winograd_fits(s) && jem_winograd_backward_input(dinp, dout, w, s, ws) == 0)
+        dinp = NULL; /* done */
+    if (jem_indirect_fits(s) && (!dinp || s->stride > 1) &&
+        jem_indirect_backward(dinp, dw, db, dout, inp, w, s, ws) == 0)
+        return;
     if (dinp && s->KH == 3 && s->KW == 3 && s->stride == 1 && s->pad == 1 &&
-        jem_conv3x3_avx512_backward_input(dinp, dout, w, s) == 0) {
+        jem_conv3x3_avx512_backward_input(dinp, dout, w, s) == 0)
         dinp = NULL; /* done; the weight gradients (if any) take the GEMM path */
-        if (!want_w) return;
-    }
+    if (!dinp && !want_w) return;
     int nth = 1;
 #pragma omp parallel
     {

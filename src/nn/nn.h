@@ -50,6 +50,32 @@ int jem_conv3x3_avx512_forward(float *out, const float *inp, const float *w,
 int jem_conv3x3_avx512_backward_input(float *dinp, const float *dout,
                                       const float *w, const jem_conv_shape *s);
 
+/* Winograd F(2x2, 3x3) with AVX-512 for 3x3 stride-1 pad-1 convolutions
+ * whose input and output channels are multiples of 16 (conv_winograd.c).
+ * ws: jem_winograd_ws() floats per thread (jem_conv2d_ws() covers it).
+ * Same return convention and accumulation as the direct kernels. */
+int jem_winograd_available(void);
+int jem_winograd_fits(const jem_conv_shape *s);
+size_t jem_winograd_ws(const jem_conv_shape *s);
+int jem_winograd_forward(float *out, const float *inp, const float *w,
+                         const float *bias, const jem_conv_shape *s, float *ws);
+int jem_winograd_backward_input(float *dinp, const float *dout,
+                                const float *w, const jem_conv_shape *s, float *ws);
+
+/* Indirect AVX-512 convolution for 3x3 pad-1 layers of any stride whose
+ * channels are multiples of 16 (conv_indirect.c): the dispatcher uses it
+ * for the forward pass and input gradient of strided layers and for the
+ * weight gradients of all of them. ws: jem_indirect_ws() floats per
+ * thread. The backward accumulates into whichever of dinp, dw, db is not
+ * NULL, like jem_conv2d_backward. */
+int jem_indirect_fits(const jem_conv_shape *s);
+size_t jem_indirect_ws(const jem_conv_shape *s);
+int jem_indirect_forward(float *out, const float *inp, const float *w,
+                         const float *bias, const jem_conv_shape *s, float *ws);
+int jem_indirect_backward(float *dinp, float *dw, float *db, const float *dout,
+                          const float *inp, const float *w,
+                          const jem_conv_shape *s, float *ws);
+
 /* ---- linear: out (B, OUT) = inp (B, IN) w^T + bias; w (OUT, IN) */
 void jem_linear_forward(float *out, const float *inp, const float *w,
                         const float *bias, int B, int IN, int OUT);

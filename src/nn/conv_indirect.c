@@ -1,0 +1,336 @@
+/*
+ * Strided 3x3 pad-1 convolutions with AVX-512 by indirect convolution
+ * (Dukhan 2019): with channels innermost, an output pixel is the product of
+ * nine contiguous input-channel vectors with nine (IC x OC) weight matrices,
+ * so a register-blocked kernel (6 pixels x up to 4 vectors of 16 output
+ * channels, 24 accumulators) reads the input through a pointer per pixel
+ * instead of an im2col copy. Loops run tap by tap over all pixels so that
+ * one (IC x 64) weight slice stays in L1. The input gradient runs the same kernel over
+ * the output gradient and adds each of the nine (pixel x IC) products into
+ * its shifted place of a padded input-gradient image. The weight gradient
+ * of a tap is the product of the (pixel x IC) input read through the same
+ * pointers with the (pixel x OC) output gradient, summed over pixels and
+ * images into a per-thread buffer.
+ *
+ * One image per thread; the image is transposed to a zero-padded (H, W, IC)
+ * buffer and the result back to NCHW (nn/hwc.h). Needs input and output
+ * channels that are multiples of 16. Used for the stride-2 layers (stride 1
+ * goes to Winograd or the direct kernel); JEM_KERNELS=gemm turns it off.
+ */
+#include "nn/nn.h"
+#include "nn/hwc.h"
+
+#include <stddef.h>
+#include <stdlib.h>
+#include <omp.h>
+
+#define R 6 /* output pixels per kernel call */
+
+int jem_indirect_fits(const jem_conv_shape *s)
+{
+    return s->KH == 3 && s->KW == 3 && s->pad == 1 && s->stride >= 1 && s->IC % 16 == 0 && s->OC % 16 == 0 &&
+           s->IC > 0 && s->OC > 0;
+}
+
+static size_t up16(size_t n) { return (n + 15) & ~(size_t)15; }
+
+/* per-thread workspace: a padded (H+2, W+2, IC) image, a second one for
+ * the input gradient, the (P, OC) output or output gradient, this thread's
+ * weight and bias gradients (9, IC, OC) + OC, and P pixel offsets. The
+ * padded images have 16 floats of slack for the weight-gradient kernel's
+ * reads past the last channel block. */
+static size_t ws_parts(int IC, int OC, int H, int W, int P, size_t off[5])
+{
+    const size_t xp = up16((size_t)(H + 2) * (W + 2) * IC + 16), y = up16((size_t)P * OC);
+    const size_t dw = up16((size_t)9 * IC * OC + OC), po = up16((size_t)P);
+    if (off) {
+        off[0] = 0;           /* Xp */
+        off[1] = xp;          /* Dp */
+        off[2] = 2 * xp;      /* Y / Yt */
+        off[3] = 2 * xp + y;  /* dW, db */
+        off[4] = 2 * xp + y + dw; /* pixel offsets (int) */
+    }
+    return 2 * xp + y + dw + po;
+}
+
+size_t jem_indirect_ws(const jem_conv_shape *s)
+{
+    if (!jem_indirect_fits(s)) return 0;
+    const int OH = jem_conv_out(s->H, 3, s->stride, 1), OW = jem_conv_out(s->W, 3, s->stride, 1);
+    return ws_parts(s->IC, s->OC, s->H, s->W, OH * OW, NULL);
+}
+
+#if HAVE_X86
+/* c[r][16 v] (+)= sum_k sum_i a[r][aoff[k] + i] * B[k * bstride + i * ldb + 16 v]
+ * for r < n, k < nk, i < K */
+#define DEFINE_KERNEL(NV)                                                                                          \
+    __attribute__((target("avx512f"), noinline)) static void kern_##NV(                                             \
+        const float *const *a, const ptrdiff_t *aoff, int nk, const float *B, size_t bstride, int K, int ldb,       \
+        float *const *c, int n, int add)                                                                           \
+    {                                                                                                              \
+        __m512 acc[R][NV];                                                                                         \
+        _Pragma("GCC unroll 6") for (int r = 0; r < R; r++)                                                        \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_ps();                  \
+        const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5];                       \
+        for (int k = 0; k < nk; k++) {                                                                             \
+            const ptrdiff_t o = aoff[k];                                                                           \
+            const float *p0 = a0 + o, *p1 = a1 + o, *p2 = a2 + o, *p3 = a3 + o, *p4 = a4 + o, *p5 = a5 + o;        \
+            const float *bp = B + (size_t)k * bstride;                                                             \
+            for (int i = 0; i < K; i++) {                                                                          \
+                __m512 u[NV];                                                                                      \
+                _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) u[v] = _mm512_loadu_ps(bp + 16 * v);          \
+                /* one broadcast live at a time: 24 accumulators + 4 + 1 fit in 32 registers */             \
+                const float *pr[R] = {p0, p1, p2, p3, p4, p5};                                                     \
+                _Pragma("GCC unroll 6") for (int r = 0; r < R; r++)                                                \
+                {                                                                                                  \
+                    const __m512 b = _mm512_set1_ps(pr[r][i]);                                                     \
+                    _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[r][v] =                               \
+                        _mm512_fmadd_ps(b, u[v], acc[r][v]);                                                       \
+                }                                                                                                  \
+                bp += ldb;                                                                                         \
+            }                                                                                                      \
+        }                                                                                                          \
+        _Pragma("GCC unroll 6") for (int r = 0; r < R; r++)                                                        \
+        {                                                                                                          \
+            if (r >= n) break;                                                                                     \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)                                                   \
+            {                                                                                                      \
+                __m512 x = acc[r][v];                                                                              \
+                if (add) x = _mm512_add_ps(x, _mm512_loadu_ps(c[r] + 16 * v));                                     \
+                _mm512_storeu_ps(c[r] + 16 * v, x);                                                                \
+            }                                                                                                      \
+        }                                                                                                          \
+    }
+DEFINE_KERNEL(4)
+DEFINE_KERNEL(2)
+DEFINE_KERNEL(1)
+
+static void kern(int nv, const float *const *a, const ptrdiff_t *aoff, int nk, const float *B, size_t bstride, int K,
+                 int ldb, float *const *c, int n, int add)
+{
+    if (nv == 4) kern_4(a, aoff, nk, B, bstride, K, ldb, c, n, add);
+    else if (nv == 2) kern_2(a, aoff, nk, B, bstride, K, ldb, c, n, add);
+    else kern_1(a, aoff, nk, B, bstride, K, ldb, c, n, add);
+}
+
+/* dw[r][16 v] += sum_p X[poff[p] + r] * Y[p][16 v] for r < nr (reads
+ * rows up to 6 even when nr is smaller) */
+#define DEFINE_WKERNEL(NV)                                                                                         \
+    __attribute__((target("avx512f"), noinline)) static void wkern_##NV(                                            \
+        const float *X, const int *poff, int P, const float *Y, int ldy, float *dw, int lddw, int nr)              \
+    {                                                                                                              \
+        __m512 acc[R][NV];                                                                                         \
+        _Pragma("GCC unroll 6") for (int r = 0; r < R; r++)                                                        \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_ps();                  \
+        for (int p = 0; p < P; p++) {                                                                              \
+            const float *xp = X + poff[p];                                                                         \
+            const float *yp = Y + (size_t)p * ldy;                                                                 \
+            __m512 u[NV];                                                                                          \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) u[v] = _mm512_loadu_ps(yp + 16 * v);              \
+            _Pragma("GCC unroll 6") for (int r = 0; r < R; r++)                                                    \
+            {                                                                                                      \
+                const __m512 b = _mm512_set1_ps(xp[r]);                                                            \
+                _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(b, u[v], acc[r][v]); \
+            }                                                                                                      \
+        }                                                                                                          \
+        _Pragma("GCC unroll 6") for (int r = 0; r < R; r++)                                                        \
+        {                                                                                                          \
+            if (r >= nr) break;                                                                                    \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)                                                   \
+            {                                                                                                      \
+                float *d = dw + (size_t)r * lddw + 16 * v;                                                         \
+                _mm512_storeu_ps(d, _mm512_add_ps(_mm512_loadu_ps(d), acc[r][v]));                                 \
+            }                                                                                                      \
+        }                                                                                                          \
+    }
+DEFINE_WKERNEL(4)
+DEFINE_WKERNEL(2)
+DEFINE_WKERNEL(1)
+
+static int vectors(int C) { return C % 64 == 0 ? 4 : C % 32 == 0 ? 2 : 1; }
+
+/* one image: x (IC, H, W) -> out (OC, OH, OW) + bias; Wk (9, IC, OC) */
+__attribute__((target("avx512f")))
+static void fwd_img(float *out, const float *x, const float *Wk, const float *bias, const jem_conv_shape *s,
+                    float *ws)
+{
+    const int IC = s->IC, OC = s->OC, H = s->H, W = s->W, st = s->stride, Wp = W + 2;
+    const int OH = jem_conv_out(H, 3, st, 1), OW = jem_conv_out(W, 3, st, 1), P = OH * OW;
+    size_t off[5];
+    ws_parts(IC, OC, H, W, P, off);
+    float *Xp = ws + off[0], *Y = ws + off[2];
+    jem_hwc_pack_padded(Xp, x, IC, H, W, H + 2, Wp);
+    const int nv = vectors(OC);
+    /* one weight slice (IC x 16 nv) at a time stays in L1 while every
+     * pixel block passes; the nine taps accumulate in Y */
+    for (int o0 = 0; o0 < OC; o0 += 16 * nv)
+        for (int k = 0; k < 9; k++) {
+            const ptrdiff_t ko = ((ptrdiff_t)(k / 3) * Wp + k % 3) * IC;
+            for (int p0 = 0; p0 < P; p0 += R) {
+                const int n = P - p0 < R ? P - p0 : R;
+                const float *a[R];
+                float *c[R];
+                for (int r = 0; r < R; r++) {
+                    const int p = p0 + (r < n ? r : n - 1), oy = p / OW, ox = p % OW;
+                    a[r] = Xp + ((size_t)(st * oy) * Wp + (size_t)st * ox) * IC;
+                    c[r] = Y + (size_t)p * OC + o0;
+                }
+                kern(nv, a, &ko, 1, Wk + (size_t)k * IC * OC + o0, 0, IC, OC, c, n, k > 0);
+            }
+        }
+    jem_hwc_unpack(out, Y, OC, OH, OW, 0, OW, bias, 0);
+}
+
+/* one image: dinp (IC, H, W) += input gradient of dout (OC, OH, OW) with
+ * Wb (9, OC, IC) (when dinp is not NULL); this thread's dW (9, IC, OC) and
+ * db (OC) += the weight and bias gradients from x (IC, H, W) (when want_w) */
+__attribute__((target("avx512f")))
+static void bwd_img(float *dinp, int want_w, const float *dout, const float *x, const float *Wb,
+                    const jem_conv_shape *s, float *ws)
+{
+    const int IC = s->IC, OC = s->OC, H = s->H, W = s->W, st = s->stride, Wp = W + 2;
+    const int OH = jem_conv_out(H, 3, st, 1), OW = jem_conv_out(W, 3, st, 1), P = OH * OW;
+    size_t off[5];
+    ws_parts(IC, OC, H, W, P, off);
+    float *Xp = ws + off[0], *Dp = ws + off[1], *Yt = ws + off[2], *dW = ws + off[3];
+    int *poff = (int *)(ws + off[4]);
+    jem_hwc_pack(Yt, dout, OC, OH, OW);
+    if (dinp) {
+        memset(Dp, 0, sizeof(float) * (size_t)(H + 2) * Wp * IC);
+        const ptrdiff_t zero = 0;
+        const int nv = vectors(IC);
+        for (int i0 = 0; i0 < IC; i0 += 16 * nv)
+            for (int k = 0; k < 9; k++) {
+                const size_t ko = (size_t)(k / 3) * Wp + k % 3;
+                for (int p0 = 0; p0 < P; p0 += R) {
+                    const int n = P - p0 < R ? P - p0 : R;
+                    const float *a[R];
+                    float *c[R];
+                    for (int r = 0; r < R; r++) {
+                        const int p = p0 + (r < n ? r : n - 1), oy = p / OW, ox = p % OW;
+                        a[r] = Yt + (size_t)p * OC;
+                        c[r] = Dp + ((size_t)(st * oy) * Wp + (size_t)st * ox + ko) * IC + i0;
+                    }
+                    kern(nv, a, &zero, 1, Wb + (size_t)k * OC * IC + i0, 0, OC, IC, c, n, 1);
+                }
+            }
+        jem_hwc_unpack(dinp, Dp, IC, H, W, 1, Wp, NULL, 1);
+    }
+    if (want_w) {
+        jem_hwc_pack_padded(Xp, x, IC, H, W, H + 2, Wp);
+        memset(Xp + (size_t)(H + 2) * Wp * IC, 0, sizeof(float) * 16); /* the slack */
+        for (int p = 0; p < P; p++) poff[p] = ((st * (p / OW)) * Wp + st * (p % OW)) * IC;
+        const int nv = vectors(OC);
+        for (int k = 0; k < 9; k++) {
+            const size_t ko = ((size_t)(k / 3) * Wp + k % 3) * IC;
+            for (int i0 = 0; i0 < IC; i0 += R) {
+                const int nr = IC - i0 < R ? IC - i0 : R;
+                for (int o0 = 0; o0 < OC; o0 += 16 * nv) {
+                    float *d = dW + ((size_t)k * IC + i0) * OC + o0;
+                    if (nv == 4) wkern_4(Xp + ko + i0, poff, P, Yt + o0, OC, d, OC, nr);
+                    else if (nv == 2) wkern_2(Xp + ko + i0, poff, P, Yt + o0, OC, d, OC, nr);
+                    else wkern_1(Xp + ko + i0, poff, P, Yt + o0, OC, d, OC, nr);
+                }
+            }
+        }
+        float *db = dW + (size_t)9 * IC * OC;
+        for (int o0 = 0; o0 < OC; o0 += 16) {
+            __m512 a = _mm512_setzero_ps();
+            for (int p = 0; p < P; p++) a = _mm512_add_ps(a, _mm512_loadu_ps(Yt + (size_t)p * OC + o0));
+            _mm512_storeu_ps(db + o0, _mm512_add_ps(_mm512_loadu_ps(db + o0), a));
+        }
+    }
+}
+#endif
+
+static int run_fwd(float *out, const float *in, const float *w, const float *bias, const jem_conv_shape *s,
+                   float *ws)
+{
+#if HAVE_X86
+    const int IC = s->IC, OC = s->OC;
+    float *Wk = malloc(sizeof(float) * (size_t)9 * IC * OC);
+    if (!Wk) return -1;
+    const int OH = jem_conv_out(s->H, 3, s->stride, 1), OW = jem_conv_out(s->W, 3, s->stride, 1);
+    const size_t isz = (size_t)IC * s->H * s->W, osz = (size_t)OC * OH * OW, per = jem_indirect_ws(s);
+#pragma omp parallel
+    {
+        /* (9, IC, OC) from w (OC, IC, 3, 3) */
+#pragma omp for schedule(static)
+        for (int oc = 0; oc < OC; oc++)
+            for (int ic = 0; ic < IC; ic++)
+                for (int k = 0; k < 9; k++) Wk[((size_t)k * IC + ic) * OC + oc] = w[((size_t)oc * IC + ic) * 9 + k];
+        float *tws = ws + (size_t)omp_get_thread_num() * per;
+#pragma omp for schedule(static)
+        for (int b = 0; b < s->B; b++) fwd_img(out + b * osz, in + b * isz, Wk, bias, s, tws);
+    }
+    free(Wk);
+    return 0;
+#else
+    (void)out; (void)in; (void)w; (void)bias; (void)s; (void)ws;
+    return -1;
+#endif
+}
+
+int jem_indirect_forward(float *out, const float *inp, const float *w, const float *bias, const jem_conv_shape *s,
+                         float *ws)
+{
+    if (!jem_conv3x3_avx512_available() || !jem_indirect_fits(s)) return -1;
+    return run_fwd(out, inp, w, bias, s, ws);
+}
+
+int jem_indirect_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w,
+                          const jem_conv_shape *s, float *ws)
+{
+    if (!jem_conv3x3_avx512_available() || !jem_indirect_fits(s)) return -1;
+#if HAVE_X86
+    const int IC = s->IC, OC = s->OC;
+    const int want_w = dw != NULL || db != NULL;
+    if (!dinp && !want_w) return 0;
+    float *Wb = NULL;
+    if (dinp && !(Wb = malloc(sizeof(float) * (size_t)9 * IC * OC))) return -1;
+    const int OH = jem_conv_out(s->H, 3, s->stride, 1), OW = jem_conv_out(s->W, 3, s->stride, 1);
+    const size_t isz = (size_t)IC * s->H * s->W, osz = (size_t)OC * OH * OW, per = jem_indirect_ws(s);
+    size_t off[5];
+    ws_parts(IC, OC, s->H, s->W, OH * OW, off);
+    const size_t ndw = (size_t)9 * IC * OC + OC;
+    int nth = 1;
+#pragma omp parallel
+    {
+#pragma omp single
+        nth = omp_get_num_threads();
+        float *tws = ws + (size_t)omp_get_thread_num() * per;
+        if (want_w) memset(tws + off[3], 0, sizeof(float) * ndw);
+        if (Wb) {
+            /* (9, OC, IC) from w (OC, IC, 3, 3) */
+#pragma omp for schedule(static)
+            for (int oc = 0; oc < OC; oc++)
+                for (int ic = 0; ic < IC; ic++)
+                    for (int k = 0; k < 9; k++)
+                        Wb[((size_t)k * OC + oc) * IC + ic] = w[((size_t)oc * IC + ic) * 9 + k];
+        }
+#pragma omp for schedule(static)
+        for (int b = 0; b < s->B; b++)
+            bwd_img(dinp ? dinp + b * isz : NULL, want_w, dout + b * osz, inp + b * isz, Wb, s, tws);
+        /* sum the threads' gradients in a fixed order (deterministic for a
+         * given thread count), (9, IC, OC) -> (OC, IC, 3, 3) */
+        if (want_w) {
+#pragma omp for schedule(static)
+            for (int oc = 0; oc < OC; oc++) {
+                for (int t = 0; t < nth; t++) {
+                    const float *g = ws + (size_t)t * per + off[3];
+                    if (dw)
+                        for (int ic = 0; ic < IC; ic++)
+                            for (int k = 0; k < 9; k++)
+                                dw[((size_t)oc * IC + ic) * 9 + k] += g[((size_t)k * IC + ic) * OC + oc];
+                    if (db) db[oc] += g[(size_t)9 * IC * OC + oc];
+                }
+            }
+        }
+    }
+    free(Wb);
+    return 0;
+#else
+    (void)dinp; (void)dw; (void)db; (void)dout; (void)inp; (void)w; (void)s; (void)ws;
+    return -1;
+#endif
+}

@@ -1,0 +1,268 @@
+/*
+ * Winograd F(2x2, 3x3) for 3x3 stride-1 pad-1 convolutions with AVX-512,
+ * for the forward pass and for the input gradient (a forward convolution of
+ * the output gradient with transposed, flipped weights).
+ *
+ * Each 2x2 output tile comes from a 4x4 input tile: V = B^T d B per input
+ * channel, M = sum_ic U[ic] * V[ic] elementwise with U = G g G^T, and
+ * Y = A^T M A. The 16 elementwise products become 16 small matrix products
+ * (tiles x IC) . (IC x OC), 2.25x fewer multiplies than direct convolution.
+ *
+ * Layout: channels innermost. One image at a time per thread: the image is
+ * transposed into a zero-padded (H, W, C) buffer so that 16 channels of one
+ * pixel are one zmm; tiles go in blocks of TB; the products run as a
+ * register-blocked kernel (R tiles x NV vectors of 16 output channels, the
+ * tiles' values broadcast against the transformed weights); the output
+ * transform writes an (H, W, OC) buffer that is transposed back to NCHW with
+ * the bias added (forward) or added to the gradient (backward). Everything
+ * one thread touches for an image stays in its 1 MiB L2.
+ *
+ * Needs input and output channels that are multiples of 16. Chosen at run
+ * time on CPUs with AVX-512F; JEM_KERNELS=direct keeps the direct kernels,
+ * JEM_KERNELS=gemm the portable path.
+ */
+#include "nn/nn.h"
+#include "nn/hwc.h"
+
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <omp.h>
+
+
+#define TB 24 /* tiles per block (a multiple of every kernel's R) */
+
+int jem_winograd_available(void)
+{
+    static int ok = -1;
+    if (ok < 0) {
+        int v = jem_conv3x3_avx512_available();
+        const char *e = getenv("JEM_KERNELS");
+        if (e && !strcmp(e, "direct")) v = 0;
+        ok = v;
+    }
+    return ok;
+}
+
+int jem_winograd_fits(const jem_conv_shape *s)
+{
+    return s->KH == 3 && s->KW == 3 && s->stride == 1 && s->pad == 1 && s->IC % 16 == 0 && s->OC % 16 == 0 &&
+           s->IC > 0 && s->OC > 0;
+}
+
+static size_t up16(size_t n) { return (n + 15) & ~(size_t)15; }
+
+/* per-thread workspace, in floats, for a convolution IC -> OC on H x W */
+static size_t ws_floats(int IC, int OC, int H, int W)
+{
+    int TH = (H + 1) / 2, TW = (W + 1) / 2;
+    size_t xp = up16((size_t)(2 * TH + 2) * (2 * TW + 2) * IC);
+    size_t v = up16((size_t)16 * TB * IC);
+    size_t m = up16((size_t)16 * TB * OC);
+    size_t y = up16((size_t)H * W * OC);
+    return xp + v + m + y;
+}
+
+size_t jem_winograd_ws(const jem_conv_shape *s)
+{
+    if (!jem_winograd_fits(s)) return 0;
+    /* the input gradient runs the same code with the channels swapped */
+    size_t f = ws_floats(s->IC, s->OC, s->H, s->W), b = ws_floats(s->OC, s->IC, s->H, s->W);
+    return f > b ? f : b;
+}
+
+/* U[e][ic][oc] = (G g G^T)[e] for the convolution IC -> OC being run. Its
+ * kernel g is w[oc][ic] of the stored weights (OC, IC, 3, 3) (flip = 0) or,
+ * for the input gradient of a layer OC -> IC stored (IC, OC, 3, 3), the
+ * transposed, flipped w[ic][oc][8 - k] (flip = 1) */
+static void transform_weights(float *U, const float *w, int IC, int OC, int flip)
+{
+#pragma omp for schedule(static)
+    for (int oc = 0; oc < OC; oc++)
+        for (int ic = 0; ic < IC; ic++) {
+            float g[9];
+            if (!flip) {
+                memcpy(g, w + ((size_t)oc * IC + ic) * 9, sizeof g);
+            } else {
+                const float *src = w + ((size_t)ic * OC + oc) * 9;
+                for (int k = 0; k < 9; k++) g[k] = src[8 - k];
+            }
+            float t[4][3];
+            for (int j = 0; j < 3; j++) {
+                float g0 = g[0 * 3 + j], g1 = g[1 * 3 + j], g2 = g[2 * 3 + j];
+                t[0][j] = g0;
+                t[1][j] = 0.5f * (g0 + g1 + g2);
+                t[2][j] = 0.5f * (g0 - g1 + g2);
+                t[3][j] = g2;
+            }
+            for (int i = 0; i < 4; i++) {
+                float u[4];
+                u[0] = t[i][0];
+                u[1] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
+                u[2] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
+                u[3] = t[i][2];
+                for (int j = 0; j < 4; j++) U[((size_t)(i * 4 + j) * IC + ic) * OC + oc] = u[j];
+            }
+        }
+}
+
+#if HAVE_X86
+/* M[e][t][oc] = sum_ic V[e][t][ic] * U[e][ic][oc] for t in [0, nt), nt a
+ * multiple of R, oc in [o0, o0 + 16 NV) */
+#define DEFINE_GEMM(R, NV)                                                                                         \
+    __attribute__((target("avx512f"), noinline)) static void gemm_##R##x##NV(float *M, const float *V, const float *U,       \
+                                                                     int nt, int IC, int OC, int o0)               \
+    {                                                                                                              \
+        for (int t0 = 0; t0 < nt; t0 += R) {                                                                       \
+            __m512 acc[R][NV];                                                                                     \
+            _Pragma("GCC unroll 24") for (int r = 0; r < R; r++)                                                   \
+                _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_ps();              \
+            const float *vp = V + (size_t)t0 * IC;                                                                 \
+            const float *up = U + o0;                                                                              \
+            for (int ic = 0; ic < IC; ic++) {                                                                      \
+                __m512 u[NV];                                                                                      \
+                _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) u[v] = _mm512_loadu_ps(up + 16 * v);          \
+                _Pragma("GCC unroll 24") for (int r = 0; r < R; r++)                                               \
+                {                                                                                                  \
+                    __m512 b = _mm512_set1_ps(vp[(size_t)r * IC]);                                                 \
+                    _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[r][v] =                               \
+                        _mm512_fmadd_ps(b, u[v], acc[r][v]);                                                       \
+                }                                                                                                  \
+                vp++;                                                                                              \
+                up += OC;                                                                                          \
+            }                                                                                                      \
+            _Pragma("GCC unroll 24") for (int r = 0; r < R; r++)                                                   \
+                _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)                                               \
+                    _mm512_storeu_ps(M + (size_t)(t0 + r) * OC + o0 + 16 * v, acc[r][v]);                          \
+        }                                                                                                          \
+    }
+DEFINE_GEMM(6, 4)
+DEFINE_GEMM(12, 2)
+DEFINE_GEMM(24, 1)
+
+/* one image: in (IC, H, W) -> out (OC, H, W), set with bias or accumulated */
+__attribute__((target("avx512f")))
+static void wino_img(float *out, const float *in, const float *U, const float *bias, int IC, int OC, int H, int W,
+                     int accumulate, float *ws)
+{
+    const int TH = (H + 1) / 2, TW = (W + 1) / 2, NT = TH * TW;
+    const int Hp = 2 * TH + 2, Wp = 2 * TW + 2;
+    float *Xp = ws;
+    float *V = Xp + up16((size_t)Hp * Wp * IC);
+    float *M = V + up16((size_t)16 * TB * IC);
+    float *Y = M + up16((size_t)16 * TB * OC);
+    jem_hwc_pack_padded(Xp, in, IC, H, W, Hp, Wp);
+
+    const int NVO = OC % 64 == 0 ? 4 : OC % 32 == 0 ? 2 : 1;
+    const int R = NVO == 4 ? 6 : NVO == 2 ? 12 : 24;
+
+    for (int tb = 0; tb < NT; tb += TB) {
+        const int nt = NT - tb < TB ? NT - tb : TB;
+        const int ntr = (nt + R - 1) / R * R;
+        /* input transform: V[e][t][ic] */
+        for (int t = 0; t < nt; t++) {
+            const int ty = (tb + t) / TW, tx = (tb + t) % TW;
+            const float *base = Xp + ((size_t)(2 * ty) * Wp + 2 * tx) * IC;
+            for (int c0 = 0; c0 < IC; c0 += 16) {
+                __m512 r[4][4];
+                for (int j = 0; j < 4; j++) {
+                    const float *q = base + (size_t)j * IC + c0;
+                    __m512 d0 = _mm512_loadu_ps(q), d1 = _mm512_loadu_ps(q + (size_t)Wp * IC);
+                    __m512 d2 = _mm512_loadu_ps(q + (size_t)2 * Wp * IC), d3 = _mm512_loadu_ps(q + (size_t)3 * Wp * IC);
+                    r[0][j] = _mm512_sub_ps(d0, d2);
+                    r[1][j] = _mm512_add_ps(d1, d2);
+                    r[2][j] = _mm512_sub_ps(d2, d1);
+                    r[3][j] = _mm512_sub_ps(d1, d3);
+                }
+                for (int i = 0; i < 4; i++) {
+                    __m512 v0 = _mm512_sub_ps(r[i][0], r[i][2]);
+                    __m512 v1 = _mm512_add_ps(r[i][1], r[i][2]);
+                    __m512 v2 = _mm512_sub_ps(r[i][2], r[i][1]);
+                    __m512 v3 = _mm512_sub_ps(r[i][1], r[i][3]);
+                    float *vp = V + ((size_t)(i * 4) * TB + t) * IC + c0;
+                    _mm512_storeu_ps(vp, v0);
+                    _mm512_storeu_ps(vp + (size_t)TB * IC, v1);
+                    _mm512_storeu_ps(vp + (size_t)2 * TB * IC, v2);
+                    _mm512_storeu_ps(vp + (size_t)3 * TB * IC, v3);
+                }
+            }
+        }
+        if (ntr > nt)
+            for (int e = 0; e < 16; e++)
+                memset(V + ((size_t)e * TB + nt) * IC, 0, sizeof(float) * (size_t)(ntr - nt) * IC);
+        /* the 16 products */
+        for (int e = 0; e < 16; e++) {
+            const float *Ve = V + (size_t)e * TB * IC, *Ue = U + (size_t)e * IC * OC;
+            float *Me = M + (size_t)e * TB * OC;
+            for (int o0 = 0; o0 < OC; o0 += 16 * NVO) {
+                if (NVO == 4) gemm_6x4(Me, Ve, Ue, ntr, IC, OC, o0);
+                else if (NVO == 2) gemm_12x2(Me, Ve, Ue, ntr, IC, OC, o0);
+                else gemm_24x1(Me, Ve, Ue, ntr, IC, OC, o0);
+            }
+        }
+        /* output transform into Y (H, W, OC) */
+        for (int t = 0; t < nt; t++) {
+            const int ty = (tb + t) / TW, tx = (tb + t) % TW;
+            const int oy = 2 * ty, ox = 2 * tx;
+            const int ny = H - oy < 2 ? 1 : 2, nx = W - ox < 2 ? 1 : 2;
+            for (int c0 = 0; c0 < OC; c0 += 16) {
+                __m512 a[2][4];
+                for (int j = 0; j < 4; j++) {
+                    const float *q = M + ((size_t)j * TB + t) * OC + c0;
+                    const size_t st = (size_t)4 * TB * OC;
+                    __m512 m0 = _mm512_loadu_ps(q), m1 = _mm512_loadu_ps(q + st);
+                    __m512 m2 = _mm512_loadu_ps(q + 2 * st), m3 = _mm512_loadu_ps(q + 3 * st);
+                    a[0][j] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
+                    a[1][j] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
+                }
+                for (int i = 0; i < ny; i++) {
+                    __m512 y0 = _mm512_add_ps(_mm512_add_ps(a[i][0], a[i][1]), a[i][2]);
+                    __m512 y1 = _mm512_sub_ps(_mm512_sub_ps(a[i][1], a[i][2]), a[i][3]);
+                    float *yp = Y + ((size_t)(oy + i) * W + ox) * OC + c0;
+                    _mm512_storeu_ps(yp, y0);
+                    if (nx > 1) _mm512_storeu_ps(yp + OC, y1);
+                }
+            }
+        }
+    }
+
+    jem_hwc_unpack(out, Y, OC, H, W, 0, W, bias, accumulate);
+}
+#endif
+
+static int run(float *out, const float *in, const float *w, const float *bias, const jem_conv_shape *s, int IC,
+               int OC, int flip, int accumulate, float *ws)
+{
+#if HAVE_X86
+    float *U = malloc(sizeof(float) * (size_t)16 * IC * OC);
+    if (!U) return -1;
+    const size_t per = jem_winograd_ws(s);
+    const size_t isz = (size_t)IC * s->H * s->W, osz = (size_t)OC * s->H * s->W;
+#pragma omp parallel
+    {
+        transform_weights(U, w, IC, OC, flip); /* shared out between the threads */
+#pragma omp for schedule(static)
+        for (int b = 0; b < s->B; b++)
+            wino_img(out + b * osz, in + b * isz, U, bias, IC, OC, s->H, s->W, accumulate,
+                     ws + (size_t)omp_get_thread_num() * per);
+    }
+    free(U);
+    return 0;
+#else
+    (void)out; (void)in; (void)w; (void)bias; (void)s; (void)IC; (void)OC; (void)flip; (void)accumulate; (void)ws;
+    return -1;
+#endif
+}
+
+int jem_winograd_forward(float *out, const float *inp, const float *w, const float *bias, const jem_conv_shape *s,
+                         float *ws)
+{
+    if (!jem_winograd_available() || !jem_winograd_fits(s)) return -1;
+    return run(out, inp, w, bias, s, s->IC, s->OC, 0, 0, ws);
+}
+
+int jem_winograd_backward_input(float *dinp, const float *dout, const float *w, const jem_conv_shape *s, float *ws)
+{
+    if (!jem_winograd_available() || !jem_winograd_fits(s)) return -1;
+    return run(dinp, dout, w, NULL, s, s->OC, s->IC, 1, 1, ws);
+}

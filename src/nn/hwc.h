@@ -1,0 +1,123 @@
+/*
+ * hwc.h: moving activations between NCHW and channels-innermost (H, W, C)
+ * layouts with AVX-512, 16 channels x 16 pixels per in-register transpose.
+ * Internal to the AVX-512 convolution kernels (conv_winograd.c,
+ * conv_indirect.c); every function needs C a multiple of 16.
+ */
+#ifndef JEM_HWC_H
+#define JEM_HWC_H
+
+#include <stddef.h>
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define HAVE_X86 1
+#else
+#define HAVE_X86 0
+#endif
+
+#if HAVE_X86
+/* r[i][j] -> r[j][i] for a 16 x 16 block held in 16 registers */
+__attribute__((target("avx512f"), always_inline)) static inline void jem_transpose16(__m512 r[16])
+{
+    __m512 t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    /* r[4g + k], 128-bit lane L: rows 4g..4g+3 of column 4L + k */
+    for (int g = 0; g < 4; g++) {
+        r[4 * g] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0x44);
+        r[4 * g + 1] = _mm512_shuffle_ps(t[4 * g], t[4 * g + 2], 0xEE);
+        r[4 * g + 2] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
+        r[4 * g + 3] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xEE);
+    }
+    for (int k = 0; k < 4; k++) {
+        __m512 s0 = _mm512_shuffle_f32x4(r[k], r[4 + k], 0x88), s1 = _mm512_shuffle_f32x4(r[k], r[4 + k], 0xDD);
+        __m512 s2 = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0x88), s3 = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0xDD);
+        t[k] = _mm512_shuffle_f32x4(s0, s2, 0x88);
+        t[8 + k] = _mm512_shuffle_f32x4(s0, s2, 0xDD);
+        t[4 + k] = _mm512_shuffle_f32x4(s1, s3, 0x88);
+        t[12 + k] = _mm512_shuffle_f32x4(s1, s3, 0xDD);
+    }
+    for (int i = 0; i < 16; i++) r[i] = t[i];
+}
+
+
+/* in (C, H, W) -> dst (Hp, Wp, C) at offset (1, 1), border zeroed
+ * (Hp >= H + 1, Wp >= W + 1) */
+__attribute__((target("avx512f"))) static inline void jem_hwc_pack_padded(float *dst, const float *in, int C, int H,
+                                                                          int W, int Hp, int Wp)
+{
+    const size_t HW = (size_t)H * W;
+    memset(dst, 0, sizeof(float) * (size_t)Wp * C);
+    for (int y = 1; y <= H; y++) {
+        float *row = dst + (size_t)y * Wp * C;
+        memset(row, 0, sizeof(float) * C);
+        memset(row + (size_t)(W + 1) * C, 0, sizeof(float) * (size_t)(Wp - W - 1) * C);
+    }
+    for (int y = H + 1; y < Hp; y++) memset(dst + (size_t)y * Wp * C, 0, sizeof(float) * (size_t)Wp * C);
+    for (size_t p0 = 0; p0 < HW; p0 += 16) {
+        const int n = HW - p0 < 16 ? (int)(HW - p0) : 16;
+        const __mmask16 mk = (__mmask16)((1u << n) - 1u);
+        float *d[16];
+        for (int j = 0; j < n; j++) {
+            const int y = (int)((p0 + j) / W), x = (int)((p0 + j) % W);
+            d[j] = dst + ((size_t)(y + 1) * Wp + x + 1) * C;
+        }
+        for (int c0 = 0; c0 < C; c0 += 16) {
+            __m512 r[16];
+            for (int i = 0; i < 16; i++) r[i] = _mm512_maskz_loadu_ps(mk, in + (size_t)(c0 + i) * HW + p0);
+            jem_transpose16(r);
+            for (int j = 0; j < n; j++) _mm512_storeu_ps(d[j] + c0, r[j]);
+        }
+    }
+}
+
+/* in (C, H, W) -> dst (H, W, C) */
+__attribute__((target("avx512f"))) static inline void jem_hwc_pack(float *dst, const float *in, int C, int H, int W)
+{
+    const size_t HW = (size_t)H * W;
+    for (size_t p0 = 0; p0 < HW; p0 += 16) {
+        const int n = HW - p0 < 16 ? (int)(HW - p0) : 16;
+        const __mmask16 mk = (__mmask16)((1u << n) - 1u);
+        for (int c0 = 0; c0 < C; c0 += 16) {
+            __m512 r[16];
+            for (int i = 0; i < 16; i++) r[i] = _mm512_maskz_loadu_ps(mk, in + (size_t)(c0 + i) * HW + p0);
+            jem_transpose16(r);
+            for (int j = 0; j < n; j++) _mm512_storeu_ps(dst + (p0 + j) * C + c0, r[j]);
+        }
+    }
+}
+
+/* src (Hs, Ws, C), pixel (y, x) at (y + off, x + off) -> out (C, H, W):
+ * out = src + bias (bias may be NULL) or, with accumulate, out += src */
+__attribute__((target("avx512f"))) static inline void jem_hwc_unpack(float *out, const float *src, int C, int H, int W,
+                                                                     int off, int Ws, const float *bias,
+                                                                     int accumulate)
+{
+    const size_t HW = (size_t)H * W;
+    for (size_t p0 = 0; p0 < HW; p0 += 16) {
+        const int n = HW - p0 < 16 ? (int)(HW - p0) : 16;
+        const __mmask16 mk = (__mmask16)((1u << n) - 1u);
+        const float *s[16];
+        for (int j = 0; j < n; j++) {
+            const int y = (int)((p0 + j) / W), x = (int)((p0 + j) % W);
+            s[j] = src + ((size_t)(y + off) * Ws + x + off) * C;
+        }
+        for (int c0 = 0; c0 < C; c0 += 16) {
+            __m512 r[16];
+            for (int j = 0; j < 16; j++) r[j] = j < n ? _mm512_loadu_ps(s[j] + c0) : _mm512_setzero_ps();
+            jem_transpose16(r);
+            for (int i = 0; i < 16; i++) {
+                float *o = out + (size_t)(c0 + i) * HW + p0;
+                __m512 v = accumulate ? _mm512_maskz_loadu_ps(mk, o) : _mm512_set1_ps(bias ? bias[c0 + i] : 0.0f);
+                _mm512_mask_storeu_ps(o, mk, _mm512_add_ps(r[i], v));
+            }
+        }
+    }
+}
+#endif
+
+#endif
