@@ -12,6 +12,7 @@
 #include "gradcheck.h"
 
 #include <omp.h>
+#include <string.h>
 
 static void check(int B, int IC, int H, int W, int OC)
 {
@@ -147,6 +148,14 @@ int main(void)
         check_kernel(2, 1, 48, 4, 13, 80);
         check_kernel(3, 2, 32, 11, 7, 64);
         check_kernel(3, 1, 16, 3, 3, 16);
+        /* what the dispatcher reports for the model's layer kinds */
+        jem_conv_shape c1 = {64, 32, 28, 28, 64, 3, 3, 1, 1}, c2 = {64, 64, 28, 28, 64, 3, 3, 2, 1};
+        jem_conv_shape sc = {64, 32, 28, 28, 64, 1, 1, 2, 0}, stem = {64, 1, 28, 28, 16, 3, 3, 1, 1};
+        if (jem_winograd_available())
+            ASSERT(!strcmp(jem_conv2d_kernel(&c1, 0), "winograd") && !strcmp(jem_conv2d_kernel(&c1, 1), "winograd"));
+        ASSERT(!strcmp(jem_conv2d_kernel(&c1, 2), "indirect") && !strcmp(jem_conv2d_kernel(&c2, 0), "indirect"));
+        ASSERT(!strcmp(jem_conv2d_kernel(&c2, 1), "indirect") && !strcmp(jem_conv2d_kernel(&sc, 0), "gemm"));
+        ASSERT(!strcmp(jem_conv2d_kernel(&stem, 0), "direct") && !strcmp(jem_conv2d_kernel(&stem, 1), "gemm"));
         jem_conv_shape bad = {1, 16, 8, 8, 24, 3, 3, 2, 1};
         ASSERT(!jem_indirect_fits(&bad) && jem_indirect_ws(&bad) == 0);
         check_kernel(0, 2, 32, 28, 28, 64);

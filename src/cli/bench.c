@@ -202,8 +202,11 @@ int cmd_bench(int argc, char **argv)
             free(A); free(B2); free(C);
         }
         jem_jw_obj_end(&jw);
-        if (!json) printf("\nsgemm: %.1f GFLOP/s at 128^3, %.1f at 2048^3\n\n%-10s %-22s %9s %9s %9s\n", sg[0], sg[1],
-                          "layer", "shape (batch 64)", "fwd", "bwd-in", "bwd-w");
+        if (!json)
+            printf("\nsgemm: %.1f GFLOP/s at 128^3, %.1f at 2048^3\n\n"
+                   "convolutions: effective GFLOP/s (direct-convolution FLOPs / time) and the kernel used\n"
+                   "%-10s %-22s %9s %9s %9s   %s\n",
+                   sg[0], sg[1], "layer", "shape (batch 64)", "fwd", "bwd-in", "bwd-w", "kernels (fwd/bwd-in/bwd-w)");
         /* every convolution of the model at batch 64 */
         jem_jw_key(&jw, "layers");
         jem_jw_arr_begin(&jw);
@@ -249,7 +252,9 @@ int cmd_bench(int argc, char **argv)
             }
             char shp[48];
             snprintf(shp, sizeof shp, "%dx%dx%d->%d k%d s%d", sh->IC, sh->H, sh->W, sh->OC, sh->KH, sh->stride);
-            if (!json) printf("%-10s %-22s %9.1f %9.1f %9.1f\n", names[l], shp, g[0], g[1], g[2]);
+            if (!json)
+                printf("%-10s %-22s %9.1f %9.1f %9.1f   %s/%s/%s\n", names[l], shp, g[0], g[1], g[2],
+                       jem_conv2d_kernel(sh, 0), jem_conv2d_kernel(sh, 1), jem_conv2d_kernel(sh, 2));
             jem_jw_obj_begin(&jw);
             jem_jw_kstr(&jw, "name", names[l]);
             jem_jw_kstr(&jw, "shape", shp);
@@ -257,6 +262,9 @@ int cmd_bench(int argc, char **argv)
             jem_jw_kdouble(&jw, "backward_input_gflops", g[1]);
             jem_jw_kdouble(&jw, "backward_weight_gflops", g[2]);
             jem_jw_kdouble(&jw, "mflop", lf / 1e6);
+            jem_jw_kstr(&jw, "kernel_forward", jem_conv2d_kernel(sh, 0));
+            jem_jw_kstr(&jw, "kernel_backward_input", jem_conv2d_kernel(sh, 1));
+            jem_jw_kstr(&jw, "kernel_backward_weight", jem_conv2d_kernel(sh, 2));
             jem_jw_obj_end(&jw);
             free(in); free(out); free(wt); free(din); free(dw); free(bias); free(ws);
         }

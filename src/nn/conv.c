@@ -192,6 +192,20 @@ void jem_conv2d_backward(float *dinp, float *dw, float *db, const float *dout,
     }
 }
 
+const char *jem_conv2d_kernel(const jem_conv_shape *s, int which)
+{
+    const int k3 = s->KH == 3 && s->KW == 3 && s->pad == 1;
+    if (which == 0 || which == 1) {
+        if (jem_winograd_fits(s) && jem_winograd_available()) return "winograd";
+        if (s->stride > 1 && jem_indirect_fits(s) && jem_conv3x3_avx512_available()) return "indirect";
+        if (k3 && s->stride == 1 && jem_conv3x3_avx512_available() && (which == 0 ? s->OC : s->IC) % 8 == 0)
+            return "direct";
+        return "gemm";
+    }
+    if (jem_indirect_fits(s) && jem_conv3x3_avx512_available()) return "indirect";
+    return "gemm";
+}
+
 /* ---- naive references ---- */
 
 void jem_conv2d_forward_ref(float *out, const float *inp, const float *w,

@@ -7,8 +7,9 @@
  * accumulators in registers while the input rows stay in L1. Activations stay
  * in NCHW, so the kernels drop in beside the im2col + sgemm path.
  *
- * Compiled for AVX-512 through target attributes and chosen at run time;
- * JEM_KERNELS=gemm forces the portable path.
+ * Compiled for AVX-512 through target attributes and chosen at run time
+ * for the stride-1 layers Winograd does not take (channels not multiples
+ * of 16, or JEM_KERNELS=direct); JEM_KERNELS=gemm forces the portable path.
  */
 #include "nn/nn.h"
 

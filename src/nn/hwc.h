@@ -68,7 +68,11 @@ __attribute__((target("avx512f"))) static inline void jem_hwc_pack_padded(float 
         }
         for (int c0 = 0; c0 < C; c0 += 16) {
             __m512 r[16];
-            for (int i = 0; i < 16; i++) r[i] = _mm512_maskz_loadu_ps(mk, in + (size_t)(c0 + i) * HW + p0);
+            for (int i = 0; i < 16; i++) {
+                const float *q = in + (size_t)(c0 + i) * HW + p0;
+                r[i] = _mm512_maskz_loadu_ps(mk, q);
+                _mm_prefetch((const char *)(q + 64), _MM_HINT_T0);
+            }
             jem_transpose16(r);
             for (int j = 0; j < n; j++) _mm512_storeu_ps(d[j] + c0, r[j]);
         }

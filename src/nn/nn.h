@@ -34,6 +34,10 @@ void jem_conv2d_forward(float *out, const float *inp, const float *w,
 void jem_conv2d_backward(float *dinp, float *dw, float *db, const float *dout,
                          const float *inp, const float *w,
                          const jem_conv_shape *s, float *ws);
+/* the kernel the dispatcher picks for this shape on this CPU: which 0
+ * forward, 1 input gradient, 2 weight gradient; "winograd", "indirect",
+ * "direct" or "gemm" */
+const char *jem_conv2d_kernel(const jem_conv_shape *s, int which);
 void jem_conv2d_forward_ref(float *out, const float *inp, const float *w,
                             const float *bias, const jem_conv_shape *s);
 void jem_conv2d_backward_ref(float *dinp, float *dw, float *db,
