@@ -132,8 +132,14 @@ void jem_conv2d_backward(float *dinp, float *dw, float *db, const float *dout,
     const int pw = is_pointwise(s);
     int want_w = dw != NULL || db != NULL;
     if (!dinp && !want_w) return;
-    if (dinp && jem_winograd_fits(s) && jem_winograd_backward_input(dinp, dout, w, s, ws) == 0)
-        dinp = NULL; /* done */
+    if (jem_winograd_fits(s)) {
+        if (dinp && jem_winograd_backward_input(dinp, dout, w, s, ws) == 0) dinp = NULL; /* done */
+        if (want_w && jem_winograd_backward_weight(dw, db, dout, inp, s, ws) == 0) {
+            dw = db = NULL;
+            want_w = 0;
+        }
+        if (!dinp && !want_w) return;
+    }
     if (jem_indirect_fits(s) && (!dinp || s->stride > 1) &&
         jem_indirect_backward(dinp, dw, db, dout, inp, w, s, ws) == 0)
         return;
@@ -202,6 +208,7 @@ const char *jem_conv2d_kernel(const jem_conv_shape *s, int which)
             return "direct";
         return "gemm";
     }
+    if (jem_winograd_fits(s) && jem_winograd_available()) return "winograd";
     if (jem_indirect_fits(s) && jem_conv3x3_avx512_available()) return "indirect";
     return "gemm";
 }

@@ -159,7 +159,9 @@ static void fwd_img(float *out, const float *x, const float *Wk, const float *bi
     size_t off[5];
     ws_parts(IC, OC, H, W, P, off);
     float *Xp = ws + off[0], *Y = ws + off[2];
+    int *poff = (int *)(ws + off[4]);
     jem_hwc_pack_padded(Xp, x, IC, H, W, H + 2, Wp);
+    for (int p = 0; p < P; p++) poff[p] = (st * (p / OW) * Wp + st * (p % OW)) * IC;
     const int nv = vectors(OC);
     /* one weight slice (IC x 16 nv) at a time stays in L1 while every
      * pixel block passes; the nine taps accumulate in Y */
@@ -171,8 +173,8 @@ static void fwd_img(float *out, const float *x, const float *Wk, const float *bi
                 const float *a[R];
                 float *c[R];
                 for (int r = 0; r < R; r++) {
-                    const int p = p0 + (r < n ? r : n - 1), oy = p / OW, ox = p % OW;
-                    a[r] = Xp + ((size_t)(st * oy) * Wp + (size_t)st * ox) * IC;
+                    const int p = p0 + (r < n ? r : n - 1);
+                    a[r] = Xp + poff[p];
                     c[r] = Y + (size_t)p * OC + o0;
                 }
                 kern(nv, a, &ko, 1, Wk + (size_t)k * IC * OC + o0, 0, IC, OC, c, n, k > 0);
@@ -195,6 +197,7 @@ static void bwd_img(float *dinp, int want_w, const float *dout, const float *x, 
     float *Xp = ws + off[0], *Dp = ws + off[1], *Yt = ws + off[2], *dW = ws + off[3];
     int *poff = (int *)(ws + off[4]);
     jem_hwc_pack(Yt, dout, OC, OH, OW);
+    for (int p = 0; p < P; p++) poff[p] = (st * (p / OW) * Wp + st * (p % OW)) * IC;
     if (dinp) {
         memset(Dp, 0, sizeof(float) * (size_t)(H + 2) * Wp * IC);
         const ptrdiff_t zero = 0;
@@ -207,9 +210,9 @@ static void bwd_img(float *dinp, int want_w, const float *dout, const float *x, 
                     const float *a[R];
                     float *c[R];
                     for (int r = 0; r < R; r++) {
-                        const int p = p0 + (r < n ? r : n - 1), oy = p / OW, ox = p % OW;
+                        const int p = p0 + (r < n ? r : n - 1);
                         a[r] = Yt + (size_t)p * OC;
-                        c[r] = Dp + ((size_t)(st * oy) * Wp + (size_t)st * ox + ko) * IC + i0;
+                        c[r] = Dp + poff[p] + ko * IC + i0;
                     }
                     kern(nv, a, &zero, 1, Wb + (size_t)k * OC * IC + i0, 0, OC, IC, c, n, 1);
                 }
@@ -219,7 +222,6 @@ static void bwd_img(float *dinp, int want_w, const float *dout, const float *x, 
     if (want_w) {
         jem_hwc_pack_padded(Xp, x, IC, H, W, H + 2, Wp);
         memset(Xp + (size_t)(H + 2) * Wp * IC, 0, sizeof(float) * 16); /* the slack */
-        for (int p = 0; p < P; p++) poff[p] = ((st * (p / OW)) * Wp + st * (p % OW)) * IC;
         const int nv = vectors(OC);
         for (int k = 0; k < 9; k++) {
             const size_t ko = ((size_t)(k / 3) * Wp + k % 3) * IC;

@@ -63,12 +63,35 @@ static size_t ws_floats(int IC, int OC, int H, int W)
     return xp + v + m + y;
 }
 
+/* the weight gradient: padded input, (H, W, OC) output gradient, V and dM
+ * blocks (V with 16 floats of slack for reads past the last channel
+ * block), this thread's dU (16, IC, OC) and bias gradient (OC) */
+static size_t wgrad_parts(int IC, int OC, int H, int W, size_t off[5])
+{
+    int TH = (H + 1) / 2, TW = (W + 1) / 2;
+    size_t xp = up16((size_t)(2 * TH + 2) * (2 * TW + 2) * IC);
+    size_t y = up16((size_t)H * W * OC);
+    size_t v = up16((size_t)16 * TB * IC + 16);
+    size_t m = up16((size_t)16 * TB * OC);
+    size_t du = up16((size_t)16 * IC * OC + OC);
+    if (off) {
+        off[0] = 0;
+        off[1] = xp;
+        off[2] = xp + y;
+        off[3] = xp + y + v;
+        off[4] = xp + y + v + m;
+    }
+    return xp + y + v + m + du;
+}
+
 size_t jem_winograd_ws(const jem_conv_shape *s)
 {
     if (!jem_winograd_fits(s)) return 0;
     /* the input gradient runs the same code with the channels swapped */
     size_t f = ws_floats(s->IC, s->OC, s->H, s->W), b = ws_floats(s->OC, s->IC, s->H, s->W);
-    return f > b ? f : b;
+    size_t w = wgrad_parts(s->IC, s->OC, s->H, s->W, NULL);
+    if (b > f) f = b;
+    return w > f ? w : f;
 }
 
 /* U[e][ic][oc] = (G g G^T)[e] for the convolution IC -> OC being run. Its
@@ -140,6 +163,40 @@ DEFINE_GEMM(6, 4)
 DEFINE_GEMM(12, 2)
 DEFINE_GEMM(24, 1)
 
+/* V[e][t][ic] = (B^T d B)[e] of the 4x4 input tiles tb .. tb + nt - 1
+ * (raster order, TW tiles per row) of the padded (Hp, Wp, IC) image Xp */
+__attribute__((target("avx512f")))
+static void input_transform(float *V, const float *Xp, int IC, int Wp, int TW, int tb, int nt)
+{
+    for (int t = 0; t < nt; t++) {
+        const int ty = (tb + t) / TW, tx = (tb + t) % TW;
+        const float *base = Xp + ((size_t)(2 * ty) * Wp + 2 * tx) * IC;
+        for (int c0 = 0; c0 < IC; c0 += 16) {
+            __m512 r[4][4];
+            for (int j = 0; j < 4; j++) {
+                const float *q = base + (size_t)j * IC + c0;
+                __m512 d0 = _mm512_loadu_ps(q), d1 = _mm512_loadu_ps(q + (size_t)Wp * IC);
+                __m512 d2 = _mm512_loadu_ps(q + (size_t)2 * Wp * IC), d3 = _mm512_loadu_ps(q + (size_t)3 * Wp * IC);
+                r[0][j] = _mm512_sub_ps(d0, d2);
+                r[1][j] = _mm512_add_ps(d1, d2);
+                r[2][j] = _mm512_sub_ps(d2, d1);
+                r[3][j] = _mm512_sub_ps(d1, d3);
+            }
+            for (int i = 0; i < 4; i++) {
+                __m512 v0 = _mm512_sub_ps(r[i][0], r[i][2]);
+                __m512 v1 = _mm512_add_ps(r[i][1], r[i][2]);
+                __m512 v2 = _mm512_sub_ps(r[i][2], r[i][1]);
+                __m512 v3 = _mm512_sub_ps(r[i][1], r[i][3]);
+                float *vp = V + ((size_t)(i * 4) * TB + t) * IC + c0;
+                _mm512_storeu_ps(vp, v0);
+                _mm512_storeu_ps(vp + (size_t)TB * IC, v1);
+                _mm512_storeu_ps(vp + (size_t)2 * TB * IC, v2);
+                _mm512_storeu_ps(vp + (size_t)3 * TB * IC, v3);
+            }
+        }
+    }
+}
+
 /* one image: in (IC, H, W) -> out (OC, H, W), set with bias or accumulated */
 __attribute__((target("avx512f")))
 static void wino_img(float *out, const float *in, const float *U, const float *bias, int IC, int OC, int H, int W,
@@ -159,34 +216,7 @@ static void wino_img(float *out, const float *in, const float *U, const float *b
     for (int tb = 0; tb < NT; tb += TB) {
         const int nt = NT - tb < TB ? NT - tb : TB;
         const int ntr = (nt + R - 1) / R * R;
-        /* input transform: V[e][t][ic] */
-        for (int t = 0; t < nt; t++) {
-            const int ty = (tb + t) / TW, tx = (tb + t) % TW;
-            const float *base = Xp + ((size_t)(2 * ty) * Wp + 2 * tx) * IC;
-            for (int c0 = 0; c0 < IC; c0 += 16) {
-                __m512 r[4][4];
-                for (int j = 0; j < 4; j++) {
-                    const float *q = base + (size_t)j * IC + c0;
-                    __m512 d0 = _mm512_loadu_ps(q), d1 = _mm512_loadu_ps(q + (size_t)Wp * IC);
-                    __m512 d2 = _mm512_loadu_ps(q + (size_t)2 * Wp * IC), d3 = _mm512_loadu_ps(q + (size_t)3 * Wp * IC);
-                    r[0][j] = _mm512_sub_ps(d0, d2);
-                    r[1][j] = _mm512_add_ps(d1, d2);
-                    r[2][j] = _mm512_sub_ps(d2, d1);
-                    r[3][j] = _mm512_sub_ps(d1, d3);
-                }
-                for (int i = 0; i < 4; i++) {
-                    __m512 v0 = _mm512_sub_ps(r[i][0], r[i][2]);
-                    __m512 v1 = _mm512_add_ps(r[i][1], r[i][2]);
-                    __m512 v2 = _mm512_sub_ps(r[i][2], r[i][1]);
-                    __m512 v3 = _mm512_sub_ps(r[i][1], r[i][3]);
-                    float *vp = V + ((size_t)(i * 4) * TB + t) * IC + c0;
-                    _mm512_storeu_ps(vp, v0);
-                    _mm512_storeu_ps(vp + (size_t)TB * IC, v1);
-                    _mm512_storeu_ps(vp + (size_t)2 * TB * IC, v2);
-                    _mm512_storeu_ps(vp + (size_t)3 * TB * IC, v3);
-                }
-            }
-        }
+        input_transform(V, Xp, IC, Wp, TW, tb, nt);
         if (ntr > nt)
             for (int e = 0; e < 16; e++)
                 memset(V + ((size_t)e * TB + nt) * IC, 0, sizeof(float) * (size_t)(ntr - nt) * IC);
@@ -228,6 +258,110 @@ static void wino_img(float *out, const float *in, const float *U, const float *b
 
     jem_hwc_unpack(out, Y, OC, H, W, 0, W, bias, accumulate);
 }
+
+/* dU[r][oc] += sum_{t < nt} V[t][r] * dM[t][oc] for r < nr, oc in 16 NV
+ * columns; V rows are ldv apart, dM rows ldm, dU rows lddu */
+#define DEFINE_WGEMM(NV)                                                                                           \
+    __attribute__((target("avx512f"), noinline)) static void wgemm_##NV(float *dU, int lddu, const float *V,        \
+                                                                          int ldv, const float *dM, int ldm,       \
+                                                                          int nt, int nr)                          \
+    {                                                                                                              \
+        __m512 acc[6][NV];                                                                                         \
+        _Pragma("GCC unroll 6") for (int r = 0; r < 6; r++)                                                        \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_ps();                  \
+        for (int t = 0; t < nt; t++) {                                                                             \
+            const float *vp = V + (size_t)t * ldv, *mp = dM + (size_t)t * ldm;                                     \
+            __m512 u[NV];                                                                                          \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) u[v] = _mm512_loadu_ps(mp + 16 * v);              \
+            _Pragma("GCC unroll 6") for (int r = 0; r < 6; r++)                                                    \
+            {                                                                                                      \
+                const __m512 b = _mm512_set1_ps(vp[r]);                                                            \
+                _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(b, u[v], acc[r][v]); \
+            }                                                                                                      \
+        }                                                                                                          \
+        _Pragma("GCC unroll 6") for (int r = 0; r < 6; r++)                                                        \
+        {                                                                                                          \
+            if (r >= nr) break;                                                                                    \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)                                                   \
+            {                                                                                                      \
+                float *d = dU + (size_t)r * lddu + 16 * v;                                                         \
+                _mm512_storeu_ps(d, _mm512_add_ps(_mm512_loadu_ps(d), acc[r][v]));                                 \
+            }                                                                                                      \
+        }                                                                                                          \
+    }
+DEFINE_WGEMM(4)
+DEFINE_WGEMM(2)
+DEFINE_WGEMM(1)
+
+/* one image: this thread's dU (16, IC, OC) and db (OC) += the gradients
+ * from x (IC, H, W) and dout (OC, H, W). dM = A dY A^T is the gradient of
+ * the elementwise product M of the forward pass, dU = sum over tiles of
+ * dM * V */
+__attribute__((target("avx512f")))
+static void wgrad_img(float *dU, const float *x, const float *dout, int IC, int OC, int H, int W, float *ws)
+{
+    const int TH = (H + 1) / 2, TW = (W + 1) / 2, NT = TH * TW;
+    const int Hp = 2 * TH + 2, Wp = 2 * TW + 2;
+    size_t off[5];
+    wgrad_parts(IC, OC, H, W, off);
+    float *Xp = ws + off[0], *Yt = ws + off[1], *V = ws + off[2], *dM = ws + off[3];
+    jem_hwc_pack_padded(Xp, x, IC, H, W, Hp, Wp);
+    jem_hwc_pack(Yt, dout, OC, H, W);
+    memset(V + (size_t)16 * TB * IC, 0, sizeof(float) * 16); /* the slack */
+    const int nv = OC % 64 == 0 ? 4 : OC % 32 == 0 ? 2 : 1;
+    for (int tb = 0; tb < NT; tb += TB) {
+        const int nt = NT - tb < TB ? NT - tb : TB;
+        input_transform(V, Xp, IC, Wp, TW, tb, nt);
+        /* dM[e][t][oc] = (A dY A^T)[e], A^T = [1 1 1 0; 0 1 -1 -1] */
+        for (int t = 0; t < nt; t++) {
+            const int ty = (tb + t) / TW, tx = (tb + t) % TW;
+            const int oy = 2 * ty, ox = 2 * tx;
+            const int ny = H - oy < 2 ? 1 : 2, nx = W - ox < 2 ? 1 : 2;
+            for (int c0 = 0; c0 < OC; c0 += 16) {
+                __m512 y[2][2];
+                for (int a = 0; a < 2; a++)
+                    for (int b = 0; b < 2; b++)
+                        y[a][b] = a < ny && b < nx ? _mm512_loadu_ps(Yt + ((size_t)(oy + a) * W + ox + b) * OC + c0)
+                                                   : _mm512_setzero_ps();
+                __m512 z[4][2];
+                for (int b = 0; b < 2; b++) {
+                    z[0][b] = y[0][b];
+                    z[1][b] = _mm512_add_ps(y[0][b], y[1][b]);
+                    z[2][b] = _mm512_sub_ps(y[0][b], y[1][b]);
+                    z[3][b] = _mm512_sub_ps(_mm512_setzero_ps(), y[1][b]);
+                }
+                for (int i = 0; i < 4; i++) {
+                    float *mp = dM + ((size_t)(i * 4) * TB + t) * OC + c0;
+                    const size_t st = (size_t)TB * OC;
+                    _mm512_storeu_ps(mp, z[i][0]);
+                    _mm512_storeu_ps(mp + st, _mm512_add_ps(z[i][0], z[i][1]));
+                    _mm512_storeu_ps(mp + 2 * st, _mm512_sub_ps(z[i][0], z[i][1]));
+                    _mm512_storeu_ps(mp + 3 * st, _mm512_sub_ps(_mm512_setzero_ps(), z[i][1]));
+                }
+            }
+        }
+        /* dU[e] (IC x OC) += V[e]^T (IC x nt) . dM[e] (nt x OC) */
+        for (int e = 0; e < 16; e++) {
+            const float *Ve = V + (size_t)e * TB * IC, *Me = dM + (size_t)e * TB * OC;
+            float *Ue = dU + (size_t)e * IC * OC;
+            for (int i0 = 0; i0 < IC; i0 += 6) {
+                const int nr = IC - i0 < 6 ? IC - i0 : 6;
+                for (int o0 = 0; o0 < OC; o0 += 16 * nv) {
+                    if (nv == 4) wgemm_4(Ue + (size_t)i0 * OC + o0, OC, Ve + i0, IC, Me + o0, OC, nt, nr);
+                    else if (nv == 2) wgemm_2(Ue + (size_t)i0 * OC + o0, OC, Ve + i0, IC, Me + o0, OC, nt, nr);
+                    else wgemm_1(Ue + (size_t)i0 * OC + o0, OC, Ve + i0, IC, Me + o0, OC, nt, nr);
+                }
+            }
+        }
+    }
+    float *db = dU + (size_t)16 * IC * OC;
+    const size_t HW = (size_t)H * W;
+    for (int o0 = 0; o0 < OC; o0 += 16) {
+        __m512 a = _mm512_setzero_ps();
+        for (size_t p = 0; p < HW; p++) a = _mm512_add_ps(a, _mm512_loadu_ps(Yt + p * OC + o0));
+        _mm512_storeu_ps(db + o0, _mm512_add_ps(_mm512_loadu_ps(db + o0), a));
+    }
+}
 #endif
 
 static int run(float *out, const float *in, const float *w, const float *bias, const jem_conv_shape *s, int IC,
@@ -265,4 +399,59 @@ int jem_winograd_backward_input(float *dinp, const float *dout, const float *w, 
 {
     if (!jem_winograd_available() || !jem_winograd_fits(s)) return -1;
     return run(dinp, dout, w, NULL, s, s->OC, s->IC, 1, 1, ws);
+}
+
+int jem_winograd_backward_weight(float *dw, float *db, const float *dout, const float *inp, const jem_conv_shape *s,
+                                 float *ws)
+{
+    if (!jem_winograd_available() || !jem_winograd_fits(s)) return -1;
+    if (!dw && !db) return 0;
+#if HAVE_X86
+    const int IC = s->IC, OC = s->OC;
+    const size_t per = jem_winograd_ws(s), isz = (size_t)IC * s->H * s->W, osz = (size_t)OC * s->H * s->W;
+    size_t off[5];
+    wgrad_parts(IC, OC, s->H, s->W, off);
+    const size_t ndu = (size_t)16 * IC * OC + OC;
+    int nth = 1;
+#pragma omp parallel
+    {
+#pragma omp single
+        nth = omp_get_num_threads();
+        float *tws = ws + (size_t)omp_get_thread_num() * per;
+        memset(tws + off[4], 0, sizeof(float) * ndu);
+#pragma omp for schedule(static)
+        for (int b = 0; b < s->B; b++) wgrad_img(tws + off[4], inp + b * isz, dout + b * osz, IC, OC, s->H, s->W, tws);
+        /* sum the threads' dU in a fixed order, then dw += G^T dU G */
+#pragma omp for schedule(static)
+        for (int oc = 0; oc < OC; oc++) {
+            for (int ic = 0; ic < IC && dw; ic++) {
+                float u[16];
+                for (int e = 0; e < 16; e++) {
+                    float acc = 0.0f;
+                    for (int t = 0; t < nth; t++) acc += ws[(size_t)t * per + off[4] + ((size_t)e * IC + ic) * OC + oc];
+                    u[e] = acc;
+                }
+                /* G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1]: q = G^T u (3x4), g = q G (3x3) */
+                float q[3][4];
+                for (int j = 0; j < 4; j++) {
+                    q[0][j] = u[0 * 4 + j] + 0.5f * (u[1 * 4 + j] + u[2 * 4 + j]);
+                    q[1][j] = 0.5f * (u[1 * 4 + j] - u[2 * 4 + j]);
+                    q[2][j] = 0.5f * (u[1 * 4 + j] + u[2 * 4 + j]) + u[3 * 4 + j];
+                }
+                float *g = dw + ((size_t)oc * IC + ic) * 9;
+                for (int i = 0; i < 3; i++) {
+                    g[i * 3 + 0] += q[i][0] + 0.5f * (q[i][1] + q[i][2]);
+                    g[i * 3 + 1] += 0.5f * (q[i][1] - q[i][2]);
+                    g[i * 3 + 2] += 0.5f * (q[i][1] + q[i][2]) + q[i][3];
+                }
+            }
+            if (db)
+                for (int t = 0; t < nth; t++) db[oc] += ws[(size_t)t * per + off[4] + (size_t)16 * IC * OC + oc];
+        }
+    }
+    return 0;
+#else
+    (void)dout; (void)inp; (void)s; (void)ws;
+    return -1;
+#endif
 }

@@ -65,6 +65,10 @@ int jem_winograd_forward(float *out, const float *inp, const float *w,
                          const float *bias, const jem_conv_shape *s, float *ws);
 int jem_winograd_backward_input(float *dinp, const float *dout,
                                 const float *w, const jem_conv_shape *s, float *ws);
+/* dw (OC, IC, 3, 3) and db (OC) += the weight and bias gradients (either
+ * may be NULL) */
+int jem_winograd_backward_weight(float *dw, float *db, const float *dout,
+                                 const float *inp, const jem_conv_shape *s, float *ws);
 
 /* Indirect AVX-512 convolution for 3x3 pad-1 layers of any stride whose
  * channels are multiples of 16 (conv_indirect.c): the dispatcher uses it
