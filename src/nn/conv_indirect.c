@@ -113,39 +113,6 @@ static void kern(int nv, const float *const *a, const ptrdiff_t *aoff, int nk, c
     else kern_1(a, aoff, nk, B, bstride, K, ldb, c, n, add);
 }
 
-/* dw[r][16 v] += sum_p X[poff[p] + r] * Y[p][16 v] for r < nr (reads
- * rows up to 6 even when nr is smaller) */
-#define DEFINE_WKERNEL(NV)                                                                                         \
-    __attribute__((target("avx512f"), noinline)) static void wkern_##NV(                                            \
-        const float *X, const int *poff, int P, const float *Y, int ldy, float *dw, int lddw, int nr)              \
-    {                                                                                                              \
-        __m512 acc[R][NV];                                                                                         \
-        _Pragma("GCC unroll 6") for (int r = 0; r < R; r++)                                                        \
-            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_ps();                  \
-        for (int p = 0; p < P; p++) {                                                                              \
-            const float *xp = X + poff[p];                                                                         \
-            const float *yp = Y + (size_t)p * ldy;                                                                 \
-            __m512 u[NV];                                                                                          \
-            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) u[v] = _mm512_loadu_ps(yp + 16 * v);              \
-            _Pragma("GCC unroll 6") for (int r = 0; r < R; r++)                                                    \
-            {                                                                                                      \
-                const __m512 b = _mm512_set1_ps(xp[r]);                                                            \
-                _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(b, u[v], acc[r][v]); \
-            }                                                                                                      \
-        }                                                                                                          \
-        _Pragma("GCC unroll 6") for (int r = 0; r < R; r++)                                                        \
-        {                                                                                                          \
-            if (r >= nr) break;                                                                                    \
-            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)                                                   \
-            {                                                                                                      \
-                float *d = dw + (size_t)r * lddw + 16 * v;                                                         \
-                _mm512_storeu_ps(d, _mm512_add_ps(_mm512_loadu_ps(d), acc[r][v]));                                 \
-            }                                                                                                      \
-        }                                                                                                          \
-    }
-DEFINE_WKERNEL(4)
-DEFINE_WKERNEL(2)
-DEFINE_WKERNEL(1)
 
 static int vectors(int C) { return C % 64 == 0 ? 4 : C % 32 == 0 ? 2 : 1; }
 
@@ -229,9 +196,9 @@ static void bwd_img(float *dinp, int want_w, const float *dout, const float *x, 
                 const int nr = IC - i0 < R ? IC - i0 : R;
                 for (int o0 = 0; o0 < OC; o0 += 16 * nv) {
                     float *d = dW + ((size_t)k * IC + i0) * OC + o0;
-                    if (nv == 4) wkern_4(Xp + ko + i0, poff, P, Yt + o0, OC, d, OC, nr);
-                    else if (nv == 2) wkern_2(Xp + ko + i0, poff, P, Yt + o0, OC, d, OC, nr);
-                    else wkern_1(Xp + ko + i0, poff, P, Yt + o0, OC, d, OC, nr);
+                    if (nv == 4) jem_wkern_4(Xp + ko + i0, poff, P, Yt + o0, OC, d, OC, nr);
+                    else if (nv == 2) jem_wkern_2(Xp + ko + i0, poff, P, Yt + o0, OC, d, OC, nr);
+                    else jem_wkern_1(Xp + ko + i0, poff, P, Yt + o0, OC, d, OC, nr);
                 }
             }
         }

@@ -259,39 +259,6 @@ static void wino_img(float *out, const float *in, const float *U, const float *b
     jem_hwc_unpack(out, Y, OC, H, W, 0, W, bias, accumulate);
 }
 
-/* dU[r][oc] += sum_{t < nt} V[t][r] * dM[t][oc] for r < nr, oc in 16 NV
- * columns; V rows are ldv apart, dM rows ldm, dU rows lddu */
-#define DEFINE_WGEMM(NV)                                                                                           \
-    __attribute__((target("avx512f"), noinline)) static void wgemm_##NV(float *dU, int lddu, const float *V,        \
-                                                                          int ldv, const float *dM, int ldm,       \
-                                                                          int nt, int nr)                          \
-    {                                                                                                              \
-        __m512 acc[6][NV];                                                                                         \
-        _Pragma("GCC unroll 6") for (int r = 0; r < 6; r++)                                                        \
-            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_ps();                  \
-        for (int t = 0; t < nt; t++) {                                                                             \
-            const float *vp = V + (size_t)t * ldv, *mp = dM + (size_t)t * ldm;                                     \
-            __m512 u[NV];                                                                                          \
-            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) u[v] = _mm512_loadu_ps(mp + 16 * v);              \
-            _Pragma("GCC unroll 6") for (int r = 0; r < 6; r++)                                                    \
-            {                                                                                                      \
-                const __m512 b = _mm512_set1_ps(vp[r]);                                                            \
-                _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(b, u[v], acc[r][v]); \
-            }                                                                                                      \
-        }                                                                                                          \
-        _Pragma("GCC unroll 6") for (int r = 0; r < 6; r++)                                                        \
-        {                                                                                                          \
-            if (r >= nr) break;                                                                                    \
-            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)                                                   \
-            {                                                                                                      \
-                float *d = dU + (size_t)r * lddu + 16 * v;                                                         \
-                _mm512_storeu_ps(d, _mm512_add_ps(_mm512_loadu_ps(d), acc[r][v]));                                 \
-            }                                                                                                      \
-        }                                                                                                          \
-    }
-DEFINE_WGEMM(4)
-DEFINE_WGEMM(2)
-DEFINE_WGEMM(1)
 
 /* one image: this thread's dU (16, IC, OC) and db (OC) += the gradients
  * from x (IC, H, W) and dout (OC, H, W). dM = A dY A^T is the gradient of
@@ -309,6 +276,8 @@ static void wgrad_img(float *dU, const float *x, const float *dout, int IC, int 
     jem_hwc_pack(Yt, dout, OC, H, W);
     memset(V + (size_t)16 * TB * IC, 0, sizeof(float) * 16); /* the slack */
     const int nv = OC % 64 == 0 ? 4 : OC % 32 == 0 ? 2 : 1;
+    int toff[TB]; /* row offsets of the tiles in V[e] */
+    for (int t = 0; t < TB; t++) toff[t] = t * IC;
     for (int tb = 0; tb < NT; tb += TB) {
         const int nt = NT - tb < TB ? NT - tb : TB;
         input_transform(V, Xp, IC, Wp, TW, tb, nt);
@@ -347,9 +316,10 @@ static void wgrad_img(float *dU, const float *x, const float *dout, int IC, int 
             for (int i0 = 0; i0 < IC; i0 += 6) {
                 const int nr = IC - i0 < 6 ? IC - i0 : 6;
                 for (int o0 = 0; o0 < OC; o0 += 16 * nv) {
-                    if (nv == 4) wgemm_4(Ue + (size_t)i0 * OC + o0, OC, Ve + i0, IC, Me + o0, OC, nt, nr);
-                    else if (nv == 2) wgemm_2(Ue + (size_t)i0 * OC + o0, OC, Ve + i0, IC, Me + o0, OC, nt, nr);
-                    else wgemm_1(Ue + (size_t)i0 * OC + o0, OC, Ve + i0, IC, Me + o0, OC, nt, nr);
+                    float *d = Ue + (size_t)i0 * OC + o0;
+                    if (nv == 4) jem_wkern_4(Ve + i0, toff, nt, Me + o0, OC, d, OC, nr);
+                    else if (nv == 2) jem_wkern_2(Ve + i0, toff, nt, Me + o0, OC, d, OC, nr);
+                    else jem_wkern_1(Ve + i0, toff, nt, Me + o0, OC, d, OC, nr);
                 }
             }
         }

@@ -2,7 +2,8 @@
  * hwc.h: moving activations between NCHW and channels-innermost (H, W, C)
  * layouts with AVX-512, 16 channels x 16 pixels per in-register transpose.
  * Internal to the AVX-512 convolution kernels (conv_winograd.c,
- * conv_indirect.c); every function needs C a multiple of 16.
+ * conv_indirect.c), with the weight-gradient kernel they share; every
+ * function needs C a multiple of 16.
  */
 #ifndef JEM_HWC_H
 #define JEM_HWC_H
@@ -122,6 +123,41 @@ __attribute__((target("avx512f"))) static inline void jem_hwc_unpack(float *out,
         }
     }
 }
+/* The weight-gradient kernel of both conv_indirect.c and conv_winograd.c:
+ * dw[r][16 v] += sum_p X[poff[p] + r] * Y[p][16 v] for r < nr, 6 rows x NV
+ * vectors of 16 columns in registers (reads rows up to 6 even when nr is
+ * smaller) */
+#define DEFINE_WKERNEL(NV)                                                                                         \
+    __attribute__((target("avx512f"), noinline)) static void jem_wkern_##NV(                                            \
+        const float *X, const int *poff, int P, const float *Y, int ldy, float *dw, int lddw, int nr)              \
+    {                                                                                                              \
+        __m512 acc[6][NV];                                                                                         \
+        _Pragma("GCC unroll 6") for (int r = 0; r < 6; r++)                                                        \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_ps();                  \
+        for (int p = 0; p < P; p++) {                                                                              \
+            const float *xp = X + poff[p];                                                                         \
+            const float *yp = Y + (size_t)p * ldy;                                                                 \
+            __m512 u[NV];                                                                                          \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) u[v] = _mm512_loadu_ps(yp + 16 * v);              \
+            _Pragma("GCC unroll 6") for (int r = 0; r < 6; r++)                                                    \
+            {                                                                                                      \
+                const __m512 b = _mm512_set1_ps(xp[r]);                                                            \
+                _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(b, u[v], acc[r][v]); \
+            }                                                                                                      \
+        }                                                                                                          \
+        _Pragma("GCC unroll 6") for (int r = 0; r < 6; r++)                                                        \
+        {                                                                                                          \
+            if (r >= nr) break;                                                                                    \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)                                                   \
+            {                                                                                                      \
+                float *d = dw + (size_t)r * lddw + 16 * v;                                                         \
+                _mm512_storeu_ps(d, _mm512_add_ps(_mm512_loadu_ps(d), acc[r][v]));                                 \
+            }                                                                                                      \
+        }                                                                                                          \
+    }
+DEFINE_WKERNEL(4)
+DEFINE_WKERNEL(2)
+DEFINE_WKERNEL(1)
 #endif
 
 #endif
