@@ -114,6 +114,13 @@ static void kern(int nv, const float *const *a, const ptrdiff_t *aoff, int nk, c
 }
 
 
+/* poff[p]: where output pixel p's 3x3 window starts in the padded
+ * (H + 2, Wp, IC) image */
+static void pixel_offsets(int *poff, int P, int OW, int Wp, int st, int IC)
+{
+    for (int p = 0; p < P; p++) poff[p] = (st * (p / OW) * Wp + st * (p % OW)) * IC;
+}
+
 static int vectors(int C) { return C % 64 == 0 ? 4 : C % 32 == 0 ? 2 : 1; }
 
 /* one image: x (IC, H, W) -> out (OC, OH, OW) + bias; Wk (9, IC, OC) */
@@ -128,7 +135,7 @@ static void fwd_img(float *out, const float *x, const float *Wk, const float *bi
     float *Xp = ws + off[0], *Y = ws + off[2];
     int *poff = (int *)(ws + off[4]);
     jem_hwc_pack_padded(Xp, x, IC, H, W, H + 2, Wp);
-    for (int p = 0; p < P; p++) poff[p] = (st * (p / OW) * Wp + st * (p % OW)) * IC;
+    pixel_offsets(poff, P, OW, Wp, st, IC);
     const int nv = vectors(OC);
     /* one weight slice (IC x 16 nv) at a time stays in L1 while every
      * pixel block passes; the nine taps accumulate in Y */
@@ -164,7 +171,7 @@ static void bwd_img(float *dinp, int want_w, const float *dout, const float *x, 
     float *Xp = ws + off[0], *Dp = ws + off[1], *Yt = ws + off[2], *dW = ws + off[3];
     int *poff = (int *)(ws + off[4]);
     jem_hwc_pack(Yt, dout, OC, OH, OW);
-    for (int p = 0; p < P; p++) poff[p] = (st * (p / OW) * Wp + st * (p % OW)) * IC;
+    pixel_offsets(poff, P, OW, Wp, st, IC);
     if (dinp) {
         memset(Dp, 0, sizeof(float) * (size_t)(H + 2) * Wp * IC);
         const ptrdiff_t zero = 0;
@@ -202,12 +209,7 @@ static void bwd_img(float *dinp, int want_w, const float *dout, const float *x, 
                 }
             }
         }
-        float *db = dW + (size_t)9 * IC * OC;
-        for (int o0 = 0; o0 < OC; o0 += 16) {
-            __m512 a = _mm512_setzero_ps();
-            for (int p = 0; p < P; p++) a = _mm512_add_ps(a, _mm512_loadu_ps(Yt + (size_t)p * OC + o0));
-            _mm512_storeu_ps(db + o0, _mm512_add_ps(_mm512_loadu_ps(db + o0), a));
-        }
+        jem_hwc_add_colsum(dW + (size_t)9 * IC * OC, Yt, (size_t)P, OC);
     }
 }
 #endif

@@ -324,13 +324,7 @@ static void wgrad_img(float *dU, const float *x, const float *dout, int IC, int 
             }
         }
     }
-    float *db = dU + (size_t)16 * IC * OC;
-    const size_t HW = (size_t)H * W;
-    for (int o0 = 0; o0 < OC; o0 += 16) {
-        __m512 a = _mm512_setzero_ps();
-        for (size_t p = 0; p < HW; p++) a = _mm512_add_ps(a, _mm512_loadu_ps(Yt + p * OC + o0));
-        _mm512_storeu_ps(db + o0, _mm512_add_ps(_mm512_loadu_ps(db + o0), a));
-    }
+    jem_hwc_add_colsum(dU + (size_t)16 * IC * OC, Yt, (size_t)H * W, OC);
 }
 #endif
 

@@ -123,6 +123,17 @@ __attribute__((target("avx512f"))) static inline void jem_hwc_unpack(float *out,
         }
     }
 }
+/* db[c] += sum over the P rows of Y (P, C): the bias gradient from an
+ * output gradient in (H, W, C) layout */
+__attribute__((target("avx512f"))) static inline void jem_hwc_add_colsum(float *db, const float *Y, size_t P, int C)
+{
+    for (int c0 = 0; c0 < C; c0 += 16) {
+        __m512 a = _mm512_setzero_ps();
+        for (size_t p = 0; p < P; p++) a = _mm512_add_ps(a, _mm512_loadu_ps(Y + p * C + c0));
+        _mm512_storeu_ps(db + c0, _mm512_add_ps(_mm512_loadu_ps(db + c0), a));
+    }
+}
+
 /* The weight-gradient kernel of both conv_indirect.c and conv_winograd.c:
  * dw[r][16 v] += sum_p X[poff[p] + r] * Y[p][16 v] for r < nr, 6 rows x NV
  * vectors of 16 columns in registers (reads rows up to 6 even when nr is
