@@ -65,6 +65,14 @@ int jem_winograd_forward(float *out, const float *inp, const float *w,
                          const float *bias, const jem_conv_shape *s, float *ws);
 int jem_winograd_backward_input(float *dinp, const float *dout,
                                 const float *w, const jem_conv_shape *s, float *ws);
+/* the same with the output tile chosen: m = 2 for F(2x2, 3x3), 4 for
+ * F(4x4, 3x3); jem_winograd_tile() is what the two above use (4, or 2
+ * with JEM_WINOGRAD_TILE=2). The weight gradient always runs F(2x2). */
+int jem_winograd_tile(void);
+int jem_winograd_forward_m(float *out, const float *inp, const float *w,
+                           const float *bias, const jem_conv_shape *s, int m, float *ws);
+int jem_winograd_backward_input_m(float *dinp, const float *dout,
+                                  const float *w, const jem_conv_shape *s, int m, float *ws);
 /* dw (OC, IC, 3, 3) and db (OC) += the weight and bias gradients (either
  * may be NULL) */
 int jem_winograd_backward_weight(float *dw, float *db, const float *dout,
