@@ -123,6 +123,76 @@ static void check_kernel(int wino, int B, int IC, int H, int W, int OC)
     free(x); free(w); free(b); free(o1); free(o2); free(d); free(g1); free(g2); free(ws);
 }
 
+/* The fused stores (jem_conv_store) through the dispatcher, on whichever
+ * kernel takes the shape: forward with accumulate and act_out, input
+ * gradient set (not accumulated) and accumulated, each times act'(gate),
+ * against the reference followed by separate passes. */
+static void check_store(int B, int IC, int H, int W, int OC, int stride, float slope)
+{
+    jem_conv_shape s = {B, IC, H, W, OC, 3, 3, stride, 1};
+    const int OH = jem_conv_out(H, 3, stride, 1), OW = jem_conv_out(W, 3, stride, 1);
+    size_t nx = (size_t)B * IC * H * W, nw = (size_t)OC * IC * 9, no = (size_t)B * OC * OH * OW;
+    jem_rng r;
+    jem_rng_seed(&r, (uint64_t)(B * 7 + IC * 5 + H * 3 + W), (uint64_t)OC + 11);
+    float *x = malloc(sizeof(float) * nx), *w = malloc(sizeof(float) * nw), *b = malloc(sizeof(float) * OC);
+    float *o1 = malloc(sizeof(float) * no), *o2 = malloc(sizeof(float) * no), *d = malloc(sizeof(float) * no);
+    float *a1 = malloc(sizeof(float) * no), *a2 = malloc(sizeof(float) * no);
+    float *g1 = malloc(sizeof(float) * nx), *g2 = malloc(sizeof(float) * nx), *gate = malloc(sizeof(float) * nx);
+    float *ws = malloc(sizeof(float) * jem_conv2d_ws(&s) * omp_get_max_threads());
+    fill_uniform(x, nx, &r, -1, 1); fill_uniform(w, nw, &r, -1, 1); fill_uniform(b, OC, &r, -1, 1);
+    fill_uniform(d, no, &r, -1, 1); fill_uniform(gate, nx, &r, -1, 1);
+    const char *k0 = jem_conv2d_kernel(&s, 0), *k1 = jem_conv2d_kernel(&s, 1);
+    /* forward: out = conv + bias (set) or old + conv + bias (accumulated),
+     * and act_out = LeakyReLU(out) */
+    float *t = malloc(sizeof(float) * no);
+    jem_conv2d_forward_ref(t, x, w, b, &s);
+    for (int acc = 0; acc < 2; acc++) {
+        fill_uniform(o1, no, &r, -1, 1);
+        for (size_t i = 0; i < no; i++) o2[i] = acc ? o1[i] : 0.0f;
+        jem_conv_store st = {acc, NULL, a1, slope, NULL};
+        jem_conv2d_forward_st(o1, x, w, b, &s, &st, ws);
+        for (size_t i = 0; i < no; i++) {
+            o2[i] += t[i];
+            a2[i] = o2[i] > 0.0f ? o2[i] : slope * o2[i];
+        }
+        ASSERT_MSG(rel_err_ff(o1, o2, no) < 1e-5 && rel_err_ff(a1, a2, no) < 1e-5,
+                   "%s forward, %s + act_out, B%d %dx%dx%d->%d s%d", k0, acc ? "accumulated" : "set", B, IC, H, W,
+                   OC, stride);
+    }
+    /* input gradient, set and accumulated, times act'(gate) */
+    for (int acc = 0; acc < 2; acc++) {
+        for (size_t i = 0; i < nx; i++) g1[i] = g2[i] = acc ? 0.5f - (float)(i % 3) : NAN;
+        if (!acc)
+            for (size_t i = 0; i < nx; i++) g2[i] = 0.0f;
+        jem_conv_store sb = {acc, gate, NULL, slope, NULL};
+        jem_conv2d_backward_st(g1, NULL, NULL, d, x, w, &s, &sb, ws);
+        jem_conv2d_backward_ref(g2, NULL, NULL, d, x, w, &s);
+        for (size_t i = 0; i < nx; i++) g2[i] *= gate[i] > 0.0f ? 1.0f : slope;
+        ASSERT_MSG(rel_err_ff(g1, g2, nx) < 1e-5, "%s input gradient, %s, gated, B%d %dx%dx%d->%d s%d", k1,
+                   acc ? "accumulated" : "set", B, IC, H, W, OC, stride);
+    }
+    /* the transformed-weight cache: reused while the weights are the same,
+     * redone when one weight changes (forward and input gradient) */
+    jem_wcache *wf = NULL, *wb = NULL;
+    for (int round = 0; round < 3; round++) {
+        if (round == 2) w[nw / 2] += 0.75f;
+        jem_conv_store sf = {0, NULL, NULL, slope, &wf}, sb = {0, NULL, NULL, slope, &wb};
+        jem_conv2d_forward_st(o1, x, w, b, &s, &sf, ws);
+        jem_conv2d_forward_ref(o2, x, w, b, &s);
+        jem_conv2d_backward_st(g1, NULL, NULL, d, x, w, &s, &sb, ws);
+        for (size_t i = 0; i < nx; i++) g2[i] = 0.0f;
+        jem_conv2d_backward_ref(g2, NULL, NULL, d, x, w, &s);
+        ASSERT_MSG(rel_err_ff(o1, o2, no) < 1e-5 && rel_err_ff(g1, g2, nx) < 1e-5,
+                   "%s/%s with a weight cache, round %d, B%d %dx%dx%d->%d s%d", k0, k1, round, B, IC, H, W, OC,
+                   stride);
+    }
+    jem_wcache_free(wf);
+    jem_wcache_free(wb);
+    free(t);
+    free(x); free(w); free(b); free(o1); free(o2); free(d); free(a1); free(a2); free(g1); free(g2); free(gate);
+    free(ws);
+}
+
 int main(void)
 {
     TEST_MAIN_BEGIN("test_kernels");
@@ -136,6 +206,15 @@ int main(void)
     check(5, 16, 16, 16, 8);
     check(2, 24, 3, 33, 40);
     check(1, 7, 6, 6, 12);    /* OC not a multiple of 8: the GEMM path */
+    /* fused stores on every path: Winograd, indirect, direct, GEMM (3x3 and
+     * a channel count no fast kernel takes), LeakyReLU and ReLU slopes */
+    check_store(2, 32, 28, 28, 64, 1, 0.2f);
+    check_store(1, 16, 9, 7, 16, 1, 0.0f);
+    check_store(2, 64, 14, 14, 64, 2, 0.2f);
+    check_store(1, 16, 7, 9, 32, 2, 0.0f);
+    check_store(2, 8, 10, 6, 16, 1, 0.2f);
+    check_store(2, 7, 6, 5, 12, 1, 0.2f);
+    check_store(1, 3, 7, 7, 5, 2, 0.1f);
     check(2, 32, 28, 28, 64); /* the reference model's layers */
     check(2, 64, 14, 14, 128);
     printf("Winograd F(2x2, 3x3) kernels %s\n", jem_winograd_available() ? "in use" : "not available here");

@@ -6,6 +6,7 @@
  * multiple of 8). Naive reference versions at the end. */
 #include "nn/nn.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <omp.h>
 #include <cblas.h>
@@ -87,8 +88,71 @@ static void col2im(float *dinp, const float *col, const jem_conv_shape *s, int O
     }
 }
 
+struct jem_wcache {
+    uint64_t tag;
+    size_t nw, nu;
+    float *w, *u;
+};
+
+void jem_wcache_free(jem_wcache *c)
+{
+    if (!c) return;
+    free(c->w);
+    free(c->u);
+    free(c);
+}
+
+float *jem_wcache_get(jem_wcache **slot, const float *w, size_t nw, uint64_t tag, size_t nu, int *fresh)
+{
+    jem_wcache *c = *slot;
+    if (c && c->tag == tag && c->nw == nw && c->nu == nu && !memcmp(c->w, w, sizeof(float) * nw)) {
+        *fresh = 0;
+        return c->u;
+    }
+    if (!c) {
+        if (!(c = calloc(1, sizeof *c))) return NULL;
+        *slot = c;
+    }
+    if (c->nw != nw || c->nu != nu || !c->w) {
+        free(c->w);
+        free(c->u);
+        c->w = malloc(sizeof(float) * nw);
+        c->u = malloc(sizeof(float) * nu);
+        c->nw = c->nu = 0;
+        if (!c->w || !c->u) return NULL;
+        c->nw = nw;
+        c->nu = nu;
+    }
+    memcpy(c->w, w, sizeof(float) * nw);
+    c->tag = tag;
+    *fresh = 1;
+    return c->u;
+}
+
+static const jem_conv_store set_store = {0, NULL, NULL, 0.0f, NULL}, add_store = {1, NULL, NULL, 0.0f, NULL};
+
+static int plain(const jem_conv_store *st, int accumulate)
+{
+    return st->accumulate == accumulate && !st->gate && !st->act_out;
+}
+
+/* the gate and act_out parts of a store, for the paths that cannot fuse
+ * them: a pass over the stored result */
+static void finish_store(float *out, size_t n, const jem_conv_store *st)
+{
+    const jem_act a = st->slope > 0.0f ? JEM_ACT_LRELU : JEM_ACT_RELU;
+    if (st->gate) jem_act_grad_inplace(out, st->gate, n, a, st->slope);
+    if (st->act_out) jem_act_forward(st->act_out, out, n, a, st->slope);
+}
+
 void jem_conv2d_forward(float *out, const float *inp, const float *w,
                         const float *bias, const jem_conv_shape *s, float *ws)
+{
+    jem_conv2d_forward_st(out, inp, w, bias, s, &set_store, ws);
+}
+
+void jem_conv2d_forward_st(float *out, const float *inp, const float *w, const float *bias,
+                           const jem_conv_shape *s, const jem_conv_store *st, float *ws)
 {
     const int OH = jem_conv_out(s->H, s->KH, s->stride, s->pad);
     const int OW = jem_conv_out(s->W, s->KW, s->stride, s->pad);
@@ -96,13 +160,15 @@ void jem_conv2d_forward(float *out, const float *inp, const float *w,
     const size_t in_sz = (size_t)s->IC * s->H * s->W, out_sz = (size_t)M * N;
     const size_t wsz = jem_conv2d_ws(s);
     const int pw = is_pointwise(s);
-    if (jem_winograd_fits(s) && jem_winograd_forward(out, inp, w, bias, s, ws) == 0)
+    if (jem_winograd_fits(s) && jem_winograd_forward_st(out, inp, w, bias, s, st, 0, ws) == 0)
         return;
-    if (s->stride > 1 && jem_indirect_fits(s) && jem_indirect_forward(out, inp, w, bias, s, ws) == 0)
+    if (s->stride > 1 && jem_indirect_fits(s) && jem_indirect_forward_st(out, inp, w, bias, s, st, ws) == 0)
         return;
-    if (s->KH == 3 && s->KW == 3 && s->stride == 1 && s->pad == 1 &&
-        jem_conv3x3_avx512_forward(out, inp, w, bias, s) == 0)
+    if (!st->accumulate && s->KH == 3 && s->KW == 3 && s->stride == 1 && s->pad == 1 &&
+        jem_conv3x3_avx512_forward(out, inp, w, bias, s) == 0) {
+        finish_store(out, (size_t)s->B * out_sz, st);
         return;
+    }
 #pragma omp parallel for schedule(static)
     for (int b = 0; b < s->B; b++) {
         float *col = ws + (size_t)omp_get_thread_num() * wsz;
@@ -112,16 +178,25 @@ void jem_conv2d_forward(float *out, const float *inp, const float *w,
         const float *cm = pw ? x : col;
         if (bias) {
             for (int m = 0; m < M; m++)
-                for (int n = 0; n < N; n++) o[(size_t)m * N + n] = bias[m];
+                for (int n = 0; n < N; n++)
+                    o[(size_t)m * N + n] = st->accumulate ? o[(size_t)m * N + n] + bias[m] : bias[m];
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f,
-                    w, K, cm, N, bias ? 1.0f : 0.0f, o, N);
+                    w, K, cm, N, bias || st->accumulate ? 1.0f : 0.0f, o, N);
     }
+    finish_store(out, (size_t)s->B * out_sz, st);
 }
 
 void jem_conv2d_backward(float *dinp, float *dw, float *db, const float *dout,
                          const float *inp, const float *w,
                          const jem_conv_shape *s, float *ws)
+{
+    jem_conv2d_backward_st(dinp, dw, db, dout, inp, w, s, &add_store, ws);
+}
+
+void jem_conv2d_backward_st(float *dinp, float *dw, float *db, const float *dout,
+                            const float *inp, const float *w, const jem_conv_shape *s,
+                            const jem_conv_store *st, float *ws)
 {
     const int OH = jem_conv_out(s->H, s->KH, s->stride, s->pad);
     const int OW = jem_conv_out(s->W, s->KW, s->stride, s->pad);
@@ -133,7 +208,7 @@ void jem_conv2d_backward(float *dinp, float *dw, float *db, const float *dout,
     int want_w = dw != NULL || db != NULL;
     if (!dinp && !want_w) return;
     if (jem_winograd_fits(s)) {
-        if (dinp && jem_winograd_backward_input(dinp, dout, w, s, ws) == 0) dinp = NULL; /* done */
+        if (dinp && jem_winograd_backward_input_st(dinp, dout, w, s, st, 0, ws) == 0) dinp = NULL; /* done */
         if (want_w && jem_winograd_backward_weight(dw, db, dout, inp, s, ws) == 0) {
             dw = db = NULL;
             want_w = 0;
@@ -141,12 +216,19 @@ void jem_conv2d_backward(float *dinp, float *dw, float *db, const float *dout,
         if (!dinp && !want_w) return;
     }
     if (jem_indirect_fits(s) && (!dinp || s->stride > 1) &&
-        jem_indirect_backward(dinp, dw, db, dout, inp, w, s, ws) == 0)
+        jem_indirect_backward_st(dinp, dw, db, dout, inp, w, s, st, ws) == 0)
         return;
+    /* the paths below accumulate into dinp and leave the rest of the store
+     * to a pass at the end */
+    float *dfin = dinp && !plain(st, 1) ? dinp : NULL;
+    if (dinp && !st->accumulate) memset(dinp, 0, sizeof(float) * (size_t)s->B * in_sz);
     if (dinp && s->KH == 3 && s->KW == 3 && s->stride == 1 && s->pad == 1 &&
         jem_conv3x3_avx512_backward_input(dinp, dout, w, s) == 0)
         dinp = NULL; /* done; the weight gradients (if any) take the GEMM path */
-    if (!dinp && !want_w) return;
+    if (!dinp && !want_w) {
+        if (dfin) finish_store(dfin, (size_t)s->B * in_sz, st);
+        return;
+    }
     int nth = 1;
 #pragma omp parallel
     {
@@ -196,6 +278,7 @@ void jem_conv2d_backward(float *dinp, float *dw, float *db, const float *dout,
             if (db) for (int m = 0; m < M; m++) db[m] += tdw[n + m];
         }
     }
+    if (dfin) finish_store(dfin, (size_t)s->B * in_sz, st);
 }
 
 const char *jem_conv2d_kernel(const jem_conv_shape *s, int which)

@@ -123,10 +123,11 @@ static void pixel_offsets(int *poff, int P, int OW, int Wp, int st, int IC)
 
 static int vectors(int C) { return C % 64 == 0 ? 4 : C % 32 == 0 ? 2 : 1; }
 
-/* one image: x (IC, H, W) -> out (OC, OH, OW) + bias; Wk (9, IC, OC) */
+/* one image: x (IC, H, W) -> out (OC, OH, OW) + bias, stored as st says;
+ * Wk (9, IC, OC) */
 __attribute__((target("avx512f")))
 static void fwd_img(float *out, const float *x, const float *Wk, const float *bias, const jem_conv_shape *s,
-                    float *ws)
+                    const jem_conv_store *sto, float *ws)
 {
     const int IC = s->IC, OC = s->OC, H = s->H, W = s->W, st = s->stride, Wp = W + 2;
     const int OH = jem_conv_out(H, 3, st, 1), OW = jem_conv_out(W, 3, st, 1), P = OH * OW;
@@ -154,15 +155,16 @@ static void fwd_img(float *out, const float *x, const float *Wk, const float *bi
                 kern(nv, a, &ko, 1, Wk + (size_t)k * IC * OC + o0, 0, IC, OC, c, n, k > 0);
             }
         }
-    jem_hwc_unpack(out, Y, OC, OH, OW, 0, OW, bias, 0);
+    jem_hwc_unpack(out, Y, OC, OH, OW, 0, OW, bias, sto);
 }
 
-/* one image: dinp (IC, H, W) += input gradient of dout (OC, OH, OW) with
- * Wb (9, OC, IC) (when dinp is not NULL); this thread's dW (9, IC, OC) and
- * db (OC) += the weight and bias gradients from x (IC, H, W) (when want_w) */
+/* one image: dinp (IC, H, W) gets the input gradient of dout (OC, OH, OW)
+ * with Wb (9, OC, IC), stored as st says (when dinp is not NULL); this
+ * thread's dW (9, IC, OC) and db (OC) += the weight and bias gradients from
+ * x (IC, H, W) (when want_w). sto: the store (st is the stride) */
 __attribute__((target("avx512f")))
 static void bwd_img(float *dinp, int want_w, const float *dout, const float *x, const float *Wb,
-                    const jem_conv_shape *s, float *ws)
+                    const jem_conv_shape *s, const jem_conv_store *sto, float *ws)
 {
     const int IC = s->IC, OC = s->OC, H = s->H, W = s->W, st = s->stride, Wp = W + 2;
     const int OH = jem_conv_out(H, 3, st, 1), OW = jem_conv_out(W, 3, st, 1), P = OH * OW;
@@ -191,7 +193,7 @@ static void bwd_img(float *dinp, int want_w, const float *dout, const float *x, 
                     kern(nv, a, &zero, 1, Wb + (size_t)k * OC * IC + i0, 0, OC, IC, c, n, 1);
                 }
             }
-        jem_hwc_unpack(dinp, Dp, IC, H, W, 1, Wp, NULL, 1);
+        jem_hwc_unpack(dinp, Dp, IC, H, W, 1, Wp, NULL, sto);
     }
     if (want_w) {
         jem_hwc_pack_padded(Xp, x, IC, H, W, H + 2, Wp);
@@ -215,50 +217,82 @@ static void bwd_img(float *dinp, int want_w, const float *dout, const float *x, 
 #endif
 
 static int run_fwd(float *out, const float *in, const float *w, const float *bias, const jem_conv_shape *s,
-                   float *ws)
+                   const jem_conv_store *st, float *ws)
 {
 #if HAVE_X86
     const int IC = s->IC, OC = s->OC;
-    float *Wk = malloc(sizeof(float) * (size_t)9 * IC * OC);
+    const size_t nw = (size_t)9 * IC * OC;
+    int fresh = 1;
+    float *Wk = st->wcache ? jem_wcache_get(st->wcache, w, nw, ((uint64_t)1 << 56) | ((uint64_t)IC << 24) | (uint64_t)OC,
+                                            nw, &fresh)
+                           : malloc(sizeof(float) * nw);
     if (!Wk) return -1;
     const int OH = jem_conv_out(s->H, 3, s->stride, 1), OW = jem_conv_out(s->W, 3, s->stride, 1);
     const size_t isz = (size_t)IC * s->H * s->W, osz = (size_t)OC * OH * OW, per = jem_indirect_ws(s);
 #pragma omp parallel
     {
         /* (9, IC, OC) from w (OC, IC, 3, 3) */
+        if (fresh) {
 #pragma omp for schedule(static)
-        for (int oc = 0; oc < OC; oc++)
-            for (int ic = 0; ic < IC; ic++)
-                for (int k = 0; k < 9; k++) Wk[((size_t)k * IC + ic) * OC + oc] = w[((size_t)oc * IC + ic) * 9 + k];
+            for (int oc = 0; oc < OC; oc++)
+                for (int ic = 0; ic < IC; ic++)
+                    for (int k = 0; k < 9; k++)
+                        Wk[((size_t)k * IC + ic) * OC + oc] = w[((size_t)oc * IC + ic) * 9 + k];
+        }
         float *tws = ws + (size_t)omp_get_thread_num() * per;
 #pragma omp for schedule(static)
-        for (int b = 0; b < s->B; b++) fwd_img(out + b * osz, in + b * isz, Wk, bias, s, tws);
+        for (int b = 0; b < s->B; b++) {
+            const jem_conv_store sb = jem_store_image(st, b, osz);
+            fwd_img(out + b * osz, in + b * isz, Wk, bias, s, &sb, tws);
+        }
     }
-    free(Wk);
+    if (!st->wcache) free(Wk);
     return 0;
 #else
-    (void)out; (void)in; (void)w; (void)bias; (void)s; (void)ws;
+    (void)out; (void)in; (void)w; (void)bias; (void)s; (void)st; (void)ws;
     return -1;
 #endif
+}
+
+static const jem_conv_store set_store = {0, NULL, NULL, 0.0f, NULL}, add_store = {1, NULL, NULL, 0.0f, NULL};
+
+int jem_indirect_forward_st(float *out, const float *inp, const float *w, const float *bias,
+                            const jem_conv_shape *s, const jem_conv_store *st, float *ws)
+{
+    if (!jem_conv3x3_avx512_available() || !jem_indirect_fits(s)) return -1;
+    return run_fwd(out, inp, w, bias, s, st ? st : &set_store, ws);
 }
 
 int jem_indirect_forward(float *out, const float *inp, const float *w, const float *bias, const jem_conv_shape *s,
                          float *ws)
 {
-    if (!jem_conv3x3_avx512_available() || !jem_indirect_fits(s)) return -1;
-    return run_fwd(out, inp, w, bias, s, ws);
+    return jem_indirect_forward_st(out, inp, w, bias, s, NULL, ws);
 }
 
 int jem_indirect_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w,
                           const jem_conv_shape *s, float *ws)
 {
+    return jem_indirect_backward_st(dinp, dw, db, dout, inp, w, s, NULL, ws);
+}
+
+int jem_indirect_backward_st(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                             const float *w, const jem_conv_shape *s, const jem_conv_store *st, float *ws)
+{
     if (!jem_conv3x3_avx512_available() || !jem_indirect_fits(s)) return -1;
+    if (!st) st = &add_store;
 #if HAVE_X86
     const int IC = s->IC, OC = s->OC;
     const int want_w = dw != NULL || db != NULL;
     if (!dinp && !want_w) return 0;
     float *Wb = NULL;
-    if (dinp && !(Wb = malloc(sizeof(float) * (size_t)9 * IC * OC))) return -1;
+    int fresh = 1;
+    const size_t nw = (size_t)9 * IC * OC;
+    if (dinp) {
+        Wb = st->wcache ? jem_wcache_get(st->wcache, w, nw, ((uint64_t)2 << 56) | ((uint64_t)IC << 24) | (uint64_t)OC,
+                                         nw, &fresh)
+                        : malloc(sizeof(float) * nw);
+        if (!Wb) return -1;
+    }
     const int OH = jem_conv_out(s->H, 3, s->stride, 1), OW = jem_conv_out(s->W, 3, s->stride, 1);
     const size_t isz = (size_t)IC * s->H * s->W, osz = (size_t)OC * OH * OW, per = jem_indirect_ws(s);
     size_t off[5];
@@ -271,7 +305,7 @@ int jem_indirect_backward(float *dinp, float *dw, float *db, const float *dout, 
         nth = omp_get_num_threads();
         float *tws = ws + (size_t)omp_get_thread_num() * per;
         if (want_w) memset(tws + off[3], 0, sizeof(float) * ndw);
-        if (Wb) {
+        if (Wb && fresh) {
             /* (9, OC, IC) from w (OC, IC, 3, 3) */
 #pragma omp for schedule(static)
             for (int oc = 0; oc < OC; oc++)
@@ -280,8 +314,10 @@ int jem_indirect_backward(float *dinp, float *dw, float *db, const float *dout, 
                         Wb[((size_t)k * OC + oc) * IC + ic] = w[((size_t)oc * IC + ic) * 9 + k];
         }
 #pragma omp for schedule(static)
-        for (int b = 0; b < s->B; b++)
-            bwd_img(dinp ? dinp + b * isz : NULL, want_w, dout + b * osz, inp + b * isz, Wb, s, tws);
+        for (int b = 0; b < s->B; b++) {
+            const jem_conv_store sb = jem_store_image(st, b, isz);
+            bwd_img(dinp ? dinp + b * isz : NULL, want_w, dout + b * osz, inp + b * isz, Wb, s, &sb, tws);
+        }
         /* sum the threads' gradients in a fixed order (deterministic for a
          * given thread count), (9, IC, OC) -> (OC, IC, 3, 3) */
         if (want_w) {
@@ -298,10 +334,10 @@ int jem_indirect_backward(float *dinp, float *dw, float *db, const float *dout, 
             }
         }
     }
-    free(Wb);
+    if (!st->wcache) free(Wb);
     return 0;
 #else
-    (void)dinp; (void)dw; (void)db; (void)dout; (void)inp; (void)w; (void)s; (void)ws;
+    (void)dinp; (void)dw; (void)db; (void)dout; (void)inp; (void)w; (void)s; (void)st; (void)ws;
     return -1;
 #endif
 }

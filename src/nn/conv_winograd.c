@@ -271,10 +271,11 @@ static void input_transform(float *V, const float *Xp, int IC, int Wp, int TW, i
     }
 }
 
-/* one image: in (IC, H, W) -> out (OC, H, W), set with bias or accumulated */
+/* one image: in (IC, H, W) -> out (OC, H, W) with the bias, stored as st
+ * says */
 __attribute__((target("avx512f")))
 static void wino_img(float *out, const float *in, const float *U, const float *bias, int IC, int OC, int H, int W,
-                     int accumulate, float *ws)
+                     const jem_conv_store *st, float *ws)
 {
     const int TH = (H + 1) / 2, TW = (W + 1) / 2, NT = TH * TW;
     const int Hp = 2 * TH + 2, Wp = 2 * TW + 2;
@@ -301,9 +302,9 @@ static void wino_img(float *out, const float *in, const float *U, const float *b
                 __m512 a[2][4];
                 for (int j = 0; j < 4; j++) {
                     const float *q = M + ((size_t)j * TB + t) * OC + c0;
-                    const size_t st = (size_t)4 * TB * OC;
-                    __m512 m0 = _mm512_loadu_ps(q), m1 = _mm512_loadu_ps(q + st);
-                    __m512 m2 = _mm512_loadu_ps(q + 2 * st), m3 = _mm512_loadu_ps(q + 3 * st);
+                    const size_t es = (size_t)4 * TB * OC;
+                    __m512 m0 = _mm512_loadu_ps(q), m1 = _mm512_loadu_ps(q + es);
+                    __m512 m2 = _mm512_loadu_ps(q + 2 * es), m3 = _mm512_loadu_ps(q + 3 * es);
                     a[0][j] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
                     a[1][j] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
                 }
@@ -318,7 +319,7 @@ static void wino_img(float *out, const float *in, const float *U, const float *b
         }
     }
 
-    jem_hwc_unpack(out, Y, OC, H, W, 0, W, bias, accumulate);
+    jem_hwc_unpack(out, Y, OC, H, W, 0, W, bias, st);
 }
 
 
@@ -377,12 +378,12 @@ __attribute__((target("avx512f"), always_inline)) static inline void at6(__m512 
     y[3] = _mm512_add_ps(_mm512_fmadd_ps(c8, d34, d12), m[5]);
 }
 
-/* one image with F(4x4, 3x3): in (IC, H, W) -> out (OC, H, W), set with
- * bias or accumulated. Blocks of tiles are balanced (49 tiles: 18 + 18 +
+/* one image with F(4x4, 3x3): in (IC, H, W) -> out (OC, H, W) with the
+ * bias, stored as st says. Blocks of tiles are balanced (49 tiles: 18 + 18 +
  * 13, not 24 + 24 + 1) and rounded up to the 6-tile kernels */
 __attribute__((target("avx512f")))
 static void wino4_img(float *out, const float *in, const float *U, const float *bias, int IC, int OC, int H, int W,
-                      int accumulate, float *ws)
+                      const jem_conv_store *st, float *ws)
 {
     const int TH = (H + 3) / 4, TW = (W + 3) / 4, NT = TH * TW;
     const int Hp = 4 * TH + 2, Wp = 4 * TW + 2;
@@ -424,7 +425,7 @@ static void wino4_img(float *out, const float *in, const float *U, const float *
         }
     }
 
-    jem_hwc_unpack(out, Y, OC, H, W, 0, W, bias, accumulate);
+    jem_hwc_unpack(out, Y, OC, H, W, 0, W, bias, st);
 }
 
 
@@ -497,30 +498,37 @@ static void wgrad_img(float *dU, const float *x, const float *dout, int IC, int 
 #endif
 
 static int run(float *out, const float *in, const float *w, const float *bias, const jem_conv_shape *s, int IC,
-               int OC, int flip, int accumulate, int m, float *ws)
+               int OC, int flip, const jem_conv_store *st, int m, float *ws)
 {
 #if HAVE_X86
     const int ne = (m + 2) * (m + 2);
-    float *U = malloc(sizeof(float) * (size_t)ne * IC * OC);
+    const size_t nu = (size_t)ne * IC * OC;
+    int fresh = 1;
+    float *U = st->wcache ? jem_wcache_get(st->wcache, w, (size_t)IC * OC * 9,
+                                           ((uint64_t)m << 56) | ((uint64_t)flip << 48) | ((uint64_t)IC << 24) |
+                                               (uint64_t)OC,
+                                           nu, &fresh)
+                          : malloc(sizeof(float) * nu);
     if (!U) return -1;
     const size_t per = jem_winograd_ws(s);
     const size_t isz = (size_t)IC * s->H * s->W, osz = (size_t)OC * s->H * s->W;
 #pragma omp parallel
     {
         /* shared out between the threads */
-        if (m == 4) transform_weights4(U, w, IC, OC, flip);
-        else transform_weights(U, w, IC, OC, flip);
+        if (fresh && m == 4) transform_weights4(U, w, IC, OC, flip);
+        else if (fresh) transform_weights(U, w, IC, OC, flip);
 #pragma omp for schedule(static)
         for (int b = 0; b < s->B; b++) {
             float *tws = ws + (size_t)omp_get_thread_num() * per;
-            if (m == 4) wino4_img(out + b * osz, in + b * isz, U, bias, IC, OC, s->H, s->W, accumulate, tws);
-            else wino_img(out + b * osz, in + b * isz, U, bias, IC, OC, s->H, s->W, accumulate, tws);
+            const jem_conv_store sb = jem_store_image(st, b, osz);
+            if (m == 4) wino4_img(out + b * osz, in + b * isz, U, bias, IC, OC, s->H, s->W, &sb, tws);
+            else wino_img(out + b * osz, in + b * isz, U, bias, IC, OC, s->H, s->W, &sb, tws);
         }
     }
-    free(U);
+    if (!st->wcache) free(U);
     return 0;
 #else
-    (void)out; (void)in; (void)w; (void)bias; (void)s; (void)IC; (void)OC; (void)flip; (void)accumulate; (void)m;
+    (void)out; (void)in; (void)w; (void)bias; (void)s; (void)IC; (void)OC; (void)flip; (void)st; (void)m;
     (void)ws;
     return -1;
 #endif
@@ -536,29 +544,45 @@ int jem_winograd_tile(void)
     return m;
 }
 
+static const jem_conv_store set_store = {0, NULL, NULL, 0.0f, NULL}, add_store = {1, NULL, NULL, 0.0f, NULL};
+
+int jem_winograd_forward_st(float *out, const float *inp, const float *w, const float *bias,
+                            const jem_conv_shape *s, const jem_conv_store *st, int m, float *ws)
+{
+    if (!m) m = jem_winograd_tile();
+    if (!jem_winograd_available() || !jem_winograd_fits(s) || (m != 2 && m != 4)) return -1;
+    return run(out, inp, w, bias, s, s->IC, s->OC, 0, st ? st : &set_store, m, ws);
+}
+
+int jem_winograd_backward_input_st(float *dinp, const float *dout, const float *w, const jem_conv_shape *s,
+                                   const jem_conv_store *st, int m, float *ws)
+{
+    if (!m) m = jem_winograd_tile();
+    if (!jem_winograd_available() || !jem_winograd_fits(s) || (m != 2 && m != 4)) return -1;
+    return run(dinp, dout, w, NULL, s, s->OC, s->IC, 1, st ? st : &add_store, m, ws);
+}
+
 int jem_winograd_forward_m(float *out, const float *inp, const float *w, const float *bias,
                            const jem_conv_shape *s, int m, float *ws)
 {
-    if (!jem_winograd_available() || !jem_winograd_fits(s) || (m != 2 && m != 4)) return -1;
-    return run(out, inp, w, bias, s, s->IC, s->OC, 0, 0, m, ws);
+    return m ? jem_winograd_forward_st(out, inp, w, bias, s, NULL, m, ws) : -1;
 }
 
 int jem_winograd_backward_input_m(float *dinp, const float *dout, const float *w, const jem_conv_shape *s, int m,
                                   float *ws)
 {
-    if (!jem_winograd_available() || !jem_winograd_fits(s) || (m != 2 && m != 4)) return -1;
-    return run(dinp, dout, w, NULL, s, s->OC, s->IC, 1, 1, m, ws);
+    return m ? jem_winograd_backward_input_st(dinp, dout, w, s, NULL, m, ws) : -1;
 }
 
 int jem_winograd_forward(float *out, const float *inp, const float *w, const float *bias, const jem_conv_shape *s,
                          float *ws)
 {
-    return jem_winograd_forward_m(out, inp, w, bias, s, jem_winograd_tile(), ws);
+    return jem_winograd_forward_st(out, inp, w, bias, s, NULL, 0, ws);
 }
 
 int jem_winograd_backward_input(float *dinp, const float *dout, const float *w, const jem_conv_shape *s, float *ws)
 {
-    return jem_winograd_backward_input_m(dinp, dout, w, s, jem_winograd_tile(), ws);
+    return jem_winograd_backward_input_st(dinp, dout, w, s, NULL, 0, ws);
 }
 
 int jem_winograd_backward_weight(float *dw, float *db, const float *dout, const float *inp, const jem_conv_shape *s,

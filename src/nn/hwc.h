@@ -8,6 +8,8 @@
 #ifndef JEM_HWC_H
 #define JEM_HWC_H
 
+#include "nn/nn.h"
+
 #include <stddef.h>
 #include <string.h>
 
@@ -96,33 +98,57 @@ __attribute__((target("avx512f"))) static inline void jem_hwc_pack(float *dst, c
     }
 }
 
-/* src (Hs, Ws, C), pixel (y, x) at (y + off, x + off) -> out (C, H, W):
- * out = src + bias (bias may be NULL) or, with accumulate, out += src */
+/* src (Hs, Ws, C), pixel (y, x) at (y + off, x + off) -> out (C, H, W),
+ * stored as st says (nn.h) with the bias (may be NULL) added. gate and
+ * act_out of st point at this image. */
 __attribute__((target("avx512f"))) static inline void jem_hwc_unpack(float *out, const float *src, int C, int H, int W,
                                                                      int off, int Ws, const float *bias,
-                                                                     int accumulate)
+                                                                     const jem_conv_store *st)
 {
     const size_t HW = (size_t)H * W;
-    for (size_t p0 = 0; p0 < HW; p0 += 16) {
-        const int n = HW - p0 < 16 ? (int)(HW - p0) : 16;
-        const __mmask16 mk = (__mmask16)((1u << n) - 1u);
-        const float *s[16];
-        for (int j = 0; j < n; j++) {
-            const int y = (int)((p0 + j) / W), x = (int)((p0 + j) % W);
-            s[j] = src + ((size_t)(y + off) * Ws + x + off) * C;
-        }
-        for (int c0 = 0; c0 < C; c0 += 16) {
+    const __m512 slope = _mm512_set1_ps(st->slope), one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
+    /* 16 channel planes at a time: the 16 rows the loop writes (and reads,
+     * for accumulate and gate) each run sequentially through the image */
+    for (int c0 = 0; c0 < C; c0 += 16)
+        for (size_t p0 = 0; p0 < HW; p0 += 16) {
+            const int n = HW - p0 < 16 ? (int)(HW - p0) : 16;
+            const __mmask16 mk = (__mmask16)((1u << n) - 1u);
             __m512 r[16];
-            for (int j = 0; j < 16; j++) r[j] = j < n ? _mm512_loadu_ps(s[j] + c0) : _mm512_setzero_ps();
+            int y = (int)(p0 / W), x = (int)(p0 % W);
+            for (int j = 0; j < 16; j++) {
+                r[j] = j < n ? _mm512_loadu_ps(src + ((size_t)(y + off) * Ws + x + off) * C + c0) : _mm512_setzero_ps();
+                if (++x == W) x = 0, y++;
+            }
             jem_transpose16(r);
             for (int i = 0; i < 16; i++) {
-                float *o = out + (size_t)(c0 + i) * HW + p0;
-                __m512 v = accumulate ? _mm512_maskz_loadu_ps(mk, o) : _mm512_set1_ps(bias ? bias[c0 + i] : 0.0f);
-                _mm512_mask_storeu_ps(o, mk, _mm512_add_ps(r[i], v));
+                const size_t at = (size_t)(c0 + i) * HW + p0;
+                __m512 v = r[i];
+                if (bias) v = _mm512_add_ps(v, _mm512_set1_ps(bias[c0 + i]));
+                if (st->accumulate) {
+                    _mm_prefetch((const char *)(out + at + 128), _MM_HINT_T0);
+                    v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mk, out + at));
+                }
+                if (st->gate) {
+                    _mm_prefetch((const char *)(st->gate + at + 128), _MM_HINT_T0);
+                    const __mmask16 pos =
+                        _mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(mk, st->gate + at), zero, _CMP_GT_OQ);
+                    v = _mm512_mul_ps(v, _mm512_mask_blend_ps(pos, slope, one));
+                }
+                _mm512_mask_storeu_ps(out + at, mk, v);
+                if (st->act_out) _mm512_mask_storeu_ps(st->act_out + at, mk, _mm512_max_ps(_mm512_mul_ps(slope, v), v));
             }
         }
-    }
 }
+
+/* st for image b of a batch whose images are isz floats apart */
+static inline jem_conv_store jem_store_image(const jem_conv_store *st, int b, size_t isz)
+{
+    jem_conv_store r = *st;
+    if (r.gate) r.gate += (size_t)b * isz;
+    if (r.act_out) r.act_out += (size_t)b * isz;
+    return r;
+}
+
 /* db[c] += sum over the P rows of Y (P, C): the bias gradient from an
  * output gradient in (H, W, C) layout */
 __attribute__((target("avx512f"))) static inline void jem_hwc_add_colsum(float *db, const float *Y, size_t P, int C)

@@ -48,6 +48,9 @@ struct jem_net {
     float *act;         /* (B_cap * act_per_img) */
     float *gbuf;        /* 3 x (B_cap * max_map) gradient buffers */
     float *ws;          /* conv workspace, ws_threads x ws_per_thread */
+    /* transformed weights of the 3x3 convolutions (stem, then c1 and c2 of
+     * each block), forward and input gradient */
+    jem_wcache *wc[2][1 + 2 * JEM_MAX_BLOCKS];
     size_t ws_per_thread;
     int ws_threads;
 
@@ -165,6 +168,8 @@ void jem_net_free(jem_net *n)
     free(n->act);
     free(n->gbuf);
     free(n->ws);
+    for (int d = 0; d < 2; d++)
+        for (int i = 0; i < 1 + 2 * JEM_MAX_BLOCKS; i++) jem_wcache_free(n->wc[d][i]);
     free(n);
 }
 
@@ -238,6 +243,12 @@ static jem_status reserve(jem_net *n, int B)
 
 static jem_conv_shape with_batch(jem_conv_shape s, int B) { s.B = B; return s; }
 
+/* the activations the convolutions' stores apply (jem_conv_store) */
+static int fused_act(const jem_arch *a)
+{
+    return (a->act == JEM_ACT_LRELU && a->slope >= 0.0f && a->slope <= 1.0f) || a->act == JEM_ACT_RELU;
+}
+
 jem_status jem_net_forward(jem_net *n, const float *x, int B, float *logits)
 {
     if (B < 1) return jem_fail(JEM_ERR_ARG, "batch size %d", B);
@@ -247,34 +258,46 @@ jem_status jem_net_forward(jem_net *n, const float *x, int B, float *logits)
     float *A = n->act;
     n->B = B;
     n->x = x;
+    /* LeakyReLU and ReLU fuse into the convolutions' stores: each conv also
+     * writes the activation its consumer reads (conv1 -> a2, conv2 and the
+     * stem -> the next block's a1), and conv2 adds into the shortcut's
+     * output. Other activations take a pass of their own. */
+    const int fuse = fused_act(a);
+    const float sl = a->act == JEM_ACT_RELU ? 0.0f : a->slope;
+    size_t HW = (size_t)n->fin_h * n->fin_w;
+    float *af = A + n->af * B, *g = A + n->g * B;
     jem_conv_shape s = with_batch(n->stem, B);
-    jem_conv2d_forward(A + n->x0 * B, x, P(n, n->stem_w), P(n, n->stem_b), &s, n->ws);
+    jem_conv_store sto = {0, NULL, NULL, sl, &n->wc[0][0]};
+    if (fuse) sto.act_out = a->n_blocks ? A + n->blocks[0].a1 * B : af;
+    jem_conv2d_forward_st(A + n->x0 * B, x, P(n, n->stem_w), P(n, n->stem_b), &s, &sto, n->ws);
     const float *cur = A + n->x0 * B;
     for (int i = 0; i < a->n_blocks; i++) {
         blk *b = &n->blocks[i];
         float *a1 = A + b->a1 * B, *h1 = A + b->h1 * B, *a2 = A + b->a2 * B, *o = A + b->out * B;
         size_t nin = (size_t)B * b->ic * b->h * b->w, nmid = (size_t)B * b->oc * b->h * b->w;
         size_t nout = (size_t)B * b->oc * b->oh * b->ow;
-        jem_act_forward(a1, cur, nin, a->act, a->slope);
+        if (!fuse) jem_act_forward(a1, cur, nin, a->act, a->slope);
         s = with_batch(b->s1, B);
-        jem_conv2d_forward(h1, a1, P(n, b->c1w), P(n, b->c1b), &s, n->ws);
-        jem_act_forward(a2, h1, nmid, a->act, a->slope);
+        sto.accumulate = 0;
+        sto.act_out = fuse ? a2 : NULL;
+        sto.wcache = &n->wc[0][1 + 2 * i];
+        jem_conv2d_forward_st(h1, a1, P(n, b->c1w), P(n, b->c1b), &s, &sto, n->ws);
+        if (!fuse) jem_act_forward(a2, h1, nmid, a->act, a->slope);
         if (b->has_sc) {
             s = with_batch(b->ssc, B);
             jem_conv2d_forward(o, cur, P(n, b->scw), P(n, b->scb), &s, n->ws);
         } else {
             memcpy(o, cur, sizeof(float) * nout);
         }
+        /* out = shortcut + conv2 */
         s = with_batch(b->s2, B);
-        /* conv2 goes to a scratch gradient buffer, then out += it */
-        float *tmp = n->gbuf;
-        jem_conv2d_forward(tmp, a2, P(n, b->c2w), P(n, b->c2b), &s, n->ws);
-        jem_add_forward(o, o, tmp, nout);
+        sto.accumulate = 1;
+        sto.act_out = fuse ? (i + 1 < a->n_blocks ? A + n->blocks[i + 1].a1 * B : af) : NULL;
+        sto.wcache = &n->wc[0][2 + 2 * i];
+        jem_conv2d_forward_st(o, a2, P(n, b->c2w), P(n, b->c2b), &s, &sto, n->ws);
         cur = o;
     }
-    size_t HW = (size_t)n->fin_h * n->fin_w;
-    float *af = A + n->af * B, *g = A + n->g * B;
-    jem_act_forward(af, cur, (size_t)B * n->fin_c * HW, a->act, a->slope);
+    if (!fuse) jem_act_forward(af, cur, (size_t)B * n->fin_c * HW, a->act, a->slope);
     jem_gap_forward(g, af, B, n->fin_c, (int)HW);
     jem_linear_forward(logits, g, P(n, n->fc_w), P(n, n->fc_b), B, n->fin_c, a->n_classes);
     return JEM_OK;
@@ -301,6 +324,8 @@ jem_status jem_net_backward(jem_net *n, const float *dlogits, float *dx, int par
     const float *last_out = n->arch.n_blocks ? A + n->blocks[a->n_blocks - 1].out * B : A + n->x0 * B;
     jem_act_grad_inplace(gP, last_out, nfin, a->act, a->slope);
 
+    const int fuse = fused_act(a);
+    const float sl = a->act == JEM_ACT_RELU ? 0.0f : a->slope;
     float *dcur = gP; /* gradient w.r.t. the current block's output */
     for (int i = a->n_blocks - 1; i >= 0; i--) {
         blk *b = &n->blocks[i];
@@ -312,18 +337,19 @@ jem_status jem_net_backward(jem_net *n, const float *dlogits, float *dx, int par
         float *da2 = dcur == gP ? gQ : dcur == gQ ? gR : gP;
         float *da1 = da2 == gP ? gQ : da2 == gQ ? gR : gP;
         jem_conv_shape s;
-        /* conv2 */
-        memset(da2, 0, sizeof(float) * nmid);
+        /* conv2, then conv1: each input gradient set (not accumulated) and,
+         * for LeakyReLU and ReLU, times act' in the same store */
+        jem_conv_store sto = {0, fuse ? h1 : NULL, NULL, sl, &n->wc[1][2 + 2 * i]};
         s = with_batch(b->s2, B);
-        jem_conv2d_backward(da2, param_grads ? G(n, b->c2w) : NULL, param_grads ? G(n, b->c2b) : NULL,
-                            dcur, a2, P(n, b->c2w), &s, n->ws);
-        jem_act_grad_inplace(da2, h1, nmid, a->act, a->slope);
-        /* conv1 */
-        memset(da1, 0, sizeof(float) * nin);
+        jem_conv2d_backward_st(da2, param_grads ? G(n, b->c2w) : NULL, param_grads ? G(n, b->c2b) : NULL,
+                               dcur, a2, P(n, b->c2w), &s, &sto, n->ws);
+        if (!fuse) jem_act_grad_inplace(da2, h1, nmid, a->act, a->slope);
+        sto.gate = fuse ? xin : NULL;
+        sto.wcache = &n->wc[1][1 + 2 * i];
         s = with_batch(b->s1, B);
-        jem_conv2d_backward(da1, param_grads ? G(n, b->c1w) : NULL, param_grads ? G(n, b->c1b) : NULL,
-                            da2, a1, P(n, b->c1w), &s, n->ws);
-        jem_act_grad_inplace(da1, xin, nin, a->act, a->slope);
+        jem_conv2d_backward_st(da1, param_grads ? G(n, b->c1w) : NULL, param_grads ? G(n, b->c1b) : NULL,
+                               da2, a1, P(n, b->c1w), &s, &sto, n->ws);
+        if (!fuse) jem_act_grad_inplace(da1, xin, nin, a->act, a->slope);
         /* shortcut */
         if (b->has_sc) {
             s = with_batch(b->ssc, B);

@@ -28,7 +28,45 @@ typedef struct {
     int B, IC, H, W, OC, KH, KW, stride, pad;
 } jem_conv_shape;
 
+/* How a convolution stores its result r (the forward output, or the input
+ * gradient of a backward pass) into out, so that the passes around it fuse
+ * into the store: out = r (+ bias in the forward pass), or out += r with
+ * accumulate; then, with gate, out *= act'(gate) for LeakyReLU with the
+ * given slope (1 where gate > 0, slope elsewhere; slope 0 is ReLU); then,
+ * with act_out, act_out = LeakyReLU(out). gate and act_out have out's shape
+ * and slope is in [0, 1]. The AVX-512 kernels apply it while they write;
+ * the other paths in a pass after. */
+typedef struct jem_wcache jem_wcache;
+typedef struct {
+    int accumulate;
+    const float *gate;
+    float *act_out;
+    float slope;
+    /* where the kernel may keep its transformed weights between calls (NULL:
+     * transform on every call), see jem_wcache */
+    jem_wcache **wcache;
+} jem_conv_store;
+
+/* A convolution's transformed weights (Winograd's G g G^T, the indirect
+ * kernel's tap-major copy) kept with a copy of the weights they came from:
+ * a call whose weights compare equal to the copy reuses them, so the K SGLD
+ * steps of an iteration transform each layer's weights once. Created on
+ * first use in the slot a jem_conv_store points at; one slot per layer and
+ * direction, never shared between threads. */
+void jem_wcache_free(jem_wcache *c);
+/* the transformed weights for w (nw floats) under tag (the kernel's kind
+ * and sizes), nu floats: *fresh = 1 when the caller must fill them, 0 when
+ * they still hold the transform of these weights. NULL when out of memory. */
+float *jem_wcache_get(jem_wcache **slot, const float *w, size_t nw, uint64_t tag, size_t nu, int *fresh);
+
 size_t jem_conv2d_ws(const jem_conv_shape *s);
+/* forward and backward with the result stored as st says (the two above
+ * are these with "out = r + bias" and "dinp += r") */
+void jem_conv2d_forward_st(float *out, const float *inp, const float *w, const float *bias,
+                           const jem_conv_shape *s, const jem_conv_store *st, float *ws);
+void jem_conv2d_backward_st(float *dinp, float *dw, float *db, const float *dout,
+                            const float *inp, const float *w, const jem_conv_shape *s,
+                            const jem_conv_store *st, float *ws);
 void jem_conv2d_forward(float *out, const float *inp, const float *w,
                         const float *bias, const jem_conv_shape *s, float *ws);
 void jem_conv2d_backward(float *dinp, float *dw, float *db, const float *dout,
@@ -73,6 +111,13 @@ int jem_winograd_forward_m(float *out, const float *inp, const float *w,
                            const float *bias, const jem_conv_shape *s, int m, float *ws);
 int jem_winograd_backward_input_m(float *dinp, const float *dout,
                                   const float *w, const jem_conv_shape *s, int m, float *ws);
+/* with the store chosen (st NULL: set for the forward pass, accumulate for
+ * the input gradient) and the tile size m (0: jem_winograd_tile()) */
+int jem_winograd_forward_st(float *out, const float *inp, const float *w, const float *bias,
+                            const jem_conv_shape *s, const jem_conv_store *st, int m, float *ws);
+int jem_winograd_backward_input_st(float *dinp, const float *dout, const float *w,
+                                   const jem_conv_shape *s, const jem_conv_store *st, int m,
+                                   float *ws);
 /* dw (OC, IC, 3, 3) and db (OC) += the weight and bias gradients (either
  * may be NULL) */
 int jem_winograd_backward_weight(float *dw, float *db, const float *dout,
@@ -91,6 +136,12 @@ int jem_indirect_forward(float *out, const float *inp, const float *w,
 int jem_indirect_backward(float *dinp, float *dw, float *db, const float *dout,
                           const float *inp, const float *w,
                           const jem_conv_shape *s, float *ws);
+/* with the store of the output or of dinp chosen (st NULL: as above) */
+int jem_indirect_forward_st(float *out, const float *inp, const float *w, const float *bias,
+                            const jem_conv_shape *s, const jem_conv_store *st, float *ws);
+int jem_indirect_backward_st(float *dinp, float *dw, float *db, const float *dout,
+                             const float *inp, const float *w, const jem_conv_shape *s,
+                             const jem_conv_store *st, float *ws);
 
 /* ---- linear: out (B, OUT) = inp (B, IN) w^T + bias; w (OUT, IN) */
 void jem_linear_forward(float *out, const float *inp, const float *w,
