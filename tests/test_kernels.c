@@ -66,7 +66,7 @@ static void check_kernel(int wino, int B, int IC, int H, int W, int OC)
     const char *name = wino == 0 ? "direct" : wino == 1 ? "winograd F(2x2)" : wino == 4 ? "winograd F(4x4)" : "indirect";
     for (size_t i = 0; i < no; i++) o1[i] = NAN; /* every output must be written */
     int rc = wino == 0 ? jem_conv3x3_avx512_forward(o1, x, w, b, &s)
-           : wino == 1 || wino == 4 ? jem_winograd_forward_m(o1, x, w, b, &s, wino == 1 ? 2 : 4, ws)
+           : wino == 1 || wino == 4 ? jem_winograd_forward_st(o1, x, w, b, &s, NULL, wino == 1 ? 2 : 4, ws)
                        : jem_indirect_forward(o1, x, w, b, &s, ws);
     ASSERT_MSG(rc == 0, "%s forward refused B%d %dx%dx%d->%d", name, B, IC, H, W, OC);
     jem_conv2d_forward_ref(o2, x, w, b, &s);
@@ -75,7 +75,7 @@ static void check_kernel(int wino, int B, int IC, int H, int W, int OC)
     ASSERT_MSG(e < tol, "%s s%d forward B%d %dx%dx%d->%d: err %.3g", name, st, B, IC, H, W, OC, e);
     for (size_t i = 0; i < nx; i++) g1[i] = g2[i] = 0.5f - (float)(i % 3);
     rc = wino == 0 ? jem_conv3x3_avx512_backward_input(g1, d, w, &s)
-       : wino == 1 || wino == 4 ? jem_winograd_backward_input_m(g1, d, w, &s, wino == 1 ? 2 : 4, ws)
+       : wino == 1 || wino == 4 ? jem_winograd_backward_input_st(g1, d, w, &s, NULL, wino == 1 ? 2 : 4, ws)
                    : jem_indirect_backward(g1, NULL, NULL, d, x, w, &s, ws);
     ASSERT_MSG(rc == 0, "%s input gradient refused", name);
     jem_conv2d_backward_ref(g2, NULL, NULL, d, x, w, &s);

@@ -129,7 +129,7 @@ float *jem_wcache_get(jem_wcache **slot, const float *w, size_t nw, uint64_t tag
     return c->u;
 }
 
-static const jem_conv_store set_store = {0, NULL, NULL, 0.0f, NULL}, add_store = {1, NULL, NULL, 0.0f, NULL};
+const jem_conv_store jem_store_set = {0, NULL, NULL, 0.0f, NULL}, jem_store_add = {1, NULL, NULL, 0.0f, NULL};
 
 static int plain(const jem_conv_store *st, int accumulate)
 {
@@ -148,7 +148,7 @@ static void finish_store(float *out, size_t n, const jem_conv_store *st)
 void jem_conv2d_forward(float *out, const float *inp, const float *w,
                         const float *bias, const jem_conv_shape *s, float *ws)
 {
-    jem_conv2d_forward_st(out, inp, w, bias, s, &set_store, ws);
+    jem_conv2d_forward_st(out, inp, w, bias, s, &jem_store_set, ws);
 }
 
 void jem_conv2d_forward_st(float *out, const float *inp, const float *w, const float *bias,
@@ -191,7 +191,7 @@ void jem_conv2d_backward(float *dinp, float *dw, float *db, const float *dout,
                          const float *inp, const float *w,
                          const jem_conv_shape *s, float *ws)
 {
-    jem_conv2d_backward_st(dinp, dw, db, dout, inp, w, s, &add_store, ws);
+    jem_conv2d_backward_st(dinp, dw, db, dout, inp, w, s, &jem_store_add, ws);
 }
 
 void jem_conv2d_backward_st(float *dinp, float *dw, float *db, const float *dout,

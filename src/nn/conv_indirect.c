@@ -223,7 +223,7 @@ static int run_fwd(float *out, const float *in, const float *w, const float *bia
     const int IC = s->IC, OC = s->OC;
     const size_t nw = (size_t)9 * IC * OC;
     int fresh = 1;
-    float *Wk = st->wcache ? jem_wcache_get(st->wcache, w, nw, ((uint64_t)1 << 56) | ((uint64_t)IC << 24) | (uint64_t)OC,
+    float *Wk = st->wcache ? jem_wcache_get(st->wcache, w, nw, jem_wcache_tag(1, 0, IC, OC),
                                             nw, &fresh)
                            : malloc(sizeof(float) * nw);
     if (!Wk) return -1;
@@ -254,13 +254,11 @@ static int run_fwd(float *out, const float *in, const float *w, const float *bia
 #endif
 }
 
-static const jem_conv_store set_store = {0, NULL, NULL, 0.0f, NULL}, add_store = {1, NULL, NULL, 0.0f, NULL};
-
 int jem_indirect_forward_st(float *out, const float *inp, const float *w, const float *bias,
                             const jem_conv_shape *s, const jem_conv_store *st, float *ws)
 {
     if (!jem_conv3x3_avx512_available() || !jem_indirect_fits(s)) return -1;
-    return run_fwd(out, inp, w, bias, s, st ? st : &set_store, ws);
+    return run_fwd(out, inp, w, bias, s, st ? st : &jem_store_set, ws);
 }
 
 int jem_indirect_forward(float *out, const float *inp, const float *w, const float *bias, const jem_conv_shape *s,
@@ -279,7 +277,7 @@ int jem_indirect_backward_st(float *dinp, float *dw, float *db, const float *dou
                              const float *w, const jem_conv_shape *s, const jem_conv_store *st, float *ws)
 {
     if (!jem_conv3x3_avx512_available() || !jem_indirect_fits(s)) return -1;
-    if (!st) st = &add_store;
+    if (!st) st = &jem_store_add;
 #if HAVE_X86
     const int IC = s->IC, OC = s->OC;
     const int want_w = dw != NULL || db != NULL;
@@ -288,7 +286,7 @@ int jem_indirect_backward_st(float *dinp, float *dw, float *db, const float *dou
     int fresh = 1;
     const size_t nw = (size_t)9 * IC * OC;
     if (dinp) {
-        Wb = st->wcache ? jem_wcache_get(st->wcache, w, nw, ((uint64_t)2 << 56) | ((uint64_t)IC << 24) | (uint64_t)OC,
+        Wb = st->wcache ? jem_wcache_get(st->wcache, w, nw, jem_wcache_tag(2, 0, IC, OC),
                                          nw, &fresh)
                         : malloc(sizeof(float) * nw);
         if (!Wb) return -1;

@@ -105,22 +105,28 @@ size_t jem_winograd_ws(const jem_conv_shape *s)
     return w > f ? w : f;
 }
 
-/* U[e][ic][oc] = (G g G^T)[e] for the convolution IC -> OC being run. Its
- * kernel g is w[oc][ic] of the stored weights (OC, IC, 3, 3) (flip = 0) or,
- * for the input gradient of a layer OC -> IC stored (IC, OC, 3, 3), the
- * transposed, flipped w[ic][oc][8 - k] (flip = 1) */
+/* g: the 3x3 kernel from input channel ic to output channel oc of the
+ * convolution IC -> OC being run: w[oc][ic] of the stored weights (OC, IC,
+ * 3, 3) (flip = 0) or, for the input gradient of a layer OC -> IC stored
+ * (IC, OC, 3, 3), the transposed, flipped w[ic][oc][8 - k] (flip = 1) */
+static void kernel_of(float g[9], const float *w, int IC, int OC, int ic, int oc, int flip)
+{
+    if (!flip) {
+        memcpy(g, w + ((size_t)oc * IC + ic) * 9, sizeof(float) * 9);
+    } else {
+        const float *src = w + ((size_t)ic * OC + oc) * 9;
+        for (int k = 0; k < 9; k++) g[k] = src[8 - k];
+    }
+}
+
+/* F(2x2, 3x3): U[e][ic][oc] = (G g G^T)[e], e < 16 */
 static void transform_weights(float *U, const float *w, int IC, int OC, int flip)
 {
 #pragma omp for schedule(static)
     for (int oc = 0; oc < OC; oc++)
         for (int ic = 0; ic < IC; ic++) {
             float g[9];
-            if (!flip) {
-                memcpy(g, w + ((size_t)oc * IC + ic) * 9, sizeof g);
-            } else {
-                const float *src = w + ((size_t)ic * OC + oc) * 9;
-                for (int k = 0; k < 9; k++) g[k] = src[8 - k];
-            }
+            kernel_of(g, w, IC, OC, ic, oc, flip);
             float t[4][3];
             for (int j = 0; j < 3; j++) {
                 float g0 = g[0 * 3 + j], g1 = g[1 * 3 + j], g2 = g[2 * 3 + j];
@@ -160,12 +166,7 @@ static void transform_weights4(float *U, const float *w, int IC, int OC, int fli
     for (int oc = 0; oc < OC; oc++)
         for (int ic = 0; ic < IC; ic++) {
             float g[9];
-            if (!flip) {
-                memcpy(g, w + ((size_t)oc * IC + ic) * 9, sizeof g);
-            } else {
-                const float *src = w + ((size_t)ic * OC + oc) * 9;
-                for (int k = 0; k < 9; k++) g[k] = src[8 - k];
-            }
+            kernel_of(g, w, IC, OC, ic, oc, flip);
             float t[3][6]; /* t[j] = G g[:, j] */
             for (int j = 0; j < 3; j++) g6(t[j], g[0 * 3 + j], g[1 * 3 + j], g[2 * 3 + j]);
             for (int i = 0; i < 6; i++) {
@@ -504,10 +505,8 @@ static int run(float *out, const float *in, const float *w, const float *bias, c
     const int ne = (m + 2) * (m + 2);
     const size_t nu = (size_t)ne * IC * OC;
     int fresh = 1;
-    float *U = st->wcache ? jem_wcache_get(st->wcache, w, (size_t)IC * OC * 9,
-                                           ((uint64_t)m << 56) | ((uint64_t)flip << 48) | ((uint64_t)IC << 24) |
-                                               (uint64_t)OC,
-                                           nu, &fresh)
+    float *U = st->wcache ? jem_wcache_get(st->wcache, w, (size_t)IC * OC * 9, jem_wcache_tag(8 + m, flip, IC, OC), nu,
+                                           &fresh)
                           : malloc(sizeof(float) * nu);
     if (!U) return -1;
     const size_t per = jem_winograd_ws(s);
@@ -544,14 +543,12 @@ int jem_winograd_tile(void)
     return m;
 }
 
-static const jem_conv_store set_store = {0, NULL, NULL, 0.0f, NULL}, add_store = {1, NULL, NULL, 0.0f, NULL};
-
 int jem_winograd_forward_st(float *out, const float *inp, const float *w, const float *bias,
                             const jem_conv_shape *s, const jem_conv_store *st, int m, float *ws)
 {
     if (!m) m = jem_winograd_tile();
     if (!jem_winograd_available() || !jem_winograd_fits(s) || (m != 2 && m != 4)) return -1;
-    return run(out, inp, w, bias, s, s->IC, s->OC, 0, st ? st : &set_store, m, ws);
+    return run(out, inp, w, bias, s, s->IC, s->OC, 0, st ? st : &jem_store_set, m, ws);
 }
 
 int jem_winograd_backward_input_st(float *dinp, const float *dout, const float *w, const jem_conv_shape *s,
@@ -559,19 +556,7 @@ int jem_winograd_backward_input_st(float *dinp, const float *dout, const float *
 {
     if (!m) m = jem_winograd_tile();
     if (!jem_winograd_available() || !jem_winograd_fits(s) || (m != 2 && m != 4)) return -1;
-    return run(dinp, dout, w, NULL, s, s->OC, s->IC, 1, st ? st : &add_store, m, ws);
-}
-
-int jem_winograd_forward_m(float *out, const float *inp, const float *w, const float *bias,
-                           const jem_conv_shape *s, int m, float *ws)
-{
-    return m ? jem_winograd_forward_st(out, inp, w, bias, s, NULL, m, ws) : -1;
-}
-
-int jem_winograd_backward_input_m(float *dinp, const float *dout, const float *w, const jem_conv_shape *s, int m,
-                                  float *ws)
-{
-    return m ? jem_winograd_backward_input_st(dinp, dout, w, s, NULL, m, ws) : -1;
+    return run(dinp, dout, w, NULL, s, s->OC, s->IC, 1, st ? st : &jem_store_add, m, ws);
 }
 
 int jem_winograd_forward(float *out, const float *inp, const float *w, const float *bias, const jem_conv_shape *s,

@@ -58,6 +58,15 @@ void jem_wcache_free(jem_wcache *c);
  * and sizes), nu floats: *fresh = 1 when the caller must fill them, 0 when
  * they still hold the transform of these weights. NULL when out of memory. */
 float *jem_wcache_get(jem_wcache **slot, const float *w, size_t nw, uint64_t tag, size_t nu, int *fresh);
+/* a tag for jem_wcache_get: the kernel's kind and the sizes it depends on */
+static inline uint64_t jem_wcache_tag(int kind, int flip, int IC, int OC)
+{
+    return ((uint64_t)kind << 56) | ((uint64_t)flip << 48) | ((uint64_t)IC << 24) | (uint64_t)OC;
+}
+
+/* the plain stores: "out = r + bias" (the forward pass) and "dinp += r"
+ * (the input gradient) */
+extern const jem_conv_store jem_store_set, jem_store_add;
 
 size_t jem_conv2d_ws(const jem_conv_shape *s);
 /* forward and backward with the result stored as st says (the two above
@@ -103,16 +112,12 @@ int jem_winograd_forward(float *out, const float *inp, const float *w,
                          const float *bias, const jem_conv_shape *s, float *ws);
 int jem_winograd_backward_input(float *dinp, const float *dout,
                                 const float *w, const jem_conv_shape *s, float *ws);
-/* the same with the output tile chosen: m = 2 for F(2x2, 3x3), 4 for
- * F(4x4, 3x3); jem_winograd_tile() is what the two above use (4, or 2
- * with JEM_WINOGRAD_TILE=2). The weight gradient always runs F(2x2). */
+/* the same with the store chosen (st NULL: jem_store_set for the forward
+ * pass, jem_store_add for the input gradient) and the output tile: m = 2
+ * for F(2x2, 3x3), 4 for F(4x4, 3x3), 0 for jem_winograd_tile() (what the
+ * two above use: 4, or 2 with JEM_WINOGRAD_TILE=2). The weight gradient
+ * always runs F(2x2). */
 int jem_winograd_tile(void);
-int jem_winograd_forward_m(float *out, const float *inp, const float *w,
-                           const float *bias, const jem_conv_shape *s, int m, float *ws);
-int jem_winograd_backward_input_m(float *dinp, const float *dout,
-                                  const float *w, const jem_conv_shape *s, int m, float *ws);
-/* with the store chosen (st NULL: set for the forward pass, accumulate for
- * the input gradient) and the tile size m (0: jem_winograd_tile()) */
 int jem_winograd_forward_st(float *out, const float *inp, const float *w, const float *bias,
                             const jem_conv_shape *s, const jem_conv_store *st, int m, float *ws);
 int jem_winograd_backward_input_st(float *dinp, const float *dout, const float *w,
