@@ -35,7 +35,7 @@
 #include <omp.h>
 
 
-#define TB 24 /* tiles per block (a multiple of every kernel's R) */
+#define TB 24 /* most tiles per block (a multiple of every kernel's R) */
 
 int jem_winograd_available(void)
 {
@@ -272,57 +272,35 @@ static void input_transform(float *V, const float *Xp, int IC, int Wp, int TW, i
     }
 }
 
-/* one image: in (IC, H, W) -> out (OC, H, W) with the bias, stored as st
- * says */
+/* F(2x2, 3x3) output transform of the tiles tb .. tb + nt - 1 from M into
+ * Y (H, W, OC): A^T = [1 1 1 0; 0 1 -1 -1] */
 __attribute__((target("avx512f")))
-static void wino_img(float *out, const float *in, const float *U, const float *bias, int IC, int OC, int H, int W,
-                     const jem_conv_store *st, float *ws)
+static void output_transform(float *Y, const float *M, int OC, int H, int W, int TW, int tb, int nt)
 {
-    const int TH = (H + 1) / 2, TW = (W + 1) / 2, NT = TH * TW;
-    const int Hp = 2 * TH + 2, Wp = 2 * TW + 2;
-    float *Xp = ws;
-    float *V = Xp + up16((size_t)Hp * Wp * IC);
-    float *M = V + up16((size_t)16 * TB * IC);
-    float *Y = M + up16((size_t)16 * TB * OC);
-    jem_hwc_pack_padded(Xp, in, IC, H, W, Hp, Wp);
-
-    for (int tb = 0; tb < NT; tb += TB) {
-        const int nt = NT - tb < TB ? NT - tb : TB;
-        const int ntr = (nt + 5) / 6 * 6;
-        input_transform(V, Xp, IC, Wp, TW, tb, nt);
-        if (ntr > nt)
-            for (int e = 0; e < 16; e++)
-                memset(V + ((size_t)e * TB + nt) * IC, 0, sizeof(float) * (size_t)(ntr - nt) * IC);
-        products(M, V, U, 16, ntr, IC, OC);
-        /* output transform into Y (H, W, OC) */
-        for (int t = 0; t < nt; t++) {
-            const int ty = (tb + t) / TW, tx = (tb + t) % TW;
-            const int oy = 2 * ty, ox = 2 * tx;
-            const int ny = H - oy < 2 ? 1 : 2, nx = W - ox < 2 ? 1 : 2;
-            for (int c0 = 0; c0 < OC; c0 += 16) {
-                __m512 a[2][4];
-                for (int j = 0; j < 4; j++) {
-                    const float *q = M + ((size_t)j * TB + t) * OC + c0;
-                    const size_t es = (size_t)4 * TB * OC;
-                    __m512 m0 = _mm512_loadu_ps(q), m1 = _mm512_loadu_ps(q + es);
-                    __m512 m2 = _mm512_loadu_ps(q + 2 * es), m3 = _mm512_loadu_ps(q + 3 * es);
-                    a[0][j] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
-                    a[1][j] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
-                }
-                for (int i = 0; i < ny; i++) {
-                    __m512 y0 = _mm512_add_ps(_mm512_add_ps(a[i][0], a[i][1]), a[i][2]);
-                    __m512 y1 = _mm512_sub_ps(_mm512_sub_ps(a[i][1], a[i][2]), a[i][3]);
-                    float *yp = Y + ((size_t)(oy + i) * W + ox) * OC + c0;
-                    _mm512_storeu_ps(yp, y0);
-                    if (nx > 1) _mm512_storeu_ps(yp + OC, y1);
-                }
+    for (int t = 0; t < nt; t++) {
+        const int ty = (tb + t) / TW, tx = (tb + t) % TW;
+        const int oy = 2 * ty, ox = 2 * tx;
+        const int ny = H - oy < 2 ? 1 : 2, nx = W - ox < 2 ? 1 : 2;
+        for (int c0 = 0; c0 < OC; c0 += 16) {
+            __m512 a[2][4];
+            for (int j = 0; j < 4; j++) {
+                const float *q = M + ((size_t)j * TB + t) * OC + c0;
+                const size_t es = (size_t)4 * TB * OC;
+                __m512 m0 = _mm512_loadu_ps(q), m1 = _mm512_loadu_ps(q + es);
+                __m512 m2 = _mm512_loadu_ps(q + 2 * es), m3 = _mm512_loadu_ps(q + 3 * es);
+                a[0][j] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
+                a[1][j] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
+            }
+            for (int i = 0; i < ny; i++) {
+                __m512 y0 = _mm512_add_ps(_mm512_add_ps(a[i][0], a[i][1]), a[i][2]);
+                __m512 y1 = _mm512_sub_ps(_mm512_sub_ps(a[i][1], a[i][2]), a[i][3]);
+                float *yp = Y + ((size_t)(oy + i) * W + ox) * OC + c0;
+                _mm512_storeu_ps(yp, y0);
+                if (nx > 1) _mm512_storeu_ps(yp + OC, y1);
             }
         }
     }
-
-    jem_hwc_unpack(out, Y, OC, H, W, 0, W, bias, st);
 }
-
 
 /* F(4x4, 3x3). B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0;
  * 0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1] applied to six vectors */
@@ -379,56 +357,64 @@ __attribute__((target("avx512f"), always_inline)) static inline void at6(__m512 
     y[3] = _mm512_add_ps(_mm512_fmadd_ps(c8, d34, d12), m[5]);
 }
 
-/* one image with F(4x4, 3x3): in (IC, H, W) -> out (OC, H, W) with the
- * bias, stored as st says. Blocks of tiles are balanced (49 tiles: 18 + 18 +
- * 13, not 24 + 24 + 1) and rounded up to the 6-tile kernels */
+/* F(4x4, 3x3) output transform of the tiles tb .. tb + nt - 1 from M into
+ * Y (H, W, OC) */
 __attribute__((target("avx512f")))
-static void wino4_img(float *out, const float *in, const float *U, const float *bias, int IC, int OC, int H, int W,
-                      const jem_conv_store *st, float *ws)
+static void output_transform4(float *Y, const float *M, int OC, int H, int W, int TW, int tb, int nt)
 {
-    const int TH = (H + 3) / 4, TW = (W + 3) / 4, NT = TH * TW;
-    const int Hp = 4 * TH + 2, Wp = 4 * TW + 2;
+    for (int t = 0; t < nt; t++) {
+        const int ty = (tb + t) / TW, tx = (tb + t) % TW;
+        const int oy = 4 * ty, ox = 4 * tx;
+        const int ny = H - oy < 4 ? H - oy : 4, nx = W - ox < 4 ? W - ox : 4;
+        for (int c0 = 0; c0 < OC; c0 += 16) {
+            __m512 a[6][4]; /* a[j][i]: column j, output row i */
+            for (int j = 0; j < 6; j++) {
+                __m512 m[6];
+                for (int i = 0; i < 6; i++) m[i] = _mm512_loadu_ps(M + ((size_t)(i * 6 + j) * TB + t) * OC + c0);
+                at6(a[j], m);
+            }
+            for (int i = 0; i < ny; i++) {
+                __m512 m[6], y[4];
+                for (int j = 0; j < 6; j++) m[j] = a[j][i];
+                at6(y, m);
+                float *yp = Y + ((size_t)(oy + i) * W + ox) * OC + c0;
+                for (int j = 0; j < nx; j++) _mm512_storeu_ps(yp + (size_t)j * OC, y[j]);
+            }
+        }
+    }
+}
+
+/* one image with m x m output tiles (m = 2 or 4): in (IC, H, W) -> out
+ * (OC, H, W) with the bias, stored as st says. Blocks of tiles are balanced
+ * (49 tiles: 18 + 18 + 13, not 24 + 24 + 1) and rounded up to the 6-tile
+ * kernels */
+__attribute__((target("avx512f")))
+static void wino_img(float *out, const float *in, const float *U, const float *bias, int IC, int OC, int H, int W,
+                     int m, const jem_conv_store *st, float *ws)
+{
+    const int TH = (H + m - 1) / m, TW = (W + m - 1) / m, NT = TH * TW, ne = (m + 2) * (m + 2);
+    const int Hp = m * TH + 2, Wp = m * TW + 2;
     float *Xp = ws;
     float *V = Xp + up16((size_t)Hp * Wp * IC);
-    float *M = V + up16((size_t)36 * TB * IC);
-    float *Y = M + up16((size_t)36 * TB * OC);
+    float *M = V + up16((size_t)ne * TB * IC);
+    float *Y = M + up16((size_t)ne * TB * OC);
     jem_hwc_pack_padded(Xp, in, IC, H, W, Hp, Wp);
 
     const int nb = (NT + TB - 1) / TB, bs = ((NT + nb - 1) / nb + 5) / 6 * 6;
     for (int tb = 0; tb < NT; tb += bs) {
         const int nt = NT - tb < bs ? NT - tb : bs;
         const int ntr = (nt + 5) / 6 * 6;
-        input_transform4(V, Xp, IC, Wp, TW, tb, nt);
+        if (m == 4) input_transform4(V, Xp, IC, Wp, TW, tb, nt);
+        else input_transform(V, Xp, IC, Wp, TW, tb, nt);
         if (ntr > nt)
-            for (int e = 0; e < 36; e++)
+            for (int e = 0; e < ne; e++)
                 memset(V + ((size_t)e * TB + nt) * IC, 0, sizeof(float) * (size_t)(ntr - nt) * IC);
-        products(M, V, U, 36, ntr, IC, OC);
-        /* output transform into Y (H, W, OC) */
-        for (int t = 0; t < nt; t++) {
-            const int ty = (tb + t) / TW, tx = (tb + t) % TW;
-            const int oy = 4 * ty, ox = 4 * tx;
-            const int ny = H - oy < 4 ? H - oy : 4, nx = W - ox < 4 ? W - ox : 4;
-            for (int c0 = 0; c0 < OC; c0 += 16) {
-                __m512 a[6][4]; /* a[j][i]: column j, output row i */
-                for (int j = 0; j < 6; j++) {
-                    __m512 m[6];
-                    for (int i = 0; i < 6; i++) m[i] = _mm512_loadu_ps(M + ((size_t)(i * 6 + j) * TB + t) * OC + c0);
-                    at6(a[j], m);
-                }
-                for (int i = 0; i < ny; i++) {
-                    __m512 m[6], y[4];
-                    for (int j = 0; j < 6; j++) m[j] = a[j][i];
-                    at6(y, m);
-                    float *yp = Y + ((size_t)(oy + i) * W + ox) * OC + c0;
-                    for (int j = 0; j < nx; j++) _mm512_storeu_ps(yp + (size_t)j * OC, y[j]);
-                }
-            }
-        }
+        products(M, V, U, ne, ntr, IC, OC);
+        if (m == 4) output_transform4(Y, M, OC, H, W, TW, tb, nt);
+        else output_transform(Y, M, OC, H, W, TW, tb, nt);
     }
-
     jem_hwc_unpack(out, Y, OC, H, W, 0, W, bias, st);
 }
-
 
 /* one image: this thread's dU (16, IC, OC) and db (OC) += the gradients
  * from x (IC, H, W) and dout (OC, H, W). dM = A dY A^T is the gradient of
@@ -520,8 +506,7 @@ static int run(float *out, const float *in, const float *w, const float *bias, c
         for (int b = 0; b < s->B; b++) {
             float *tws = ws + (size_t)omp_get_thread_num() * per;
             const jem_conv_store sb = jem_store_image(st, b, osz);
-            if (m == 4) wino4_img(out + b * osz, in + b * isz, U, bias, IC, OC, s->H, s->W, &sb, tws);
-            else wino_img(out + b * osz, in + b * isz, U, bias, IC, OC, s->H, s->W, &sb, tws);
+            wino_img(out + b * osz, in + b * isz, U, bias, IC, OC, s->H, s->W, m, &sb, tws);
         }
     }
     if (!st->wcache) free(U);
