@@ -218,6 +218,13 @@ int main(void)
               "activation = silu\n", 2, 0, 2);
     check_net("name = tiny-relu\ninput = 3x6x6\nclasses = 2\nstem = 2\nblocks = 3/1 3/2\n"
               "activation = relu\n", 3, 0, 3);
+    /* channels the AVX-512 kernels take (multiples of 16), so that their
+     * fused stores run: identity shortcuts into Winograd (16/1, 32/1), a
+     * strided indirect block (32/2), LeakyReLU and ReLU; sampled coordinates */
+    check_net("name = fast-lrelu\ninput = 1x9x8\nclasses = 3\nstem = 16\nblocks = 16/1 32/2 32/1\n"
+              "activation = lrelu\nslope = 0.2\n", 2, t_quick() ? 3 : 6, 5);
+    check_net("name = fast-relu\ninput = 1x8x8\nclasses = 2\nstem = 16\nblocks = 16/1 32/2\n"
+              "activation = relu\n", 2, t_quick() ? 3 : 6, 6);
     /* the reference model end to end, sampled coordinates */
     FILE *f = fopen("models/wrn-fmnist.model", "r");
     char desc[1024] = "";
