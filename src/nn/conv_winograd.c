@@ -70,25 +70,26 @@ static size_t ws_floats(int IC, int OC, int H, int W, int m)
     return xp + v + mm + y;
 }
 
-/* the weight gradient: padded input, (H, W, OC) output gradient, V and dM
- * blocks (V with 16 floats of slack for reads past the last channel
- * block), this thread's dU (16, IC, OC) and bias gradient (OC) */
-static size_t wgrad_parts(int IC, int OC, int H, int W, size_t off[5])
+/* the weight gradient with m x m tiles: padded input, (H, W, OC) output
+ * gradient, V and dM blocks ((m + 2)^2 planes; V with 16 floats of slack
+ * for reads past the last channel block), this thread's dU ((m + 2)^2, IC,
+ * OC) and bias gradient (OC) */
+static size_t wgrad_parts(int IC, int OC, int H, int W, int m, size_t off[5])
 {
-    int TH = (H + 1) / 2, TW = (W + 1) / 2;
-    size_t xp = up16((size_t)(2 * TH + 2) * (2 * TW + 2) * IC);
+    const int TH = (H + m - 1) / m, TW = (W + m - 1) / m, a = (m + 2) * (m + 2);
+    size_t xp = up16((size_t)(m * TH + 2) * (m * TW + 2) * IC);
     size_t y = up16((size_t)H * W * OC);
-    size_t v = up16((size_t)16 * TB * IC + 16);
-    size_t m = up16((size_t)16 * TB * OC);
-    size_t du = up16((size_t)16 * IC * OC + OC);
+    size_t v = up16((size_t)a * TB * IC + 16);
+    size_t mm = up16((size_t)a * TB * OC);
+    size_t du = up16((size_t)a * IC * OC + OC);
     if (off) {
         off[0] = 0;
         off[1] = xp;
         off[2] = xp + y;
         off[3] = xp + y + v;
-        off[4] = xp + y + v + m;
+        off[4] = xp + y + v + mm;
     }
-    return xp + y + v + m + du;
+    return xp + y + v + mm + du;
 }
 
 size_t jem_winograd_ws(const jem_conv_shape *s)
@@ -101,8 +102,11 @@ size_t jem_winograd_ws(const jem_conv_shape *s)
         if (a > f) f = a;
         if (b > f) f = b;
     }
-    size_t w = wgrad_parts(s->IC, s->OC, s->H, s->W, NULL);
-    return w > f ? w : f;
+    for (int m = 2; m <= 4; m += 2) {
+        size_t w = wgrad_parts(s->IC, s->OC, s->H, s->W, m, NULL);
+        if (w > f) f = w;
+    }
+    return f;
 }
 
 /* g: the 3x3 kernel from input channel ic to output channel oc of the
@@ -416,57 +420,92 @@ static void wino_img(float *out, const float *in, const float *U, const float *b
     jem_hwc_unpack(out, Y, OC, H, W, 0, W, bias, st);
 }
 
-/* one image: this thread's dU (16, IC, OC) and db (OC) += the gradients
- * from x (IC, H, W) and dout (OC, H, W). dM = A dY A^T is the gradient of
- * the elementwise product M of the forward pass, dU = sum over tiles of
- * dM * V */
-__attribute__((target("avx512f")))
-static void wgrad_img(float *dU, const float *x, const float *dout, int IC, int OC, int H, int W, float *ws)
+/* dM = A dY A^T for F(4x4, 3x3): A applied to four vectors, A = [1 0 0 0;
+ * 1 1 1 1; 1 -1 1 -1; 1 2 4 8; 1 -2 4 -8; 0 0 0 1] */
+__attribute__((target("avx512f"), always_inline)) static inline void a4(__m512 z[6], const __m512 y[4])
 {
-    const int TH = (H + 1) / 2, TW = (W + 1) / 2, NT = TH * TW;
-    const int Hp = 2 * TH + 2, Wp = 2 * TW + 2;
+    const __m512 c2 = _mm512_set1_ps(2.0f), c4 = _mm512_set1_ps(4.0f), c8 = _mm512_set1_ps(8.0f);
+    const __m512 e = _mm512_add_ps(y[0], y[2]), o = _mm512_add_ps(y[1], y[3]);
+    const __m512 e4 = _mm512_fmadd_ps(c4, y[2], y[0]), o8 = _mm512_fmadd_ps(c8, y[3], _mm512_mul_ps(c2, y[1]));
+    z[0] = y[0];
+    z[1] = _mm512_add_ps(e, o);
+    z[2] = _mm512_sub_ps(e, o);
+    z[3] = _mm512_add_ps(e4, o8);
+    z[4] = _mm512_sub_ps(e4, o8);
+    z[5] = y[3];
+}
+
+/* dM[e][t][oc] = (A dY A^T)[e] of the tiles tb .. tb + nt - 1, dY read
+ * from Yt (H, W, OC) with zeros past the image; F(2x2): A^T = [1 1 1 0; 0 1
+ * -1 -1] */
+__attribute__((target("avx512f")))
+static void grad_transform(float *dM, const float *Yt, int OC, int H, int W, int TW, int tb, int nt, int m)
+{
+    const int n = m + 2;
+    for (int t = 0; t < nt; t++) {
+        const int ty = (tb + t) / TW, tx = (tb + t) % TW;
+        const int oy = m * ty, ox = m * tx;
+        for (int c0 = 0; c0 < OC; c0 += 16) {
+            __m512 y[4][4], z[6][4], r[6];
+            for (int a = 0; a < m; a++)
+                for (int b = 0; b < m; b++)
+                    y[a][b] = oy + a < H && ox + b < W
+                                  ? _mm512_loadu_ps(Yt + ((size_t)(oy + a) * W + ox + b) * OC + c0)
+                                  : _mm512_setzero_ps();
+            /* z = A y (columns), then each row of z times A^T */
+            for (int b = 0; b < m; b++) {
+                __m512 col[4], zc[6];
+                for (int a = 0; a < m; a++) col[a] = y[a][b];
+                if (m == 4) {
+                    a4(zc, col);
+                } else {
+                    zc[0] = col[0];
+                    zc[1] = _mm512_add_ps(col[0], col[1]);
+                    zc[2] = _mm512_sub_ps(col[0], col[1]);
+                    zc[3] = _mm512_sub_ps(_mm512_setzero_ps(), col[1]);
+                }
+                for (int i = 0; i < n; i++) z[i][b] = zc[i];
+            }
+            for (int i = 0; i < n; i++) {
+                if (m == 4) {
+                    a4(r, z[i]);
+                } else {
+                    r[0] = z[i][0];
+                    r[1] = _mm512_add_ps(z[i][0], z[i][1]);
+                    r[2] = _mm512_sub_ps(z[i][0], z[i][1]);
+                    r[3] = _mm512_sub_ps(_mm512_setzero_ps(), z[i][1]);
+                }
+                for (int j = 0; j < n; j++) _mm512_storeu_ps(dM + ((size_t)(i * n + j) * TB + t) * OC + c0, r[j]);
+            }
+        }
+    }
+}
+
+/* one image with m x m tiles: this thread's dU ((m + 2)^2, IC, OC) and db
+ * (OC) += the gradients from x (IC, H, W) and dout (OC, H, W). dM = A dY
+ * A^T is the gradient of the elementwise product M of the forward pass,
+ * dU = sum over tiles of dM * V */
+__attribute__((target("avx512f")))
+static void wgrad_img(float *dU, const float *x, const float *dout, int IC, int OC, int H, int W, int m, float *ws)
+{
+    const int TH = (H + m - 1) / m, TW = (W + m - 1) / m, NT = TH * TW, ne = (m + 2) * (m + 2);
+    const int Hp = m * TH + 2, Wp = m * TW + 2;
     size_t off[5];
-    wgrad_parts(IC, OC, H, W, off);
+    wgrad_parts(IC, OC, H, W, m, off);
     float *Xp = ws + off[0], *Yt = ws + off[1], *V = ws + off[2], *dM = ws + off[3];
     jem_hwc_pack_padded(Xp, x, IC, H, W, Hp, Wp);
     jem_hwc_pack(Yt, dout, OC, H, W);
-    memset(V + (size_t)16 * TB * IC, 0, sizeof(float) * 16); /* the slack */
+    memset(V + (size_t)ne * TB * IC, 0, sizeof(float) * 16); /* the slack */
     const int nv = OC % 64 == 0 ? 4 : OC % 32 == 0 ? 2 : 1;
     int toff[TB]; /* row offsets of the tiles in V[e] */
     for (int t = 0; t < TB; t++) toff[t] = t * IC;
     for (int tb = 0; tb < NT; tb += TB) {
         const int nt = NT - tb < TB ? NT - tb : TB;
-        input_transform(V, Xp, IC, Wp, TW, tb, nt);
-        /* dM[e][t][oc] = (A dY A^T)[e], A^T = [1 1 1 0; 0 1 -1 -1] */
-        for (int t = 0; t < nt; t++) {
-            const int ty = (tb + t) / TW, tx = (tb + t) % TW;
-            const int oy = 2 * ty, ox = 2 * tx;
-            const int ny = H - oy < 2 ? 1 : 2, nx = W - ox < 2 ? 1 : 2;
-            for (int c0 = 0; c0 < OC; c0 += 16) {
-                __m512 y[2][2];
-                for (int a = 0; a < 2; a++)
-                    for (int b = 0; b < 2; b++)
-                        y[a][b] = a < ny && b < nx ? _mm512_loadu_ps(Yt + ((size_t)(oy + a) * W + ox + b) * OC + c0)
-                                                   : _mm512_setzero_ps();
-                __m512 z[4][2];
-                for (int b = 0; b < 2; b++) {
-                    z[0][b] = y[0][b];
-                    z[1][b] = _mm512_add_ps(y[0][b], y[1][b]);
-                    z[2][b] = _mm512_sub_ps(y[0][b], y[1][b]);
-                    z[3][b] = _mm512_sub_ps(_mm512_setzero_ps(), y[1][b]);
-                }
-                for (int i = 0; i < 4; i++) {
-                    float *mp = dM + ((size_t)(i * 4) * TB + t) * OC + c0;
-                    const size_t st = (size_t)TB * OC;
-                    _mm512_storeu_ps(mp, z[i][0]);
-                    _mm512_storeu_ps(mp + st, _mm512_add_ps(z[i][0], z[i][1]));
-                    _mm512_storeu_ps(mp + 2 * st, _mm512_sub_ps(z[i][0], z[i][1]));
-                    _mm512_storeu_ps(mp + 3 * st, _mm512_sub_ps(_mm512_setzero_ps(), z[i][1]));
-                }
-            }
-        }
+        if (m == 4) input_transform4(V, Xp, IC, Wp, TW, tb, nt);
+        else input_transform(V, Xp, IC, Wp, TW, tb, nt);
+        grad_transform(dM, Yt, OC, H, W, TW, tb, nt, m);
         /* dU[e] (IC x OC) += V[e]^T (IC x nt) . dM[e] (nt x OC) */
-        for (int e = 0; e < 16; e++) {
+        for (int e = 0; e < ne; e++) {
             const float *Ve = V + (size_t)e * TB * IC, *Me = dM + (size_t)e * TB * OC;
             float *Ue = dU + (size_t)e * IC * OC;
             for (int i0 = 0; i0 < IC; i0 += 6) {
@@ -480,7 +519,7 @@ static void wgrad_img(float *dU, const float *x, const float *dout, int IC, int 
             }
         }
     }
-    jem_hwc_add_colsum(dU + (size_t)16 * IC * OC, Yt, (size_t)H * W, OC);
+    jem_hwc_add_colsum(dU + (size_t)ne * IC * OC, Yt, (size_t)H * W, OC);
 }
 #endif
 
@@ -518,20 +557,24 @@ static int run(float *out, const float *in, const float *w, const float *bias, c
 #endif
 }
 
-int jem_winograd_tile(void)
+int jem_winograd_tile(const jem_conv_shape *s)
 {
-    static int m = 0;
-    if (!m) {
+    static int forced = -1;
+    if (forced < 0) {
         const char *e = getenv("JEM_WINOGRAD_TILE");
-        m = e && !strcmp(e, "2") ? 2 : 4;
+        forced = e && !strcmp(e, "2") ? 2 : e && !strcmp(e, "4") ? 4 : 0;
     }
-    return m;
+    if (forced) return forced;
+    /* 4x4 tiles unless they pad the image by more than 15 % (14 x 14 is
+     * covered by 16 x 16, 31 % more work) */
+    const long a4 = (long)((s->H + 3) / 4 * 4) * ((s->W + 3) / 4 * 4);
+    return a4 * 100 <= (long)s->H * s->W * 115 ? 4 : 2;
 }
 
 int jem_winograd_forward_st(float *out, const float *inp, const float *w, const float *bias,
                             const jem_conv_shape *s, const jem_conv_store *st, int m, float *ws)
 {
-    if (!m) m = jem_winograd_tile();
+    if (!m) m = jem_winograd_tile(s);
     if (!jem_winograd_available() || !jem_winograd_fits(s) || (m != 2 && m != 4)) return -1;
     return run(out, inp, w, bias, s, s->IC, s->OC, 0, st ? st : &jem_store_set, m, ws);
 }
@@ -539,7 +582,7 @@ int jem_winograd_forward_st(float *out, const float *inp, const float *w, const 
 int jem_winograd_backward_input_st(float *dinp, const float *dout, const float *w, const jem_conv_shape *s,
                                    const jem_conv_store *st, int m, float *ws)
 {
-    if (!m) m = jem_winograd_tile();
+    if (!m) m = jem_winograd_tile(s);
     if (!jem_winograd_available() || !jem_winograd_fits(s) || (m != 2 && m != 4)) return -1;
     return run(dinp, dout, w, NULL, s, s->OC, s->IC, 1, st ? st : &jem_store_add, m, ws);
 }
@@ -555,17 +598,33 @@ int jem_winograd_backward_input(float *dinp, const float *dout, const float *w, 
     return jem_winograd_backward_input_st(dinp, dout, w, s, NULL, 0, ws);
 }
 
+/* G of F(m x m, 3x3) ((m + 2) x 3), for dw = G^T dU G */
+static const float G2[4][3] = {{1, 0, 0}, {0.5f, 0.5f, 0.5f}, {0.5f, -0.5f, 0.5f}, {0, 0, 1}};
+static const double G4[6][3] = {{0.25, 0, 0},
+                                {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                                {0, 0, 1}};
+
 int jem_winograd_backward_weight(float *dw, float *db, const float *dout, const float *inp, const jem_conv_shape *s,
                                  float *ws)
 {
-    if (!jem_winograd_available() || !jem_winograd_fits(s)) return -1;
+    return jem_winograd_backward_weight_tile(dw, db, dout, inp, s, 0, ws);
+}
+
+int jem_winograd_backward_weight_tile(float *dw, float *db, const float *dout, const float *inp,
+                                      const jem_conv_shape *s, int m, float *ws)
+{
+    if (!m) m = jem_winograd_tile(s);
+    if (!jem_winograd_available() || !jem_winograd_fits(s) || (m != 2 && m != 4)) return -1;
     if (!dw && !db) return 0;
 #if HAVE_X86
-    const int IC = s->IC, OC = s->OC;
+    const int IC = s->IC, OC = s->OC, n = m + 2, ne = n * n;
     const size_t per = jem_winograd_ws(s), isz = (size_t)IC * s->H * s->W, osz = (size_t)OC * s->H * s->W;
     size_t off[5];
-    wgrad_parts(IC, OC, s->H, s->W, off);
-    const size_t ndu = (size_t)16 * IC * OC + OC;
+    wgrad_parts(IC, OC, s->H, s->W, m, off);
+    const size_t ndu = (size_t)ne * IC * OC + OC;
     int nth = 1;
 #pragma omp parallel
     {
@@ -574,33 +633,30 @@ int jem_winograd_backward_weight(float *dw, float *db, const float *dout, const 
         float *tws = ws + (size_t)omp_get_thread_num() * per;
         memset(tws + off[4], 0, sizeof(float) * ndu);
 #pragma omp for schedule(static)
-        for (int b = 0; b < s->B; b++) wgrad_img(tws + off[4], inp + b * isz, dout + b * osz, IC, OC, s->H, s->W, tws);
+        for (int b = 0; b < s->B; b++)
+            wgrad_img(tws + off[4], inp + b * isz, dout + b * osz, IC, OC, s->H, s->W, m, tws);
         /* sum the threads' dU in a fixed order, then dw += G^T dU G */
 #pragma omp for schedule(static)
         for (int oc = 0; oc < OC; oc++) {
             for (int ic = 0; ic < IC && dw; ic++) {
-                float u[16];
-                for (int e = 0; e < 16; e++) {
+                double u[36];
+                for (int e = 0; e < ne; e++) {
                     float acc = 0.0f;
                     for (int t = 0; t < nth; t++) acc += ws[(size_t)t * per + off[4] + ((size_t)e * IC + ic) * OC + oc];
                     u[e] = acc;
                 }
-                /* G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1]: q = G^T u (3x4), g = q G (3x3) */
-                float q[3][4];
-                for (int j = 0; j < 4; j++) {
-                    q[0][j] = u[0 * 4 + j] + 0.5f * (u[1 * 4 + j] + u[2 * 4 + j]);
-                    q[1][j] = 0.5f * (u[1 * 4 + j] - u[2 * 4 + j]);
-                    q[2][j] = 0.5f * (u[1 * 4 + j] + u[2 * 4 + j]) + u[3 * 4 + j];
-                }
                 float *g = dw + ((size_t)oc * IC + ic) * 9;
-                for (int i = 0; i < 3; i++) {
-                    g[i * 3 + 0] += q[i][0] + 0.5f * (q[i][1] + q[i][2]);
-                    g[i * 3 + 1] += 0.5f * (q[i][1] - q[i][2]);
-                    g[i * 3 + 2] += 0.5f * (q[i][1] + q[i][2]) + q[i][3];
-                }
+                for (int i = 0; i < 3; i++)
+                    for (int j = 0; j < 3; j++) {
+                        double acc = 0.0;
+                        for (int a = 0; a < n; a++)
+                            for (int b = 0; b < n; b++)
+                                acc += (m == 4 ? G4[a][i] * G4[b][j] : (double)G2[a][i] * G2[b][j]) * u[a * n + b];
+                        g[i * 3 + j] += (float)acc;
+                    }
             }
             if (db)
-                for (int t = 0; t < nth; t++) db[oc] += ws[(size_t)t * per + off[4] + (size_t)16 * IC * OC + oc];
+                for (int t = 0; t < nth; t++) db[oc] += ws[(size_t)t * per + off[4] + (size_t)ne * IC * OC + oc];
         }
     }
     return 0;

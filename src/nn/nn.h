@@ -114,10 +114,11 @@ int jem_winograd_backward_input(float *dinp, const float *dout,
                                 const float *w, const jem_conv_shape *s, float *ws);
 /* the same with the store chosen (st NULL: jem_store_set for the forward
  * pass, jem_store_add for the input gradient) and the output tile: m = 2
- * for F(2x2, 3x3), 4 for F(4x4, 3x3), 0 for jem_winograd_tile() (what the
- * two above use: 4, or 2 with JEM_WINOGRAD_TILE=2). The weight gradient
- * always runs F(2x2). */
-int jem_winograd_tile(void);
+ * for F(2x2, 3x3), 4 for F(4x4, 3x3), 0 for jem_winograd_tile(s), what
+ * the functions without a tile argument use: 4 unless 4x4 tiles pad the
+ * image by more than 15 % (28 x 28: 4; 14 x 14: 2); JEM_WINOGRAD_TILE=2 or
+ * 4 forces one. */
+int jem_winograd_tile(const jem_conv_shape *s);
 int jem_winograd_forward_st(float *out, const float *inp, const float *w, const float *bias,
                             const jem_conv_shape *s, const jem_conv_store *st, int m, float *ws);
 int jem_winograd_backward_input_st(float *dinp, const float *dout, const float *w,
@@ -127,6 +128,9 @@ int jem_winograd_backward_input_st(float *dinp, const float *dout, const float *
  * may be NULL) */
 int jem_winograd_backward_weight(float *dw, float *db, const float *dout,
                                  const float *inp, const jem_conv_shape *s, float *ws);
+/* the same with the tile size m (2, 4, or 0 for jem_winograd_tile(s)) */
+int jem_winograd_backward_weight_tile(float *dw, float *db, const float *dout, const float *inp,
+                                      const jem_conv_shape *s, int m, float *ws);
 
 /* Indirect AVX-512 convolution for 3x3 pad-1 layers of any stride whose
  * channels are multiples of 16 (conv_indirect.c): the dispatcher uses it
