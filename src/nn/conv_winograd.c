@@ -123,39 +123,19 @@ static void kernel_of(float g[9], const float *w, int IC, int OC, int ic, int oc
     }
 }
 
-/* F(2x2, 3x3): U[e][ic][oc] = (G g G^T)[e], e < 16 */
-static void transform_weights(float *U, const float *w, int IC, int OC, int flip)
+/* G applied to a kernel column (g0, g1, g2): F(2x2, 3x3) with G = [1 0 0;
+ * 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1] (4 values), F(4x4, 3x3) with G = [1/4
+ * 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1]
+ * (6 values; points 0, 1, -1, 2, -2 and infinity) */
+static void gcol(float *u, float g0, float g1, float g2, int m)
 {
-#pragma omp for schedule(static)
-    for (int oc = 0; oc < OC; oc++)
-        for (int ic = 0; ic < IC; ic++) {
-            float g[9];
-            kernel_of(g, w, IC, OC, ic, oc, flip);
-            float t[4][3];
-            for (int j = 0; j < 3; j++) {
-                float g0 = g[0 * 3 + j], g1 = g[1 * 3 + j], g2 = g[2 * 3 + j];
-                t[0][j] = g0;
-                t[1][j] = 0.5f * (g0 + g1 + g2);
-                t[2][j] = 0.5f * (g0 - g1 + g2);
-                t[3][j] = g2;
-            }
-            for (int i = 0; i < 4; i++) {
-                float u[4];
-                u[0] = t[i][0];
-                u[1] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
-                u[2] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
-                u[3] = t[i][2];
-                for (int j = 0; j < 4; j++) U[((size_t)(i * 4 + j) * IC + ic) * OC + oc] = u[j];
-            }
-        }
-}
-
-
-/* F(4x4, 3x3): U[e][ic][oc] = (G g G^T)[e], e < 36, with
- * G = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6;
- *      1/24 -1/12 1/6; 0 0 1] (points 0, 1, -1, 2, -2 and infinity) */
-static void g6(float u[6], float g0, float g1, float g2)
-{
+    if (m == 2) {
+        u[0] = g0;
+        u[1] = 0.5f * (g0 + g1 + g2);
+        u[2] = 0.5f * (g0 - g1 + g2);
+        u[3] = g2;
+        return;
+    }
     u[0] = 0.25f * g0;
     u[1] = -(g0 + g1 + g2) / 6.0f;
     u[2] = -(g0 - g1 + g2) / 6.0f;
@@ -164,19 +144,22 @@ static void g6(float u[6], float g0, float g1, float g2)
     u[5] = g2;
 }
 
-static void transform_weights4(float *U, const float *w, int IC, int OC, int flip)
+/* U[e][ic][oc] = (G g G^T)[e], e < (m + 2)^2, shared out between the
+ * threads of the enclosing parallel region */
+static void transform_weights(float *U, const float *w, int IC, int OC, int flip, int m)
 {
+    const int n = m + 2;
 #pragma omp for schedule(static)
     for (int oc = 0; oc < OC; oc++)
         for (int ic = 0; ic < IC; ic++) {
             float g[9];
             kernel_of(g, w, IC, OC, ic, oc, flip);
             float t[3][6]; /* t[j] = G g[:, j] */
-            for (int j = 0; j < 3; j++) g6(t[j], g[0 * 3 + j], g[1 * 3 + j], g[2 * 3 + j]);
-            for (int i = 0; i < 6; i++) {
+            for (int j = 0; j < 3; j++) gcol(t[j], g[0 * 3 + j], g[1 * 3 + j], g[2 * 3 + j], m);
+            for (int i = 0; i < n; i++) {
                 float u[6];
-                g6(u, t[0][i], t[1][i], t[2][i]);
-                for (int j = 0; j < 6; j++) U[((size_t)(i * 6 + j) * IC + ic) * OC + oc] = u[j];
+                gcol(u, t[0][i], t[1][i], t[2][i], m);
+                for (int j = 0; j < n; j++) U[((size_t)(i * n + j) * IC + ic) * OC + oc] = u[j];
             }
         }
 }
@@ -538,9 +521,7 @@ static int run(float *out, const float *in, const float *w, const float *bias, c
     const size_t isz = (size_t)IC * s->H * s->W, osz = (size_t)OC * s->H * s->W;
 #pragma omp parallel
     {
-        /* shared out between the threads */
-        if (fresh && m == 4) transform_weights4(U, w, IC, OC, flip);
-        else if (fresh) transform_weights(U, w, IC, OC, flip);
+        if (fresh) transform_weights(U, w, IC, OC, flip, m);
 #pragma omp for schedule(static)
         for (int b = 0; b < s->B; b++) {
             float *tws = ws + (size_t)omp_get_thread_num() * per;
