@@ -14,18 +14,44 @@
 #include <omp.h>
 #include <string.h>
 
+/* One convolution's test data: input x, weights w, bias b and output
+ * gradient d drawn from U(-1, 1) in that order from r (seeded by the
+ * caller, who may draw more), two outputs and two input gradients to
+ * compare, and a workspace for every thread. */
+typedef struct {
+    size_t nx, nw, no;
+    float *x, *w, *b, *d, *o1, *o2, *g1, *g2, *ws;
+} fixture;
+
+static fixture fix_new(const jem_conv_shape *s, jem_rng *r)
+{
+    fixture f;
+    const int OH = jem_conv_out(s->H, s->KH, s->stride, s->pad), OW = jem_conv_out(s->W, s->KW, s->stride, s->pad);
+    f.nx = (size_t)s->B * s->IC * s->H * s->W;
+    f.nw = (size_t)s->OC * s->IC * s->KH * s->KW;
+    f.no = (size_t)s->B * s->OC * OH * OW;
+    f.x = malloc(sizeof(float) * f.nx); f.w = malloc(sizeof(float) * f.nw); f.b = malloc(sizeof(float) * s->OC);
+    f.d = malloc(sizeof(float) * f.no); f.o1 = malloc(sizeof(float) * f.no); f.o2 = malloc(sizeof(float) * f.no);
+    f.g1 = malloc(sizeof(float) * f.nx); f.g2 = malloc(sizeof(float) * f.nx);
+    f.ws = malloc(sizeof(float) * (jem_conv2d_ws(s) + 1) * omp_get_max_threads());
+    fill_uniform(f.x, f.nx, r, -1, 1); fill_uniform(f.w, f.nw, r, -1, 1); fill_uniform(f.b, s->OC, r, -1, 1);
+    fill_uniform(f.d, f.no, r, -1, 1);
+    return f;
+}
+
+static void fix_free(fixture *f)
+{
+    free(f->x); free(f->w); free(f->b); free(f->d); free(f->o1); free(f->o2); free(f->g1); free(f->g2); free(f->ws);
+}
+
 static void check(int B, int IC, int H, int W, int OC)
 {
     jem_conv_shape s = {B, IC, H, W, OC, 3, 3, 1, 1};
-    size_t nx = (size_t)B * IC * H * W, nw = (size_t)OC * IC * 9, no = (size_t)B * OC * H * W;
     jem_rng r;
     jem_rng_seed(&r, (uint64_t)(B * 1000 + IC * 100 + H * 10 + W), (uint64_t)OC);
-    float *x = malloc(sizeof(float) * nx), *w = malloc(sizeof(float) * nw), *b = malloc(sizeof(float) * OC);
-    float *o1 = malloc(sizeof(float) * no), *o2 = malloc(sizeof(float) * no), *d = malloc(sizeof(float) * no);
-    float *g1 = malloc(sizeof(float) * nx), *g2 = malloc(sizeof(float) * nx);
-    float *ws = malloc(sizeof(float) * jem_conv2d_ws(&s) * omp_get_max_threads());
-    fill_uniform(x, nx, &r, -1, 1); fill_uniform(w, nw, &r, -1, 1); fill_uniform(b, OC, &r, -1, 1);
-    fill_uniform(d, no, &r, -1, 1);
+    fixture f = fix_new(&s, &r);
+    const size_t nx = f.nx, no = f.no;
+    float *x = f.x, *w = f.w, *b = f.b, *d = f.d, *o1 = f.o1, *o2 = f.o2, *g1 = f.g1, *g2 = f.g2, *ws = f.ws;
     jem_conv2d_forward(o1, x, w, b, &s, ws);
     jem_conv2d_forward_ref(o2, x, w, b, &s);
     double e = rel_err_ff(o1, o2, no);
@@ -40,7 +66,7 @@ static void check(int B, int IC, int H, int W, int OC)
     x[0] = NAN;
     jem_conv2d_forward(o1, x, w, b, &s, ws);
     ASSERT(isnan(o1[0]));
-    free(x); free(w); free(b); free(o1); free(o2); free(d); free(g1); free(g2); free(ws);
+    fix_free(&f);
 }
 
 /* one kernel called on its own: 0 direct, 1 Winograd F(2x2, 3x3), 2
@@ -54,16 +80,11 @@ static void check_kernel(int wino, int B, int IC, int H, int W, int OC)
     const double tol = wino == 4 ? 5e-6 : 2e-6;
     const int st = wino == 2 ? 2 : 1;
     jem_conv_shape s = {B, IC, H, W, OC, 3, 3, st, 1};
-    const int OH = jem_conv_out(H, 3, st, 1), OW = jem_conv_out(W, 3, st, 1);
-    size_t nx = (size_t)B * IC * H * W, nw = (size_t)OC * IC * 9, no = (size_t)B * OC * OH * OW;
     jem_rng r;
     jem_rng_seed(&r, (uint64_t)(B * 1000 + IC * 100 + H * 10 + W), (uint64_t)OC + 7);
-    float *x = malloc(sizeof(float) * nx), *w = malloc(sizeof(float) * nw), *b = malloc(sizeof(float) * OC);
-    float *o1 = malloc(sizeof(float) * no), *o2 = malloc(sizeof(float) * no), *d = malloc(sizeof(float) * no);
-    float *g1 = malloc(sizeof(float) * nx), *g2 = malloc(sizeof(float) * nx);
-    float *ws = malloc(sizeof(float) * (jem_conv2d_ws(&s) + 1) * omp_get_max_threads());
-    fill_uniform(x, nx, &r, -1, 1); fill_uniform(w, nw, &r, -1, 1); fill_uniform(b, OC, &r, -1, 1);
-    fill_uniform(d, no, &r, -1, 1);
+    fixture f = fix_new(&s, &r);
+    const size_t nx = f.nx, nw = f.nw, no = f.no;
+    float *x = f.x, *w = f.w, *b = f.b, *d = f.d, *o1 = f.o1, *o2 = f.o2, *g1 = f.g1, *g2 = f.g2, *ws = f.ws;
     const char *name = wino == 0 ? "direct" : wino == 1 ? "winograd F(2x2)" : wino == 4 ? "winograd F(4x4)" : "indirect";
     for (size_t i = 0; i < no; i++) o1[i] = NAN; /* every output must be written */
     int rc = wino == 0 ? jem_conv3x3_avx512_forward(o1, x, w, b, &s)
@@ -123,7 +144,7 @@ static void check_kernel(int wino, int B, int IC, int H, int W, int OC)
                    "indirect s%d input and weight gradients together", st);
         free(dw1); free(dw2); free(db1); free(db2);
     }
-    free(x); free(w); free(b); free(o1); free(o2); free(d); free(g1); free(g2); free(ws);
+    fix_free(&f);
 }
 
 /* The fused stores (jem_conv_store) through the dispatcher, on whichever
@@ -133,17 +154,13 @@ static void check_kernel(int wino, int B, int IC, int H, int W, int OC)
 static void check_store(int B, int IC, int H, int W, int OC, int stride, float slope)
 {
     jem_conv_shape s = {B, IC, H, W, OC, 3, 3, stride, 1};
-    const int OH = jem_conv_out(H, 3, stride, 1), OW = jem_conv_out(W, 3, stride, 1);
-    size_t nx = (size_t)B * IC * H * W, nw = (size_t)OC * IC * 9, no = (size_t)B * OC * OH * OW;
     jem_rng r;
     jem_rng_seed(&r, (uint64_t)(B * 7 + IC * 5 + H * 3 + W), (uint64_t)OC + 11);
-    float *x = malloc(sizeof(float) * nx), *w = malloc(sizeof(float) * nw), *b = malloc(sizeof(float) * OC);
-    float *o1 = malloc(sizeof(float) * no), *o2 = malloc(sizeof(float) * no), *d = malloc(sizeof(float) * no);
-    float *a1 = malloc(sizeof(float) * no), *a2 = malloc(sizeof(float) * no);
-    float *g1 = malloc(sizeof(float) * nx), *g2 = malloc(sizeof(float) * nx), *gate = malloc(sizeof(float) * nx);
-    float *ws = malloc(sizeof(float) * jem_conv2d_ws(&s) * omp_get_max_threads());
-    fill_uniform(x, nx, &r, -1, 1); fill_uniform(w, nw, &r, -1, 1); fill_uniform(b, OC, &r, -1, 1);
-    fill_uniform(d, no, &r, -1, 1); fill_uniform(gate, nx, &r, -1, 1);
+    fixture f = fix_new(&s, &r);
+    const size_t nx = f.nx, nw = f.nw, no = f.no;
+    float *x = f.x, *w = f.w, *b = f.b, *d = f.d, *o1 = f.o1, *o2 = f.o2, *g1 = f.g1, *g2 = f.g2, *ws = f.ws;
+    float *a1 = malloc(sizeof(float) * no), *a2 = malloc(sizeof(float) * no), *gate = malloc(sizeof(float) * nx);
+    fill_uniform(gate, nx, &r, -1, 1);
     const char *k0 = jem_conv2d_kernel(&s, 0), *k1 = jem_conv2d_kernel(&s, 1);
     /* forward: out = conv + bias (set) or old + conv + bias (accumulated),
      * and act_out = LeakyReLU(out) */
@@ -192,8 +209,8 @@ static void check_store(int B, int IC, int H, int W, int OC, int stride, float s
     jem_wcache_free(wf);
     jem_wcache_free(wb);
     free(t);
-    free(x); free(w); free(b); free(o1); free(o2); free(d); free(a1); free(a2); free(g1); free(g2); free(gate);
-    free(ws);
+    free(a1); free(a2); free(gate);
+    fix_free(&f);
 }
 
 int main(void)
