@@ -243,9 +243,11 @@ static jem_status reserve(jem_net *n, int B)
 
 static jem_conv_shape with_batch(jem_conv_shape s, int B) { s.B = B; return s; }
 
-/* the activations the convolutions' stores apply (jem_conv_store) */
-static int fused_act(const jem_arch *a)
+/* whether the convolutions' stores apply the activation (jem_conv_store):
+ * LeakyReLU with a slope in [0, 1] and ReLU (*slope 0) */
+static int fused_act(const jem_arch *a, float *slope)
 {
+    *slope = a->act == JEM_ACT_RELU ? 0.0f : a->slope;
     return (a->act == JEM_ACT_LRELU && a->slope >= 0.0f && a->slope <= 1.0f) || a->act == JEM_ACT_RELU;
 }
 
@@ -262,8 +264,8 @@ jem_status jem_net_forward(jem_net *n, const float *x, int B, float *logits)
      * writes the activation its consumer reads (conv1 -> a2, conv2 and the
      * stem -> the next block's a1), and conv2 adds into the shortcut's
      * output. Other activations take a pass of their own. */
-    const int fuse = fused_act(a);
-    const float sl = a->act == JEM_ACT_RELU ? 0.0f : a->slope;
+    float sl;
+    const int fuse = fused_act(a, &sl);
     size_t HW = (size_t)n->fin_h * n->fin_w;
     float *af = A + n->af * B, *g = A + n->g * B;
     jem_conv_shape s = with_batch(n->stem, B);
@@ -324,8 +326,8 @@ jem_status jem_net_backward(jem_net *n, const float *dlogits, float *dx, int par
     const float *last_out = n->arch.n_blocks ? A + n->blocks[a->n_blocks - 1].out * B : A + n->x0 * B;
     jem_act_grad_inplace(gP, last_out, nfin, a->act, a->slope);
 
-    const int fuse = fused_act(a);
-    const float sl = a->act == JEM_ACT_RELU ? 0.0f : a->slope;
+    float sl;
+    const int fuse = fused_act(a, &sl);
     float *dcur = gP; /* gradient w.r.t. the current block's output */
     for (int i = a->n_blocks - 1; i >= 0; i--) {
         blk *b = &n->blocks[i];
