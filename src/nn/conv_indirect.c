@@ -19,6 +19,7 @@
  */
 #include "nn/nn.h"
 #include "nn/hwc.h"
+#include "nn/kern.h"
 
 #include <stddef.h>
 #include <stdlib.h>
@@ -114,32 +115,19 @@ static void kern(int nv, const float *const *a, const ptrdiff_t *aoff, int nk, c
 }
 
 
-/* poff[p]: where output pixel p's 3x3 window starts in the padded
- * (H + 2, Wp, IC) image */
-static void pixel_offsets(int *poff, int P, int OW, int Wp, int st, int IC)
+void jem_ind_offsets(int *poff, int P, int OW, int Wp, int st, int IC)
 {
     for (int p = 0; p < P; p++) poff[p] = (st * (p / OW) * Wp + st * (p % OW)) * IC;
 }
 
 static int vectors(int C) { return C % 64 == 0 ? 4 : C % 32 == 0 ? 2 : 1; }
 
-/* one image: x (IC, H, W) -> out (OC, OH, OW) + bias, stored as st says;
- * Wk (9, IC, OC) */
+/* one weight slice (IC x 16 nv) at a time stays in L1 while every pixel
+ * block passes; the nine taps accumulate in Y */
 __attribute__((target("avx512f")))
-static void fwd_img(float *out, const float *x, const float *Wk, const float *bias, const jem_conv_shape *s,
-                    const jem_conv_store *sto, float *ws)
+void jem_ind_core(float *Y, const float *Xp, const float *Wk, const int *poff, int IC, int OC, int P, int Wp)
 {
-    const int IC = s->IC, OC = s->OC, H = s->H, W = s->W, st = s->stride, Wp = W + 2;
-    const int OH = jem_conv_out(H, 3, st, 1), OW = jem_conv_out(W, 3, st, 1), P = OH * OW;
-    size_t off[5];
-    ws_parts(IC, OC, H, W, P, off);
-    float *Xp = ws + off[0], *Y = ws + off[2];
-    int *poff = (int *)(ws + off[4]);
-    jem_hwc_pack_padded(Xp, x, IC, H, W, H + 2, Wp);
-    pixel_offsets(poff, P, OW, Wp, st, IC);
     const int nv = vectors(OC);
-    /* one weight slice (IC x 16 nv) at a time stays in L1 while every
-     * pixel block passes; the nine taps accumulate in Y */
     for (int o0 = 0; o0 < OC; o0 += 16 * nv)
         for (int k = 0; k < 9; k++) {
             const ptrdiff_t ko = ((ptrdiff_t)(k / 3) * Wp + k % 3) * IC;
@@ -155,6 +143,66 @@ static void fwd_img(float *out, const float *x, const float *Wk, const float *bi
                 kern(nv, a, &ko, 1, Wk + (size_t)k * IC * OC + o0, 0, IC, OC, c, n, k > 0);
             }
         }
+}
+
+__attribute__((target("avx512f")))
+void jem_ind_bwd_core(float *Dp, const float *Yt, const float *Wb, const int *poff, int IC, int OC, int P, int H,
+                      int Wp)
+{
+    memset(Dp, 0, sizeof(float) * (size_t)(H + 2) * Wp * IC);
+    const ptrdiff_t zero = 0;
+    const int nv = vectors(IC);
+    for (int i0 = 0; i0 < IC; i0 += 16 * nv)
+        for (int k = 0; k < 9; k++) {
+            const size_t ko = (size_t)(k / 3) * Wp + k % 3;
+            for (int p0 = 0; p0 < P; p0 += R) {
+                const int n = P - p0 < R ? P - p0 : R;
+                const float *a[R];
+                float *c[R];
+                for (int r = 0; r < R; r++) {
+                    const int p = p0 + (r < n ? r : n - 1);
+                    a[r] = Yt + (size_t)p * OC;
+                    c[r] = Dp + poff[p] + ko * IC + i0;
+                }
+                kern(nv, a, &zero, 1, Wb + (size_t)k * OC * IC + i0, 0, OC, IC, c, n, 1);
+            }
+        }
+}
+
+__attribute__((target("avx512f")))
+void jem_ind_wgrad_core(float *dW, const float *Xp, const float *Yt, const int *poff, int IC, int OC, int P, int Wp)
+{
+    const int nv = vectors(OC);
+    for (int k = 0; k < 9; k++) {
+        const size_t ko = ((size_t)(k / 3) * Wp + k % 3) * IC;
+        for (int i0 = 0; i0 < IC; i0 += R) {
+            const int nr = IC - i0 < R ? IC - i0 : R;
+            for (int o0 = 0; o0 < OC; o0 += 16 * nv) {
+                float *d = dW + ((size_t)k * IC + i0) * OC + o0;
+                if (nv == 4) jem_wkern_4(Xp + ko + i0, poff, P, Yt + o0, OC, d, OC, nr);
+                else if (nv == 2) jem_wkern_2(Xp + ko + i0, poff, P, Yt + o0, OC, d, OC, nr);
+                else jem_wkern_1(Xp + ko + i0, poff, P, Yt + o0, OC, d, OC, nr);
+            }
+        }
+    }
+    jem_hwc_add_colsum(dW + (size_t)9 * IC * OC, Yt, (size_t)P, OC);
+}
+
+/* one image: x (IC, H, W) -> out (OC, OH, OW) + bias, stored as st says;
+ * Wk (9, IC, OC) */
+__attribute__((target("avx512f")))
+static void fwd_img(float *out, const float *x, const float *Wk, const float *bias, const jem_conv_shape *s,
+                    const jem_conv_store *sto, float *ws)
+{
+    const int IC = s->IC, OC = s->OC, H = s->H, W = s->W, st = s->stride, Wp = W + 2;
+    const int OH = jem_conv_out(H, 3, st, 1), OW = jem_conv_out(W, 3, st, 1), P = OH * OW;
+    size_t off[5];
+    ws_parts(IC, OC, H, W, P, off);
+    float *Xp = ws + off[0], *Y = ws + off[2];
+    int *poff = (int *)(ws + off[4]);
+    jem_hwc_pack_padded(Xp, x, IC, H, W, H + 2, Wp);
+    jem_ind_offsets(poff, P, OW, Wp, st, IC);
+    jem_ind_core(Y, Xp, Wk, poff, IC, OC, P, Wp);
     jem_hwc_unpack(out, Y, OC, OH, OW, 0, OW, bias, sto);
 }
 
@@ -173,80 +221,68 @@ static void bwd_img(float *dinp, int want_w, const float *dout, const float *x, 
     float *Xp = ws + off[0], *Dp = ws + off[1], *Yt = ws + off[2], *dW = ws + off[3];
     int *poff = (int *)(ws + off[4]);
     jem_hwc_pack(Yt, dout, OC, OH, OW);
-    pixel_offsets(poff, P, OW, Wp, st, IC);
+    jem_ind_offsets(poff, P, OW, Wp, st, IC);
     if (dinp) {
-        memset(Dp, 0, sizeof(float) * (size_t)(H + 2) * Wp * IC);
-        const ptrdiff_t zero = 0;
-        const int nv = vectors(IC);
-        for (int i0 = 0; i0 < IC; i0 += 16 * nv)
-            for (int k = 0; k < 9; k++) {
-                const size_t ko = (size_t)(k / 3) * Wp + k % 3;
-                for (int p0 = 0; p0 < P; p0 += R) {
-                    const int n = P - p0 < R ? P - p0 : R;
-                    const float *a[R];
-                    float *c[R];
-                    for (int r = 0; r < R; r++) {
-                        const int p = p0 + (r < n ? r : n - 1);
-                        a[r] = Yt + (size_t)p * OC;
-                        c[r] = Dp + poff[p] + ko * IC + i0;
-                    }
-                    kern(nv, a, &zero, 1, Wb + (size_t)k * OC * IC + i0, 0, OC, IC, c, n, 1);
-                }
-            }
+        jem_ind_bwd_core(Dp, Yt, Wb, poff, IC, OC, P, H, Wp);
         jem_hwc_unpack(dinp, Dp, IC, H, W, 1, Wp, NULL, sto);
     }
     if (want_w) {
         jem_hwc_pack_padded(Xp, x, IC, H, W, H + 2, Wp);
         memset(Xp + (size_t)(H + 2) * Wp * IC, 0, sizeof(float) * 16); /* the slack */
-        const int nv = vectors(OC);
-        for (int k = 0; k < 9; k++) {
-            const size_t ko = ((size_t)(k / 3) * Wp + k % 3) * IC;
-            for (int i0 = 0; i0 < IC; i0 += R) {
-                const int nr = IC - i0 < R ? IC - i0 : R;
-                for (int o0 = 0; o0 < OC; o0 += 16 * nv) {
-                    float *d = dW + ((size_t)k * IC + i0) * OC + o0;
-                    if (nv == 4) jem_wkern_4(Xp + ko + i0, poff, P, Yt + o0, OC, d, OC, nr);
-                    else if (nv == 2) jem_wkern_2(Xp + ko + i0, poff, P, Yt + o0, OC, d, OC, nr);
-                    else jem_wkern_1(Xp + ko + i0, poff, P, Yt + o0, OC, d, OC, nr);
-                }
-            }
-        }
-        jem_hwc_add_colsum(dW + (size_t)9 * IC * OC, Yt, (size_t)P, OC);
+        jem_ind_wgrad_core(dW, Xp, Yt, poff, IC, OC, P, Wp);
     }
 }
 #endif
+
+const float *jem_ind_weights(jem_wcache **slot, const float *w, int IC, int OC, int back)
+{
+    const size_t nw = (size_t)9 * IC * OC;
+    int fresh = 1;
+    float *Wk = jem_wcache_get(slot, w, nw, jem_wcache_tag(1 + back, 0, IC, OC), nw, &fresh);
+    if (Wk && fresh) {
+        /* (9, IC, OC) or (9, OC, IC) from w (OC, IC, 3, 3) */
+#pragma omp parallel for schedule(static)
+        for (int oc = 0; oc < OC; oc++)
+            for (int ic = 0; ic < IC; ic++)
+                for (int k = 0; k < 9; k++)
+                    Wk[back ? ((size_t)k * OC + oc) * IC + ic : ((size_t)k * IC + ic) * OC + oc] =
+                        w[((size_t)oc * IC + ic) * 9 + k];
+    }
+    return Wk;
+}
+
+/* sum the threads' gradients in a fixed order (deterministic for a given
+ * thread count), (9, IC, OC) -> (OC, IC, 3, 3) */
+void jem_ind_reduce(float *dw, float *db, const float *dW0, size_t stride, int nth, int IC, int OC)
+{
+#pragma omp for schedule(static)
+    for (int oc = 0; oc < OC; oc++) {
+        for (int t = 0; t < nth; t++) {
+            const float *g = dW0 + (size_t)t * stride;
+            if (dw)
+                for (int ic = 0; ic < IC; ic++)
+                    for (int k = 0; k < 9; k++) dw[((size_t)oc * IC + ic) * 9 + k] += g[((size_t)k * IC + ic) * OC + oc];
+            if (db) db[oc] += g[(size_t)9 * IC * OC + oc];
+        }
+    }
+}
 
 static int run_fwd(float *out, const float *in, const float *w, const float *bias, const jem_conv_shape *s,
                    const jem_conv_store *st, float *ws)
 {
 #if HAVE_X86
     const int IC = s->IC, OC = s->OC;
-    const size_t nw = (size_t)9 * IC * OC;
-    int fresh = 1;
-    float *Wk = st->wcache ? jem_wcache_get(st->wcache, w, nw, jem_wcache_tag(1, 0, IC, OC),
-                                            nw, &fresh)
-                           : malloc(sizeof(float) * nw);
-    if (!Wk) return -1;
+    jem_wcache *own = NULL;
+    const float *Wk = jem_ind_weights(st->wcache ? st->wcache : &own, w, IC, OC, 0);
+    if (!Wk) { jem_wcache_free(own); return -1; }
     const int OH = jem_conv_out(s->H, 3, s->stride, 1), OW = jem_conv_out(s->W, 3, s->stride, 1);
     const size_t isz = (size_t)IC * s->H * s->W, osz = (size_t)OC * OH * OW, per = jem_indirect_ws(s);
-#pragma omp parallel
-    {
-        /* (9, IC, OC) from w (OC, IC, 3, 3) */
-        if (fresh) {
-#pragma omp for schedule(static)
-            for (int oc = 0; oc < OC; oc++)
-                for (int ic = 0; ic < IC; ic++)
-                    for (int k = 0; k < 9; k++)
-                        Wk[((size_t)k * IC + ic) * OC + oc] = w[((size_t)oc * IC + ic) * 9 + k];
-        }
-        float *tws = ws + (size_t)omp_get_thread_num() * per;
-#pragma omp for schedule(static)
-        for (int b = 0; b < s->B; b++) {
-            const jem_conv_store sb = jem_store_image(st, b, osz);
-            fwd_img(out + b * osz, in + b * isz, Wk, bias, s, &sb, tws);
-        }
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < s->B; b++) {
+        const jem_conv_store sb = jem_store_image(st, b, osz);
+        fwd_img(out + b * osz, in + b * isz, Wk, bias, s, &sb, ws + (size_t)omp_get_thread_num() * per);
     }
-    if (!st->wcache) free(Wk);
+    jem_wcache_free(own);
     return 0;
 #else
     (void)out; (void)in; (void)w; (void)bias; (void)s; (void)st; (void)ws;
@@ -282,14 +318,11 @@ int jem_indirect_backward_st(float *dinp, float *dw, float *db, const float *dou
     const int IC = s->IC, OC = s->OC;
     const int want_w = dw != NULL || db != NULL;
     if (!dinp && !want_w) return 0;
-    float *Wb = NULL;
-    int fresh = 1;
-    const size_t nw = (size_t)9 * IC * OC;
+    const float *Wb = NULL;
+    jem_wcache *own = NULL;
     if (dinp) {
-        Wb = st->wcache ? jem_wcache_get(st->wcache, w, nw, jem_wcache_tag(2, 0, IC, OC),
-                                         nw, &fresh)
-                        : malloc(sizeof(float) * nw);
-        if (!Wb) return -1;
+        Wb = jem_ind_weights(st->wcache ? st->wcache : &own, w, IC, OC, 1);
+        if (!Wb) { jem_wcache_free(own); return -1; }
     }
     const int OH = jem_conv_out(s->H, 3, s->stride, 1), OW = jem_conv_out(s->W, 3, s->stride, 1);
     const size_t isz = (size_t)IC * s->H * s->W, osz = (size_t)OC * OH * OW, per = jem_indirect_ws(s);
@@ -303,36 +336,14 @@ int jem_indirect_backward_st(float *dinp, float *dw, float *db, const float *dou
         nth = omp_get_num_threads();
         float *tws = ws + (size_t)omp_get_thread_num() * per;
         if (want_w) memset(tws + off[3], 0, sizeof(float) * ndw);
-        if (Wb && fresh) {
-            /* (9, OC, IC) from w (OC, IC, 3, 3) */
-#pragma omp for schedule(static)
-            for (int oc = 0; oc < OC; oc++)
-                for (int ic = 0; ic < IC; ic++)
-                    for (int k = 0; k < 9; k++)
-                        Wb[((size_t)k * OC + oc) * IC + ic] = w[((size_t)oc * IC + ic) * 9 + k];
-        }
 #pragma omp for schedule(static)
         for (int b = 0; b < s->B; b++) {
             const jem_conv_store sb = jem_store_image(st, b, isz);
             bwd_img(dinp ? dinp + b * isz : NULL, want_w, dout + b * osz, inp + b * isz, Wb, s, &sb, tws);
         }
-        /* sum the threads' gradients in a fixed order (deterministic for a
-         * given thread count), (9, IC, OC) -> (OC, IC, 3, 3) */
-        if (want_w) {
-#pragma omp for schedule(static)
-            for (int oc = 0; oc < OC; oc++) {
-                for (int t = 0; t < nth; t++) {
-                    const float *g = ws + (size_t)t * per + off[3];
-                    if (dw)
-                        for (int ic = 0; ic < IC; ic++)
-                            for (int k = 0; k < 9; k++)
-                                dw[((size_t)oc * IC + ic) * 9 + k] += g[((size_t)k * IC + ic) * OC + oc];
-                    if (db) db[oc] += g[(size_t)9 * IC * OC + oc];
-                }
-            }
-        }
+        if (want_w) jem_ind_reduce(dw, db, ws + off[3], per, nth, IC, OC);
     }
-    if (!st->wcache) free(Wb);
+    jem_wcache_free(own);
     return 0;
 #else
     (void)dinp; (void)dw; (void)db; (void)dout; (void)inp; (void)w; (void)s; (void)st; (void)ws;

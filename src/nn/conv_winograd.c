@@ -28,6 +28,7 @@
  */
 #include "nn/nn.h"
 #include "nn/hwc.h"
+#include "nn/kern.h"
 
 #include <stddef.h>
 #include <stdlib.h>
@@ -371,22 +372,21 @@ static void output_transform4(float *Y, const float *M, int OC, int H, int W, in
     }
 }
 
-/* one image with m x m output tiles (m = 2 or 4): in (IC, H, W) -> out
- * (OC, H, W) with the bias, stored as st says. Blocks of tiles are balanced
- * (49 tiles: 18 + 18 + 13, not 24 + 24 + 1) and rounded up to the 6-tile
- * kernels */
+size_t jem_wino_core_ws(int IC, int OC, int m)
+{
+    const int ne = (m + 2) * (m + 2);
+    return up16((size_t)ne * TB * IC) + up16((size_t)ne * TB * OC);
+}
+
+/* Blocks of tiles are balanced (49 tiles: 18 + 18 + 13, not 24 + 24 + 1)
+ * and rounded up to the 6-tile kernels */
 __attribute__((target("avx512f")))
-static void wino_img(float *out, const float *in, const float *U, const float *bias, int IC, int OC, int H, int W,
-                     int m, const jem_conv_store *st, float *ws)
+void jem_wino_core(float *Y, const float *Xp, const float *U, int IC, int OC, int H, int W, int m, float *ws)
 {
     const int TH = (H + m - 1) / m, TW = (W + m - 1) / m, NT = TH * TW, ne = (m + 2) * (m + 2);
-    const int Hp = m * TH + 2, Wp = m * TW + 2;
-    float *Xp = ws;
-    float *V = Xp + up16((size_t)Hp * Wp * IC);
+    const int Wp = jem_wino_padded(W, m);
+    float *V = ws;
     float *M = V + up16((size_t)ne * TB * IC);
-    float *Y = M + up16((size_t)ne * TB * OC);
-    jem_hwc_pack_padded(Xp, in, IC, H, W, Hp, Wp);
-
     const int nb = (NT + TB - 1) / TB, bs = ((NT + nb - 1) / nb + 5) / 6 * 6;
     for (int tb = 0; tb < NT; tb += bs) {
         const int nt = NT - tb < bs ? NT - tb : bs;
@@ -400,6 +400,20 @@ static void wino_img(float *out, const float *in, const float *U, const float *b
         if (m == 4) output_transform4(Y, M, OC, H, W, TW, tb, nt);
         else output_transform(Y, M, OC, H, W, TW, tb, nt);
     }
+}
+
+/* one image with m x m output tiles (m = 2 or 4): in (IC, H, W) -> out
+ * (OC, H, W) with the bias, stored as st says */
+__attribute__((target("avx512f")))
+static void wino_img(float *out, const float *in, const float *U, const float *bias, int IC, int OC, int H, int W,
+                     int m, const jem_conv_store *st, float *ws)
+{
+    const int Hp = jem_wino_padded(H, m), Wp = jem_wino_padded(W, m);
+    float *Xp = ws;
+    float *Y = Xp + up16((size_t)Hp * Wp * IC);
+    float *cws = Y + up16((size_t)H * W * OC);
+    jem_hwc_pack_padded(Xp, in, IC, H, W, Hp, Wp);
+    jem_wino_core(Y, Xp, U, IC, OC, H, W, m, cws);
     jem_hwc_unpack(out, Y, OC, H, W, 0, W, bias, st);
 }
 
@@ -418,11 +432,11 @@ __attribute__((target("avx512f"), always_inline)) static inline void a4(__m512 z
     z[5] = y[3];
 }
 
-/* dM[e][t][oc] = (A dY A^T)[e] of the tiles tb .. tb + nt - 1, dY read
- * from Yt (H, W, OC) with zeros past the image; F(2x2): A^T = [1 1 1 0; 0 1
- * -1 -1] */
+/* dM[e][t][oc] = (A dY A^T)[e] of the tiles tb .. tb + nt - 1, dY pixel
+ * (y, x) read from Yt + (y ldy + x) OC with zeros past the image; F(2x2):
+ * A^T = [1 1 1 0; 0 1 -1 -1] */
 __attribute__((target("avx512f")))
-static void grad_transform(float *dM, const float *Yt, int OC, int H, int W, int TW, int tb, int nt, int m)
+static void grad_transform(float *dM, const float *Yt, int ldy, int OC, int H, int W, int TW, int tb, int nt, int m)
 {
     const int n = m + 2;
     for (int t = 0; t < nt; t++) {
@@ -433,7 +447,7 @@ static void grad_transform(float *dM, const float *Yt, int OC, int H, int W, int
             for (int a = 0; a < m; a++)
                 for (int b = 0; b < m; b++)
                     y[a][b] = oy + a < H && ox + b < W
-                                  ? _mm512_loadu_ps(Yt + ((size_t)(oy + a) * W + ox + b) * OC + c0)
+                                  ? _mm512_loadu_ps(Yt + ((size_t)(oy + a) * ldy + ox + b) * OC + c0)
                                   : _mm512_setzero_ps();
             /* z = A y (columns), then each row of z times A^T */
             for (int b = 0; b < m; b++) {
@@ -464,20 +478,21 @@ static void grad_transform(float *dM, const float *Yt, int OC, int H, int W, int
     }
 }
 
-/* one image with m x m tiles: this thread's dU ((m + 2)^2, IC, OC) and db
- * (OC) += the gradients from x (IC, H, W) and dout (OC, H, W). dM = A dY
- * A^T is the gradient of the elementwise product M of the forward pass,
- * dU = sum over tiles of dM * V */
+size_t jem_wino_wgrad_ws(int IC, int OC, int m)
+{
+    const int ne = (m + 2) * (m + 2);
+    return up16((size_t)ne * TB * IC + 16) + up16((size_t)ne * TB * OC);
+}
+
+/* dM = A dY A^T is the gradient of the elementwise product M of the forward
+ * pass, dU = sum over tiles of dM * V */
 __attribute__((target("avx512f")))
-static void wgrad_img(float *dU, const float *x, const float *dout, int IC, int OC, int H, int W, int m, float *ws)
+void jem_wino_wgrad_core(float *dU, const float *Xp, const float *Yt, int ldy, int IC, int OC, int H, int W, int m,
+                         float *ws)
 {
     const int TH = (H + m - 1) / m, TW = (W + m - 1) / m, NT = TH * TW, ne = (m + 2) * (m + 2);
-    const int Hp = m * TH + 2, Wp = m * TW + 2;
-    size_t off[5];
-    wgrad_parts(IC, OC, H, W, m, off);
-    float *Xp = ws + off[0], *Yt = ws + off[1], *V = ws + off[2], *dM = ws + off[3];
-    jem_hwc_pack_padded(Xp, x, IC, H, W, Hp, Wp);
-    jem_hwc_pack(Yt, dout, OC, H, W);
+    const int Wp = jem_wino_padded(W, m);
+    float *V = ws, *dM = ws + up16((size_t)ne * TB * IC + 16);
     memset(V + (size_t)ne * TB * IC, 0, sizeof(float) * 16); /* the slack */
     const int nv = OC % 64 == 0 ? 4 : OC % 32 == 0 ? 2 : 1;
     int toff[TB]; /* row offsets of the tiles in V[e] */
@@ -486,7 +501,7 @@ static void wgrad_img(float *dU, const float *x, const float *dout, int IC, int 
         const int nt = NT - tb < TB ? NT - tb : TB;
         if (m == 4) input_transform4(V, Xp, IC, Wp, TW, tb, nt);
         else input_transform(V, Xp, IC, Wp, TW, tb, nt);
-        grad_transform(dM, Yt, OC, H, W, TW, tb, nt, m);
+        grad_transform(dM, Yt, ldy, OC, H, W, TW, tb, nt, m);
         /* dU[e] (IC x OC) += V[e]^T (IC x nt) . dM[e] (nt x OC) */
         for (int e = 0; e < ne; e++) {
             const float *Ve = V + (size_t)e * TB * IC, *Me = dM + (size_t)e * TB * OC;
@@ -502,34 +517,52 @@ static void wgrad_img(float *dU, const float *x, const float *dout, int IC, int 
             }
         }
     }
-    jem_hwc_add_colsum(dU + (size_t)ne * IC * OC, Yt, (size_t)H * W, OC);
+    for (int y = 0; y < H; y++) jem_hwc_add_colsum(dU + (size_t)ne * IC * OC, Yt + (size_t)y * ldy * OC, (size_t)W, OC);
+}
+
+/* one image: this thread's dU and db += the gradients from x (IC, H, W)
+ * and dout (OC, H, W) */
+__attribute__((target("avx512f")))
+static void wgrad_img(float *dU, const float *x, const float *dout, int IC, int OC, int H, int W, int m, float *ws)
+{
+    const int Hp = jem_wino_padded(H, m), Wp = jem_wino_padded(W, m);
+    size_t off[5];
+    wgrad_parts(IC, OC, H, W, m, off);
+    float *Xp = ws + off[0], *Yt = ws + off[1];
+    jem_hwc_pack_padded(Xp, x, IC, H, W, Hp, Wp);
+    jem_hwc_pack(Yt, dout, OC, H, W);
+    jem_wino_wgrad_core(dU, Xp, Yt, W, IC, OC, H, W, m, ws + off[2]);
 }
 #endif
+
+const float *jem_wino_weights(jem_wcache **slot, const float *w, int IC, int OC, int flip, int m)
+{
+    int fresh = 1;
+    float *U = jem_wcache_get(slot, w, (size_t)IC * OC * 9, jem_wcache_tag(8 + m, flip, IC, OC),
+                              (size_t)(m + 2) * (m + 2) * IC * OC, &fresh);
+    if (U && fresh) {
+#pragma omp parallel
+        transform_weights(U, w, IC, OC, flip, m);
+    }
+    return U;
+}
 
 static int run(float *out, const float *in, const float *w, const float *bias, const jem_conv_shape *s, int IC,
                int OC, int flip, const jem_conv_store *st, int m, float *ws)
 {
 #if HAVE_X86
-    const int ne = (m + 2) * (m + 2);
-    const size_t nu = (size_t)ne * IC * OC;
-    int fresh = 1;
-    float *U = st->wcache ? jem_wcache_get(st->wcache, w, (size_t)IC * OC * 9, jem_wcache_tag(8 + m, flip, IC, OC), nu,
-                                           &fresh)
-                          : malloc(sizeof(float) * nu);
-    if (!U) return -1;
+    jem_wcache *own = NULL;
+    const float *U = jem_wino_weights(st->wcache ? st->wcache : &own, w, IC, OC, flip, m);
+    if (!U) { jem_wcache_free(own); return -1; }
     const size_t per = jem_winograd_ws(s);
     const size_t isz = (size_t)IC * s->H * s->W, osz = (size_t)OC * s->H * s->W;
-#pragma omp parallel
-    {
-        if (fresh) transform_weights(U, w, IC, OC, flip, m);
-#pragma omp for schedule(static)
-        for (int b = 0; b < s->B; b++) {
-            float *tws = ws + (size_t)omp_get_thread_num() * per;
-            const jem_conv_store sb = jem_store_image(st, b, osz);
-            wino_img(out + b * osz, in + b * isz, U, bias, IC, OC, s->H, s->W, m, &sb, tws);
-        }
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < s->B; b++) {
+        const jem_conv_store sb = jem_store_image(st, b, osz);
+        wino_img(out + b * osz, in + b * isz, U, bias, IC, OC, s->H, s->W, m, &sb,
+                 ws + (size_t)omp_get_thread_num() * per);
     }
-    if (!st->wcache) free(U);
+    jem_wcache_free(own);
     return 0;
 #else
     (void)out; (void)in; (void)w; (void)bias; (void)s; (void)IC; (void)OC; (void)flip; (void)st; (void)m;
@@ -588,6 +621,34 @@ static const double G4[6][3] = {{0.25, 0, 0},
                                 {1.0 / 24, -1.0 / 12, 1.0 / 6},
                                 {0, 0, 1}};
 
+/* sum the threads' dU in a fixed order, then dw += G^T dU G */
+void jem_wino_reduce(float *dw, float *db, const float *dU0, size_t stride, int nth, int IC, int OC, int m)
+{
+    const int n = m + 2, ne = n * n;
+#pragma omp for schedule(static)
+    for (int oc = 0; oc < OC; oc++) {
+        for (int ic = 0; ic < IC && dw; ic++) {
+            double u[36];
+            for (int e = 0; e < ne; e++) {
+                float acc = 0.0f;
+                for (int t = 0; t < nth; t++) acc += dU0[(size_t)t * stride + ((size_t)e * IC + ic) * OC + oc];
+                u[e] = acc;
+            }
+            float *g = dw + ((size_t)oc * IC + ic) * 9;
+            for (int i = 0; i < 3; i++)
+                for (int j = 0; j < 3; j++) {
+                    double acc = 0.0;
+                    for (int a = 0; a < n; a++)
+                        for (int b = 0; b < n; b++)
+                            acc += (m == 4 ? G4[a][i] * G4[b][j] : (double)G2[a][i] * G2[b][j]) * u[a * n + b];
+                    g[i * 3 + j] += (float)acc;
+                }
+        }
+        if (db)
+            for (int t = 0; t < nth; t++) db[oc] += dU0[(size_t)t * stride + (size_t)ne * IC * OC + oc];
+    }
+}
+
 int jem_winograd_backward_weight(float *dw, float *db, const float *dout, const float *inp, const jem_conv_shape *s,
                                  float *ws)
 {
@@ -616,29 +677,7 @@ int jem_winograd_backward_weight_tile(float *dw, float *db, const float *dout, c
 #pragma omp for schedule(static)
         for (int b = 0; b < s->B; b++)
             wgrad_img(tws + off[4], inp + b * isz, dout + b * osz, IC, OC, s->H, s->W, m, tws);
-        /* sum the threads' dU in a fixed order, then dw += G^T dU G */
-#pragma omp for schedule(static)
-        for (int oc = 0; oc < OC; oc++) {
-            for (int ic = 0; ic < IC && dw; ic++) {
-                double u[36];
-                for (int e = 0; e < ne; e++) {
-                    float acc = 0.0f;
-                    for (int t = 0; t < nth; t++) acc += ws[(size_t)t * per + off[4] + ((size_t)e * IC + ic) * OC + oc];
-                    u[e] = acc;
-                }
-                float *g = dw + ((size_t)oc * IC + ic) * 9;
-                for (int i = 0; i < 3; i++)
-                    for (int j = 0; j < 3; j++) {
-                        double acc = 0.0;
-                        for (int a = 0; a < n; a++)
-                            for (int b = 0; b < n; b++)
-                                acc += (m == 4 ? G4[a][i] * G4[b][j] : (double)G2[a][i] * G2[b][j]) * u[a * n + b];
-                        g[i * 3 + j] += (float)acc;
-                    }
-            }
-            if (db)
-                for (int t = 0; t < nth; t++) db[oc] += ws[(size_t)t * per + off[4] + (size_t)ne * IC * OC + oc];
-        }
+        jem_wino_reduce(dw, db, ws + off[4], per, nth, IC, OC, m);
     }
     return 0;
 #else

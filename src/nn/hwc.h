@@ -48,19 +48,25 @@ __attribute__((target("avx512f"), always_inline)) static inline void jem_transpo
 }
 
 
+/* X (Hp, Wp, C): zero the border around the H x W image at (1, 1) */
+static inline void jem_hwc_zero_border(float *X, int C, int H, int W, int Hp, int Wp)
+{
+    memset(X, 0, sizeof(float) * (size_t)Wp * C);
+    for (int y = 1; y <= H; y++) {
+        float *row = X + (size_t)y * Wp * C;
+        memset(row, 0, sizeof(float) * C);
+        memset(row + (size_t)(W + 1) * C, 0, sizeof(float) * (size_t)(Wp - W - 1) * C);
+    }
+    for (int y = H + 1; y < Hp; y++) memset(X + (size_t)y * Wp * C, 0, sizeof(float) * (size_t)Wp * C);
+}
+
 /* in (C, H, W) -> dst (Hp, Wp, C) at offset (1, 1), border zeroed
  * (Hp >= H + 1, Wp >= W + 1) */
 __attribute__((target("avx512f"))) static inline void jem_hwc_pack_padded(float *dst, const float *in, int C, int H,
                                                                           int W, int Hp, int Wp)
 {
     const size_t HW = (size_t)H * W;
-    memset(dst, 0, sizeof(float) * (size_t)Wp * C);
-    for (int y = 1; y <= H; y++) {
-        float *row = dst + (size_t)y * Wp * C;
-        memset(row, 0, sizeof(float) * C);
-        memset(row + (size_t)(W + 1) * C, 0, sizeof(float) * (size_t)(Wp - W - 1) * C);
-    }
-    for (int y = H + 1; y < Hp; y++) memset(dst + (size_t)y * Wp * C, 0, sizeof(float) * (size_t)Wp * C);
+    jem_hwc_zero_border(dst, C, H, W, Hp, Wp);
     for (size_t p0 = 0; p0 < HW; p0 += 16) {
         const int n = HW - p0 < 16 ? (int)(HW - p0) : 16;
         const __mmask16 mk = (__mmask16)((1u << n) - 1u);
@@ -165,7 +171,7 @@ __attribute__((target("avx512f"))) static inline void jem_hwc_add_colsum(float *
  * vectors of 16 columns in registers (reads rows up to 6 even when nr is
  * smaller) */
 #define DEFINE_WKERNEL(NV)                                                                                         \
-    __attribute__((target("avx512f"), noinline)) static void jem_wkern_##NV(                                            \
+    __attribute__((target("avx512f"), noinline, unused)) static void jem_wkern_##NV(                                    \
         const float *X, const int *poff, int P, const float *Y, int ldy, float *dw, int lddw, int nr)              \
     {                                                                                                              \
         __m512 acc[6][NV];                                                                                         \
