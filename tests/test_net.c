@@ -182,6 +182,57 @@ static void check_threads_agree(void)
     jem_net_free(net);
 }
 
+/* the blocks fused per image (block.c) against the layer-by-layer path on
+ * the same net: logits, input gradient and every parameter gradient */
+static void check_fused_agrees(const char *desc, int B, uint64_t seed)
+{
+    jem_arch a;
+    ASSERT_OK(jem_arch_parse(desc, "test", &a));
+    jem_net *net = NULL;
+    ASSERT_OK(jem_net_create(&a, &net));
+    if (!net) return;
+    jem_rng rng;
+    jem_rng_seed(&rng, seed, 0);
+    jem_net_init(net, &rng);
+    const size_t np = jem_net_nparams(net), nx = (size_t)B * a.in_c * a.in_h * a.in_w, nl = (size_t)B * a.n_classes;
+    float *x = malloc(sizeof(float) * nx), *dl = malloc(sizeof(float) * nl);
+    float *lg[2], *dx[2], *gr[2];
+    fill_uniform(x, nx, &rng, -1, 1);
+    fill_uniform(dl, nl, &rng, -1, 1);
+    int nf = -1;
+    for (int k = 0; k < 2; k++) {
+        lg[k] = malloc(sizeof(float) * nl);
+        dx[k] = malloc(sizeof(float) * nx);
+        gr[k] = malloc(sizeof(float) * np);
+        const int f = jem_net_fuse(net, k == 0);
+        if (k == 0) nf = f;
+        else ASSERT_EQ_INT(f, 0);
+        ASSERT_OK(jem_net_forward(net, x, B, lg[k]));
+        jem_net_zero_grad(net);
+        ASSERT_OK(jem_net_backward(net, dl, dx[k], 1));
+        memcpy(gr[k], jem_net_grads(net), sizeof(float) * np);
+    }
+    /* every block fuses where the AVX-512 kernels run (unless JEM_FUSE=0) */
+    const char *fe = getenv("JEM_FUSE");
+    if (jem_winograd_available() && !(fe && !strcmp(fe, "0"))) ASSERT_MSG(nf == a.n_blocks, "%s: %d of %d blocks fused", a.name, nf, a.n_blocks);
+    double el = rel_err_ff(lg[0], lg[1], nl), ex = rel_err_ff(dx[0], dx[1], nx), eg = 0;
+    for (int i = 0; i < jem_net_ntensors(net); i++) {
+        const jem_param *t = jem_net_tensor(net, i);
+        double e = rel_err_ff(gr[0] + t->offset, gr[1] + t->offset, t->numel);
+        ASSERT_MSG(e < 2e-5, "%s: %s gradient fused vs layer by layer %.3g", a.name, t->name, e);
+        if (e > eg) eg = e;
+    }
+    ASSERT_MSG(el < 2e-6 && ex < 2e-5, "%s: fused vs layer by layer: logits %.3g, dx %.3g", a.name, el, ex);
+    printf("%s: %d blocks fused; vs layer by layer: logits %.2g, dx %.2g, parameter gradients %.2g\n", a.name, nf, el,
+           ex, eg);
+    /* a backward pass after switching needs a new forward pass */
+    jem_net_fuse(net, 1);
+    ASSERT(jem_net_backward(net, dl, dx[0], 0) != JEM_OK);
+    for (int k = 0; k < 2; k++) { free(lg[k]); free(dx[k]); free(gr[k]); }
+    free(x); free(dl);
+    jem_net_free(net);
+}
+
 static void check_arch_errors(void)
 {
     jem_arch a;
@@ -231,6 +282,11 @@ int main(void)
     if (f) { size_t n = fread(desc, 1, sizeof desc - 1, f); desc[n] = 0; fclose(f); }
     ASSERT(desc[0] != 0);
     check_net(desc, 1, t_quick() ? 2 : 4, 4);
+    check_fused_agrees(desc, 3, 7);
+    check_fused_agrees("name = fused-odd\ninput = 1x9x8\nclasses = 3\nstem = 16\nblocks = 16/1 32/2 48/2\n"
+                       "activation = lrelu\nslope = 0.1\n", 4, 8);
+    check_fused_agrees("name = fused-relu\ninput = 2x12x12\nclasses = 5\nstem = 16\nblocks = 32/1 32/1\n"
+                       "activation = relu\n", 2, 9);
     check_threads_agree();
     check_arch_errors();
     return t_finish();

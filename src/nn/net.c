@@ -19,10 +19,11 @@
 typedef struct {
     int ic, oc, stride, h, w, oh, ow;     /* input h, w; output oh, ow */
     int has_sc;
+    int fused;                            /* conv1 and conv2 run as one (block.c); h1 channels innermost */
     int c1w, c1b, c2w, c2b, scw, scb;     /* indices into the param table */
     jem_conv_shape s1, s2, ssc;           /* conv shapes for batch 1 */
     /* activation offsets in floats per image (multiply by B) */
-    size_t a1, h1, a2, out;               /* out holds h2 + shortcut */
+    size_t a1, h1, a2, out;               /* out holds h2 + shortcut; no a2 when fused */
 } blk;
 
 struct jem_net {
@@ -91,6 +92,36 @@ static double conv_macs(const jem_conv_shape *s)
 
 static size_t maxz(size_t a, size_t b) { return a > b ? a : b; }
 
+/* whether the convolutions' stores apply the activation (jem_conv_store):
+ * LeakyReLU with a slope in [0, 1] and ReLU (*slope 0) */
+static int fused_act(const jem_arch *a, float *slope)
+{
+    *slope = a->act == JEM_ACT_RELU ? 0.0f : a->slope;
+    return (a->act == JEM_ACT_LRELU && a->slope >= 0.0f && a->slope <= 1.0f) || a->act == JEM_ACT_RELU;
+}
+
+
+/* the activations' offsets (floats per image) and the largest map */
+static void plan_acts(jem_net *n)
+{
+    const jem_arch *a = &n->arch;
+    size_t off = 0;
+    n->x0 = off; off += (size_t)a->stem * a->in_h * a->in_w;
+    n->max_map = (size_t)a->stem * a->in_h * a->in_w;
+    for (int i = 0; i < a->n_blocks; i++) {
+        blk *b = &n->blocks[i];
+        const size_t in = (size_t)b->ic * b->h * b->w, mid = (size_t)b->oc * b->h * b->w;
+        b->a1 = off; off += in;
+        b->h1 = off; off += mid;
+        b->a2 = off; off += b->fused ? 0 : mid;
+        b->out = off; off += (size_t)b->oc * b->oh * b->ow;
+        n->max_map = maxz(n->max_map, maxz(in, mid));
+    }
+    n->af = off; off += (size_t)n->fin_c * n->fin_h * n->fin_w;
+    n->g = off; off += (size_t)n->fin_c;
+    n->act_per_img = off;
+}
+
 jem_status jem_net_create(const jem_arch *a, jem_net **out)
 {
     *out = NULL;
@@ -106,9 +137,6 @@ jem_status jem_net_create(const jem_arch *a, jem_net **out)
     n->stem_b = add_param(n, "stem.bias", 1, a->stem, 0, 0, 0);
     n->stem = conv_shape(C, H, W, a->stem, 3, 1, 1);
     n->macs = conv_macs(&n->stem);
-    size_t off = 0;
-    n->x0 = off; off += (size_t)a->stem * H * W;
-    n->max_map = (size_t)a->stem * H * W;
     C = a->stem;
     for (int i = 0; i < a->n_blocks; i++) {
         blk *b = &n->blocks[i];
@@ -131,18 +159,12 @@ jem_status jem_net_create(const jem_arch *a, jem_net **out)
         } else {
             b->scw = b->scb = -1;
         }
-        b->a1 = off; off += (size_t)b->ic * H * W;
-        b->h1 = off; off += (size_t)b->oc * H * W;
-        b->a2 = off; off += (size_t)b->oc * H * W;
-        b->out = off; off += (size_t)b->oc * b->oh * b->ow;
-        n->max_map = maxz(n->max_map, (size_t)b->oc * H * W);
-        n->max_map = maxz(n->max_map, (size_t)b->ic * H * W);
+        float sl;
+        b->fused = fused_act(a, &sl) && jem_block_fusable(&b->s1, &b->s2);
         C = b->oc; H = b->oh; W = b->ow;
     }
     n->fin_c = C; n->fin_h = H; n->fin_w = W;
-    n->af = off; off += (size_t)C * H * W;
-    n->g = off; off += (size_t)C;
-    n->act_per_img = off;
+    plan_acts(n);
     n->fc_w = add_param(n, "fc.weight", 2, a->n_classes, C, 0, 0);
     n->fc_b = add_param(n, "fc.bias", 1, a->n_classes, 0, 0, 0);
     n->macs += (double)a->n_classes * C;
@@ -218,6 +240,7 @@ static jem_status reserve(jem_net *n, int B)
             per = maxz(per, jem_conv2d_ws(&b->s1));
             per = maxz(per, jem_conv2d_ws(&b->s2));
             if (b->has_sc) per = maxz(per, jem_conv2d_ws(&b->ssc));
+            per = maxz(per, jem_block_ws(&b->s1, &b->s2));
         }
         float *ws = aligned_alloc(64, sizeof(float) * per * (size_t)T);
         if (!ws) return jem_fail(JEM_ERR_NOMEM, "out of memory for the convolution workspace");
@@ -243,12 +266,32 @@ static jem_status reserve(jem_net *n, int B)
 
 static jem_conv_shape with_batch(jem_conv_shape s, int B) { s.B = B; return s; }
 
-/* whether the convolutions' stores apply the activation (jem_conv_store):
- * LeakyReLU with a slope in [0, 1] and ReLU (*slope 0) */
-static int fused_act(const jem_arch *a, float *slope)
+static jem_block_desc block_desc(jem_net *n, int i, int B, float slope)
 {
-    *slope = a->act == JEM_ACT_RELU ? 0.0f : a->slope;
-    return (a->act == JEM_ACT_LRELU && a->slope >= 0.0f && a->slope <= 1.0f) || a->act == JEM_ACT_RELU;
+    blk *b = &n->blocks[i];
+    jem_block_desc d = {with_batch(b->s1, B), with_batch(b->s2, B), P(n, b->c1w), P(n, b->c1b), P(n, b->c2w),
+                        P(n, b->c2b), &n->wc[0][1 + 2 * i], &n->wc[0][2 + 2 * i], &n->wc[1][1 + 2 * i],
+                        &n->wc[1][2 + 2 * i], slope};
+    return d;
+}
+
+int jem_net_fuse(jem_net *n, int on)
+{
+    float sl;
+    int k = 0;
+    for (int i = 0; i < n->arch.n_blocks; i++) {
+        blk *b = &n->blocks[i];
+        b->fused = on && fused_act(&n->arch, &sl) && jem_block_fusable(&b->s1, &b->s2);
+        k += b->fused;
+    }
+    /* the activations' layout changed: new buffers, and a backward pass
+     * needs a new forward pass */
+    plan_acts(n);
+    free(n->act);
+    free(n->gbuf);
+    n->act = n->gbuf = NULL;
+    n->B_cap = n->B = 0;
+    return k;
 }
 
 jem_status jem_net_forward(jem_net *n, const float *x, int B, float *logits)
@@ -278,6 +321,19 @@ jem_status jem_net_forward(jem_net *n, const float *x, int B, float *logits)
         float *a1 = A + b->a1 * B, *h1 = A + b->h1 * B, *a2 = A + b->a2 * B, *o = A + b->out * B;
         size_t nin = (size_t)B * b->ic * b->h * b->w, nmid = (size_t)B * b->oc * b->h * b->w;
         size_t nout = (size_t)B * b->oc * b->oh * b->ow;
+        if (b->fused) {
+            if (b->has_sc) {
+                s = with_batch(b->ssc, B);
+                jem_conv2d_forward(o, cur, P(n, b->scw), P(n, b->scb), &s, n->ws);
+            } else {
+                memcpy(o, cur, sizeof(float) * nout);
+            }
+            const jem_block_desc d = block_desc(n, i, B, sl);
+            if (jem_block_forward(h1, o, i + 1 < a->n_blocks ? A + n->blocks[i + 1].a1 * B : af, a1, &d, n->ws))
+                return jem_fail(JEM_ERR_NOMEM, "out of memory for the transformed weights of block %d", i + 1);
+            cur = o;
+            continue;
+        }
         if (!fuse) jem_act_forward(a1, cur, nin, a->act, a->slope);
         s = with_batch(b->s1, B);
         sto.accumulate = 0;
@@ -339,6 +395,13 @@ jem_status jem_net_backward(jem_net *n, const float *dlogits, float *dx, int par
         float *da2 = dcur == gP ? gQ : dcur == gQ ? gR : gP;
         float *da1 = da2 == gP ? gQ : da2 == gQ ? gR : gP;
         jem_conv_shape s;
+        if (b->fused) {
+            const jem_block_desc d = block_desc(n, i, B, sl);
+            if (jem_block_backward(da1, param_grads ? G(n, b->c1w) : NULL, param_grads ? G(n, b->c1b) : NULL,
+                                   param_grads ? G(n, b->c2w) : NULL, param_grads ? G(n, b->c2b) : NULL, dcur, a1,
+                                   h1, xin, &d, n->ws))
+                return jem_fail(JEM_ERR_NOMEM, "out of memory for the transformed weights of block %d", i + 1);
+        } else {
         /* conv2, then conv1: each input gradient set (not accumulated) and,
          * for LeakyReLU and ReLU, times act' in the same store */
         jem_conv_store sto = {0, fuse ? h1 : NULL, NULL, sl, &n->wc[1][2 + 2 * i]};
@@ -352,6 +415,7 @@ jem_status jem_net_backward(jem_net *n, const float *dlogits, float *dx, int par
         jem_conv2d_backward_st(da1, param_grads ? G(n, b->c1w) : NULL, param_grads ? G(n, b->c1b) : NULL,
                                da2, a1, P(n, b->c1w), &s, &sto, n->ws);
         if (!fuse) jem_act_grad_inplace(da1, xin, nin, a->act, a->slope);
+        }
         /* shortcut */
         if (b->has_sc) {
             s = with_batch(b->ssc, B);

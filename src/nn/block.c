@@ -1,0 +1,266 @@
+/*
+ * A wide-ResNet block's two 3x3 convolutions fused per image: conv1
+ * (Winograd), LeakyReLU, conv2 (Winograd at stride 1, indirect at stride 2)
+ * run one image after another on each thread, and the activation between
+ * them never leaves the kernels' channels-innermost layout. Layer by layer,
+ * conv1's output went back to NCHW and conv2 transposed it in again; here
+ * conv1's output is stored once, channels innermost (h1, for the backward
+ * pass), while its activation goes straight into conv2's zero-padded input
+ * in the thread's workspace. The backward pass does the same in reverse:
+ * conv2's input gradient, times act'(h1), is written into conv1's padded
+ * input, and the weight gradients of both convolutions read those buffers.
+ * Half of the NCHW <-> channels-innermost transposes of a block go, with the
+ * a2 = act(h1) activation map of the whole batch.
+ *
+ * The arithmetic is that of the layer-by-layer kernels (the same cores,
+ * kern.h), so the results agree to rounding order; test_net compares both.
+ * JEM_FUSE=0 turns it off.
+ */
+#include "nn/nn.h"
+#include "nn/hwc.h"
+#include "nn/kern.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <omp.h>
+
+static size_t up16(size_t n) { return (n + 15) & ~(size_t)15; }
+static size_t maxz(size_t a, size_t b) { return a > b ? a : b; }
+
+int jem_block_fusable(const jem_conv_shape *s1, const jem_conv_shape *s2)
+{
+    static int off = -1;
+    if (off < 0) {
+        const char *e = getenv("JEM_FUSE");
+        off = e && !strcmp(e, "0");
+    }
+    if (off || !HAVE_X86 || !jem_winograd_available() || !jem_winograd_fits(s1)) return 0;
+    if (s2->IC != s1->OC || s2->OC != s1->OC || s2->H != s1->H || s2->W != s1->W) return 0;
+    return s2->stride == 1 ? jem_winograd_fits(s2) : jem_indirect_fits(s2);
+}
+
+/* the per-thread workspace: offsets (floats) of each buffer, and its size */
+typedef struct {
+    int IC, OC, H, W, OH, OW, P, m1, m2; /* m2 = 0: conv2 is indirect */
+    int Hp1, Wp1, Hp2, Wp2;
+    size_t x1, d1, y1, x2, q, y2, core, du1, du2, poff, total;
+} layout;
+
+static void plan(layout *l, const jem_conv_shape *s1, const jem_conv_shape *s2)
+{
+    const int IC = s1->IC, OC = s1->OC, H = s1->H, W = s1->W;
+    l->IC = IC; l->OC = OC; l->H = H; l->W = W;
+    l->OH = jem_conv_out(H, 3, s2->stride, 1);
+    l->OW = jem_conv_out(W, 3, s2->stride, 1);
+    l->P = l->OH * l->OW;
+    l->m1 = jem_winograd_tile(s1);
+    l->m2 = s2->stride == 1 ? jem_winograd_tile(s2) : 0;
+    l->Hp1 = jem_wino_padded(H, l->m1); l->Wp1 = jem_wino_padded(W, l->m1);
+    l->Hp2 = l->m2 ? jem_wino_padded(H, l->m2) : H + 2;
+    l->Wp2 = l->m2 ? jem_wino_padded(W, l->m2) : W + 2;
+    const size_t pix1 = (size_t)l->Hp1 * l->Wp1, pix2 = (size_t)l->Hp2 * l->Wp2;
+    size_t core = maxz(jem_wino_core_ws(IC, OC, l->m1), jem_wino_core_ws(OC, IC, l->m1));
+    core = maxz(core, jem_wino_wgrad_ws(IC, OC, l->m1));
+    if (l->m2) core = maxz(maxz(core, jem_wino_core_ws(OC, OC, l->m2)), jem_wino_wgrad_ws(OC, OC, l->m2));
+    const size_t du2 = l->m2 ? (size_t)(l->m2 + 2) * (l->m2 + 2) * OC * OC + OC : (size_t)9 * OC * OC + OC;
+    size_t o = 0;
+    l->x1 = o;   o += up16(pix1 * IC);                         /* padded a1 */
+    l->d1 = o;   o += up16(pix1 * OC);                         /* padded dh1 */
+    l->y1 = o;   o += up16((size_t)H * W * maxz(IC, OC));      /* conv1 out; input gradients */
+    l->x2 = o;   o += up16(pix2 * OC + 16);                    /* padded a2, 16 floats of slack */
+    l->q = o;    o += up16(maxz(pix2 * OC, up16((size_t)l->P * OC) + (size_t)(H + 2) * (W + 2) * OC));
+    l->y2 = o;   o += up16((size_t)l->P * OC);                 /* conv2 out */
+    l->core = o; o += up16(core);
+    l->du1 = o;  o += up16((size_t)(l->m1 + 2) * (l->m1 + 2) * IC * OC + OC);
+    l->du2 = o;  o += up16(du2);
+    l->poff = o; o += up16((size_t)l->P);
+    l->total = o;
+}
+
+size_t jem_block_ws(const jem_conv_shape *s1, const jem_conv_shape *s2)
+{
+    if (!jem_block_fusable(s1, s2)) return 0;
+    layout l;
+    plan(&l, s1, s2);
+    return l.total;
+}
+
+#if HAVE_X86
+/* v = Y + bias (bias may be NULL) for the (H, W, C) image Y; h = v (when h
+ * is not NULL); X (Hp, Wp, C) = LeakyReLU(v) at (1, 1), zero border */
+__attribute__((target("avx512f")))
+static void act_pad(float *h, float *X, const float *Y, const float *bias, int C, int H, int W, int Hp, int Wp,
+                    float slope)
+{
+    jem_hwc_zero_border(X, C, H, W, Hp, Wp);
+    const __m512 sl = _mm512_set1_ps(slope);
+    for (int y = 0; y < H; y++)
+        for (int x = 0; x < W; x++) {
+            const size_t p = ((size_t)y * W + x) * C;
+            float *xp = X + ((size_t)(y + 1) * Wp + x + 1) * C;
+            for (int c0 = 0; c0 < C; c0 += 16) {
+                __m512 v = _mm512_loadu_ps(Y + p + c0);
+                if (bias) v = _mm512_add_ps(v, _mm512_loadu_ps(bias + c0));
+                if (h) _mm512_storeu_ps(h + p + c0, v);
+                _mm512_storeu_ps(xp + c0, _mm512_max_ps(v, _mm512_mul_ps(sl, v)));
+            }
+        }
+}
+
+/* X (Hp, Wp, C) at (1, 1) = D * act'(h), D's pixel (y, x) at D + (y ld +
+ * x) C, h (H, W, C); zero border */
+__attribute__((target("avx512f")))
+static void gate_pad(float *X, const float *D, int ld, const float *h, int C, int H, int W, int Hp, int Wp,
+                     float slope)
+{
+    jem_hwc_zero_border(X, C, H, W, Hp, Wp);
+    const __m512 sl = _mm512_set1_ps(slope), one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
+    for (int y = 0; y < H; y++)
+        for (int x = 0; x < W; x++) {
+            const float *d = D + ((size_t)y * ld + x) * C, *g = h + ((size_t)y * W + x) * C;
+            float *xp = X + ((size_t)(y + 1) * Wp + x + 1) * C;
+            for (int c0 = 0; c0 < C; c0 += 16) {
+                const __mmask16 pos = _mm512_cmp_ps_mask(_mm512_loadu_ps(g + c0), zero, _CMP_GT_OQ);
+                _mm512_storeu_ps(xp + c0, _mm512_mul_ps(_mm512_loadu_ps(d + c0), _mm512_mask_blend_ps(pos, sl, one)));
+            }
+        }
+}
+
+typedef struct {
+    const float *U1, *U2; /* conv1's Winograd weights, conv2's Winograd or tap-major weights */
+} wts;
+
+static int weights(wts *t, const jem_block_desc *d, const layout *l, int back)
+{
+    t->U1 = back ? jem_wino_weights(d->wc1b, d->w1, l->OC, l->IC, 1, l->m1)
+                 : jem_wino_weights(d->wc1f, d->w1, l->IC, l->OC, 0, l->m1);
+    if (l->m2) t->U2 = jem_wino_weights(back ? d->wc2b : d->wc2f, d->w2, l->OC, l->OC, back, l->m2);
+    else t->U2 = jem_ind_weights(back ? d->wc2b : d->wc2f, d->w2, l->OC, l->OC, back);
+    return t->U1 && t->U2 ? 0 : -1;
+}
+
+__attribute__((target("avx512f")))
+static void fwd_img(float *h1, float *out, float *act_out, const float *a1, const jem_block_desc *d, const layout *l,
+                    const wts *t, float *ws)
+{
+    const int IC = l->IC, OC = l->OC, H = l->H, W = l->W;
+    float *X1 = ws + l->x1, *Y1 = ws + l->y1, *X2 = ws + l->x2, *Y2 = ws + l->y2, *core = ws + l->core;
+    jem_hwc_pack_padded(X1, a1, IC, H, W, l->Hp1, l->Wp1);
+    jem_wino_core(Y1, X1, t->U1, IC, OC, H, W, l->m1, core);
+    act_pad(h1, X2, Y1, d->b1, OC, H, W, l->Hp2, l->Wp2, d->slope);
+    if (l->m2) {
+        jem_wino_core(Y2, X2, t->U2, OC, OC, H, W, l->m2, core);
+    } else {
+        int *poff = (int *)(ws + l->poff);
+        jem_ind_offsets(poff, l->P, l->OW, l->Wp2, d->s2.stride, OC);
+        jem_ind_core(Y2, X2, t->U2, poff, OC, OC, l->P, l->Wp2);
+    }
+    const jem_conv_store st = {1, NULL, act_out, d->slope, NULL};
+    jem_hwc_unpack(out, Y2, OC, l->OH, l->OW, 0, l->OW, d->b2, &st);
+}
+
+__attribute__((target("avx512f")))
+static void bwd_img(float *da1, int want_w, const float *dout, const float *a1, const float *h1, const float *gate,
+                    const jem_block_desc *d, const layout *l, const wts *t, float *ws)
+{
+    const int IC = l->IC, OC = l->OC, H = l->H, W = l->W;
+    float *X1 = ws + l->x1, *D1 = ws + l->d1, *Y1 = ws + l->y1, *X2 = ws + l->x2, *Q = ws + l->q;
+    float *core = ws + l->core;
+    int *poff = (int *)(ws + l->poff);
+    /* conv2's input gradient, (H, W, OC) at D2 with rows ld pixels apart;
+     * Yt2, ldy2: the output gradient for conv2's weight gradient */
+    const float *D2, *Yt2;
+    int ld, ldy2;
+    if (l->m2) {
+        jem_hwc_pack_padded(Q, dout, OC, H, W, l->Hp2, l->Wp2);
+        jem_wino_core(Y1, Q, t->U2, OC, OC, H, W, l->m2, core);
+        D2 = Y1; ld = W;
+        Yt2 = Q + (size_t)(l->Wp2 + 1) * OC; ldy2 = l->Wp2;
+    } else {
+        float *Dp = Q + up16((size_t)l->P * OC);
+        jem_hwc_pack(Q, dout, OC, l->OH, l->OW);
+        jem_ind_offsets(poff, l->P, l->OW, l->Wp2, d->s2.stride, OC);
+        jem_ind_bwd_core(Dp, Q, t->U2, poff, OC, OC, l->P, H, l->Wp2);
+        D2 = Dp + (size_t)(l->Wp2 + 1) * OC; ld = l->Wp2;
+        Yt2 = Q; ldy2 = l->OW;
+    }
+    /* dh1 = D2 act'(h1), padded: conv1's input-gradient input and its
+     * weight gradient's output gradient */
+    gate_pad(D1, D2, ld, h1, OC, H, W, l->Hp1, l->Wp1, d->slope);
+    if (da1) {
+        jem_wino_core(Y1, D1, t->U1, OC, IC, H, W, l->m1, core);
+        const jem_conv_store st = {0, gate, NULL, d->slope, NULL};
+        jem_hwc_unpack(da1, Y1, IC, H, W, 0, W, NULL, &st);
+    }
+    if (want_w) {
+        act_pad(NULL, X2, h1, NULL, OC, H, W, l->Hp2, l->Wp2, d->slope);
+        if (l->m2) {
+            jem_wino_wgrad_core(ws + l->du2, X2, Yt2, ldy2, OC, OC, H, W, l->m2, core);
+        } else {
+            memset(X2 + (size_t)l->Hp2 * l->Wp2 * OC, 0, sizeof(float) * 16); /* the slack */
+            jem_ind_wgrad_core(ws + l->du2, X2, Yt2, poff, OC, OC, l->P, l->Wp2);
+        }
+        jem_hwc_pack_padded(X1, a1, IC, H, W, l->Hp1, l->Wp1);
+        jem_wino_wgrad_core(ws + l->du1, X1, D1 + (size_t)(l->Wp1 + 1) * OC, l->Wp1, IC, OC, H, W, l->m1, core);
+    }
+}
+#endif
+
+int jem_block_forward(float *h1, float *out, float *act_out, const float *a1, const jem_block_desc *d, float *ws)
+{
+#if HAVE_X86
+    layout l;
+    plan(&l, &d->s1, &d->s2);
+    wts t;
+    if (weights(&t, d, &l, 0)) return -1;
+    const size_t isz = (size_t)l.IC * l.H * l.W, hsz = (size_t)l.OC * l.H * l.W, osz = (size_t)l.OC * l.P;
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < d->s1.B; b++)
+        fwd_img(h1 + b * hsz, out + b * osz, act_out ? act_out + b * osz : NULL, a1 + b * isz, d, &l, &t,
+                ws + (size_t)omp_get_thread_num() * l.total);
+    return 0;
+#else
+    (void)h1; (void)out; (void)act_out; (void)a1; (void)d; (void)ws;
+    return -1;
+#endif
+}
+
+int jem_block_backward(float *da1, float *dw1, float *db1, float *dw2, float *db2, const float *dout,
+                       const float *a1, const float *h1, const float *gate, const jem_block_desc *d, float *ws)
+{
+#if HAVE_X86
+    layout l;
+    plan(&l, &d->s1, &d->s2);
+    wts t;
+    if (weights(&t, d, &l, 1)) return -1;
+    const int want_w = dw1 || db1 || dw2 || db2;
+    const size_t isz = (size_t)l.IC * l.H * l.W, hsz = (size_t)l.OC * l.H * l.W, osz = (size_t)l.OC * l.P;
+    const size_t ndu1 = (size_t)(l.m1 + 2) * (l.m1 + 2) * l.IC * l.OC + l.OC;
+    const size_t ndu2 = l.m2 ? (size_t)(l.m2 + 2) * (l.m2 + 2) * l.OC * l.OC + l.OC : (size_t)9 * l.OC * l.OC + l.OC;
+    int nth = 1;
+#pragma omp parallel
+    {
+#pragma omp single
+        nth = omp_get_num_threads();
+        float *tws = ws + (size_t)omp_get_thread_num() * l.total;
+        if (want_w) {
+            memset(tws + l.du1, 0, sizeof(float) * ndu1);
+            memset(tws + l.du2, 0, sizeof(float) * ndu2);
+        }
+#pragma omp for schedule(static)
+        for (int b = 0; b < d->s1.B; b++)
+            bwd_img(da1 ? da1 + b * isz : NULL, want_w, dout + b * osz, a1 + b * isz, h1 + b * hsz,
+                    gate ? gate + b * isz : NULL, d, &l, &t, tws);
+        if (want_w) {
+            jem_wino_reduce(dw1, db1, ws + l.du1, l.total, nth, l.IC, l.OC, l.m1);
+            if (l.m2) jem_wino_reduce(dw2, db2, ws + l.du2, l.total, nth, l.OC, l.OC, l.m2);
+            else jem_ind_reduce(dw2, db2, ws + l.du2, l.total, nth, l.OC, l.OC);
+        }
+    }
+    return 0;
+#else
+    (void)da1; (void)dw1; (void)db1; (void)dw2; (void)db2; (void)dout; (void)a1; (void)h1; (void)gate; (void)d;
+    (void)ws;
+    return -1;
+#endif
+}
