@@ -93,17 +93,18 @@ static jem_status run_workload(bctx *b, int w, int K)
 
 typedef struct { const char *name; int batch; double img_s, ms; } wres;
 
-/* each block's two 3x3 convolutions fused per image (block.c), as the
- * network runs them, batch 64: forward, input gradient, input and weight
- * gradients; effective GFLOP/s of the two convolutions together (the last
- * column counts the FLOPs of both gradients). The
+/* each block fused per image (block.c), as the network runs it, batch 64:
+ * forward (the two 3x3 convolutions and the shortcut), input gradient and
+ * input and weight gradients of the two 3x3 convolutions (the shortcut's
+ * take the GEMM path); effective GFLOP/s (the last column counts the FLOPs
+ * of both gradients). The
  * transformed weights are cached between repetitions, as between SGLD
  * steps. */
 static void blocks_bench(jem_jw *jw, const jem_arch *a, int reps, int json, jem_rng *rng, double *t)
 {
     jem_jw_key(jw, "blocks");
     jem_jw_arr_begin(jw);
-    if (!json) printf("\nfused blocks (conv1 + conv2 per image): effective GFLOP/s\n%-10s %-22s %9s %9s %9s\n",
+    if (!json) printf("\nfused blocks (per image; forward with the shortcut): effective GFLOP/s\n%-10s %-22s %9s %9s %9s\n",
                       "block", "shape (batch 64)", "fwd", "bwd-in", "bwd-in+w");
     int C = a->stem, H = a->in_h, W = a->in_w;
     const float slope = a->act == JEM_ACT_RELU ? 0.0f : a->slope;
@@ -115,35 +116,39 @@ static void blocks_bench(jem_jw *jw, const jem_arch *a, int reps, int json, jem_
         d.s2 = (jem_conv_shape){64, OC, H, W, OC, 3, 3, st, 1};
         if (jem_block_fusable(&d.s1, &d.s2)) {
             const size_t nin = (size_t)64 * C * H * W, nmid = (size_t)64 * OC * H * W, nout = (size_t)64 * OC * OH * OW;
-            const size_t nw1 = (size_t)OC * C * 9, nw2 = (size_t)OC * OC * 9;
+            const int sc = st != 1 || C != OC;
+            const size_t nw1 = (size_t)OC * C * 9, nw2 = (size_t)OC * OC * 9, nsc = sc ? (size_t)OC * C + OC : 0;
             float *a1 = malloc(sizeof(float) * nin), *da1 = malloc(sizeof(float) * nin);
             float *h1 = malloc(sizeof(float) * nmid), *out = malloc(sizeof(float) * nout);
             float *dout = malloc(sizeof(float) * nout), *act = malloc(sizeof(float) * nout);
-            float *w = malloc(sizeof(float) * 2 * (nw1 + nw2 + 2 * OC));
+            float *w = malloc(sizeof(float) * (2 * (nw1 + nw2 + 2 * OC) + nsc));
             float *ws = malloc(sizeof(float) * jem_block_ws(&d.s1, &d.s2) * omp_get_max_threads());
-            jem_wcache *wc[4] = {NULL, NULL, NULL, NULL};
+            jem_wcache *wc[5] = {NULL, NULL, NULL, NULL, NULL};
             if (!a1 || !da1 || !h1 || !out || !dout || !act || !w || !ws) {
                 fprintf(stderr, "jem bench: error: out of memory for block %d\n", i + 1);
             } else {
-                fill(a1, nin, rng); fill(dout, nout, rng); fill(w, nw1 + nw2 + 2 * OC, rng);
+                fill(a1, nin, rng); fill(dout, nout, rng); fill(w, 2 * (nw1 + nw2 + 2 * OC) + nsc, rng);
                 memset(out, 0, sizeof(float) * nout);
                 float *g = w + nw1 + nw2 + 2 * OC;
                 d.w1 = w; d.b1 = w + nw1; d.w2 = w + nw1 + OC; d.b2 = w + nw1 + OC + nw2;
-                d.wc1f = &wc[0]; d.wc2f = &wc[1]; d.wc1b = &wc[2]; d.wc2b = &wc[3];
+                d.wc1f = &wc[0]; d.wc2f = &wc[1]; d.wc1b = &wc[2]; d.wc2b = &wc[3]; d.wcsc = &wc[4];
+                if (sc) { d.wsc = w + 2 * (nw1 + nw2 + 2 * OC); d.bsc = d.wsc + (size_t)OC * C; }
                 d.slope = slope;
-                const double lf = 2.0 * 64 * ((double)OC * H * W * C * 9 + (double)OC * OH * OW * OC * 9);
+                /* the forward pass includes the shortcut; the gradients do not */
+                const double lc = 2.0 * 64 * ((double)OC * H * W * C * 9 + (double)OC * OH * OW * OC * 9);
+                const double lf = lc + (sc ? 2.0 * 64 * OC * OH * OW * C : 0.0);
                 double gf[3];
                 int ok = 1;
                 for (int k = 0; k < 3 && ok; k++) {
                     for (int rep = -1; rep < reps && ok; rep++) {
                         double t0 = now_s();
                         if (k == 0) ok = !jem_block_forward(h1, out, act, a1, &d, ws);
-                        else if (k == 1) ok = !jem_block_backward(da1, NULL, NULL, NULL, NULL, dout, a1, h1, a1, &d, ws);
+                        else if (k == 1) ok = !jem_block_backward(da1, NULL, NULL, NULL, NULL, dout, a1, h1, &d, ws);
                         else ok = !jem_block_backward(da1, g, g + nw1, g + nw1 + OC, g + nw1 + OC + nw2, dout, a1, h1,
-                                                      a1, &d, ws);
+                                                      &d, ws);
                         if (rep >= 0) t[rep] = now_s() - t0;
                     }
-                    gf[k] = (k == 2 ? 2 : 1) * lf / median(t, reps) / 1e9; /* k 2: both gradients */
+                    gf[k] = (k == 0 ? lf : k == 1 ? lc : 2 * lc) / median(t, reps) / 1e9; /* k 2: both gradients */
                 }
                 char name[16], shp[48];
                 snprintf(name, sizeof name, "b%d", i + 1);
@@ -157,11 +162,11 @@ static void blocks_bench(jem_jw *jw, const jem_arch *a, int reps, int json, jem_
                     jem_jw_kdouble(jw, "forward_gflops", gf[0]);
                     jem_jw_kdouble(jw, "backward_input_gflops", gf[1]);
                     jem_jw_kdouble(jw, "backward_input_weight_gflops", gf[2]);
-                    jem_jw_kdouble(jw, "mflop", lf / 1e6);
+                    jem_jw_kdouble(jw, "mflop_forward", lf / 1e6);
                     jem_jw_obj_end(jw);
                 }
             }
-            for (int k = 0; k < 4; k++) jem_wcache_free(wc[k]);
+            for (int k = 0; k < 5; k++) jem_wcache_free(wc[k]);
             free(a1); free(da1); free(h1); free(out); free(dout); free(act); free(w); free(ws);
         }
         C = OC; H = OH; W = OW;

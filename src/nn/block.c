@@ -1,20 +1,24 @@
 /*
- * A wide-ResNet block's two 3x3 convolutions fused per image: conv1
- * (Winograd), LeakyReLU, conv2 (Winograd at stride 1, indirect at stride 2)
- * run one image after another on each thread, and the activation between
- * them never leaves the kernels' channels-innermost layout. Layer by layer,
- * conv1's output went back to NCHW and conv2 transposed it in again; here
- * conv1's output is stored once, channels innermost (h1, for the backward
- * pass), while its activation goes straight into conv2's zero-padded input
- * in the thread's workspace. The backward pass does the same in reverse:
- * conv2's input gradient, times act'(h1), is written into conv1's padded
- * input, and the weight gradients of both convolutions read those buffers.
- * Half of the NCHW <-> channels-innermost transposes of a block go, with the
- * a2 = act(h1) activation map of the whole batch.
+ * A wide-ResNet block fused per image: act(x), conv1 (Winograd), act, conv2
+ * (Winograd at stride 1, indirect at stride 2) and the shortcut (a 1x1
+ * convolution or the identity) run one image after another on each thread,
+ * and nothing between the block's input and output leaves the kernels'
+ * channels-innermost layout. Layer by layer, every convolution transposed
+ * its input in from NCHW and its output back, the activations a1 and a2
+ * were written out for the whole batch, and the shortcut was a GEMM pass of
+ * its own. Here the input is transposed once (its activation and the
+ * shortcut both read it), conv1's output is stored once, channels innermost
+ * (h1, for the backward pass), while its activation goes straight into
+ * conv2's zero-padded input in the thread's workspace, and the shortcut
+ * adds into conv2's output before the one transpose back. The backward pass
+ * does the same in reverse: conv2's input gradient, times act'(h1), is
+ * written into conv1's padded input, and the weight gradients of both
+ * convolutions read those buffers (the shortcut's gradients stay with the
+ * caller).
  *
  * The arithmetic is that of the layer-by-layer kernels (the same cores,
- * kern.h), so the results agree to rounding order; test_net compares both.
- * JEM_FUSE=0 turns it off.
+ * kern.h); only the shortcut's sum is in another order. test_net compares
+ * both paths. JEM_FUSE=0 turns fusion off.
  */
 #include "nn/nn.h"
 #include "nn/hwc.h"
@@ -43,7 +47,7 @@ int jem_block_fusable(const jem_conv_shape *s1, const jem_conv_shape *s2)
 typedef struct {
     int IC, OC, H, W, OH, OW, P, m1, m2; /* m2 = 0: conv2 is indirect */
     int Hp1, Wp1, Hp2, Wp2;
-    size_t x1, d1, y1, x2, q, y2, core, du1, du2, poff, total;
+    size_t xr, x1, d1, y1, x2, q, y2, core, du1, du2, poff, poffsc, bias, total;
 } layout;
 
 static void plan(layout *l, const jem_conv_shape *s1, const jem_conv_shape *s2)
@@ -64,7 +68,8 @@ static void plan(layout *l, const jem_conv_shape *s1, const jem_conv_shape *s2)
     if (l->m2) core = maxz(maxz(core, jem_wino_core_ws(OC, OC, l->m2)), jem_wino_wgrad_ws(OC, OC, l->m2));
     const size_t du2 = l->m2 ? (size_t)(l->m2 + 2) * (l->m2 + 2) * OC * OC + OC : (size_t)9 * OC * OC + OC;
     size_t o = 0;
-    l->x1 = o;   o += up16(pix1 * IC);                         /* padded a1 */
+    l->xr = o;   o += up16((size_t)H * W * IC);                /* the block input x */
+    l->x1 = o;   o += up16(pix1 * IC);                         /* padded a1 = act(x) */
     l->d1 = o;   o += up16(pix1 * OC);                         /* padded dh1 */
     l->y1 = o;   o += up16((size_t)H * W * maxz(IC, OC));      /* conv1 out; input gradients */
     l->x2 = o;   o += up16(pix2 * OC + 16);                    /* padded a2, 16 floats of slack */
@@ -74,6 +79,8 @@ static void plan(layout *l, const jem_conv_shape *s1, const jem_conv_shape *s2)
     l->du1 = o;  o += up16((size_t)(l->m1 + 2) * (l->m1 + 2) * IC * OC + OC);
     l->du2 = o;  o += up16(du2);
     l->poff = o; o += up16((size_t)l->P);
+    l->poffsc = o; o += up16((size_t)l->P);                    /* the shortcut's pixels in xr */
+    l->bias = o; o += up16((size_t)OC);                        /* conv2's bias + the shortcut's */
     l->total = o;
 }
 
@@ -128,6 +135,7 @@ static void gate_pad(float *X, const float *D, int ld, const float *h, int C, in
 
 typedef struct {
     const float *U1, *U2; /* conv1's Winograd weights, conv2's Winograd or tap-major weights */
+    const float *Wsc;     /* the 1x1 shortcut's (IC, OC) weights; NULL: identity */
 } wts;
 
 static int weights(wts *t, const jem_block_desc *d, const layout *l, int back)
@@ -136,16 +144,20 @@ static int weights(wts *t, const jem_block_desc *d, const layout *l, int back)
                  : jem_wino_weights(d->wc1f, d->w1, l->IC, l->OC, 0, l->m1);
     if (l->m2) t->U2 = jem_wino_weights(back ? d->wc2b : d->wc2f, d->w2, l->OC, l->OC, back, l->m2);
     else t->U2 = jem_ind_weights(back ? d->wc2b : d->wc2f, d->w2, l->OC, l->OC, back);
+    t->Wsc = NULL;
+    if (!back && d->wsc && !(t->Wsc = jem_pw_weights(d->wcsc, d->wsc, l->IC, l->OC))) return -1;
     return t->U1 && t->U2 ? 0 : -1;
 }
 
 __attribute__((target("avx512f")))
-static void fwd_img(float *h1, float *out, float *act_out, const float *a1, const jem_block_desc *d, const layout *l,
+static void fwd_img(float *h1, float *out, float *act_out, const float *x, const jem_block_desc *d, const layout *l,
                     const wts *t, float *ws)
 {
     const int IC = l->IC, OC = l->OC, H = l->H, W = l->W;
-    float *X1 = ws + l->x1, *Y1 = ws + l->y1, *X2 = ws + l->x2, *Y2 = ws + l->y2, *core = ws + l->core;
-    jem_hwc_pack_padded(X1, a1, IC, H, W, l->Hp1, l->Wp1);
+    float *Xr = ws + l->xr, *X1 = ws + l->x1, *Y1 = ws + l->y1, *X2 = ws + l->x2, *Y2 = ws + l->y2;
+    float *core = ws + l->core;
+    jem_hwc_pack(Xr, x, IC, H, W);
+    act_pad(NULL, X1, Xr, NULL, IC, H, W, l->Hp1, l->Wp1, d->slope);
     jem_wino_core(Y1, X1, t->U1, IC, OC, H, W, l->m1, core);
     act_pad(h1, X2, Y1, d->b1, OC, H, W, l->Hp2, l->Wp2, d->slope);
     if (l->m2) {
@@ -155,16 +167,25 @@ static void fwd_img(float *h1, float *out, float *act_out, const float *a1, cons
         jem_ind_offsets(poff, l->P, l->OW, l->Wp2, d->s2.stride, OC);
         jem_ind_core(Y2, X2, t->U2, poff, OC, OC, l->P, l->Wp2);
     }
-    const jem_conv_store st = {1, NULL, act_out, d->slope, NULL};
-    jem_hwc_unpack(out, Y2, OC, l->OH, l->OW, 0, l->OW, d->b2, &st);
+    /* + the shortcut of x */
+    if (t->Wsc) {
+        int *psc = (int *)(ws + l->poffsc);
+        jem_ind_offsets(psc, l->P, l->OW, W, d->s2.stride, IC);
+        jem_ind_pointwise(Y2, Xr, t->Wsc, psc, IC, OC, l->P);
+    } else {
+        for (size_t i = 0; i < (size_t)l->P * OC; i += 16)
+            _mm512_storeu_ps(Y2 + i, _mm512_add_ps(_mm512_loadu_ps(Y2 + i), _mm512_loadu_ps(Xr + i)));
+    }
+    const jem_conv_store st = {0, NULL, act_out, d->slope, NULL};
+    jem_hwc_unpack(out, Y2, OC, l->OH, l->OW, 0, l->OW, ws + l->bias, &st);
 }
 
 __attribute__((target("avx512f")))
-static void bwd_img(float *da1, int want_w, const float *dout, const float *a1, const float *h1, const float *gate,
+static void bwd_img(float *da1, int want_w, const float *dout, const float *x, const float *h1,
                     const jem_block_desc *d, const layout *l, const wts *t, float *ws)
 {
     const int IC = l->IC, OC = l->OC, H = l->H, W = l->W;
-    float *X1 = ws + l->x1, *D1 = ws + l->d1, *Y1 = ws + l->y1, *X2 = ws + l->x2, *Q = ws + l->q;
+    float *Xr = ws + l->xr, *X1 = ws + l->x1, *D1 = ws + l->d1, *Y1 = ws + l->y1, *X2 = ws + l->x2, *Q = ws + l->q;
     float *core = ws + l->core;
     int *poff = (int *)(ws + l->poff);
     /* conv2's input gradient, (H, W, OC) at D2 with rows ld pixels apart;
@@ -189,7 +210,7 @@ static void bwd_img(float *da1, int want_w, const float *dout, const float *a1, 
     gate_pad(D1, D2, ld, h1, OC, H, W, l->Hp1, l->Wp1, d->slope);
     if (da1) {
         jem_wino_core(Y1, D1, t->U1, OC, IC, H, W, l->m1, core);
-        const jem_conv_store st = {0, gate, NULL, d->slope, NULL};
+        const jem_conv_store st = {0, x, NULL, d->slope, NULL};
         jem_hwc_unpack(da1, Y1, IC, H, W, 0, W, NULL, &st);
     }
     if (want_w) {
@@ -200,33 +221,39 @@ static void bwd_img(float *da1, int want_w, const float *dout, const float *a1, 
             memset(X2 + (size_t)l->Hp2 * l->Wp2 * OC, 0, sizeof(float) * 16); /* the slack */
             jem_ind_wgrad_core(ws + l->du2, X2, Yt2, poff, OC, OC, l->P, l->Wp2);
         }
-        jem_hwc_pack_padded(X1, a1, IC, H, W, l->Hp1, l->Wp1);
+        jem_hwc_pack(Xr, x, IC, H, W);
+        act_pad(NULL, X1, Xr, NULL, IC, H, W, l->Hp1, l->Wp1, d->slope);
         jem_wino_wgrad_core(ws + l->du1, X1, D1 + (size_t)(l->Wp1 + 1) * OC, l->Wp1, IC, OC, H, W, l->m1, core);
     }
 }
 #endif
 
-int jem_block_forward(float *h1, float *out, float *act_out, const float *a1, const jem_block_desc *d, float *ws)
+int jem_block_forward(float *h1, float *out, float *act_out, const float *x, const jem_block_desc *d, float *ws)
 {
 #if HAVE_X86
     layout l;
     plan(&l, &d->s1, &d->s2);
+    if (!d->wsc && (l.IC != l.OC || d->s2.stride != 1)) return -1; /* an identity shortcut needs equal shapes */
     wts t;
     if (weights(&t, d, &l, 0)) return -1;
     const size_t isz = (size_t)l.IC * l.H * l.W, hsz = (size_t)l.OC * l.H * l.W, osz = (size_t)l.OC * l.P;
-#pragma omp parallel for schedule(static)
-    for (int b = 0; b < d->s1.B; b++)
-        fwd_img(h1 + b * hsz, out + b * osz, act_out ? act_out + b * osz : NULL, a1 + b * isz, d, &l, &t,
-                ws + (size_t)omp_get_thread_num() * l.total);
+#pragma omp parallel
+    {
+        float *tws = ws + (size_t)omp_get_thread_num() * l.total;
+        for (int c = 0; c < l.OC; c++) tws[l.bias + c] = d->b2[c] + (d->bsc ? d->bsc[c] : 0.0f);
+#pragma omp for schedule(static)
+        for (int b = 0; b < d->s1.B; b++)
+            fwd_img(h1 + b * hsz, out + b * osz, act_out ? act_out + b * osz : NULL, x + b * isz, d, &l, &t, tws);
+    }
     return 0;
 #else
-    (void)h1; (void)out; (void)act_out; (void)a1; (void)d; (void)ws;
+    (void)h1; (void)out; (void)act_out; (void)x; (void)d; (void)ws;
     return -1;
 #endif
 }
 
 int jem_block_backward(float *da1, float *dw1, float *db1, float *dw2, float *db2, const float *dout,
-                       const float *a1, const float *h1, const float *gate, const jem_block_desc *d, float *ws)
+                       const float *x, const float *h1, const jem_block_desc *d, float *ws)
 {
 #if HAVE_X86
     layout l;
@@ -249,8 +276,7 @@ int jem_block_backward(float *da1, float *dw1, float *db1, float *dw2, float *db
         }
 #pragma omp for schedule(static)
         for (int b = 0; b < d->s1.B; b++)
-            bwd_img(da1 ? da1 + b * isz : NULL, want_w, dout + b * osz, a1 + b * isz, h1 + b * hsz,
-                    gate ? gate + b * isz : NULL, d, &l, &t, tws);
+            bwd_img(da1 ? da1 + b * isz : NULL, want_w, dout + b * osz, x + b * isz, h1 + b * hsz, d, &l, &t, tws);
         if (want_w) {
             jem_wino_reduce(dw1, db1, ws + l.du1, l.total, nth, l.IC, l.OC, l.m1);
             if (l.m2) jem_wino_reduce(dw2, db2, ws + l.du2, l.total, nth, l.OC, l.OC, l.m2);
@@ -259,8 +285,7 @@ int jem_block_backward(float *da1, float *dw1, float *db1, float *dw2, float *db
     }
     return 0;
 #else
-    (void)da1; (void)dw1; (void)db1; (void)dw2; (void)db2; (void)dout; (void)a1; (void)h1; (void)gate; (void)d;
-    (void)ws;
+    (void)da1; (void)dw1; (void)db1; (void)dw2; (void)db2; (void)dout; (void)x; (void)h1; (void)d; (void)ws;
     return -1;
 #endif
 }

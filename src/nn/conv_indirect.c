@@ -188,6 +188,25 @@ void jem_ind_wgrad_core(float *dW, const float *Xp, const float *Yt, const int *
     jem_hwc_add_colsum(dW + (size_t)9 * IC * OC, Yt, (size_t)P, OC);
 }
 
+__attribute__((target("avx512f")))
+void jem_ind_pointwise(float *Y, const float *X, const float *Wt, const int *poff, int IC, int OC, int P)
+{
+    const ptrdiff_t zero = 0;
+    const int nv = vectors(OC);
+    for (int o0 = 0; o0 < OC; o0 += 16 * nv)
+        for (int p0 = 0; p0 < P; p0 += R) {
+            const int n = P - p0 < R ? P - p0 : R;
+            const float *a[R];
+            float *c[R];
+            for (int r = 0; r < R; r++) {
+                const int p = p0 + (r < n ? r : n - 1);
+                a[r] = X + poff[p];
+                c[r] = Y + (size_t)p * OC + o0;
+            }
+            kern(nv, a, &zero, 1, Wt + o0, 0, IC, OC, c, n, 1);
+        }
+}
+
 /* one image: x (IC, H, W) -> out (OC, OH, OW) + bias, stored as st says;
  * Wk (9, IC, OC) */
 __attribute__((target("avx512f")))
@@ -249,6 +268,17 @@ const float *jem_ind_weights(jem_wcache **slot, const float *w, int IC, int OC, 
                         w[((size_t)oc * IC + ic) * 9 + k];
     }
     return Wk;
+}
+
+const float *jem_pw_weights(jem_wcache **slot, const float *w, int IC, int OC)
+{
+    const size_t nw = (size_t)IC * OC;
+    int fresh = 1;
+    float *Wt = jem_wcache_get(slot, w, nw, jem_wcache_tag(3, 0, IC, OC), nw, &fresh);
+    if (Wt && fresh)
+        for (int oc = 0; oc < OC; oc++)
+            for (int ic = 0; ic < IC; ic++) Wt[(size_t)ic * OC + oc] = w[(size_t)oc * IC + ic];
+    return Wt;
 }
 
 /* sum the threads' gradients in a fixed order (deterministic for a given

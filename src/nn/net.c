@@ -52,6 +52,7 @@ struct jem_net {
     /* transformed weights of the 3x3 convolutions (stem, then c1 and c2 of
      * each block), forward and input gradient */
     jem_wcache *wc[2][1 + 2 * JEM_MAX_BLOCKS];
+    jem_wcache *wsc[JEM_MAX_BLOCKS];       /* the fused blocks' 1x1 shortcut weights, (IC, OC) */
     size_t ws_per_thread;
     int ws_threads;
 
@@ -111,7 +112,7 @@ static void plan_acts(jem_net *n)
     for (int i = 0; i < a->n_blocks; i++) {
         blk *b = &n->blocks[i];
         const size_t in = (size_t)b->ic * b->h * b->w, mid = (size_t)b->oc * b->h * b->w;
-        b->a1 = off; off += in;
+        b->a1 = off; off += b->fused ? 0 : in;
         b->h1 = off; off += mid;
         b->a2 = off; off += b->fused ? 0 : mid;
         b->out = off; off += (size_t)b->oc * b->oh * b->ow;
@@ -192,6 +193,7 @@ void jem_net_free(jem_net *n)
     free(n->ws);
     for (int d = 0; d < 2; d++)
         for (int i = 0; i < 1 + 2 * JEM_MAX_BLOCKS; i++) jem_wcache_free(n->wc[d][i]);
+    for (int i = 0; i < JEM_MAX_BLOCKS; i++) jem_wcache_free(n->wsc[i]);
     free(n);
 }
 
@@ -270,9 +272,19 @@ static jem_block_desc block_desc(jem_net *n, int i, int B, float slope)
 {
     blk *b = &n->blocks[i];
     jem_block_desc d = {with_batch(b->s1, B), with_batch(b->s2, B), P(n, b->c1w), P(n, b->c1b), P(n, b->c2w),
-                        P(n, b->c2b), &n->wc[0][1 + 2 * i], &n->wc[0][2 + 2 * i], &n->wc[1][1 + 2 * i],
-                        &n->wc[1][2 + 2 * i], slope};
+                        P(n, b->c2b), b->has_sc ? P(n, b->scw) : NULL, b->has_sc ? P(n, b->scb) : NULL,
+                        &n->wc[0][1 + 2 * i], &n->wc[0][2 + 2 * i], &n->wc[1][1 + 2 * i], &n->wc[1][2 + 2 * i],
+                        &n->wsc[i], slope};
     return d;
+}
+
+/* where a block's input activation goes: the next block's a1, or af after
+ * the last; NULL when that block is fused (it applies the activation
+ * itself) */
+static float *act_dest(jem_net *n, int next, int B)
+{
+    if (next < n->arch.n_blocks) return n->blocks[next].fused ? NULL : n->act + n->blocks[next].a1 * B;
+    return n->act + n->af * B;
 }
 
 int jem_net_fuse(jem_net *n, int on)
@@ -303,17 +315,19 @@ jem_status jem_net_forward(jem_net *n, const float *x, int B, float *logits)
     float *A = n->act;
     n->B = B;
     n->x = x;
-    /* LeakyReLU and ReLU fuse into the convolutions' stores: each conv also
-     * writes the activation its consumer reads (conv1 -> a2, conv2 and the
-     * stem -> the next block's a1), and conv2 adds into the shortcut's
-     * output. Other activations take a pass of their own. */
+    /* A fused block (block.c) takes its input x and does the rest per
+     * image. Otherwise LeakyReLU and ReLU fuse into the convolutions'
+     * stores: each conv also writes the activation its consumer reads
+     * (conv1 -> a2, conv2 and the stem -> the next block's a1, unless that
+     * block is fused), and conv2 adds into the shortcut's output. Other
+     * activations take a pass of their own. */
     float sl;
     const int fuse = fused_act(a, &sl);
     size_t HW = (size_t)n->fin_h * n->fin_w;
     float *af = A + n->af * B, *g = A + n->g * B;
     jem_conv_shape s = with_batch(n->stem, B);
     jem_conv_store sto = {0, NULL, NULL, sl, &n->wc[0][0]};
-    if (fuse) sto.act_out = a->n_blocks ? A + n->blocks[0].a1 * B : af;
+    if (fuse) sto.act_out = act_dest(n, 0, B);
     jem_conv2d_forward_st(A + n->x0 * B, x, P(n, n->stem_w), P(n, n->stem_b), &s, &sto, n->ws);
     const float *cur = A + n->x0 * B;
     for (int i = 0; i < a->n_blocks; i++) {
@@ -322,14 +336,8 @@ jem_status jem_net_forward(jem_net *n, const float *x, int B, float *logits)
         size_t nin = (size_t)B * b->ic * b->h * b->w, nmid = (size_t)B * b->oc * b->h * b->w;
         size_t nout = (size_t)B * b->oc * b->oh * b->ow;
         if (b->fused) {
-            if (b->has_sc) {
-                s = with_batch(b->ssc, B);
-                jem_conv2d_forward(o, cur, P(n, b->scw), P(n, b->scb), &s, n->ws);
-            } else {
-                memcpy(o, cur, sizeof(float) * nout);
-            }
             const jem_block_desc d = block_desc(n, i, B, sl);
-            if (jem_block_forward(h1, o, i + 1 < a->n_blocks ? A + n->blocks[i + 1].a1 * B : af, a1, &d, n->ws))
+            if (jem_block_forward(h1, o, act_dest(n, i + 1, B), cur, &d, n->ws))
                 return jem_fail(JEM_ERR_NOMEM, "out of memory for the transformed weights of block %d", i + 1);
             cur = o;
             continue;
@@ -350,7 +358,7 @@ jem_status jem_net_forward(jem_net *n, const float *x, int B, float *logits)
         /* out = shortcut + conv2 */
         s = with_batch(b->s2, B);
         sto.accumulate = 1;
-        sto.act_out = fuse ? (i + 1 < a->n_blocks ? A + n->blocks[i + 1].a1 * B : af) : NULL;
+        sto.act_out = fuse ? act_dest(n, i + 1, B) : NULL;
         sto.wcache = &n->wc[0][2 + 2 * i];
         jem_conv2d_forward_st(o, a2, P(n, b->c2w), P(n, b->c2b), &s, &sto, n->ws);
         cur = o;
@@ -398,8 +406,8 @@ jem_status jem_net_backward(jem_net *n, const float *dlogits, float *dx, int par
         if (b->fused) {
             const jem_block_desc d = block_desc(n, i, B, sl);
             if (jem_block_backward(da1, param_grads ? G(n, b->c1w) : NULL, param_grads ? G(n, b->c1b) : NULL,
-                                   param_grads ? G(n, b->c2w) : NULL, param_grads ? G(n, b->c2b) : NULL, dcur, a1,
-                                   h1, xin, &d, n->ws))
+                                   param_grads ? G(n, b->c2w) : NULL, param_grads ? G(n, b->c2b) : NULL, dcur,
+                                   xin, h1, &d, n->ws))
                 return jem_fail(JEM_ERR_NOMEM, "out of memory for the transformed weights of block %d", i + 1);
         } else {
         /* conv2, then conv1: each input gradient set (not accumulated) and,

@@ -152,29 +152,33 @@ int jem_indirect_backward_st(float *dinp, float *dw, float *db, const float *dou
                              const float *inp, const float *w, const jem_conv_shape *s,
                              const jem_conv_store *st, float *ws);
 
-/* ---- a wide-ResNet block's two 3x3 convolutions fused per image
- * (block.c): h1 = conv1(a1) + b1, then out += conv2(act(h1)) + b2, with
- * act LeakyReLU of the given slope (0: ReLU) and conv2 of stride 1 or 2.
- * h1 is kept channels innermost, (B, H, W, OC); everything else is NCHW. */
+/* ---- a wide-ResNet block fused per image (block.c): from the block
+ * input x, a1 = act(x), h1 = conv1(a1) + b1, out = conv2(act(h1)) + b2 +
+ * shortcut(x), with act LeakyReLU of the given slope (0: ReLU), conv2 of
+ * stride 1 or 2 and the shortcut a 1x1 convolution of conv2's stride or,
+ * without weights, the identity. h1 is kept channels innermost, (B, H, W,
+ * OC); everything else is NCHW. */
 typedef struct {
     jem_conv_shape s1, s2;       /* conv1 (IC -> OC, stride 1), conv2 (OC -> OC); B is the batch */
     const float *w1, *b1, *w2, *b2;
-    jem_wcache **wc1f, **wc2f, **wc1b, **wc2b; /* transformed weights: forward, input gradient */
+    const float *wsc, *bsc;      /* the shortcut (OC, IC, 1, 1) and (OC); NULL: identity */
+    jem_wcache **wc1f, **wc2f, **wc1b, **wc2b, **wcsc; /* transformed weights: forward, input gradient */
     float slope;
 } jem_block_desc;
-/* whether this CPU runs the pair fused (AVX-512, channels multiples of
+/* whether this CPU runs the block fused (AVX-512, channels multiples of
  * 16, JEM_FUSE not 0) */
 int jem_block_fusable(const jem_conv_shape *s1, const jem_conv_shape *s2);
 /* workspace floats per thread */
 size_t jem_block_ws(const jem_conv_shape *s1, const jem_conv_shape *s2);
-/* h1 as above; out (B, OC, OH, OW) += conv2(act(h1)) + b2 (out holds the
- * shortcut); act_out = act(out) (when not NULL). -1 when out of memory. */
-int jem_block_forward(float *h1, float *out, float *act_out, const float *a1, const jem_block_desc *d, float *ws);
-/* da1 = the gradient of a1 from dout through conv2, act and conv1, times
- * act'(gate) (gate NULL: not); dw1 .. db2 += the parameter gradients
- * (each may be NULL). -1 when out of memory. */
+/* h1 and out (B, OC, OH, OW) as above; act_out = act(out) (when not NULL).
+ * -1 when out of memory. */
+int jem_block_forward(float *h1, float *out, float *act_out, const float *x, const jem_block_desc *d, float *ws);
+/* da1 = the gradient of x from dout through conv2, act, conv1 and act
+ * (not through the shortcut: the caller adds that); dw1 .. db2 += conv1's
+ * and conv2's parameter gradients (each may be NULL). -1 when out of
+ * memory. */
 int jem_block_backward(float *da1, float *dw1, float *db1, float *dw2, float *db2, const float *dout,
-                       const float *a1, const float *h1, const float *gate, const jem_block_desc *d, float *ws);
+                       const float *x, const float *h1, const jem_block_desc *d, float *ws);
 
 /* the blocks of n run fused (on 1, where jem_block_fusable allows; the
  * default) or layer by layer (on 0): the number of fused blocks. Drops the
