@@ -143,9 +143,12 @@ static void blocks_bench(jem_jw *jw, const jem_arch *a, int reps, int json, jem_
                     for (int rep = -1; rep < reps && ok; rep++) {
                         double t0 = now_s();
                         if (k == 0) ok = !jem_block_forward(h1, out, act, a1, &d, ws);
-                        else if (k == 1) ok = !jem_block_backward(da1, NULL, NULL, NULL, NULL, dout, a1, h1, &d, ws);
-                        else ok = !jem_block_backward(da1, g, g + nw1, g + nw1 + OC, g + nw1 + OC + nw2, dout, a1, h1,
-                                                      &d, ws);
+                        else if (k == 1)
+                            ok = !jem_block_backward(da1, NULL, NULL, NULL, NULL, NULL, NULL, dout, a1, h1, &d, ws);
+                        else
+                            ok = !jem_block_backward(da1, g, g + nw1, g + nw1 + OC, g + nw1 + OC + nw2,
+                                                     sc ? g + 2 * (nw1 + OC) : NULL, sc ? g + 2 * (nw1 + OC) + (size_t)OC * C : NULL,
+                                                     dout, a1, h1, &d, ws);
                         if (rep >= 0) t[rep] = now_s() - t0;
                     }
                     gf[k] = (k == 0 ? lf : k == 1 ? lc : 2 * lc) / median(t, reps) / 1e9; /* k 2: both gradients */

@@ -47,7 +47,7 @@ int jem_block_fusable(const jem_conv_shape *s1, const jem_conv_shape *s2)
 typedef struct {
     int IC, OC, H, W, OH, OW, P, m1, m2; /* m2 = 0: conv2 is indirect */
     int Hp1, Wp1, Hp2, Wp2;
-    size_t xr, x1, d1, y1, x2, q, y2, core, du1, du2, poff, poffsc, bias, total;
+    size_t xr, x1, d1, y1, x2, q, y2, core, du1, du2, dsc, poff, poffsc, bias, total;
 } layout;
 
 static void plan(layout *l, const jem_conv_shape *s1, const jem_conv_shape *s2)
@@ -68,7 +68,7 @@ static void plan(layout *l, const jem_conv_shape *s1, const jem_conv_shape *s2)
     if (l->m2) core = maxz(maxz(core, jem_wino_core_ws(OC, OC, l->m2)), jem_wino_wgrad_ws(OC, OC, l->m2));
     const size_t du2 = l->m2 ? (size_t)(l->m2 + 2) * (l->m2 + 2) * OC * OC + OC : (size_t)9 * OC * OC + OC;
     size_t o = 0;
-    l->xr = o;   o += up16((size_t)H * W * IC);                /* the block input x */
+    l->xr = o;   o += up16((size_t)H * W * IC + 16);           /* the block input x, 16 floats of slack */
     l->x1 = o;   o += up16(pix1 * IC);                         /* padded a1 = act(x) */
     l->d1 = o;   o += up16(pix1 * OC);                         /* padded dh1 */
     l->y1 = o;   o += up16((size_t)H * W * maxz(IC, OC));      /* conv1 out; input gradients */
@@ -78,6 +78,7 @@ static void plan(layout *l, const jem_conv_shape *s1, const jem_conv_shape *s2)
     l->core = o; o += up16(core);
     l->du1 = o;  o += up16((size_t)(l->m1 + 2) * (l->m1 + 2) * IC * OC + OC);
     l->du2 = o;  o += up16(du2);
+    l->dsc = o;  o += up16((size_t)IC * OC + OC);              /* the shortcut's weight and bias gradients */
     l->poff = o; o += up16((size_t)l->P);
     l->poffsc = o; o += up16((size_t)l->P);                    /* the shortcut's pixels in xr */
     l->bias = o; o += up16((size_t)OC);                        /* conv2's bias + the shortcut's */
@@ -171,7 +172,7 @@ static void fwd_img(float *h1, float *out, float *act_out, const float *x, const
     if (t->Wsc) {
         int *psc = (int *)(ws + l->poffsc);
         jem_ind_offsets(psc, l->P, l->OW, W, d->s2.stride, IC);
-        jem_ind_pointwise(Y2, Xr, t->Wsc, psc, IC, OC, l->P);
+        jem_ind_pointwise(Y2, NULL, Xr, psc, t->Wsc, IC, OC, l->P);
     } else {
         for (size_t i = 0; i < (size_t)l->P * OC; i += 16)
             _mm512_storeu_ps(Y2 + i, _mm512_add_ps(_mm512_loadu_ps(Y2 + i), _mm512_loadu_ps(Xr + i)));
@@ -180,50 +181,88 @@ static void fwd_img(float *h1, float *out, float *act_out, const float *x, const
     jem_hwc_unpack(out, Y2, OC, l->OH, l->OW, 0, l->OW, ws + l->bias, &st);
 }
 
+/* Y (n floats) *= act'(X) */
+__attribute__((target("avx512f")))
+static void gate_hwc(float *Y, const float *X, size_t n, float slope)
+{
+    const __m512 sl = _mm512_set1_ps(slope), one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
+    for (size_t i = 0; i < n; i += 16) {
+        const __mmask16 pos = _mm512_cmp_ps_mask(_mm512_loadu_ps(X + i), zero, _CMP_GT_OQ);
+        _mm512_storeu_ps(Y + i, _mm512_mul_ps(_mm512_loadu_ps(Y + i), _mm512_mask_blend_ps(pos, sl, one)));
+    }
+}
+
 __attribute__((target("avx512f")))
 static void bwd_img(float *da1, int want_w, const float *dout, const float *x, const float *h1,
                     const jem_block_desc *d, const layout *l, const wts *t, float *ws)
 {
-    const int IC = l->IC, OC = l->OC, H = l->H, W = l->W;
+    const int IC = l->IC, OC = l->OC, H = l->H, W = l->W, P = l->P;
     float *Xr = ws + l->xr, *X1 = ws + l->x1, *D1 = ws + l->d1, *Y1 = ws + l->y1, *X2 = ws + l->x2, *Q = ws + l->q;
     float *core = ws + l->core;
-    int *poff = (int *)(ws + l->poff);
+    int *poff = (int *)(ws + l->poff), *psc = (int *)(ws + l->poffsc);
+    jem_hwc_pack(Xr, x, IC, H, W);
+    jem_ind_offsets(psc, P, l->OW, W, d->s2.stride, IC);
     /* conv2's input gradient, (H, W, OC) at D2 with rows ld pixels apart;
-     * Yt2, ldy2: the output gradient for conv2's weight gradient */
-    const float *D2, *Yt2;
-    int ld, ldy2;
+     * Yc: the output gradient (P, OC) */
+    const float *D2, *Yc;
+    int ld;
     if (l->m2) {
         jem_hwc_pack_padded(Q, dout, OC, H, W, l->Hp2, l->Wp2);
         jem_wino_core(Y1, Q, t->U2, OC, OC, H, W, l->m2, core);
         D2 = Y1; ld = W;
-        Yt2 = Q + (size_t)(l->Wp2 + 1) * OC; ldy2 = l->Wp2;
+        float *y = ws + l->y2;
+        for (int r = 0; r < H; r++)
+            memcpy(y + (size_t)r * W * OC, Q + ((size_t)(r + 1) * l->Wp2 + 1) * OC, sizeof(float) * (size_t)W * OC);
+        Yc = y;
     } else {
-        float *Dp = Q + up16((size_t)l->P * OC);
+        float *Dp = Q + up16((size_t)P * OC);
         jem_hwc_pack(Q, dout, OC, l->OH, l->OW);
-        jem_ind_offsets(poff, l->P, l->OW, l->Wp2, d->s2.stride, OC);
-        jem_ind_bwd_core(Dp, Q, t->U2, poff, OC, OC, l->P, H, l->Wp2);
+        jem_ind_offsets(poff, P, l->OW, l->Wp2, d->s2.stride, OC);
+        jem_ind_bwd_core(Dp, Q, t->U2, poff, OC, OC, P, H, l->Wp2);
         D2 = Dp + (size_t)(l->Wp2 + 1) * OC; ld = l->Wp2;
-        Yt2 = Q; ldy2 = l->OW;
+        Yc = Q;
     }
     /* dh1 = D2 act'(h1), padded: conv1's input-gradient input and its
      * weight gradient's output gradient */
     gate_pad(D1, D2, ld, h1, OC, H, W, l->Hp1, l->Wp1, d->slope);
     if (da1) {
+        /* conv1's input gradient times act'(x), plus the shortcut's */
         jem_wino_core(Y1, D1, t->U1, OC, IC, H, W, l->m1, core);
-        const jem_conv_store st = {0, x, NULL, d->slope, NULL};
-        jem_hwc_unpack(da1, Y1, IC, H, W, 0, W, NULL, &st);
+        gate_hwc(Y1, Xr, (size_t)H * W * IC, d->slope);
+        if (d->wsc) {
+            jem_ind_pointwise(Y1, psc, Yc, NULL, d->wsc, OC, IC, P);
+        } else {
+            for (size_t i = 0; i < (size_t)P * OC; i += 16)
+                _mm512_storeu_ps(Y1 + i, _mm512_add_ps(_mm512_loadu_ps(Y1 + i), _mm512_loadu_ps(Yc + i)));
+        }
+        jem_hwc_unpack(da1, Y1, IC, H, W, 0, W, NULL, &jem_store_set);
     }
     if (want_w) {
         act_pad(NULL, X2, h1, NULL, OC, H, W, l->Hp2, l->Wp2, d->slope);
         if (l->m2) {
-            jem_wino_wgrad_core(ws + l->du2, X2, Yt2, ldy2, OC, OC, H, W, l->m2, core);
+            jem_wino_wgrad_core(ws + l->du2, X2, Yc, W, OC, OC, H, W, l->m2, core);
         } else {
             memset(X2 + (size_t)l->Hp2 * l->Wp2 * OC, 0, sizeof(float) * 16); /* the slack */
-            jem_ind_wgrad_core(ws + l->du2, X2, Yt2, poff, OC, OC, l->P, l->Wp2);
+            jem_ind_wgrad_core(ws + l->du2, X2, Yc, poff, OC, OC, P, l->Wp2);
         }
-        jem_hwc_pack(Xr, x, IC, H, W);
         act_pad(NULL, X1, Xr, NULL, IC, H, W, l->Hp1, l->Wp1, d->slope);
         jem_wino_wgrad_core(ws + l->du1, X1, D1 + (size_t)(l->Wp1 + 1) * OC, l->Wp1, IC, OC, H, W, l->m1, core);
+        if (d->wsc) {
+            /* the shortcut: dWsc (IC, OC) += sum_p x[psc[p]]^T dout[p] */
+            float *g = ws + l->dsc;
+            memset(Xr + (size_t)H * W * IC, 0, sizeof(float) * 16); /* the slack */
+            const int nv = OC % 64 == 0 ? 4 : OC % 32 == 0 ? 2 : 1;
+            for (int i0 = 0; i0 < IC; i0 += 6) {
+                const int nr = IC - i0 < 6 ? IC - i0 : 6;
+                for (int o0 = 0; o0 < OC; o0 += 16 * nv) {
+                    float *dd = g + (size_t)i0 * OC + o0;
+                    if (nv == 4) jem_wkern_4(Xr + i0, psc, P, Yc + o0, OC, dd, OC, nr);
+                    else if (nv == 2) jem_wkern_2(Xr + i0, psc, P, Yc + o0, OC, dd, OC, nr);
+                    else jem_wkern_1(Xr + i0, psc, P, Yc + o0, OC, dd, OC, nr);
+                }
+            }
+            jem_hwc_add_colsum(g + (size_t)IC * OC, Yc, (size_t)P, OC);
+        }
     }
 }
 #endif
@@ -252,15 +291,16 @@ int jem_block_forward(float *h1, float *out, float *act_out, const float *x, con
 #endif
 }
 
-int jem_block_backward(float *da1, float *dw1, float *db1, float *dw2, float *db2, const float *dout,
-                       const float *x, const float *h1, const jem_block_desc *d, float *ws)
+int jem_block_backward(float *da1, float *dw1, float *db1, float *dw2, float *db2, float *dwsc, float *dbsc,
+                       const float *dout, const float *x, const float *h1, const jem_block_desc *d, float *ws)
 {
 #if HAVE_X86
     layout l;
     plan(&l, &d->s1, &d->s2);
     wts t;
     if (weights(&t, d, &l, 1)) return -1;
-    const int want_w = dw1 || db1 || dw2 || db2;
+    if (!d->wsc && (l.IC != l.OC || d->s2.stride != 1)) return -1;
+    const int want_w = dw1 || db1 || dw2 || db2 || dwsc || dbsc;
     const size_t isz = (size_t)l.IC * l.H * l.W, hsz = (size_t)l.OC * l.H * l.W, osz = (size_t)l.OC * l.P;
     const size_t ndu1 = (size_t)(l.m1 + 2) * (l.m1 + 2) * l.IC * l.OC + l.OC;
     const size_t ndu2 = l.m2 ? (size_t)(l.m2 + 2) * (l.m2 + 2) * l.OC * l.OC + l.OC : (size_t)9 * l.OC * l.OC + l.OC;
@@ -273,6 +313,7 @@ int jem_block_backward(float *da1, float *dw1, float *db1, float *dw2, float *db
         if (want_w) {
             memset(tws + l.du1, 0, sizeof(float) * ndu1);
             memset(tws + l.du2, 0, sizeof(float) * ndu2);
+            memset(tws + l.dsc, 0, sizeof(float) * ((size_t)l.IC * l.OC + l.OC));
         }
 #pragma omp for schedule(static)
         for (int b = 0; b < d->s1.B; b++)
@@ -280,12 +321,14 @@ int jem_block_backward(float *da1, float *dw1, float *db1, float *dw2, float *db
         if (want_w) {
             jem_wino_reduce(dw1, db1, ws + l.du1, l.total, nth, l.IC, l.OC, l.m1);
             if (l.m2) jem_wino_reduce(dw2, db2, ws + l.du2, l.total, nth, l.OC, l.OC, l.m2);
-            else jem_ind_reduce(dw2, db2, ws + l.du2, l.total, nth, l.OC, l.OC);
+            else jem_ind_reduce(dw2, db2, ws + l.du2, l.total, nth, l.OC, l.OC, 9);
+            if (d->wsc) jem_ind_reduce(dwsc, dbsc, ws + l.dsc, l.total, nth, l.IC, l.OC, 1);
         }
     }
     return 0;
 #else
-    (void)da1; (void)dw1; (void)db1; (void)dw2; (void)db2; (void)dout; (void)x; (void)h1; (void)d; (void)ws;
+    (void)da1; (void)dw1; (void)db1; (void)dw2; (void)db2; (void)dwsc; (void)dbsc; (void)dout; (void)x; (void)h1;
+    (void)d; (void)ws;
     return -1;
 #endif
 }

@@ -189,21 +189,22 @@ void jem_ind_wgrad_core(float *dW, const float *Xp, const float *Yt, const int *
 }
 
 __attribute__((target("avx512f")))
-void jem_ind_pointwise(float *Y, const float *X, const float *Wt, const int *poff, int IC, int OC, int P)
+void jem_ind_pointwise(float *Y, const int *yoff, const float *X, const int *xoff, const float *Wt, int K, int N,
+                       int P)
 {
     const ptrdiff_t zero = 0;
-    const int nv = vectors(OC);
-    for (int o0 = 0; o0 < OC; o0 += 16 * nv)
+    const int nv = vectors(N);
+    for (int o0 = 0; o0 < N; o0 += 16 * nv)
         for (int p0 = 0; p0 < P; p0 += R) {
             const int n = P - p0 < R ? P - p0 : R;
             const float *a[R];
             float *c[R];
             for (int r = 0; r < R; r++) {
                 const int p = p0 + (r < n ? r : n - 1);
-                a[r] = X + poff[p];
-                c[r] = Y + (size_t)p * OC + o0;
+                a[r] = X + (xoff ? (size_t)xoff[p] : (size_t)p * K);
+                c[r] = Y + (yoff ? (size_t)yoff[p] : (size_t)p * N) + o0;
             }
-            kern(nv, a, &zero, 1, Wt + o0, 0, IC, OC, c, n, 1);
+            kern(nv, a, &zero, 1, Wt + o0, 0, K, N, c, n, 1);
         }
 }
 
@@ -282,8 +283,8 @@ const float *jem_pw_weights(jem_wcache **slot, const float *w, int IC, int OC)
 }
 
 /* sum the threads' gradients in a fixed order (deterministic for a given
- * thread count), (9, IC, OC) -> (OC, IC, 3, 3) */
-void jem_ind_reduce(float *dw, float *db, const float *dW0, size_t stride, int nth, int IC, int OC)
+ * thread count), (nk, IC, OC) -> (OC, IC, nk) */
+void jem_ind_reduce(float *dw, float *db, const float *dW0, size_t stride, int nth, int IC, int OC, int nk)
 {
 #pragma omp for schedule(static)
     for (int oc = 0; oc < OC; oc++) {
@@ -291,8 +292,9 @@ void jem_ind_reduce(float *dw, float *db, const float *dW0, size_t stride, int n
             const float *g = dW0 + (size_t)t * stride;
             if (dw)
                 for (int ic = 0; ic < IC; ic++)
-                    for (int k = 0; k < 9; k++) dw[((size_t)oc * IC + ic) * 9 + k] += g[((size_t)k * IC + ic) * OC + oc];
-            if (db) db[oc] += g[(size_t)9 * IC * OC + oc];
+                    for (int k = 0; k < nk; k++)
+                        dw[((size_t)oc * IC + ic) * nk + k] += g[((size_t)k * IC + ic) * OC + oc];
+            if (db) db[oc] += g[(size_t)nk * IC * OC + oc];
         }
     }
 }
@@ -371,7 +373,7 @@ int jem_indirect_backward_st(float *dinp, float *dw, float *db, const float *dou
             const jem_conv_store sb = jem_store_image(st, b, isz);
             bwd_img(dinp ? dinp + b * isz : NULL, want_w, dout + b * osz, inp + b * isz, Wb, s, &sb, tws);
         }
-        if (want_w) jem_ind_reduce(dw, db, ws + off[3], per, nth, IC, OC);
+        if (want_w) jem_ind_reduce(dw, db, ws + off[3], per, nth, IC, OC, 9);
     }
     jem_wcache_free(own);
     return 0;

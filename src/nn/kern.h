@@ -57,14 +57,17 @@ void jem_ind_bwd_core(float *Dp, const float *Yt, const float *Wb, const int *po
  * (H + 2, W + 2, IC) followed by 16 floats of slack, and Yt (P, OC) */
 void jem_ind_wgrad_core(float *dW, const float *Xp, const float *Yt, const int *poff, int IC, int OC, int P,
                         int Wp);
-/* a 1x1 convolution: Y (P, OC) += the rows X + poff[p] (IC floats each)
- * times Wt (IC, OC) */
-void jem_ind_pointwise(float *Y, const float *X, const float *Wt, const int *poff, int IC, int OC, int P);
+/* a 1x1 convolution or its input gradient: row p of Y (N floats at Y +
+ * yoff[p], or Y + p N when yoff is NULL) += row p of X (K floats at X +
+ * xoff[p], or X + p K) times Wt (K, N), for p < P */
+void jem_ind_pointwise(float *Y, const int *yoff, const float *X, const int *xoff, const float *Wt, int K, int N,
+                       int P);
 /* Wt (IC, OC) of a 1x1 convolution's weights w (OC, IC, 1, 1), kept in
  * *slot */
 const float *jem_pw_weights(jem_wcache **slot, const float *w, int IC, int OC);
-/* inside a parallel region: dw (OC, IC, 3, 3) and db (OC) += the sum over
- * nth threads of the dW and db at dW0 + t * stride */
-void jem_ind_reduce(float *dw, float *db, const float *dW0, size_t stride, int nth, int IC, int OC);
+/* inside a parallel region: dw (OC, IC, nk) (nk = 9 taps, or 1 for a 1x1
+ * convolution) and db (OC) += the sum over nth threads of the dW (nk, IC,
+ * OC) and db at dW0 + t * stride */
+void jem_ind_reduce(float *dw, float *db, const float *dW0, size_t stride, int nth, int IC, int OC, int nk);
 
 #endif

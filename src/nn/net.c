@@ -399,17 +399,21 @@ jem_status jem_net_backward(jem_net *n, const float *dlogits, float *dx, int par
         float *a1 = A + b->a1 * B, *h1 = A + b->h1 * B, *a2 = A + b->a2 * B;
         size_t nin = (size_t)B * b->ic * b->h * b->w, nmid = (size_t)B * b->oc * b->h * b->w;
         size_t nout = (size_t)B * b->oc * b->oh * b->ow;
-        /* three buffers in rotation: dcur -> da2 -> da1 (the next dcur) */
+        /* three buffers in rotation: dcur -> da2 -> da1 (the next dcur); a
+         * fused block (block.c) goes from dcur to da1 on its own */
         float *da2 = dcur == gP ? gQ : dcur == gQ ? gR : gP;
         float *da1 = da2 == gP ? gQ : da2 == gQ ? gR : gP;
         jem_conv_shape s;
         if (b->fused) {
             const jem_block_desc d = block_desc(n, i, B, sl);
+            const int sg = param_grads && b->has_sc;
             if (jem_block_backward(da1, param_grads ? G(n, b->c1w) : NULL, param_grads ? G(n, b->c1b) : NULL,
-                                   param_grads ? G(n, b->c2w) : NULL, param_grads ? G(n, b->c2b) : NULL, dcur,
-                                   xin, h1, &d, n->ws))
+                                   param_grads ? G(n, b->c2w) : NULL, param_grads ? G(n, b->c2b) : NULL,
+                                   sg ? G(n, b->scw) : NULL, sg ? G(n, b->scb) : NULL, dcur, xin, h1, &d, n->ws))
                 return jem_fail(JEM_ERR_NOMEM, "out of memory for the transformed weights of block %d", i + 1);
-        } else {
+            dcur = da1;
+            continue;
+        }
         /* conv2, then conv1: each input gradient set (not accumulated) and,
          * for LeakyReLU and ReLU, times act' in the same store */
         jem_conv_store sto = {0, fuse ? h1 : NULL, NULL, sl, &n->wc[1][2 + 2 * i]};
@@ -423,7 +427,6 @@ jem_status jem_net_backward(jem_net *n, const float *dlogits, float *dx, int par
         jem_conv2d_backward_st(da1, param_grads ? G(n, b->c1w) : NULL, param_grads ? G(n, b->c1b) : NULL,
                                da2, a1, P(n, b->c1w), &s, &sto, n->ws);
         if (!fuse) jem_act_grad_inplace(da1, xin, nin, a->act, a->slope);
-        }
         /* shortcut */
         if (b->has_sc) {
             s = with_batch(b->ssc, B);

@@ -173,12 +173,11 @@ size_t jem_block_ws(const jem_conv_shape *s1, const jem_conv_shape *s2);
 /* h1 and out (B, OC, OH, OW) as above; act_out = act(out) (when not NULL).
  * -1 when out of memory. */
 int jem_block_forward(float *h1, float *out, float *act_out, const float *x, const jem_block_desc *d, float *ws);
-/* da1 = the gradient of x from dout through conv2, act, conv1 and act
- * (not through the shortcut: the caller adds that); dw1 .. db2 += conv1's
- * and conv2's parameter gradients (each may be NULL). -1 when out of
- * memory. */
-int jem_block_backward(float *da1, float *dw1, float *db1, float *dw2, float *db2, const float *dout,
-                       const float *x, const float *h1, const jem_block_desc *d, float *ws);
+/* da1 = the gradient of x from dout (set, not accumulated); dw1 .. dbsc
+ * += the parameter gradients of conv1, conv2 and the shortcut (each may be
+ * NULL). -1 when out of memory. */
+int jem_block_backward(float *da1, float *dw1, float *db1, float *dw2, float *db2, float *dwsc, float *dbsc,
+                       const float *dout, const float *x, const float *h1, const jem_block_desc *d, float *ws);
 
 /* the blocks of n run fused (on 1, where jem_block_fusable allows; the
  * default) or layer by layer (on 0): the number of fused blocks. Drops the
