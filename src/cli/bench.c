@@ -108,13 +108,25 @@ static void blocks_bench(jem_jw *jw, const jem_arch *a, int reps, int json, jem_
                       "block", "shape (batch 64)", "fwd", "bwd-in", "bwd-in+w");
     int C = a->stem, H = a->in_h, W = a->in_w;
     const float slope = a->act == JEM_ACT_RELU ? 0.0f : a->slope;
+    /* which blocks fuse: between two fused blocks the activations stay
+     * channels innermost */
+    int fus[JEM_MAX_BLOCKS + 1] = {0};
+    for (int i = 0; i < a->n_blocks; i++) {
+        const int OC = a->width[i], st = a->stride[i];
+        const jem_conv_shape s1 = {64, C, H, W, OC, 3, 3, 1, 1}, s2 = {64, OC, H, W, OC, 3, 3, st, 1};
+        fus[i] = jem_block_fusable(&s1, &s2);
+        C = OC; H = (H - 1) / st + 1; W = (W - 1) / st + 1;
+    }
+    C = a->stem; H = a->in_h; W = a->in_w;
     for (int i = 0; i < a->n_blocks; i++) {
         const int OC = a->width[i], st = a->stride[i], OH = (H - 1) / st + 1, OW = (W - 1) / st + 1;
         jem_block_desc d;
         memset(&d, 0, sizeof d);
         d.s1 = (jem_conv_shape){64, C, H, W, OC, 3, 3, 1, 1};
         d.s2 = (jem_conv_shape){64, OC, H, W, OC, 3, 3, st, 1};
-        if (jem_block_fusable(&d.s1, &d.s2)) {
+        d.in_hwc = i > 0 && fus[i - 1];
+        d.out_hwc = fus[i + 1];
+        if (fus[i]) {
             const size_t nin = (size_t)64 * C * H * W, nmid = (size_t)64 * OC * H * W, nout = (size_t)64 * OC * OH * OW;
             const int sc = st != 1 || C != OC;
             const size_t nw1 = (size_t)OC * C * 9, nw2 = (size_t)OC * OC * 9, nsc = sc ? (size_t)OC * C + OC : 0;
@@ -142,7 +154,7 @@ static void blocks_bench(jem_jw *jw, const jem_arch *a, int reps, int json, jem_
                 for (int k = 0; k < 3 && ok; k++) {
                     for (int rep = -1; rep < reps && ok; rep++) {
                         double t0 = now_s();
-                        if (k == 0) ok = !jem_block_forward(h1, out, act, a1, &d, ws);
+                        if (k == 0) ok = !jem_block_forward(h1, out, d.out_hwc ? NULL : act, a1, &d, ws);
                         else if (k == 1)
                             ok = !jem_block_backward(da1, NULL, NULL, NULL, NULL, NULL, NULL, dout, a1, h1, &d, ws);
                         else

@@ -155,9 +155,13 @@ static void fwd_img(float *h1, float *out, float *act_out, const float *x, const
                     const wts *t, float *ws)
 {
     const int IC = l->IC, OC = l->OC, H = l->H, W = l->W;
-    float *Xr = ws + l->xr, *X1 = ws + l->x1, *Y1 = ws + l->y1, *X2 = ws + l->x2, *Y2 = ws + l->y2;
+    float *X1 = ws + l->x1, *Y1 = ws + l->y1, *X2 = ws + l->x2, *Y2 = ws + l->y2;
     float *core = ws + l->core;
-    jem_hwc_pack(Xr, x, IC, H, W);
+    const float *Xr = x;
+    if (!d->in_hwc) {
+        jem_hwc_pack(ws + l->xr, x, IC, H, W);
+        Xr = ws + l->xr;
+    }
     act_pad(NULL, X1, Xr, NULL, IC, H, W, l->Hp1, l->Wp1, d->slope);
     jem_wino_core(Y1, X1, t->U1, IC, OC, H, W, l->m1, core);
     act_pad(h1, X2, Y1, d->b1, OC, H, W, l->Hp2, l->Wp2, d->slope);
@@ -177,8 +181,15 @@ static void fwd_img(float *h1, float *out, float *act_out, const float *x, const
         for (size_t i = 0; i < (size_t)l->P * OC; i += 16)
             _mm512_storeu_ps(Y2 + i, _mm512_add_ps(_mm512_loadu_ps(Y2 + i), _mm512_loadu_ps(Xr + i)));
     }
-    const jem_conv_store st = {0, NULL, act_out, d->slope, NULL};
-    jem_hwc_unpack(out, Y2, OC, l->OH, l->OW, 0, l->OW, ws + l->bias, &st);
+    const float *bias = ws + l->bias;
+    if (d->out_hwc) {
+        for (size_t p = 0; p < (size_t)l->P * OC; p += OC)
+            for (int c0 = 0; c0 < OC; c0 += 16)
+                _mm512_storeu_ps(out + p + c0, _mm512_add_ps(_mm512_loadu_ps(Y2 + p + c0), _mm512_loadu_ps(bias + c0)));
+    } else {
+        const jem_conv_store st = {0, NULL, act_out, d->slope, NULL};
+        jem_hwc_unpack(out, Y2, OC, l->OH, l->OW, 0, l->OW, bias, &st);
+    }
 }
 
 /* Y (n floats) *= act'(X) */
@@ -197,30 +208,42 @@ static void bwd_img(float *da1, int want_w, const float *dout, const float *x, c
                     const jem_block_desc *d, const layout *l, const wts *t, float *ws)
 {
     const int IC = l->IC, OC = l->OC, H = l->H, W = l->W, P = l->P;
-    float *Xr = ws + l->xr, *X1 = ws + l->x1, *D1 = ws + l->d1, *Y1 = ws + l->y1, *X2 = ws + l->x2, *Q = ws + l->q;
+    float *X1 = ws + l->x1, *D1 = ws + l->d1, *Y1 = ws + l->y1, *X2 = ws + l->x2, *Q = ws + l->q;
     float *core = ws + l->core;
     int *poff = (int *)(ws + l->poff), *psc = (int *)(ws + l->poffsc);
-    jem_hwc_pack(Xr, x, IC, H, W);
+    float *Xr = ws + l->xr;
+    if (d->in_hwc && !(want_w && d->wsc)) Xr = (float *)x; /* only read (the weight kernel reads past the end) */
+    else if (d->in_hwc) memcpy(Xr, x, sizeof(float) * (size_t)H * W * IC);
+    else jem_hwc_pack(Xr, x, IC, H, W);
     jem_ind_offsets(psc, P, l->OW, W, d->s2.stride, IC);
     /* conv2's input gradient, (H, W, OC) at D2 with rows ld pixels apart;
      * Yc: the output gradient (P, OC) */
     const float *D2, *Yc;
     int ld;
     if (l->m2) {
-        jem_hwc_pack_padded(Q, dout, OC, H, W, l->Hp2, l->Wp2);
+        if (d->out_hwc) act_pad(NULL, Q, dout, NULL, OC, H, W, l->Hp2, l->Wp2, 1.0f); /* slope 1: a copy */
+        else jem_hwc_pack_padded(Q, dout, OC, H, W, l->Hp2, l->Wp2);
         jem_wino_core(Y1, Q, t->U2, OC, OC, H, W, l->m2, core);
         D2 = Y1; ld = W;
-        float *y = ws + l->y2;
-        for (int r = 0; r < H; r++)
-            memcpy(y + (size_t)r * W * OC, Q + ((size_t)(r + 1) * l->Wp2 + 1) * OC, sizeof(float) * (size_t)W * OC);
-        Yc = y;
+        if (d->out_hwc) {
+            Yc = dout;
+        } else {
+            float *y = ws + l->y2;
+            for (int r = 0; r < H; r++)
+                memcpy(y + (size_t)r * W * OC, Q + ((size_t)(r + 1) * l->Wp2 + 1) * OC, sizeof(float) * (size_t)W * OC);
+            Yc = y;
+        }
     } else {
         float *Dp = Q + up16((size_t)P * OC);
-        jem_hwc_pack(Q, dout, OC, l->OH, l->OW);
+        if (d->out_hwc) {
+            Yc = dout;
+        } else {
+            jem_hwc_pack(Q, dout, OC, l->OH, l->OW);
+            Yc = Q;
+        }
         jem_ind_offsets(poff, P, l->OW, l->Wp2, d->s2.stride, OC);
-        jem_ind_bwd_core(Dp, Q, t->U2, poff, OC, OC, P, H, l->Wp2);
+        jem_ind_bwd_core(Dp, Yc, t->U2, poff, OC, OC, P, H, l->Wp2);
         D2 = Dp + (size_t)(l->Wp2 + 1) * OC; ld = l->Wp2;
-        Yc = Q;
     }
     /* dh1 = D2 act'(h1), padded: conv1's input-gradient input and its
      * weight gradient's output gradient */
@@ -235,7 +258,8 @@ static void bwd_img(float *da1, int want_w, const float *dout, const float *x, c
             for (size_t i = 0; i < (size_t)P * OC; i += 16)
                 _mm512_storeu_ps(Y1 + i, _mm512_add_ps(_mm512_loadu_ps(Y1 + i), _mm512_loadu_ps(Yc + i)));
         }
-        jem_hwc_unpack(da1, Y1, IC, H, W, 0, W, NULL, &jem_store_set);
+        if (d->in_hwc) memcpy(da1, Y1, sizeof(float) * (size_t)H * W * IC);
+        else jem_hwc_unpack(da1, Y1, IC, H, W, 0, W, NULL, &jem_store_set);
     }
     if (want_w) {
         act_pad(NULL, X2, h1, NULL, OC, H, W, l->Hp2, l->Wp2, d->slope);
@@ -250,7 +274,7 @@ static void bwd_img(float *da1, int want_w, const float *dout, const float *x, c
         if (d->wsc) {
             /* the shortcut: dWsc (IC, OC) += sum_p x[psc[p]]^T dout[p] */
             float *g = ws + l->dsc;
-            memset(Xr + (size_t)H * W * IC, 0, sizeof(float) * 16); /* the slack */
+            memset(Xr + (size_t)H * W * IC, 0, sizeof(float) * 16); /* the slack (Xr is ws's here) */
             const int nv = OC % 64 == 0 ? 4 : OC % 32 == 0 ? 2 : 1;
             for (int i0 = 0; i0 < IC; i0 += 6) {
                 const int nr = IC - i0 < 6 ? IC - i0 : 6;

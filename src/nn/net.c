@@ -274,7 +274,8 @@ static jem_block_desc block_desc(jem_net *n, int i, int B, float slope)
     jem_block_desc d = {with_batch(b->s1, B), with_batch(b->s2, B), P(n, b->c1w), P(n, b->c1b), P(n, b->c2w),
                         P(n, b->c2b), b->has_sc ? P(n, b->scw) : NULL, b->has_sc ? P(n, b->scb) : NULL,
                         &n->wc[0][1 + 2 * i], &n->wc[0][2 + 2 * i], &n->wc[1][1 + 2 * i], &n->wc[1][2 + 2 * i],
-                        &n->wsc[i], slope};
+                        &n->wsc[i], slope, i > 0 && n->blocks[i - 1].fused,
+                        i + 1 < n->arch.n_blocks && n->blocks[i + 1].fused};
     return d;
 }
 

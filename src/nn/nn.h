@@ -157,13 +157,18 @@ int jem_indirect_backward_st(float *dinp, float *dw, float *db, const float *dou
  * shortcut(x), with act LeakyReLU of the given slope (0: ReLU), conv2 of
  * stride 1 or 2 and the shortcut a 1x1 convolution of conv2's stride or,
  * without weights, the identity. h1 is kept channels innermost, (B, H, W,
- * OC); everything else is NCHW. */
+ * OC); the input and output are NCHW or, as the descriptor says, channels
+ * innermost too. */
 typedef struct {
     jem_conv_shape s1, s2;       /* conv1 (IC -> OC, stride 1), conv2 (OC -> OC); B is the batch */
     const float *w1, *b1, *w2, *b2;
     const float *wsc, *bsc;      /* the shortcut (OC, IC, 1, 1) and (OC); NULL: identity */
     jem_wcache **wc1f, **wc2f, **wc1b, **wc2b, **wcsc; /* transformed weights: forward, input gradient */
     float slope;
+    /* x and its gradient channels innermost, (B, H, W, IC), not NCHW; the
+     * same for out and dout (then without act_out): between two fused
+     * blocks */
+    int in_hwc, out_hwc;
 } jem_block_desc;
 /* whether this CPU runs the block fused (AVX-512, channels multiples of
  * 16, JEM_FUSE not 0) */
