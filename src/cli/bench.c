@@ -198,7 +198,7 @@ int cmd_bench(int argc, char **argv)
         {"threads", OPT_INT, &threads, "threads (0: all cores)"},
         {"reps", OPT_INT, &reps, "repetitions per workload (median reported)"},
         {"sgld-steps", OPT_INT, &K, "SGLD steps in the JEM iteration"},
-        {"layers", OPT_FLAG, &layers, "per-layer convolution GFLOP/s and sgemm rates"},
+        {"layers", OPT_FLAG, &layers, "per-layer and per-block convolution GFLOP/s and sgemm rates"},
         {"scaling", OPT_FLAG, &scaling, "JEM iteration time against batch size and K, images/s at 1 and 2 threads"},
         {"json", OPT_FLAG, &json, "print JSON"},
         {NULL, 0, NULL, NULL}};
