@@ -67,5 +67,18 @@ check "[ $? -eq 2 ] && grep -q -- '--epsilon' '$tmp/e2'"
 "$JEM" eval --model "$tmp/none.safetensors" > /dev/null 2> "$tmp/e3"
 check "[ $? -ne 0 ] && grep -q 'none.safetensors' '$tmp/e3'"
 
+# bench on a small model whose blocks fuse (channels multiples of 16)
+cat > "$tmp/fast.model" <<'M'
+name = fast
+input = 1x16x16
+classes = 10
+stem = 16
+blocks = 16/1 32/2
+M
+"$JEM" bench --model "$tmp/fast.model" --reps 1 --sgld-steps 2 --layers --json > "$tmp/bench.json"
+check "[ $? -eq 0 ]"
+check "json_ok '$tmp/bench.json'"
+check "grep -q '\"jem_iteration\":{\"batch\":64' '$tmp/bench.json' && grep -q '\"layers\":\[{' '$tmp/bench.json' && grep -q '\"blocks\":\[' '$tmp/bench.json' && grep -q '\"peak_rss_mb\":' '$tmp/bench.json'"
+
 echo "cli_eval: $pass passed, $fail failed"
 [ $fail -eq 0 ]
