@@ -275,16 +275,7 @@ static void bwd_img(float *da1, int want_w, const float *dout, const float *x, c
             /* the shortcut: dWsc (IC, OC) += sum_p x[psc[p]]^T dout[p] */
             float *g = ws + l->dsc;
             memset(Xr + (size_t)H * W * IC, 0, sizeof(float) * 16); /* the slack (Xr is ws's here) */
-            const int nv = OC % 64 == 0 ? 4 : OC % 32 == 0 ? 2 : 1;
-            for (int i0 = 0; i0 < IC; i0 += 6) {
-                const int nr = IC - i0 < 6 ? IC - i0 : 6;
-                for (int o0 = 0; o0 < OC; o0 += 16 * nv) {
-                    float *dd = g + (size_t)i0 * OC + o0;
-                    if (nv == 4) jem_wkern_4(Xr + i0, psc, P, Yc + o0, OC, dd, OC, nr);
-                    else if (nv == 2) jem_wkern_2(Xr + i0, psc, P, Yc + o0, OC, dd, OC, nr);
-                    else jem_wkern_1(Xr + i0, psc, P, Yc + o0, OC, dd, OC, nr);
-                }
-            }
+            jem_wgemm(Xr, psc, P, Yc, g, IC, OC);
             jem_hwc_add_colsum(g + (size_t)IC * OC, Yc, (size_t)P, OC);
         }
     }

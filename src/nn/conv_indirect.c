@@ -62,34 +62,27 @@ size_t jem_indirect_ws(const jem_conv_shape *s)
 }
 
 #if HAVE_X86
-/* c[r][16 v] (+)= sum_k sum_i a[r][aoff[k] + i] * B[k * bstride + i * ldb + 16 v]
- * for r < n, k < nk, i < K */
+/* c[r][16 v] (+)= sum_i a[r][i] * B[i * ldb + 16 v] for r < n, i < K */
 #define DEFINE_KERNEL(NV)                                                                                          \
     __attribute__((target("avx512f"), noinline)) static void kern_##NV(                                             \
-        const float *const *a, const ptrdiff_t *aoff, int nk, const float *B, size_t bstride, int K, int ldb,       \
-        float *const *c, int n, int add)                                                                           \
+        const float *const *a, const float *B, int K, int ldb, float *const *c, int n, int add)                    \
     {                                                                                                              \
         __m512 acc[R][NV];                                                                                         \
         _Pragma("GCC unroll 6") for (int r = 0; r < R; r++)                                                        \
             _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_ps();                  \
-        const float *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5];                       \
-        for (int k = 0; k < nk; k++) {                                                                             \
-            const ptrdiff_t o = aoff[k];                                                                           \
-            const float *p0 = a0 + o, *p1 = a1 + o, *p2 = a2 + o, *p3 = a3 + o, *p4 = a4 + o, *p5 = a5 + o;        \
-            const float *bp = B + (size_t)k * bstride;                                                             \
-            for (int i = 0; i < K; i++) {                                                                          \
-                __m512 u[NV];                                                                                      \
-                _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) u[v] = _mm512_loadu_ps(bp + 16 * v);          \
-                /* one broadcast live at a time: 24 accumulators + 4 + 1 fit in 32 registers */             \
-                const float *pr[R] = {p0, p1, p2, p3, p4, p5};                                                     \
-                _Pragma("GCC unroll 6") for (int r = 0; r < R; r++)                                                \
-                {                                                                                                  \
-                    const __m512 b = _mm512_set1_ps(pr[r][i]);                                                     \
-                    _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[r][v] =                               \
-                        _mm512_fmadd_ps(b, u[v], acc[r][v]);                                                       \
-                }                                                                                                  \
-                bp += ldb;                                                                                         \
+        const float *p0 = a[0], *p1 = a[1], *p2 = a[2], *p3 = a[3], *p4 = a[4], *p5 = a[5];                       \
+        const float *bp = B;                                                                                       \
+        for (int i = 0; i < K; i++) {                                                                              \
+            __m512 u[NV];                                                                                          \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) u[v] = _mm512_loadu_ps(bp + 16 * v);              \
+            /* one broadcast live at a time: 24 accumulators + 4 + 1 fit in 32 registers */                        \
+            const float *pr[R] = {p0, p1, p2, p3, p4, p5};                                                         \
+            _Pragma("GCC unroll 6") for (int r = 0; r < R; r++)                                                    \
+            {                                                                                                      \
+                const __m512 b = _mm512_set1_ps(pr[r][i]);                                                         \
+                _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(b, u[v], acc[r][v]); \
             }                                                                                                      \
+            bp += ldb;                                                                                             \
         }                                                                                                          \
         _Pragma("GCC unroll 6") for (int r = 0; r < R; r++)                                                        \
         {                                                                                                          \
@@ -106,12 +99,11 @@ DEFINE_KERNEL(4)
 DEFINE_KERNEL(2)
 DEFINE_KERNEL(1)
 
-static void kern(int nv, const float *const *a, const ptrdiff_t *aoff, int nk, const float *B, size_t bstride, int K,
-                 int ldb, float *const *c, int n, int add)
+static void kern(int nv, const float *const *a, const float *B, int K, int ldb, float *const *c, int n, int add)
 {
-    if (nv == 4) kern_4(a, aoff, nk, B, bstride, K, ldb, c, n, add);
-    else if (nv == 2) kern_2(a, aoff, nk, B, bstride, K, ldb, c, n, add);
-    else kern_1(a, aoff, nk, B, bstride, K, ldb, c, n, add);
+    if (nv == 4) kern_4(a, B, K, ldb, c, n, add);
+    else if (nv == 2) kern_2(a, B, K, ldb, c, n, add);
+    else kern_1(a, B, K, ldb, c, n, add);
 }
 
 
@@ -122,77 +114,14 @@ void jem_ind_offsets(int *poff, int P, int OW, int Wp, int st, int IC)
 
 static int vectors(int C) { return C % 64 == 0 ? 4 : C % 32 == 0 ? 2 : 1; }
 
-/* one weight slice (IC x 16 nv) at a time stays in L1 while every pixel
- * block passes; the nine taps accumulate in Y */
+/* row p of Y (N floats at Y + yoff[p], or Y + p N) = (add: +=) row p of X
+ * (K floats at X + xoff[p], or X + p K) times Wt (K, N), for p < P: one
+ * weight slice (K x 16 nv) at a time stays in L1 while every block of R
+ * pixels passes */
 __attribute__((target("avx512f")))
-void jem_ind_core(float *Y, const float *Xp, const float *Wk, const int *poff, int IC, int OC, int P, int Wp)
+static void rows(float *Y, const int *yoff, const float *X, const int *xoff, const float *Wt, int K, int N, int P,
+                 int add)
 {
-    const int nv = vectors(OC);
-    for (int o0 = 0; o0 < OC; o0 += 16 * nv)
-        for (int k = 0; k < 9; k++) {
-            const ptrdiff_t ko = ((ptrdiff_t)(k / 3) * Wp + k % 3) * IC;
-            for (int p0 = 0; p0 < P; p0 += R) {
-                const int n = P - p0 < R ? P - p0 : R;
-                const float *a[R];
-                float *c[R];
-                for (int r = 0; r < R; r++) {
-                    const int p = p0 + (r < n ? r : n - 1);
-                    a[r] = Xp + poff[p];
-                    c[r] = Y + (size_t)p * OC + o0;
-                }
-                kern(nv, a, &ko, 1, Wk + (size_t)k * IC * OC + o0, 0, IC, OC, c, n, k > 0);
-            }
-        }
-}
-
-__attribute__((target("avx512f")))
-void jem_ind_bwd_core(float *Dp, const float *Yt, const float *Wb, const int *poff, int IC, int OC, int P, int H,
-                      int Wp)
-{
-    memset(Dp, 0, sizeof(float) * (size_t)(H + 2) * Wp * IC);
-    const ptrdiff_t zero = 0;
-    const int nv = vectors(IC);
-    for (int i0 = 0; i0 < IC; i0 += 16 * nv)
-        for (int k = 0; k < 9; k++) {
-            const size_t ko = (size_t)(k / 3) * Wp + k % 3;
-            for (int p0 = 0; p0 < P; p0 += R) {
-                const int n = P - p0 < R ? P - p0 : R;
-                const float *a[R];
-                float *c[R];
-                for (int r = 0; r < R; r++) {
-                    const int p = p0 + (r < n ? r : n - 1);
-                    a[r] = Yt + (size_t)p * OC;
-                    c[r] = Dp + poff[p] + ko * IC + i0;
-                }
-                kern(nv, a, &zero, 1, Wb + (size_t)k * OC * IC + i0, 0, OC, IC, c, n, 1);
-            }
-        }
-}
-
-__attribute__((target("avx512f")))
-void jem_ind_wgrad_core(float *dW, const float *Xp, const float *Yt, const int *poff, int IC, int OC, int P, int Wp)
-{
-    const int nv = vectors(OC);
-    for (int k = 0; k < 9; k++) {
-        const size_t ko = ((size_t)(k / 3) * Wp + k % 3) * IC;
-        for (int i0 = 0; i0 < IC; i0 += R) {
-            const int nr = IC - i0 < R ? IC - i0 : R;
-            for (int o0 = 0; o0 < OC; o0 += 16 * nv) {
-                float *d = dW + ((size_t)k * IC + i0) * OC + o0;
-                if (nv == 4) jem_wkern_4(Xp + ko + i0, poff, P, Yt + o0, OC, d, OC, nr);
-                else if (nv == 2) jem_wkern_2(Xp + ko + i0, poff, P, Yt + o0, OC, d, OC, nr);
-                else jem_wkern_1(Xp + ko + i0, poff, P, Yt + o0, OC, d, OC, nr);
-            }
-        }
-    }
-    jem_hwc_add_colsum(dW + (size_t)9 * IC * OC, Yt, (size_t)P, OC);
-}
-
-__attribute__((target("avx512f")))
-void jem_ind_pointwise(float *Y, const int *yoff, const float *X, const int *xoff, const float *Wt, int K, int N,
-                       int P)
-{
-    const ptrdiff_t zero = 0;
     const int nv = vectors(N);
     for (int o0 = 0; o0 < N; o0 += 16 * nv)
         for (int p0 = 0; p0 < P; p0 += R) {
@@ -204,8 +133,42 @@ void jem_ind_pointwise(float *Y, const int *yoff, const float *X, const int *xof
                 a[r] = X + (xoff ? (size_t)xoff[p] : (size_t)p * K);
                 c[r] = Y + (yoff ? (size_t)yoff[p] : (size_t)p * N) + o0;
             }
-            kern(nv, a, &zero, 1, Wt + o0, 0, K, N, c, n, 1);
+            kern(nv, a, Wt + o0, K, N, c, n, add);
         }
+}
+
+/* the nine taps, each a pass of rows() over the shifted window starts, the
+ * first setting Y and the others adding */
+__attribute__((target("avx512f")))
+void jem_ind_core(float *Y, const float *Xp, const float *Wk, const int *poff, int IC, int OC, int P, int Wp)
+{
+    for (int k = 0; k < 9; k++)
+        rows(Y, NULL, Xp + ((size_t)(k / 3) * Wp + k % 3) * IC, poff, Wk + (size_t)k * IC * OC, IC, OC, P, k > 0);
+}
+
+/* each tap's product added into its shifted place */
+__attribute__((target("avx512f")))
+void jem_ind_bwd_core(float *Dp, const float *Yt, const float *Wb, const int *poff, int IC, int OC, int P, int H,
+                      int Wp)
+{
+    memset(Dp, 0, sizeof(float) * (size_t)(H + 2) * Wp * IC);
+    for (int k = 0; k < 9; k++)
+        rows(Dp + ((size_t)(k / 3) * Wp + k % 3) * IC, poff, Yt, NULL, Wb + (size_t)k * OC * IC, OC, IC, P, 1);
+}
+
+__attribute__((target("avx512f")))
+void jem_ind_wgrad_core(float *dW, const float *Xp, const float *Yt, const int *poff, int IC, int OC, int P, int Wp)
+{
+    for (int k = 0; k < 9; k++)
+        jem_wgemm(Xp + ((size_t)(k / 3) * Wp + k % 3) * IC, poff, P, Yt, dW + (size_t)k * IC * OC, IC, OC);
+    jem_hwc_add_colsum(dW + (size_t)9 * IC * OC, Yt, (size_t)P, OC);
+}
+
+__attribute__((target("avx512f")))
+void jem_ind_pointwise(float *Y, const int *yoff, const float *X, const int *xoff, const float *Wt, int K, int N,
+                       int P)
+{
+    rows(Y, yoff, X, xoff, Wt, K, N, P, 1);
 }
 
 /* one image: x (IC, H, W) -> out (OC, OH, OW) + bias, stored as st says;

@@ -494,7 +494,6 @@ void jem_wino_wgrad_core(float *dU, const float *Xp, const float *Yt, int ldy, i
     const int Wp = jem_wino_padded(W, m);
     float *V = ws, *dM = ws + up16((size_t)ne * TB * IC + 16);
     memset(V + (size_t)ne * TB * IC, 0, sizeof(float) * 16); /* the slack */
-    const int nv = OC % 64 == 0 ? 4 : OC % 32 == 0 ? 2 : 1;
     int toff[TB]; /* row offsets of the tiles in V[e] */
     for (int t = 0; t < TB; t++) toff[t] = t * IC;
     for (int tb = 0; tb < NT; tb += TB) {
@@ -503,19 +502,8 @@ void jem_wino_wgrad_core(float *dU, const float *Xp, const float *Yt, int ldy, i
         else input_transform(V, Xp, IC, Wp, TW, tb, nt);
         grad_transform(dM, Yt, ldy, OC, H, W, TW, tb, nt, m);
         /* dU[e] (IC x OC) += V[e]^T (IC x nt) . dM[e] (nt x OC) */
-        for (int e = 0; e < ne; e++) {
-            const float *Ve = V + (size_t)e * TB * IC, *Me = dM + (size_t)e * TB * OC;
-            float *Ue = dU + (size_t)e * IC * OC;
-            for (int i0 = 0; i0 < IC; i0 += 6) {
-                const int nr = IC - i0 < 6 ? IC - i0 : 6;
-                for (int o0 = 0; o0 < OC; o0 += 16 * nv) {
-                    float *d = Ue + (size_t)i0 * OC + o0;
-                    if (nv == 4) jem_wkern_4(Ve + i0, toff, nt, Me + o0, OC, d, OC, nr);
-                    else if (nv == 2) jem_wkern_2(Ve + i0, toff, nt, Me + o0, OC, d, OC, nr);
-                    else jem_wkern_1(Ve + i0, toff, nt, Me + o0, OC, d, OC, nr);
-                }
-            }
-        }
+        for (int e = 0; e < ne; e++)
+            jem_wgemm(V + (size_t)e * TB * IC, toff, nt, dM + (size_t)e * TB * OC, dU + (size_t)e * IC * OC, IC, OC);
     }
     for (int y = 0; y < H; y++) jem_hwc_add_colsum(dU + (size_t)ne * IC * OC, Yt + (size_t)y * ldy * OC, (size_t)W, OC);
 }

@@ -201,6 +201,24 @@ __attribute__((target("avx512f"))) static inline void jem_hwc_add_colsum(float *
 DEFINE_WKERNEL(4)
 DEFINE_WKERNEL(2)
 DEFINE_WKERNEL(1)
+
+/* dW (IC, OC) += sum_p X[poff[p] + i]^T Y[p] (Y rows OC floats apart) for
+ * i < IC: the weight gradient of one tap, in 6-row strips of the widest
+ * kernel OC allows; reads up to 5 floats past a row of X */
+__attribute__((target("avx512f"), unused)) static void jem_wgemm(const float *X, const int *poff, int P,
+                                                                 const float *Y, float *dW, int IC, int OC)
+{
+    const int nv = OC % 64 == 0 ? 4 : OC % 32 == 0 ? 2 : 1;
+    for (int i0 = 0; i0 < IC; i0 += 6) {
+        const int nr = IC - i0 < 6 ? IC - i0 : 6;
+        for (int o0 = 0; o0 < OC; o0 += 16 * nv) {
+            float *d = dW + (size_t)i0 * OC + o0;
+            if (nv == 4) jem_wkern_4(X + i0, poff, P, Y + o0, OC, d, OC, nr);
+            else if (nv == 2) jem_wkern_2(X + i0, poff, P, Y + o0, OC, d, OC, nr);
+            else jem_wkern_1(X + i0, poff, P, Y + o0, OC, d, OC, nr);
+        }
+    }
+}
 #endif
 
 #endif
