@@ -78,17 +78,26 @@ static double fdn(net_ctx *c, double *v, size_t i, double eps)
     return (lp - lm) / (2 * eps);
 }
 
+/* a net of arch a, initialised from rng seeded with seed; NULL (after a
+ * failed assertion) when it cannot be created */
+static jem_net *new_net(const jem_arch *a, uint64_t seed, jem_rng *rng)
+{
+    jem_net *net = NULL;
+    ASSERT_OK(jem_net_create(a, &net));
+    if (!net) return NULL;
+    jem_rng_seed(rng, seed, 0);
+    jem_net_init(net, rng);
+    return net;
+}
+
 /* check every gradient when max_checks <= 0, else a random sample */
 static void check_net(const char *desc, int B, int max_checks, uint64_t seed)
 {
     jem_arch a;
     ASSERT_OK(jem_arch_parse(desc, "test", &a));
-    jem_net *net = NULL;
-    ASSERT_OK(jem_net_create(&a, &net));
-    if (!net) return;
     jem_rng rng;
-    jem_rng_seed(&rng, seed, 0);
-    jem_net_init(net, &rng);
+    jem_net *net = new_net(&a, seed, &rng);
+    if (!net) return;
     size_t np = jem_net_nparams(net), nx = (size_t)B * a.in_c * a.in_h * a.in_w, nl = (size_t)B * a.n_classes;
     float *x = malloc(sizeof(float) * nx), *r = malloc(sizeof(float) * nl), *logits = malloc(sizeof(float) * nl);
     float *dx = malloc(sizeof(float) * nx);
@@ -153,12 +162,9 @@ static void check_threads_agree(void)
 {
     jem_arch a;
     ASSERT_OK(jem_arch_load("models/wrn-fmnist.model", &a));
-    jem_net *net = NULL;
-    ASSERT_OK(jem_net_create(&a, &net));
-    if (!net) return;
     jem_rng rng;
-    jem_rng_seed(&rng, 7, 0);
-    jem_net_init(net, &rng);
+    jem_net *net = new_net(&a, 7, &rng);
+    if (!net) return;
     ASSERT(jem_net_nparams(net) > 290000 && jem_net_nparams(net) < 310000);
     ASSERT_NEAR(jem_net_macs(net) / 1e6, 55.5, 1.0);
     int B = 4;
@@ -188,12 +194,9 @@ static void check_fused_agrees(const char *desc, int B, uint64_t seed)
 {
     jem_arch a;
     ASSERT_OK(jem_arch_parse(desc, "test", &a));
-    jem_net *net = NULL;
-    ASSERT_OK(jem_net_create(&a, &net));
-    if (!net) return;
     jem_rng rng;
-    jem_rng_seed(&rng, seed, 0);
-    jem_net_init(net, &rng);
+    jem_net *net = new_net(&a, seed, &rng);
+    if (!net) return;
     const size_t np = jem_net_nparams(net), nx = (size_t)B * a.in_c * a.in_h * a.in_w, nl = (size_t)B * a.n_classes;
     float *x = malloc(sizeof(float) * nx), *dl = malloc(sizeof(float) * nl);
     float *lg[2], *dx[2], *gr[2];
