@@ -262,6 +262,15 @@ static void check_arch_errors(void)
     ASSERT_EQ_INT(b.in_h, 32);
 }
 
+/* the text of a model description file into buf (n bytes) */
+static void read_desc(const char *path, char *buf, size_t n)
+{
+    buf[0] = 0;
+    FILE *f = fopen(path, "r");
+    if (f) { size_t k = fread(buf, 1, n - 1, f); buf[k] = 0; fclose(f); }
+    ASSERT_MSG(buf[0] != 0, "%s: empty or unreadable", path);
+}
+
 int main(void)
 {
     TEST_MAIN_BEGIN("test_net");
@@ -280,12 +289,12 @@ int main(void)
     check_net("name = fast-relu\ninput = 1x8x8\nclasses = 2\nstem = 16\nblocks = 16/1 32/2\n"
               "activation = relu\n", 2, t_quick() ? 3 : 6, 6);
     /* the reference model end to end, sampled coordinates */
-    FILE *f = fopen("models/wrn-fmnist.model", "r");
-    char desc[1024] = "";
-    if (f) { size_t n = fread(desc, 1, sizeof desc - 1, f); desc[n] = 0; fclose(f); }
-    ASSERT(desc[0] != 0);
+    char desc[1024], cdesc[1024];
+    read_desc("models/wrn-fmnist.model", desc, sizeof desc);
     check_net(desc, 1, t_quick() ? 2 : 4, 4);
     check_fused_agrees(desc, 3, 7);
+    read_desc("models/wrn-cifar.model", cdesc, sizeof cdesc);
+    check_fused_agrees(cdesc, 2, 10);
     check_fused_agrees("name = fused-odd\ninput = 1x9x8\nclasses = 3\nstem = 16\nblocks = 16/1 32/2 48/2\n"
                        "activation = lrelu\nslope = 0.1\n", 4, 8);
     check_fused_agrees("name = fused-relu\ninput = 2x12x12\nclasses = 5\nstem = 16\nblocks = 32/1 32/1\n"
