@@ -111,10 +111,11 @@ static void blocks_bench(jem_jw *jw, const jem_arch *a, int reps, int json, jem_
     /* which blocks fuse: between two fused blocks the activations stay
      * channels innermost */
     int fus[JEM_MAX_BLOCKS + 1] = {0};
+    const int act_ok = jem_act_fusable(a->act, a->slope);
     for (int i = 0; i < a->n_blocks; i++) {
         const int OC = a->width[i], st = a->stride[i];
         const jem_conv_shape s1 = {64, C, H, W, OC, 3, 3, 1, 1}, s2 = {64, OC, H, W, OC, 3, 3, st, 1};
-        fus[i] = jem_block_fusable(&s1, &s2);
+        fus[i] = act_ok && jem_block_fusable(&s1, &s2);
         C = OC; H = (H - 1) / st + 1; W = (W - 1) / st + 1;
     }
     C = a->stem; H = a->in_h; W = a->in_w;

@@ -98,7 +98,7 @@ static size_t maxz(size_t a, size_t b) { return a > b ? a : b; }
 static int fused_act(const jem_arch *a, float *slope)
 {
     *slope = a->act == JEM_ACT_RELU ? 0.0f : a->slope;
-    return (a->act == JEM_ACT_LRELU && a->slope >= 0.0f && a->slope <= 1.0f) || a->act == JEM_ACT_RELU;
+    return jem_act_fusable(a->act, a->slope);
 }
 
 

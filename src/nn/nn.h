@@ -152,9 +152,16 @@ int jem_indirect_backward_st(float *dinp, float *dw, float *db, const float *dou
                              const float *inp, const float *w, const jem_conv_shape *s,
                              const jem_conv_store *st, float *ws);
 
+/* whether the convolutions' stores and the fused blocks apply this
+ * activation themselves: LeakyReLU with a slope in [0, 1], or ReLU */
+static inline int jem_act_fusable(jem_act a, float slope)
+{
+    return (a == JEM_ACT_LRELU && slope >= 0.0f && slope <= 1.0f) || a == JEM_ACT_RELU;
+}
+
 /* ---- a wide-ResNet block fused per image (block.c): from the block
  * input x, a1 = act(x), h1 = conv1(a1) + b1, out = conv2(act(h1)) + b2 +
- * shortcut(x), with act LeakyReLU of the given slope (0: ReLU), conv2 of
+ * shortcut(x), with act LeakyReLU of the given slope in [0, 1] (0: ReLU), conv2 of
  * stride 1 or 2 and the shortcut a 1x1 convolution of conv2's stride or,
  * without weights, the identity. h1 is kept channels innermost, (B, H, W,
  * OC); the input and output are NCHW or, as the descriptor says, channels
