@@ -80,5 +80,24 @@ check "[ $? -eq 0 ]"
 check "json_ok '$tmp/bench.json'"
 check "grep -q '\"jem_iteration\":{\"batch\":64' '$tmp/bench.json' && grep -q '\"layers\":\[{' '$tmp/bench.json' && grep -q '\"blocks\":\[' '$tmp/bench.json' && grep -q '\"peak_rss_mb\":' '$tmp/bench.json'"
 
+# training through the fused blocks (channels multiples of 16) learns as
+# the layer-by-layer path does (JEM_FUSE=0): same run, rounding apart
+cat > "$tmp/fast28.model" <<'M'
+name = fast28
+input = 1x28x28
+classes = 10
+stem = 16
+blocks = 16/2 32/2
+M
+for f in 1 0; do
+    JEM_FUSE=$f "$JEM" train --model "$tmp/fast28.model" --data fmnist:test --val 0 --iters 100 --batch 32 --lr 3e-3 \
+        --warmup 10 --out "$tmp/f$f.safetensors" > /dev/null 2>&1
+    check "[ $? -eq 0 ]"
+    "$JEM" eval --model "$tmp/f$f.safetensors" --data fmnist:test --limit 500 --json > "$tmp/f$f.json"
+done
+a1=$(sed -n 's/.*"accuracy":\([0-9.]*\).*/\1/p' "$tmp/f1.json")
+a0=$(sed -n 's/.*"accuracy":\([0-9.]*\).*/\1/p' "$tmp/f0.json")
+check "awk 'BEGIN{d = $a1 - $a0; exit !($a1 > 0.3 && $a0 > 0.3 && d < 0.05 && d > -0.05)}'"
+
 echo "cli_eval: $pass passed, $fail failed"
 [ $fail -eq 0 ]
