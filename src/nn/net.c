@@ -7,6 +7,8 @@
  *   a1 = act(x); h1 = conv3x3(IC->OC, 1, 1)(a1); a2 = act(h1)
  *   h2 = conv3x3(OC->OC, s, 1)(a2); out = h2 + sc(x)
  *   sc = conv1x1(IC->OC, s) when s != 1 or IC != OC, else identity.
+ * Where the AVX-512 kernels take a block's shapes, the whole block runs per
+ * image (block.c, "fused"); otherwise layer by layer.
  */
 #include "nn/nn.h"
 
@@ -23,7 +25,7 @@ typedef struct {
     int c1w, c1b, c2w, c2b, scw, scb;     /* indices into the param table */
     jem_conv_shape s1, s2, ssc;           /* conv shapes for batch 1 */
     /* activation offsets in floats per image (multiply by B) */
-    size_t a1, h1, a2, out;               /* out holds h2 + shortcut; no a2 when fused */
+    size_t a1, h1, a2, out;               /* out holds h2 + shortcut; no a1, a2 when fused */
 } blk;
 
 struct jem_net {
@@ -100,7 +102,6 @@ static int fused_act(const jem_arch *a, float *slope)
     *slope = a->act == JEM_ACT_RELU ? 0.0f : a->slope;
     return jem_act_fusable(a->act, a->slope);
 }
-
 
 /* the activations' offsets (floats per image) and the largest map */
 static void plan_acts(jem_net *n)
