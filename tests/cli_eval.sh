@@ -4,21 +4,12 @@
 # (with and without the defence), report, sample; outputs exist and JSON parses.
 set -u
 JEM=${JEM:-build/jem}
-pass=0; fail=0
-check() { if eval "$1"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $1" >&2; fi; }
+. "$(dirname "$0")/lib.sh"
 png() { [ "$(head -c 8 "$1" 2>/dev/null | od -An -tx1 | tr -d ' \n')" = "89504e470d0a1a0a" ]; }
 json_ok() { grep -q '^{.*}$' "$1"; }
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-cat > "$tmp/tiny.model" <<'M'
-name = tiny
-input = 1x28x28
-classes = 10
-stem = 8
-blocks = 16/2 16/2
-M
+write_model "$tmp/small.model" small 1x28x28 8 "16/2 16/2"
 m="$tmp/m.safetensors"
-"$JEM" train --model "$tmp/tiny.model" --data fmnist:test --val 0 --iters 80 --batch 32 --lr 3e-3 --out "$m" > /dev/null 2>&1
+"$JEM" train --model "$tmp/small.model" --data fmnist:test --val 0 --iters 80 --batch 32 --lr 3e-3 --out "$m" > /dev/null 2>&1
 check "[ -f '$m' ]"
 
 "$JEM" eval --model "$m" --data fmnist:test --limit 500 --reliability "$tmp/rel.png" --json > "$tmp/eval.json"
@@ -68,13 +59,7 @@ check "[ $? -eq 2 ] && grep -q -- '--epsilon' '$tmp/e2'"
 check "[ $? -ne 0 ] && grep -q 'none.safetensors' '$tmp/e3'"
 
 # bench on a small model whose blocks fuse (channels multiples of 16)
-cat > "$tmp/fast.model" <<'M'
-name = fast
-input = 1x16x16
-classes = 10
-stem = 16
-blocks = 16/1 32/2
-M
+write_model "$tmp/fast.model" fast 1x16x16 16 "16/1 32/2"
 "$JEM" bench --model "$tmp/fast.model" --reps 1 --sgld-steps 2 --layers --json > "$tmp/bench.json"
 check "[ $? -eq 0 ]"
 check "json_ok '$tmp/bench.json'"
@@ -82,13 +67,7 @@ check "grep -q '\"jem_iteration\":{\"batch\":64' '$tmp/bench.json' && grep -q '\
 
 # training through the fused blocks (channels multiples of 16) learns as
 # the layer-by-layer path does (JEM_FUSE=0): same run, rounding apart
-cat > "$tmp/fast28.model" <<'M'
-name = fast28
-input = 1x28x28
-classes = 10
-stem = 16
-blocks = 16/2 32/2
-M
+write_model "$tmp/fast28.model" fast28 1x28x28 16 "16/2 32/2"
 for f in 1 0; do
     JEM_FUSE=$f "$JEM" train --model "$tmp/fast28.model" --data fmnist:test --val 0 --iters 100 --batch 32 --lr 3e-3 \
         --warmup 10 --out "$tmp/f$f.safetensors" > /dev/null 2>&1
@@ -99,5 +78,4 @@ a1=$(sed -n 's/.*"accuracy":\([0-9.]*\).*/\1/p' "$tmp/f1.json")
 a0=$(sed -n 's/.*"accuracy":\([0-9.]*\).*/\1/p' "$tmp/f0.json")
 check "awk 'BEGIN{d = $a1 - $a0; exit !($a1 > 0.3 && $a0 > 0.3 && d < 0.05 && d > -0.05)}'"
 
-echo "cli_eval: $pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish cli_eval
