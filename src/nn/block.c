@@ -28,7 +28,6 @@
 #include <string.h>
 #include <omp.h>
 
-static size_t up16(size_t n) { return (n + 15) & ~(size_t)15; }
 static size_t maxz(size_t a, size_t b) { return a > b ? a : b; }
 
 int jem_block_fusable(const jem_conv_shape *s1, const jem_conv_shape *s2)
@@ -68,20 +67,20 @@ static void plan(layout *l, const jem_conv_shape *s1, const jem_conv_shape *s2)
     if (l->m2) core = maxz(maxz(core, jem_wino_core_ws(OC, OC, l->m2)), jem_wino_wgrad_ws(OC, OC, l->m2));
     const size_t du2 = l->m2 ? (size_t)(l->m2 + 2) * (l->m2 + 2) * OC * OC + OC : (size_t)9 * OC * OC + OC;
     size_t o = 0;
-    l->xr = o;   o += up16((size_t)H * W * IC + 16);           /* the block input x, 16 floats of slack */
-    l->x1 = o;   o += up16(pix1 * IC);                         /* padded a1 = act(x) */
-    l->d1 = o;   o += up16(pix1 * OC);                         /* padded dh1 */
-    l->y1 = o;   o += up16((size_t)H * W * maxz(IC, OC));      /* conv1 out; input gradients */
-    l->x2 = o;   o += up16(pix2 * OC + 16);                    /* padded a2, 16 floats of slack */
-    l->q = o;    o += up16(maxz(pix2 * OC, up16((size_t)l->P * OC) + (size_t)(H + 2) * (W + 2) * OC));
-    l->y2 = o;   o += up16((size_t)l->P * OC);                 /* conv2 out */
-    l->core = o; o += up16(core);
-    l->du1 = o;  o += up16((size_t)(l->m1 + 2) * (l->m1 + 2) * IC * OC + OC);
-    l->du2 = o;  o += up16(du2);
-    l->dsc = o;  o += up16((size_t)IC * OC + OC);              /* the shortcut's weight and bias gradients */
-    l->poff = o; o += up16((size_t)l->P);
-    l->poffsc = o; o += up16((size_t)l->P);                    /* the shortcut's pixels in xr */
-    l->bias = o; o += up16((size_t)OC);                        /* conv2's bias + the shortcut's */
+    l->xr = o;   o += jem_up16((size_t)H * W * IC + 16);           /* the block input x, 16 floats of slack */
+    l->x1 = o;   o += jem_up16(pix1 * IC);                         /* padded a1 = act(x) */
+    l->d1 = o;   o += jem_up16(pix1 * OC);                         /* padded dh1 */
+    l->y1 = o;   o += jem_up16((size_t)H * W * maxz(IC, OC));      /* conv1 out; input gradients */
+    l->x2 = o;   o += jem_up16(pix2 * OC + 16);                    /* padded a2, 16 floats of slack */
+    l->q = o;    o += jem_up16(maxz(pix2 * OC, jem_up16((size_t)l->P * OC) + (size_t)(H + 2) * (W + 2) * OC));
+    l->y2 = o;   o += jem_up16((size_t)l->P * OC);                 /* conv2 out */
+    l->core = o; o += jem_up16(core);
+    l->du1 = o;  o += jem_up16((size_t)(l->m1 + 2) * (l->m1 + 2) * IC * OC + OC);
+    l->du2 = o;  o += jem_up16(du2);
+    l->dsc = o;  o += jem_up16((size_t)IC * OC + OC);              /* the shortcut's weight and bias gradients */
+    l->poff = o; o += jem_up16((size_t)l->P);
+    l->poffsc = o; o += jem_up16((size_t)l->P);                    /* the shortcut's pixels in xr */
+    l->bias = o; o += jem_up16((size_t)OC);                        /* conv2's bias + the shortcut's */
     l->total = o;
 }
 
@@ -215,7 +214,7 @@ static void bwd_img(float *da1, int want_w, const float *dout, const float *x, c
     if (d->in_hwc && !(want_w && d->wsc)) Xr = (float *)x; /* only read (the weight kernel reads past the end) */
     else if (d->in_hwc) memcpy(Xr, x, sizeof(float) * (size_t)H * W * IC);
     else jem_hwc_pack(Xr, x, IC, H, W);
-    jem_ind_offsets(psc, P, l->OW, W, d->s2.stride, IC);
+    if (d->wsc) jem_ind_offsets(psc, P, l->OW, W, d->s2.stride, IC);
     /* conv2's input gradient, (H, W, OC) at D2 with rows ld pixels apart;
      * Yc: the output gradient (P, OC) */
     const float *D2, *Yc;
@@ -234,7 +233,7 @@ static void bwd_img(float *da1, int want_w, const float *dout, const float *x, c
             Yc = y;
         }
     } else {
-        float *Dp = Q + up16((size_t)P * OC);
+        float *Dp = Q + jem_up16((size_t)P * OC);
         if (d->out_hwc) {
             Yc = dout;
         } else {

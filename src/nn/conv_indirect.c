@@ -33,8 +33,6 @@ int jem_indirect_fits(const jem_conv_shape *s)
            s->IC > 0 && s->OC > 0;
 }
 
-static size_t up16(size_t n) { return (n + 15) & ~(size_t)15; }
-
 /* per-thread workspace: a padded (H+2, W+2, IC) image, a second one for
  * the input gradient, the (P, OC) output or output gradient, this thread's
  * weight and bias gradients (9, IC, OC) + OC, and P pixel offsets. The
@@ -42,8 +40,8 @@ static size_t up16(size_t n) { return (n + 15) & ~(size_t)15; }
  * reads past the last channel block. */
 static size_t ws_parts(int IC, int OC, int H, int W, int P, size_t off[5])
 {
-    const size_t xp = up16((size_t)(H + 2) * (W + 2) * IC + 16), y = up16((size_t)P * OC);
-    const size_t dw = up16((size_t)9 * IC * OC + OC), po = up16((size_t)P);
+    const size_t xp = jem_up16((size_t)(H + 2) * (W + 2) * IC + 16), y = jem_up16((size_t)P * OC);
+    const size_t dw = jem_up16((size_t)9 * IC * OC + OC), po = jem_up16((size_t)P);
     if (off) {
         off[0] = 0;           /* Xp */
         off[1] = xp;          /* Dp */
@@ -105,7 +103,6 @@ static void kern(int nv, const float *const *a, const float *B, int K, int ldb, 
     else if (nv == 2) kern_2(a, B, K, ldb, c, n, add);
     else kern_1(a, B, K, ldb, c, n, add);
 }
-
 
 void jem_ind_offsets(int *poff, int P, int OW, int Wp, int st, int IC)
 {

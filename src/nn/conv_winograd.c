@@ -35,7 +35,6 @@
 #include <string.h>
 #include <omp.h>
 
-
 #define TB 24 /* most tiles per block (a multiple of every kernel's R) */
 
 int jem_winograd_available(void)
@@ -56,18 +55,16 @@ int jem_winograd_fits(const jem_conv_shape *s)
            s->IC > 0 && s->OC > 0;
 }
 
-static size_t up16(size_t n) { return (n + 15) & ~(size_t)15; }
-
 /* per-thread workspace, in floats, for a convolution IC -> OC on H x W
  * with m x m output tiles (m = 2 or 4): the padded input, the V and M
  * blocks of (m + 2)^2 planes, the (H, W, OC) output */
 static size_t ws_floats(int IC, int OC, int H, int W, int m)
 {
     const int TH = (H + m - 1) / m, TW = (W + m - 1) / m, a = (m + 2) * (m + 2);
-    size_t xp = up16((size_t)(m * TH + 2) * (m * TW + 2) * IC);
-    size_t v = up16((size_t)a * TB * IC);
-    size_t mm = up16((size_t)a * TB * OC);
-    size_t y = up16((size_t)H * W * OC);
+    size_t xp = jem_up16((size_t)(m * TH + 2) * (m * TW + 2) * IC);
+    size_t v = jem_up16((size_t)a * TB * IC);
+    size_t mm = jem_up16((size_t)a * TB * OC);
+    size_t y = jem_up16((size_t)H * W * OC);
     return xp + v + mm + y;
 }
 
@@ -78,11 +75,11 @@ static size_t ws_floats(int IC, int OC, int H, int W, int m)
 static size_t wgrad_parts(int IC, int OC, int H, int W, int m, size_t off[5])
 {
     const int TH = (H + m - 1) / m, TW = (W + m - 1) / m, a = (m + 2) * (m + 2);
-    size_t xp = up16((size_t)(m * TH + 2) * (m * TW + 2) * IC);
-    size_t y = up16((size_t)H * W * OC);
-    size_t v = up16((size_t)a * TB * IC + 16);
-    size_t mm = up16((size_t)a * TB * OC);
-    size_t du = up16((size_t)a * IC * OC + OC);
+    size_t xp = jem_up16((size_t)(m * TH + 2) * (m * TW + 2) * IC);
+    size_t y = jem_up16((size_t)H * W * OC);
+    size_t v = jem_up16((size_t)a * TB * IC + 16);
+    size_t mm = jem_up16((size_t)a * TB * OC);
+    size_t du = jem_up16((size_t)a * IC * OC + OC);
     if (off) {
         off[0] = 0;
         off[1] = xp;
@@ -375,7 +372,7 @@ static void output_transform4(float *Y, const float *M, int OC, int H, int W, in
 size_t jem_wino_core_ws(int IC, int OC, int m)
 {
     const int ne = (m + 2) * (m + 2);
-    return up16((size_t)ne * TB * IC) + up16((size_t)ne * TB * OC);
+    return jem_up16((size_t)ne * TB * IC) + jem_up16((size_t)ne * TB * OC);
 }
 
 /* Blocks of tiles are balanced (49 tiles: 18 + 18 + 13, not 24 + 24 + 1)
@@ -386,7 +383,7 @@ void jem_wino_core(float *Y, const float *Xp, const float *U, int IC, int OC, in
     const int TH = (H + m - 1) / m, TW = (W + m - 1) / m, NT = TH * TW, ne = (m + 2) * (m + 2);
     const int Wp = jem_wino_padded(W, m);
     float *V = ws;
-    float *M = V + up16((size_t)ne * TB * IC);
+    float *M = V + jem_up16((size_t)ne * TB * IC);
     const int nb = (NT + TB - 1) / TB, bs = ((NT + nb - 1) / nb + 5) / 6 * 6;
     for (int tb = 0; tb < NT; tb += bs) {
         const int nt = NT - tb < bs ? NT - tb : bs;
@@ -410,8 +407,8 @@ static void wino_img(float *out, const float *in, const float *U, const float *b
 {
     const int Hp = jem_wino_padded(H, m), Wp = jem_wino_padded(W, m);
     float *Xp = ws;
-    float *Y = Xp + up16((size_t)Hp * Wp * IC);
-    float *cws = Y + up16((size_t)H * W * OC);
+    float *Y = Xp + jem_up16((size_t)Hp * Wp * IC);
+    float *cws = Y + jem_up16((size_t)H * W * OC);
     jem_hwc_pack_padded(Xp, in, IC, H, W, Hp, Wp);
     jem_wino_core(Y, Xp, U, IC, OC, H, W, m, cws);
     jem_hwc_unpack(out, Y, OC, H, W, 0, W, bias, st);
@@ -481,7 +478,7 @@ static void grad_transform(float *dM, const float *Yt, int ldy, int OC, int H, i
 size_t jem_wino_wgrad_ws(int IC, int OC, int m)
 {
     const int ne = (m + 2) * (m + 2);
-    return up16((size_t)ne * TB * IC + 16) + up16((size_t)ne * TB * OC);
+    return jem_up16((size_t)ne * TB * IC + 16) + jem_up16((size_t)ne * TB * OC);
 }
 
 /* dM = A dY A^T is the gradient of the elementwise product M of the forward
@@ -492,7 +489,7 @@ void jem_wino_wgrad_core(float *dU, const float *Xp, const float *Yt, int ldy, i
 {
     const int TH = (H + m - 1) / m, TW = (W + m - 1) / m, NT = TH * TW, ne = (m + 2) * (m + 2);
     const int Wp = jem_wino_padded(W, m);
-    float *V = ws, *dM = ws + up16((size_t)ne * TB * IC + 16);
+    float *V = ws, *dM = ws + jem_up16((size_t)ne * TB * IC + 16);
     memset(V + (size_t)ne * TB * IC, 0, sizeof(float) * 16); /* the slack */
     int toff[TB]; /* row offsets of the tiles in V[e] */
     for (int t = 0; t < TB; t++) toff[t] = t * IC;

@@ -13,6 +13,9 @@
 
 #include <stddef.h>
 
+/* n rounded up to a multiple of 16 floats (64 bytes), for workspace parts */
+static inline size_t jem_up16(size_t n) { return (n + 15) & ~(size_t)15; }
+
 /* ---- Winograd F(m x m, 3x3), m = 2 or 4 (conv_winograd.c) */
 
 /* rows (and columns) of the zero-padded input of an n-pixel side: the
