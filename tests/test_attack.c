@@ -165,11 +165,36 @@ static void check_network(void)
     jem_net_free(net);
 }
 
+/* labels outside the classifier's classes (unlabelled sets: -1) are
+ * refused before any image is touched, not used as an index */
+static void check_bad_labels(void)
+{
+    linear m = {0};
+    m.D = 16;
+    jem_classifier c = {lin_logits, lin_grad, &m, 16, 2, 0};
+    float x[4 * 16] = {0};
+    int32_t y[4] = {0, 1, -1, 0};
+    uint8_t robust[4];
+    jem_attack_cfg ac = {0};
+    ac.eps = 0.1;
+    ac.step = 0.025;
+    ac.steps = 2;
+    ac.restarts = 1;
+    ASSERT_ERR(jem_attack_run(&c, x, y, 4, &ac, robust, NULL), JEM_ERR_ARG);
+    ASSERT_STR_CONTAINS(jem_last_error(), "image 2 has label -1");
+    y[2] = 2;
+    ASSERT_ERR(jem_attack_run(&c, x, y, 4, &ac, robust, NULL), JEM_ERR_ARG);
+    ASSERT_STR_CONTAINS(jem_last_error(), "label 2");
+    y[2] = 1;
+    ASSERT_OK(jem_attack_run(&c, x, y, 4, &ac, robust, NULL));
+}
+
 int main(void)
 {
     TEST_MAIN_BEGIN("test_attack");
     check_linear(0);
     check_linear(2);
     check_network();
+    check_bad_labels();
     return t_finish();
 }

@@ -107,6 +107,14 @@ int cmd_attack(int argc, char **argv)
     if (s) { jem_net_free(net); return cli_fail("attack", s); }
     if (n < ds.n) jem_dataset_truncate(&ds, n);
     n = ds.n;
+    for (int i = 0; i < n; i++)
+        if (ds.y[i] < 0 || ds.y[i] >= jem_net_arch(net)->n_classes) {
+            s = jem_fail(JEM_ERR_ARG, "%s: image %d has label %d, the model has %d classes (attacks need labelled data)",
+                         ds.name, i, ds.y[i], jem_net_arch(net)->n_classes);
+            jem_dataset_free(&ds);
+            jem_net_free(net);
+            return cli_fail("attack", s);
+        }
     if (dn <= 0 || dn > n) dn = n;
     const int D = ds.c * ds.h * ds.w;
     jem_classifier cu;

@@ -172,6 +172,12 @@ jem_status jem_attack_run(const jem_classifier *c, const float *x, const int32_t
     if (cfg->norm != 0 && cfg->norm != 2) return jem_fail(JEM_ERR_ARG, "attack: norm must be 0 (L-inf) or 2 (L2)");
     if (!(cfg->eps >= 0) || cfg->steps < 0 || cfg->restarts < 1)
         return jem_fail(JEM_ERR_ARG, "attack: eps %g, steps %d, restarts %d", cfg->eps, cfg->steps, cfg->restarts);
+    /* every image needs a label the classifier can output: the loss indexes
+     * the logits with it */
+    for (int i = 0; i < n; i++)
+        if (y[i] < 0 || y[i] >= K)
+            return jem_fail(JEM_ERR_ARG, "attack: image %d has label %d, outside the model's classes 0..%d "
+                            "(attacks need labelled data)", i, (int)y[i], K - 1);
     float *xa = malloc(sizeof(float) * (size_t)chunk * D), *g = malloc(sizeof(float) * (size_t)chunk * D);
     float *lg = malloc(sizeof(float) * (size_t)chunk * K), *dl = malloc(sizeof(float) * (size_t)chunk * K);
     uint8_t *ok = malloc(chunk);
