@@ -8,7 +8,7 @@
 #   make SANITIZE=1 AddressSanitizer + UndefinedBehaviorSanitizer (build-san/)
 #   make fuzz       libFuzzer on every parser of outside input (clang)
 #   make MPI=1      the same jem with data-parallel MPI (build-mpi/)
-#   make test-mpi   install OpenMPI if missing, run the MPI tests (mpirun -np 2)
+#   make test-mpi   install OpenMPI if missing, run the MPI tests (2 ranks; 2 and 4 hosts in namespaces)
 
 CC      ?= gcc
 BUILD   ?= build
@@ -102,11 +102,14 @@ test-san: deps
 	@$(MAKE) --no-print-directory SANITIZE=1 all tests
 	@JEM_TEST_QUICK=1 JEM_TEST_UNIT_ONLY=1 scripts/run_tests.sh build-san
 
-# MPI: data-parallel training and evaluation on 2 ranks of this machine.
+# MPI: data-parallel training and evaluation on 2 ranks of this machine, then
+# across 2 and 4 hosts made of network namespaces over TCP (needs root).
 test-mpi:
 	@JEM_DEPS_EXTRA="libopenmpi-dev openmpi-bin" scripts/deps.sh
 	@$(MAKE) --no-print-directory MPI=1 all
-	@JEM=build-mpi/jem bash tests/mpi_train.sh
+	@JEM=build-mpi/jem bash tests/mpi_train.sh; a=$$?; \
+	 JEM=build-mpi/jem bash tests/mpi_hosts.sh; b=$$?; \
+	 [ $$a -eq 0 ] && [ $$b -eq 0 ]
 
 # The whole suite (unit and command-line tests, full sizes) under the sanitizers.
 test-san-full: deps
