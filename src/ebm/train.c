@@ -566,6 +566,7 @@ jem_status jem_train(jem_net *net, const jem_dataset *ds, const jem_dataset *val
         double gl = 0, gce = 0, ged = 0, ges = 0, ggn = 0;
         long gcorrect = 0, glab = 0, gn = 0;
         double gt0 = now_s();
+        double gc0 = jem_dist_comm_seconds(); /* this rank's time in collectives at the group's start */
         jem_jw w;
         jem_jw_init(&w);
         int last_epoch = t.epoch;
@@ -653,6 +654,7 @@ jem_status jem_train(jem_net *net, const jem_dataset *ds, const jem_dataset *val
                 }
                 s = JEM_OK;
                 gl = gce = ged = ges = ggn = 0; gcorrect = glab = gn = 0; gt0 = now_s();
+                gc0 = jem_dist_comm_seconds();
                 continue;
             }
             s = JEM_OK;
@@ -674,6 +676,16 @@ jem_status jem_train(jem_net *net, const jem_dataset *ds, const jem_dataset *val
             if ((epoch_end || (c->eval_every > 0 && t.iter % c->eval_every == 0)) && val && val->n > 0) {
                 s = jem_evaluate(net, val, &vacc, NULL);
                 if (s) break;
+            }
+            /* the log group's time in collectives, least and most over the
+             * ranks (nanoseconds; the least is the rank that waited least
+             * for the others: nearest to the cost of the transfers alone) */
+            int64_t gcomm[2] = {0, 0};
+            if (log_now && t.size > 1) {
+                const int64_t mine = (int64_t)(1e9 * (jem_dist_comm_seconds() - gc0));
+                gcomm[0] = -mine; gcomm[1] = mine;
+                jem_dist_max_i64(gcomm, 2);
+                gc0 = jem_dist_comm_seconds();
             }
             if (log_now && gn > 0 && t.rank == 0) {
                 double tnow = now_s(), dt = tnow - gt0;
@@ -712,6 +724,10 @@ jem_status jem_train(jem_net *net, const jem_dataset *ds, const jem_dataset *val
                     jem_jw_kdouble(&w, "buffer_std", p.buf_std);
                 }
                 jem_jw_kdouble(&w, "img_per_s", p.img_per_s);
+                if (t.size > 1) {
+                    jem_jw_kdouble(&w, "comm_seconds_min", 1e-9 * (double)-gcomm[0]);
+                    jem_jw_kdouble(&w, "comm_seconds_max", 1e-9 * (double)gcomm[1]);
+                }
                 jem_jw_kdouble(&w, "lr", p.lr);
                 if (vacc >= 0) jem_jw_kdouble(&w, "val_acc", vacc);
                 jem_jw_obj_end(&w);
