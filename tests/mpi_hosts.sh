@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
 # Data-parallel MPI across hosts joined by a network, on one machine: each
-# "host" is a network namespace with its own hostname (a UTS namespace), the
-# hosts are joined by a bridge that lives in a namespace of its own, and
-# OpenMPI runs over TCP only (btl tcp,self), its daemons started through an
-# rsh agent that enters the namespace of the host it is given. Nothing is
-# made in the machine's own network namespace; the addresses (a private /24)
-# exist only inside the run's namespaces. At 2 and then 4 hosts:
+# "host" is a network namespace with its own hostname, the hosts meet on a
+# bridge in a namespace of its own, and OpenMPI runs over TCP only (btl
+# tcp,self), its daemons started through an rsh agent that enters the
+# namespace of the host it is given (tests/hosts_lib.sh). Nothing is made in
+# the machine's own network namespace. At 2 and then 4 hosts:
 #  - every rank runs on its own host;
 #  - one SGD step on N hosts x 64/N images equals one step of 1 x 64;
 #  - a JEM run across the hosts sends its gradients over the link and resumes
@@ -24,87 +23,13 @@
 set -u
 JEM=$(realpath "${JEM:-build-mpi/jem}")
 . "$(dirname "$0")/lib.sh"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 SHELL=/bin/sh
 hold=${MPI_HOSTS_HOLD:-0}
 planned=51   # the checks a full run makes (reported as skipped when it cannot run)
 num() { sed -n "s/.*\"$1\":\([-0-9.e+]*\).*/\1/p"; }
-
-# Every name this run makes starts with $run: "jemh-<pid>-<random>".
-run=${MPI_HOSTS_RUN:-jemh-$$-$(od -An -N2 -tx2 /dev/urandom | tr -d ' ')}
-case $run in jemh-[0-9]*-[0-9a-f]*) ;; *) echo "mpi_hosts: bad run name '$run'" >&2; exit 2 ;; esac
-subnet=10.$((100 + RANDOM % 100)).$((RANDOM % 256))
-net=$subnet.0/24
-made=()   # namespaces made by this run, in order
-
-# Remove the namespaces of this run: end the processes inside them first (a
-# namespace lives on, links included, while a process is in it).
-cleanup() {
-    local ns p i
-    for p in $(jobs -p); do kill -TERM "$p" 2> /dev/null; done
-    for i in 1 2; do
-        for ns in "${made[@]}"; do
-            for p in $(ip netns pids "$ns" 2> /dev/null); do kill -"$([ $i = 1 ] && echo TERM || echo KILL)" "$p" 2> /dev/null; done
-        done
-        [ $i = 1 ] && sleep 0.2
-    done
-    for ns in "${made[@]}"; do ip netns del "$ns" 2> /dev/null; done
-    made=()
-    wait 2> /dev/null
-}
+. "$(dirname "$0")/hosts_lib.sh"
 trap 'cleanup; rm -rf "$tmp"' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-# Namespaces left by a run of this script that was killed outright (no trap
-# ran): its pid is in the name and no longer alive.
-for ns in $(ip netns list 2> /dev/null | sed -n 's/^\(jemh-[0-9]*-[0-9a-f]*-[a-z0-9]*\).*/\1/p'); do
-    p=${ns#jemh-}; p=${p%%-*}
-    kill -0 "$p" 2> /dev/null || ip netns del "$ns" 2> /dev/null
-done
-
-# hosts N: N hosts $run-h1 .. $run-hN on the bridge of $run-sw, addresses
-# $subnet.11 ..; replaces the hosts of a previous call.
-hosts() {
-    local n=$1 i
-    cleanup
-    ip netns add "$run-sw" || return 1
-    made+=("$run-sw")
-    ip -n "$run-sw" link add br0 type bridge || return 1
-    ip -n "$run-sw" link set br0 up || return 1
-    for i in $(seq 1 "$n"); do
-        ip netns add "$run-h$i" || return 1
-        made+=("$run-h$i")
-        ip link add name eth0 netns "$run-h$i" type veth peer name "p$i" netns "$run-sw" || return 1
-        ip -n "$run-sw" link set "p$i" master br0 up || return 1
-        ip -n "$run-h$i" addr add "$subnet.$((10 + i))/24" dev eth0 || return 1
-        ip -n "$run-h$i" link set eth0 up || return 1
-        ip -n "$run-h$i" link set lo up || return 1
-        echo "$run-h$i slots=1"
-    done > "$tmp/hostfile"
-    # the rsh agent: agent HOST COMMAND... runs the command (joined by
-    # spaces and read by a shell, as ssh does) in HOST's namespace under
-    # HOST's hostname; it refuses hosts that are not this run's
-    cat > "$tmp/agent" << EOF
-#!/bin/sh
-host=\$1; shift
-case " $(echo $(cut -d' ' -f1 "$tmp/hostfile")) " in *" \$host "*) ;; *) echo "agent: unknown host \$host" >&2; exit 255 ;; esac
-exec ip netns exec "\$host" unshare --uts -- sh -c 'hostname "\$0" && exec sh -c "\$*"' "\$host" "\$@"
-EOF
-    chmod +x "$tmp/agent"
-}
-
-# on H COMMAND...: run COMMAND on host H (its namespace and hostname)
-on() { local h=$run-h$1; shift; ip netns exec "$h" unshare --uts -- sh -c 'hostname "$0" && exec "$@"' "$h" "$@"; }
-
-# hmpi NP COMMAND...: mpirun on host 1 across the first NP hosts, TCP only.
-# Run it in the background and wait, so that a signal reaches the traps now.
-hmpi() {
-    local np=$1; shift
-    on 1 timeout 300 mpirun --hostfile "$tmp/hostfile" -np "$np" --map-by node --bind-to none \
-        --mca plm_rsh_agent "$tmp/agent" --mca plm_rsh_no_tree_spawn 1 \
-        --mca btl tcp,self --mca btl_tcp_if_include "$net" --mca oob_tcp_if_include "$net" "$@" &
-    wait $!
-}
 
 rx_bytes() { ip netns exec "$run-h$1" cat /sys/class/net/eth0/statistics/rx_bytes; }
 
@@ -112,13 +37,12 @@ common=(--model "$tmp/tiny.model" --data fmnist:test --val 0 --threads 1)
 sgd=(--mode softmax --opt sgd --momentum 0 --iters 1 --warmup 0)
 jem=(--mode jem --sgld-steps 2 --buffer 200 --batch 16 --log-every 1)
 
-if ! ip netns add "$run-probe" 2> /dev/null; then
+if ! can_make_hosts; then
     [ "$hold" = 1 ] && exit 2
     echo "mpi_hosts: network namespaces cannot be made here (needs root: CAP_NET_ADMIN, CAP_SYS_ADMIN)"
     echo "mpi_hosts: 0 passed, 0 failed, $planned skipped"
     exit 0
 fi
-ip netns del "$run-probe"
 
 if [ "$hold" = 1 ]; then
     hosts 4 > /dev/null || exit 1
