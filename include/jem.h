@@ -341,9 +341,12 @@ void jem_augment_batch(const jem_augment *a, float *x, int B, int C, int H,
 
 /* ------------------------------------------------------------------ images */
 
-/* PNG files are written atomically: to "PATH.tmp.<pid>", fflush, fsync,
- * fclose, rename over PATH; on any failure (JEM_ERR_IO naming PATH) the
- * temporary file is removed and an existing PATH is left as it was. */
+/* PNG files are written atomically, like every file jem saves (see
+ * jem_write_file_atomic): to "PATH.tmp-<pid>-<n>", fsync, rename over PATH,
+ * fsync of the directory; on any failure (JEM_ERR_IO naming PATH) the
+ * temporary file is removed and an existing PATH is left as it was. A
+ * successful write also removes the temporary files of PATH left by
+ * writers that no longer run. */
 
 /* Write images (N, C, H, W) in [-1, 1] as one 8-bit PNG grid (grey for
  * C = 1, RGB for C = 3): `cols` columns (cols <= 0: the smallest cols with

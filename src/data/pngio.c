@@ -17,22 +17,22 @@
  *   - libpng errors are caught (setjmp/longjmp) and become JEM_ERR_FORMAT
  *     naming the file; libpng warnings are discarded.
  *
- * Writing: 8-bit grey or RGB, to "PATH.tmp.<pid>", then fflush, fsync,
- * fclose and rename over PATH; on any failure the temporary file is removed
- * and an existing PATH is left as it was.
+ * Writing: 8-bit grey or RGB, through jem_atomic (io/io.h): a temporary
+ * file beside PATH, fsync, rename over PATH, fsync of the directory; on any
+ * failure the temporary file is removed and an existing PATH is left as it
+ * was.
  */
 #include "data.h"
+#include "io/io.h"
 
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <png.h>
 #include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #define PNG_MAX_SIDE (1 << 16)        /* width or height read or written */
 #define PNG_MAX_PIXELS ((uint64_t)1 << 26)
@@ -209,16 +209,10 @@ jem_status jem_png_read(const char *path, int want_c, float **out, int *c, int *
 
 /* ----------------------------------------------------------------- writing */
 
-/* pix (H, W, c) 8-bit, c = 1 (grey) or 3 (RGB). */
-static jem_status png_write_atomic(const char *path, const uint8_t *pix, int w, int h, int c)
+/* Encode rows (H) of 8-bit pixels, each (W, c) with c = 1 (grey) or 3 (RGB),
+ * as a PNG into f; path only names the file in messages. */
+static jem_status png_encode(FILE *f, const char *path, png_bytep *rows, int w, int h, int c)
 {
-    char tmp[4096];
-    int r = snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    if (r < 0 || (size_t)r >= sizeof tmp)
-        return jem_fail(JEM_ERR_ARG, "%s: path too long", path);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) return jem_fail(JEM_ERR_IO, "%s: cannot create %s: %s", path, tmp, strerror(errno));
-
     png_err err;
     err.msg[0] = 0;
     png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &err, png_err_fn,
@@ -226,28 +220,14 @@ static jem_status png_write_atomic(const char *path, const uint8_t *pix, int w, 
     png_infop info = png ? png_create_info_struct(png) : NULL;
     if (!info) {
         png_destroy_write_struct(png ? &png : NULL, NULL);
-        fclose(f);
-        remove(tmp);
         return jem_fail(JEM_ERR_NOMEM, "%s: out of memory", path);
     }
-    png_bytep *volatile rows = NULL; /* (H) */
     if (setjmp(err.jb)) {
         int e = errno;
-        free(rows);
         png_destroy_write_struct(&png, &info);
-        fclose(f);
-        remove(tmp);
         return jem_fail(JEM_ERR_IO, "%s: writing PNG failed: %s (%s)", path, err.msg,
                         e ? strerror(e) : "no system error");
     }
-    rows = malloc(sizeof(png_bytep) * (size_t)h);
-    if (!rows) {
-        png_destroy_write_struct(&png, &info);
-        fclose(f);
-        remove(tmp);
-        return jem_fail(JEM_ERR_NOMEM, "%s: out of memory", path);
-    }
-    for (int y = 0; y < h; y++) rows[y] = (png_bytep)(pix + (size_t)y * (size_t)w * (size_t)c);
     errno = 0;
     png_init_io(png, f);
     png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, 8,
@@ -256,41 +236,25 @@ static jem_status png_write_atomic(const char *path, const uint8_t *pix, int w, 
     png_write_info(png, info);
     png_write_image(png, rows);
     png_write_end(png, info);
-    free(rows);
     png_destroy_write_struct(&png, &info);
-
-    if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
-        int e = errno;
-        fclose(f);
-        remove(tmp);
-        return jem_fail(JEM_ERR_IO, "%s: writing %s failed: %s", path, tmp, strerror(e));
-    }
-    if (fclose(f) != 0) {
-        int e = errno;
-        remove(tmp);
-        return jem_fail(JEM_ERR_IO, "%s: closing %s failed: %s", path, tmp, strerror(e));
-    }
-    if (rename(tmp, path) != 0) {
-        int e = errno;
-        remove(tmp);
-        return jem_fail(JEM_ERR_IO, "%s: rename from %s failed: %s", path, tmp, strerror(e));
-    }
-    /* make the rename durable: fsync the directory (best effort) */
-    char dir[4096];
-    const char *slash = strrchr(path, '/');
-    if (slash && (size_t)(slash - path) < sizeof dir) {
-        size_t n = slash == path ? 1 : (size_t)(slash - path);
-        memcpy(dir, path, n);
-        dir[n] = 0;
-    } else {
-        strcpy(dir, ".");
-    }
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (dfd >= 0) {
-        (void)fsync(dfd);
-        close(dfd);
-    }
     return JEM_OK;
+}
+
+/* pix (H, W, c) 8-bit, c = 1 (grey) or 3 (RGB), written through jem_atomic. */
+static jem_status png_write_atomic(const char *path, const uint8_t *pix, int w, int h, int c)
+{
+    png_bytep *rows = malloc(sizeof(png_bytep) * (size_t)h); /* (H) */
+    if (!rows) return jem_fail(JEM_ERR_NOMEM, "%s: out of memory", path);
+    for (int y = 0; y < h; y++) rows[y] = (png_bytep)(pix + (size_t)y * (size_t)w * (size_t)c);
+    jem_atomic a;
+    jem_status s = jem_atomic_open(&a, path);
+    if (!s) s = png_encode(a.fp, path, rows, w, h, c);
+    free(rows);
+    if (s) {
+        jem_atomic_abort(&a);
+        return s;
+    }
+    return jem_atomic_commit(&a);
 }
 
 static uint8_t to_u8(float v)
