@@ -2,33 +2,13 @@
  * data set specs, synthetic sets, split, conform, truncate, augmentation.
  * Run from the project root. */
 #include "jem.h"
-#include "test.h"
+#include "tmpdir.h"
 
-#include <ftw.h>
 #include <limits.h>
 #include <stdint.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
-
-static char tmpdir[64];
-
-static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb; (void)flag; (void)ftw;
-    return remove(p);
-}
-
-static void rm_rf(const char *dir) { nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
-
-static const char *tpath(const char *name)
-{
-    static char buf[8][512];
-    static int k;
-    k = (k + 1) % 8;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", tmpdir, name);
-    return buf[k];
-}
 
 static void write_bytes(const char *path, const void *data, size_t n)
 {
@@ -195,11 +175,11 @@ static void test_dataset_dirs(void)
         jem_dataset_free(&ds);
         ASSERT(chdir(cwd) == 0);
     }
-    mkdir(tpath("mn"), 0755);
-    write_small_pair(tpath("mn/t10k"), 1, 0);
+    mkdir(t_path("mn"), 0755);
+    write_small_pair(t_path("mn/t10k"), 1, 0);
     const char *old = getenv("JEM_MNIST_DIR");
     char *saved = old ? strdup(old) : NULL;
-    setenv("JEM_MNIST_DIR", tpath("mn"), 1);
+    setenv("JEM_MNIST_DIR", t_path("mn"), 1);
     ASSERT_OK(jem_dataset_open("mnist:test", &ds));
     check_small(&ds, 10);
     jem_dataset_free(&ds);
@@ -209,10 +189,10 @@ static void test_dataset_dirs(void)
     free(saved);
 
     /* fixed 10 classes: label 10 is out of range */
-    mkdir(tpath("fm"), 0755);
-    write_small_pair(tpath("fm/train"), 0, 0);
-    write_small_pair(tpath("fm/t10k"), 0, 1);
-    setenv("JEM_FMNIST_DIR", tpath("fm"), 1);
+    mkdir(t_path("fm"), 0755);
+    write_small_pair(t_path("fm/train"), 0, 0);
+    write_small_pair(t_path("fm/t10k"), 0, 1);
+    setenv("JEM_FMNIST_DIR", t_path("fm"), 1);
     ASSERT_OK(jem_dataset_open("fmnist:train", &ds));
     check_small(&ds, 10);
     jem_dataset_free(&ds);
@@ -233,27 +213,27 @@ static void test_idx(void)
     uint32_t di[3] = { 3, 2, 3 }, dl[1] = { 3 };
 
     /* plain by prefix; n_classes = max label + 1 */
-    write_small_pair(tpath("plain"), 0, 0);
-    snprintf(spec, sizeof spec, "idx:%s", tpath("plain"));
+    write_small_pair(t_path("plain"), 0, 0);
+    snprintf(spec, sizeof spec, "idx:%s", t_path("plain"));
     ASSERT_OK(jem_dataset_open(spec, &ds));
     check_small(&ds, 5);
     ASSERT(strcmp(ds.name, spec) == 0);
     jem_dataset_free(&ds);
 
     /* gzip by prefix (only .gz present), and by explicit names */
-    write_small_pair(tpath("gz"), 1, 0);
-    snprintf(spec, sizeof spec, "idx:%s", tpath("gz"));
+    write_small_pair(t_path("gz"), 1, 0);
+    snprintf(spec, sizeof spec, "idx:%s", t_path("gz"));
     ASSERT_OK(jem_dataset_open(spec, &ds));
     check_small(&ds, 5);
     jem_dataset_free(&ds);
-    snprintf(spec, sizeof spec, "idx:%s,%s", tpath("gz-images-idx3-ubyte.gz"),
-             tpath("plain-labels-idx1-ubyte"));
+    snprintf(spec, sizeof spec, "idx:%s,%s", t_path("gz-images-idx3-ubyte.gz"),
+             t_path("plain-labels-idx1-ubyte"));
     ASSERT_OK(jem_dataset_open(spec, &ds));
     check_small(&ds, 5);
     jem_dataset_free(&ds);
 
-    const char *lab = tpath("plain-labels-idx1-ubyte");
-    const char *img = tpath("bad-images");
+    const char *lab = t_path("plain-labels-idx1-ubyte");
+    const char *img = t_path("bad-images");
 #define OPEN_BAD(want, ...)                                                    \
     do {                                                                       \
         snprintf(spec, sizeof spec, "idx:%s,%s", img, lab);                    \
@@ -297,14 +277,14 @@ static void test_idx(void)
     OPEN_BAD(JEM_ERR_FORMAT, "3 labels, but");
     ASSERT_STR_CONTAINS(jem_last_error(), "plain-labels-idx1-ubyte");
     /* missing file */
-    img = tpath("no-such-file");
+    img = t_path("no-such-file");
     OPEN_BAD(JEM_ERR_IO, "no-such-file: cannot open");
-    snprintf(spec, sizeof spec, "idx:%s", tpath("nothing"));
+    snprintf(spec, sizeof spec, "idx:%s", t_path("nothing"));
     ASSERT_ERR(jem_dataset_open(spec, &ds), JEM_ERR_IO);
     ASSERT_STR_CONTAINS(jem_last_error(), "nothing-images-idx3-ubyte[.gz]");
 
     /* gzip: truncated stream and corrupt stream */
-    img = tpath("cut.gz");
+    img = t_path("cut.gz");
     uint8_t big[4096];
     uint32_t dbg[3] = { 3, 20, 20 };
     for (int i = 0; i < 2000; i++) big[i] = (uint8_t)(i * 7 + (i >> 3));
@@ -325,8 +305,8 @@ static void test_idx(void)
     OPEN_BAD(JEM_ERR_FORMAT, "cut.gz");
 
     /* labels: truncated labels file */
-    img = tpath("plain-images-idx3-ubyte");
-    lab = tpath("bad-labels");
+    img = t_path("plain-images-idx3-ubyte");
+    lab = t_path("bad-labels");
     write_bytes(lab, buf, make_idx(buf, 0x801, dl, 1, small_lab, 3) - 1);
     OPEN_BAD(JEM_ERR_FORMAT, "bad-labels: truncated");
 #undef OPEN_BAD
@@ -342,7 +322,7 @@ static void test_idx_multimember(void)
     uint32_t d[3] = { n, 1, 1 };
     put_be32(b, 0x803);
     for (int k = 0; k < 3; k++) put_be32(b + 4 + 4 * k, d[k]);
-    const char *img = tpath("mm-images.gz"), *lab = tpath("mm-labels");
+    const char *img = t_path("mm-images.gz"), *lab = t_path("mm-labels");
     size_t half = (n + 16) / 2;
     gzFile g = gzopen(img, "wb");
     ASSERT(g && gzwrite(g, b, (unsigned)half) == (int)half && gzclose(g) == Z_OK);
@@ -400,13 +380,13 @@ static void test_cifar(void)
 {
     jem_dataset ds;
     char spec[1024], p[512];
-    mkdir(tpath("c10"), 0755);
+    mkdir(t_path("c10"), 0755);
     for (int b = 1; b <= 5; b++) {
-        snprintf(p, sizeof p, "%s/data_batch_%d.bin", tpath("c10"), b);
+        snprintf(p, sizeof p, "%s/data_batch_%d.bin", t_path("c10"), b);
         write_cifar(p, 2, 1, 2 * (b - 1), 0);
     }
-    write_cifar(tpath("c10/test_batch.bin"), 3, 1, 7, 0);
-    snprintf(spec, sizeof spec, "cifar10:%s", tpath("c10"));
+    write_cifar(t_path("c10/test_batch.bin"), 3, 1, 7, 0);
+    snprintf(spec, sizeof spec, "cifar10:%s", t_path("c10"));
     ASSERT_OK(jem_dataset_open(spec, &ds));
     ASSERT_EQ_INT(ds.n, 10);
     ASSERT_EQ_INT(ds.c, 3);
@@ -416,57 +396,57 @@ static void test_cifar(void)
     for (int i = 0; i < ds.n && ds.n == 10; i++) ASSERT_EQ_INT(ds.y[i], i);
     if (ds.n == 10) { check_cifar_px(&ds, 0, 0); check_cifar_px(&ds, 9, 1); }
     jem_dataset_free(&ds);
-    snprintf(spec, sizeof spec, "cifar10:%s:test", tpath("c10"));
+    snprintf(spec, sizeof spec, "cifar10:%s:test", t_path("c10"));
     ASSERT_OK(jem_dataset_open(spec, &ds));
     ASSERT_EQ_INT(ds.n, 3);
     if (ds.n == 3) { ASSERT_EQ_INT(ds.y[2], 9); check_cifar_px(&ds, 2, 2); }
     jem_dataset_free(&ds);
     /* the folder the archive unpacks into */
-    mkdir(tpath("c10up"), 0755);
-    ASSERT(rename(tpath("c10"), tpath("c10up/cifar-10-batches-bin")) == 0);
-    snprintf(spec, sizeof spec, "cifar10:%s:train", tpath("c10up"));
+    mkdir(t_path("c10up"), 0755);
+    ASSERT(rename(t_path("c10"), t_path("c10up/cifar-10-batches-bin")) == 0);
+    snprintf(spec, sizeof spec, "cifar10:%s:train", t_path("c10up"));
     ASSERT_OK(jem_dataset_open(spec, &ds));
     ASSERT_EQ_INT(ds.n, 10);
     jem_dataset_free(&ds);
-    ASSERT(rename(tpath("c10up/cifar-10-batches-bin"), tpath("c10")) == 0);
+    ASSERT(rename(t_path("c10up/cifar-10-batches-bin"), t_path("c10")) == 0);
 
     /* wrong size, label out of range, missing batch */
-    write_cifar(tpath("c10/data_batch_3.bin"), 2, 1, 0, 1);
-    snprintf(spec, sizeof spec, "cifar10:%s", tpath("c10"));
+    write_cifar(t_path("c10/data_batch_3.bin"), 2, 1, 0, 1);
+    snprintf(spec, sizeof spec, "cifar10:%s", t_path("c10"));
     ASSERT_ERR(jem_dataset_open(spec, &ds), JEM_ERR_FORMAT);
     ASSERT_STR_CONTAINS(jem_last_error(), "c10/data_batch_3.bin: size 6147 bytes is not a");
-    write_cifar(tpath("c10/data_batch_3.bin"), 2, 1, 9, 0);
+    write_cifar(t_path("c10/data_batch_3.bin"), 2, 1, 9, 0);
     ASSERT_ERR(jem_dataset_open(spec, &ds), JEM_ERR_FORMAT);
     ASSERT_STR_CONTAINS(jem_last_error(), "c10/data_batch_3.bin: record 1: label 10 out of range");
     ASSERT(ds.x == NULL && ds.n == 0);
-    remove(tpath("c10/data_batch_3.bin"));
+    remove(t_path("c10/data_batch_3.bin"));
     ASSERT_ERR(jem_dataset_open(spec, &ds), JEM_ERR_IO);
     ASSERT_STR_CONTAINS(jem_last_error(), "c10/data_batch_3.bin");
-    write_bytes(tpath("c10/test_batch.bin"), "", 0);
-    snprintf(spec, sizeof spec, "cifar10:%s:test", tpath("c10"));
+    write_bytes(t_path("c10/test_batch.bin"), "", 0);
+    snprintf(spec, sizeof spec, "cifar10:%s:test", t_path("c10"));
     ASSERT_ERR(jem_dataset_open(spec, &ds), JEM_ERR_FORMAT);
     ASSERT_STR_CONTAINS(jem_last_error(), "test_batch.bin: size 0 bytes");
 
     /* CIFAR-100: fine labels */
-    mkdir(tpath("c100"), 0755);
-    write_cifar(tpath("c100/train.bin"), 4, 2, 96, 0);
-    write_cifar(tpath("c100/test.bin"), 2, 2, 50, 0);
-    snprintf(spec, sizeof spec, "cifar100:%s", tpath("c100"));
+    mkdir(t_path("c100"), 0755);
+    write_cifar(t_path("c100/train.bin"), 4, 2, 96, 0);
+    write_cifar(t_path("c100/test.bin"), 2, 2, 50, 0);
+    snprintf(spec, sizeof spec, "cifar100:%s", t_path("c100"));
     ASSERT_OK(jem_dataset_open(spec, &ds));
     ASSERT_EQ_INT(ds.n, 4);
     ASSERT_EQ_INT(ds.n_classes, 100);
     if (ds.n == 4) { ASSERT_EQ_INT(ds.y[3], 99); check_cifar_px(&ds, 3, 3); }
     jem_dataset_free(&ds);
-    snprintf(spec, sizeof spec, "cifar100:%s:test", tpath("c100"));
+    snprintf(spec, sizeof spec, "cifar100:%s:test", t_path("c100"));
     ASSERT_OK(jem_dataset_open(spec, &ds));
     ASSERT_EQ_INT(ds.n, 2);
     if (ds.n == 2) ASSERT_EQ_INT(ds.y[1], 51);
     jem_dataset_free(&ds);
-    write_cifar(tpath("c100/train.bin"), 5, 2, 96, 0);
-    snprintf(spec, sizeof spec, "cifar100:%s", tpath("c100"));
+    write_cifar(t_path("c100/train.bin"), 5, 2, 96, 0);
+    snprintf(spec, sizeof spec, "cifar100:%s", t_path("c100"));
     ASSERT_ERR(jem_dataset_open(spec, &ds), JEM_ERR_FORMAT);
     ASSERT_STR_CONTAINS(jem_last_error(), "c100/train.bin: record 4: label 100 out of range");
-    write_cifar(tpath("c100/train.bin"), 1, 1, 0, 0); /* a CIFAR-10 record */
+    write_cifar(t_path("c100/train.bin"), 1, 1, 0, 0); /* a CIFAR-10 record */
     ASSERT_ERR(jem_dataset_open(spec, &ds), JEM_ERR_FORMAT);
     ASSERT_STR_CONTAINS(jem_last_error(), "3074-byte CIFAR-100 record");
 }
@@ -578,7 +558,7 @@ static void test_synthetic(void)
 
     /* interp of a base set: every image is 0.5 a + 0.5 b for some a != b */
     char spec[600];
-    snprintf(spec, sizeof spec, "interp:idx:%s:4", tpath("plain"));
+    snprintf(spec, sizeof spec, "interp:idx:%s:4", t_path("plain"));
     ASSERT_OK(jem_dataset_open(spec, &a));
     ASSERT_EQ_INT(a.n, 4);
     ASSERT_EQ_INT(a.c, 1);
@@ -587,7 +567,7 @@ static void test_synthetic(void)
     ASSERT_EQ_INT(a.n_classes, 5);
     ASSERT(strcmp(a.name, spec) == 0);
     jem_dataset base;
-    snprintf(spec, sizeof spec, "idx:%s", tpath("plain"));
+    snprintf(spec, sizeof spec, "idx:%s", t_path("plain"));
     ASSERT_OK(jem_dataset_open(spec, &base));
     for (int i = 0; i < a.n && a.n == 4; i++) {
         int found = 0;
@@ -603,7 +583,7 @@ static void test_synthetic(void)
         ASSERT_EQ_INT(a.y[i], -1);
     }
     jem_dataset_free(&a);
-    snprintf(spec, sizeof spec, "interp:idx:%s:seed=3", tpath("plain"));
+    snprintf(spec, sizeof spec, "interp:idx:%s:seed=3", t_path("plain"));
     ASSERT_OK(jem_dataset_open(spec, &a));
     ASSERT_EQ_INT(a.n, 3); /* default: as many as the base */
     jem_dataset_free(&a);
@@ -867,11 +847,7 @@ static void test_augment(void)
 int main(void)
 {
     TEST_MAIN_BEGIN("test_data");
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/jem_test_data_XXXXXX");
-    if (!mkdtemp(tmpdir)) {
-        perror("mkdtemp");
-        return 2;
-    }
+    t_tmpdir("test_data");
     test_real_sets();
     test_dataset_dirs();
     test_idx();
@@ -882,6 +858,5 @@ int main(void)
     test_split();
     test_conform();
     test_augment();
-    rm_rf(tmpdir);
     return t_finish();
 }

@@ -1,49 +1,11 @@
 /* Atomic writes (commit, abort, failed commit, no leftover temporary files)
  * and whole-file reads. */
 #include "jem.h"
-#include "io/io.h"
-#include "test.h"
+#include "tmpdir.h"
 
-#include <dirent.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-static char tdir[64];
-
-static const char *tpath(const char *name)
-{
-    static char buf[4][384];
-    static int k;
-    char *b = buf[k++ & 3];
-    snprintf(b, 384, "%s/%s", tdir, name);
-    return b;
-}
-
-/* Files in the test directory whose name contains the temporary marker. */
-static int count_temps(void)
-{
-    DIR *d = opendir(tdir);
-    if (!d) return -1;
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        if (strstr(e->d_name, JEM_ATOMIC_TMP_MARK)) n++;
-    closedir(d);
-    return n;
-}
-
-static int count_entries(void)
-{
-    DIR *d = opendir(tdir);
-    if (!d) return -1;
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) n++;
-    closedir(d);
-    return n;
-}
 
 static int file_is(const char *path, const char *want)
 {
@@ -57,18 +19,18 @@ static int file_is(const char *path, const char *want)
 
 static void test_write_replace(void)
 {
-    const char *p = tpath("a.txt");
+    const char *p = t_path("a.txt");
     ASSERT_OK(jem_write_file_atomic(p, "first", 5));
     ASSERT(file_is(p, "first"));
     ASSERT_OK(jem_write_file_atomic(p, "second version", 14));
     ASSERT(file_is(p, "second version"));
     ASSERT_OK(jem_write_file_atomic(p, NULL, 0));          /* empty file */
     ASSERT(file_is(p, ""));
-    ASSERT_EQ_INT(count_temps(), 0);
+    ASSERT_EQ_INT(t_count_temps(NULL), 0);
 
     /* permissions follow the umask like an ordinary new file */
     mode_t old = umask(022);
-    const char *q = tpath("mode.txt");
+    const char *q = t_path("mode.txt");
     ASSERT_OK(jem_write_file_atomic(q, "x", 1));
     struct stat st;
     ASSERT(stat(q, &st) == 0 && (st.st_mode & 0777) == 0644);
@@ -82,14 +44,14 @@ static void test_write_replace(void)
 
 static void test_helper_commit_abort(void)
 {
-    const char *p = tpath("b.txt");
+    const char *p = t_path("b.txt");
     ASSERT_OK(jem_write_file_atomic(p, "old contents", 12));
 
     /* abort: the target keeps its old contents, the temporary file is gone */
     jem_atomic a;
     ASSERT_OK(jem_atomic_open(&a, p));
     ASSERT(a.fp != NULL);
-    ASSERT_EQ_INT(count_temps(), 1);
+    ASSERT_EQ_INT(t_count_temps(NULL), 1);
     ASSERT(fputs("half-written new contents", a.fp) >= 0);
     fflush(a.fp);
     ASSERT(file_is(p, "old contents"));                      /* not visible yet */
@@ -97,7 +59,7 @@ static void test_helper_commit_abort(void)
     ASSERT(a.fp == NULL && a.tmp == NULL && a.path == NULL);
     jem_atomic_abort(&a);                                    /* second abort: no-op */
     ASSERT(file_is(p, "old contents"));
-    ASSERT_EQ_INT(count_temps(), 0);
+    ASSERT_EQ_INT(t_count_temps(NULL), 0);
 
     /* a zero-initialised struct can be aborted */
     jem_atomic z = { 0 };
@@ -111,7 +73,7 @@ static void test_helper_commit_abort(void)
     ASSERT_OK(jem_atomic_commit(&a));
     ASSERT(a.fp == NULL);
     ASSERT(file_is(p, "new 42"));
-    ASSERT_EQ_INT(count_temps(), 0);
+    ASSERT_EQ_INT(t_count_temps(NULL), 0);
 
     /* two writers of the same target at once: distinct temporary files,
      * the last commit wins, nothing left over */
@@ -119,17 +81,17 @@ static void test_helper_commit_abort(void)
     ASSERT_OK(jem_atomic_open(&a1, p));
     ASSERT_OK(jem_atomic_open(&a2, p));
     ASSERT(strcmp(a1.tmp, a2.tmp) != 0);
-    ASSERT_EQ_INT(count_temps(), 2);
+    ASSERT_EQ_INT(t_count_temps(NULL), 2);
     fputs("one", a1.fp);
     fputs("two", a2.fp);
     ASSERT_OK(jem_atomic_commit(&a1));
     ASSERT_OK(jem_atomic_commit(&a2));
     ASSERT(file_is(p, "two"));
-    ASSERT_EQ_INT(count_temps(), 0);
+    ASSERT_EQ_INT(t_count_temps(NULL), 0);
 
     /* a relative path without a directory part (fsync of ".") */
     char cwd[512];
-    if (getcwd(cwd, sizeof cwd) && chdir(tdir) == 0) {
+    if (getcwd(cwd, sizeof cwd) && chdir(t_dir()) == 0) {
         ASSERT_OK(jem_write_file_atomic("rel.txt", "rel", 3));
         ASSERT(file_is("rel.txt", "rel"));
         unlink("rel.txt");
@@ -141,12 +103,12 @@ static void test_failures(void)
 {
     /* commit fails at the rename (the target is a non-empty directory): the
      * directory is intact, no temporary file is left, the message names it */
-    const char *d = tpath("adir");
+    const char *d = t_path("adir");
     ASSERT(mkdir(d, 0755) == 0);
     char inner[300];
     snprintf(inner, sizeof inner, "%s/keep", d);
     ASSERT_OK(jem_write_file_atomic(inner, "kept", 4));
-    int before = count_entries();
+    int before = t_count_entries(NULL);
     jem_atomic a;
     ASSERT_OK(jem_atomic_open(&a, d));
     fputs("data", a.fp);
@@ -154,16 +116,16 @@ static void test_failures(void)
     ASSERT_STR_CONTAINS(jem_last_error(), d);
     ASSERT_STR_CONTAINS(jem_last_error(), "rename");
     ASSERT(a.fp == NULL && a.tmp == NULL);
-    ASSERT_EQ_INT(count_temps(), 0);
-    ASSERT_EQ_INT(count_entries(), before);
+    ASSERT_EQ_INT(t_count_temps(NULL), 0);
+    ASSERT_EQ_INT(t_count_entries(NULL), before);
     ASSERT(file_is(inner, "kept"));
     ASSERT_ERR(jem_write_file_atomic(d, "x", 1), JEM_ERR_IO);
-    ASSERT_EQ_INT(count_temps(), 0);
+    ASSERT_EQ_INT(t_count_temps(NULL), 0);
     unlink(inner);
     rmdir(d);
 
     /* the directory does not exist */
-    const char *nodir = tpath("missing/dir/file.bin");
+    const char *nodir = t_path("missing/dir/file.bin");
     ASSERT_ERR(jem_write_file_atomic(nodir, "x", 1), JEM_ERR_IO);
     ASSERT_STR_CONTAINS(jem_last_error(), nodir);
     ASSERT_ERR(jem_atomic_open(&a, nodir), JEM_ERR_IO);
@@ -179,15 +141,15 @@ static void test_read(void)
     size_t n = 99;
 
     /* missing file, directory */
-    const char *miss = tpath("nope.bin");
+    const char *miss = t_path("nope.bin");
     ASSERT_ERR(jem_read_file(miss, 0, &buf, &n), JEM_ERR_IO);
     ASSERT(buf == NULL && n == 0);
     ASSERT_STR_CONTAINS(jem_last_error(), miss);
-    ASSERT_ERR(jem_read_file(tdir, 0, &buf, &n), JEM_ERR_IO);
-    ASSERT_STR_CONTAINS(jem_last_error(), tdir);
+    ASSERT_ERR(jem_read_file(t_dir(), 0, &buf, &n), JEM_ERR_IO);
+    ASSERT_STR_CONTAINS(jem_last_error(), t_dir());
 
     /* empty file: a valid empty string */
-    const char *e = tpath("empty");
+    const char *e = t_path("empty");
     ASSERT_OK(jem_write_file_atomic(e, "", 0));
     ASSERT_OK(jem_read_file(e, 0, &buf, &n));
     ASSERT(buf && n == 0 && buf[0] == 0);
@@ -200,7 +162,7 @@ static void test_read(void)
     jem_rng r;
     jem_rng_seed(&r, 3, 0);
     for (size_t i = 0; i < big; i++) data[i] = (unsigned char)jem_rng_u64(&r);
-    const char *b = tpath("big.bin");
+    const char *b = t_path("big.bin");
     ASSERT_OK(jem_write_file_atomic(b, data, big));
     ASSERT_OK(jem_read_file(b, 0, &buf, &n));
     ASSERT(n == big && buf && memcmp(buf, data, big) == 0 && buf[big] == 0);
@@ -217,7 +179,7 @@ static void test_read(void)
     unlink(b);
 
     /* n may be NULL; text is usable as a string */
-    const char *t = tpath("t.txt");
+    const char *t = t_path("t.txt");
     ASSERT_OK(jem_write_file_atomic(t, "hello\n", 6));
     ASSERT_OK(jem_read_file(t, 0, &buf, NULL));
     ASSERT(buf && strcmp(buf, "hello\n") == 0);
@@ -231,30 +193,14 @@ static void test_read(void)
     ASSERT(buf == NULL);
 }
 
-static void cleanup(void)
-{
-    DIR *d = opendir(tdir);
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d))) {
-            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-            unlink(tpath(e->d_name));
-        }
-        closedir(d);
-    }
-    rmdir(tdir);
-}
-
 int main(void)
 {
     TEST_MAIN_BEGIN("test_fileio");
-    snprintf(tdir, sizeof tdir, "/tmp/jem_fileio_XXXXXX");
-    if (!mkdtemp(tdir)) { perror("mkdtemp"); return 1; }
+    t_tmpdir("fileio");
     test_write_replace();
     test_helper_commit_abort();
     test_failures();
     test_read();
-    ASSERT_EQ_INT(count_temps(), 0);
-    cleanup();
+    ASSERT_EQ_INT(t_count_temps(NULL), 0);
     return t_finish();
 }

@@ -11,29 +11,13 @@
  *    removed by the next successful write; those of a live writer are kept.
  */
 #include "jem.h"
-#include "io/io.h"
-#include "test.h"
+#include "tmpdir.h"
 
-#include <dirent.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-static char tdir[64];
-
-static int count_temps(void)
-{
-    DIR *d = opendir(tdir);
-    if (!d) return -1;
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        if (strstr(e->d_name, JEM_ATOMIC_TMP_MARK)) n++;
-    closedir(d);
-    return n;
-}
 
 /* Run fn in a child; its exit status is the number of failed checks
  * (255: it died). Passed checks are added from the child's report. */
@@ -80,8 +64,8 @@ static jem_status make_net(jem_net **net, const char *desc)
 static int child_disk_full(int *npass)
 {
     int nf = 0;
-    char path[128];
-    snprintf(path, sizeof path, "%s/model.safetensors", tdir);
+    char path[512];
+    snprintf(path, sizeof path, "%s", t_path("model.safetensors"));
     jem_net *net = NULL;
     CHILD_CHECK(make_net(&net, "input = 1x28x28\nclasses = 10\nstem = 8\nblocks = 16/1 32/2\n") == JEM_OK);
     if (!net) return nf + 1;
@@ -101,7 +85,7 @@ static int child_disk_full(int *npass)
     size_t nnow = 0;
     CHILD_CHECK(jem_read_file(path, 0, &now, &nnow) == JEM_OK);
     CHILD_CHECK(nnow == ngood && now && good && memcmp(now, good, ngood) == 0);
-    CHILD_CHECK(count_temps() == 0);
+    CHILD_CHECK(t_count_temps(NULL) == 0);
     jem_net *back = NULL;
     CHILD_CHECK(jem_ckpt_load(path, &back) == JEM_OK);
     jem_net_free(back);
@@ -146,8 +130,8 @@ static int child_oom(int *npass)
 static int child_sweep(int *npass)
 {
     int nf = 0;
-    char path[128], stale[192], live[192];
-    snprintf(path, sizeof path, "%s/w.bin", tdir);
+    char path[512], stale[600], live[600];
+    snprintf(path, sizeof path, "%s", t_path("w.bin"));
     /* a pid that has exited: fork a child and reap it */
     pid_t dead = fork();
     if (dead == 0) _exit(0);
@@ -169,8 +153,7 @@ static int child_sweep(int *npass)
 int main(void)
 {
     TEST_MAIN_BEGIN("test_limits");
-    snprintf(tdir, sizeof tdir, "/tmp/jem-limits-XXXXXX");
-    if (!mkdtemp(tdir)) { perror("mkdtemp"); return 1; }
+    t_tmpdir("limits");
     in_child("disk full", child_disk_full);
     in_child("stale temporary files", child_sweep);
 #if defined(__SANITIZE_ADDRESS__)
@@ -178,8 +161,5 @@ int main(void)
 #else
     in_child("out of memory", child_oom);
 #endif
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", tdir);
-    if (system(cmd)) {}
     return t_finish();
 }

@@ -4,7 +4,7 @@
  * pixel for pixel. Set JEM_PLOT_OUT=DIR to keep the PNG files for viewing. */
 #include "jem.h"
 #include "eval/eval.h"
-#include "test.h"
+#include "tmpdir.h"
 
 #include <unistd.h>
 
@@ -19,12 +19,7 @@ static void setup_outdir(void)
         keep_files = 1;
         return;
     }
-    const char *tmp = getenv("TMPDIR");
-    snprintf(outdir, sizeof outdir, "%s/jem_test_plot_XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(outdir)) {
-        T_REPORT_FAIL("mkdtemp %s", outdir);
-        snprintf(outdir, sizeof outdir, ".");
-    }
+    snprintf(outdir, sizeof outdir, "%s", t_tmpdir("test_plot"));
 }
 
 static uint32_t px(const jem_image *im, int x, int y)
@@ -356,6 +351,5 @@ int main(void)
     test_histograms(&rng);
     test_roc(&rng);
     test_lines();
-    if (!keep_files) rmdir(outdir);
     return t_finish();
 }

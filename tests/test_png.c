@@ -2,10 +2,8 @@
  * (scripts/make_data_fixtures.py), PNG folders as data sets, bad files, and
  * atomic writing. Run from the project root. */
 #include "jem.h"
-#include "test.h"
+#include "tmpdir.h"
 
-#include <dirent.h>
-#include <ftw.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -13,25 +11,6 @@
 
 #define DATA FIXTURES "/data"
 #define MAXIMG 32
-
-static char tmpdir[64];
-
-static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb; (void)flag; (void)ftw;
-    return remove(p);
-}
-
-static void rm_rf(const char *dir) { nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
-
-static const char *tpath(const char *name)
-{
-    static char buf[8][512];
-    static int k;
-    k = (k + 1) % 8;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", tmpdir, name);
-    return buf[k];
-}
 
 typedef struct {
     char   rel[128];
@@ -63,16 +42,6 @@ static int load_expected(expected *e, int max)
     }
     free(line);
     fclose(f);
-    return n;
-}
-
-static int file_count(const char *dir)
-{
-    DIR *d = opendir(dir);
-    int n = 0;
-    if (!d) return -1;
-    for (struct dirent *e; (e = readdir(d));) n += e->d_name[0] != '.';
-    closedir(d);
     return n;
 }
 
@@ -166,24 +135,24 @@ static void test_folder(expected *e, int ne)
     /* a grey-only folder stays grey */
     ASSERT_OK(jem_dataset_open("png:" DATA "/corrupt/../mixed/../png/../png", &ds));
     jem_dataset_free(&ds);
-    mkdir(tpath("grey"), 0755);
-    mkdir(tpath("grey/z"), 0755);
-    mkdir(tpath("grey/y"), 0755);
-    mkdir(tpath("grey/.hidden"), 0755);
+    mkdir(t_path("grey"), 0755);
+    mkdir(t_path("grey/z"), 0755);
+    mkdir(t_path("grey/y"), 0755);
+    mkdir(t_path("grey/.hidden"), 0755);
     size_t n;
     char *b = slurp(DATA "/png/a_grey/g8.png", &n);
-    FILE *f = fopen(tpath("grey/z/a.png"), "wb");
+    FILE *f = fopen(t_path("grey/z/a.png"), "wb");
     fwrite(b, 1, n, f);
     fclose(f);
-    f = fopen(tpath("grey/y/b.PNG"), "wb");
+    f = fopen(t_path("grey/y/b.PNG"), "wb");
     fwrite(b, 1, n, f);
     fclose(f);
-    f = fopen(tpath("grey/y/readme.txt"), "wb");
+    f = fopen(t_path("grey/y/readme.txt"), "wb");
     fputs("ignored\n", f);
     fclose(f);
     free(b);
     char spec[600];
-    snprintf(spec, sizeof spec, "png:%s", tpath("grey"));
+    snprintf(spec, sizeof spec, "png:%s", t_path("grey"));
     ASSERT_OK(jem_dataset_open(spec, &ds));
     ASSERT_EQ_INT(ds.n, 2);
     ASSERT_EQ_INT(ds.c, 1);
@@ -213,9 +182,9 @@ static void test_bad(void)
         ASSERT_STR_CONTAINS(jem_last_error(), bad[i].msg);
         ASSERT(x == NULL);
     }
-    FILE *f = fopen(tpath("empty.png"), "wb");
+    FILE *f = fopen(t_path("empty.png"), "wb");
     fclose(f);
-    ASSERT_ERR(jem_png_read(tpath("empty.png"), 0, &x, &c, &h, &w), JEM_ERR_FORMAT);
+    ASSERT_ERR(jem_png_read(t_path("empty.png"), 0, &x, &c, &h, &w), JEM_ERR_FORMAT);
     ASSERT_STR_CONTAINS(jem_last_error(), "empty.png: not a PNG file (empty)");
 
     jem_dataset ds;
@@ -229,14 +198,14 @@ static void test_bad(void)
     ASSERT_STR_CONTAINS(jem_last_error(), DATA "/bad: no class subfolders");
 
     char spec[600];
-    mkdir(tpath("emptyroot"), 0755);
-    snprintf(spec, sizeof spec, "png:%s", tpath("emptyroot"));
+    mkdir(t_path("emptyroot"), 0755);
+    snprintf(spec, sizeof spec, "png:%s", t_path("emptyroot"));
     ASSERT_ERR(jem_dataset_open(spec, &ds), JEM_ERR_FORMAT);
     ASSERT_STR_CONTAINS(jem_last_error(), "emptyroot: no class subfolders");
-    mkdir(tpath("emptyroot/cat"), 0755);
+    mkdir(t_path("emptyroot/cat"), 0755);
     ASSERT_ERR(jem_dataset_open(spec, &ds), JEM_ERR_FORMAT);
     ASSERT_STR_CONTAINS(jem_last_error(), "emptyroot/cat: class folder holds no .png files");
-    snprintf(spec, sizeof spec, "png:%s", tpath("noroot"));
+    snprintf(spec, sizeof spec, "png:%s", t_path("noroot"));
     ASSERT_ERR(jem_dataset_open(spec, &ds), JEM_ERR_IO);
     ASSERT_STR_CONTAINS(jem_last_error(), "noroot: cannot open folder");
 }
@@ -255,7 +224,7 @@ static void test_roundtrip(void)
     x[2] = 5.0f;                 /* clamped to 1 */
     x[3] = -5.0f;                /* clamped to -1 */
     x[4] = NAN;                  /* written black */
-    const char *p = tpath("grid.png");
+    const char *p = t_path("grid.png");
     ASSERT_OK(jem_png_write_grid(p, x, N, C, H, W, COLS, PAD));
     float *y = NULL;
     int c, h, w;
@@ -293,12 +262,12 @@ static void test_roundtrip(void)
     ASSERT_EQ_INT(w, 2 * W);
     ASSERT_EQ_INT(h, 2 * H);
     free(y);
-    ASSERT_EQ_INT(file_count(tmpdir), 1); /* no temporary files left */
+    ASSERT_EQ_INT(t_count_entries(NULL), 1); /* no temporary files left */
 
     /* 8-bit RGB: exact */
     uint8_t rgb[4 * 3 * 3];
     for (int i = 0; i < 36; i++) rgb[i] = (uint8_t)(i * 7);
-    const char *q = tpath("rgb.png");
+    const char *q = t_path("rgb.png");
     ASSERT_OK(jem_png_write_rgb(q, rgb, 4, 3));
     ASSERT_OK(jem_png_read(q, 3, &y, &c, &h, &w));
     ASSERT(c == 3 && h == 3 && w == 4);
@@ -317,7 +286,7 @@ static void test_roundtrip(void)
     ASSERT_ERR(jem_png_write_grid(p, x, N, 3, H, W, 3, 40000), JEM_ERR_ARG);
     ASSERT_STR_CONTAINS(jem_last_error(), "too large");
     ASSERT_ERR(jem_png_write_rgb(q, rgb, 0, 3), JEM_ERR_ARG);
-    ASSERT_ERR(jem_png_write_grid(tpath("nodir/g.png"), x, N, 3, H, W, 3, 1), JEM_ERR_IO);
+    ASSERT_ERR(jem_png_write_grid(t_path("nodir/g.png"), x, N, 3, H, W, 3, 1), JEM_ERR_IO);
     ASSERT_STR_CONTAINS(jem_last_error(), "nodir/g.png");
     remove(p);
 }
@@ -326,7 +295,7 @@ static void test_roundtrip(void)
  * was and no temporary file behind. */
 static void test_atomic(void)
 {
-    const char *p = tpath("keep.png");
+    const char *p = t_path("keep.png");
     float small[3 * 4 * 4];
     for (int i = 0; i < 48; i++) small[i] = (float)i / 48;
     ASSERT_OK(jem_png_write_grid(p, small, 1, 3, 4, 4, 1, 0));
@@ -352,7 +321,7 @@ static void test_atomic(void)
     ASSERT_STR_CONTAINS(jem_last_error(), "keep.png");
     char *after = slurp(p, &n1);
     ASSERT(before && after && n0 == n1 && memcmp(before, after, n0) == 0);
-    ASSERT_EQ_INT(file_count(tmpdir), 1);
+    ASSERT_EQ_INT(t_count_entries(NULL), 1);
     free(before);
     free(after);
 
@@ -370,21 +339,15 @@ static void test_atomic(void)
 int main(void)
 {
     TEST_MAIN_BEGIN("test_png");
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/jem_test_png_XXXXXX");
-    if (!mkdtemp(tmpdir)) {
-        perror("mkdtemp");
-        return 2;
-    }
+    t_tmpdir("test_png");
     expected e[MAXIMG];
     int ne = load_expected(e, MAXIMG);
     test_read_fixtures(e, ne);
     test_folder(e, ne);
     test_bad();
-    rm_rf(tmpdir);
-    if (!mkdtemp(strcpy(tmpdir, "/tmp/jem_test_png_XXXXXX"))) return 2;
+    t_tmpdir("test_png"); /* empty: the writing tests count its files */
     test_roundtrip();
     test_atomic();
-    rm_rf(tmpdir);
     for (int i = 0; i < ne; i++) free(e[i].v);
     return t_finish();
 }

@@ -4,25 +4,13 @@
  * JEM_ST_EXPORT=PATH writes the fixture's tensors and metadata with jem's
  * writer to PATH, for `scripts/make_st_fixture.py --check PATH`. */
 #include "jem.h"
-#include "test.h"
+#include "tmpdir.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <float.h>
 #include <stdint.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-static char tdir[64];
-
-static const char *tpath(const char *name)
-{
-    static char buf[4][384];
-    static int k;
-    char *b = buf[k++ & 3];
-    snprintf(b, 384, "%s/%s", tdir, name);
-    return b;
-}
 
 /* Plain (non-atomic, no fsync) file writing for crafted inputs. */
 static int put_file(const char *path, const void *a, size_t na, const void *b, size_t nb)
@@ -217,7 +205,7 @@ static void test_python_fixture(void)
     jem_st_free(st);
 
     /* the same set written by jem reads back the same */
-    const char *mine = tpath("jem_fixture.safetensors");
+    const char *mine = t_path("jem_fixture.safetensors");
     ASSERT_OK(write_fixture_set(mine));
     st = NULL;
     ASSERT_OK(jem_st_open(mine, &st));
@@ -288,7 +276,7 @@ static void test_round_trip(void)
     ASSERT(jem_st_get(st, "empty", NULL, NULL, NULL) != NULL);
     ASSERT(strcmp(jem_st_get_meta(st, "big"), bigval) == 0);
 
-    const char *p1 = tpath("rt1.safetensors"), *p2 = tpath("rt2.safetensors");
+    const char *p1 = t_path("rt1.safetensors"), *p2 = t_path("rt2.safetensors");
     ASSERT_OK(jem_st_commit(st, p1));
     ASSERT_OK(jem_st_commit(st, p2));                   /* committing twice is allowed */
     jem_st_free(st);
@@ -367,13 +355,13 @@ static void test_round_trip(void)
     /* a handle opened for reading cannot be written */
     ASSERT_ERR(jem_st_add(st, "x", JEM_DT_U8, 0, NULL, &one), JEM_ERR_ARG);
     ASSERT_ERR(jem_st_meta(st, "k", "v"), JEM_ERR_ARG);
-    ASSERT_ERR(jem_st_commit(st, tpath("never.safetensors")), JEM_ERR_ARG);
+    ASSERT_ERR(jem_st_commit(st, t_path("never.safetensors")), JEM_ERR_ARG);
     jem_st_free(st);
     free(bigval);
 
     /* no tensors, no metadata: header "{}" padded */
     ASSERT_OK(jem_st_new(&st));
-    const char *p3 = tpath("empty.safetensors");
+    const char *p3 = t_path("empty.safetensors");
     ASSERT_OK(jem_st_commit(st, p3));
     jem_st_free(st);
     st = NULL;
@@ -417,7 +405,7 @@ static void test_writer_args(void)
     ASSERT_ERR(jem_st_commit(st, ""), JEM_ERR_ARG);
     ASSERT_ERR(jem_st_commit(st, NULL), JEM_ERR_ARG);
     /* a directory that does not exist: I/O error naming the path, nothing created */
-    const char *bad = tpath("no/such/dir/x.safetensors");
+    const char *bad = t_path("no/such/dir/x.safetensors");
     ASSERT_ERR(jem_st_commit(st, bad), JEM_ERR_IO);
     ASSERT_STR_CONTAINS(jem_last_error(), bad);
     jem_st_free(st);
@@ -513,7 +501,7 @@ static void test_bad_headers(void)
         { "{\"__metadata__\":{},\"__metadata__\":{}}", 0, JEM_ERR_FORMAT, "twice" },
         { "{\"__metadata__\":{\"k\":\"a\\u0000b\"}}", 0, JEM_ERR_FORMAT, "NUL" },
     };
-    const char *path = tpath("bad.safetensors");
+    const char *path = t_path("bad.safetensors");
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const bad_case *c = &cases[i];
         make_st(path, c->header, c->ndata);
@@ -585,7 +573,7 @@ static void test_bad_headers(void)
 
     /* a huge declared header within a (sparse) huge file: refused by the cap
      * before anything that size is allocated */
-    const char *sparse = tpath("sparse.safetensors");
+    const char *sparse = t_path("sparse.safetensors");
     int fd = open(sparse, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd >= 0) {
         unsigned char len8[8];
@@ -602,9 +590,9 @@ static void test_bad_headers(void)
     }
 
     /* not a file */
-    ASSERT_ERR(try_open(tdir), JEM_ERR_IO);
-    ASSERT_STR_CONTAINS(jem_last_error(), tdir);
-    ASSERT_ERR(try_open(tpath("missing.safetensors")), JEM_ERR_IO);
+    ASSERT_ERR(try_open(t_dir()), JEM_ERR_IO);
+    ASSERT_STR_CONTAINS(jem_last_error(), t_dir());
+    ASSERT_ERR(try_open(t_path("missing.safetensors")), JEM_ERR_IO);
     ASSERT_STR_CONTAINS(jem_last_error(), "missing.safetensors");
     unlink(path);
 }
@@ -616,7 +604,7 @@ static void check_prefixes(const char *src, int stride)
     unsigned char *full = slurp(src, &n);
     ASSERT_MSG(full != NULL, "cannot read %s", src);
     if (!full) return;
-    const char *path = tpath("prefix.safetensors");
+    const char *path = t_path("prefix.safetensors");
     size_t tried = 0, refused = 0, unnamed = 0;
     for (size_t k = 0; k < n; k += (k < 64 || n - k < 64) ? 1 : (size_t)stride) {
         if (!put_file(path, full, k, NULL, 0)) break;
@@ -637,7 +625,7 @@ static void test_truncation(void)
 {
     int stride = t_quick() ? 7 : 1;
     /* a small jem file with every dtype and escaped metadata */
-    const char *small = tpath("small.safetensors");
+    const char *small = t_path("small.safetensors");
     float f[3] = { 1, -2, 3 };
     double d[2] = { 0.5, -0.25 };
     int32_t i32[2] = { -7, 7 };
@@ -668,7 +656,7 @@ static void test_mutations(void)
     if (!buf) { free(full); ASSERT(0); return; }
     uint64_t hl = 0;
     for (int i = 7; i >= 0; i--) hl = hl << 8 | full[i];
-    const char *path = tpath("mut.safetensors");
+    const char *path = t_path("mut.safetensors");
     jem_rng r;
     jem_rng_seed(&r, 2024, 0);
     int iters = t_quick() ? 400 : 3000, ok = 0, refused = 0, other = 0;
@@ -698,32 +686,16 @@ static void test_mutations(void)
     free(full);
 }
 
-static void cleanup(void)
-{
-    DIR *d = opendir(tdir);
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d))) {
-            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-            ASSERT_MSG(strstr(e->d_name, ".tmp-") == NULL, "temporary file left: %s", e->d_name);
-            unlink(tpath(e->d_name));
-        }
-        closedir(d);
-    }
-    rmdir(tdir);
-}
-
 int main(void)
 {
     TEST_MAIN_BEGIN("test_safetensors");
-    snprintf(tdir, sizeof tdir, "/tmp/jem_st_XXXXXX");
-    if (!mkdtemp(tdir)) { perror("mkdtemp"); return 1; }
+    t_tmpdir("st");
     test_round_trip();
     test_writer_args();
     test_python_fixture();
     test_bad_headers();
     test_truncation();
     test_mutations();
-    cleanup();
+    t_check_no_temps(NULL);
     return t_finish();
 }

@@ -1,7 +1,7 @@
 /* The trainer: the loss falls; an injected blow-up is rolled back and
  * training continues; a resumed run equals a straight one bit for bit. */
 #include "jem.h"
-#include "test.h"
+#include "tmpdir.h"
 
 #include <unistd.h>
 
@@ -99,10 +99,9 @@ static void check_blowup_rolled_back(const jem_dataset *ds)
 
 static void check_exact_resume(const jem_dataset *ds)
 {
-    char dir[] = "/tmp/jem-resume-XXXXXX";
-    if (!mkdtemp(dir)) { ASSERT(0); return; }
-    char ck[64];
-    snprintf(ck, sizeof ck, "%s/run.safetensors", dir);
+    char ck[512];
+    t_tmpdir("resume");
+    snprintf(ck, sizeof ck, "%s", t_path("run.safetensors"));
     jem_train_cfg c;
     jem_cfg(&c);
     c.w_xy = 0.5f; /* conditional chains too */
@@ -141,8 +140,6 @@ static void check_exact_resume(const jem_dataset *ds)
     jem_net_free(e);
     jem_net_free(a);
     jem_net_free(b2);
-    unlink(ck);
-    rmdir(dir);
 }
 
 static void check_semi_supervised(const jem_dataset *ds)
