@@ -1,14 +1,16 @@
 /*
  * Failure paths that need the process's limits changed, each in a forked
  * child so the limits do not leak into the rest of the suite:
- *  - disk full: with RLIMIT_FSIZE below a checkpoint's size, saving over a
- *    good checkpoint fails with an I/O error, the good file is unchanged
- *    byte for byte and no temporary file is left;
+ *  - disk full: with RLIMIT_FSIZE below a file's size, saving over a good
+ *    file fails with an I/O error, the good file is unchanged byte for byte
+ *    and no temporary file is left (every writer: files, checkpoints, PNG
+ *    grids and images);
  *  - out of memory: with RLIMIT_AS a little above what the process uses,
  *    building a huge network or data set returns JEM_ERR_NOMEM (no crash);
  *    skipped under AddressSanitizer, which reserves address space itself;
  *  - temporary files of a killed writer (a pid that no longer exists) are
- *    removed by the next successful write; those of a live writer are kept.
+ *    removed by the next successful write; those of a live writer are kept
+ *    (every writer).
  */
 #include "jem.h"
 #include "tmpdir.h"
@@ -61,37 +63,137 @@ static jem_status make_net(jem_net **net, const char *desc)
     return JEM_OK;
 }
 
+/* Every kind of file jem saves, each through its own writer: version 0 and
+ * version 1 are different contents of the same size, so version 1 cannot be
+ * written in half the size of version 0; read checks the file as its own
+ * format. */
+typedef struct {
+    const char *what, *file;
+    jem_status (*write)(const char *path, int version);
+    jem_status (*read)(const char *path);
+} writer;
+
+#define IMG 64 /* side of the PNG images: noise, about 12 kB compressed */
+
+static void noise(unsigned char *b, size_t n, int version)
+{
+    jem_rng r;
+    jem_rng_seed(&r, 10 + (uint64_t)version, 0);
+    for (size_t i = 0; i < n; i++) b[i] = (unsigned char)jem_rng_u64(&r);
+}
+
+static jem_status write_bytes(const char *path, int version)
+{
+    static unsigned char b[1 << 16];
+    noise(b, sizeof b, version);
+    return jem_write_file_atomic(path, b, sizeof b);
+}
+
+static jem_status read_bytes(const char *path)
+{
+    char *b = NULL;
+    size_t n = 0;
+    jem_status s = jem_read_file(path, 0, &b, &n);
+    free(b);
+    return s ? s : n == 1 << 16 ? JEM_OK : JEM_ERR_FORMAT;
+}
+
+static jem_status write_ckpt(const char *path, int version)
+{
+    jem_net *net = NULL;
+    jem_status s = make_net(&net, "input = 1x28x28\nclasses = 10\nstem = 8\nblocks = 16/1 32/2\n");
+    if (s) return s;
+    jem_net_params(net)[0] += (float)version;
+    s = jem_ckpt_save(path, net, NULL);
+    jem_net_free(net);
+    return s;
+}
+
+static jem_status read_ckpt(const char *path)
+{
+    jem_net *net = NULL;
+    jem_status s = jem_ckpt_load(path, &net);
+    jem_net_free(net);
+    return s;
+}
+
+static jem_status write_grid(const char *path, int version)
+{
+    unsigned char b[3 * IMG * IMG];
+    float x[3 * IMG * IMG]; /* (1, 3, IMG, IMG) */
+    noise(b, sizeof b, version);
+    for (size_t i = 0; i < sizeof b; i++) x[i] = b[i] / 127.5f - 1.0f;
+    return jem_png_write_grid(path, x, 1, 3, IMG, IMG, 1, 0);
+}
+
+static jem_status write_rgb(const char *path, int version)
+{
+    uint8_t rgb[IMG * IMG * 3]; /* (IMG, IMG, 3) */
+    noise(rgb, sizeof rgb, version);
+    return jem_png_write_rgb(path, rgb, IMG, IMG);
+}
+
+static jem_status read_png(const char *path)
+{
+    float *x = NULL;
+    int c = 0, h = 0, w = 0;
+    jem_status s = jem_png_read(path, 0, &x, &c, &h, &w);
+    free(x);
+    return s ? s : c == 3 && h == IMG && w == IMG ? JEM_OK : JEM_ERR_SHAPE;
+}
+
+static const writer writers[] = {
+    {"file", "w.bin", write_bytes, read_bytes},
+    {"checkpoint", "model.safetensors", write_ckpt, read_ckpt},
+    {"PNG grid", "grid.png", write_grid, read_png},
+    {"PNG image", "image.png", write_rgb, read_png},
+};
+#define NWRITERS (int)(sizeof writers / sizeof writers[0])
+
+#define WRITER_CHECK(wr, c)                                                                                     \
+    do {                                                                                                        \
+        if (c) (*npass)++;                                                                                      \
+        else {                                                                                                  \
+            nf++;                                                                                               \
+            fprintf(stderr, "FAIL %s:%d: %s: %s (%s)\n", __FILE__, __LINE__, (wr)->what, #c, jem_last_error()); \
+        }                                                                                                       \
+    } while (0)
+
+/* For each writer: saving over a good file with the file size limited to
+ * half of it fails with an I/O error naming the file, the good file is
+ * unchanged byte for byte and still reads, no temporary file is left; the
+ * same write without the limit succeeds. */
 static int child_disk_full(int *npass)
 {
     int nf = 0;
-    char path[512];
-    snprintf(path, sizeof path, "%s", t_path("model.safetensors"));
-    jem_net *net = NULL;
-    CHILD_CHECK(make_net(&net, "input = 1x28x28\nclasses = 10\nstem = 8\nblocks = 16/1 32/2\n") == JEM_OK);
-    if (!net) return nf + 1;
-    CHILD_CHECK(jem_ckpt_save(path, net, NULL) == JEM_OK);
-    char *good = NULL;
-    size_t ngood = 0;
-    CHILD_CHECK(jem_read_file(path, 0, &good, &ngood) == JEM_OK);
-    /* change the weights, then save with the file size limited to half */
-    jem_net_params(net)[0] += 1.0f;
     signal(SIGXFSZ, SIG_IGN);
-    struct rlimit rl = {(rlim_t)(ngood / 2), (rlim_t)(ngood / 2)};
-    CHILD_CHECK(setrlimit(RLIMIT_FSIZE, &rl) == 0);
-    jem_status s = jem_ckpt_save(path, net, NULL);
-    CHILD_CHECK(s == JEM_ERR_IO);
-    CHILD_CHECK(strstr(jem_last_error(), "model.safetensors") != NULL);
-    char *now = NULL;
-    size_t nnow = 0;
-    CHILD_CHECK(jem_read_file(path, 0, &now, &nnow) == JEM_OK);
-    CHILD_CHECK(nnow == ngood && now && good && memcmp(now, good, ngood) == 0);
-    CHILD_CHECK(t_count_temps(NULL) == 0);
-    jem_net *back = NULL;
-    CHILD_CHECK(jem_ckpt_load(path, &back) == JEM_OK);
-    jem_net_free(back);
-    free(good);
-    free(now);
-    jem_net_free(net);
+    struct rlimit old;
+    CHILD_CHECK(getrlimit(RLIMIT_FSIZE, &old) == 0);
+    for (int i = 0; i < NWRITERS; i++) {
+        const writer *wr = &writers[i];
+        const char *path = t_path(wr->file);
+        WRITER_CHECK(wr, wr->write(path, 0) == JEM_OK);
+        char *good = NULL, *now = NULL;
+        size_t ngood = 0, nnow = 0;
+        WRITER_CHECK(wr, jem_read_file(path, 0, &good, &ngood) == JEM_OK);
+        struct rlimit half = old;
+        half.rlim_cur = (rlim_t)(ngood / 2);
+        WRITER_CHECK(wr, setrlimit(RLIMIT_FSIZE, &half) == 0);
+        jem_status s = wr->write(path, 1);
+        WRITER_CHECK(wr, setrlimit(RLIMIT_FSIZE, &old) == 0);
+        WRITER_CHECK(wr, s == JEM_ERR_IO);
+        WRITER_CHECK(wr, strstr(jem_last_error(), wr->file) != NULL);
+        WRITER_CHECK(wr, jem_read_file(path, 0, &now, &nnow) == JEM_OK);
+        WRITER_CHECK(wr, nnow == ngood && now && good && memcmp(now, good, ngood) == 0);
+        WRITER_CHECK(wr, t_count_temps(NULL) == 0);
+        WRITER_CHECK(wr, wr->read(path) == JEM_OK);
+        WRITER_CHECK(wr, wr->write(path, 1) == JEM_OK);
+        WRITER_CHECK(wr, wr->read(path) == JEM_OK);
+        WRITER_CHECK(wr, t_count_temps(NULL) == 0);
+        free(good);
+        free(now);
+        unlink(path);
+    }
     return nf;
 }
 
@@ -127,26 +229,33 @@ static int child_oom(int *npass)
     return nf;
 }
 
+/* For each writer: temporary files of its target left by a killed writer
+ * (a pid that no longer exists) are removed by the next successful write;
+ * those of a live writer are kept. */
 static int child_sweep(int *npass)
 {
     int nf = 0;
-    char path[512], stale[600], live[600];
-    snprintf(path, sizeof path, "%s", t_path("w.bin"));
     /* a pid that has exited: fork a child and reap it */
     pid_t dead = fork();
     if (dead == 0) _exit(0);
     waitpid(dead, NULL, 0);
-    snprintf(stale, sizeof stale, "%s" JEM_ATOMIC_TMP_MARK "%ld-0", path, (long)dead);
-    snprintf(live, sizeof live, "%s" JEM_ATOMIC_TMP_MARK "%ld-0", path, (long)getppid());
-    FILE *a = fopen(stale, "w"), *b = fopen(live, "w");
-    CHILD_CHECK(a && b);
-    if (a) fclose(a);
-    if (b) fclose(b);
-    CHILD_CHECK(jem_write_file_atomic(path, "x", 1) == JEM_OK);
-    CHILD_CHECK(access(stale, F_OK) != 0);
-    CHILD_CHECK(access(live, F_OK) == 0);
-    unlink(live);
-    unlink(path);
+    for (int i = 0; i < NWRITERS; i++) {
+        const writer *wr = &writers[i];
+        char path[512], stale[600], live[600];
+        snprintf(path, sizeof path, "%s", t_path(wr->file));
+        snprintf(stale, sizeof stale, "%s" JEM_ATOMIC_TMP_MARK "%ld-0", path, (long)dead);
+        snprintf(live, sizeof live, "%s" JEM_ATOMIC_TMP_MARK "%ld-0", path, (long)getppid());
+        FILE *a = fopen(stale, "w"), *b = fopen(live, "w");
+        WRITER_CHECK(wr, a && b);
+        if (a) fclose(a);
+        if (b) fclose(b);
+        WRITER_CHECK(wr, wr->write(path, 0) == JEM_OK);
+        WRITER_CHECK(wr, wr->read(path) == JEM_OK);
+        WRITER_CHECK(wr, access(stale, F_OK) != 0);
+        WRITER_CHECK(wr, access(live, F_OK) == 0);
+        unlink(live);
+        unlink(path);
+    }
     return nf;
 }
 
