@@ -44,6 +44,7 @@ check "[ $? -eq 0 ] && grep -q '\"bpda_eot\"' '$tmp/d.json'"
 check "[ $? -eq 0 ]"
 check "[ -s '$tmp/rep/report.html' ] && grep -q 'data:image/png;base64' '$tmp/rep/report.html'"
 check "grep -q '\"calibration\":{' '$tmp/rep/report.json' && grep -q '\"attack_l2\":{' '$tmp/rep/report.json'"
+check "[ -s '$tmp/rep/eval.json' ] && [ \$(ls '$tmp/rep' | grep -c '\\.tmp') -eq 0 ]"
 
 "$JEM" sample --model "$m" --n 4 --steps 3 --out "$tmp/s.png" > /dev/null
 check "png '$tmp/s.png'"

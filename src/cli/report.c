@@ -13,26 +13,30 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <fcntl.h>
 #include <unistd.h>
 
-/* run this executable with args, stdout to out_path; 0 on success */
+/* run this executable with args, stdout to out_path (replaced atomically
+ * once the step has ended, whatever its outcome); 0 on success */
 static int run_self(char *const *args, const char *out_path)
 {
+    jem_atomic out;
+    if (jem_atomic_open(&out, out_path)) return -1;
+    fflush(NULL);
     pid_t pid = fork();
-    if (pid < 0) return -1;
+    if (pid < 0) {
+        jem_atomic_abort(&out);
+        return -1;
+    }
     if (pid == 0) {
-        int fd = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fd < 0) _exit(127);
-        dup2(fd, 1);
-        close(fd);
+        if (dup2(fileno(out.fp), 1) < 0) _exit(127);
         execv("/proc/self/exe", args);
         _exit(127);
     }
-    int st;
+    int st, rc = 0;
     while (waitpid(pid, &st, 0) < 0)
-        if (errno != EINTR) return -1;
-    return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+        if (errno != EINTR) { rc = -1; break; }
+    if (jem_atomic_commit(&out)) return -1;
+    return rc == 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
 }
 
 static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
