@@ -9,6 +9,9 @@
 #   make fuzz       libFuzzer on every parser of outside input (clang)
 #   make MPI=1      the same jem with data-parallel MPI (build-mpi/)
 #   make test-mpi   install OpenMPI if missing, run the MPI tests (2 ranks; 2 and 4 hosts in namespaces)
+#   make format     clang-format every C file of src/, include/, tests/ in place
+#   make lint       formatting check, warnings-as-errors build (build-lint/);
+#                   CPPCHECK=1 adds cppcheck; not part of `make test`
 
 CC      ?= gcc
 BUILD   ?= build
@@ -24,6 +27,9 @@ ifeq ($(SANITIZE),1)
   OPT   += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
   LDSAN := -fsanitize=address,undefined
   BUILD := build-san
+endif
+ifeq ($(WERROR),1)
+  WARN  += -Werror
 endif
 ifeq ($(MPI),1)
   CC    := mpicc
@@ -42,7 +48,7 @@ LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 
-.PHONY: all lib tests test test-san test-san-full test-mpi demo bench figures deps clean check-all fuzz fuzz-build
+.PHONY: all lib tests test test-san test-san-full test-mpi demo bench figures deps clean check-all fuzz fuzz-build format lint
 all: $(BUILD)/libjem.a $(BUILD)/jem
 
 lib: $(BUILD)/libjem.a
@@ -131,7 +137,19 @@ figures: deps
 	@$(MAKE) --no-print-directory all
 	@scripts/figures.sh $(BUILD)
 
+# The layout of the C sources (.clang-format): `make format` rewrites them,
+# `make lint` checks them and builds with warnings as errors.
+FORMAT_FILES = $(shell find src include tests -name '*.[ch]' | sort)
+
+format:
+	@JEM_DEPS_EXTRA=clang-format scripts/deps.sh
+	clang-format -i $(FORMAT_FILES)
+
+lint: deps
+	@JEM_DEPS_EXTRA="clang-format$(if $(filter-out 0,$(CPPCHECK)), cppcheck)" scripts/deps.sh
+	@CPPCHECK=$(CPPCHECK) scripts/lint.sh $(FORMAT_FILES)
+
 clean:
-	rm -rf build build-debug build-san build-fuzz build-mpi
+	rm -rf build build-debug build-san build-fuzz build-mpi build-lint
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_BIN:=.d)
