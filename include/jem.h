@@ -185,6 +185,15 @@ jem_status jem_net_backward(jem_net *net, const float *dlogits, float *dx,
 /* Forward without keeping activations for backward (any batch size, chunked
  * internally). */
 jem_status jem_net_predict(jem_net *net, const float *x, int n, float *logits);
+/* Features of a layer for n images x (n, C, H, W), in chunks like
+ * jem_net_predict: layer 0 is the pooled vector the linear head reads
+ * (global average of the activated last block, D = its channels); layer
+ * k in 1..n_blocks is the global average of block k's output (before the
+ * activation that follows it, D = width[k-1]). feats (n, D). Drops the last
+ * forward pass (no backward after it). */
+jem_status jem_net_features(jem_net *net, const float *x, int n, int layer, float *feats);
+/* D of jem_net_features for a layer; 0 when the model has no such layer. */
+int        jem_net_feature_dim(const jem_net *net, int layer);
 
 /* ------------------------------------------------------------------ losses */
 

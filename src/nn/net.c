@@ -458,3 +458,49 @@ jem_status jem_net_predict(jem_net *n, const float *x, int N, float *logits)
     }
     return JEM_OK;
 }
+
+int jem_net_feature_dim(const jem_net *n, int layer)
+{
+    if (layer == 0) return n->fin_c;
+    if (layer >= 1 && layer <= n->arch.n_blocks) return n->blocks[layer - 1].oc;
+    return 0;
+}
+
+jem_status jem_net_features(jem_net *n, const float *x, int N, int layer, float *feats)
+{
+    const int D = jem_net_feature_dim(n, layer), K = n->arch.n_classes, chunk = 128;
+    if (D == 0)
+        return jem_fail(JEM_ERR_ARG, "model '%s' has no feature layer %d (0: the pooled features, 1 to %d: blocks)",
+                        n->arch.name, layer, n->arch.n_blocks);
+    if (N < 0) return jem_fail(JEM_ERR_ARG, "features of %d images", N);
+    const size_t img = (size_t)n->arch.in_c * n->arch.in_h * n->arch.in_w;
+    float *lg = malloc(sizeof(float) * (size_t)chunk * K); /* (chunk, K) */
+    if (!lg) return jem_fail(JEM_ERR_NOMEM, "out of memory for features");
+    jem_status s = JEM_OK;
+    for (int i = 0; i < N && !s; i += chunk) {
+        const int B = N - i < chunk ? N - i : chunk;
+        s = jem_net_forward(n, x + (size_t)i * img, B, lg);
+        if (s) break;
+        float *f = feats + (size_t)i * D; /* (B, D) */
+        if (layer == 0) {
+            memcpy(f, n->act + n->g * B, sizeof(float) * (size_t)B * D);
+            continue;
+        }
+        /* a block's output, (B, D, OH, OW), or channels innermost (B, OH,
+         * OW, D) between two fused blocks: averaged over its pixels */
+        const blk *b = &n->blocks[layer - 1];
+        const float *o = n->act + b->out * B;
+        const size_t P = (size_t)b->oh * b->ow;
+        const int hwc = b->fused && layer < n->arch.n_blocks && n->blocks[layer].fused;
+        for (int k = 0; k < B; k++) {
+            const float *ok = o + (size_t)k * P * D;
+            for (int c = 0; c < D; c++) {
+                double sum = 0;
+                for (size_t p = 0; p < P; p++) sum += hwc ? ok[p * D + c] : ok[(size_t)c * P + p];
+                f[(size_t)k * D + c] = (float)(sum / (double)P);
+            }
+        }
+    }
+    free(lg);
+    return s;
+}
