@@ -296,6 +296,26 @@ typedef struct {
  *       N (default: the size of SPEC) midpoints of two distinct random
  *       images of the set SPEC, e.g. interp:fmnist:test:1000. A trailing
  *       all-digit field is taken as N.
+ *   corrupt:SPEC:KIND:SEVERITY[:seed=S]
+ *       the set SPEC with every image corrupted by jem_corrupt_apply: KIND
+ *       one of jem_corrupt_name (gaussian_noise, shot_noise, impulse_noise,
+ *       gaussian_blur, defocus_blur, contrast, brightness, rotation,
+ *       translation, pixelate, jpeg), SEVERITY 1 to 5, seed S (default 0);
+ *       labels kept. Example: corrupt:fmnist:test:gaussian_noise:3.
+ *   SPEC:classes=LIST[:relabel]
+ *       a class filter on any spec (the last field(s) of a spec, applying
+ *       to all of it): only the images whose label is in LIST, numbers and
+ *       ranges A-B joined by commas (classes=0-5, classes=0,2,4-6), in
+ *       their order. Labels are kept as they are and n_classes becomes the
+ *       largest listed class + 1, so a set filtered to classes 0-5 trains
+ *       and evaluates a 6-class model and a held-out set (classes=6-9) keeps
+ *       the true classes for reports; with `relabel` the listed classes are
+ *       renumbered 0, 1, ... in increasing order and n_classes is their
+ *       count (a 4-class model on classes=2-5:relabel). A listed class at
+ *       or above the set's n_classes, or a filter that keeps no image, is
+ *       JEM_ERR_ARG. The filter of a set made from another
+ *       (interp:fmnist:test:classes=0-5:1000) goes on that set, before N:
+ *       interp's and noise's own images are unlabelled.
  *
  * ds->name is set to the spec. Errors: a malformed spec -> JEM_ERR_ARG,
  * a missing file -> JEM_ERR_IO, a bad file -> JEM_ERR_FORMAT (truncated,
@@ -332,6 +352,48 @@ jem_status jem_dataset_synthetic(const char *kind, int n, int c, int h, int w,
 /* Keep the first n images (n < 0 or n >= ds->n: nothing changes; n = 0
  * frees the pixels). */
 void       jem_dataset_truncate(jem_dataset *ds, int n);
+/* Keep the images whose label is in list (the LIST of the classes= spec:
+ * "0-5", "0,2,4-6"), in order, in place; relabel != 0 renumbers the listed
+ * classes 0, 1, ... (see jem_dataset_open for n_classes). On failure
+ * (a bad list, a class at or above n_classes, no image left) ds is
+ * unchanged. */
+jem_status jem_dataset_filter_classes(jem_dataset *ds, const char *list, int relabel);
+
+/* Corruptions of images for covariate shift (Hendrycks & Dietterich 2019),
+ * severities 1 to 5, in place on x (n, C, H, W). Each works on every
+ * channel plane in the [0, 1] scale u = (x + 1) / 2 and clips the result
+ * to [0, 1], so pixels end in [-1, 1]. Parameters per severity 1..5 (the
+ * CIFAR-10-C ones, made for 32x32 images; rotation and translation added):
+ *   gaussian_noise  u + N(0, s^2), s = 0.04 0.06 0.08 0.09 0.10
+ *   shot_noise      Poisson(u c) / c, c = 500 250 100 75 50
+ *   impulse_noise   a fraction a of pixels set to 0 or 1 (equally likely),
+ *                   a = 0.01 0.02 0.03 0.05 0.07
+ *   gaussian_blur   sigma = 0.4 0.6 0.7 0.8 1.0 pixels
+ *   defocus_blur    mean over the disk dy^2 + dx^2 <= r^2, r = 0.3 0.4 0.5
+ *                   1 1.5, then a Gaussian blur of sigma 0.4 0.5 0.6 0.2 0.1
+ *   contrast        (u - m) c + m with m the plane's mean, c = 0.75 0.5 0.4
+ *                   0.3 0.15
+ *   brightness      u + b, b = 0.05 0.1 0.15 0.2 0.3
+ *   rotation        about the centre by +-10 20 30 45 60 degrees (sign
+ *                   random per image), bilinear, black (-1) outside
+ *   translation     by 1 2 3 4 5 pixels in a random direction, bilinear,
+ *                   black outside
+ *   pixelate        area-averaged down to round(f H) x round(f W), f = 0.95
+ *                   0.9 0.85 0.75 0.65, and area-resampled back
+ *   jpeg            8x8 block DCT quantisation with the JPEG luminance
+ *                   table at quality 80 65 58 50 40 (each channel alone)
+ * Blurs clamp at the border. Image i draws from its own random stream
+ * (seed, kind, severity, i), so the result does not depend on threads.
+ * A bad kind, severity or shape -> JEM_ERR_ARG. */
+#define JEM_CORRUPT_SEVERITIES 5
+int         jem_corrupt_count(void);
+const char *jem_corrupt_name(int kind);        /* NULL when out of range */
+int         jem_corrupt_find(const char *name); /* -1 when unknown */
+/* The parameter of the table above (the first one for defocus_blur); NaN
+ * when kind or severity is out of range. */
+double      jem_corrupt_param(int kind, int severity);
+jem_status  jem_corrupt_apply(int kind, int severity, float *x, int n, int c, int h, int w,
+                              uint64_t seed);
 
 /* Training augmentation, applied in place to a batch x (B, C, H, W). Per
  * image, in batch order, random numbers are drawn in a fixed order so a seed

@@ -47,4 +47,38 @@ jem_status jem_cifar_load(const char *dir, int kind, int train, jem_dataset *ds)
 /* Folder of PNG files: root/<class>/<image>.png. */
 jem_status jem_pngdir_load(const char *root, jem_dataset *ds);
 
+/* Open a spec nested in another one (depth: the nesting so far). */
+jem_status jem_data_open_nested(const char *spec, jem_dataset *ds, int depth);
+
+/* SPEC:classes=LIST[:relabel] (subset.c): the length of the SPEC part when
+ * spec ends with a class filter, else 0; and opening such a spec. */
+size_t     jem_data_class_suffix(const char *spec);
+jem_status jem_data_open_classes(const char *spec, size_t base_len, jem_dataset *ds, int depth);
+
+/* corrupt:SPEC:KIND:SEVERITY[:seed=S] (corrupt.c); rest is what follows
+ * "corrupt:". */
+jem_status jem_data_open_corrupt(const char *spec, const char *rest, jem_dataset *ds, int depth);
+
+/* The image operations behind the corruptions, on one plane (H, W) of
+ * doubles (corrupt.c):
+ *   gaussian blur with sigma in pixels (kernel radius ceil(4 sigma), at most
+ *   16; borders clamped to the edge pixel); dst may be src; tmp (H, W);
+ *   rotation by angle (radians) about the centre c = ((H-1)/2, (W-1)/2),
+ *   then a shift t = (dy, dx): dst(p) = src(R^-1 (p - c - t) + c) for
+ *   p = (y, x), R = [cos -sin; sin cos], with bilinear sampling and `fill`
+ *   outside the image; a weight of exactly 0 leaves its neighbour out, so
+ *   whole-pixel shifts copy exactly;
+ *   area resampling from (SH, SW) to (DH, DW): each output pixel the
+ *   area-weighted mean of the source pixels under its footprint;
+ *   JPEG-like quantisation in place: u in [0, 1] -> 8-bit units - 128, 8x8
+ *   blocks (padded with edge pixels), orthonormal DCT-II, coefficients
+ *   rounded to multiples of the standard luminance table scaled to
+ *   `quality` as the IJG library does (jem_jpeg_table), inverse DCT. */
+void   jem_img_gaussian_blur(double *dst, const double *src, double *tmp, int H, int W, double sigma);
+void   jem_img_affine(double *dst, const double *src, int H, int W, double angle, double dy, double dx,
+                      double fill);
+void   jem_img_resample_area(double *dst, int DH, int DW, const double *src, int SH, int SW);
+void   jem_img_jpeg(double *u, int H, int W, int quality);
+void   jem_jpeg_table(int quality, int q[64]);
+
 #endif /* JEM_DATA_H */

@@ -465,6 +465,8 @@ static jem_status open_spec(const char *spec, jem_dataset *ds, int depth)
     memset(ds, 0, sizeof *ds);
     if (!spec) return jem_fail(JEM_ERR_ARG, "data set spec is NULL");
     if (depth > SPEC_MAX_DEPTH) return jem_fail(JEM_ERR_ARG, "%s: specs nested too deeply", spec);
+    const size_t base_len = jem_data_class_suffix(spec);
+    if (base_len) return jem_data_open_classes(spec, base_len, ds, depth);
     const char *colon = strchr(spec, ':');
     size_t plen = colon ? (size_t)(colon - spec) : strlen(spec);
     const char *rest = colon ? colon + 1 : "";
@@ -511,14 +513,21 @@ static jem_status open_spec(const char *spec, jem_dataset *ds, int depth)
         st = open_noise(spec, rest, ds);
     } else if (PREFIX_IS("interp")) {
         st = open_interp(spec, rest, ds, depth);
+    } else if (PREFIX_IS("corrupt")) {
+        st = jem_data_open_corrupt(spec, rest, ds, depth);
     } else {
         return jem_fail(JEM_ERR_ARG, "%s: unknown data set spec (want fmnist:, mnist:, idx:, "
-                        "cifar10:, cifar100:, png:, noise: or interp:)", spec);
+                        "cifar10:, cifar100:, png:, noise:, interp: or corrupt:)", spec);
     }
 #undef PREFIX_IS
     if (st) return st;
     jem_data_set_name(ds, spec);
     return JEM_OK;
+}
+
+jem_status jem_data_open_nested(const char *spec, jem_dataset *ds, int depth)
+{
+    return open_spec(spec, ds, depth);
 }
 
 jem_status jem_dataset_open(const char *spec, jem_dataset *ds)
