@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 jem=${1:-build}/jem
 c=tests/fuzz/corpus
-rm -rf "$c"; mkdir -p "$c"/{idx,cifar,png,pngdir,ckpt,arch,cli,json}
+rm -rf "$c"; mkdir -p "$c"/{idx,cifar,png,pngdir,ckpt,arch,cli,json,spec}
 fx=tests/fixtures/data
 
 be32() { printf "\\x$(printf %02x $(($1>>24&255)))\\x$(printf %02x $(($1>>16&255)))\\x$(printf %02x $(($1>>8&255)))\\x$(printf %02x $(($1&255)))"; }
@@ -64,4 +64,13 @@ printf -- '--int\0' > $c/cli/missing
 # JSON (the safetensors header syntax)
 printf '{"__metadata__":{"k":"v"},"w":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]}}' > $c/json/header
 printf '[1.5e-3,-0,true,false,null,"\\u00e9\\ud83d\\ude00",{}]' > $c/json/values
+# data set specs ("@" is the harness's small labelled set)
+printf 'corrupt:@:gaussian_noise:3' > $c/spec/corrupt
+printf 'corrupt:@:jpeg:5:seed=7' > $c/spec/corrupt-seed
+printf '@:classes=0-1' > $c/spec/classes
+printf '@:classes=0,2:relabel' > $c/spec/relabel
+printf 'interp:@:classes=1:4' > $c/spec/interp
+printf 'corrupt:noise:uniform:3:1x8x8:rotation:2' > $c/spec/noise
+printf 'corrupt:corrupt:@:classes=2:pixelate:4:contrast:1:classes=2' > $c/spec/nested
+
 echo "seeds: $(find $c -type f | wc -l) files in $c"

@@ -35,6 +35,9 @@
 #define LLVMFuzzerTestOneInput fuzz_json
 #include "fuzz/fuzz_json.c"
 #undef LLVMFuzzerTestOneInput
+#define LLVMFuzzerTestOneInput fuzz_spec
+#include "fuzz/fuzz_spec.c"
+#undef LLVMFuzzerTestOneInput
 
 #include <dirent.h>
 #include <ftw.h>
@@ -44,6 +47,7 @@ typedef int (*harness_fn)(const uint8_t *, size_t);
 static const struct { const char *name; harness_fn fn; } targets[] = {
     {"idx", fuzz_idx}, {"cifar", fuzz_cifar}, {"png", fuzz_png}, {"pngdir", fuzz_pngdir},
     {"ckpt", fuzz_ckpt}, {"arch", fuzz_arch}, {"cli", fuzz_cli}, {"json", fuzz_json},
+    {"spec", fuzz_spec},
 };
 
 static uint64_t mix_state;
