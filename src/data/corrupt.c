@@ -12,8 +12,7 @@
  * spirit (see the table in include/jem.h).
  *
  * Image i of a call draws its random numbers from its own stream (seed,
- * kind, severity, i): results do not depend on the thread count or on how
- * a set is split into calls.
+ * kind, severity, i): results do not depend on the thread count.
  *
  * Dimension letters: N images, C channels, H height, W width.
  */
