@@ -189,8 +189,9 @@ jem_status jem_net_predict(jem_net *net, const float *x, int n, float *logits);
  * jem_net_predict: layer 0 is the pooled vector the linear head reads
  * (global average of the activated last block, D = its channels); layer
  * k in 1..n_blocks is the global average of block k's output (before the
- * activation that follows it, D = width[k-1]). feats (n, D). Drops the last
- * forward pass (no backward after it). */
+ * activation that follows it, D = width[k-1]). feats (n, D). Like
+ * jem_net_predict it replaces the state of the last forward pass (a
+ * jem_net_backward after it would not match any earlier forward). */
 jem_status jem_net_features(jem_net *net, const float *x, int n, int layer, float *feats);
 /* D of jem_net_features for a layer; 0 when the model has no such layer. */
 int        jem_net_feature_dim(const jem_net *net, int layer);
