@@ -1,13 +1,16 @@
-/* The fast convolution kernels (Winograd F(2x2, 3x3) and direct AVX-512 3x3
- * where the CPU has them, im2col + sgemm otherwise) against the naive
- * reference, through the dispatcher and each kernel on its own: the shapes
- * the kernels take (channels multiples of 16 for Winograd, output channels
- * a multiple of 8 for the direct kernel) and awkward ones: odd heights and
- * widths (partial tiles), widths below, at and above a vector (16), a single
- * row or column, batch 1 and odd batches, tile counts below and above a
- * Winograd block, accumulation into a non-zero input gradient. */
+/* The fast convolution kernels (Winograd F(4x4, 3x3) and F(2x2, 3x3),
+ * indirect and direct AVX-512 3x3 where the CPU has them, im2col + sgemm
+ * otherwise) against the naive reference, through the dispatcher and each
+ * kernel on its own: the shapes the kernels take (channels multiples of 16
+ * for Winograd and indirect, output channels a multiple of 8 for the direct
+ * kernel) and awkward ones: odd heights and widths (partial tiles), widths
+ * below, at and above a vector (16), a single row or column, batch 1 and
+ * odd batches, tile counts below and above a Winograd block, accumulation
+ * into a non-zero input gradient. */
 #include "jem.h"
 #include "nn/nn.h"
+#include "nn/kern.h"
+#include "nn/plan.h"
 #include "test.h"
 #include "gradcheck.h"
 
@@ -52,25 +55,25 @@ static void check(int B, int IC, int H, int W, int OC)
     fixture f = fix_new(&s, &r);
     const size_t nx = f.nx, no = f.no;
     float *x = f.x, *w = f.w, *b = f.b, *d = f.d, *o1 = f.o1, *o2 = f.o2, *g1 = f.g1, *g2 = f.g2, *ws = f.ws;
-    jem_conv2d_forward(o1, x, w, b, &s, ws);
+    jem_conv2d_forward(o1, x, w, b, &s, NULL, ws);
     jem_conv2d_forward_ref(o2, x, w, b, &s);
     double e = rel_err_ff(o1, o2, no);
     ASSERT_MSG(e < 1e-5, "forward B%d %dx%dx%d->%d: err %.3g", B, IC, H, W, OC, e);
     /* input gradient accumulates on top of what is there */
     for (size_t i = 0; i < nx; i++) g1[i] = g2[i] = 0.5f;
-    jem_conv2d_backward(g1, NULL, NULL, d, x, w, &s, ws);
+    jem_conv2d_backward(g1, NULL, NULL, d, x, w, &s, NULL, ws);
     jem_conv2d_backward_ref(g2, NULL, NULL, d, x, w, &s);
     e = rel_err_ff(g1, g2, nx);
     ASSERT_MSG(e < 1e-5, "input gradient B%d %dx%dx%d->%d: err %.3g", B, IC, H, W, OC, e);
     /* NaN in the input reaches the output (nothing masks it away) */
     x[0] = NAN;
-    jem_conv2d_forward(o1, x, w, b, &s, ws);
+    jem_conv2d_forward(o1, x, w, b, &s, NULL, ws);
     ASSERT(isnan(o1[0]));
     fix_free(&f);
 }
 
-/* one kernel called on its own: 0 direct, 1 Winograd F(2x2, 3x3), 2
- * indirect with stride 2, 3 indirect with stride 1, 4 Winograd F(4x4, 3x3).
+/* one kernel called on its own (kern.h): 0 direct, 1 Winograd F(2x2, 3x3),
+ * 2 indirect with stride 2, 3 indirect with stride 1, 4 Winograd F(4x4, 3x3).
  * The tolerance is on the relative L2 error; F(4x4) has transform entries
  * up to 8 and 1/24 and rounds more. */
 static double worst_f[5]; /* worst error by kernel */
@@ -87,30 +90,28 @@ static void check_kernel(int wino, int B, int IC, int H, int W, int OC)
     float *x = f.x, *w = f.w, *b = f.b, *d = f.d, *o1 = f.o1, *o2 = f.o2, *g1 = f.g1, *g2 = f.g2, *ws = f.ws;
     const char *name = wino == 0 ? "direct" : wino == 1 ? "winograd F(2x2)" : wino == 4 ? "winograd F(4x4)" : "indirect";
     for (size_t i = 0; i < no; i++) o1[i] = NAN; /* every output must be written */
-    int rc = wino == 0 ? jem_conv3x3_avx512_forward(o1, x, w, b, &s)
-           : wino == 1 || wino == 4 ? jem_winograd_forward_st(o1, x, w, b, &s, NULL, wino == 1 ? 2 : 4, ws)
-                       : jem_indirect_forward(o1, x, w, b, &s, ws);
+    const jem_kernel_ops *k = wino == 0 ? &jem_kernel_direct : wino == 1 || wino == 4 ? &jem_kernel_winograd
+                                                                                     : &jem_kernel_indirect;
+    const int m = wino == 1 ? 2 : wino == 4 ? 4 : 0;
+    int rc = k->forward(o1, x, w, b, &s, &jem_store_set, m, ws);
     ASSERT_MSG(rc == 0, "%s forward refused B%d %dx%dx%d->%d", name, B, IC, H, W, OC);
     jem_conv2d_forward_ref(o2, x, w, b, &s);
     double e = rel_err_ff(o1, o2, no);
     if (e > worst_f[wino]) worst_f[wino] = e;
     ASSERT_MSG(e < tol, "%s s%d forward B%d %dx%dx%d->%d: err %.3g", name, st, B, IC, H, W, OC, e);
     for (size_t i = 0; i < nx; i++) g1[i] = g2[i] = 0.5f - (float)(i % 3);
-    rc = wino == 0 ? jem_conv3x3_avx512_backward_input(g1, d, w, &s)
-       : wino == 1 || wino == 4 ? jem_winograd_backward_input_st(g1, d, w, &s, NULL, wino == 1 ? 2 : 4, ws)
-                   : jem_indirect_backward(g1, NULL, NULL, d, x, w, &s, ws);
+    rc = k->backward(g1, NULL, NULL, d, x, w, &s, &jem_store_add, m, ws);
     ASSERT_MSG(rc == 0, "%s input gradient refused", name);
     jem_conv2d_backward_ref(g2, NULL, NULL, d, x, w, &s);
     e = rel_err_ff(g1, g2, nx);
     if (e > worst_f[wino]) worst_f[wino] = e;
     ASSERT_MSG(e < tol, "%s s%d input gradient B%d %dx%dx%d->%d: err %.3g", name, st, B, IC, H, W, OC, e);
     if (wino == 1 || wino == 4) {
-        const int m = wino == 1 ? 2 : 4;
         float *dw1 = malloc(sizeof(float) * nw), *dw2 = malloc(sizeof(float) * nw);
         float *db1 = malloc(sizeof(float) * OC), *db2 = malloc(sizeof(float) * OC);
         for (size_t i = 0; i < nw; i++) dw1[i] = dw2[i] = 0.25f;
         for (int i = 0; i < OC; i++) db1[i] = db2[i] = -0.5f;
-        ASSERT(jem_winograd_backward_weight_tile(dw1, db1, d, x, &s, m, ws) == 0);
+        ASSERT(k->backward(NULL, dw1, db1, d, x, w, &s, &jem_store_add, m, ws) == 0);
         jem_conv2d_backward_ref(NULL, dw2, db2, d, x, w, &s);
         e = rel_err_ff(dw1, dw2, nw);
         if (e > worst_w[m / 4]) worst_w[m / 4] = e;
@@ -118,7 +119,7 @@ static void check_kernel(int wino, int B, int IC, int H, int W, int OC)
         e = rel_err_ff(db1, db2, OC);
         ASSERT_MSG(e < 2e-6, "%s bias gradient: err %.3g", name, e);
         for (size_t i = 0; i < nw; i++) dw1[i] = 0.25f;
-        ASSERT(jem_winograd_backward_weight_tile(dw1, NULL, d, x, &s, m, ws) == 0);
+        ASSERT(k->backward(NULL, dw1, NULL, d, x, w, &s, &jem_store_add, m, ws) == 0);
         ASSERT_MSG(rel_err_ff(dw1, dw2, nw) < tol, "%s weight gradient without the bias", name);
         free(dw1); free(dw2); free(db1); free(db2);
     }
@@ -129,7 +130,7 @@ static void check_kernel(int wino, int B, int IC, int H, int W, int OC)
         float *db1 = malloc(sizeof(float) * OC), *db2 = malloc(sizeof(float) * OC);
         for (size_t i = 0; i < nw; i++) dw1[i] = dw2[i] = 0.25f;
         for (int i = 0; i < OC; i++) db1[i] = db2[i] = -0.5f;
-        ASSERT(jem_indirect_backward(NULL, dw1, db1, d, x, w, &s, ws) == 0);
+        ASSERT(jem_kernel_indirect.backward(NULL, dw1, db1, d, x, w, &s, &jem_store_add, 0, ws) == 0);
         jem_conv2d_backward_ref(NULL, dw2, db2, d, x, w, &s);
         e = rel_err_ff(dw1, dw2, nw);
         ASSERT_MSG(e < 2e-6, "indirect s%d weight gradient B%d %dx%dx%d->%d: err %.3g", st, B, IC, H, W, OC, e);
@@ -137,7 +138,7 @@ static void check_kernel(int wino, int B, int IC, int H, int W, int OC)
         ASSERT_MSG(e < 2e-6, "indirect s%d bias gradient: err %.3g", st, e);
         for (size_t i = 0; i < nx; i++) g1[i] = 0.0f;
         for (size_t i = 0; i < nw; i++) dw1[i] = 0.25f;
-        ASSERT(jem_indirect_backward(g1, dw1, NULL, d, x, w, &s, ws) == 0);
+        ASSERT(jem_kernel_indirect.backward(g1, dw1, NULL, d, x, w, &s, &jem_store_add, 0, ws) == 0);
         for (size_t i = 0; i < nx; i++) g2[i] = 0.0f;
         jem_conv2d_backward_ref(g2, NULL, NULL, d, x, w, &s);
         ASSERT_MSG(rel_err_ff(g1, g2, nx) < 2e-6 && rel_err_ff(dw1, dw2, nw) < 2e-6,
@@ -148,9 +149,9 @@ static void check_kernel(int wino, int B, int IC, int H, int W, int OC)
 }
 
 /* The fused stores (jem_conv_store) through the dispatcher, on whichever
- * kernel takes the shape: forward with accumulate and act_out, input
- * gradient set (not accumulated) and accumulated, each times act'(gate),
- * against the reference followed by separate passes. */
+ * kernel the planner gives the shape: forward with accumulate and act_out,
+ * input gradient set (not accumulated) and accumulated, each times
+ * act'(gate), against the reference followed by separate passes. */
 static void check_store(int B, int IC, int H, int W, int OC, int stride, float slope)
 {
     jem_conv_shape s = {B, IC, H, W, OC, 3, 3, stride, 1};
@@ -161,7 +162,11 @@ static void check_store(int B, int IC, int H, int W, int OC, int stride, float s
     float *x = f.x, *w = f.w, *b = f.b, *d = f.d, *o1 = f.o1, *o2 = f.o2, *g1 = f.g1, *g2 = f.g2, *ws = f.ws;
     float *a1 = malloc(sizeof(float) * no), *a2 = malloc(sizeof(float) * no), *gate = malloc(sizeof(float) * nx);
     fill_uniform(gate, nx, &r, -1, 1);
-    const char *k0 = jem_conv2d_kernel(&s, 0), *k1 = jem_conv2d_kernel(&s, 1);
+    const jem_conv_settings *set = jem_conv_settings_get();
+    const char *k0 = jem_kernel_name(jem_conv_plan_layer(&s, JEM_PASS_FORWARD, 0, 0, set).kernel);
+    const char *k1 = jem_kernel_name(jem_conv_plan_layer(&s, JEM_PASS_INPUT_GRAD, 0, 0, set).kernel);
+    jem_fact act;
+    ASSERT(jem_fact_of(JEM_ACT_LRELU, slope, &act));
     /* forward: out = conv + bias (set) or old + conv + bias (accumulated),
      * and act_out = LeakyReLU(out) */
     float *t = malloc(sizeof(float) * no);
@@ -169,8 +174,8 @@ static void check_store(int B, int IC, int H, int W, int OC, int stride, float s
     for (int acc = 0; acc < 2; acc++) {
         fill_uniform(o1, no, &r, -1, 1);
         for (size_t i = 0; i < no; i++) o2[i] = acc ? o1[i] : 0.0f;
-        jem_conv_store st = {acc, NULL, a1, slope, NULL};
-        jem_conv2d_forward_st(o1, x, w, b, &s, &st, ws);
+        jem_conv_store st = {acc, NULL, a1, act, NULL};
+        jem_conv2d_forward(o1, x, w, b, &s, &st, ws);
         for (size_t i = 0; i < no; i++) {
             o2[i] += t[i];
             a2[i] = o2[i] > 0.0f ? o2[i] : slope * o2[i];
@@ -184,8 +189,8 @@ static void check_store(int B, int IC, int H, int W, int OC, int stride, float s
         for (size_t i = 0; i < nx; i++) g1[i] = g2[i] = acc ? 0.5f - (float)(i % 3) : NAN;
         if (!acc)
             for (size_t i = 0; i < nx; i++) g2[i] = 0.0f;
-        jem_conv_store sb = {acc, gate, NULL, slope, NULL};
-        jem_conv2d_backward_st(g1, NULL, NULL, d, x, w, &s, &sb, ws);
+        jem_conv_store sb = {acc, gate, NULL, act, NULL};
+        jem_conv2d_backward(g1, NULL, NULL, d, x, w, &s, &sb, ws);
         jem_conv2d_backward_ref(g2, NULL, NULL, d, x, w, &s);
         for (size_t i = 0; i < nx; i++) g2[i] *= gate[i] > 0.0f ? 1.0f : slope;
         ASSERT_MSG(rel_err_ff(g1, g2, nx) < 1e-5, "%s input gradient, %s, gated, B%d %dx%dx%d->%d s%d", k1,
@@ -196,10 +201,10 @@ static void check_store(int B, int IC, int H, int W, int OC, int stride, float s
     jem_wcache *wf = NULL, *wb = NULL;
     for (int round = 0; round < 3; round++) {
         if (round == 2) w[nw / 2] += 0.75f;
-        jem_conv_store sf = {0, NULL, NULL, slope, &wf}, sb = {0, NULL, NULL, slope, &wb};
-        jem_conv2d_forward_st(o1, x, w, b, &s, &sf, ws);
+        jem_conv_store sf = {0, NULL, NULL, act, &wf}, sb = {0, NULL, NULL, act, &wb};
+        jem_conv2d_forward(o1, x, w, b, &s, &sf, ws);
         jem_conv2d_forward_ref(o2, x, w, b, &s);
-        jem_conv2d_backward_st(g1, NULL, NULL, d, x, w, &s, &sb, ws);
+        jem_conv2d_backward(g1, NULL, NULL, d, x, w, &s, &sb, ws);
         for (size_t i = 0; i < nx; i++) g2[i] = 0.0f;
         jem_conv2d_backward_ref(g2, NULL, NULL, d, x, w, &s);
         ASSERT_MSG(rel_err_ff(o1, o2, no) < 1e-5 && rel_err_ff(g1, g2, nx) < 1e-5,
@@ -216,7 +221,14 @@ static void check_store(int B, int IC, int H, int W, int OC, int stride, float s
 int main(void)
 {
     TEST_MAIN_BEGIN("test_kernels");
-    printf("direct AVX-512 3x3 kernels %s\n", jem_conv3x3_avx512_available() ? "in use" : "not available here");
+    const jem_conv_settings *set = jem_conv_settings_get();
+    ASSERT_OK(jem_conv_settings_check());
+    /* what the dispatcher may use under this process's settings, and what
+     * the CPU runs (each kernel on its own, whatever the settings) */
+    const int cpu = set->avx512, avx = cpu && set->kernels != JEM_KERNELS_GEMM;
+    const int wino = avx && set->kernels == JEM_KERNELS_AUTO;
+    printf("AVX-512 kernels %s; in the dispatcher: %s\n", cpu ? "tested" : "not available here",
+           wino ? "Winograd, indirect, direct" : avx ? "indirect, direct (JEM_KERNELS=direct)" : "GEMM only");
     check(1, 8, 28, 28, 16);
     check(3, 16, 14, 14, 32);
     check(2, 3, 7, 7, 8);
@@ -237,10 +249,19 @@ int main(void)
     check_store(1, 3, 7, 7, 5, 2, 0.1f);
     check(2, 32, 28, 28, 64); /* the reference model's layers */
     check(2, 64, 14, 14, 128);
-    printf("Winograd F(2x2, 3x3) kernels %s\n", jem_winograd_available() ? "in use" : "not available here");
-    if (jem_winograd_available()) {
-        /* all three product kernels (OC 16, 32, 64 and 128), partial tiles
-         * and blocks, one image and several */
+    /* the tile rule (the planner's, with the tile left to it): 4x4 where
+     * they pad little (28 x 28, 8 x 12), 2x2 where they would pad a lot
+     * (14 x 14, 7 x 7) */
+    const jem_conv_settings autoset = {1, JEM_KERNELS_AUTO, 0, 1};
+    jem_conv_shape t28 = {1, 16, 28, 28, 16, 3, 3, 1, 1}, t14 = t28, t7 = t28, t812 = t28;
+    t14.H = t14.W = 14; t7.H = t7.W = 7; t812.H = 8; t812.W = 12;
+    ASSERT(jem_conv_plan_layer(&t28, JEM_PASS_FORWARD, 0, 0, &autoset).tile == 4 &&
+           jem_conv_plan_layer(&t812, JEM_PASS_FORWARD, 0, 0, &autoset).tile == 4);
+    ASSERT(jem_conv_plan_layer(&t14, JEM_PASS_FORWARD, 0, 0, &autoset).tile == 2 &&
+           jem_conv_plan_layer(&t7, JEM_PASS_FORWARD, 0, 0, &autoset).tile == 2);
+    if (cpu) {
+        /* Winograd F(2x2, 3x3): all three product kernels (OC 16, 32, 64
+         * and 128), partial tiles and blocks, one image and several */
         check_kernel(1, 1, 16, 28, 28, 32);
         check_kernel(1, 2, 32, 28, 28, 64);
         check_kernel(1, 3, 64, 14, 14, 128);
@@ -266,21 +287,16 @@ int main(void)
         check_kernel(4, 1, 16, 40, 36, 32);  /* 90 tiles: four blocks */
         printf("worst relative error: F(2x2, 3x3) %.3g, F(4x4, 3x3) %.3g; weight gradient %.3g, %.3g\n", worst_f[1],
                worst_f[4], worst_w[0], worst_w[1]);
-        /* the tile rule: 4x4 where they pad little (28 x 28, 8 x 12), 2x2
-         * where they would pad a lot (14 x 14, 7 x 7), unless forced */
-        if (!getenv("JEM_WINOGRAD_TILE")) {
-            jem_conv_shape t28 = {1, 16, 28, 28, 16, 3, 3, 1, 1}, t14 = t28, t7 = t28, t812 = t28;
-            t14.H = t14.W = 14; t7.H = t7.W = 7; t812.H = 8; t812.W = 12;
-            ASSERT(jem_winograd_tile(&t28) == 4 && jem_winograd_tile(&t812) == 4);
-            ASSERT(jem_winograd_tile(&t14) == 2 && jem_winograd_tile(&t7) == 2);
-        }
-        /* shapes it refuses */
+        /* shapes and tiles it refuses, writing nothing */
         jem_conv_shape bad = {1, 8, 8, 8, 16, 3, 3, 1, 1};
-        ASSERT(!jem_winograd_fits(&bad) && jem_winograd_ws(&bad) == 0);
+        ASSERT(jem_kernel_winograd.ws(&bad) == 0 &&
+               jem_kernel_winograd.forward(NULL, NULL, NULL, NULL, &bad, &jem_store_set, 4, NULL) == -1);
+        ASSERT(jem_conv_plan_layer(&bad, JEM_PASS_FORWARD, 0, 0, &autoset).kernel != JEM_KERNEL_WINOGRAD);
         bad.IC = 16; bad.stride = 2;
-        ASSERT(!jem_winograd_fits(&bad));
-    }
-    if (jem_conv3x3_avx512_available()) {
+        ASSERT(jem_kernel_winograd.backward(NULL, NULL, NULL, NULL, NULL, NULL, &bad, &jem_store_add, 4, NULL) == -1);
+        ASSERT(jem_conv_plan_layer(&bad, JEM_PASS_FORWARD, 0, 0, &autoset).kernel != JEM_KERNEL_WINOGRAD);
+        bad.stride = 1;
+        ASSERT(jem_kernel_winograd.forward(NULL, NULL, NULL, NULL, &bad, &jem_store_set, 3, NULL) == -1);
         /* indirect: the model's strided layers, odd sizes, every vector
          * count (OC / IC multiples of 64, 32, 16), pixel counts not a
          * multiple of the kernel's 6, and stride 1 */
@@ -292,20 +308,26 @@ int main(void)
         check_kernel(2, 1, 48, 4, 13, 80);
         check_kernel(3, 2, 32, 11, 7, 64);
         check_kernel(3, 1, 16, 3, 3, 16);
-        /* what the dispatcher reports for the model's layer kinds */
-        jem_conv_shape c1 = {64, 32, 28, 28, 64, 3, 3, 1, 1}, c2 = {64, 64, 28, 28, 64, 3, 3, 2, 1};
-        jem_conv_shape sc = {64, 32, 28, 28, 64, 1, 1, 2, 0}, stem = {64, 1, 28, 28, 16, 3, 3, 1, 1};
-        if (jem_winograd_available())
-            ASSERT(!strcmp(jem_conv2d_kernel(&c1, 0), "winograd") && !strcmp(jem_conv2d_kernel(&c1, 1), "winograd"));
-        ASSERT(!strcmp(jem_conv2d_kernel(&c1, 2), jem_winograd_available() ? "winograd" : "indirect"));
-        ASSERT(!strcmp(jem_conv2d_kernel(&c2, 0), "indirect") && !strcmp(jem_conv2d_kernel(&c2, 2), "indirect"));
-        ASSERT(!strcmp(jem_conv2d_kernel(&c2, 1), "indirect") && !strcmp(jem_conv2d_kernel(&sc, 0), "gemm"));
-        ASSERT(!strcmp(jem_conv2d_kernel(&stem, 0), "direct") && !strcmp(jem_conv2d_kernel(&stem, 1), "gemm"));
-        jem_conv_shape bad = {1, 16, 8, 8, 24, 3, 3, 2, 1};
-        ASSERT(!jem_indirect_fits(&bad) && jem_indirect_ws(&bad) == 0);
+        jem_conv_shape ibad = {1, 16, 8, 8, 24, 3, 3, 2, 1};
+        ASSERT(jem_kernel_indirect.ws(&ibad) == 0 &&
+               jem_kernel_indirect.forward(NULL, NULL, NULL, NULL, &ibad, &jem_store_set, 0, NULL) == -1);
         check_kernel(0, 2, 32, 28, 28, 64);
         check_kernel(0, 1, 16, 5, 9, 8);
         check_kernel(0, 2, 8, 17, 3, 16);
+    }
+    if (avx) {
+        /* what the dispatcher runs for the model's layer kinds under this
+         * process's settings */
+        jem_conv_shape c1 = {64, 32, 28, 28, 64, 3, 3, 1, 1}, c2 = {64, 64, 28, 28, 64, 3, 3, 2, 1};
+        jem_conv_shape sc = {64, 32, 28, 28, 64, 1, 1, 2, 0}, stem = {64, 1, 28, 28, 16, 3, 3, 1, 1};
+        const jem_conv_pass F = JEM_PASS_FORWARD, I = JEM_PASS_INPUT_GRAD, W = JEM_PASS_WEIGHT_GRAD;
+#define KERNEL(s, pass) jem_conv_plan_layer(&(s), (pass), 0, 0, set).kernel
+        if (wino) ASSERT(KERNEL(c1, F) == JEM_KERNEL_WINOGRAD && KERNEL(c1, I) == JEM_KERNEL_WINOGRAD);
+        ASSERT(KERNEL(c1, W) == (wino ? JEM_KERNEL_WINOGRAD : JEM_KERNEL_INDIRECT));
+        ASSERT(KERNEL(c2, F) == JEM_KERNEL_INDIRECT && KERNEL(c2, W) == JEM_KERNEL_INDIRECT);
+        ASSERT(KERNEL(c2, I) == JEM_KERNEL_INDIRECT && KERNEL(sc, F) == JEM_KERNEL_GEMM);
+        ASSERT(KERNEL(stem, F) == JEM_KERNEL_DIRECT && KERNEL(stem, I) == JEM_KERNEL_GEMM);
+#undef KERNEL
     }
     return t_finish();
 }

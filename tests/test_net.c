@@ -3,6 +3,7 @@
  * from the same parameter table; NULL-gradient semantics; model files. */
 #include "jem.h"
 #include "nn/nn.h"
+#include "nn/plan.h"
 #include "test.h"
 #include "gradcheck.h"
 
@@ -216,8 +217,9 @@ static void check_fused_agrees(const char *desc, int B, uint64_t seed)
         memcpy(gr[k], jem_net_grads(net), sizeof(float) * np);
     }
     /* every block fuses where the AVX-512 kernels run (unless JEM_FUSE=0) */
-    const char *fe = getenv("JEM_FUSE");
-    if (jem_winograd_available() && !(fe && !strcmp(fe, "0"))) ASSERT_MSG(nf == a.n_blocks, "%s: %d of %d blocks fused", a.name, nf, a.n_blocks);
+    const jem_conv_settings *set = jem_conv_settings_get();
+    if (set->avx512 && set->kernels == JEM_KERNELS_AUTO && set->fuse)
+        ASSERT_MSG(nf == a.n_blocks, "%s: %d of %d blocks fused", a.name, nf, a.n_blocks);
     double el = rel_err_ff(lg[0], lg[1], nl), ex = rel_err_ff(dx[0], dx[1], nx), eg = 0;
     for (int i = 0; i < jem_net_ntensors(net); i++) {
         const jem_param *t = jem_net_tensor(net, i);

@@ -52,7 +52,7 @@ static void check_conv(int B, int IC, int H, int W, int OC, int K, int stride, i
     fill_uniform(x, nx, rng, -1, 1); fill_uniform(w, nw, rng, -0.5f, 0.5f);
     fill_uniform(b, OC, rng, -0.5f, 0.5f); fill_uniform(r, no, rng, -1, 1);
     float *ws = malloc(sizeof(float) * jem_conv2d_ws(&s) * omp_get_max_threads());
-    jem_conv2d_forward(o1, x, w, b, &s, ws);
+    jem_conv2d_forward(o1, x, w, b, &s, NULL, ws);
     jem_conv2d_forward_ref(o2, x, w, b, &s);
     double e = rel_err_ff(o1, o2, no);
     ASSERT_MSG(e < TOL_FWD, "conv fwd %dx%dx%d->%d k%d s%d p%d: err %.3g", IC, H, W, OC, K, stride, pad, e);
@@ -60,7 +60,7 @@ static void check_conv(int B, int IC, int H, int W, int OC, int K, int stride, i
     /* analytic (fast kernels), accumulating on top of a known value */
     float *dx = calloc(nx, sizeof(float)), *dw = calloc(nw, sizeof(float)), *db = calloc(OC, sizeof(float));
     for (size_t i = 0; i < nx; i++) dx[i] = 1.0f;
-    jem_conv2d_backward(dx, dw, db, r, x, w, &s, ws);
+    jem_conv2d_backward(dx, dw, db, r, x, w, &s, NULL, ws);
     for (size_t i = 0; i < nx; i++) dx[i] -= 1.0f;
     /* reference backward */
     float *dx2 = calloc(nx, sizeof(float)), *dw2 = calloc(nw, sizeof(float)), *db2 = calloc(OC, sizeof(float));
@@ -80,9 +80,9 @@ static void check_conv(int B, int IC, int H, int W, int OC, int K, int stride, i
 
     /* NULL gradients: input only, and weights only */
     float *dx3 = calloc(nx, sizeof(float)), *dw3 = calloc(nw, sizeof(float));
-    jem_conv2d_backward(dx3, NULL, NULL, r, x, w, &s, ws);
+    jem_conv2d_backward(dx3, NULL, NULL, r, x, w, &s, NULL, ws);
     ASSERT_MSG(rel_err_ff(dx3, dx, nx) < 1e-6, "conv dx alone differs");
-    jem_conv2d_backward(NULL, dw3, NULL, r, x, w, &s, ws);
+    jem_conv2d_backward(NULL, dw3, NULL, r, x, w, &s, NULL, ws);
     ASSERT_MSG(rel_err_ff(dw3, dw, nw) < 1e-6, "conv dw alone differs");
 
     free(x); free(w); free(b); free(r); free(o1); free(o2); free(ws);

@@ -1,9 +1,11 @@
 /* jem bench: images/s of the four workloads that decide training speed,
- * per-layer convolution GFLOP/s against the measured sgemm rate, peak
- * memory. Medians of several repetitions after a warm-up. */
+ * per-layer convolution GFLOP/s against the measured sgemm rate with the
+ * kernel and tile the planner chose for each pass, peak memory. Medians of
+ * several repetitions after a warm-up. */
 #include "cli/cli.h"
 #include "io/json.h"
 #include "nn/nn.h"
+#include "nn/plan.h"
 
 #include <math.h>
 #include <omp.h>
@@ -93,29 +95,40 @@ static jem_status run_workload(bctx *b, int w, int K)
 
 typedef struct { const char *name; int batch; double img_s, ms; } wres;
 
+/* a plan's kernel and tile as text: "winograd F(4x4)", "indirect" */
+static const char *plan_str(jem_conv_plan p, char *buf, size_t n)
+{
+    if (p.kernel == JEM_KERNEL_WINOGRAD) snprintf(buf, n, "winograd F(%dx%d)", p.tile, p.tile);
+    else snprintf(buf, n, "%s", jem_kernel_name(p.kernel));
+    return buf;
+}
+
 /* each block fused per image (block.c), as the network runs it, batch 64:
- * forward (the two 3x3 convolutions and the shortcut), input gradient and
- * input and weight gradients of the two 3x3 convolutions (the shortcut's
- * take the GEMM path); effective GFLOP/s (the last column counts the FLOPs
- * of both gradients). The
+ * forward (the two 3x3 convolutions and the shortcut), input gradient, and
+ * input and weight gradients (those of the shortcut included); effective
+ * GFLOP/s of the two 3x3 convolutions (the forward pass counts the
+ * shortcut's FLOPs too, the last column those of both gradients). The
  * transformed weights are cached between repetitions, as between SGLD
- * steps. */
+ * steps. Every block's plan is listed, fused or not. */
 static void blocks_bench(jem_jw *jw, const jem_arch *a, int reps, int json, jem_rng *rng, double *t)
 {
     jem_jw_key(jw, "blocks");
     jem_jw_arr_begin(jw);
-    if (!json) printf("\nfused blocks (per image; forward with the shortcut): effective GFLOP/s\n%-10s %-22s %9s %9s %9s\n",
-                      "block", "shape (batch 64)", "fwd", "bwd-in", "bwd-in+w");
+    if (!json)
+        printf("\nfused blocks (per image; forward with the shortcut): effective GFLOP/s\n%-10s %-22s %9s %9s %9s   %s\n",
+               "block", "shape (batch 64)", "fwd", "bwd-in", "bwd-in+w", "plan: conv1 / conv2 / shortcut");
     int C = a->stem, H = a->in_h, W = a->in_w;
-    const float slope = a->act == JEM_ACT_RELU ? 0.0f : a->slope;
-    /* which blocks fuse: between two fused blocks the activations stay
-     * channels innermost */
+    /* the planner's choice for each block: between two fused blocks the
+     * activations stay channels innermost */
+    jem_block_plan bp[JEM_MAX_BLOCKS];
     int fus[JEM_MAX_BLOCKS + 1] = {0};
-    const int act_ok = jem_act_fusable(a->act, a->slope);
     for (int i = 0; i < a->n_blocks; i++) {
         const int OC = a->width[i], st = a->stride[i];
         const jem_conv_shape s1 = {64, C, H, W, OC, 3, 3, 1, 1}, s2 = {64, OC, H, W, OC, 3, 3, st, 1};
-        fus[i] = act_ok && jem_block_fusable(&s1, &s2);
+        const jem_conv_shape ssc = {64, C, H, W, OC, 1, 1, st, 0};
+        bp[i] = jem_conv_plan_block(&s1, &s2, st != 1 || C != OC ? &ssc : NULL, a->act, a->slope,
+                                    jem_conv_settings_get());
+        fus[i] = bp[i].fused;
         C = OC; H = (H - 1) / st + 1; W = (W - 1) / st + 1;
     }
     C = a->stem; H = a->in_h; W = a->in_w;
@@ -125,9 +138,24 @@ static void blocks_bench(jem_jw *jw, const jem_arch *a, int reps, int json, jem_
         memset(&d, 0, sizeof d);
         d.s1 = (jem_conv_shape){64, C, H, W, OC, 3, 3, 1, 1};
         d.s2 = (jem_conv_shape){64, OC, H, W, OC, 3, 3, st, 1};
+        d.plan = &bp[i];
         d.in_hwc = i > 0 && fus[i - 1];
         d.out_hwc = fus[i + 1];
-        if (fus[i]) {
+        char name[16], shp[48], k1[32], k2[32], ksc[32];
+        snprintf(name, sizeof name, "b%d", i + 1);
+        snprintf(shp, sizeof shp, "%dx%dx%d->%d s%d", C, H, W, OC, st);
+        plan_str(bp[i].c1, k1, sizeof k1);
+        plan_str(bp[i].c2, k2, sizeof k2);
+        if (bp[i].sc.kernel == JEM_KERNEL_NONE && st == 1 && C == OC) snprintf(ksc, sizeof ksc, "identity");
+        else plan_str(bp[i].sc, ksc, sizeof ksc);
+        if (!fus[i]) {
+            if (!json) printf("%-10s %-22s %9s %9s %9s   layer by layer\n", name, shp, "-", "-", "-");
+            jem_jw_obj_begin(jw);
+            jem_jw_kstr(jw, "name", name);
+            jem_jw_kstr(jw, "shape", shp);
+            jem_jw_kbool(jw, "fused", 0);
+            jem_jw_obj_end(jw);
+        } else {
             const size_t nin = (size_t)64 * C * H * W, nmid = (size_t)64 * OC * H * W, nout = (size_t)64 * OC * OH * OW;
             const int sc = st != 1 || C != OC;
             const size_t nw1 = (size_t)OC * C * 9, nw2 = (size_t)OC * OC * 9, nsc = sc ? (size_t)OC * C + OC : 0;
@@ -135,7 +163,7 @@ static void blocks_bench(jem_jw *jw, const jem_arch *a, int reps, int json, jem_
             float *h1 = malloc(sizeof(float) * nmid), *out = malloc(sizeof(float) * nout);
             float *dout = malloc(sizeof(float) * nout), *act = malloc(sizeof(float) * nout);
             float *w = malloc(sizeof(float) * (2 * (nw1 + nw2 + 2 * OC) + nsc));
-            float *ws = malloc(sizeof(float) * jem_block_ws(&d.s1, &d.s2) * omp_get_max_threads());
+            float *ws = malloc(sizeof(float) * jem_block_ws(d.plan, &d.s1, &d.s2) * omp_get_max_threads());
             jem_wcache *wc[5] = {NULL, NULL, NULL, NULL, NULL};
             if (!a1 || !da1 || !h1 || !out || !dout || !act || !w || !ws) {
                 fprintf(stderr, "jem bench: error: out of memory for block %d\n", i + 1);
@@ -146,7 +174,6 @@ static void blocks_bench(jem_jw *jw, const jem_arch *a, int reps, int json, jem_
                 d.w1 = w; d.b1 = w + nw1; d.w2 = w + nw1 + OC; d.b2 = w + nw1 + OC + nw2;
                 d.wc1f = &wc[0]; d.wc2f = &wc[1]; d.wc1b = &wc[2]; d.wc2b = &wc[3]; d.wcsc = &wc[4];
                 if (sc) { d.wsc = w + 2 * (nw1 + nw2 + 2 * OC); d.bsc = d.wsc + (size_t)OC * C; }
-                d.slope = slope;
                 /* the forward pass includes the shortcut; the gradients do not */
                 const double lc = 2.0 * 64 * ((double)OC * H * W * C * 9 + (double)OC * OH * OW * OC * 9);
                 const double lf = lc + (sc ? 2.0 * 64 * OC * OH * OW * C : 0.0);
@@ -166,15 +193,21 @@ static void blocks_bench(jem_jw *jw, const jem_arch *a, int reps, int json, jem_
                     }
                     gf[k] = (k == 0 ? lf : k == 1 ? lc : 2 * lc) / median(t, reps) / 1e9; /* k 2: both gradients */
                 }
-                char name[16], shp[48];
-                snprintf(name, sizeof name, "b%d", i + 1);
-                snprintf(shp, sizeof shp, "%dx%dx%d->%d s%d", C, H, W, OC, st);
                 if (!ok) fprintf(stderr, "jem bench: error: out of memory for block %d\n", i + 1);
-                else if (!json) printf("%-10s %-22s %9.1f %9.1f %9.1f\n", name, shp, gf[0], gf[1], gf[2]);
+                else if (!json)
+                    printf("%-10s %-22s %9.1f %9.1f %9.1f   %s / %s / %s\n", name, shp, gf[0], gf[1], gf[2], k1, k2,
+                           ksc);
                 if (ok) {
                     jem_jw_obj_begin(jw);
                     jem_jw_kstr(jw, "name", name);
                     jem_jw_kstr(jw, "shape", shp);
+                    jem_jw_kbool(jw, "fused", 1);
+                    jem_jw_kstr(jw, "kernel_conv1", jem_kernel_name(bp[i].c1.kernel));
+                    jem_jw_kint(jw, "tile_conv1", bp[i].c1.tile);
+                    jem_jw_kstr(jw, "kernel_conv2", jem_kernel_name(bp[i].c2.kernel));
+                    jem_jw_kint(jw, "tile_conv2", bp[i].c2.tile);
+                    jem_jw_kstr(jw, "kernel_shortcut", bp[i].sc.kernel == JEM_KERNEL_NONE ? "identity"
+                                                                                           : jem_kernel_name(bp[i].sc.kernel));
                     jem_jw_kdouble(jw, "forward_gflops", gf[0]);
                     jem_jw_kdouble(jw, "backward_input_gflops", gf[1]);
                     jem_jw_kdouble(jw, "backward_input_weight_gflops", gf[2]);
@@ -301,9 +334,9 @@ int cmd_bench(int argc, char **argv)
         jem_jw_obj_end(&jw);
         if (!json)
             printf("\nsgemm: %.1f GFLOP/s at 128^3, %.1f at 2048^3\n\n"
-                   "convolutions: effective GFLOP/s (direct-convolution FLOPs / time) and the kernel used\n"
+                   "convolutions: effective GFLOP/s (direct-convolution FLOPs / time) and the planner's kernels\n"
                    "%-10s %-22s %9s %9s %9s   %s\n",
-                   sg[0], sg[1], "layer", "shape (batch 64)", "fwd", "bwd-in", "bwd-w", "kernels (fwd/bwd-in/bwd-w)");
+                   sg[0], sg[1], "layer", "shape (batch 64)", "fwd", "bwd-in", "bwd-w", "plan: fwd / bwd-in / bwd-w");
         /* every convolution of the model at batch 64 */
         jem_jw_key(&jw, "layers");
         jem_jw_arr_begin(&jw);
@@ -340,18 +373,24 @@ int cmd_bench(int argc, char **argv)
             for (int k = 0; k < 3; k++) {
                 for (int rep = -1; rep < reps; rep++) {
                     double t0 = now_s();
-                    if (k == 0) jem_conv2d_forward(out, in, wt, bias, sh, ws);
-                    else if (k == 1) jem_conv2d_backward(din, NULL, NULL, out, in, wt, sh, ws);
-                    else jem_conv2d_backward(NULL, dw, NULL, out, in, wt, sh, ws);
+                    if (k == 0) jem_conv2d_forward(out, in, wt, bias, sh, NULL, ws);
+                    else if (k == 1) jem_conv2d_backward(din, NULL, NULL, out, in, wt, sh, NULL, ws);
+                    else jem_conv2d_backward(NULL, dw, NULL, out, in, wt, sh, NULL, ws);
                     if (rep >= 0) t[rep] = now_s() - t0;
                 }
                 g[k] = lf / median(t, reps) / 1e9;
             }
-            char shp[48];
+            char shp[48], kp[3][32];
             snprintf(shp, sizeof shp, "%dx%dx%d->%d k%d s%d", sh->IC, sh->H, sh->W, sh->OC, sh->KH, sh->stride);
+            /* the planner's choice for each pass, as measured: a plain store */
+            jem_conv_plan pl[3];
+            for (int k = 0; k < 3; k++) {
+                pl[k] = jem_conv_plan_layer(sh, (jem_conv_pass)k, 0, 0, jem_conv_settings_get());
+                plan_str(pl[k], kp[k], sizeof kp[k]);
+            }
             if (!json)
-                printf("%-10s %-22s %9.1f %9.1f %9.1f   %s/%s/%s\n", names[l], shp, g[0], g[1], g[2],
-                       jem_conv2d_kernel(sh, 0), jem_conv2d_kernel(sh, 1), jem_conv2d_kernel(sh, 2));
+                printf("%-10s %-22s %9.1f %9.1f %9.1f   %s / %s / %s\n", names[l], shp, g[0], g[1], g[2], kp[0], kp[1],
+                       kp[2]);
             jem_jw_obj_begin(&jw);
             jem_jw_kstr(&jw, "name", names[l]);
             jem_jw_kstr(&jw, "shape", shp);
@@ -359,9 +398,12 @@ int cmd_bench(int argc, char **argv)
             jem_jw_kdouble(&jw, "backward_input_gflops", g[1]);
             jem_jw_kdouble(&jw, "backward_weight_gflops", g[2]);
             jem_jw_kdouble(&jw, "mflop", lf / 1e6);
-            jem_jw_kstr(&jw, "kernel_forward", jem_conv2d_kernel(sh, 0));
-            jem_jw_kstr(&jw, "kernel_backward_input", jem_conv2d_kernel(sh, 1));
-            jem_jw_kstr(&jw, "kernel_backward_weight", jem_conv2d_kernel(sh, 2));
+            jem_jw_kstr(&jw, "kernel_forward", jem_kernel_name(pl[0].kernel));
+            jem_jw_kint(&jw, "tile_forward", pl[0].tile);
+            jem_jw_kstr(&jw, "kernel_backward_input", jem_kernel_name(pl[1].kernel));
+            jem_jw_kint(&jw, "tile_backward_input", pl[1].tile);
+            jem_jw_kstr(&jw, "kernel_backward_weight", jem_kernel_name(pl[2].kernel));
+            jem_jw_kint(&jw, "tile_backward_weight", pl[2].tile);
             jem_jw_obj_end(&jw);
             free(in); free(out); free(wt); free(din); free(dw); free(bias); free(ws);
         }

@@ -13,34 +13,24 @@
  * adds into conv2's output before the one transpose back. The backward pass
  * does the same in reverse: conv2's input gradient, times act'(h1), is
  * written into conv1's padded input, and the weight gradients of both
- * convolutions read those buffers (the shortcut's gradients stay with the
- * caller).
+ * convolutions read those buffers; the shortcut's weight gradient reads
+ * the transposed input and the output gradient.
  *
  * The arithmetic is that of the layer-by-layer kernels (the same cores,
  * kern.h); only the shortcut's sum is in another order. test_net compares
- * both paths. JEM_FUSE=0 turns fusion off.
+ * both paths. Which blocks fuse, and the Winograd tiles, are the planner's
+ * (plan.c; JEM_FUSE=0 turns fusion off).
  */
 #include "nn/nn.h"
 #include "nn/hwc.h"
 #include "nn/kern.h"
+#include "nn/plan.h"
 
 #include <stdlib.h>
 #include <string.h>
 #include <omp.h>
 
 static size_t maxz(size_t a, size_t b) { return a > b ? a : b; }
-
-int jem_block_fusable(const jem_conv_shape *s1, const jem_conv_shape *s2)
-{
-    static int off = -1;
-    if (off < 0) {
-        const char *e = getenv("JEM_FUSE");
-        off = e && !strcmp(e, "0");
-    }
-    if (off || !HAVE_X86 || !jem_winograd_available() || !jem_winograd_fits(s1)) return 0;
-    if (s2->IC != s1->OC || s2->OC != s1->OC || s2->H != s1->H || s2->W != s1->W) return 0;
-    return s2->stride == 1 ? jem_winograd_fits(s2) : jem_indirect_fits(s2);
-}
 
 /* the per-thread workspace: offsets (floats) of each buffer, and its size */
 typedef struct {
@@ -49,15 +39,15 @@ typedef struct {
     size_t xr, x1, d1, y1, x2, q, y2, core, du1, du2, dsc, poff, poffsc, bias, total;
 } layout;
 
-static void plan(layout *l, const jem_conv_shape *s1, const jem_conv_shape *s2)
+static void lay_out(layout *l, const jem_block_plan *p, const jem_conv_shape *s1, const jem_conv_shape *s2)
 {
     const int IC = s1->IC, OC = s1->OC, H = s1->H, W = s1->W;
     l->IC = IC; l->OC = OC; l->H = H; l->W = W;
     l->OH = jem_conv_out(H, 3, s2->stride, 1);
     l->OW = jem_conv_out(W, 3, s2->stride, 1);
     l->P = l->OH * l->OW;
-    l->m1 = jem_winograd_tile(s1);
-    l->m2 = s2->stride == 1 ? jem_winograd_tile(s2) : 0;
+    l->m1 = p->c1.tile;
+    l->m2 = p->c2.kernel == JEM_KERNEL_WINOGRAD ? p->c2.tile : 0;
     l->Hp1 = jem_wino_padded(H, l->m1); l->Wp1 = jem_wino_padded(W, l->m1);
     l->Hp2 = l->m2 ? jem_wino_padded(H, l->m2) : H + 2;
     l->Wp2 = l->m2 ? jem_wino_padded(W, l->m2) : W + 2;
@@ -84,23 +74,25 @@ static void plan(layout *l, const jem_conv_shape *s1, const jem_conv_shape *s2)
     l->total = o;
 }
 
-size_t jem_block_ws(const jem_conv_shape *s1, const jem_conv_shape *s2)
+size_t jem_block_ws(const jem_block_plan *p, const jem_conv_shape *s1, const jem_conv_shape *s2)
 {
-    if (!jem_block_fusable(s1, s2)) return 0;
+    if (!p->fused) return 0;
     layout l;
-    plan(&l, s1, s2);
+    lay_out(&l, p, s1, s2);
     return l.total;
 }
 
 #if HAVE_X86
 /* v = Y + bias (bias may be NULL) for the (H, W, C) image Y; h = v (when h
- * is not NULL); X (Hp, Wp, C) = LeakyReLU(v) at (1, 1), zero border */
+ * is not NULL); X (Hp, Wp, C) = act(v) (act NULL: v) at (1, 1), zero
+ * border */
 __attribute__((target("avx512f")))
 static void act_pad(float *h, float *X, const float *Y, const float *bias, int C, int H, int W, int Hp, int Wp,
-                    float slope)
+                    const jem_fact *act)
 {
     jem_hwc_zero_border(X, C, H, W, Hp, Wp);
-    const __m512 sl = _mm512_set1_ps(slope);
+    static const jem_fact identity = {JEM_ACT_LRELU, 1.0f}; /* LeakyReLU of slope 1 */
+    const jem_factv a = jem_factv_make(act ? act : &identity);
     for (int y = 0; y < H; y++)
         for (int x = 0; x < W; x++) {
             const size_t p = ((size_t)y * W + x) * C;
@@ -109,7 +101,7 @@ static void act_pad(float *h, float *X, const float *Y, const float *bias, int C
                 __m512 v = _mm512_loadu_ps(Y + p + c0);
                 if (bias) v = _mm512_add_ps(v, _mm512_loadu_ps(bias + c0));
                 if (h) _mm512_storeu_ps(h + p + c0, v);
-                _mm512_storeu_ps(xp + c0, _mm512_max_ps(v, _mm512_mul_ps(sl, v)));
+                _mm512_storeu_ps(xp + c0, jem_factv_apply(&a, v));
             }
         }
 }
@@ -118,18 +110,16 @@ static void act_pad(float *h, float *X, const float *Y, const float *bias, int C
  * x) C, h (H, W, C); zero border */
 __attribute__((target("avx512f")))
 static void gate_pad(float *X, const float *D, int ld, const float *h, int C, int H, int W, int Hp, int Wp,
-                     float slope)
+                     const jem_fact *act)
 {
     jem_hwc_zero_border(X, C, H, W, Hp, Wp);
-    const __m512 sl = _mm512_set1_ps(slope), one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
+    const jem_factv a = jem_factv_make(act);
     for (int y = 0; y < H; y++)
         for (int x = 0; x < W; x++) {
             const float *d = D + ((size_t)y * ld + x) * C, *g = h + ((size_t)y * W + x) * C;
             float *xp = X + ((size_t)(y + 1) * Wp + x + 1) * C;
-            for (int c0 = 0; c0 < C; c0 += 16) {
-                const __mmask16 pos = _mm512_cmp_ps_mask(_mm512_loadu_ps(g + c0), zero, _CMP_GT_OQ);
-                _mm512_storeu_ps(xp + c0, _mm512_mul_ps(_mm512_loadu_ps(d + c0), _mm512_mask_blend_ps(pos, sl, one)));
-            }
+            for (int c0 = 0; c0 < C; c0 += 16)
+                _mm512_storeu_ps(xp + c0, jem_factv_grad(&a, _mm512_loadu_ps(d + c0), _mm512_loadu_ps(g + c0)));
         }
 }
 
@@ -161,9 +151,10 @@ static void fwd_img(float *h1, float *out, float *act_out, const float *x, const
         jem_hwc_pack(ws + l->xr, x, IC, H, W);
         Xr = ws + l->xr;
     }
-    act_pad(NULL, X1, Xr, NULL, IC, H, W, l->Hp1, l->Wp1, d->slope);
+    const jem_fact *act = &d->plan->act;
+    act_pad(NULL, X1, Xr, NULL, IC, H, W, l->Hp1, l->Wp1, act);
     jem_wino_core(Y1, X1, t->U1, IC, OC, H, W, l->m1, core);
-    act_pad(h1, X2, Y1, d->b1, OC, H, W, l->Hp2, l->Wp2, d->slope);
+    act_pad(h1, X2, Y1, d->b1, OC, H, W, l->Hp2, l->Wp2, act);
     if (l->m2) {
         jem_wino_core(Y2, X2, t->U2, OC, OC, H, W, l->m2, core);
     } else {
@@ -186,20 +177,18 @@ static void fwd_img(float *h1, float *out, float *act_out, const float *x, const
             for (int c0 = 0; c0 < OC; c0 += 16)
                 _mm512_storeu_ps(out + p + c0, _mm512_add_ps(_mm512_loadu_ps(Y2 + p + c0), _mm512_loadu_ps(bias + c0)));
     } else {
-        const jem_conv_store st = {0, NULL, act_out, d->slope, NULL};
+        const jem_conv_store st = {0, NULL, act_out, *act, NULL};
         jem_hwc_unpack(out, Y2, OC, l->OH, l->OW, 0, l->OW, bias, &st);
     }
 }
 
 /* Y (n floats) *= act'(X) */
 __attribute__((target("avx512f")))
-static void gate_hwc(float *Y, const float *X, size_t n, float slope)
+static void gate_hwc(float *Y, const float *X, size_t n, const jem_fact *act)
 {
-    const __m512 sl = _mm512_set1_ps(slope), one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
-    for (size_t i = 0; i < n; i += 16) {
-        const __mmask16 pos = _mm512_cmp_ps_mask(_mm512_loadu_ps(X + i), zero, _CMP_GT_OQ);
-        _mm512_storeu_ps(Y + i, _mm512_mul_ps(_mm512_loadu_ps(Y + i), _mm512_mask_blend_ps(pos, sl, one)));
-    }
+    const jem_factv a = jem_factv_make(act);
+    for (size_t i = 0; i < n; i += 16)
+        _mm512_storeu_ps(Y + i, jem_factv_grad(&a, _mm512_loadu_ps(Y + i), _mm512_loadu_ps(X + i)));
 }
 
 __attribute__((target("avx512f")))
@@ -220,7 +209,7 @@ static void bwd_img(float *da1, int want_w, const float *dout, const float *x, c
     const float *D2, *Yc;
     int ld;
     if (l->m2) {
-        if (d->out_hwc) act_pad(NULL, Q, dout, NULL, OC, H, W, l->Hp2, l->Wp2, 1.0f); /* slope 1: a copy */
+        if (d->out_hwc) act_pad(NULL, Q, dout, NULL, OC, H, W, l->Hp2, l->Wp2, NULL); /* a copy */
         else jem_hwc_pack_padded(Q, dout, OC, H, W, l->Hp2, l->Wp2);
         jem_wino_core(Y1, Q, t->U2, OC, OC, H, W, l->m2, core);
         D2 = Y1; ld = W;
@@ -246,11 +235,12 @@ static void bwd_img(float *da1, int want_w, const float *dout, const float *x, c
     }
     /* dh1 = D2 act'(h1), padded: conv1's input-gradient input and its
      * weight gradient's output gradient */
-    gate_pad(D1, D2, ld, h1, OC, H, W, l->Hp1, l->Wp1, d->slope);
+    const jem_fact *act = &d->plan->act;
+    gate_pad(D1, D2, ld, h1, OC, H, W, l->Hp1, l->Wp1, act);
     if (da1) {
         /* conv1's input gradient times act'(x), plus the shortcut's */
         jem_wino_core(Y1, D1, t->U1, OC, IC, H, W, l->m1, core);
-        gate_hwc(Y1, Xr, (size_t)H * W * IC, d->slope);
+        gate_hwc(Y1, Xr, (size_t)H * W * IC, act);
         if (d->wsc) {
             jem_ind_pointwise(Y1, psc, Yc, NULL, d->wsc, OC, IC, P);
         } else {
@@ -261,14 +251,14 @@ static void bwd_img(float *da1, int want_w, const float *dout, const float *x, c
         else jem_hwc_unpack(da1, Y1, IC, H, W, 0, W, NULL, &jem_store_set);
     }
     if (want_w) {
-        act_pad(NULL, X2, h1, NULL, OC, H, W, l->Hp2, l->Wp2, d->slope);
+        act_pad(NULL, X2, h1, NULL, OC, H, W, l->Hp2, l->Wp2, act);
         if (l->m2) {
             jem_wino_wgrad_core(ws + l->du2, X2, Yc, W, OC, OC, H, W, l->m2, core);
         } else {
             memset(X2 + (size_t)l->Hp2 * l->Wp2 * OC, 0, sizeof(float) * 16); /* the slack */
             jem_ind_wgrad_core(ws + l->du2, X2, Yc, poff, OC, OC, P, l->Wp2);
         }
-        act_pad(NULL, X1, Xr, NULL, IC, H, W, l->Hp1, l->Wp1, d->slope);
+        act_pad(NULL, X1, Xr, NULL, IC, H, W, l->Hp1, l->Wp1, act);
         jem_wino_wgrad_core(ws + l->du1, X1, D1 + (size_t)(l->Wp1 + 1) * OC, l->Wp1, IC, OC, H, W, l->m1, core);
         if (d->wsc) {
             /* the shortcut: dWsc (IC, OC) += sum_p x[psc[p]]^T dout[p] */
@@ -285,7 +275,7 @@ int jem_block_forward(float *h1, float *out, float *act_out, const float *x, con
 {
 #if HAVE_X86
     layout l;
-    plan(&l, &d->s1, &d->s2);
+    lay_out(&l, d->plan, &d->s1, &d->s2);
     if (!d->wsc && (l.IC != l.OC || d->s2.stride != 1)) return -1; /* an identity shortcut needs equal shapes */
     wts t;
     if (weights(&t, d, &l, 0)) return -1;
@@ -310,7 +300,7 @@ int jem_block_backward(float *da1, float *dw1, float *db1, float *dw2, float *db
 {
 #if HAVE_X86
     layout l;
-    plan(&l, &d->s1, &d->s2);
+    lay_out(&l, d->plan, &d->s1, &d->s2);
     wts t;
     if (weights(&t, d, &l, 1)) return -1;
     if (!d->wsc && (l.IC != l.OC || d->s2.stride != 1)) return -1;

@@ -1,10 +1,11 @@
-/* conv2d: im2col + cblas_sgemm per image, images split across threads;
- * 1x1 stride-1 unpadded convolutions use the input directly as the column
- * matrix. On AVX-512 CPUs 3x3 pad-1 layers go to faster kernels first:
- * Winograd (stride 1, channels multiples of 16), indirect convolution
- * (strided, channels multiples of 16), direct (stride 1, output channels a
- * multiple of 8). Naive reference versions at the end. */
+/* conv2d: the dispatcher, which runs each pass on the kernel the planner
+ * (plan.c) chooses, and the portable kernel: im2col + cblas_sgemm per
+ * image, images split across threads, 1x1 stride-1 unpadded convolutions
+ * using the input directly as the column matrix. The transformed-weight
+ * cache, and naive reference versions at the end. */
 #include "nn/nn.h"
+#include "nn/kern.h"
+#include "nn/plan.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +23,7 @@ size_t jem_conv2d_ws(const jem_conv_shape *s)
     int OW = jem_conv_out(s->W, s->KW, s->stride, s->pad);
     size_t col = is_pointwise(s) ? 0 : (size_t)s->IC * s->KH * s->KW * OH * OW;
     size_t dw = (size_t)s->OC * s->IC * s->KH * s->KW + (size_t)s->OC;
-    size_t n = col + dw, wg = jem_winograd_ws(s), wi = jem_indirect_ws(s);
+    size_t n = col + dw, wg = jem_kernel_winograd.ws(s), wi = jem_kernel_indirect.ws(s);
     if (wg > n) n = wg;
     if (wi > n) n = wi;
     /* round to 16 floats so per-thread regions stay 64-byte aligned */
@@ -129,46 +130,26 @@ float *jem_wcache_get(jem_wcache **slot, const float *w, size_t nw, uint64_t tag
     return c->u;
 }
 
-const jem_conv_store jem_store_set = {0, NULL, NULL, 0.0f, NULL}, jem_store_add = {1, NULL, NULL, 0.0f, NULL};
+const jem_conv_store jem_store_set = {0, NULL, NULL, {JEM_ACT_RELU, 0.0f}, NULL},
+                     jem_store_add = {1, NULL, NULL, {JEM_ACT_RELU, 0.0f}, NULL};
 
 static int plain(const jem_conv_store *st, int accumulate)
 {
     return st->accumulate == accumulate && !st->gate && !st->act_out;
 }
 
-/* the gate and act_out parts of a store, for the paths that cannot fuse
- * them: a pass over the stored result */
-static void finish_store(float *out, size_t n, const jem_conv_store *st)
-{
-    const jem_act a = st->slope > 0.0f ? JEM_ACT_LRELU : JEM_ACT_RELU;
-    if (st->gate) jem_act_grad_inplace(out, st->gate, n, a, st->slope);
-    if (st->act_out) jem_act_forward(st->act_out, out, n, a, st->slope);
-}
+/* ---- the GEMM kernel: takes every shape */
 
-void jem_conv2d_forward(float *out, const float *inp, const float *w,
-                        const float *bias, const jem_conv_shape *s, float *ws)
+static int gemm_forward(float *out, const float *inp, const float *w, const float *bias, const jem_conv_shape *s,
+                        const jem_conv_store *st, int tile, float *ws)
 {
-    jem_conv2d_forward_st(out, inp, w, bias, s, &jem_store_set, ws);
-}
-
-void jem_conv2d_forward_st(float *out, const float *inp, const float *w, const float *bias,
-                           const jem_conv_shape *s, const jem_conv_store *st, float *ws)
-{
+    (void)tile;
     const int OH = jem_conv_out(s->H, s->KH, s->stride, s->pad);
     const int OW = jem_conv_out(s->W, s->KW, s->stride, s->pad);
     const int M = s->OC, N = OH * OW, K = s->IC * s->KH * s->KW;
     const size_t in_sz = (size_t)s->IC * s->H * s->W, out_sz = (size_t)M * N;
     const size_t wsz = jem_conv2d_ws(s);
     const int pw = is_pointwise(s);
-    if (jem_winograd_fits(s) && jem_winograd_forward_st(out, inp, w, bias, s, st, 0, ws) == 0)
-        return;
-    if (s->stride > 1 && jem_indirect_fits(s) && jem_indirect_forward_st(out, inp, w, bias, s, st, ws) == 0)
-        return;
-    if (!st->accumulate && s->KH == 3 && s->KW == 3 && s->stride == 1 && s->pad == 1 &&
-        jem_conv3x3_avx512_forward(out, inp, w, bias, s) == 0) {
-        finish_store(out, (size_t)s->B * out_sz, st);
-        return;
-    }
 #pragma omp parallel for schedule(static)
     for (int b = 0; b < s->B; b++) {
         float *col = ws + (size_t)omp_get_thread_num() * wsz;
@@ -184,20 +165,14 @@ void jem_conv2d_forward_st(float *out, const float *inp, const float *w, const f
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f,
                     w, K, cm, N, bias || st->accumulate ? 1.0f : 0.0f, o, N);
     }
-    finish_store(out, (size_t)s->B * out_sz, st);
+    jem_store_finish(out, (size_t)s->B * out_sz, st);
+    return 0;
 }
 
-void jem_conv2d_backward(float *dinp, float *dw, float *db, const float *dout,
-                         const float *inp, const float *w,
-                         const jem_conv_shape *s, float *ws)
+static int gemm_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w,
+                         const jem_conv_shape *s, const jem_conv_store *st, int tile, float *ws)
 {
-    jem_conv2d_backward_st(dinp, dw, db, dout, inp, w, s, &jem_store_add, ws);
-}
-
-void jem_conv2d_backward_st(float *dinp, float *dw, float *db, const float *dout,
-                            const float *inp, const float *w, const jem_conv_shape *s,
-                            const jem_conv_store *st, float *ws)
-{
+    (void)tile;
     const int OH = jem_conv_out(s->H, s->KH, s->stride, s->pad);
     const int OW = jem_conv_out(s->W, s->KW, s->stride, s->pad);
     const int M = s->OC, N = OH * OW, K = s->IC * s->KH * s->KW;
@@ -205,30 +180,12 @@ void jem_conv2d_backward_st(float *dinp, float *dw, float *db, const float *dout
     const size_t wsz = jem_conv2d_ws(s);
     const size_t colsz = is_pointwise(s) ? 0 : (size_t)K * N;
     const int pw = is_pointwise(s);
-    int want_w = dw != NULL || db != NULL;
-    if (!dinp && !want_w) return;
-    if (jem_winograd_fits(s)) {
-        if (dinp && jem_winograd_backward_input_st(dinp, dout, w, s, st, 0, ws) == 0) dinp = NULL; /* done */
-        if (want_w && jem_winograd_backward_weight(dw, db, dout, inp, s, ws) == 0) {
-            dw = db = NULL;
-            want_w = 0;
-        }
-        if (!dinp && !want_w) return;
-    }
-    if (jem_indirect_fits(s) && (!dinp || s->stride > 1) &&
-        jem_indirect_backward_st(dinp, dw, db, dout, inp, w, s, st, ws) == 0)
-        return;
-    /* the paths below accumulate into dinp and leave the rest of the store
-     * to a pass at the end */
+    const int want_w = dw != NULL || db != NULL;
+    if (!dinp && !want_w) return 0;
+    /* the input gradient accumulates into dinp; the rest of the store is
+     * a pass at the end */
     float *dfin = dinp && !plain(st, 1) ? dinp : NULL;
     if (dinp && !st->accumulate) memset(dinp, 0, sizeof(float) * (size_t)s->B * in_sz);
-    if (dinp && s->KH == 3 && s->KW == 3 && s->stride == 1 && s->pad == 1 &&
-        jem_conv3x3_avx512_backward_input(dinp, dout, w, s) == 0)
-        dinp = NULL; /* done; the weight gradients (if any) take the GEMM path */
-    if (!dinp && !want_w) {
-        if (dfin) finish_store(dfin, (size_t)s->B * in_sz, st);
-        return;
-    }
     int nth = 1;
 #pragma omp parallel
     {
@@ -278,22 +235,58 @@ void jem_conv2d_backward_st(float *dinp, float *dw, float *db, const float *dout
             if (db) for (int m = 0; m < M; m++) db[m] += tdw[n + m];
         }
     }
-    if (dfin) finish_store(dfin, (size_t)s->B * in_sz, st);
+    if (dfin) jem_store_finish(dfin, (size_t)s->B * in_sz, st);
+    return 0;
 }
 
-const char *jem_conv2d_kernel(const jem_conv_shape *s, int which)
+/* ---- the dispatcher */
+
+static const jem_kernel_ops kernel_gemm = {gemm_forward, gemm_backward, NULL};
+
+/* the functions of a planned kernel (the pointwise kernel only runs
+ * inside fused blocks) */
+static const jem_kernel_ops *ops(jem_kernel k)
 {
-    const int k3 = s->KH == 3 && s->KW == 3 && s->pad == 1;
-    if (which == 0 || which == 1) {
-        if (jem_winograd_fits(s) && jem_winograd_available()) return "winograd";
-        if (s->stride > 1 && jem_indirect_fits(s) && jem_conv3x3_avx512_available()) return "indirect";
-        if (k3 && s->stride == 1 && jem_conv3x3_avx512_available() && (which == 0 ? s->OC : s->IC) % 8 == 0)
-            return "direct";
-        return "gemm";
+    switch (k) {
+    case JEM_KERNEL_WINOGRAD: return &jem_kernel_winograd;
+    case JEM_KERNEL_INDIRECT: return &jem_kernel_indirect;
+    case JEM_KERNEL_DIRECT: return &jem_kernel_direct;
+    default: return &kernel_gemm;
     }
-    if (jem_winograd_fits(s) && jem_winograd_available()) return "winograd";
-    if (jem_indirect_fits(s) && jem_conv3x3_avx512_available()) return "indirect";
-    return "gemm";
+}
+
+void jem_conv2d_forward(float *out, const float *inp, const float *w, const float *bias, const jem_conv_shape *s,
+                        const jem_conv_store *st, float *ws)
+{
+    if (!st) st = &jem_store_set;
+    const jem_conv_plan p = jem_conv_plan_layer(s, JEM_PASS_FORWARD, st->accumulate, 0, jem_conv_settings_get());
+    /* a kernel that cannot run (out of memory) leaves the pass to GEMM */
+    if (ops(p.kernel)->forward(out, inp, w, bias, s, st, p.tile, ws))
+        gemm_forward(out, inp, w, bias, s, st, 0, ws);
+}
+
+void jem_conv2d_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w,
+                         const jem_conv_shape *s, const jem_conv_store *st, float *ws)
+{
+    if (!st) st = &jem_store_add;
+    const int want_w = dw != NULL || db != NULL;
+    if (!dinp && !want_w) return;
+    const jem_conv_settings *set = jem_conv_settings_get();
+    const jem_conv_plan pi = jem_conv_plan_layer(s, JEM_PASS_INPUT_GRAD, 0, 0, set);
+    jem_conv_plan pw = jem_conv_plan_layer(s, JEM_PASS_WEIGHT_GRAD, 0, 0, set);
+    /* as before the planner: where the direct kernel takes the input
+     * gradient, the weight gradient runs on GEMM */
+    if (dinp && pi.kernel == JEM_KERNEL_DIRECT) pw.kernel = JEM_KERNEL_GEMM;
+    if (dinp && want_w && pi.kernel == pw.kernel && pi.tile == pw.tile) {
+        /* both on one kernel, in one call */
+        if (ops(pi.kernel)->backward(dinp, dw, db, dout, inp, w, s, st, pi.tile, ws))
+            gemm_backward(dinp, dw, db, dout, inp, w, s, st, 0, ws);
+        return;
+    }
+    if (dinp && ops(pi.kernel)->backward(dinp, NULL, NULL, dout, inp, w, s, st, pi.tile, ws))
+        gemm_backward(dinp, NULL, NULL, dout, inp, w, s, st, 0, ws);
+    if (want_w && ops(pw.kernel)->backward(NULL, dw, db, dout, inp, w, s, st, pw.tile, ws))
+        gemm_backward(NULL, dw, db, dout, inp, w, s, st, 0, ws);
 }
 
 /* ---- naive references ---- */

@@ -7,43 +7,30 @@
  * accumulators in registers while the input rows stay in L1. Activations stay
  * in NCHW, so the kernels drop in beside the im2col + sgemm path.
  *
- * Compiled for AVX-512 through target attributes and chosen at run time
- * for the stride-1 layers Winograd does not take (channels not multiples
- * of 16, or JEM_KERNELS=direct); JEM_KERNELS=gemm forces the portable path.
+ * Compiled for AVX-512 through target attributes; the planner (plan.c)
+ * gives it the stride-1 layers Winograd does not take (channels not
+ * multiples of 16, or JEM_KERNELS=direct). It cannot add into the forward
+ * output; the input gradient always adds, so a store that sets it zeroes
+ * it first, and gate and act_out are passes after (jem_store_finish).
  */
 #include "nn/nn.h"
+#include "nn/kern.h"
+#include "nn/plan.h"
 
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <omp.h>
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#define HAVE_X86 1
-#else
-#define HAVE_X86 0
-#endif
-
 #define NOC 8 /* output channels per weight block */
 #define NV 3  /* row vectors per tile */
 
 typedef struct { int oh, ow0, n; } chunk;
 
-int jem_conv3x3_avx512_available(void)
+/* the shapes it takes: 3x3, stride 1, pad 1, on a CPU with AVX-512 */
+static int takes(const jem_conv_shape *s)
 {
-    static int ok = -1;
-    if (ok < 0) {
-        int v = 0;
-#if HAVE_X86
-        __builtin_cpu_init();
-        v = __builtin_cpu_supports("avx512f");
-#endif
-        const char *e = getenv("JEM_KERNELS");
-        if (e && (!strcmp(e, "gemm") || !strcmp(e, "ref"))) v = 0;
-        ok = v;
-    }
-    return ok;
+    return s->KH == 3 && s->KW == 3 && s->stride == 1 && s->pad == 1 && jem_conv_settings_get()->avx512;
 }
 
 /* forward weights (OC, IC, 3, 3) -> (OC/8, IC, 9, 8) */
@@ -182,25 +169,35 @@ static int run(float *out, const float *in, const float *wp, const float *bias, 
 #endif
 }
 
-int jem_conv3x3_avx512_forward(float *out, const float *inp, const float *w, const float *bias,
-                               const jem_conv_shape *s)
+static int direct_forward(float *out, const float *inp, const float *w, const float *bias, const jem_conv_shape *s,
+                          const jem_conv_store *st, int tile, float *ws)
 {
-    if (!jem_conv3x3_avx512_available() || s->OC % NOC) return -1;
+    (void)tile; (void)ws;
+    if (!takes(s) || s->OC % NOC || st->accumulate) return -1;
     float *wp = malloc(sizeof(float) * (size_t)s->OC * s->IC * 9);
     if (!wp) return -1;
     pack_fwd(wp, w, s->OC, s->IC);
     int r = run(out, inp, wp, bias, s->B, s->IC, s->OC, s->H, s->W, 0);
     free(wp);
+    if (!r) jem_store_finish(out, (size_t)s->B * s->OC * s->H * s->W, st);
     return r;
 }
 
-int jem_conv3x3_avx512_backward_input(float *dinp, const float *dout, const float *w, const jem_conv_shape *s)
+/* the input gradient only (dw and db NULL) */
+static int direct_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w,
+                           const jem_conv_shape *s, const jem_conv_store *st, int tile, float *ws)
 {
-    if (!jem_conv3x3_avx512_available() || s->IC % NOC) return -1;
+    (void)inp; (void)tile; (void)ws;
+    if (!takes(s) || s->IC % NOC || dw || db || !dinp) return -1;
     float *wp = malloc(sizeof(float) * (size_t)s->OC * s->IC * 9);
     if (!wp) return -1;
     pack_bwd(wp, w, s->OC, s->IC);
+    const size_t n = (size_t)s->B * s->IC * s->H * s->W;
+    if (!st->accumulate) memset(dinp, 0, sizeof(float) * n);
     int r = run(dinp, dout, wp, NULL, s->B, s->OC, s->IC, s->H, s->W, 1);
     free(wp);
+    if (!r) jem_store_finish(dinp, n, st);
     return r;
 }
+
+const jem_kernel_ops jem_kernel_direct = {direct_forward, direct_backward, NULL};

@@ -14,12 +14,15 @@
  *
  * One image per thread; the image is transposed to a zero-padded (H, W, IC)
  * buffer and the result back to NCHW (nn/hwc.h). Needs input and output
- * channels that are multiples of 16. Used for the stride-2 layers (stride 1
- * goes to Winograd or the direct kernel); JEM_KERNELS=gemm turns it off.
+ * channels that are multiples of 16 and a CPU with AVX-512F. The planner
+ * (plan.c) gives it the strided layers and the weight gradients Winograd
+ * does not take; the fused blocks (block.c) run its cores for their
+ * strided convolutions and their 1x1 shortcuts.
  */
 #include "nn/nn.h"
 #include "nn/hwc.h"
 #include "nn/kern.h"
+#include "nn/plan.h"
 
 #include <stddef.h>
 #include <stdlib.h>
@@ -27,7 +30,8 @@
 
 #define R 6 /* output pixels per kernel call */
 
-int jem_indirect_fits(const jem_conv_shape *s)
+/* the shapes it takes: 3x3 pad 1, any stride, channels multiples of 16 */
+static int fits(const jem_conv_shape *s)
 {
     return s->KH == 3 && s->KW == 3 && s->pad == 1 && s->stride >= 1 && s->IC % 16 == 0 && s->OC % 16 == 0 &&
            s->IC > 0 && s->OC > 0;
@@ -52,9 +56,9 @@ static size_t ws_parts(int IC, int OC, int H, int W, int P, size_t off[5])
     return 2 * xp + y + dw + po;
 }
 
-size_t jem_indirect_ws(const jem_conv_shape *s)
+static size_t ind_ws(const jem_conv_shape *s)
 {
-    if (!jem_indirect_fits(s)) return 0;
+    if (!fits(s)) return 0;
     const int OH = jem_conv_out(s->H, 3, s->stride, 1), OW = jem_conv_out(s->W, 3, s->stride, 1);
     return ws_parts(s->IC, s->OC, s->H, s->W, OH * OW, NULL);
 }
@@ -268,7 +272,7 @@ static int run_fwd(float *out, const float *in, const float *w, const float *bia
     const float *Wk = jem_ind_weights(st->wcache ? st->wcache : &own, w, IC, OC, 0);
     if (!Wk) { jem_wcache_free(own); return -1; }
     const int OH = jem_conv_out(s->H, 3, s->stride, 1), OW = jem_conv_out(s->W, 3, s->stride, 1);
-    const size_t isz = (size_t)IC * s->H * s->W, osz = (size_t)OC * OH * OW, per = jem_indirect_ws(s);
+    const size_t isz = (size_t)IC * s->H * s->W, osz = (size_t)OC * OH * OW, per = ind_ws(s);
 #pragma omp parallel for schedule(static)
     for (int b = 0; b < s->B; b++) {
         const jem_conv_store sb = jem_store_image(st, b, osz);
@@ -282,30 +286,19 @@ static int run_fwd(float *out, const float *in, const float *w, const float *bia
 #endif
 }
 
-int jem_indirect_forward_st(float *out, const float *inp, const float *w, const float *bias,
-                            const jem_conv_shape *s, const jem_conv_store *st, float *ws)
+static int ind_forward(float *out, const float *inp, const float *w, const float *bias, const jem_conv_shape *s,
+                       const jem_conv_store *st, int tile, float *ws)
 {
-    if (!jem_conv3x3_avx512_available() || !jem_indirect_fits(s)) return -1;
-    return run_fwd(out, inp, w, bias, s, st ? st : &jem_store_set, ws);
+    (void)tile;
+    if (!jem_conv_settings_get()->avx512 || !fits(s)) return -1;
+    return run_fwd(out, inp, w, bias, s, st, ws);
 }
 
-int jem_indirect_forward(float *out, const float *inp, const float *w, const float *bias, const jem_conv_shape *s,
-                         float *ws)
+static int ind_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w,
+                        const jem_conv_shape *s, const jem_conv_store *st, int tile, float *ws)
 {
-    return jem_indirect_forward_st(out, inp, w, bias, s, NULL, ws);
-}
-
-int jem_indirect_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w,
-                          const jem_conv_shape *s, float *ws)
-{
-    return jem_indirect_backward_st(dinp, dw, db, dout, inp, w, s, NULL, ws);
-}
-
-int jem_indirect_backward_st(float *dinp, float *dw, float *db, const float *dout, const float *inp,
-                             const float *w, const jem_conv_shape *s, const jem_conv_store *st, float *ws)
-{
-    if (!jem_conv3x3_avx512_available() || !jem_indirect_fits(s)) return -1;
-    if (!st) st = &jem_store_add;
+    (void)tile;
+    if (!jem_conv_settings_get()->avx512 || !fits(s)) return -1;
 #if HAVE_X86
     const int IC = s->IC, OC = s->OC;
     const int want_w = dw != NULL || db != NULL;
@@ -317,7 +310,7 @@ int jem_indirect_backward_st(float *dinp, float *dw, float *db, const float *dou
         if (!Wb) { jem_wcache_free(own); return -1; }
     }
     const int OH = jem_conv_out(s->H, 3, s->stride, 1), OW = jem_conv_out(s->W, 3, s->stride, 1);
-    const size_t isz = (size_t)IC * s->H * s->W, osz = (size_t)OC * OH * OW, per = jem_indirect_ws(s);
+    const size_t isz = (size_t)IC * s->H * s->W, osz = (size_t)OC * OH * OW, per = ind_ws(s);
     size_t off[5];
     ws_parts(IC, OC, s->H, s->W, OH * OW, off);
     const size_t ndw = (size_t)9 * IC * OC + OC;
@@ -342,3 +335,5 @@ int jem_indirect_backward_st(float *dinp, float *dw, float *db, const float *dou
     return -1;
 #endif
 }
+
+const jem_kernel_ops jem_kernel_indirect = {ind_forward, ind_backward, ind_ws};

@@ -1,8 +1,8 @@
 /*
- * Winograd convolution for 3x3 stride-1 pad-1 layers with AVX-512: F(4x4,
- * 3x3) (the default) and F(2x2, 3x3) for the forward pass and for the input
- * gradient (a forward convolution of the output gradient with transposed,
- * flipped weights), F(2x2, 3x3) for the weight gradient.
+ * Winograd convolution for 3x3 stride-1 pad-1 layers with AVX-512, F(4x4,
+ * 3x3) and F(2x2, 3x3), for the forward pass, the input gradient (a
+ * forward convolution of the output gradient with transposed, flipped
+ * weights) and the weight gradient; the planner (plan.c) picks the tile.
  *
  * Each m x m output tile comes from an (m + 2)^2 input tile: V = B^T d B
  * per input channel, M = sum_ic U[ic] * V[ic] elementwise with U = G g G^T,
@@ -22,13 +22,13 @@
  * the bias added (forward) or added to the gradient (backward). Everything
  * one thread touches for an image stays in its 1 MiB L2.
  *
- * Needs input and output channels that are multiples of 16. Chosen at run
- * time on CPUs with AVX-512F; JEM_KERNELS=direct keeps the direct kernels,
- * JEM_KERNELS=gemm the portable path.
+ * Needs input and output channels that are multiples of 16 and a CPU with
+ * AVX-512F.
  */
 #include "nn/nn.h"
 #include "nn/hwc.h"
 #include "nn/kern.h"
+#include "nn/plan.h"
 
 #include <stddef.h>
 #include <stdlib.h>
@@ -37,19 +37,8 @@
 
 #define TB 24 /* most tiles per block (a multiple of every kernel's R) */
 
-int jem_winograd_available(void)
-{
-    static int ok = -1;
-    if (ok < 0) {
-        int v = jem_conv3x3_avx512_available();
-        const char *e = getenv("JEM_KERNELS");
-        if (e && !strcmp(e, "direct")) v = 0;
-        ok = v;
-    }
-    return ok;
-}
-
-int jem_winograd_fits(const jem_conv_shape *s)
+/* the shapes it takes: 3x3 stride 1 pad 1, channels multiples of 16 */
+static int fits(const jem_conv_shape *s)
 {
     return s->KH == 3 && s->KW == 3 && s->stride == 1 && s->pad == 1 && s->IC % 16 == 0 && s->OC % 16 == 0 &&
            s->IC > 0 && s->OC > 0;
@@ -90,9 +79,9 @@ static size_t wgrad_parts(int IC, int OC, int H, int W, int m, size_t off[5])
     return xp + y + v + mm + du;
 }
 
-size_t jem_winograd_ws(const jem_conv_shape *s)
+static size_t wino_ws(const jem_conv_shape *s)
 {
-    if (!jem_winograd_fits(s)) return 0;
+    if (!fits(s)) return 0;
     /* the input gradient runs the same code with the channels swapped */
     size_t f = 0;
     for (int m = 2; m <= 4; m += 2) {
@@ -539,7 +528,7 @@ static int run(float *out, const float *in, const float *w, const float *bias, c
     jem_wcache *own = NULL;
     const float *U = jem_wino_weights(st->wcache ? st->wcache : &own, w, IC, OC, flip, m);
     if (!U) { jem_wcache_free(own); return -1; }
-    const size_t per = jem_winograd_ws(s);
+    const size_t per = wino_ws(s);
     const size_t isz = (size_t)IC * s->H * s->W, osz = (size_t)OC * s->H * s->W;
 #pragma omp parallel for schedule(static)
     for (int b = 0; b < s->B; b++) {
@@ -556,45 +545,17 @@ static int run(float *out, const float *in, const float *w, const float *bias, c
 #endif
 }
 
-int jem_winograd_tile(const jem_conv_shape *s)
+/* whether this CPU and shape run with tile m */
+static int runs(const jem_conv_shape *s, int m)
 {
-    static int forced = -1;
-    if (forced < 0) {
-        const char *e = getenv("JEM_WINOGRAD_TILE");
-        forced = e && !strcmp(e, "2") ? 2 : e && !strcmp(e, "4") ? 4 : 0;
-    }
-    if (forced) return forced;
-    /* 4x4 tiles unless they pad the image by more than 15 % (14 x 14 is
-     * covered by 16 x 16, 31 % more work) */
-    const long a4 = (long)((s->H + 3) / 4 * 4) * ((s->W + 3) / 4 * 4);
-    return a4 * 100 <= (long)s->H * s->W * 115 ? 4 : 2;
+    return jem_conv_settings_get()->avx512 && fits(s) && (m == 2 || m == 4);
 }
 
-int jem_winograd_forward_st(float *out, const float *inp, const float *w, const float *bias,
-                            const jem_conv_shape *s, const jem_conv_store *st, int m, float *ws)
+static int wino_forward(float *out, const float *inp, const float *w, const float *bias, const jem_conv_shape *s,
+                        const jem_conv_store *st, int m, float *ws)
 {
-    if (!m) m = jem_winograd_tile(s);
-    if (!jem_winograd_available() || !jem_winograd_fits(s) || (m != 2 && m != 4)) return -1;
-    return run(out, inp, w, bias, s, s->IC, s->OC, 0, st ? st : &jem_store_set, m, ws);
-}
-
-int jem_winograd_backward_input_st(float *dinp, const float *dout, const float *w, const jem_conv_shape *s,
-                                   const jem_conv_store *st, int m, float *ws)
-{
-    if (!m) m = jem_winograd_tile(s);
-    if (!jem_winograd_available() || !jem_winograd_fits(s) || (m != 2 && m != 4)) return -1;
-    return run(dinp, dout, w, NULL, s, s->OC, s->IC, 1, st ? st : &jem_store_add, m, ws);
-}
-
-int jem_winograd_forward(float *out, const float *inp, const float *w, const float *bias, const jem_conv_shape *s,
-                         float *ws)
-{
-    return jem_winograd_forward_st(out, inp, w, bias, s, NULL, 0, ws);
-}
-
-int jem_winograd_backward_input(float *dinp, const float *dout, const float *w, const jem_conv_shape *s, float *ws)
-{
-    return jem_winograd_backward_input_st(dinp, dout, w, s, NULL, 0, ws);
+    if (!runs(s, m)) return -1;
+    return run(out, inp, w, bias, s, s->IC, s->OC, 0, st, m, ws);
 }
 
 /* G of F(m x m, 3x3) ((m + 2) x 3), for dw = G^T dU G */
@@ -634,21 +595,14 @@ void jem_wino_reduce(float *dw, float *db, const float *dU0, size_t stride, int 
     }
 }
 
-int jem_winograd_backward_weight(float *dw, float *db, const float *dout, const float *inp, const jem_conv_shape *s,
-                                 float *ws)
+/* dw (OC, IC, 3, 3) and db (OC) += the weight and bias gradients (either
+ * may be NULL) */
+static void wgrad(float *dw, float *db, const float *dout, const float *inp, const jem_conv_shape *s, int m, float *ws)
 {
-    return jem_winograd_backward_weight_tile(dw, db, dout, inp, s, 0, ws);
-}
-
-int jem_winograd_backward_weight_tile(float *dw, float *db, const float *dout, const float *inp,
-                                      const jem_conv_shape *s, int m, float *ws)
-{
-    if (!m) m = jem_winograd_tile(s);
-    if (!jem_winograd_available() || !jem_winograd_fits(s) || (m != 2 && m != 4)) return -1;
-    if (!dw && !db) return 0;
+    if (!dw && !db) return;
 #if HAVE_X86
     const int IC = s->IC, OC = s->OC, n = m + 2, ne = n * n;
-    const size_t per = jem_winograd_ws(s), isz = (size_t)IC * s->H * s->W, osz = (size_t)OC * s->H * s->W;
+    const size_t per = wino_ws(s), isz = (size_t)IC * s->H * s->W, osz = (size_t)OC * s->H * s->W;
     size_t off[5];
     wgrad_parts(IC, OC, s->H, s->W, m, off);
     const size_t ndu = (size_t)ne * IC * OC + OC;
@@ -664,9 +618,20 @@ int jem_winograd_backward_weight_tile(float *dw, float *db, const float *dout, c
             wgrad_img(tws + off[4], inp + b * isz, dout + b * osz, IC, OC, s->H, s->W, m, tws);
         jem_wino_reduce(dw, db, ws + off[4], per, nth, IC, OC, m);
     }
-    return 0;
 #else
-    (void)dout; (void)inp; (void)s; (void)ws;
-    return -1;
+    (void)dw; (void)db; (void)dout; (void)inp; (void)s; (void)m; (void)ws;
 #endif
 }
+
+/* the input gradient first (the only part that can fail: the transformed
+ * weights take memory), then the weight gradients */
+static int wino_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w,
+                         const jem_conv_shape *s, const jem_conv_store *st, int m, float *ws)
+{
+    if (!runs(s, m)) return -1;
+    if (dinp && run(dinp, dout, w, NULL, s, s->OC, s->IC, 1, st, m, ws)) return -1;
+    wgrad(dw, db, dout, inp, s, m, ws);
+    return 0;
+}
+
+const jem_kernel_ops jem_kernel_winograd = {wino_forward, wino_backward, wino_ws};

@@ -2,8 +2,8 @@
  * hwc.h: moving activations between NCHW and channels-innermost (H, W, C)
  * layouts with AVX-512, 16 channels x 16 pixels per in-register transpose.
  * Internal to the AVX-512 convolution kernels (conv_winograd.c,
- * conv_indirect.c), with the weight-gradient kernel they share; every
- * function needs C a multiple of 16.
+ * conv_indirect.c, block.c), with the weight-gradient kernel they share;
+ * every function needs C a multiple of 16.
  */
 #ifndef JEM_HWC_H
 #define JEM_HWC_H
@@ -12,13 +12,6 @@
 
 #include <stddef.h>
 #include <string.h>
-
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#define HAVE_X86 1
-#else
-#define HAVE_X86 0
-#endif
 
 #if HAVE_X86
 /* r[i][j] -> r[j][i] for a 16 x 16 block held in 16 registers */
@@ -112,7 +105,7 @@ __attribute__((target("avx512f"))) static inline void jem_hwc_unpack(float *out,
                                                                      const jem_conv_store *st)
 {
     const size_t HW = (size_t)H * W;
-    const __m512 slope = _mm512_set1_ps(st->slope), one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
+    const jem_factv act = jem_factv_make(&st->act);
     /* 16 channel planes at a time: the 16 rows the loop writes (and reads,
      * for accumulate and gate) each run sequentially through the image */
     for (int c0 = 0; c0 < C; c0 += 16)
@@ -136,12 +129,10 @@ __attribute__((target("avx512f"))) static inline void jem_hwc_unpack(float *out,
                 }
                 if (st->gate) {
                     _mm_prefetch((const char *)(st->gate + at + 128), _MM_HINT_T0);
-                    const __mmask16 pos =
-                        _mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(mk, st->gate + at), zero, _CMP_GT_OQ);
-                    v = _mm512_mul_ps(v, _mm512_mask_blend_ps(pos, slope, one));
+                    v = jem_factv_grad(&act, v, _mm512_maskz_loadu_ps(mk, st->gate + at));
                 }
                 _mm512_mask_storeu_ps(out + at, mk, v);
-                if (st->act_out) _mm512_mask_storeu_ps(st->act_out + at, mk, _mm512_max_ps(_mm512_mul_ps(slope, v), v));
+                if (st->act_out) _mm512_mask_storeu_ps(st->act_out + at, mk, jem_factv_apply(&act, v));
             }
         }
 }

@@ -1,10 +1,13 @@
 /*
- * kern.h: the per-image cores of the AVX-512 convolutions (internal). Each
- * core works on one image in channels-innermost layout, on buffers the
- * caller owns; conv_winograd.c and conv_indirect.c wrap them with the NCHW
- * transposes (nn/hwc.h), block.c chains them through a whole wide-ResNet
- * block without leaving that layout. Channels are multiples of 16; every
- * pointer is a thread's own except the transformed weights.
+ * kern.h: the convolution kernels (internal). First the layer-by-layer
+ * kernels as the dispatcher (conv.c) runs them, NCHW in and out, one
+ * table of functions per kernel file; then the per-image cores of the
+ * AVX-512 kernels, which work on one image in channels-innermost layout
+ * on buffers the caller owns: conv_winograd.c and conv_indirect.c wrap
+ * them with the NCHW transposes (nn/hwc.h), block.c chains them through a
+ * whole wide-ResNet block without leaving that layout. The cores need
+ * channels that are multiples of 16; every pointer is a thread's own
+ * except the transformed weights.
  */
 #ifndef JEM_KERN_H
 #define JEM_KERN_H
@@ -12,9 +15,55 @@
 #include "nn/nn.h"
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* n rounded up to a multiple of 16 floats (64 bytes), for workspace parts */
 static inline size_t jem_up16(size_t n) { return (n + 15) & ~(size_t)15; }
+
+/* ---- the layer-by-layer kernels. Each runs the passes the planner
+ * (plan.h) gives it: the dispatcher calls them, and the tests call each on
+ * its own. They return 0 when they ran, -1 when they could not (out of
+ * memory, a CPU without AVX-512, a shape they do not take), having
+ * written nothing then. */
+typedef struct {
+    /* out = the convolution of inp + bias (may be NULL), stored as st
+     * says; tile: Winograd's output tile m (2 or 4), ignored elsewhere */
+    int (*forward)(float *out, const float *inp, const float *w, const float *bias, const jem_conv_shape *s,
+                   const jem_conv_store *st, int tile, float *ws);
+    /* whichever of dinp (stored as st says), dw and db (+=) is not NULL,
+     * from dout */
+    int (*backward)(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w,
+                    const jem_conv_shape *s, const jem_conv_store *st, int tile, float *ws);
+    /* workspace floats per thread; 0 when the kernel does not take s */
+    size_t (*ws)(const jem_conv_shape *s);
+} jem_kernel_ops;
+/* Winograd F(m x m, 3x3) for 3x3 stride-1 pad-1 layers with channels
+ * multiples of 16, every pass (conv_winograd.c); indirect convolution for
+ * 3x3 pad-1 layers of any stride with channels multiples of 16, every pass
+ * (conv_indirect.c); direct 3x3 stride-1 pad-1 convolution, the forward
+ * pass (output channels a multiple of 8, a store that sets) and the input
+ * gradient (input channels a multiple of 8) (conv_avx512.c) */
+extern const jem_kernel_ops jem_kernel_winograd, jem_kernel_indirect, jem_kernel_direct;
+
+/* the gate and act_out parts of a store (nn.h) as passes over the stored
+ * result out (n floats), for the kernels that cannot apply them while they
+ * write */
+static inline void jem_store_finish(float *out, size_t n, const jem_conv_store *st)
+{
+    if (st->gate) jem_act_grad_inplace(out, st->gate, n, st->act.act, st->act.slope);
+    if (st->act_out) jem_act_forward(st->act_out, out, n, st->act.act, st->act.slope);
+}
+
+/* the transformed weights for w (nw floats) under tag (the kernel's kind
+ * and sizes), nu floats, kept in *slot (see jem_wcache, nn.h): *fresh = 1
+ * when the caller must fill them, 0 when they still hold the transform of
+ * these weights. NULL when out of memory. */
+float *jem_wcache_get(jem_wcache **slot, const float *w, size_t nw, uint64_t tag, size_t nu, int *fresh);
+/* a tag for jem_wcache_get: the kernel's kind and the sizes it depends on */
+static inline uint64_t jem_wcache_tag(int kind, int flip, int IC, int OC)
+{
+    return ((uint64_t)kind << 56) | ((uint64_t)flip << 48) | ((uint64_t)IC << 24) | (uint64_t)OC;
+}
 
 /* ---- Winograd F(m x m, 3x3), m = 2 or 4 (conv_winograd.c) */
 

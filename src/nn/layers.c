@@ -1,5 +1,6 @@
 /* Linear, activations, pooling and residual add. */
 #include "nn/nn.h"
+#include "nn/plan.h"
 
 #include <math.h>
 #include <string.h>
@@ -45,66 +46,45 @@ void jem_linear_forward_ref(float *out, const float *inp, const float *w,
 
 static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
 
-float jem_act_ref(float x, jem_act a, float slope)
-{
-    switch (a) {
-    case JEM_ACT_LRELU: return x > 0.0f ? x : slope * x;
-    case JEM_ACT_RELU: return x > 0.0f ? x : 0.0f;
-    case JEM_ACT_SILU: return x * sigmoidf(x);
-    }
-    return x;
-}
-
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-/* LeakyReLU (slope in [0, 1]; 0 = ReLU) as max(slope * x, x): branch-free,
- * and NaN propagates (max returns its second operand when either is NaN) */
+#if HAVE_X86
+/* the fused activation's vector form (act.h) over n floats */
 __attribute__((target("avx512f")))
-static void lrelu_avx512(float *out, const float *inp, long n, float slope)
+static void fact_avx512(float *out, const float *inp, long n, const jem_fact *f)
 {
-    const __m512 s = _mm512_set1_ps(slope);
+    const jem_factv c = jem_factv_make(f);
 #pragma omp parallel for schedule(static) if (n > 65536)
-    for (long i = 0; i < n / 16; i++) {
-        __m512 x = _mm512_loadu_ps(inp + 16 * i);
-        _mm512_storeu_ps(out + 16 * i, _mm512_max_ps(_mm512_mul_ps(s, x), x));
-    }
-    for (long i = n / 16 * 16; i < n; i++) out[i] = inp[i] > 0.0f ? inp[i] : slope * inp[i];
+    for (long i = 0; i < n / 16; i++)
+        _mm512_storeu_ps(out + 16 * i, jem_factv_apply(&c, _mm512_loadu_ps(inp + 16 * i)));
+    const long t = n / 16 * 16;
+    const __mmask16 mk = (__mmask16)((1u << (n - t)) - 1u);
+    if (mk) _mm512_mask_storeu_ps(out + t, mk, jem_factv_apply(&c, _mm512_maskz_loadu_ps(mk, inp + t)));
 }
 
-/* d *= (x > 0 ? 1 : slope) */
+/* d *= act'(inp) */
 __attribute__((target("avx512f")))
-static void lrelu_grad_avx512(float *d, const float *inp, long n, float slope)
+static void fact_grad_avx512(float *d, const float *inp, long n, const jem_fact *f)
 {
-    const __m512 s = _mm512_set1_ps(slope), one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
+    const jem_factv c = jem_factv_make(f);
 #pragma omp parallel for schedule(static) if (n > 65536)
-    for (long i = 0; i < n / 16; i++) {
-        __mmask16 pos = _mm512_cmp_ps_mask(_mm512_loadu_ps(inp + 16 * i), zero, _CMP_GT_OQ);
-        __m512 f = _mm512_mask_blend_ps(pos, s, one);
-        _mm512_storeu_ps(d + 16 * i, _mm512_mul_ps(_mm512_loadu_ps(d + 16 * i), f));
-    }
-    for (long i = n / 16 * 16; i < n; i++) d[i] *= inp[i] > 0.0f ? 1.0f : slope;
-}
-
-static int have_avx512(void)
-{
-    static int ok = -1;
-    if (ok < 0) {
-        __builtin_cpu_init();
-        ok = __builtin_cpu_supports("avx512f");
-    }
-    return ok;
+    for (long i = 0; i < n / 16; i++)
+        _mm512_storeu_ps(d + 16 * i, jem_factv_grad(&c, _mm512_loadu_ps(d + 16 * i), _mm512_loadu_ps(inp + 16 * i)));
+    const long t = n / 16 * 16;
+    const __mmask16 mk = (__mmask16)((1u << (n - t)) - 1u);
+    if (mk)
+        _mm512_mask_storeu_ps(d + t, mk,
+                              jem_factv_grad(&c, _mm512_maskz_loadu_ps(mk, d + t), _mm512_maskz_loadu_ps(mk, inp + t)));
 }
 #else
-static int have_avx512(void) { return 0; }
-static void lrelu_avx512(float *o, const float *i, long n, float s) { (void)o; (void)i; (void)n; (void)s; }
-static void lrelu_grad_avx512(float *d, const float *i, long n, float s) { (void)d; (void)i; (void)n; (void)s; }
+static void fact_avx512(float *o, const float *i, long n, const jem_fact *f) { (void)o; (void)i; (void)n; (void)f; }
+static void fact_grad_avx512(float *d, const float *i, long n, const jem_fact *f) { (void)d; (void)i; (void)n; (void)f; }
 #endif
 
 void jem_act_forward(float *out, const float *inp, size_t N, jem_act a, float slope)
 {
     const long n = (long)N;
-    if ((a == JEM_ACT_LRELU || a == JEM_ACT_RELU) && have_avx512() && slope >= 0.0f && slope <= 1.0f) {
-        lrelu_avx512(out, inp, n, a == JEM_ACT_RELU ? 0.0f : slope);
+    jem_fact f;
+    if (jem_fact_of(a, slope, &f) && jem_conv_settings_get()->avx512) {
+        fact_avx512(out, inp, n, &f);
         return;
     }
     switch (a) {
@@ -147,8 +127,9 @@ void jem_act_backward(float *dinp, const float *dout, const float *inp,
 void jem_act_grad_inplace(float *d, const float *inp, size_t N, jem_act a, float slope)
 {
     const long n = (long)N;
-    if ((a == JEM_ACT_LRELU || a == JEM_ACT_RELU) && have_avx512()) {
-        lrelu_grad_avx512(d, inp, n, a == JEM_ACT_RELU ? 0.0f : slope);
+    jem_fact f;
+    if (jem_fact_of(a, slope, &f) && jem_conv_settings_get()->avx512) {
+        fact_grad_avx512(d, inp, n, &f);
         return;
     }
     if (a == JEM_ACT_LRELU) {

@@ -7,10 +7,12 @@
  *   a1 = act(x); h1 = conv3x3(IC->OC, 1, 1)(a1); a2 = act(h1)
  *   h2 = conv3x3(OC->OC, s, 1)(a2); out = h2 + sc(x)
  *   sc = conv1x1(IC->OC, s) when s != 1 or IC != OC, else identity.
- * Where the AVX-512 kernels take a block's shapes, the whole block runs per
- * image (block.c, "fused"); otherwise layer by layer.
+ * Where the planner (plan.c) says so (the AVX-512 kernels take the block's
+ * shapes), the whole block runs per image (block.c, "fused"); otherwise
+ * layer by layer.
  */
 #include "nn/nn.h"
+#include "nn/plan.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -21,6 +23,7 @@
 typedef struct {
     int ic, oc, stride, h, w, oh, ow;     /* input h, w; output oh, ow */
     int has_sc;
+    jem_block_plan plan;                  /* the planner's for this block (plan.c) */
     int fused;                            /* conv1 and conv2 run as one (block.c); h1 channels innermost */
     int c1w, c1b, c2w, c2b, scw, scb;     /* indices into the param table */
     jem_conv_shape s1, s2, ssc;           /* conv shapes for batch 1 */
@@ -95,14 +98,6 @@ static double conv_macs(const jem_conv_shape *s)
 
 static size_t maxz(size_t a, size_t b) { return a > b ? a : b; }
 
-/* whether the convolutions' stores apply the activation (jem_conv_store):
- * LeakyReLU with a slope in [0, 1] and ReLU (*slope 0) */
-static int fused_act(const jem_arch *a, float *slope)
-{
-    *slope = a->act == JEM_ACT_RELU ? 0.0f : a->slope;
-    return jem_act_fusable(a->act, a->slope);
-}
-
 /* the activations' offsets (floats per image) and the largest map */
 static void plan_acts(jem_net *n)
 {
@@ -130,6 +125,8 @@ jem_status jem_net_create(const jem_arch *a, jem_net **out)
     if (a->in_c < 1 || a->in_h < 1 || a->in_w < 1 || a->n_classes < 1 || a->stem < 1 ||
         a->n_blocks < 1 || a->n_blocks > JEM_MAX_BLOCKS)
         return jem_fail(JEM_ERR_ARG, "model '%s': incomplete description", a->name);
+    jem_status st = jem_conv_settings_check(); /* the kernel settings in the environment */
+    if (st) return st;
     jem_net *n = calloc(1, sizeof *n);
     if (!n) return jem_fail(JEM_ERR_NOMEM, "out of memory creating the network");
     n->arch = *a;
@@ -161,8 +158,9 @@ jem_status jem_net_create(const jem_arch *a, jem_net **out)
         } else {
             b->scw = b->scb = -1;
         }
-        float sl;
-        b->fused = fused_act(a, &sl) && jem_block_fusable(&b->s1, &b->s2);
+        b->plan = jem_conv_plan_block(&b->s1, &b->s2, b->has_sc ? &b->ssc : NULL, a->act, a->slope,
+                                      jem_conv_settings_get());
+        b->fused = b->plan.fused;
         C = b->oc; H = b->oh; W = b->ow;
     }
     n->fin_c = C; n->fin_h = H; n->fin_w = W;
@@ -243,7 +241,7 @@ static jem_status reserve(jem_net *n, int B)
             per = maxz(per, jem_conv2d_ws(&b->s1));
             per = maxz(per, jem_conv2d_ws(&b->s2));
             if (b->has_sc) per = maxz(per, jem_conv2d_ws(&b->ssc));
-            per = maxz(per, jem_block_ws(&b->s1, &b->s2));
+            per = maxz(per, jem_block_ws(&b->plan, &b->s1, &b->s2));
         }
         float *ws = aligned_alloc(64, sizeof(float) * per * (size_t)T);
         if (!ws) return jem_fail(JEM_ERR_NOMEM, "out of memory for the convolution workspace");
@@ -269,13 +267,13 @@ static jem_status reserve(jem_net *n, int B)
 
 static jem_conv_shape with_batch(jem_conv_shape s, int B) { s.B = B; return s; }
 
-static jem_block_desc block_desc(jem_net *n, int i, int B, float slope)
+static jem_block_desc block_desc(jem_net *n, int i, int B)
 {
     blk *b = &n->blocks[i];
-    jem_block_desc d = {with_batch(b->s1, B), with_batch(b->s2, B), P(n, b->c1w), P(n, b->c1b), P(n, b->c2w),
+    jem_block_desc d = {with_batch(b->s1, B), with_batch(b->s2, B), &b->plan, P(n, b->c1w), P(n, b->c1b), P(n, b->c2w),
                         P(n, b->c2b), b->has_sc ? P(n, b->scw) : NULL, b->has_sc ? P(n, b->scb) : NULL,
                         &n->wc[0][1 + 2 * i], &n->wc[0][2 + 2 * i], &n->wc[1][1 + 2 * i], &n->wc[1][2 + 2 * i],
-                        &n->wsc[i], slope, i > 0 && n->blocks[i - 1].fused,
+                        &n->wsc[i], i > 0 && n->blocks[i - 1].fused,
                         i + 1 < n->arch.n_blocks && n->blocks[i + 1].fused};
     return d;
 }
@@ -291,11 +289,10 @@ static float *act_dest(jem_net *n, int next, int B)
 
 int jem_net_fuse(jem_net *n, int on)
 {
-    float sl;
     int k = 0;
     for (int i = 0; i < n->arch.n_blocks; i++) {
         blk *b = &n->blocks[i];
-        b->fused = on && fused_act(&n->arch, &sl) && jem_block_fusable(&b->s1, &b->s2);
+        b->fused = on && b->plan.fused;
         k += b->fused;
     }
     /* the activations' layout changed: new buffers, and a backward pass
@@ -318,19 +315,19 @@ jem_status jem_net_forward(jem_net *n, const float *x, int B, float *logits)
     n->B = B;
     n->x = x;
     /* A fused block (block.c) takes its input x and does the rest per
-     * image. Otherwise LeakyReLU and ReLU fuse into the convolutions'
-     * stores: each conv also writes the activation its consumer reads
+     * image. Otherwise an activation that fuses (act.h: LeakyReLU, ReLU)
+     * goes into the convolutions' stores: each conv also writes the activation its consumer reads
      * (conv1 -> a2, conv2 and the stem -> the next block's a1, unless that
      * block is fused), and conv2 adds into the shortcut's output. Other
      * activations take a pass of their own. */
-    float sl;
-    const int fuse = fused_act(a, &sl);
+    jem_fact fa;
+    const int fuse = jem_fact_of(a->act, a->slope, &fa);
     size_t HW = (size_t)n->fin_h * n->fin_w;
     float *af = A + n->af * B, *g = A + n->g * B;
     jem_conv_shape s = with_batch(n->stem, B);
-    jem_conv_store sto = {0, NULL, NULL, sl, &n->wc[0][0]};
+    jem_conv_store sto = {0, NULL, NULL, fa, &n->wc[0][0]};
     if (fuse) sto.act_out = act_dest(n, 0, B);
-    jem_conv2d_forward_st(A + n->x0 * B, x, P(n, n->stem_w), P(n, n->stem_b), &s, &sto, n->ws);
+    jem_conv2d_forward(A + n->x0 * B, x, P(n, n->stem_w), P(n, n->stem_b), &s, &sto, n->ws);
     const float *cur = A + n->x0 * B;
     for (int i = 0; i < a->n_blocks; i++) {
         blk *b = &n->blocks[i];
@@ -338,7 +335,7 @@ jem_status jem_net_forward(jem_net *n, const float *x, int B, float *logits)
         size_t nin = (size_t)B * b->ic * b->h * b->w, nmid = (size_t)B * b->oc * b->h * b->w;
         size_t nout = (size_t)B * b->oc * b->oh * b->ow;
         if (b->fused) {
-            const jem_block_desc d = block_desc(n, i, B, sl);
+            const jem_block_desc d = block_desc(n, i, B);
             if (jem_block_forward(h1, o, act_dest(n, i + 1, B), cur, &d, n->ws))
                 return jem_fail(JEM_ERR_NOMEM, "out of memory for the transformed weights of block %d", i + 1);
             cur = o;
@@ -349,11 +346,11 @@ jem_status jem_net_forward(jem_net *n, const float *x, int B, float *logits)
         sto.accumulate = 0;
         sto.act_out = fuse ? a2 : NULL;
         sto.wcache = &n->wc[0][1 + 2 * i];
-        jem_conv2d_forward_st(h1, a1, P(n, b->c1w), P(n, b->c1b), &s, &sto, n->ws);
+        jem_conv2d_forward(h1, a1, P(n, b->c1w), P(n, b->c1b), &s, &sto, n->ws);
         if (!fuse) jem_act_forward(a2, h1, nmid, a->act, a->slope);
         if (b->has_sc) {
             s = with_batch(b->ssc, B);
-            jem_conv2d_forward(o, cur, P(n, b->scw), P(n, b->scb), &s, n->ws);
+            jem_conv2d_forward(o, cur, P(n, b->scw), P(n, b->scb), &s, NULL, n->ws);
         } else {
             memcpy(o, cur, sizeof(float) * nout);
         }
@@ -362,7 +359,7 @@ jem_status jem_net_forward(jem_net *n, const float *x, int B, float *logits)
         sto.accumulate = 1;
         sto.act_out = fuse ? act_dest(n, i + 1, B) : NULL;
         sto.wcache = &n->wc[0][2 + 2 * i];
-        jem_conv2d_forward_st(o, a2, P(n, b->c2w), P(n, b->c2b), &s, &sto, n->ws);
+        jem_conv2d_forward(o, a2, P(n, b->c2w), P(n, b->c2b), &s, &sto, n->ws);
         cur = o;
     }
     if (!fuse) jem_act_forward(af, cur, (size_t)B * n->fin_c * HW, a->act, a->slope);
@@ -392,8 +389,8 @@ jem_status jem_net_backward(jem_net *n, const float *dlogits, float *dx, int par
     const float *last_out = n->arch.n_blocks ? A + n->blocks[a->n_blocks - 1].out * B : A + n->x0 * B;
     jem_act_grad_inplace(gP, last_out, nfin, a->act, a->slope);
 
-    float sl;
-    const int fuse = fused_act(a, &sl);
+    jem_fact fa;
+    const int fuse = jem_fact_of(a->act, a->slope, &fa);
     float *dcur = gP; /* gradient w.r.t. the current block's output */
     for (int i = a->n_blocks - 1; i >= 0; i--) {
         blk *b = &n->blocks[i];
@@ -407,7 +404,7 @@ jem_status jem_net_backward(jem_net *n, const float *dlogits, float *dx, int par
         float *da1 = da2 == gP ? gQ : da2 == gQ ? gR : gP;
         jem_conv_shape s;
         if (b->fused) {
-            const jem_block_desc d = block_desc(n, i, B, sl);
+            const jem_block_desc d = block_desc(n, i, B);
             const int sg = param_grads && b->has_sc;
             if (jem_block_backward(da1, param_grads ? G(n, b->c1w) : NULL, param_grads ? G(n, b->c1b) : NULL,
                                    param_grads ? G(n, b->c2w) : NULL, param_grads ? G(n, b->c2b) : NULL,
@@ -417,23 +414,23 @@ jem_status jem_net_backward(jem_net *n, const float *dlogits, float *dx, int par
             continue;
         }
         /* conv2, then conv1: each input gradient set (not accumulated) and,
-         * for LeakyReLU and ReLU, times act' in the same store */
-        jem_conv_store sto = {0, fuse ? h1 : NULL, NULL, sl, &n->wc[1][2 + 2 * i]};
+         * for an activation that fuses, times act' in the same store */
+        jem_conv_store sto = {0, fuse ? h1 : NULL, NULL, fa, &n->wc[1][2 + 2 * i]};
         s = with_batch(b->s2, B);
-        jem_conv2d_backward_st(da2, param_grads ? G(n, b->c2w) : NULL, param_grads ? G(n, b->c2b) : NULL,
+        jem_conv2d_backward(da2, param_grads ? G(n, b->c2w) : NULL, param_grads ? G(n, b->c2b) : NULL,
                                dcur, a2, P(n, b->c2w), &s, &sto, n->ws);
         if (!fuse) jem_act_grad_inplace(da2, h1, nmid, a->act, a->slope);
         sto.gate = fuse ? xin : NULL;
         sto.wcache = &n->wc[1][1 + 2 * i];
         s = with_batch(b->s1, B);
-        jem_conv2d_backward_st(da1, param_grads ? G(n, b->c1w) : NULL, param_grads ? G(n, b->c1b) : NULL,
+        jem_conv2d_backward(da1, param_grads ? G(n, b->c1w) : NULL, param_grads ? G(n, b->c1b) : NULL,
                                da2, a1, P(n, b->c1w), &s, &sto, n->ws);
         if (!fuse) jem_act_grad_inplace(da1, xin, nin, a->act, a->slope);
         /* shortcut */
         if (b->has_sc) {
             s = with_batch(b->ssc, B);
             jem_conv2d_backward(da1, param_grads ? G(n, b->scw) : NULL, param_grads ? G(n, b->scb) : NULL,
-                                dcur, xin, P(n, b->scw), &s, n->ws);
+                                dcur, xin, P(n, b->scw), &s, NULL, n->ws);
         } else {
             jem_add_backward(da1, NULL, dcur, nout);
         }
@@ -443,7 +440,7 @@ jem_status jem_net_backward(jem_net *n, const float *dlogits, float *dx, int par
     jem_conv_shape s = with_batch(n->stem, B);
     if (dx) memset(dx, 0, sizeof(float) * (size_t)B * a->in_c * a->in_h * a->in_w);
     jem_conv2d_backward(dx, param_grads ? G(n, n->stem_w) : NULL, param_grads ? G(n, n->stem_b) : NULL,
-                        dcur, n->x, P(n, n->stem_w), &s, n->ws);
+                        dcur, n->x, P(n, n->stem_w), &s, NULL, n->ws);
     return JEM_OK;
 }
 
