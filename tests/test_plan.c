@@ -258,8 +258,18 @@ static void check_blocks(void)
     ASSERT(jem_conv_plan_block(&s1, &s2, &ssc, L, 0.2f, &AUTO).fused);
 }
 
-/* the dispatcher runs the kernel the planner names, with its tile: its
- * result is bit for bit the named kernel's */
+/* the functions of a kernel the planner names (NULL for GEMM, which only
+ * the dispatcher runs) */
+static const jem_kernel_ops *ops(jem_kernel k)
+{
+    return k == JEM_KERNEL_WINOGRAD ? &jem_kernel_winograd
+         : k == JEM_KERNEL_INDIRECT ? &jem_kernel_indirect
+         : k == JEM_KERNEL_DIRECT   ? &jem_kernel_direct : NULL;
+}
+
+/* the dispatcher runs each pass on the kernel the planner names, with its
+ * tile: its results are bit for bit the named kernel's (for GEMM: right,
+ * at least). The backward pass asks for both gradients at once. */
 static void check_dispatch(const jem_conv_shape *s)
 {
     const jem_conv_settings *set = jem_conv_settings_get();
@@ -269,23 +279,45 @@ static void check_dispatch(const jem_conv_shape *s)
     const size_t nx = (size_t)s->B * s->IC * s->H * s->W, no = (size_t)s->B * s->OC * OH * OW;
     const size_t nw = (size_t)s->OC * s->IC * s->KH * s->KW;
     float *x = malloc(sizeof(float) * nx), *w = malloc(sizeof(float) * nw), *b = malloc(sizeof(float) * s->OC);
-    float *o1 = malloc(sizeof(float) * no), *o2 = malloc(sizeof(float) * no);
+    float *o1 = malloc(sizeof(float) * no), *o2 = malloc(sizeof(float) * no), *d = malloc(sizeof(float) * no);
+    float *g1 = calloc(nx, sizeof(float)), *g2 = calloc(nx, sizeof(float));
+    float *dw1 = calloc(nw, sizeof(float)), *dw2 = calloc(nw, sizeof(float));
+    float *db1 = calloc((size_t)s->OC, sizeof(float)), *db2 = calloc((size_t)s->OC, sizeof(float));
     float *ws = malloc(sizeof(float) * jem_conv2d_ws(s) * omp_get_max_threads());
     fill_uniform(x, nx, &r, -1, 1); fill_uniform(w, nw, &r, -1, 1); fill_uniform(b, s->OC, &r, -1, 1);
-    const jem_conv_plan p = jem_conv_plan_layer(s, JEM_PASS_FORWARD, 0, 0, set);
-    const jem_kernel_ops *k = p.kernel == JEM_KERNEL_WINOGRAD ? &jem_kernel_winograd
-                            : p.kernel == JEM_KERNEL_INDIRECT ? &jem_kernel_indirect
-                            : p.kernel == JEM_KERNEL_DIRECT   ? &jem_kernel_direct : NULL;
+    fill_uniform(d, no, &r, -1, 1);
+    jem_conv_plan p[3];
+    for (int k = 0; k < 3; k++) p[k] = jem_conv_plan_layer(s, (jem_conv_pass)k, 0, 0, set);
+#define NOT_NAMED "%dx%dx%d->%d s%d: the dispatcher's %s is not %s's"
     jem_conv2d_forward(o1, x, w, b, s, NULL, ws);
-    if (k) {
-        ASSERT(k->forward(o2, x, w, b, s, &jem_store_set, p.tile, ws) == 0);
-        ASSERT_MSG(!memcmp(o1, o2, sizeof(float) * no), "%dx%dx%d->%d s%d: the dispatcher's result is not %s's",
-                   s->IC, s->H, s->W, s->OC, s->stride, jem_kernel_name(p.kernel));
-    } else { /* GEMM, which only the dispatcher runs: right, at least */
+    if (ops(p[0].kernel)) {
+        ASSERT(ops(p[0].kernel)->forward(o2, x, w, b, s, &jem_store_set, p[0].tile, ws) == 0);
+        ASSERT_MSG(!memcmp(o1, o2, sizeof(float) * no), NOT_NAMED, s->IC, s->H, s->W, s->OC, s->stride, "forward pass",
+                   jem_kernel_name(p[0].kernel));
+    } else {
         jem_conv2d_forward_ref(o2, x, w, b, s);
         ASSERT(rel_err_ff(o1, o2, no) < 1e-5);
     }
-    free(x); free(w); free(b); free(o1); free(o2); free(ws);
+    jem_conv2d_backward(g1, dw1, db1, d, x, w, s, NULL, ws);
+    if (ops(p[1].kernel)) {
+        ASSERT(ops(p[1].kernel)->backward(g2, NULL, NULL, d, x, w, s, &jem_store_add, p[1].tile, ws) == 0);
+        ASSERT_MSG(!memcmp(g1, g2, sizeof(float) * nx), NOT_NAMED, s->IC, s->H, s->W, s->OC, s->stride, "input gradient",
+                   jem_kernel_name(p[1].kernel));
+    } else {
+        jem_conv2d_backward_ref(g2, NULL, NULL, d, x, w, s);
+        ASSERT(rel_err_ff(g1, g2, nx) < 1e-5);
+    }
+    if (ops(p[2].kernel)) {
+        ASSERT(ops(p[2].kernel)->backward(NULL, dw2, db2, d, x, w, s, &jem_store_add, p[2].tile, ws) == 0);
+        ASSERT_MSG(!memcmp(dw1, dw2, sizeof(float) * nw) && !memcmp(db1, db2, sizeof(float) * s->OC), NOT_NAMED, s->IC,
+                   s->H, s->W, s->OC, s->stride, "weight gradient", jem_kernel_name(p[2].kernel));
+    } else {
+        jem_conv2d_backward_ref(NULL, dw2, db2, d, x, w, s);
+        ASSERT(rel_err_ff(dw1, dw2, nw) < 1e-5 && rel_err_ff(db1, db2, (size_t)s->OC) < 1e-5);
+    }
+    free(x); free(w); free(b); free(o1); free(o2); free(d); free(g1); free(g2);
+    free(dw1); free(dw2); free(db1); free(db2); free(ws);
+#undef NOT_NAMED
 }
 
 int main(void)

@@ -273,10 +273,7 @@ void jem_conv2d_backward(float *dinp, float *dw, float *db, const float *dout, c
     if (!dinp && !want_w) return;
     const jem_conv_settings *set = jem_conv_settings_get();
     const jem_conv_plan pi = jem_conv_plan_layer(s, JEM_PASS_INPUT_GRAD, 0, 0, set);
-    jem_conv_plan pw = jem_conv_plan_layer(s, JEM_PASS_WEIGHT_GRAD, 0, 0, set);
-    /* as before the planner: where the direct kernel takes the input
-     * gradient, the weight gradient runs on GEMM */
-    if (dinp && pi.kernel == JEM_KERNEL_DIRECT) pw.kernel = JEM_KERNEL_GEMM;
+    const jem_conv_plan pw = jem_conv_plan_layer(s, JEM_PASS_WEIGHT_GRAD, 0, 0, set);
     if (dinp && want_w && pi.kernel == pw.kernel && pi.tile == pw.tile) {
         /* both on one kernel, in one call */
         if (ops(pi.kernel)->backward(dinp, dw, db, dout, inp, w, s, st, pi.tile, ws))
