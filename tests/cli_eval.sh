@@ -65,6 +65,11 @@ write_model "$tmp/fast.model" fast 1x16x16 16 "16/1 32/2"
 check "[ $? -eq 0 ]"
 check "json_ok '$tmp/bench.json'"
 check "grep -q '\"jem_iteration\":{\"batch\":64' '$tmp/bench.json' && grep -q '\"layers\":\[{' '$tmp/bench.json' && grep -q '\"blocks\":\[' '$tmp/bench.json' && grep -q '\"peak_rss_mb\":' '$tmp/bench.json'"
+# the planner's choice for every layer, pass and block; bad kernel settings
+# refused before anything is loaded
+check "grep -q '\"kernel_backward_weight\":\"[a-z]*\",\"tile_backward_weight\":[024]' '$tmp/bench.json' && grep -q '\"blocks\":\[{\"name\":\"b1\",\"shape\":\"[^\"]*\",\"fused\":' '$tmp/bench.json'"
+JEM_WINOGRAD_TILE=3 "$JEM" bench --model "$tmp/fast.model" --reps 1 > /dev/null 2> "$tmp/bench.err"
+check "[ $? -eq 2 ] && grep -q 'JEM_WINOGRAD_TILE=3' '$tmp/bench.err'"
 
 # training through the fused blocks (channels multiples of 16) learns as
 # the layer-by-layer path does (JEM_FUSE=0): same run, rounding apart

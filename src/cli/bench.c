@@ -241,9 +241,12 @@ int cmd_bench(int argc, char **argv)
     int r = cli_parse("bench", "[options]", opts, argc, argv, 2, pos, 0, &npos);
     if (r) return r > 0 ? 0 : 2;
     if (reps < 1 || reps > 1000 || K < 1) { fprintf(stderr, "jem bench: error: bad --reps or --sgld-steps\n"); return 2; }
+    /* the kernel settings in the environment, before anything is loaded */
+    jem_status s = jem_conv_settings_check();
+    if (s) { fprintf(stderr, "jem bench: error: %s\n", jem_last_error()); return 2; }
     jem_set_threads(threads);
     jem_arch a;
-    jem_status s = jem_arch_load(model, &a);
+    s = jem_arch_load(model, &a);
     if (s) return cli_fail("bench", s);
     bctx b;
     memset(&b, 0, sizeof b);
