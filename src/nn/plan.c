@@ -110,11 +110,6 @@ const char *jem_kernel_name(jem_kernel k)
     return "none";
 }
 
-const char *jem_conv_pass_name(jem_conv_pass p)
-{
-    return p == JEM_PASS_FORWARD ? "forward" : p == JEM_PASS_INPUT_GRAD ? "input gradient" : "weight gradient";
-}
-
 /* ---- the settings ---- */
 
 static const struct {

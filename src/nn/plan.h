@@ -88,7 +88,5 @@ jem_block_plan jem_conv_plan_block(const jem_conv_shape *s1, const jem_conv_shap
 
 /* "gemm", "direct", "indirect", "winograd", "pointwise", "none" */
 const char *jem_kernel_name(jem_kernel k);
-/* "forward", "input gradient", "weight gradient" */
-const char *jem_conv_pass_name(jem_conv_pass p);
 
 #endif
