@@ -33,8 +33,8 @@ static void expect(const jem_conv_shape *s, jem_conv_pass pass, int accumulate, 
 {
     const jem_conv_plan p = jem_conv_plan_layer(s, pass, accumulate, in_block, set);
     ASSERT_MSG(p.kernel == k && p.tile == m,
-               "%dx%dx%d->%d k%d s%d p%d, %s%s%s, avx512 %d, JEM_KERNELS %d, tile %d: %s/%d, want %s/%d", s->IC,
-               s->H, s->W, s->OC, s->KH, s->stride, s->pad, pass_name[pass], accumulate ? ", adding" : "",
+               "%dx%dx%d->%d k%d s%d p%d, %s%s%s, avx512 %d, JEM_KERNELS %d, tile %d: %s/%d, want %s/%d", s->IC, s->H,
+               s->W, s->OC, s->KH, s->stride, s->pad, pass_name[pass], accumulate ? ", adding" : "",
                in_block ? ", in a block" : "", set->avx512, (int)set->kernels, set->tile, jem_kernel_name(p.kernel),
                p.tile, jem_kernel_name(k), m);
 }
@@ -62,11 +62,13 @@ static void check_parse(void)
     ASSERT(s.kernels == JEM_KERNELS_AUTO && s.fuse == 1);
     /* bad values: an error naming the variable and the value, and nothing
      * changed (not even the settings before the bad one) */
-    const struct { const char *k, *t, *f, *msg; } bad[] = {
-        {"fast", NULL, NULL, "JEM_KERNELS=fast"},  {"GEMM", NULL, NULL, "JEM_KERNELS=GEMM"},
+    const struct {
+        const char *k, *t, *f, *msg;
+    } bad[] = {
+        {"fast", NULL, NULL, "JEM_KERNELS=fast"},       {"GEMM", NULL, NULL, "JEM_KERNELS=GEMM"},
         {"direct ", NULL, NULL, "JEM_KERNELS=direct "}, {NULL, "3", NULL, "JEM_WINOGRAD_TILE=3"},
-        {"gemm", "8", NULL, "JEM_WINOGRAD_TILE=8"}, {NULL, "2x2", NULL, "JEM_WINOGRAD_TILE=2x2"},
-        {"direct", "4", "yes", "JEM_FUSE=yes"},    {NULL, NULL, "2", "JEM_FUSE=2"},
+        {"gemm", "8", NULL, "JEM_WINOGRAD_TILE=8"},     {NULL, "2x2", NULL, "JEM_WINOGRAD_TILE=2x2"},
+        {"direct", "4", "yes", "JEM_FUSE=yes"},         {NULL, NULL, "2", "JEM_FUSE=2"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         jem_conv_settings t = {0, JEM_KERNELS_AUTO, 0, 1};
@@ -83,7 +85,10 @@ static void check_parse(void)
 static void check_env_refused(const char *var, const char *val)
 {
     int fd[2];
-    if (pipe(fd)) { ASSERT(0); return; }
+    if (pipe(fd)) {
+        ASSERT(0);
+        return;
+    }
     fflush(stdout);
     pid_t pid = fork();
     if (pid == 0) {
@@ -127,8 +132,10 @@ static void check_process_settings(void)
     ASSERT_OK(jem_conv_settings_parse(&e, getenv("JEM_KERNELS"), getenv("JEM_WINOGRAD_TILE"), getenv("JEM_FUSE")));
     ASSERT(e.kernels == s->kernels && e.tile == s->tile && e.fuse == s->fuse);
     printf("this process: AVX-512 %s, JEM_KERNELS %s, JEM_WINOGRAD_TILE %d, JEM_FUSE %d\n", s->avx512 ? "yes" : "no",
-           s->kernels == JEM_KERNELS_AUTO ? "auto" : s->kernels == JEM_KERNELS_DIRECT ? "direct" : "gemm", s->tile,
-           s->fuse);
+           s->kernels == JEM_KERNELS_AUTO     ? "auto"
+           : s->kernels == JEM_KERNELS_DIRECT ? "direct"
+                                              : "gemm",
+           s->tile, s->fuse);
 }
 
 static void check_table(void)
@@ -178,7 +185,7 @@ static void check_table(void)
     expect(&c12_8, I, 0, 0, &AUTO, JEM_KERNEL_GEMM, 0);
     expect(&c8_12, F, 0, 0, &AUTO, JEM_KERNEL_GEMM, 0);
     expect(&c8_12, I, 0, 0, &AUTO, JEM_KERNEL_DIRECT, 0);
-    expect_all(&c24s2, &AUTO, JEM_KERNEL_GEMM, 0);  /* strided, 24 channels: no direct kernel */
+    expect_all(&c24s2, &AUTO, JEM_KERNEL_GEMM, 0);        /* strided, 24 channels: no direct kernel */
     expect(&c28, F, 1, 0, &AUTO, JEM_KERNEL_WINOGRAD, 4); /* Winograd adds into its output */
     /* kernel sizes and padding no fast kernel takes */
     const jem_conv_shape k5 = shape(16, 12, 12, 16, 5, 1, 2), p0 = shape(16, 12, 12, 16, 3, 1, 0);
@@ -264,9 +271,10 @@ static void check_blocks(void)
  * the dispatcher runs) */
 static const jem_kernel_ops *ops(jem_kernel k)
 {
-    return k == JEM_KERNEL_WINOGRAD ? &jem_kernel_winograd
-         : k == JEM_KERNEL_INDIRECT ? &jem_kernel_indirect
-         : k == JEM_KERNEL_DIRECT   ? &jem_kernel_direct : NULL;
+    return k == JEM_KERNEL_WINOGRAD   ? &jem_kernel_winograd
+           : k == JEM_KERNEL_INDIRECT ? &jem_kernel_indirect
+           : k == JEM_KERNEL_DIRECT   ? &jem_kernel_direct
+                                      : NULL;
 }
 
 /* the dispatcher runs each pass on the kernel the planner names, with its
@@ -286,7 +294,9 @@ static void check_dispatch(const jem_conv_shape *s)
     float *dw1 = calloc(nw, sizeof(float)), *dw2 = calloc(nw, sizeof(float));
     float *db1 = calloc((size_t)s->OC, sizeof(float)), *db2 = calloc((size_t)s->OC, sizeof(float));
     float *ws = malloc(sizeof(float) * jem_conv2d_ws(s) * omp_get_max_threads());
-    fill_uniform(x, nx, &r, -1, 1); fill_uniform(w, nw, &r, -1, 1); fill_uniform(b, s->OC, &r, -1, 1);
+    fill_uniform(x, nx, &r, -1, 1);
+    fill_uniform(w, nw, &r, -1, 1);
+    fill_uniform(b, s->OC, &r, -1, 1);
     fill_uniform(d, no, &r, -1, 1);
     jem_conv_plan p[3];
     for (int k = 0; k < 3; k++) p[k] = jem_conv_plan_layer(s, (jem_conv_pass)k, 0, 0, set);
@@ -303,8 +313,8 @@ static void check_dispatch(const jem_conv_shape *s)
     jem_conv2d_backward(g1, dw1, db1, d, x, w, s, NULL, ws);
     if (ops(p[1].kernel)) {
         ASSERT(ops(p[1].kernel)->backward(g2, NULL, NULL, d, x, w, s, &jem_store_add, p[1].tile, ws) == 0);
-        ASSERT_MSG(!memcmp(g1, g2, sizeof(float) * nx), NOT_NAMED, s->IC, s->H, s->W, s->OC, s->stride, "input gradient",
-                   jem_kernel_name(p[1].kernel));
+        ASSERT_MSG(!memcmp(g1, g2, sizeof(float) * nx), NOT_NAMED, s->IC, s->H, s->W, s->OC, s->stride,
+                   "input gradient", jem_kernel_name(p[1].kernel));
     } else {
         jem_conv2d_backward_ref(g2, NULL, NULL, d, x, w, s);
         ASSERT(rel_err_ff(g1, g2, nx) < 1e-5);
@@ -317,8 +327,19 @@ static void check_dispatch(const jem_conv_shape *s)
         jem_conv2d_backward_ref(NULL, dw2, db2, d, x, w, s);
         ASSERT(rel_err_ff(dw1, dw2, nw) < 1e-5 && rel_err_ff(db1, db2, (size_t)s->OC) < 1e-5);
     }
-    free(x); free(w); free(b); free(o1); free(o2); free(d); free(g1); free(g2);
-    free(dw1); free(dw2); free(db1); free(db2); free(ws);
+    free(x);
+    free(w);
+    free(b);
+    free(o1);
+    free(o2);
+    free(d);
+    free(g1);
+    free(g2);
+    free(dw1);
+    free(dw2);
+    free(db1);
+    free(db2);
+    free(ws);
 #undef NOT_NAMED
 }
 

@@ -11,7 +11,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { FWD = 1 << JEM_PASS_FORWARD, INP = 1 << JEM_PASS_INPUT_GRAD, WGT = 1 << JEM_PASS_WEIGHT_GRAD, ALL = FWD | INP | WGT };
+enum {
+    FWD = 1 << JEM_PASS_FORWARD,
+    INP = 1 << JEM_PASS_INPUT_GRAD,
+    WGT = 1 << JEM_PASS_WEIGHT_GRAD,
+    ALL = FWD | INP | WGT
+};
 enum { AUTO = 1 << JEM_KERNELS_AUTO, DIRECT = 1 << JEM_KERNELS_DIRECT, GEMM = 1 << JEM_KERNELS_GEMM };
 enum { LAYER = 1, BLOCK = 2 }; /* where it runs: layer by layer, inside a fused block */
 
@@ -38,6 +43,7 @@ typedef struct {
  * (2.25x fewer) otherwise. Indirect for the strided layers and the weight
  * gradients Winograd does not take, direct for the stride-1 layers whose
  * channels are not multiples of 16, im2col + sgemm for the rest. */
+/* clang-format off */
 static const candidate table[] = {
     /* kernel              tile passes     JEM_KERNELS           where          avx k  pad str ch  out sets pad4 */
     {JEM_KERNEL_WINOGRAD,  4,   ALL,       AUTO,                 LAYER | BLOCK, 1,  3, 1,  1,  16, 1,  0,   1},
@@ -49,6 +55,7 @@ static const candidate table[] = {
     {JEM_KERNEL_DIRECT,    0,   INP,       AUTO | DIRECT,        LAYER,         1,  3, 1,  1,  1,  8,  0,   0},
     {JEM_KERNEL_GEMM,      0,   ALL,       AUTO | DIRECT | GEMM, LAYER,         0,  0, -1, 0,  1,  1,  0,   0},
 };
+/* clang-format on */
 
 /* whether 4x4 output tiles cover an H x W image with at most 15 % more
  * pixels than it has */
@@ -91,8 +98,7 @@ jem_block_plan jem_conv_plan_block(const jem_conv_shape *s1, const jem_conv_shap
     if (ssc) p.sc = jem_conv_plan_layer(ssc, JEM_PASS_FORWARD, 0, 1, set);
     const int chain = s2->IC == s1->OC && s2->OC == s1->OC && s2->H == s1->H && s2->W == s1->W;
     const int shortcut = ssc ? p.sc.kernel == JEM_KERNEL_POINTWISE : s1->IC == s1->OC && s2->stride == 1;
-    p.fused = set->fuse && jem_fact_of(act, slope, &p.act) && chain && shortcut &&
-              p.c1.kernel == JEM_KERNEL_WINOGRAD &&
+    p.fused = set->fuse && jem_fact_of(act, slope, &p.act) && chain && shortcut && p.c1.kernel == JEM_KERNEL_WINOGRAD &&
               (p.c2.kernel == JEM_KERNEL_WINOGRAD || p.c2.kernel == JEM_KERNEL_INDIRECT);
     return p;
 }
