@@ -20,7 +20,6 @@
 #define JEM_DATA_MAX_SAMPLES ((uint64_t)INT32_MAX)
 
 static inline float jem_px8(unsigned v) { return (float)((double)v / 255.0 * 2.0 - 1.0); }
-static inline float jem_px16(unsigned v) { return (float)((double)v / 65535.0 * 2.0 - 1.0); }
 
 /* ITU-R BT.601 luma weights (they sum to 1, so the luma of values in [-1, 1]
  * is the [-1, 1] value of the luma). */
