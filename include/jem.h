@@ -565,9 +565,7 @@ typedef struct {
     jem_init_kind init;
     float    reinit;         /* probability a drawn chain restarts */
     int      full_cov;       /* informative init: full covariance (else diagonal) */
-    float   *mu;             /* (K, D) per-class mean */
-    float   *sd;             /* (K, D) per-class std (diagonal) */
-    float   *chol;           /* (K, D, D) lower Cholesky factors, or NULL */
+    struct jem_buffer_prior *prior; /* the fitted init (private; NULL until jem_buffer_fit) */
     int      lo, hi;         /* draws come from slots [lo, hi) (a rank's slice;
                                 0 and n after jem_buffer_create) */
 } jem_buffer;
@@ -672,4 +670,9 @@ jem_status jem_evaluate(jem_net *net, const jem_dataset *ds, double *acc,
 #ifdef __cplusplus
 }
 #endif
+
+/* The rest of the public API, one header per area. */
+#include "jem/eval.h"   /* metrics, calibration, OOD scores, attacks, plots */
+#include "jem/json.h"   /* JSON writer and parser */
+
 #endif /* JEM_H */

@@ -1,6 +1,6 @@
 /* Persistent replay buffer of SGLD chains, with Uniform(-1, 1) or JEM++'s
  * informative per-class Gaussian initialisation. */
-#include "jem.h"
+#include "ebm/ebm.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -34,7 +34,8 @@ jem_status jem_buffer_create(jem_buffer *b, int n, int c, int h, int w,
 void jem_buffer_free(jem_buffer *b)
 {
     if (!b) return;
-    free(b->x); free(b->y); free(b->mu); free(b->sd); free(b->chol);
+    free(b->x); free(b->y);
+    if (b->prior) { free(b->prior->mu); free(b->prior->sd); free(b->prior->chol); free(b->prior); }
     memset(b, 0, sizeof *b);
 }
 
@@ -66,13 +67,16 @@ jem_status jem_buffer_fit(jem_buffer *b, const jem_dataset *ds, int full_cov)
     if (ds->c != b->c || ds->h != b->h || ds->w != b->w)
         return jem_fail(JEM_ERR_SHAPE, "informative init: data %s is %dx%dx%d, buffer %dx%dx%d", ds->name,
                         ds->c, ds->h, ds->w, b->c, b->h, b->w);
-    free(b->mu); free(b->sd); free(b->chol);
-    b->chol = NULL;
-    b->mu = calloc((size_t)K * D, sizeof(float));
-    b->sd = calloc((size_t)K * D, sizeof(float));
+    if (!b->prior && !(b->prior = calloc(1, sizeof *b->prior)))
+        return jem_fail(JEM_ERR_NOMEM, "informative init: out of memory");
+    struct jem_buffer_prior *pr = b->prior;
+    free(pr->mu); free(pr->sd); free(pr->chol);
+    pr->chol = NULL;
+    pr->mu = calloc((size_t)K * D, sizeof(float));
+    pr->sd = calloc((size_t)K * D, sizeof(float));
     long *cnt = calloc(K, sizeof(long));
     double *m = calloc((size_t)K * D, sizeof(double)), *v = calloc((size_t)K * D, sizeof(double));
-    if (!b->mu || !b->sd || !cnt || !m || !v) {
+    if (!pr->mu || !pr->sd || !cnt || !m || !v) {
         free(cnt); free(m); free(v);
         return jem_fail(JEM_ERR_NOMEM, "informative init: out of memory");
     }
@@ -96,17 +100,17 @@ jem_status jem_buffer_fit(jem_buffer *b, const jem_dataset *ds, int full_cov)
     }
     for (size_t i = 0; i < (size_t)K * D; i++) {
         int k = (int)(i / D);
-        b->mu[i] = (float)m[i];
-        b->sd[i] = (float)sqrt(v[i] / (cnt[k] > 1 ? cnt[k] - 1 : 1));
+        pr->mu[i] = (float)m[i];
+        pr->sd[i] = (float)sqrt(v[i] / (cnt[k] > 1 ? cnt[k] - 1 : 1));
     }
     jem_status s = JEM_OK;
     if (full_cov) {
-        b->chol = malloc(sizeof(float) * (size_t)K * D * D);
+        pr->chol = malloc(sizeof(float) * (size_t)K * D * D);
         double *cov = malloc(sizeof(double) * (size_t)D * D);
         float *xc = malloc(sizeof(float) * (size_t)D * 4096);
-        if (!b->chol || !cov || !xc) {
+        if (!pr->chol || !cov || !xc) {
             free(cov); free(xc);
-            free(b->chol); b->chol = NULL;
+            free(pr->chol); pr->chol = NULL;
             s = jem_fail(JEM_ERR_NOMEM, "informative init: out of memory for %d covariance matrices of %dx%d", K, D, D);
             goto out;
         }
@@ -117,7 +121,7 @@ jem_status jem_buffer_fit(jem_buffer *b, const jem_dataset *ds, int full_cov)
             for (int i = 0; i <= ds->n; i++) {
                 if (i < ds->n && ds->y[i] == k) {
                     const float *xi = ds->x + (size_t)i * D;
-                    for (int d = 0; d < D; d++) xc[(size_t)nc * D + d] = xi[d] - b->mu[(size_t)k * D + d];
+                    for (int d = 0; d < D; d++) xc[(size_t)nc * D + d] = xi[d] - pr->mu[(size_t)k * D + d];
                     nc++;
                 }
                 if (nc == 4096 || (i == ds->n && nc)) {
@@ -144,14 +148,14 @@ jem_status jem_buffer_fit(jem_buffer *b, const jem_dataset *ds, int full_cov)
                 s = jem_fail(JEM_ERR_NONFINITE, "informative init: covariance of class %d is not positive definite", k);
                 break;
             }
-            float *L = b->chol + (size_t)k * D * D;
+            float *L = pr->chol + (size_t)k * D * D;
             for (size_t i = 0; i < (size_t)D * D; i++) L[i] = (float)cov[i];
         }
         free(cov); free(xc);
-        if (s) { free(b->chol); b->chol = NULL; }
+        if (s) { free(pr->chol); pr->chol = NULL; }
     }
 out:
-    b->full_cov = b->chol != NULL;
+    b->full_cov = pr->chol != NULL;
     free(cnt); free(m); free(v);
     return s;
 }
@@ -159,14 +163,15 @@ out:
 void jem_buffer_init_one(const jem_buffer *b, int k, float *x, jem_rng *rng)
 {
     const int D = b->c * b->h * b->w;
-    if (b->init == JEM_INIT_UNIFORM || !b->mu) {
+    const struct jem_buffer_prior *pr = b->prior;
+    if (b->init == JEM_INIT_UNIFORM || !pr || !pr->mu) {
         for (int d = 0; d < D; d++) x[d] = 2.0f * jem_rng_uniform(rng) - 1.0f;
         return;
     }
     if (k < 0 || k >= b->n_classes) k = (int)jem_rng_below(rng, (uint32_t)b->n_classes);
-    const float *mu = b->mu + (size_t)k * D, *sd = b->sd + (size_t)k * D;
-    if (b->chol) {
-        const float *L = b->chol + (size_t)k * D * D;
+    const float *mu = pr->mu + (size_t)k * D, *sd = pr->sd + (size_t)k * D;
+    if (pr->chol) {
+        const float *L = pr->chol + (size_t)k * D * D;
         float z[4096];
         float *zz = D <= 4096 ? z : malloc(sizeof(float) * D);
         if (zz) {

@@ -340,6 +340,11 @@ void jem_jw_null(jem_jw *w)
 void jem_jw_rawn(jem_jw *w, const char *text, size_t n) { if (text) jw_put(w, text, n); }
 void jem_jw_raw(jem_jw *w, const char *text) { if (text) jw_put(w, text, strlen(text)); }
 
+void jem_jw_json(jem_jw *w, const char *json, size_t n)
+{
+    if (jw_value_begin(w)) jw_put(w, json, n);
+}
+
 void jem_jw_kstr(jem_jw *w, const char *key, const char *s) { jem_jw_key(w, key); jem_jw_str(w, s); }
 void jem_jw_kint(jem_jw *w, const char *key, int64_t v) { jem_jw_key(w, key); jem_jw_int(w, v); }
 void jem_jw_kdouble(jem_jw *w, const char *key, double v) { jem_jw_key(w, key); jem_jw_double(w, v); }
