@@ -256,21 +256,20 @@ typedef struct {
     float   *x;          /* (N, C, H, W), pixels scaled to [-1, 1] */
     int32_t *y;          /* (N) labels in [0, n_classes), -1 = unlabelled */
     char     name[256];  /* where it came from (spec) */
+    char   **classes;    /* (n_classes) class names, or NULL when unknown */
+    char   **files;      /* (N) the file each image came from (png: folders,
+                            relative to ROOT), or NULL */
 } jem_dataset;
 
 /* Open a data set named by one string. Every loader scales pixels to [-1, 1]:
  * an 8-bit value v -> v / 255 * 2 - 1, a 16-bit PNG value v / 65535 * 2 - 1.
  *
  *   fmnist:train | fmnist:test
- *       Fashion-MNIST (Debian's dataset-fashion-mnist) in
- *       /usr/share/datasets/fashion-mnist, or $JEM_FMNIST_DIR when set;
- *       files {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]. 10 classes.
+ *       Fashion-MNIST in the folder set by jem_data_set_dir("fmnist", DIR):
+ *       files {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]. 10 classes,
+ *       named (T-shirt/top, Trouser, ..., Ankle boot).
  *   mnist:test | mnist:train
- *       MNIST, same file names, looked for in: $JEM_MNIST_DIR when set (and
- *       only there); else ../shared/data/mnist from the current directory;
- *       else D/../shared/data/mnist for D the running executable's directory
- *       and its three nearest ancestors (so build/jem and build/tests/test_x
- *       find the folder beside the project root). 10 classes.
+ *       MNIST, the same file names in the folder set for "mnist". 10 classes.
  *   idx:PREFIX
  *       PREFIX-images-idx3-ubyte and PREFIX-labels-idx1-ubyte, each tried
  *       as named, then with ".gz". n_classes = largest label + 1.
@@ -279,16 +278,20 @@ typedef struct {
  *   cifar10:DIR[:train|:test]
  *       CIFAR-10 binary: DIR/data_batch_1.bin .. data_batch_5.bin (train,
  *       the default) or DIR/test_batch.bin; DIR may also be the folder that
- *       holds cifar-10-batches-bin/. 3x32x32, 10 classes.
+ *       holds cifar-10-batches-bin/. 3x32x32, 10 classes, named from
+ *       batches.meta.txt beside the batches, else CIFAR-10's own names.
  *   cifar100:DIR[:train|:test]
  *       CIFAR-100 binary: DIR/train.bin or DIR/test.bin (or inside
- *       cifar-100-binary/); fine labels, 100 classes.
+ *       cifar-100-binary/); fine labels, 100 classes, named from
+ *       fine_label_names.txt beside the files when it is there.
  *   png:ROOT
  *       ROOT/<class>/<image>.png (or .PNG). Classes are the subfolders of
- *       ROOT sorted by strcmp, label = position; images sorted by strcmp
- *       within a class; names starting with '.' and other files are
- *       skipped. All images must have one size. C = 3 if any image is
- *       colour, else 1; decoding and conversion follow jem_png_read.
+ *       ROOT sorted by strcmp (byte order: "B" before "a"), label =
+ *       position, class names = the folder names; images sorted by strcmp
+ *       within a class, ds->files = "<class>/<image>.png"; names starting
+ *       with '.' and other files are skipped. All images must have one
+ *       size. C = 3 if any image is colour, else 1; decoding and conversion
+ *       follow jem_png_read.
  *   noise:KIND[:N][:SHAPE][:seed=S]
  *       KIND uniform | gaussian | constant (see jem_dataset_synthetic);
  *       N images (default 10000); SHAPE CxHxW or HxW (C = 1), required;
@@ -324,7 +327,25 @@ typedef struct {
  * of records, corrupt PNG ...), images of different sizes in a PNG folder
  * -> JEM_ERR_SHAPE; the message names the file. On failure *ds is zeroed. */
 jem_status jem_dataset_open(const char *spec, jem_dataset *ds);
-/* Free x and y and zero *ds (NULL is fine). */
+/* Open a set for a model whose input is c x h x w: noise sets that name no
+ * shape take this one, and the set is conformed to it
+ * (jem_dataset_conform). */
+jem_status jem_dataset_open_as(const char *spec, int c, int h, int w, jem_dataset *ds);
+/* Check a spec without reading any data: its syntax, and that the files or
+ * folders it names exist (the errors jem_dataset_open would give for them).
+ * c, h, w: the shape noise sets take when they name none (0, 0, 0: none). */
+jem_status jem_dataset_check(const char *spec, int c, int h, int w);
+/* Where the named sets "fmnist" and "mnist" are read from (dir is copied;
+ * NULL forgets it). The library knows no default folder: a program sets
+ * these once, before opening sets (not while another thread opens one).
+ * Opening fmnist:... or mnist:... with no folder set -> JEM_ERR_IO. */
+jem_status jem_data_set_dir(const char *name, const char *dir);
+const char *jem_data_dir(const char *name);   /* NULL when not set */
+/* The class names the library knows for a spec's set (fmnist, mnist,
+ * cifar10: by the spec's prefix), static strings; NULL otherwise. *n
+ * (nullable) receives their number. */
+const char *const *jem_known_classes(const char *spec, int *n);
+/* Free x, y, the names and files, and zero *ds (NULL is fine). */
 void       jem_dataset_free(jem_dataset *ds);
 /* Make a data set fit a model's input (c = 1 or 3), in place: channels
  * converted (grey -> RGB by repetition, RGB -> grey by ITU-R BT.601 luma
@@ -332,7 +353,8 @@ void       jem_dataset_free(jem_dataset *ds);
  * JEM_ERR_SHAPE naming the set and both shapes. */
 jem_status jem_dataset_conform(jem_dataset *ds, int c, int h, int w);
 /* Hold out n_val images (0 <= n_val < src->n) from src into val, the rest
- * into train. The images held out are the first n_val of a seeded shuffle of
+ * into train (both keep the class names, and the file names of their
+ * images). The images held out are the first n_val of a seeded shuffle of
  * the indices; both parts keep src's order. src is consumed: its buffers
  * move to train and *src is zeroed (train may be src itself). n_val = 0
  * gives an empty val (n 0, x and y NULL). On failure src is untouched. */

@@ -162,45 +162,50 @@ static void test_real_sets(void)
     check_real("mnist:test", 0);
 }
 
-/* MNIST found through the executable's path when the current directory
- * gives nothing, and through $JEM_MNIST_DIR; FMNIST through $JEM_FMNIST_DIR. */
+/* The named sets come from the folders given to jem_data_set_dir, and only
+ * from there: unset, opening one fails naming the call. */
 static void test_dataset_dirs(void)
 {
-    char cwd[PATH_MAX];
     jem_dataset ds;
-    if (!getcwd(cwd, sizeof cwd)) { ASSERT(0); return; }
-    if (!getenv("JEM_MNIST_DIR") && chdir("/tmp") == 0) {
-        ASSERT_OK(jem_dataset_open("mnist:test", &ds));
-        ASSERT_EQ_INT(ds.n, 10000);
-        jem_dataset_free(&ds);
-        ASSERT(chdir(cwd) == 0);
-    }
+    char *mn_real = jem_data_dir("mnist") ? strdup(jem_data_dir("mnist")) : NULL;
+    char *fm_real = jem_data_dir("fmnist") ? strdup(jem_data_dir("fmnist")) : NULL;
+    ASSERT_OK(jem_data_set_dir("mnist", NULL));
+    ASSERT(jem_data_dir("mnist") == NULL);
+    ASSERT_ERR(jem_dataset_open("mnist:test", &ds), JEM_ERR_IO);
+    ASSERT_STR_CONTAINS(jem_last_error(), "jem_data_set_dir");
+    ASSERT_ERR(jem_dataset_check("mnist:test", 0, 0, 0), JEM_ERR_IO);
+    ASSERT_ERR(jem_data_set_dir("cifar", "/tmp"), JEM_ERR_ARG);
+
     mkdir(t_path("mn"), 0755);
     write_small_pair(t_path("mn/t10k"), 1, 0);
-    const char *old = getenv("JEM_MNIST_DIR");
-    char *saved = old ? strdup(old) : NULL;
-    setenv("JEM_MNIST_DIR", t_path("mn"), 1);
+    ASSERT_OK(jem_data_set_dir("mnist", t_path("mn")));
+    ASSERT_OK(jem_dataset_check("mnist:test", 0, 0, 0));
     ASSERT_OK(jem_dataset_open("mnist:test", &ds));
     check_small(&ds, 10);
+    ASSERT(ds.classes != NULL && !strcmp(ds.classes[7], "7"));
     jem_dataset_free(&ds);
+    ASSERT_ERR(jem_dataset_check("mnist:train", 0, 0, 0), JEM_ERR_IO);
     ASSERT_ERR(jem_dataset_open("mnist:train", &ds), JEM_ERR_IO);
     ASSERT_STR_CONTAINS(jem_last_error(), "mn/train-images-idx3-ubyte");
-    if (saved) setenv("JEM_MNIST_DIR", saved, 1); else unsetenv("JEM_MNIST_DIR");
-    free(saved);
 
     /* fixed 10 classes: label 10 is out of range */
     mkdir(t_path("fm"), 0755);
     write_small_pair(t_path("fm/train"), 0, 0);
     write_small_pair(t_path("fm/t10k"), 0, 1);
-    setenv("JEM_FMNIST_DIR", t_path("fm"), 1);
+    ASSERT_OK(jem_data_set_dir("fmnist", t_path("fm")));
     ASSERT_OK(jem_dataset_open("fmnist:train", &ds));
     check_small(&ds, 10);
+    ASSERT(ds.classes != NULL && !strcmp(ds.classes[9], "Ankle boot"));
     jem_dataset_free(&ds);
+    ASSERT_OK(jem_dataset_check("fmnist:test", 0, 0, 0)); /* the files exist: their contents are not read */
     ASSERT_ERR(jem_dataset_open("fmnist:test", &ds), JEM_ERR_FORMAT);
     ASSERT_STR_CONTAINS(jem_last_error(), "fm/t10k-labels-idx1-ubyte");
     ASSERT_STR_CONTAINS(jem_last_error(), "label 10 at index 2");
     ASSERT(ds.x == NULL && ds.n == 0);
-    unsetenv("JEM_FMNIST_DIR");
+    ASSERT_OK(jem_data_set_dir("fmnist", fm_real));
+    ASSERT_OK(jem_data_set_dir("mnist", mn_real));
+    free(fm_real);
+    free(mn_real);
 }
 
 /* -------------------------------------------------------------------- IDX */
@@ -395,7 +400,16 @@ static void test_cifar(void)
     ASSERT_EQ_INT(ds.n_classes, 10);
     for (int i = 0; i < ds.n && ds.n == 10; i++) ASSERT_EQ_INT(ds.y[i], i);
     if (ds.n == 10) { check_cifar_px(&ds, 0, 0); check_cifar_px(&ds, 9, 1); }
+    ASSERT(ds.classes && !strcmp(ds.classes[0], "airplane") && !strcmp(ds.classes[9], "truck"));
     jem_dataset_free(&ds);
+    /* names from the archive's batches.meta.txt when it is there */
+    const char *meta = "a\nb\nc\nd\ne\nf\ng\nh\ni\nzebra\n\n";
+    write_bytes(t_path("c10/batches.meta.txt"), meta, strlen(meta));
+    ASSERT_OK(jem_dataset_check(spec, 0, 0, 0));
+    ASSERT_OK(jem_dataset_open(spec, &ds));
+    ASSERT(ds.classes && !strcmp(ds.classes[9], "zebra"));
+    jem_dataset_free(&ds);
+    remove(t_path("c10/batches.meta.txt"));
     snprintf(spec, sizeof spec, "cifar10:%s:test", t_path("c10"));
     ASSERT_OK(jem_dataset_open(spec, &ds));
     ASSERT_EQ_INT(ds.n, 3);
@@ -469,7 +483,7 @@ static void test_specs(void)
         { "noise:uniform:100", "needs an image shape" },
         { "noise:pink:10:1x2x2", "unknown noise kind" },
         { "noise:uniform:10:1x2x", "cannot parse '1x2x'" },
-        { "noise:uniform:0:1x2x2", "cannot parse '0'" },
+        { "noise:uniform:0:1x2x2", "0 images: N must be 1 to" },
         { "noise:uniform:10:1x2x2:seed=x", "cannot parse 'seed=x'" },
         { "interp:", "want interp:SPEC" },
         { "interp:bogus:3", "bogus: unknown data set spec" },
@@ -478,7 +492,21 @@ static void test_specs(void)
         ASSERT_ERR(jem_dataset_open(bad[i].spec, &ds), JEM_ERR_ARG);
         ASSERT_STR_CONTAINS(jem_last_error(), bad[i].msg);
         ASSERT(ds.x == NULL && ds.n == 0);
+        /* checking a spec finds the same faults without reading anything */
+        ASSERT_ERR(jem_dataset_check(bad[i].spec, 0, 0, 0), JEM_ERR_ARG);
+        ASSERT_STR_CONTAINS(jem_last_error(), bad[i].msg);
     }
+    /* a model's shape for noise sets that name none; the errors name the
+     * spec as given */
+    ASSERT_OK(jem_dataset_check("noise:uniform:100", 1, 2, 2));
+    ASSERT_OK(jem_dataset_open_as("noise:gaussian:7", 3, 2, 2, &ds));
+    ASSERT(ds.n == 7 && ds.c == 3 && ds.h == 2 && ds.w == 2 && !strcmp(ds.name, "noise:gaussian:7"));
+    jem_dataset_free(&ds);
+    ASSERT_ERR(jem_dataset_open_as("noise:uniform:0", 1, 28, 28, &ds), JEM_ERR_ARG);
+    ASSERT_STR_CONTAINS(jem_last_error(), "noise:uniform:0: 0 images");
+    ASSERT(strstr(jem_last_error(), "1x28x28") == NULL);
+    ASSERT_ERR(jem_dataset_open_as("noise:uniform:3:1x4x4", 1, 28, 28, &ds), JEM_ERR_SHAPE);
+    ASSERT_ERR(jem_dataset_check("png:/nonexistent/jem", 0, 0, 0), JEM_ERR_IO);
     ASSERT_ERR(jem_dataset_open("interp:interp:interp:interp:interp:interp:noise:uniform:4:1x2x2", &ds),
                JEM_ERR_ARG);
     ASSERT_STR_CONTAINS(jem_last_error(), "nested too deeply");
@@ -848,6 +876,10 @@ int main(void)
 {
     TEST_MAIN_BEGIN("test_data");
     t_tmpdir("test_data");
+    /* the Debian package's folder, and MNIST beside the project root (the
+     * tests run from the root) */
+    jem_data_set_dir("fmnist", "/usr/share/datasets/fashion-mnist");
+    jem_data_set_dir("mnist", "../shared/data/mnist");
     test_real_sets();
     test_dataset_dirs();
     test_idx();

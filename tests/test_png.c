@@ -130,6 +130,42 @@ static void test_folder(expected *e, int ne)
             }
         ASSERT_MSG(err < 1e-6, "image %d (%s): max error %g", i, e[i].rel, err);
     }
+    /* class names are the folder names, and each image keeps its file */
+    ASSERT(ds.classes && !strcmp(ds.classes[0], "a_grey") && !strcmp(ds.classes[1], "b_colour"));
+    ASSERT(ds.files != NULL);
+    for (int i = 0; ds.files && i < ds.n && i < ne; i++)
+        ASSERT_MSG(!strcmp(ds.files[i], e[i].rel), "image %d: file %s, want %s", i, ds.files[i], e[i].rel);
+    /* a class filter keeps the names of the classes kept, and their images' files */
+    {
+        jem_dataset f;
+        ASSERT_OK(jem_dataset_open("png:" DATA "/png:classes=1:relabel", &f));
+        ASSERT(f.n_classes == 1 && f.classes && !strcmp(f.classes[0], "b_colour"));
+        for (int i = 0; f.files && i < f.n; i++) ASSERT(!strncmp(f.files[i], "b_colour/", 9) && f.y[i] == 0);
+        jem_dataset_free(&f);
+        ASSERT_OK(jem_dataset_open("png:" DATA "/png:classes=0", &f));
+        ASSERT(f.n_classes == 1 && f.classes && !strcmp(f.classes[0], "a_grey") && f.files);
+        jem_dataset_free(&f);
+    }
+    /* a split keeps both with its images; truncation drops the files cut */
+    if (ds.n >= 3 && ds.files) {
+        jem_dataset tr, va;
+        ASSERT_OK(jem_dataset_split(&ds, 2, 3, &tr, &va));
+        ASSERT(va.files && tr.files && va.classes && tr.classes && !strcmp(va.classes[1], "b_colour"));
+        jem_dataset *parts[2] = {&tr, &va};
+        for (int p = 0; p < 2; p++)
+            for (int i = 0; parts[p]->files && i < parts[p]->n; i++) {
+                int k = 0;
+                while (k < ne && strcmp(parts[p]->files[i], e[k].rel)) k++;
+                ASSERT_MSG(k < ne && parts[p]->y[i] == (strncmp(e[k].rel, "a_grey/", 7) ? 1 : 0),
+                           "image %d: file %s does not match its label", i, parts[p]->files[i]);
+            }
+        char *first = tr.files ? strdup(tr.files[0]) : NULL;
+        jem_dataset_truncate(&tr, 1);
+        ASSERT(tr.n == 1 && tr.files && first && !strcmp(tr.files[0], first));
+        free(first);
+        jem_dataset_free(&tr);
+        jem_dataset_free(&va);
+    }
     jem_dataset_free(&ds);
 
     /* a grey-only folder stays grey */

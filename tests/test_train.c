@@ -161,6 +161,7 @@ static void check_semi_supervised(const jem_dataset *ds)
 int main(void)
 {
     TEST_MAIN_BEGIN("test_train");
+    jem_data_set_dir("fmnist", "/usr/share/datasets/fashion-mnist");
     jem_dataset ds;
     jem_status s = jem_dataset_open("fmnist:test", &ds);
     ASSERT_OK(s);

@@ -37,7 +37,14 @@ static jem_status join(char *out, size_t n, const char *dir, const char *sub,
     return JEM_OK;
 }
 
-jem_status jem_cifar_load(const char *dir, int kind, int train, jem_dataset *ds)
+typedef struct {
+    int  nfiles, nlab, n_classes, use_sub;
+    const char *sub;
+    char path[CIFAR_MAX_FILES][4096];
+} cifar_files;
+
+/* The files of a set: DIR/name or DIR/<archive folder>/name. */
+static jem_status cifar_resolve(const char *dir, int kind, int train, cifar_files *cf)
 {
     static const char *const c10_train[] = { "data_batch_1.bin", "data_batch_2.bin",
                                              "data_batch_3.bin", "data_batch_4.bin",
@@ -45,33 +52,75 @@ jem_status jem_cifar_load(const char *dir, int kind, int train, jem_dataset *ds)
     static const char *const c10_test[] = { "test_batch.bin" };
     static const char *const c100_train[] = { "train.bin" };
     static const char *const c100_test[] = { "test.bin" };
-    memset(ds, 0, sizeof *ds);
     if (kind != 10 && kind != 100)
         return jem_fail(JEM_ERR_ARG, "cifar: kind %d (want 10 or 100)", kind);
-
     const char *const *names = kind == 10 ? (train ? c10_train : c10_test)
                                           : (train ? c100_train : c100_test);
-    int nfiles = kind == 10 && train ? 5 : 1;
-    int nlab = kind == 10 ? 1 : 2;
-    size_t rec = (size_t)nlab + CIFAR_PIX;
-    int n_classes = kind == 10 ? 10 : 100;
-    const char *sub = kind == 10 ? "cifar-10-batches-bin" : "cifar-100-binary";
-
-    char path[CIFAR_MAX_FILES][4096];
+    cf->nfiles = kind == 10 && train ? 5 : 1;
+    cf->nlab = kind == 10 ? 1 : 2;
+    cf->n_classes = kind == 10 ? 10 : 100;
+    cf->sub = kind == 10 ? "cifar-10-batches-bin" : "cifar-100-binary";
     jem_status st;
-    if ((st = join(path[0], sizeof path[0], dir, NULL, names[0]))) return st;
-    int use_sub = 0;
-    if (!file_exists(path[0])) {
+    if ((st = join(cf->path[0], sizeof cf->path[0], dir, NULL, names[0]))) return st;
+    cf->use_sub = 0;
+    if (!file_exists(cf->path[0])) {
         char alt[4096];
-        if (join(alt, sizeof alt, dir, sub, names[0]) == JEM_OK && file_exists(alt))
-            use_sub = 1;
+        if (join(alt, sizeof alt, dir, cf->sub, names[0]) == JEM_OK && file_exists(alt))
+            cf->use_sub = 1;
     }
+    for (int k = 0; k < cf->nfiles; k++)
+        if ((st = join(cf->path[k], sizeof cf->path[k], dir, cf->use_sub ? cf->sub : NULL, names[k])))
+            return st;
+    return JEM_OK;
+}
+
+jem_status jem_cifar_check(const char *dir, int kind, int train)
+{
+    cifar_files cf;
+    jem_status st = cifar_resolve(dir, kind, train, &cf);
+    for (int k = 0; !st && k < cf.nfiles; k++)
+        if (!file_exists(cf.path[k])) st = jem_fail(JEM_ERR_IO, "%s: no such file", cf.path[k]);
+    return st;
+}
+
+/* Class names from the archive's text file beside the batches
+ * (batches.meta.txt, fine_label_names.txt: one name a line), else CIFAR-10's
+ * own; none for CIFAR-100 without the file. */
+static jem_status cifar_classes(const char *dir, int kind, const cifar_files *cf, jem_dataset *ds)
+{
+    char path[4096], *text = NULL;
+    const char *file = kind == 10 ? "batches.meta.txt" : "fine_label_names.txt";
+    const char *names[100];
+    int n = 0;
+    if (join(path, sizeof path, dir, cf->use_sub ? cf->sub : NULL, file) == JEM_OK && file_exists(path) &&
+        jem_read_file(path, 1 << 16, &text, NULL) == JEM_OK) {
+        for (char *save = NULL, *t = strtok_r(text, "\r\n", &save); t; t = strtok_r(NULL, "\r\n", &save)) {
+            while (*t == ' ') t++;
+            if (!*t) continue;
+            if (n == cf->n_classes) { n = -1; break; }
+            names[n++] = t;
+        }
+    }
+    jem_status st = JEM_OK;
+    if (n == cf->n_classes) st = jem_dataset_set_classes(ds, names, n);
+    else if (kind == 10) st = jem_dataset_set_classes(ds, jem_known_classes("cifar10", NULL), 10);
+    free(text);
+    return st;
+}
+
+jem_status jem_cifar_load(const char *dir, int kind, int train, jem_dataset *ds)
+{
+    memset(ds, 0, sizeof *ds);
+    cifar_files cf;
+    jem_status st = cifar_resolve(dir, kind, train, &cf);
+    if (st) return st;
+    const int nfiles = cf.nfiles, nlab = cf.nlab, n_classes = cf.n_classes;
+    size_t rec = (size_t)nlab + CIFAR_PIX;
+    char (*path)[4096] = cf.path;
 
     /* sizes first: every file must be a whole number of records */
     int64_t total = 0, count[CIFAR_MAX_FILES];
     for (int k = 0; k < nfiles; k++) {
-        if ((st = join(path[k], sizeof path[k], dir, use_sub ? sub : NULL, names[k])))
-            return st;
         struct stat sb;
         if (stat(path[k], &sb) != 0)
             return jem_fail(JEM_ERR_IO, "%s: cannot open: %s", path[k], strerror(errno));
@@ -131,5 +180,7 @@ jem_status jem_cifar_load(const char *dir, int kind, int train, jem_dataset *ds)
     free(buf);
     if (st) { jem_dataset_free(ds); return st; }
     ds->n_classes = n_classes;
-    return JEM_OK;
+    st = cifar_classes(dir, kind, &cf, ds);
+    if (st) jem_dataset_free(ds);
+    return st;
 }

@@ -383,7 +383,8 @@ jem_status jem_corrupt_apply(int kind, int severity, float *x, int n, int c, int
 /* ------------------------------------------------------------------ spec */
 
 /* corrupt:SPEC:KIND:SEVERITY[:seed=S]; rest = "SPEC:KIND:..." */
-jem_status jem_data_open_corrupt(const char *spec, const char *rest, jem_dataset *ds, int depth)
+jem_status jem_data_open_corrupt(const char *spec, const char *rest, jem_dataset *ds, int depth,
+                                 const jem_spec_mode *m)
 {
     memset(ds, 0, sizeof *ds);
     char buf[1024];
@@ -427,8 +428,8 @@ jem_status jem_data_open_corrupt(const char *spec, const char *rest, jem_dataset
     }
     *colon = 0;
     if (!buf[0]) return jem_fail(JEM_ERR_ARG, "%s: want corrupt:SPEC:KIND:SEVERITY[:seed=S]", spec);
-    jem_status st = jem_data_open_nested(buf, ds, depth + 1);
-    if (st) return st;
+    jem_status st = jem_data_open_nested(buf, ds, depth + 1, m);
+    if (st || m->check_only) return st;
     st = jem_corrupt_apply(kind, severity, ds->x, ds->n, ds->c, ds->h, ds->w, seed);
     if (st) {
         jem_dataset_free(ds);

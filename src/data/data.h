@@ -34,6 +34,13 @@ jem_status jem_data_alloc(jem_dataset *ds, int64_t n, int c, int h, int w,
 /* Copy name into ds->name, truncating to fit. */
 void jem_data_set_name(jem_dataset *ds, const char *name);
 
+/* Give ds a copy of n class names (n must be ds->n_classes; names NULL:
+ * nothing changes). */
+jem_status jem_dataset_set_classes(jem_dataset *ds, const char *const *names, int n);
+
+/* CIFAR: check that the files of a set exist (without reading them). */
+jem_status jem_cifar_check(const char *dir, int kind, int train);
+
 /* IDX image + label files (plain or gzip). n_classes > 0: labels must be
  * below it; n_classes == 0: n_classes = max label + 1. */
 jem_status jem_idx_load(const char *images, const char *labels, int n_classes,
@@ -46,17 +53,27 @@ jem_status jem_cifar_load(const char *dir, int kind, int train, jem_dataset *ds)
 /* Folder of PNG files: root/<class>/<image>.png. */
 jem_status jem_pngdir_load(const char *root, jem_dataset *ds);
 
+/* How a spec is opened: check_only validates the syntax and that the files
+ * exist without reading them (*ds stays zeroed); c, h, w (0: none) is the
+ * shape of noise sets that do not name one. */
+typedef struct {
+    int check_only;
+    int c, h, w;
+} jem_spec_mode;
+
 /* Open a spec nested in another one (depth: the nesting so far). */
-jem_status jem_data_open_nested(const char *spec, jem_dataset *ds, int depth);
+jem_status jem_data_open_nested(const char *spec, jem_dataset *ds, int depth, const jem_spec_mode *m);
 
 /* SPEC:classes=LIST[:relabel] (subset.c): the length of the SPEC part when
  * spec ends with a class filter, else 0; and opening such a spec. */
 size_t     jem_data_class_suffix(const char *spec);
-jem_status jem_data_open_classes(const char *spec, size_t base_len, jem_dataset *ds, int depth);
+jem_status jem_data_open_classes(const char *spec, size_t base_len, jem_dataset *ds, int depth,
+                                 const jem_spec_mode *m);
 
 /* corrupt:SPEC:KIND:SEVERITY[:seed=S] (corrupt.c); rest is what follows
  * "corrupt:". */
-jem_status jem_data_open_corrupt(const char *spec, const char *rest, jem_dataset *ds, int depth);
+jem_status jem_data_open_corrupt(const char *spec, const char *rest, jem_dataset *ds, int depth,
+                                 const jem_spec_mode *m);
 
 /* The image operations behind the corruptions, on one plane (H, W) of
  * doubles (corrupt.c):

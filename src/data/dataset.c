@@ -15,8 +15,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define FMNIST_DIR "/usr/share/datasets/fashion-mnist"
-#define MNIST_REL "../shared/data/mnist"
 #define SPEC_MAX_DEPTH 4          /* interp:interp:... nesting */
 #define NOISE_DEFAULT_N 10000
 
@@ -55,17 +53,87 @@ jem_status jem_data_alloc(jem_dataset *ds, int64_t n, int c, int h, int w, const
     return JEM_OK;
 }
 
+static void free_names(char **v, int n)
+{
+    if (!v) return;
+    for (int i = 0; i < n; i++) free(v[i]);
+    free(v);
+}
+
 void jem_dataset_free(jem_dataset *ds)
 {
     if (!ds) return;
     free(ds->x);
     free(ds->y);
+    free_names(ds->classes, ds->n_classes);
+    free_names(ds->files, ds->n);
     memset(ds, 0, sizeof *ds);
+}
+
+/* A copy of n strings (NULL when v is NULL); *ok = 0 when out of memory. */
+static char **copy_names(const char *const *v, int n, int *ok)
+{
+    *ok = 1;
+    if (!v || n <= 0) return NULL;
+    char **c = calloc((size_t)n, sizeof *c);
+    if (!c) { *ok = 0; return NULL; }
+    for (int i = 0; i < n; i++)
+        if (!(c[i] = strdup(v[i] ? v[i] : ""))) {
+            free_names(c, n);
+            *ok = 0;
+            return NULL;
+        }
+    return c;
+}
+
+jem_status jem_dataset_set_classes(jem_dataset *ds, const char *const *names, int n)
+{
+    if (!names) return JEM_OK;
+    if (n != ds->n_classes)
+        return jem_fail(JEM_ERR_ARG, "%s: %d class names for %d classes", ds->name, n, ds->n_classes);
+    int ok;
+    char **c = copy_names(names, n, &ok);
+    if (!ok) return jem_fail(JEM_ERR_NOMEM, "%s: out of memory for class names", ds->name);
+    free_names(ds->classes, ds->n_classes);
+    ds->classes = c;
+    return JEM_OK;
+}
+
+static const char *const fmnist_classes[10] = {
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"
+};
+static const char *const mnist_classes[10] = { "0", "1", "2", "3", "4", "5", "6", "7", "8", "9" };
+static const char *const cifar10_classes[10] = {
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"
+};
+
+const char *const *jem_known_classes(const char *spec, int *n)
+{
+    static const struct { const char *prefix; const char *const *names; } known[] = {
+        { "fmnist", fmnist_classes }, { "mnist", mnist_classes }, { "cifar10", cifar10_classes },
+    };
+    if (n) *n = 0;
+    if (!spec) return NULL;
+    size_t plen = strcspn(spec, ":");
+    for (size_t i = 0; i < sizeof known / sizeof *known; i++)
+        if (plen == strlen(known[i].prefix) && !strncmp(spec, known[i].prefix, plen)) {
+            if (n) *n = 10;
+            return known[i].names;
+        }
+    return NULL;
 }
 
 void jem_dataset_truncate(jem_dataset *ds, int n)
 {
     if (!ds || n < 0 || n >= ds->n) return;
+    if (ds->files) {
+        for (int i = n; i < ds->n; i++) free(ds->files[i]);
+        if (n == 0) {
+            free(ds->files);
+            ds->files = NULL;
+        }
+    }
     ds->n = n;
     if (n == 0) {
         free(ds->x);
@@ -163,6 +231,17 @@ jem_status jem_dataset_split(jem_dataset *src, int n_val, uint64_t seed,
             return st;
         }
     }
+    int ok = 1;
+    v.classes = copy_names((const char *const *)s.classes, s.n_classes, &ok);
+    if (ok && s.files && n_val > 0 && !(v.files = calloc((size_t)n_val, sizeof *v.files))) ok = 0;
+    if (!ok) {
+        free(perm);
+        free(is_val);
+        free_names(v.classes, s.n_classes);
+        v.classes = NULL;
+        jem_dataset_free(&v);
+        return jem_fail(JEM_ERR_NOMEM, "%s: out of memory splitting", s.name);
+    }
     for (size_t i = 0; i < n; i++) perm[i] = (int32_t)i;
     jem_rng rng;
     jem_rng_seed(&rng, seed, 0x73706c6974ULL /* "split" */);
@@ -173,9 +252,11 @@ jem_status jem_dataset_split(jem_dataset *src, int n_val, uint64_t seed,
     for (size_t i = 0; i < n; i++) {
         if (is_val[i]) {
             memcpy(v.x + iv * chw, s.x + i * chw, sizeof(float) * chw);
+            if (s.files) v.files[iv] = s.files[i];
             v.y[iv++] = s.y[i];
         } else {
             if (it != i) memmove(s.x + it * chw, s.x + i * chw, sizeof(float) * chw);
+            if (s.files) s.files[it] = s.files[i];
             s.y[it++] = s.y[i];
         }
     }
@@ -296,47 +377,35 @@ static jem_status idx_prefix_load(const char *prefix, int n_classes, jem_dataset
     return jem_idx_load(img, lab, n_classes, ds);
 }
 
-static int idx_prefix_exists(const char *prefix)
+/* ------------------------------------------------------ named set folders */
+
+/* The folders of the named sets (jem_data_set_dir); NULL until set. */
+static const char *const named_sets[] = { "fmnist", "mnist" };
+#define N_NAMED ((int)(sizeof named_sets / sizeof *named_sets))
+static char *named_dirs[N_NAMED];
+
+static int named_index(const char *name)
 {
-    char img[4096];
-    int r = snprintf(img, sizeof img, "%s-images-idx3-ubyte", prefix);
-    if (r < 0 || (size_t)r + 3 >= sizeof img) return 0;
-    if (is_file(img)) return 1;
-    strcat(img, ".gz");
-    return is_file(img);
+    for (int i = 0; name && i < N_NAMED; i++)
+        if (!strcmp(name, named_sets[i])) return i;
+    return -1;
 }
 
-/* Directory holding MNIST for the given file prefix ("train" or "t10k"):
- * $JEM_MNIST_DIR if set; else ../shared/data/mnist from the current
- * directory; else ANC/../shared/data/mnist for ANC the running executable's
- * directory and up to three of its ancestors (build/jem and
- * build/tests/test_x then find the folder beside the project root). */
-static jem_status mnist_prefix(const char *file, char *out, size_t n)
+jem_status jem_data_set_dir(const char *name, const char *dir)
 {
-    const char *env = getenv("JEM_MNIST_DIR");
-    if (env && *env) {
-        int r = snprintf(out, n, "%s/%s", env, file);
-        if (r < 0 || (size_t)r >= n) return jem_fail(JEM_ERR_ARG, "JEM_MNIST_DIR: too long");
-        return JEM_OK; /* errors surface when loading, naming the files */
-    }
-    int r = snprintf(out, n, "%s/%s", MNIST_REL, file);
-    if (r >= 0 && (size_t)r < n && idx_prefix_exists(out)) return JEM_OK;
+    int i = named_index(name);
+    if (i < 0) return jem_fail(JEM_ERR_ARG, "data folder: unknown set '%s' (fmnist or mnist)", name ? name : "");
+    char *copy = NULL;
+    if (dir && !(copy = strdup(dir))) return jem_fail(JEM_ERR_NOMEM, "data folder: out of memory");
+    free(named_dirs[i]);
+    named_dirs[i] = copy;
+    return JEM_OK;
+}
 
-    char exe[PATH_MAX];
-    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (len > 0) {
-        exe[len] = 0;
-        for (int up = 0; up < 4; up++) {
-            char *slash = strrchr(exe, '/');
-            if (!slash || slash == exe) break;
-            *slash = 0; /* exe is now a directory: the executable's, then its parents */
-            r = snprintf(out, n, "%s/%s/%s", exe, MNIST_REL, file);
-            if (r >= 0 && (size_t)r < n && idx_prefix_exists(out)) return JEM_OK;
-        }
-    }
-    return jem_fail(JEM_ERR_IO, "mnist: %s-images-idx3-ubyte[.gz] not found: set "
-                    "JEM_MNIST_DIR, or put it in %s (from the current directory or "
-                    "beside the project root)", file, MNIST_REL);
+const char *jem_data_dir(const char *name)
+{
+    int i = named_index(name);
+    return i < 0 ? NULL : named_dirs[i];
 }
 
 static int parse_int(const char *s, long long lo, long long hi, long long *v)
@@ -349,6 +418,14 @@ static int parse_int(const char *s, long long lo, long long hi, long long *v)
     long long x = strtoll(s, &end, 10);
     if (errno || *end || x < lo || x > hi) return 0;
     *v = x;
+    return 1;
+}
+
+static int all_digits(const char *s)
+{
+    if (!*s) return 0;
+    for (; *s; s++)
+        if (*s < '0' || *s > '9') return 0;
     return 1;
 }
 
@@ -385,10 +462,12 @@ static int parse_seed(const char *s, uint64_t *seed)
     return 1;
 }
 
-static jem_status open_spec(const char *spec, jem_dataset *ds, int depth);
+typedef jem_spec_mode spec_mode;
+
+static jem_status open_spec(const char *spec, jem_dataset *ds, int depth, const spec_mode *m);
 
 /* noise:KIND[:N][:CxHxW][:seed=S]; rest = "KIND[:...]" */
-static jem_status open_noise(const char *spec, const char *rest, jem_dataset *ds)
+static jem_status open_noise(const char *spec, const char *rest, jem_dataset *ds, const spec_mode *m)
 {
     char buf[512];
     if (strlen(rest) >= sizeof buf) return jem_fail(JEM_ERR_ARG, "%s: spec too long", spec);
@@ -402,21 +481,30 @@ static jem_status open_noise(const char *spec, const char *rest, jem_dataset *ds
     uint64_t seed = 0;
     for (char *t = strtok_r(NULL, ":", &save); t; t = strtok_r(NULL, ":", &save)) {
         if (!have_n && !c && parse_int(t, 1, INT_MAX, &n)) have_n = 1;
+        else if (!have_n && !c && all_digits(t))
+            return jem_fail(JEM_ERR_ARG, "%s: %s images: N must be 1 to %d", spec, t, INT_MAX);
         else if (!c && parse_shape(t, &c, &h, &w)) continue;
         else if (parse_seed(t, &seed)) continue;
         else return jem_fail(JEM_ERR_ARG, "%s: cannot parse '%s' (want "
                              "noise:KIND[:N][:CxHxW][:seed=S])", spec, t);
     }
+    if (!c && m->c > 0) {
+        c = m->c;
+        h = m->h;
+        w = m->w;
+    }
     if (!c)
         return jem_fail(JEM_ERR_ARG, "%s: needs an image shape, e.g. noise:%s:%lld:1x28x28",
                         spec, kind, n);
+    if (m->check_only) return JEM_OK;
     jem_status st = jem_dataset_synthetic(kind, (int)n, c, h, w, NULL, seed, ds);
     if (!st) jem_data_set_name(ds, spec);
     return st;
 }
 
 /* interp:SPEC[:N][:seed=S] */
-static jem_status open_interp(const char *spec, const char *rest, jem_dataset *ds, int depth)
+static jem_status open_interp(const char *spec, const char *rest, jem_dataset *ds, int depth,
+                              const spec_mode *m)
 {
     char buf[1024];
     if (strlen(rest) >= sizeof buf) return jem_fail(JEM_ERR_ARG, "%s: spec too long", spec);
@@ -435,15 +523,15 @@ static jem_status open_interp(const char *spec, const char *rest, jem_dataset *d
     }
     if (!buf[0]) return jem_fail(JEM_ERR_ARG, "%s: want interp:SPEC[:N][:seed=S]", spec);
     jem_dataset base;
-    jem_status st = open_spec(buf, &base, depth + 1);
-    if (st) return st;
+    jem_status st = open_spec(buf, &base, depth + 1, m);
+    if (st || m->check_only) return st;
     st = jem_dataset_synthetic("interp", have_n ? (int)n : base.n, 0, 0, 0, &base, seed, ds);
     jem_dataset_free(&base);
     if (!st) jem_data_set_name(ds, spec);
     return st;
 }
 
-static jem_status open_cifar(const char *spec, const char *rest, int kind, jem_dataset *ds)
+static jem_status open_cifar(const char *spec, const char *rest, int kind, jem_dataset *ds, int check_only)
 {
     char dir[4096];
     size_t len = strlen(rest);
@@ -457,38 +545,45 @@ static jem_status open_cifar(const char *spec, const char *rest, int kind, jem_d
         train = 0;
     }
     if (!dir[0]) return jem_fail(JEM_ERR_ARG, "%s: want cifar%d:DIR[:train|:test]", spec, kind);
+    if (check_only) return jem_cifar_check(dir, kind, train);
     return jem_cifar_load(dir, kind, train, ds);
 }
 
-static jem_status open_spec(const char *spec, jem_dataset *ds, int depth)
+static int is_dir(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+static jem_status open_spec(const char *spec, jem_dataset *ds, int depth, const spec_mode *m)
 {
     memset(ds, 0, sizeof *ds);
     if (!spec) return jem_fail(JEM_ERR_ARG, "data set spec is NULL");
     if (depth > SPEC_MAX_DEPTH) return jem_fail(JEM_ERR_ARG, "%s: specs nested too deeply", spec);
     const size_t base_len = jem_data_class_suffix(spec);
-    if (base_len) return jem_data_open_classes(spec, base_len, ds, depth);
+    if (base_len) return jem_data_open_classes(spec, base_len, ds, depth, m);
     const char *colon = strchr(spec, ':');
     size_t plen = colon ? (size_t)(colon - spec) : strlen(spec);
     const char *rest = colon ? colon + 1 : "";
 #define PREFIX_IS(s) (plen == strlen(s) && !strncmp(spec, s, plen))
     jem_status st;
-    char buf[4096];
+    char buf[4096], lab[4096];
     if (PREFIX_IS("fmnist") || PREFIX_IS("mnist")) {
-        int fashion = PREFIX_IS("fmnist");
+        const char *set = PREFIX_IS("fmnist") ? "fmnist" : "mnist";
         const char *file = !strcmp(rest, "train") ? "train" : !strcmp(rest, "test") ? "t10k" : NULL;
-        if (!file)
-            return jem_fail(JEM_ERR_ARG, "%s: want %s:train or %s:test", spec,
-                            fashion ? "fmnist" : "mnist", fashion ? "fmnist" : "mnist");
-        if (fashion) {
-            const char *dir = getenv("JEM_FMNIST_DIR");
-            if (!dir || !*dir) dir = FMNIST_DIR;
-            int r = snprintf(buf, sizeof buf, "%s/%s", dir, file);
-            if (r < 0 || (size_t)r >= sizeof buf)
-                return jem_fail(JEM_ERR_ARG, "%s: path too long", spec);
-        } else if ((st = mnist_prefix(file, buf, sizeof buf))) {
+        if (!file) return jem_fail(JEM_ERR_ARG, "%s: want %s:train or %s:test", spec, set, set);
+        const char *dir = jem_data_dir(set);
+        if (!dir)
+            return jem_fail(JEM_ERR_IO, "%s: no folder is set for %s (jem_data_set_dir)", spec, set);
+        int r = snprintf(buf, sizeof buf, "%s/%s", dir, file);
+        if (r < 0 || (size_t)r >= sizeof buf) return jem_fail(JEM_ERR_ARG, "%s: path too long", spec);
+        if (m->check_only) {
+            st = idx_resolve(buf, "images-idx3", lab, sizeof lab);
+            if (!st) st = idx_resolve(buf, "labels-idx1", lab, sizeof lab);
             return st;
         }
         st = idx_prefix_load(buf, 10, ds);
+        if (!st) st = jem_dataset_set_classes(ds, jem_known_classes(set, NULL), 10);
     } else if (PREFIX_IS("idx")) {
         if (!*rest) return jem_fail(JEM_ERR_ARG, "%s: want idx:PREFIX or idx:IMAGES,LABELS", spec);
         const char *comma = strchr(rest, ',');
@@ -498,39 +593,76 @@ static jem_status open_spec(const char *spec, jem_dataset *ds, int depth)
                 return jem_fail(JEM_ERR_ARG, "%s: want idx:IMAGES,LABELS", spec);
             memcpy(buf, rest, il);
             buf[il] = 0;
+            if (m->check_only) {
+                if (!is_file(buf)) return jem_fail(JEM_ERR_IO, "%s: no such file", buf);
+                if (!is_file(comma + 1)) return jem_fail(JEM_ERR_IO, "%s: no such file", comma + 1);
+                return JEM_OK;
+            }
             st = jem_idx_load(buf, comma + 1, 0, ds);
+        } else if (m->check_only) {
+            st = idx_resolve(rest, "images-idx3", buf, sizeof buf);
+            if (!st) st = idx_resolve(rest, "labels-idx1", buf, sizeof buf);
+            return st;
         } else {
             st = idx_prefix_load(rest, 0, ds);
         }
     } else if (PREFIX_IS("cifar10")) {
-        st = open_cifar(spec, rest, 10, ds);
+        st = open_cifar(spec, rest, 10, ds, m->check_only);
+        if (m->check_only) return st;
     } else if (PREFIX_IS("cifar100")) {
-        st = open_cifar(spec, rest, 100, ds);
+        st = open_cifar(spec, rest, 100, ds, m->check_only);
+        if (m->check_only) return st;
     } else if (PREFIX_IS("png")) {
         if (!*rest) return jem_fail(JEM_ERR_ARG, "%s: want png:ROOT", spec);
+        if (m->check_only)
+            return is_dir(rest) ? JEM_OK : jem_fail(JEM_ERR_IO, "%s: no such folder", rest);
         st = jem_pngdir_load(rest, ds);
     } else if (PREFIX_IS("noise")) {
-        st = open_noise(spec, rest, ds);
+        st = open_noise(spec, rest, ds, m);
+        if (m->check_only) return st;
     } else if (PREFIX_IS("interp")) {
-        st = open_interp(spec, rest, ds, depth);
+        st = open_interp(spec, rest, ds, depth, m);
+        if (m->check_only) return st;
     } else if (PREFIX_IS("corrupt")) {
-        st = jem_data_open_corrupt(spec, rest, ds, depth);
+        st = jem_data_open_corrupt(spec, rest, ds, depth, m);
+        if (m->check_only) return st;
     } else {
         return jem_fail(JEM_ERR_ARG, "%s: unknown data set spec (want fmnist:, mnist:, idx:, "
                         "cifar10:, cifar100:, png:, noise:, interp: or corrupt:)", spec);
     }
 #undef PREFIX_IS
-    if (st) return st;
+    if (st) {
+        jem_dataset_free(ds);
+        return st;
+    }
     jem_data_set_name(ds, spec);
     return JEM_OK;
 }
 
-jem_status jem_data_open_nested(const char *spec, jem_dataset *ds, int depth)
+jem_status jem_data_open_nested(const char *spec, jem_dataset *ds, int depth, const jem_spec_mode *m)
 {
-    return open_spec(spec, ds, depth);
+    return open_spec(spec, ds, depth, m);
 }
 
 jem_status jem_dataset_open(const char *spec, jem_dataset *ds)
 {
-    return open_spec(spec, ds, 0);
+    const spec_mode m = { 0, 0, 0, 0 };
+    return open_spec(spec, ds, 0, &m);
+}
+
+jem_status jem_dataset_open_as(const char *spec, int c, int h, int w, jem_dataset *ds)
+{
+    const spec_mode m = { 0, c, h, w };
+    jem_status st = open_spec(spec, ds, 0, &m);
+    if (st) return st;
+    st = jem_dataset_conform(ds, c, h, w);
+    if (st) jem_dataset_free(ds);
+    return st;
+}
+
+jem_status jem_dataset_check(const char *spec, int c, int h, int w)
+{
+    const spec_mode m = { 1, c, h, w };
+    jem_dataset ds;
+    return open_spec(spec, &ds, 0, &m);
 }

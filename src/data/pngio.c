@@ -470,6 +470,11 @@ jem_status jem_pngdir_load(const char *root, jem_dataset *ds)
         ds->y[i] = label[i];
     }
     ds->n_classes = classes.n;
+    /* the folder names are the class names, the paths under ROOT the files */
+    ds->classes = classes.v;
+    ds->files = files.v;
+    memset(&classes, 0, sizeof classes);
+    memset(&files, 0, sizeof files);
 out:
     if (st) jem_dataset_free(ds);
     free(label);

@@ -83,13 +83,32 @@ jem_status jem_dataset_filter_classes(jem_dataset *ds, const char *list, int rel
         free(map);
         return st;
     }
-    /* compact in place, keeping the order */
+    /* compact in place, keeping the order (and the images' files) */
     size_t o = 0;
     for (int i = 0; i < ds->n; i++) {
         const int32_t y = ds->y[i];
-        if (y < 0 || y > MAX_CLASS || !keep[y]) continue;
+        if (y < 0 || y > MAX_CLASS || !keep[y]) {
+            if (ds->files) free(ds->files[i]);
+            continue;
+        }
         if (o != (size_t)i) memmove(ds->x + o * chw, ds->x + (size_t)i * chw, sizeof(float) * chw);
+        if (ds->files) ds->files[o] = ds->files[i];
         ds->y[o++] = relabel ? map[y] : y;
+    }
+    /* the class names follow: the kept ones in their new order, or the
+     * first max + 1 */
+    const int nk = relabel ? m : max + 1;
+    if (ds->classes) {
+        char **names = ds->classes;
+        if (relabel) {
+            int j = 0;
+            for (int k = 0; k < ds->n_classes; k++) {
+                if (keep[k]) names[j++] = names[k];
+                else free(names[k]);
+            }
+        } else {
+            for (int k = nk; k < ds->n_classes; k++) free(names[k]);
+        }
     }
     free(keep);
     free(map);
@@ -98,7 +117,7 @@ jem_status jem_dataset_filter_classes(jem_dataset *ds, const char *list, int rel
     if (x) ds->x = x;
     int32_t *y = realloc(ds->y, sizeof(int32_t) * o);
     if (y) ds->y = y;
-    ds->n_classes = relabel ? m : max + 1;
+    ds->n_classes = nk;
     return JEM_OK;
 }
 
@@ -123,7 +142,8 @@ size_t jem_data_class_suffix(const char *spec)
     return st - 1;
 }
 
-jem_status jem_data_open_classes(const char *spec, size_t base_len, jem_dataset *ds, int depth)
+jem_status jem_data_open_classes(const char *spec, size_t base_len, jem_dataset *ds, int depth,
+                                 const jem_spec_mode *m)
 {
     memset(ds, 0, sizeof *ds);
     char base[1024], list[256];
@@ -144,7 +164,8 @@ jem_status jem_data_open_classes(const char *spec, size_t base_len, jem_dataset 
     jem_status st = parse_list(spec, list, keep);
     free(keep);
     if (st) return st;
-    st = jem_data_open_nested(base, ds, depth + 1);
+    st = jem_data_open_nested(base, ds, depth + 1, m);
+    if (st || m->check_only) return st;
     if (!st) {
         jem_data_set_name(ds, spec);
         st = jem_dataset_filter_classes(ds, list, relabel);
