@@ -556,6 +556,10 @@ typedef struct {
     int   mala;         /* Metropolis-adjusted: accept/reject each proposal */
     float temperature;  /* MALA target p~(x)^(1/T) */
     int   final_logp;   /* SGLD: one more forward to report log p~ at the end */
+    /* nullable: called before each step and once at the end with (steps
+     * done, steps), e.g. to draw a progress bar; it must not call jem. */
+    void (*progress)(void *ud, int done, int total);
+    void  *progress_ud;
 } jem_sgld_cfg;
 
 typedef struct {

@@ -339,6 +339,49 @@ static void test_lines(void)
     ASSERT_ERR(jem_plot_lines(s, 0, NULL, &im), JEM_ERR_ARG);
 }
 
+/* An image grid without labels is jem_png_write_grid's grid in RGB; row
+ * labels add a column on the left with text in it and move the cells. */
+static void test_grid(jem_rng *rng)
+{
+    const int n = 5, c = 1, h = 6, w = 4;
+    float x[5 * 6 * 4];
+    for (int i = 0; i < n * c * h * w; i++) x[i] = 2 * jem_rng_uniform(rng) - 1;
+    x[3] = NAN;
+    char path[700];
+    snprintf(path, sizeof path, "%s/grid.png", outdir);
+    ASSERT_OK(jem_png_write_grid(path, x, n, c, h, w, 3, 2));
+    float *ref = NULL;
+    int rc, rh, rw;
+    ASSERT_OK(jem_png_read(path, 1, &ref, &rc, &rh, &rw));
+    remove(path);
+    jem_image im = {0};
+    ASSERT_OK(jem_plot_grid(x, n, c, h, w, 3, 2, NULL, 0, &im));
+    ASSERT(ref && im.w == rw && im.h == rh);
+    int same = 1;
+    for (int yy = 0; ref && yy < im.h && im.w == rw; yy++)
+        for (int xx = 0; xx < im.w; xx++) {
+            uint32_t p = px(&im, xx, yy);
+            int g = (int)lroundf((ref[(size_t)yy * rw + xx] + 1) * 127.5f);
+            same &= p == ((uint32_t)g << 16 | (uint32_t)g << 8 | (uint32_t)g);
+        }
+    ASSERT(same);
+    const char *labels[2] = {"Ankle boot", NULL};
+    jem_image lab = {0};
+    ASSERT_OK(jem_plot_grid(x, n, c, h, w, 3, 2, labels, 2, &lab));
+    ASSERT(lab.h == im.h && lab.w > im.w + jem_text_width("Ankle boot", 1));
+    int dx = lab.w - im.w, white = 0, cells = 1;
+    for (int yy = 0; yy < lab.h; yy++)
+        for (int xx = 0; xx < dx; xx++) white += px(&lab, xx, yy) == 0xffffff;
+    for (int yy = 0; yy < im.h; yy++)
+        for (int xx = 0; xx < im.w; xx++) cells &= px(&lab, xx + dx, yy) == px(&im, xx, yy);
+    ASSERT(white > 10 && cells);
+    ASSERT_ERR(jem_plot_grid(x, 0, c, h, w, 3, 2, NULL, 0, &lab), JEM_ERR_ARG);
+    ASSERT(lab.rgb == NULL);
+    jem_image_free(&lab);
+    jem_image_free(&im);
+    free(ref);
+}
+
 int main(void)
 {
     TEST_MAIN_BEGIN("test_plot");
@@ -351,5 +394,6 @@ int main(void)
     test_histograms(&rng);
     test_roc(&rng);
     test_lines();
+    test_grid(&rng);
     return t_finish();
 }

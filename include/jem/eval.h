@@ -255,6 +255,15 @@ jem_status jem_plot_lines(const jem_series *series /* (n_series) */,
                           int n_series, const jem_plot_opts *o,
                           jem_image *out);
 
+/* Images x (N, C, H, W) in [-1, 1] (C = 1 or 3) as a grid, laid out as
+ * jem_png_write_grid lays it out (cols columns, cols <= 0: the smallest
+ * square; pad pixels of mid-grey; a value v becomes round((v + 1) * 127.5)
+ * clamped to [0, 255], NaN 0), in RGB. row_labels (nullable; n_labels
+ * entries, NULL entries blank): text written in white, right-aligned, in a
+ * column left of row r (e.g. class names). */
+jem_status jem_plot_grid(const float *x /* (N, C, H, W) */, int n, int c, int h, int w, int cols,
+                         int pad, const char *const *row_labels, int n_labels, jem_image *out);
+
 /* ----------------------------------------------------- drawing primitives */
 
 /* Built-in bitmap font (font.c): printable ASCII 32..126 in a 5 x 9 cell
@@ -338,6 +347,10 @@ typedef struct {
     int      random_start; /* start uniformly in the ball (L-inf) / at a random point of it (L2) */
     int      fgsm;         /* one step of size eps from the clean image */
     uint64_t seed;
+    /* nullable: called as the attack advances with (work done, total work)
+     * (units: gradient steps over chunks of images), e.g. for a progress bar */
+    void   (*progress)(void *ud, int64_t done, int64_t total);
+    void    *progress_ud;
 } jem_attack_cfg;
 
 /* Attack n images: robust (n) = 1 where the image is classified correctly

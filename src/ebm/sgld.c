@@ -86,6 +86,7 @@ jem_status jem_sgld_run(jem_energy_fn f, void *ctx, float *x, int B, int D,
     if (s) goto done;
     for (int b = 0; b < B; b++) lp0 += lp[b];
     for (int k = 0; k < c->steps; k++) {
+        if (c->progress) c->progress(c->progress_ud, k, c->steps);
         for (int b = 0; b < B; b++) gsum += norm2(g + (size_t)b * D, D);
         if (!c->mala) {
 #pragma omp parallel for schedule(static)
@@ -149,6 +150,7 @@ jem_status jem_sgld_run(jem_energy_fn f, void *ctx, float *x, int B, int D,
         }
         free(bad);
     }
+    if (c->progress) c->progress(c->progress_ud, c->steps, c->steps);
     if (st) {
         double lp1 = 0;
         for (int b = 0; b < B; b++) lp1 += lp[b];

@@ -186,7 +186,10 @@ jem_status jem_attack_run(const jem_classifier *c, const float *x, const int32_t
     jem_rng_seed(&rng, cfg->seed, 0x61747461);
     const int steps = cfg->fgsm ? 1 : cfg->steps;
     const double step = cfg->fgsm ? cfg->eps : cfg->step;
+    const int64_t per_chunk = cfg->eps == 0 ? 1 : (int64_t)cfg->restarts * (steps ? steps : 1);
+    const int64_t work = (int64_t)((n + chunk - 1) / chunk) * per_chunk;
     for (int i0 = 0; i0 < n && !s; i0 += chunk) {
+        if (cfg->progress) cfg->progress(cfg->progress_ud, (int64_t)(i0 / chunk) * per_chunk, work);
         const int B = n - i0 < chunk ? n - i0 : chunk;
         const float *x0 = x + (size_t)i0 * D;
         const int32_t *yb = y + i0;
@@ -213,6 +216,8 @@ jem_status jem_attack_run(const jem_classifier *c, const float *x, const int32_t
                 }
             }
             for (int t = 0; t < steps && !s; t++) {
+                if (cfg->progress && t)
+                    cfg->progress(cfg->progress_ud, (int64_t)(i0 / chunk) * per_chunk + (int64_t)r * steps + t, work);
                 /* ascend the cross-entropy: dCE/dlogits = softmax - onehot */
                 s = c->logits(c->ctx, xa, B, lg);
                 if (s) break;
@@ -245,6 +250,7 @@ jem_status jem_attack_run(const jem_classifier *c, const float *x, const int32_t
             }
         }
     }
+    if (!s && cfg->progress) cfg->progress(cfg->progress_ud, work, work);
     free(xa); free(g); free(lg); free(dl); free(ok);
     return s;
 }

@@ -924,3 +924,61 @@ jem_status jem_plot_lines(const jem_series *series, int n_series, const jem_plot
     panel_axes(out, &p, 1, pick(o->xlabel, "x"), pick(o->ylabel, "y"));
     return JEM_OK;
 }
+
+/* ========================================================== image grids */
+
+static uint8_t grid_u8(float v)
+{
+    if (!(v > -1.0f)) return 0;       /* also NaN */
+    if (v >= 1.0f) return 255;
+    return (uint8_t)((v + 1.0f) * 127.5f + 0.5f);
+}
+
+jem_status jem_plot_grid(const float *x, int n, int c, int h, int w, int cols, int pad,
+                         const char *const *row_labels, int n_labels, jem_image *out)
+{
+    memset(out, 0, sizeof *out);
+    if (n <= 0 || (c != 1 && c != 3) || h <= 0 || w <= 0 || pad < 0)
+        return jem_fail(JEM_ERR_ARG, "image grid: bad arguments (n %d, c %d, h %d, w %d, pad %d)", n, c, h,
+                        w, pad);
+    if (cols <= 0) {
+        cols = 1;
+        while ((int64_t)cols * cols < n) cols++;
+    }
+    if (cols > n) cols = n;
+    const int rows = (n + cols - 1) / cols;
+    /* the labels' column: the widest label at the largest scale (up to 2)
+     * whose glyphs fit an image's height, and a margin */
+    int scale = h >= 2 * JEM_FONT_H ? 2 : 1, lw = 0;
+    for (int r = 0; row_labels && r < rows && r < n_labels; r++)
+        if (row_labels[r]) {
+            int tw = jem_text_width(row_labels[r], scale);
+            lw = tw > lw ? tw : lw;
+        }
+    const int left = lw ? lw + 2 * (pad > 2 ? pad : 2) : 0;
+    const int64_t gw = left + (int64_t)cols * w + (int64_t)(cols + 1) * pad;
+    const int64_t gh = (int64_t)rows * h + (int64_t)(rows + 1) * pad;
+    if (gw > 16384 || gh > 16384)
+        return jem_fail(JEM_ERR_ARG, "image grid: %lldx%lld pixels is too large", (long long)gw, (long long)gh);
+    jem_status s = jem_image_new((int)gw, (int)gh, 0x808080, out);
+    if (s) return s;
+    const size_t hw = (size_t)h * (size_t)w;
+    for (int i = 0; i < n; i++) {
+        const float *img = x + (size_t)i * (size_t)c * hw; /* (C, H, W) */
+        const size_t oy = (size_t)pad + (size_t)(i / cols) * (size_t)(h + pad);
+        const size_t ox = (size_t)left + (size_t)pad + (size_t)(i % cols) * (size_t)(w + pad);
+        for (int yy = 0; yy < h; yy++) {
+            uint8_t *row = out->rgb + ((oy + (size_t)yy) * (size_t)gw + ox) * 3;
+            for (int xx = 0; xx < w; xx++)
+                for (int k = 0; k < 3; k++)
+                    row[(size_t)xx * 3 + k] = grid_u8(img[(c == 3 ? (size_t)k * hw : 0) + (size_t)yy * w + xx]);
+        }
+    }
+    for (int r = 0; row_labels && r < rows && r < n_labels; r++) {
+        if (!row_labels[r]) continue;
+        const int y = pad + r * (h + pad) + (h - JEM_FONT_ASC * scale) / 2;
+        jem_draw_text(out, left - (pad > 2 ? pad : 2) - jem_text_width(row_labels[r], scale), y, row_labels[r], scale,
+                      0xffffff, 0);
+    }
+    return JEM_OK;
+}
