@@ -76,6 +76,19 @@ void     jem_rng_shuffle(jem_rng *r, int32_t *a, size_t n);
 void jem_set_threads(int n);
 int  jem_get_threads(void);
 
+/* ---------------------------------------------------------------- kernels */
+
+/* The convolution kernels follow three settings in the environment, read
+ * once per process (README.md, "Design", says what they choose):
+ *   JEM_KERNELS        auto (the default), direct, or gemm (also: ref)
+ *   JEM_WINOGRAD_TILE  auto (the default), 2 or 4
+ *   JEM_FUSE           1 (the default) or 0
+ * Unset or empty means the default. JEM_ERR_ARG naming the variable and
+ * its value when one holds anything else, else JEM_OK. jem_net_create
+ * refuses a bad setting the same way; a tool calls this to refuse it
+ * before loading anything. */
+jem_status jem_conv_settings_check(void);
+
 /* ------------------------------------------------------------ distributed */
 
 /* Data-parallel runs across processes with MPI (built with `make MPI=1`;
@@ -700,5 +713,6 @@ jem_status jem_evaluate(jem_net *net, const jem_dataset *ds, double *acc,
 /* The rest of the public API, one header per area. */
 #include "jem/eval.h"   /* metrics, calibration, OOD scores, attacks, plots */
 #include "jem/json.h"   /* JSON writer and parser */
+#include "jem/bench.h"  /* timings of the convolution kernels */
 
 #endif /* JEM_H */

@@ -1,21 +1,16 @@
 /* jem info: what a checkpoint holds; jem export: model weights only. */
 #include "cli/cli.h"
-#include "io/json.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static const char *dt_name(jem_dtype d)
 {
-    switch (d) {
-    case JEM_DT_F32: return "F32";
-    case JEM_DT_F64: return "F64";
-    case JEM_DT_I32: return "I32";
-    case JEM_DT_I64: return "I64";
-    case JEM_DT_U8: return "U8";
-    }
-    return "?";
+    const char *n = jem_dtype_name(d);
+    return n ? n : "?";
 }
 
 /* Compare the model weights of two checkpoints of the same architecture:
@@ -53,25 +48,38 @@ static int diff_models(const char *pa, const char *pb, int json)
         if (!(dmax <= max_abs)) max_abs = dmax;
         if (!(rel <= max_rel)) { max_rel = rel; worst = ta->name; }
     }
-    if (json) printf("{\"max_abs_diff\":%.9g,\"max_rel_diff\":%.9g,\"worst_tensor\":\"%s\",\"parameters\":%zu}\n",
-                     max_abs, max_rel, worst, jem_net_nparams(a));
-    else printf("%zu parameters: max |a - b| %.3g, max relative %.3g (%s)\n", jem_net_nparams(a), max_abs, max_rel, worst);
+    if (json)
+        printf("{\"max_abs_diff\":%.9g,\"max_rel_diff\":%.9g,\"worst_tensor\":\"%s\",\"parameters\":%zu}\n", max_abs,
+               max_rel, worst, jem_net_nparams(a));
+    else
+        printf("%zu parameters: max |a - b| %.3g, max relative %.3g (%s)\n", jem_net_nparams(a), max_abs, max_rel,
+               worst);
     jem_net_free(a); jem_net_free(b);
+    return 0;
+}
+
+static int info_check(cli_ctx *cx, void *ud)
+{
+    (void)ud;
+    if (!cx->npos) return cli_usage_error("info", "a checkpoint path is required");
+    struct stat sb;
+    if (stat(cx->pos[0], &sb) != 0) return cli_usage_error("info", "%s: %s", cx->pos[0], strerror(errno));
     return 0;
 }
 
 int cmd_info(int argc, char **argv)
 {
-    int json = 0;
     const char *diff = NULL;
-    const cli_opt opts[] = {{"json", OPT_FLAG, &json, "print as JSON"},
-                            {"diff", OPT_STR, &diff, "compare the weights with this checkpoint's"},
-                            {NULL, 0, NULL, NULL}};
-    const char *pos[1];
-    int npos;
-    int r = cli_parse("info", "CKPT [--json] [--diff OTHER]", opts, argc, argv, 2, pos, 1, &npos);
-    if (r) return r > 0 ? 0 : 2;
-    if (!npos) { fprintf(stderr, "jem info: error: a checkpoint path is required\n"); return 2; }
+    cli_opt opts[] = {
+        {OPT("diff", OPT_STR, &diff, "compare the weights with this checkpoint's"), .flags = OPT_IN_FILE},
+        CLI_END};
+    const cli_spec sp = {.name = "info", .usage = "CKPT [--json] [--diff OTHER]", .opts = opts, .json = 1,
+                         .max_pos = 1, .check = info_check};
+    cli_ctx cx;
+    int r = cli_begin(&cx, &sp, argc, argv);
+    if (r >= 0) return r;
+    const int json = cx.json;
+    const char *pos[1] = {cx.pos[0]};
     if (diff) return diff_models(pos[0], diff, json);
     jem_st *st = NULL;
     jem_status s = jem_st_open(pos[0], &st);
@@ -93,8 +101,8 @@ int cmd_info(int argc, char **argv)
     } else {
         char desc[2048];
         jem_arch_format(a, desc, sizeof desc);
-        printf("checkpoint  %s\nparameters  %zu\nforward     %.1f MFLOP per image\n\nmodel description:\n%s\ntensors:\n",
-               pos[0], jem_net_nparams(net), 2 * jem_net_macs(net) / 1e6, desc);
+        printf("checkpoint  %s\nparameters  %zu\nforward     %.1f MFLOP per image\n\nmodel description:\n%s\n"
+               "tensors:\n", pos[0], jem_net_nparams(net), 2 * jem_net_macs(net) / 1e6, desc);
     }
     for (int i = 0; i < jem_st_count(st); i++) {
         const char *nm = jem_st_name(st, i);
@@ -142,14 +150,35 @@ int cmd_info(int argc, char **argv)
     return 0;
 }
 
+/* the same file, through any path */
+static int same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+static int export_check(cli_ctx *cx, void *ud)
+{
+    (void)ud;
+    if (cx->npos != 2) return cli_usage_error("export", "need an input and an output path (IN OUT)");
+    const char *in = cx->pos[0], *out = cx->pos[1];
+    struct stat sb;
+    if (stat(in, &sb) != 0) return cli_usage_error("export", "%s: %s", in, strerror(errno));
+    if (!strcmp(in, out) || same_file(in, out))
+        return cli_usage_error("export", "%s and %s are the same file: export writes a new file and keeps the "
+                               "checkpoint with its training state", in, out);
+    return cli_check_out_file("export", "OUT", out);
+}
+
 int cmd_export(int argc, char **argv)
 {
-    const cli_opt opts[] = {{NULL, 0, NULL, NULL}};
-    const char *pos[2];
-    int npos;
-    int r = cli_parse("export", "IN.safetensors OUT.safetensors", opts, argc, argv, 2, pos, 2, &npos);
-    if (r) return r > 0 ? 0 : 2;
-    if (npos != 2) { fprintf(stderr, "jem export: error: need an input and an output path\n"); return 2; }
+    cli_opt opts[] = {CLI_END};
+    const cli_spec sp = {.name = "export", .usage = "IN.safetensors OUT.safetensors", .opts = opts, .max_pos = 2,
+                         .check = export_check};
+    cli_ctx cx;
+    int r = cli_begin(&cx, &sp, argc, argv);
+    if (r >= 0) return r;
+    const char *pos[2] = {cx.pos[0], cx.pos[1]};
     jem_st *st = NULL;
     jem_status s = jem_st_open(pos[0], &st);
     if (s) return cli_fail("export", s);

@@ -1,11 +1,7 @@
 /* jem: command-line entry point. */
 #include "cli/cli.h"
 
-#include <errno.h>
-#include <limits.h>
-#include <math.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 typedef struct {
@@ -19,7 +15,7 @@ static const command commands[] = {
     {"train", cmd_train, "train a classifier (softmax) or a JEM hybrid model", 0},
     {"eval", cmd_eval, "accuracy and NLL of a checkpoint on a data set", 0},
     {"ood", cmd_ood, "out-of-distribution detection: AUROC/AUPR/FPR95 of every score, plots", 0},
-    {"score", cmd_score, "per-input scores (log p(x), max softmax, max logit, gradient norm) as CSV/JSON lines", 0},
+    {"score", cmd_score, "per-input scores (log p(x), max softmax, max logit, gradient norm), predicted class", 0},
     {"attack", cmd_attack, "robust accuracy under FGSM/PGD, undefended and with SGLD purification", 0},
     {"report", cmd_report, "the whole evaluation as one HTML page and JSON", 1},
     {"sample", cmd_sample, "draw samples from a model with SGLD or MALA (PNG grid)", 1},
@@ -39,8 +35,14 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
     if (argc < 2) { usage(stderr); return 2; }
-    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) { usage(stdout); return 0; }
-    if (!strcmp(argv[1], "--version")) { printf("jem %s%s\n", JEM_VERSION, jem_dist_enabled() ? " (MPI)" : ""); return 0; }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("jem %s%s\n", JEM_VERSION, jem_dist_enabled() ? " (MPI)" : "");
+        return 0;
+    }
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
         if (!strcmp(argv[1], commands[i].name)) {
             jem_dist_init(&argc, &argv);
@@ -53,6 +55,7 @@ int main(int argc, char **argv)
             }
             /* several ranks compute alike; rank 0 alone reports on stdout */
             if (jem_dist_rank() != 0 && !freopen("/dev/null", "w", stdout)) return 1;
+            cli_data_dirs();
             int rc = commands[i].fn(argc, argv);
             /* a failing rank ends the whole job: the others would wait for it */
             if (rc != 0 && jem_dist_size() > 1) jem_dist_abort(rc);

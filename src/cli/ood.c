@@ -2,31 +2,53 @@
  * OOD sets (AUROC, AUPR-in, AUPR-out, FPR at 95 % TPR), histograms and ROC
  * curves; jem score: the scores of every input of a data set. */
 #include "cli/cli.h"
-#include "eval/eval.h"
-#include "io/io.h"
-#include "io/json.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define MAX_SETS 16
+#define SCORE_CHUNK 256
 
-static jem_status score_set(jem_net *net, const char *spec, int limit, double T, int grad, jem_dataset *ds,
-                            double **sc)
+/* Open a set and score every image (a progress bar per set; several MPI
+ * ranks each score their slice, then the rows are exchanged). logits
+ * (nullable) receives (n, K). */
+static jem_status score_set(const cli_ctx *cx, const char *opt, const char *spec, int limit, double T, int grad,
+                            jem_dataset *ds, double **sc, float **logits)
 {
-    jem_status s = cli_open_data(spec, jem_net_arch(net), ds);
+    jem_status s = cli_open_data(cx, opt, spec, ds);
     if (s) return s;
     if (limit > 0) jem_dataset_truncate(ds, limit);
-    *sc = malloc(sizeof(double) * (size_t)ds->n * JEM_NSCORES);
-    if (!*sc) { jem_dataset_free(ds); return jem_fail(JEM_ERR_NOMEM, "out of memory scoring %s", spec); }
-    /* several MPI ranks: each scores its slice, then the rows are exchanged */
+    const int K = cx->arch->n_classes;
+    *sc = malloc(sizeof(double) * (size_t)(ds->n ? ds->n : 1) * JEM_NSCORES);
+    if (logits) *logits = malloc(sizeof(float) * (size_t)(ds->n ? ds->n : 1) * K);
+    if (!*sc || (logits && !*logits)) {
+        s = jem_fail(JEM_ERR_NOMEM, "out of memory scoring %s", spec);
+        goto fail;
+    }
     int64_t lo, hi;
     jem_dist_slice(ds->n, &lo, &hi);
     const size_t D = (size_t)ds->c * ds->h * ds->w;
-    s = jem_scores(net, ds->x + D * (size_t)lo, (int)(hi - lo), T, grad, *sc + (size_t)lo * JEM_NSCORES, NULL);
-    if (!s) jem_dist_allgather(*sc, sizeof(double) * JEM_NSCORES, ds->n);
-    if (s) { free(*sc); *sc = NULL; jem_dataset_free(ds); }
+    char what[300];
+    snprintf(what, sizeof what, "scoring %s (%d images)", ds->name, ds->n);
+    cli_bar bar;
+    cli_bar_start(&bar, cx, what, hi - lo);
+    for (int64_t i = lo; i < hi && !s; i += SCORE_CHUNK) {
+        const int b = (int)(hi - i < SCORE_CHUNK ? hi - i : SCORE_CHUNK);
+        s = jem_scores(cx->net, ds->x + D * (size_t)i, b, T, grad, *sc + (size_t)i * JEM_NSCORES,
+                       logits ? *logits + (size_t)i * K : NULL);
+        cli_bar_set(&bar, i + b - lo);
+    }
+    cli_bar_end(&bar);
+    if (s) goto fail;
+    jem_dist_allgather(*sc, sizeof(double) * JEM_NSCORES, ds->n);
+    if (logits) jem_dist_allgather(*logits, sizeof(float) * (size_t)K, ds->n);
+    return JEM_OK;
+fail:
+    free(*sc);
+    *sc = NULL;
+    if (logits) { free(*logits); *logits = NULL; }
+    jem_dataset_free(ds);
     return s;
 }
 
@@ -37,63 +59,57 @@ static double *column(const double *sc, int n, int k)
     return c;
 }
 
-int cmd_ood(int argc, char **argv)
+typedef struct {
+    const char *in, *outs, *hist, *roc, *hist_score;
+    int limit, nograd, hs;
+    double T;
+} ood_args;
+
+static int ood_check(cli_ctx *cx, void *ud)
 {
-    const char *model = NULL, *in = "fmnist:test", *hist = NULL, *roc = NULL, *hist_score = "logpx";
-    const char *outs = "mnist:test,noise:uniform:2000,noise:gaussian:2000,noise:constant:2000,interp:fmnist:test:2000";
-    int limit = 0, threads = 0, json = 0, nograd = 0;
-    double T = 1.0;
-    const cli_opt opts[] = {
-        {"model", OPT_STR, &model, "checkpoint"},
-        {"in", OPT_STR, &in, "in-distribution data set"},
-        {"out", OPT_STR, &outs, "comma-separated OOD data sets"},
-        {"limit", OPT_INT, &limit, "use at most N images of each set (0: all)"},
-        {"temperature", OPT_DOUBLE, &T, "temperature of the energy_t score"},
-        {"no-grad", OPT_FLAG, &nograd, "skip the gradient-norm score (one backward pass per image)"},
-        {"hist", OPT_STR, &hist, "PNG: histograms of a score, in-distribution against each OOD set"},
-        {"hist-score", OPT_STR, &hist_score, "score of the histogram and ROC plots"},
-        {"roc", OPT_STR, &roc, "PNG: ROC curves of that score against each OOD set"},
-        {"threads", OPT_INT, &threads, "threads (0: all cores)"},
-        {"json", OPT_FLAG, &json, "print the table as JSON"},
-        {NULL, 0, NULL, NULL}};
-    const char *pos[1];
-    int npos;
-    int r = cli_parse("ood", "--model CKPT [--in SPEC] [--out SPEC,SPEC] [options]", opts, argc, argv, 2, pos, 1, &npos);
-    if (r) return r > 0 ? 0 : 2;
-    if (npos) model = pos[0];
-    if (!model) { fprintf(stderr, "jem ood: error: --model CKPT is required\n"); return 2; }
-    int hs = -1;
-    for (int k = 0; k < JEM_NSCORES; k++) if (!strcmp(hist_score, jem_score_name(k))) hs = k;
-    if (hs < 0) { fprintf(stderr, "jem ood: error: unknown --hist-score '%s'\n", hist_score); return 2; }
-    if (hs == JEM_SCORE_GRADNORM && nograd) { fprintf(stderr, "jem ood: error: --hist-score neg_grad_norm needs the gradient score\n"); return 2; }
-    jem_set_threads(threads);
-    jem_net *net = NULL;
-    jem_status s = jem_ckpt_load(model, &net);
-    if (s) return cli_fail("ood", s);
-    char *list = strdup(outs);
+    ood_args *o = ud;
+    (void)cx;
+    o->hs = -1;
+    for (int k = 0; k < JEM_NSCORES; k++)
+        if (!strcmp(o->hist_score, jem_score_name(k))) o->hs = k;
+    if (o->hs == JEM_SCORE_GRADNORM && o->nograd)
+        return cli_usage_error("ood", "--hist-score neg_grad_norm needs the gradient score (drop --no-grad)");
+    int n = 1;
+    for (const char *p = o->outs; *p; p++) n += *p == ',';
+    if (n > MAX_SETS) return cli_usage_error("ood", "--out: %d data sets, at most %d", n, MAX_SETS);
+    return 0;
+}
+
+static int ood_run(cli_ctx *cx, ood_args *o)
+{
+    const int nograd = o->nograd, hs = o->hs;
+    char *list = strdup(o->outs);
     const char *names[MAX_SETS];
     int nsets = 0;
-    for (char *save = NULL, *t = strtok_r(list, ",", &save); t && nsets < MAX_SETS; t = strtok_r(NULL, ",", &save)) {
-        /* interp:SPEC[:N] contains a comma-free spec; keep it whole */
+    for (char *save = NULL, *t = list ? strtok_r(list, ",", &save) : NULL; t && nsets < MAX_SETS;
+         t = strtok_r(NULL, ",", &save))
         names[nsets++] = t;
-    }
     jem_dataset din, dout[MAX_SETS];
     double *sin = NULL, *sout[MAX_SETS] = {0};
+    memset(&din, 0, sizeof din);
     memset(dout, 0, sizeof dout);
     int rc = 0;
-    s = score_set(net, in, limit, T, !nograd, &din, &sin);
-    for (int i = 0; i < nsets && !s; i++) s = score_set(net, names[i], limit, T, !nograd, &dout[i], &sout[i]);
+    jem_status s = list ? JEM_OK : jem_fail(JEM_ERR_NOMEM, "out of memory");
+    if (!s) s = score_set(cx, "in", o->in, o->limit, o->T, !nograd, &din, &sin, NULL);
+    for (int i = 0; i < nsets && !s; i++)
+        s = score_set(cx, "out", names[i], o->limit, o->T, !nograd, &dout[i], &sout[i], NULL);
     if (s) { rc = cli_fail("ood", s); goto done; }
     jem_jw w;
     jem_jw_init(&w);
     jem_jw_obj_begin(&w);
-    jem_jw_kstr(&w, "model", model);
-    jem_jw_kstr(&w, "in", in);
+    jem_jw_kstr(&w, "model", cx->model);
+    jem_jw_kstr(&w, "in", o->in);
     jem_jw_kint(&w, "n_in", din.n);
     jem_jw_key(&w, "sets");
     jem_jw_obj_begin(&w);
-    if (!json) printf("in-distribution %s (%d images); higher score = more in-distribution\n\n%-28s %-14s %7s %8s %9s %7s\n",
-                      in, din.n, "OOD set", "score", "AUROC", "AUPR-in", "AUPR-out", "FPR95");
+    if (!cx->json)
+        printf("in-distribution %s (%d images); higher score = more in-distribution\n\n%-28s %-14s %7s %8s %9s %7s\n",
+               o->in, din.n, "OOD set", "score", "AUROC", "AUPR-in", "AUPR-out", "FPR95");
     for (int i = 0; i < nsets && !s; i++) {
         jem_jw_key(&w, names[i]);
         jem_jw_obj_begin(&w);
@@ -102,7 +118,8 @@ int cmd_ood(int argc, char **argv)
             if (k == JEM_SCORE_GRADNORM && nograd) continue;
             double *a = column(sin, din.n, k), *b = column(sout[i], dout[i].n, k);
             jem_ood_metrics m;
-            s = a && b ? jem_ood_metrics_compute(a, din.n, b, dout[i].n, &m) : jem_fail(JEM_ERR_NOMEM, "out of memory");
+            s = a && b ? jem_ood_metrics_compute(a, din.n, b, dout[i].n, &m)
+                       : jem_fail(JEM_ERR_NOMEM, "out of memory");
             free(a); free(b);
             if (s) break;
             jem_jw_key(&w, jem_score_name(k));
@@ -112,7 +129,7 @@ int cmd_ood(int argc, char **argv)
             jem_jw_kdouble(&w, "aupr_out", m.aupr_out);
             jem_jw_kdouble(&w, "fpr95", m.fpr95);
             jem_jw_obj_end(&w);
-            if (!json)
+            if (!cx->json)
                 printf("%-28s %-14s %7.4f %8.4f %9.4f %7.4f\n", k == 0 ? names[i] : "", jem_score_name(k), m.auroc,
                        m.aupr_in, m.aupr_out, m.fpr95);
         }
@@ -121,16 +138,16 @@ int cmd_ood(int argc, char **argv)
     jem_jw_obj_end(&w);
     jem_jw_obj_end(&w);
     if (s) { jem_jw_free(&w); rc = cli_fail("ood", s); goto done; }
-    if (json) printf("%s\n", jem_jw_cstr(&w));
+    if (cx->json) printf("%s\n", jem_jw_cstr(&w));
     jem_jw_free(&w);
-    if (hist || roc) {
+    if (o->hist || o->roc) {
         double *cols[MAX_SETS + 1];
         jem_sample_set sets[MAX_SETS + 1];
         jem_roc rocs[MAX_SETS];
         const char *rnames[MAX_SETS];
         memset(rocs, 0, sizeof rocs);
         cols[0] = column(sin, din.n, hs);
-        sets[0] = (jem_sample_set){in, cols[0], din.n};
+        sets[0] = (jem_sample_set){o->in, cols[0], din.n};
         for (int i = 0; i < nsets; i++) {
             cols[i + 1] = column(sout[i], dout[i].n, hs);
             sets[i + 1] = (jem_sample_set){names[i], cols[i + 1], dout[i].n};
@@ -140,22 +157,22 @@ int cmd_ood(int argc, char **argv)
         memset(&po, 0, sizeof po);
         po.title = title;
         jem_image im = {0};
-        if (hist) {
+        if (o->hist) {
             snprintf(title, sizeof title, "%s score: in-distribution vs OOD", jem_score_name(hs));
             po.xlabel = jem_score_name(hs);
             s = jem_plot_histograms(sets, nsets + 1, &po, &im);
-            if (!s) s = jem_image_write_png(hist, &im);
+            if (!s) s = jem_image_write_png(o->hist, &im);
             jem_image_free(&im);
         }
-        if (!s && roc) {
+        if (!s && o->roc) {
             for (int i = 0; i < nsets && !s; i++) {
                 s = jem_roc_curve(cols[0], din.n, cols[i + 1], dout[i].n, 1, &rocs[i]);
                 rnames[i] = names[i];
             }
-            snprintf(title, sizeof title, "ROC, %s score (in = %s)", jem_score_name(hs), in);
+            snprintf(title, sizeof title, "ROC, %s score (in = %s)", jem_score_name(hs), o->in);
             po.xlabel = NULL;
             if (!s) s = jem_plot_roc(rocs, rnames, nsets, &po, &im);
-            if (!s) s = jem_image_write_png(roc, &im);
+            if (!s) s = jem_image_write_png(o->roc, &im);
             jem_image_free(&im);
         }
         for (int i = 0; i < nsets; i++) jem_roc_free(&rocs[i]);
@@ -167,81 +184,168 @@ done:
     for (int i = 0; i < nsets; i++) { free(sout[i]); jem_dataset_free(&dout[i]); }
     jem_dataset_free(&din);
     free(list);
-    jem_net_free(net);
+    return rc;
+}
+
+/* "logpx|max_softmax|..." for the option table */
+static const char *score_choices(void)
+{
+    static char buf[256];
+    if (!buf[0])
+        for (int k = 0; k < JEM_NSCORES; k++)
+            snprintf(buf + strlen(buf), sizeof buf - strlen(buf), "%s%s", k ? "|" : "", jem_score_name(k));
+    return buf;
+}
+
+int cmd_ood(int argc, char **argv)
+{
+    ood_args o = {.in = "fmnist:test", .hist_score = "logpx", .T = 1.0,
+                  .outs = "mnist:test,noise:uniform:2000,noise:gaussian:2000,noise:constant:2000,"
+                          "interp:fmnist:test:2000"};
+    cli_opt opts[] = {
+        {OPT("in", OPT_STR, &o.in, "in-distribution data set"), .flags = OPT_SPEC},
+        {OPT("out", OPT_STR, &o.outs, "comma-separated OOD data sets"), .flags = OPT_SPECS},
+        {OPT("limit", OPT_INT, &o.limit, "use at most N images of each set (0: all)"), ATLEAST(0)},
+        {OPT("temperature", OPT_DOUBLE, &o.T, "temperature of the energy_t score"), .min = 0, .max = 1e6,
+         .flags = OPT_LO_OPEN},
+        {OPT("no-grad", OPT_FLAG, &o.nograd, "skip the gradient-norm score (one backward pass per image)")},
+        {OPT("hist", OPT_STR, &o.hist, "PNG: histograms of a score, in-distribution against each OOD set"),
+         .flags = OPT_OUT_FILE},
+        {OPT("hist-score", OPT_STR, &o.hist_score, "score of the histogram and ROC plots"),
+         .choices = score_choices()},
+        {OPT("roc", OPT_STR, &o.roc, "PNG: ROC curves of that score against each OOD set"), .flags = OPT_OUT_FILE},
+        CLI_END};
+    const cli_spec sp = {.name = "ood", .usage = "--model CKPT [--in SPEC] [--out SPEC,SPEC] [options]",
+                         .opts = opts, .model = CLI_MODEL_CKPT, .json = 1, .threads = 1, .check = ood_check,
+                         .ud = &o};
+    cli_ctx cx;
+    int r = cli_begin(&cx, &sp, argc, argv);
+    if (r >= 0) return r;
+    r = ood_run(&cx, &o);
+    cli_end(&cx);
+    return r;
+}
+
+/* ------------------------------------------------------------------ score */
+
+typedef struct {
+    const char *data, *format, *out;
+    int limit, nograd;
+    double T;
+} score_args;
+
+static int score_check(cli_ctx *cx, void *ud)
+{
+    score_args *a = ud;
+    if (cx->json && cli_given(cx->spec, "format") && strcmp(a->format, "jsonl"))
+        return cli_usage_error("score", "--json writes JSON lines: it excludes --format %s", a->format);
+    if (cx->json) a->format = "jsonl";
+    return 0;
+}
+
+/* a CSV field: quoted (quotes doubled) when it holds a comma, a quote or a
+ * line break */
+static void csv_field(jem_jw *w, const char *s)
+{
+    if (!strpbrk(s, ",\"\r\n")) { jem_jw_raw(w, s); return; }
+    jem_jw_raw(w, "\"");
+    for (; *s; s++) {
+        if (*s == '"') jem_jw_raw(w, "\"\"");
+        else jem_jw_rawn(w, s, 1);
+    }
+    jem_jw_raw(w, "\"");
+}
+
+/* the scores of every image, one line each, into a growing buffer (the
+ * file is written whole, atomically) or straight to stdout */
+static int score_run(cli_ctx *cx, score_args *a)
+{
+    const int jsonl = !strcmp(a->format, "jsonl"), nograd = a->nograd, K = cx->arch->n_classes;
+    jem_dataset ds;
+    double *sc = NULL;
+    float *lg = NULL;
+    jem_status s = score_set(cx, "data", a->data, a->limit, a->T, !nograd, &ds, &sc, &lg);
+    if (s) return cli_fail("score", s);
+    jem_jw w, line;
+    jem_jw_init(&w);
+    jem_jw_init(&line);
+    char name_buf[32];
+    /* the text goes to w; with stdout each line is flushed as it is made */
+    if (!jsonl) {
+        jem_jw_raw(&w, ds.files ? "index,file,label,pred,pred_name" : "index,label,pred,pred_name");
+        for (int k = 0; k < JEM_NSCORES; k++)
+            if (!(k == JEM_SCORE_GRADNORM && nograd)) { jem_jw_raw(&w, ","); jem_jw_raw(&w, jem_score_name(k)); }
+        jem_jw_raw(&w, "\n");
+    }
+    for (int i = 0; i < ds.n; i++) {
+        const double *o = sc + (size_t)i * JEM_NSCORES;
+        const float *l = lg + (size_t)i * K;
+        int pred = 0;
+        for (int k = 1; k < K; k++) if (l[k] > l[pred]) pred = k;
+        const char *pname = cli_class_name(cx, pred, name_buf, sizeof name_buf);
+        char buf[64];
+        if (jsonl) {
+            jem_jw_reset(&line);
+            jem_jw_obj_begin(&line);
+            jem_jw_kint(&line, "index", i);
+            if (ds.files) jem_jw_kstr(&line, "file", ds.files[i]);
+            jem_jw_kint(&line, "label", ds.y[i]);
+            jem_jw_kint(&line, "pred", pred);
+            jem_jw_kstr(&line, "pred_name", pname);
+            for (int k = 0; k < JEM_NSCORES; k++)
+                if (!(k == JEM_SCORE_GRADNORM && nograd)) jem_jw_kdouble(&line, jem_score_name(k), o[k]);
+            jem_jw_obj_end(&line);
+            jem_jw_raw(&w, jem_jw_cstr(&line));
+            jem_jw_raw(&w, "\n");
+        } else {
+            snprintf(buf, sizeof buf, "%d,", i);
+            jem_jw_raw(&w, buf);
+            if (ds.files) { csv_field(&w, ds.files[i]); jem_jw_raw(&w, ","); }
+            snprintf(buf, sizeof buf, "%d,%d,", ds.y[i], pred);
+            jem_jw_raw(&w, buf);
+            csv_field(&w, pname);
+            for (int k = 0; k < JEM_NSCORES; k++)
+                if (!(k == JEM_SCORE_GRADNORM && nograd)) {
+                    snprintf(buf, sizeof buf, ",%.9g", o[k]);
+                    jem_jw_raw(&w, buf);
+                }
+            jem_jw_raw(&w, "\n");
+        }
+        if (!a->out && jem_dist_rank() == 0) {
+            fputs(jem_jw_cstr(&w), stdout);
+            jem_jw_reset(&w);
+        }
+    }
+    s = jem_jw_status(&w);
+    if (!s && a->out && jem_dist_rank() == 0) s = jem_write_file_atomic(a->out, jem_jw_cstr(&w), jem_jw_len(&w));
+    int rc = s ? cli_fail("score", s) : 0;
+    jem_jw_free(&w);
+    jem_jw_free(&line);
+    free(sc);
+    free(lg);
+    jem_dataset_free(&ds);
     return rc;
 }
 
 int cmd_score(int argc, char **argv)
 {
-    const char *model = NULL, *data = "fmnist:test", *format = "csv", *out = NULL;
-    int limit = 0, threads = 0, nograd = 0;
-    double T = 1.0;
-    const cli_opt opts[] = {
-        {"model", OPT_STR, &model, "checkpoint"},
-        {"data", OPT_STR, &data, "data set to score"},
-        {"format", OPT_STR, &format, "csv or jsonl"},
-        {"out", OPT_STR, &out, "file to write (default: stdout)"},
-        {"limit", OPT_INT, &limit, "score only the first N images (0: all)"},
-        {"temperature", OPT_DOUBLE, &T, "temperature of the energy_t score"},
-        {"no-grad", OPT_FLAG, &nograd, "skip the gradient-norm score"},
-        {"threads", OPT_INT, &threads, "threads (0: all cores)"},
-        {NULL, 0, NULL, NULL}};
-    const char *pos[1];
-    int npos;
-    int r = cli_parse("score", "--model CKPT --data SPEC [--format csv|jsonl] [--out FILE]", opts, argc, argv, 2, pos, 1, &npos);
-    if (r) return r > 0 ? 0 : 2;
-    if (npos) model = pos[0];
-    if (!model) { fprintf(stderr, "jem score: error: --model CKPT is required\n"); return 2; }
-    int jsonl = !strcmp(format, "jsonl");
-    if (!jsonl && strcmp(format, "csv")) { fprintf(stderr, "jem score: error: --format must be csv or jsonl\n"); return 2; }
-    jem_set_threads(threads);
-    jem_net *net = NULL;
-    jem_status s = jem_ckpt_load(model, &net);
-    if (s) return cli_fail("score", s);
-    jem_dataset ds;
-    double *sc = NULL;
-    s = score_set(net, data, limit, T, !nograd, &ds, &sc);
-    if (s) { jem_net_free(net); return cli_fail("score", s); }
-    jem_atomic at = {0};
-    FILE *f = stdout;
-    if (out) {
-        s = jem_atomic_open(&at, out);
-        if (s) { free(sc); jem_dataset_free(&ds); jem_net_free(net); return cli_fail("score", s); }
-        f = at.fp;
-    }
-    jem_jw w;
-    jem_jw_init(&w);
-    if (!jsonl) {
-        fprintf(f, "index,label");
-        for (int k = 0; k < JEM_NSCORES; k++) if (!(k == JEM_SCORE_GRADNORM && nograd)) fprintf(f, ",%s", jem_score_name(k));
-        fprintf(f, "\n");
-    }
-    for (int i = 0; i < ds.n; i++) {
-        const double *o = sc + (size_t)i * JEM_NSCORES;
-        if (jsonl) {
-            jem_jw_reset(&w);
-            jem_jw_obj_begin(&w);
-            jem_jw_kint(&w, "index", i);
-            jem_jw_kint(&w, "label", ds.y[i]);
-            for (int k = 0; k < JEM_NSCORES; k++)
-                if (!(k == JEM_SCORE_GRADNORM && nograd)) jem_jw_kdouble(&w, jem_score_name(k), o[k]);
-            jem_jw_obj_end(&w);
-            fprintf(f, "%s\n", jem_jw_cstr(&w));
-        } else {
-            fprintf(f, "%d,%d", i, ds.y[i]);
-            for (int k = 0; k < JEM_NSCORES; k++)
-                if (!(k == JEM_SCORE_GRADNORM && nograd)) fprintf(f, ",%.9g", o[k]);
-            fprintf(f, "\n");
-        }
-    }
-    jem_jw_free(&w);
-    int rc = 0;
-    if (out) {
-        s = ferror(f) ? (jem_atomic_abort(&at), jem_fail(JEM_ERR_IO, "%s: write failed", out)) : jem_atomic_commit(&at);
-        if (s) rc = cli_fail("score", s);
-    }
-    free(sc);
-    jem_dataset_free(&ds);
-    jem_net_free(net);
-    return rc;
+    score_args a = {.data = "fmnist:test", .format = "csv", .T = 1.0};
+    cli_opt opts[] = {
+        {OPT("data", OPT_STR, &a.data, "data set to score"), .flags = OPT_SPEC},
+        {OPT("format", OPT_STR, &a.format, "output format (--json: jsonl)"), .choices = "csv|jsonl"},
+        {OPT("out", OPT_STR, &a.out, "file to write (default: stdout)"), .flags = OPT_OUT_FILE},
+        {OPT("limit", OPT_INT, &a.limit, "score only the first N images (0: all)"), ATLEAST(0)},
+        {OPT("temperature", OPT_DOUBLE, &a.T, "temperature of the energy_t score"), .min = 0, .max = 1e6,
+         .flags = OPT_LO_OPEN},
+        {OPT("no-grad", OPT_FLAG, &a.nograd, "skip the gradient-norm score")},
+        CLI_END};
+    const cli_spec sp = {.name = "score", .usage = "--model CKPT --data SPEC [--format csv|jsonl] [--out FILE]",
+                         .opts = opts, .model = CLI_MODEL_CKPT, .json = 1, .threads = 1, .check = score_check,
+                         .ud = &a};
+    cli_ctx cx;
+    int r = cli_begin(&cx, &sp, argc, argv);
+    if (r >= 0) return r;
+    r = score_run(&cx, &a);
+    cli_end(&cx);
+    return r;
 }

@@ -4,8 +4,6 @@
  * self-contained HTML page (pictures embedded) and report.json. Each part
  * runs as its own jem command, whose JSON and pictures the page collects. */
 #include "cli/cli.h"
-#include "io/io.h"
-#include "io/json.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -143,31 +141,59 @@ static void attack_table(jem_jw *h, const jem_json *a, const char *title)
     jem_jw_raw(h, "</table>");
 }
 
+typedef struct {
+    int quick, limit, an, dn, steps, dsteps, dchains, eot, no_def;
+} report_args;
+
+static int report_check(cli_ctx *cx, void *ud)
+{
+    report_args *r = ud;
+    const cli_spec *sp = cx->spec;
+    if (r->no_def) {
+        static const char *const def_only[] = {"defence-n", "defence-steps", "defence-chains", "eot"};
+        for (int i = 0; i < 4; i++)
+            if (cli_given(sp, def_only[i])) return cli_usage_error("report", "--%s and --no-defence exclude each other",
+                                                                   def_only[i]);
+    }
+    /* --quick sets the sizes that were not given */
+    if (r->quick) {
+        struct { const char *name; int *v, q; } qs[] = {
+            {"limit", &r->limit, 300}, {"attack-n", &r->an, 50}, {"defence-n", &r->dn, 10}, {"steps", &r->steps, 3},
+            {"defence-steps", &r->dsteps, 2}, {"defence-chains", &r->dchains, 1}, {"eot", &r->eot, 1}};
+        for (size_t i = 0; i < sizeof qs / sizeof *qs; i++)
+            if (!cli_given(sp, qs[i].name)) *qs[i].v = qs[i].q;
+    }
+    if (r->dn > r->an)
+        return cli_usage_error("report", "--defence-n %d: more than the %d images of --attack-n", r->dn, r->an);
+    return 0;
+}
+
 int cmd_report(int argc, char **argv)
 {
-    const char *model = NULL, *outdir = "report";
-    int quick = 0, threads = 0, limit = 0, an = 500, dn = 100, steps = 20, dsteps = 5, dchains = 2, eot = 2, no_def = 0;
-    const cli_opt opts[] = {
-        {"model", OPT_STR, &model, "checkpoint"},
-        {"out", OPT_STR, &outdir, "output directory (report.html, report.json, pictures)"},
-        {"limit", OPT_INT, &limit, "images per data set for calibration and OOD (0: all)"},
-        {"attack-n", OPT_INT, &an, "test images attacked"},
-        {"defence-n", OPT_INT, &dn, "test images attacked through the SGLD defence"},
-        {"steps", OPT_INT, &steps, "PGD steps"},
-        {"defence-steps", OPT_INT, &dsteps, "SGLD purification steps"},
-        {"defence-chains", OPT_INT, &dchains, "purification chains per image"},
-        {"eot", OPT_INT, &eot, "EOT draws per gradient"},
-        {"no-defence", OPT_FLAG, &no_def, "skip the defended attacks"},
-        {"quick", OPT_FLAG, &quick, "a small, fast run (tests): 300 images, 50 attacked, 3 steps"},
-        {"threads", OPT_INT, &threads, "threads (0: all cores)"},
-        {NULL, 0, NULL, NULL}};
-    const char *pos[1];
-    int npos;
-    int r = cli_parse("report", "--model CKPT [--out DIR] [options]", opts, argc, argv, 2, pos, 1, &npos);
-    if (r) return r > 0 ? 0 : 2;
-    if (npos) model = pos[0];
-    if (!model) { fprintf(stderr, "jem report: error: --model CKPT is required\n"); return 2; }
-    if (quick) { limit = 300; an = 50; dn = 10; steps = 3; dsteps = 2; dchains = 1; eot = 1; }
+    const char *outdir = "report";
+    report_args ra = {.an = 500, .dn = 100, .steps = 20, .dsteps = 5, .dchains = 2, .eot = 2};
+    cli_opt opts[] = {
+        {OPT("out", OPT_STR, &outdir, "output folder (report.html, report.json, pictures)"), .flags = OPT_OUT_DIR},
+        {OPT("limit", OPT_INT, &ra.limit, "images per data set for calibration and OOD (0: all)"), ATLEAST(0)},
+        {OPT("attack-n", OPT_INT, &ra.an, "test images attacked"), RANGE(1, 1 << 30)},
+        {OPT("defence-n", OPT_INT, &ra.dn, "test images attacked through the SGLD defence"), RANGE(1, 1 << 30)},
+        {OPT("steps", OPT_INT, &ra.steps, "PGD steps"), RANGE(1, 100000)},
+        {OPT("defence-steps", OPT_INT, &ra.dsteps, "SGLD purification steps"), RANGE(0, 100000)},
+        {OPT("defence-chains", OPT_INT, &ra.dchains, "purification chains per image"), RANGE(1, 1000)},
+        {OPT("eot", OPT_INT, &ra.eot, "EOT draws per gradient"), RANGE(1, 1000)},
+        {OPT("no-defence", OPT_FLAG, &ra.no_def, "skip the defended attacks")},
+        {OPT("quick", OPT_FLAG, &ra.quick, "a small, fast run (tests): 300 images, 50 attacked, 3 steps (options "
+                                          "given keep their values)")},
+        CLI_END};
+    const cli_spec sp = {.name = "report", .usage = "--model CKPT [--out DIR] [options]", .opts = opts,
+                         .model = CLI_MODEL_CKPT, .threads = 1, .check = report_check, .ud = &ra};
+    cli_ctx cx;
+    int r = cli_begin(&cx, &sp, argc, argv);
+    if (r >= 0) return r;
+    const char *model = cx.model;
+    const int threads = cx.threads, limit = ra.limit, an = ra.an, dn = ra.dn, steps = ra.steps, dsteps = ra.dsteps;
+    const int dchains = ra.dchains, eot = ra.eot, no_def = ra.no_def;
+    cli_end(&cx); /* the steps load the checkpoint themselves */
     if (mkdir(outdir, 0777) && errno != EEXIST) {
         fprintf(stderr, "jem report: error: %s: cannot create: %s\n", outdir, strerror(errno));
         return 1;
@@ -302,9 +328,7 @@ int cmd_report(int argc, char **argv)
             /* the part's own JSON, verbatim (one line) */
             size_t len = strlen(tx[i]);
             while (len && (tx[i][len - 1] == '\n' || tx[i][len - 1] == ' ')) len--;
-            jem_jw_rawn(&j, tx[i], len);
-            j.count[j.depth - 1] = 1;
-            j.want_value = 0;
+            jem_jw_json(&j, tx[i], len);
         } else {
             jem_jw_null(&j);
         }

@@ -1,58 +1,43 @@
-/* jem train: softmax or JEM training with a progress bar on stderr. */
+/* jem train: softmax or JEM training with a progress bar on stderr. Every
+ * default is the library's (jem_train_defaults for the chosen mode). */
 #include "cli/cli.h"
-#include "io/json.h"
 
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static volatile int stop_flag;
 static void on_signal(int sig) { (void)sig; stop_flag = 1; }
 
-typedef struct { int tty; int json; } prog_ctx;
-
-static void fmt_time(double s, char *buf, size_t n)
-{
-    if (s < 0) { snprintf(buf, n, "?"); return; }
-    long t = (long)(s + 0.5);
-    if (t >= 3600) snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
-    else snprintf(buf, n, "%ld:%02ld", t / 60, t % 60);
-}
+typedef struct { int tty; } prog_ctx;
 
 static void progress(void *ud, const jem_progress *p)
 {
     prog_ctx *pc = ud;
     char el[32], eta[32];
-    fmt_time(p->elapsed, el, sizeof el);
-    fmt_time(p->eta, eta, sizeof eta);
+    cli_fmt_time(p->elapsed, el, sizeof el);
+    cli_fmt_time(p->eta, eta, sizeof eta);
     if (p->event == JEM_EV_ROLLBACK) {
         fprintf(stderr, "%swarning: %s\n", pc->tty ? "\r\033[K" : "", p->msg);
         return;
     }
     if (p->event == JEM_EV_CKPT) return;
-    char bar[32] = "";
-    if (p->iter_total > 0) {
-        int w = 20, f = (int)(w * (double)p->iter / p->iter_total);
-        if (f > w) f = w;
-        bar[0] = '[';
-        for (int i = 0; i < w; i++) bar[1 + i] = i < f ? '#' : '.';
-        bar[w + 1] = ']';
-        bar[w + 2] = ' ';
-        bar[w + 3] = 0;
-    }
+    char bar[32];
+    cli_bar_text(bar, sizeof bar, p->iter_total > 0 ? (double)p->iter / p->iter_total : -1);
     char extra[160] = "";
     if (p->e_data != 0 || p->e_sample != 0)
         snprintf(extra, sizeof extra, " E(data) %.3g E(sample) %.3g", p->e_data, p->e_sample);
-    fprintf(stderr, "%s%sit %lld ep %d loss %.4f acc %.3f%s %.0f img/s lr %.2g %s eta %s",
-            pc->tty ? "\r\033[K" : "", bar, (long long)p->iter, p->epoch, p->loss, p->acc, extra,
-            p->img_per_s, p->lr, el, eta);
+    fprintf(stderr, "%s%sit %lld ep %d loss %.4f acc %.3f%s %.0f img/s lr %.2g %s eta %s", pc->tty ? "\r\033[K" : "",
+            bar, (long long)p->iter, p->epoch, p->loss, p->acc, extra, p->img_per_s, p->lr, el, eta);
     if (p->val_acc >= 0) fprintf(stderr, " | val acc %.4f", p->val_acc);
     if (!pc->tty || p->event == JEM_EV_EPOCH) fputc('\n', stderr);
     fflush(stderr);
 }
 
+/* "a,b,c": increasing iterations, at most 16 */
 static int parse_milestones(const char *s, jem_sched *sc)
 {
     sc->n_milestones = 0;
@@ -61,221 +46,377 @@ static int parse_milestones(const char *s, jem_sched *sc)
     while (*p) {
         char *end;
         long v = strtol(p, &end, 10);
-        if (end == p || v < 0 || sc->n_milestones >= 16) return -1;
+        if (end == p || v < 1 || v > INT32_MAX || sc->n_milestones >= 16) return -1;
+        if (sc->n_milestones && v <= sc->milestones[sc->n_milestones - 1]) return -1;
         sc->milestones[sc->n_milestones++] = (int)v;
         p = end;
-        if (*p == ',') p++;
+        if (*p == ',' && p[1]) p++;
         else if (*p) return -1;
     }
     return 0;
 }
 
-int cmd_train(int argc, char **argv)
-{
-    const char *model = "models/wrn-fmnist.model", *data = "fmnist:train", *out = NULL, *resume = NULL;
-    const char *mode = "softmax", *opt = "adam", *milestones = NULL, *init = "uniform", *test = NULL;
-    const char *log = NULL, *samples = NULL;
-    int val = 5000, threads = 0, json = 0, flip = 0, crop = 0, full_cov = 0, mala = 0, clamp = 0, nesterov = 0;
-    float lr = -1, noise = -1;
+typedef struct {
     jem_train_cfg c;
-    jem_train_defaults(&c, JEM_MODE_SOFTMAX);
-    /* the JEM defaults for the JEM-only options */
-    jem_train_cfg cj;
-    jem_train_defaults(&cj, JEM_MODE_JEM);
-    int warmup = -1;
-    float wx = cj.w_x;
-    uint64_t seed = 1;
-    const cli_opt opts[] = {
-        {"mode", OPT_STR, &mode, "softmax (cross-entropy only) or jem (hybrid with SGLD)"},
-        {"model", OPT_STR, &model, "model description file"},
-        {"data", OPT_STR, &data, "training data set"},
-        {"val", OPT_INT, &val, "images held out for validation"},
-        {"test", OPT_STR, &test, "data set to evaluate at the end (e.g. fmnist:test)"},
-        {"out", OPT_STR, &out, "checkpoint path (default runs/<mode>.safetensors)"},
-        {"resume", OPT_STR, &resume, "continue from this checkpoint (same data and options)"},
-        {"epochs", OPT_INT, &c.epochs, "epoch budget (0: none)"},
-        {"minutes", OPT_DOUBLE, &c.minutes, "wall-clock budget (0: none)"},
-        {"iters", OPT_I64, &c.iters, "iteration budget (0: none)"},
-        {"batch", OPT_INT, &c.batch, "labelled images per iteration"},
-        {"opt", OPT_STR, &opt, "adam or sgd"},
-        {"lr", OPT_FLOAT, &lr, "learning rate (default 1e-3 softmax, 1e-4 jem)"},
-        {"momentum", OPT_FLOAT, &c.opt.momentum, "SGD momentum"},
-        {"nesterov", OPT_FLAG, &nesterov, "Nesterov momentum (SGD)"},
-        {"wd", OPT_FLOAT, &c.opt.weight_decay, "weight decay (L2 added to the gradient)"},
-        {"warmup", OPT_INT, &warmup, "linear warm-up iterations (default 0 softmax, 1000 jem)"},
-        {"milestones", OPT_STR, &milestones, "iterations at which the lr is multiplied by --gamma (a,b,c)"},
-        {"gamma", OPT_FLOAT, &c.sched.gamma, "lr decay factor at each milestone"},
-        {"cosine", OPT_FLAG, &c.sched.cosine, "cosine lr decay to zero over the budget (iterations or minutes)"},
-        {"crop", OPT_INT, &crop, "random crop padding in pixels (0: off)"},
-        {"flip", OPT_FLAG, &flip, "random horizontal flips"},
-        {"noise", OPT_FLOAT, &noise, "Gaussian noise sigma on training inputs (default 0 softmax, 0.03 jem)"},
-        {"w-y", OPT_FLOAT, &c.w_y, "weight of the cross-entropy term"},
-        {"w-x", OPT_FLOAT, &wx, "weight of the p(x) term (jem)"},
-        {"w-xy", OPT_FLOAT, &c.w_xy, "weight of the class-conditional p(x|y) term (jem)"},
-        {"l2", OPT_FLOAT, &c.l2, "energy penalty E(data)^2 + E(sample)^2 (jem)"},
-        {"gen-warmup", OPT_INT, &c.gen_warmup, "ramp the generative terms in linearly over this many iterations (jem)"},
-        {"sgld-steps", OPT_INT, &cj.sgld.steps, "SGLD steps per iteration (K)"},
-        {"sgld-step", OPT_FLOAT, &cj.sgld.step_size, "SGLD step size (alpha)"},
-        {"sgld-noise", OPT_FLOAT, &cj.sgld.noise, "SGLD noise (sigma)"},
-        {"sgld-clamp", OPT_FLAG, &clamp, "clamp chains to [-1, 1] after each step"},
-        {"sgld-max-step", OPT_FLOAT, &cj.sgld.max_step, "clip each pixel's drift to this (0: off)"},
-        {"mala", OPT_FLAG, &mala, "Metropolis-adjusted chains (MALA) instead of SGLD"},
-        {"buffer", OPT_INT, &cj.buffer_size, "replay buffer size"},
-        {"reinit", OPT_FLOAT, &cj.reinit, "probability a chain restarts from the init distribution"},
-        {"init", OPT_STR, &init, "chain init: uniform or informative (per-class Gaussian, JEM++)"},
-        {"full-cov", OPT_FLAG, &full_cov, "informative init with full covariance"},
-        {"n-samples", OPT_INT, &cj.n_samples, "chains per iteration (0: the batch size)"},
-        {"div-threshold", OPT_FLOAT, &cj.div_threshold, "|loss| or |energy| above this is divergence"},
-        {"max-retries", OPT_INT, &cj.max_retries, "rollbacks before giving up"},
-        {"retry-lr", OPT_FLOAT, &cj.retry_lr_factor, "lr multiplier after each rollback"},
-        {"labels-per-class", OPT_INT, &c.labels_per_class, "semi-supervised: labels kept per class (0: all)"},
-        {"samples", OPT_STR, &samples, "PNG grid of replay-buffer samples, refreshed during training"},
-        {"sample-every", OPT_INT, &cj.sample_every, "iterations between sample grids"},
-        {"log", OPT_STR, &log, "JSON-lines metrics log (appended)"},
-        {"log-every", OPT_INT, &c.log_every, "iterations per progress/log line"},
-        {"ckpt-every", OPT_INT, &c.ckpt_every, "iterations between checkpoints (0: each epoch)"},
-        {"eval-every", OPT_INT, &c.eval_every, "iterations between validations (0: each epoch)"},
-        {"seed", OPT_U64, &seed, "random seed"},
-        {"threads", OPT_INT, &threads, "threads (0: all cores)"},
-        {"json", OPT_FLAG, &json, "print the final figures as JSON on stdout"},
-        {"inject-blowup", OPT_I64, &c.inject_blowup_at, "testing: multiply the lr by 1e6 at this iteration"},
-        {NULL, 0, NULL, NULL}};
-    const char *pos[1];
-    int npos;
-    int r = cli_parse("train", "[options]", opts, argc, argv, 2, pos, 0, &npos);
-    if (r) return r > 0 ? 0 : 2;
-    if (!strcmp(mode, "jem")) c.mode = JEM_MODE_JEM;
-    else if (strcmp(mode, "softmax")) { fprintf(stderr, "jem train: error: --mode must be softmax or jem, got '%s'\n", mode); return 2; }
-    if (!strcmp(opt, "sgd")) { float mom = c.opt.momentum, wd = c.opt.weight_decay; jem_opt_defaults(&c.opt, JEM_OPT_SGD); c.opt.momentum = mom; c.opt.weight_decay = wd; }
-    else if (strcmp(opt, "adam")) { fprintf(stderr, "jem train: error: --opt must be adam or sgd, got '%s'\n", opt); return 2; }
-    c.opt.nesterov = nesterov;
-    if (!strcmp(init, "informative")) cj.init = JEM_INIT_INFORMATIVE;
-    else if (strcmp(init, "uniform")) { fprintf(stderr, "jem train: error: --init must be uniform or informative, got '%s'\n", init); return 2; }
-    if (parse_milestones(milestones, &c.sched)) { fprintf(stderr, "jem train: error: bad --milestones '%s'\n", milestones); return 2; }
-    if (c.batch < 1 || val < 0 || crop < 0 || threads < 0) { fprintf(stderr, "jem train: error: --batch, --val, --crop and --threads must not be negative\n"); return 2; }
-    int is_jem = c.mode == JEM_MODE_JEM;
-    c.sched.lr = lr > 0 ? lr : (is_jem ? 1e-4f : 1e-3f);
-    c.sched.warmup = warmup >= 0 ? warmup : (is_jem ? 1000 : 0);
-    c.aug.crop_pad = crop;
-    c.aug.hflip = flip;
-    c.aug.noise = noise >= 0 ? noise : (is_jem ? 0.03f : 0.0f);
-    c.w_x = is_jem ? wx : 0.0f;
-    c.sgld = cj.sgld;
-    c.sgld.clamp = clamp;
-    c.sgld.mala = mala;
-    c.buffer_size = cj.buffer_size;
-    c.reinit = cj.reinit;
-    c.init = cj.init;
-    c.full_cov = full_cov;
-    c.n_samples = cj.n_samples;
-    c.div_threshold = cj.div_threshold;
-    c.max_retries = cj.max_retries;
-    c.retry_lr_factor = cj.retry_lr_factor;
-    c.sample_every = cj.sample_every;
-    c.seed = seed;
-    c.log_path = log;
-    c.sample_path = samples;
-    jem_set_threads(threads);
+    const char   *mode, *opt, *init, *milestones, *data, *test, *out, *resume, *init_from, *log, *samples;
+    int           val, flip, crop, full_cov, mala, clamp, nesterov, force;
+    char          outbuf[256];
+} train_args;
 
-    char outbuf[256];
-    if (!out) {
-        snprintf(outbuf, sizeof outbuf, "runs/%s.safetensors", mode);
-        out = outbuf;
-        if (system("mkdir -p runs") != 0) { fprintf(stderr, "jem train: error: cannot create runs/\n"); return 1; }
+static int same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+/* checks across options, before anything is loaded */
+static int check(cli_ctx *cx, void *ud)
+{
+    train_args *t = ud;
+    const cli_spec *sp = cx->spec;
+    const int jem = t->c.mode == JEM_MODE_JEM;
+    if (!jem)
+        for (const cli_opt *o = sp->opts; o->name; o++)
+            if ((o->flags & OPT_JEM) && o->seen)
+                return cli_usage_error("train", "--%s applies to --mode jem only", o->name);
+    if (parse_milestones(t->milestones, &t->c.sched))
+        return cli_usage_error("train", "--milestones '%s': want up to 16 increasing iterations >= 1, "
+                               "e.g. 2000,4000", t->milestones);
+    if (!t->c.epochs && !(t->c.minutes > 0) && !t->c.iters)
+        return cli_usage_error("train", "no budget: give --epochs, --minutes or --iters");
+    if (t->test && cli_spec_unlabelled(t->test))
+        return cli_usage_error("train", "--test %s: the set has no labels to measure accuracy on", t->test);
+    if (cli_spec_unlabelled(t->data))
+        return cli_usage_error("train", "--data %s: the set has no labels (noise: and interp: sets have none)",
+                               t->data);
+    if (t->resume && t->init_from)
+        return cli_usage_error("train", "--resume and --init-from exclude each other (--resume continues a run, "
+                               "--init-from starts a new one from a checkpoint's weights)");
+    if ((t->resume || t->init_from) && cli_given(sp, "model"))
+        return cli_usage_error("train", "--model is not used with %s (the checkpoint holds the model)",
+                               t->resume ? "--resume" : "--init-from");
+    if (t->c.n_samples > 0 && t->c.n_samples > t->c.buffer_size)
+        return cli_usage_error("train", "--n-samples %d: more chains than the --buffer of %d", t->c.n_samples,
+                               t->c.buffer_size);
+    if (!t->out) {
+        /* the default: runs/<mode>.safetensors, runs/ made when missing */
+        snprintf(t->outbuf, sizeof t->outbuf, "runs/%s.safetensors", t->mode);
+        t->out = t->outbuf;
+        struct stat sb;
+        if (stat("runs", &sb) != 0 && access(".", W_OK | X_OK) != 0)
+            return cli_usage_error("train", "cannot create runs/ here for the checkpoint: give --out");
+        if (stat("runs", &sb) == 0 && cli_check_out_file("train", "out", t->out)) return 2;
     }
-    c.ckpt_path = out;
+    /* an existing checkpoint is replaced only when asked */
+    if (!t->resume && !t->force && access(t->out, F_OK) == 0)
+        return cli_usage_error("train", "--out %s exists; --force replaces it, --resume %s continues its training",
+                               t->out, t->out);
+    if (t->log && (same_file(t->log, t->out) || !strcmp(t->log, t->out)))
+        return cli_usage_error("train", "--log and --out name the same file");
+    if (t->samples && (same_file(t->samples, t->out) || !strcmp(t->samples, t->out)))
+        return cli_usage_error("train", "--samples and --out name the same file");
+    if (t->resume) {
+        /* a weights-only file has no training state: refused before the data is read */
+        jem_st *st = NULL;
+        if (cli_check_only()) return 0;
+        jem_status s = jem_st_open(t->resume, &st);
+        if (s) return cli_usage_error("train", "--resume %s", jem_last_error());
+        const char *mode = jem_st_get_meta(st, "jem.train.mode");
+        int has_state = jem_st_get(st, "_opt.m", NULL, NULL, NULL) != NULL;
+        char m[16];
+        snprintf(m, sizeof m, "%s", mode ? mode : "");
+        jem_st_free(st);
+        if (!has_state)
+            return cli_usage_error("train", "--resume %s: weights-only file (no training state, e.g. an exported "
+                                   "model): cannot resume; --init-from %s trains from its weights", t->resume,
+                                   t->resume);
+        if (m[0] && strcmp(m, t->mode))
+            return cli_usage_error("train", "--resume %s: the run was trained with --mode %s, not %s", t->resume, m,
+                                   t->mode);
+    }
+    return 0;
+}
+
+/* the class names of the data set, as the JSON array "jem.classes" */
+static char *classes_json(const jem_dataset *ds)
+{
+    if (!ds->classes) return NULL;
+    jem_jw w;
+    jem_jw_init(&w);
+    jem_jw_arr_begin(&w);
+    for (int k = 0; k < ds->n_classes; k++) jem_jw_str(&w, ds->classes[k]);
+    jem_jw_arr_end(&w);
+    return jem_jw_take(&w, NULL);
+}
+
+static int run(cli_ctx *cx, train_args *t, int argc, char **argv)
+{
+    jem_train_cfg *c = &t->c;
+    const int is_jem = c->mode == JEM_MODE_JEM;
+    if (!strcmp(t->opt, "sgd")) {
+        /* the library's SGD settings, with the momentum and decay asked for */
+        jem_opt_cfg o;
+        jem_opt_defaults(&o, JEM_OPT_SGD);
+        o.momentum = c->opt.momentum;
+        o.weight_decay = c->opt.weight_decay;
+        c->opt = o;
+    }
+    c->opt.nesterov = t->nesterov;
+    c->init = !strcmp(t->init, "informative") ? JEM_INIT_INFORMATIVE : JEM_INIT_UNIFORM;
+    c->full_cov = t->full_cov;
+    c->aug.crop_pad = t->crop;
+    c->aug.hflip = t->flip;
+    c->sgld.clamp = t->clamp;
+    c->sgld.mala = t->mala;
+    c->log_path = t->log;
+    c->sample_path = t->samples;
+    c->ckpt_path = t->out;
+    const int rank0 = jem_dist_rank() == 0, ranks = jem_dist_size();
+    if (t->out == t->outbuf && rank0) {
+        jem_status s = cli_make_dir("runs");
+        if (s) return cli_fail("train", s);
+    }
 
     jem_net *net = NULL;
     jem_status s;
-    if (resume) {
-        s = jem_ckpt_load(resume, &net);
+    const char *from = t->resume ? t->resume : t->init_from;
+    if (from) {
+        s = jem_ckpt_load(from, &net);
     } else {
         jem_arch a;
-        s = jem_arch_load(model, &a);
+        s = jem_arch_load(cx->model, &a);
         if (!s) s = jem_net_create(&a, &net);
         if (!s) {
             jem_rng rng;
-            jem_rng_seed(&rng, seed, 0x696e6974);
+            jem_rng_seed(&rng, c->seed, 0x696e6974);
             jem_net_init(net, &rng);
         }
     }
     if (s) return cli_fail("train", s);
-    const jem_arch *a = jem_net_arch(net);
+    cx->net = net;
+    cx->arch = jem_net_arch(net);
+    const jem_arch *a = cx->arch;
+    if (t->crop >= a->in_h || t->crop >= a->in_w) {
+        cli_end(cx);
+        return cli_usage_error("train", "--crop %d: want less than the image's %dx%d", t->crop, a->in_h, a->in_w);
+    }
     jem_dataset all, tr, va;
     memset(&va, 0, sizeof va);
-    s = cli_open_data(data, a, &all);
-    if (s) { jem_net_free(net); return cli_fail("train", s); }
-    if (val > 0) {
-        s = jem_dataset_split(&all, val, seed, &tr, &va);
-        if (s) { jem_dataset_free(&all); jem_net_free(net); return cli_fail("train", s); }
+    memset(&tr, 0, sizeof tr);
+    char *classes = NULL;
+    int rc = 0;
+    s = cli_open_data(cx, "data", t->data, &all);
+    if (!s) s = cli_check_labels(cx, "data", &all, 0);
+    if (!s && t->val >= all.n)
+        s = jem_fail(JEM_ERR_ARG, "--val %d: the data set %s has only %d images", t->val, all.name, all.n);
+    if (!s && c->batch > all.n - t->val)
+        s = jem_fail(JEM_ERR_ARG, "--batch %d: larger than the %d training images of %s", c->batch,
+                     all.n - t->val, all.name);
+    if (s) { jem_dataset_free(&all); rc = cli_fail("train", s); goto done; }
+    classes = classes_json(&all);
+    if (t->val > 0) {
+        s = jem_dataset_split(&all, t->val, c->seed, &tr, &va);
+        if (s) { jem_dataset_free(&all); rc = cli_fail("train", s); goto done; }
     } else {
         tr = all;
     }
-    const char *meta[] = {"jem.train.command", "", NULL, NULL};
+    const char *meta[] = {"jem.train.command", "", classes ? "jem.classes" : NULL, classes, NULL, NULL};
     char cmdline[2048] = "jem";
     size_t off = 3;
     for (int i = 1; i < argc && off < sizeof cmdline - 2; i++)
         off += (size_t)snprintf(cmdline + off, sizeof cmdline - off, " %s", argv[i]);
     meta[1] = cmdline;
-    c.meta = meta;
-    prog_ctx pc = {isatty(2), json};
-    c.progress = progress;
-    c.ud = &pc;
-    c.stop = &stop_flag;
+    c->meta = meta;
+    prog_ctx pc = {isatty(2) && rank0};
+    c->progress = progress;
+    c->ud = &pc;
+    c->stop = &stop_flag;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    const int rank0 = jem_dist_rank() == 0, ranks = jem_dist_size();
     if (rank0) {
         char rk[64] = "";
-        if (ranks > 1) snprintf(rk, sizeof rk, ", %d ranks (global batch %d)", ranks, c.batch * ranks);
+        if (ranks > 1) snprintf(rk, sizeof rk, ", %d ranks (global batch %d)", ranks, c->batch * ranks);
         fprintf(stderr, "jem train: %s on %s (%d images, %d held out), model %s (%zu parameters), %d threads%s\n",
-                is_jem ? "JEM" : "softmax", tr.name, tr.n, va.n, a->name, jem_net_nparams(net), jem_get_threads(), rk);
+                is_jem ? "JEM" : "softmax", tr.name, tr.n, va.n, a->name, jem_net_nparams(net), jem_get_threads(),
+                rk);
+        if (t->resume) {
+            jem_st *st = NULL;
+            if (jem_st_open(t->resume, &st) == JEM_OK) {
+                const char *it = jem_st_get_meta(st, "jem.train.iter"), *ep = jem_st_get_meta(st, "jem.train.epoch");
+                fprintf(stderr, "jem train: resuming %s from iteration %s (epoch %s)\n", t->resume, it ? it : "?",
+                        ep ? ep : "?");
+            }
+            jem_st_free(st);
+        } else if (t->init_from) {
+            fprintf(stderr, "jem train: starting from the weights of %s\n", t->init_from);
+        }
+        if (is_jem && c->init == JEM_INIT_INFORMATIVE && !t->resume) {
+            const int D = a->in_c * a->in_h * a->in_w;
+            if (c->full_cov)
+                fprintf(stderr, "jem train: fitting the informative init: %d class means and full %dx%d covariances "
+                        "(their Cholesky factors), once before the first iteration\n", a->n_classes, D, D);
+            else
+                fprintf(stderr, "jem train: fitting the informative init: per-class means and variances\n");
+        }
     }
     const double comm0 = jem_dist_comm_seconds();
-    s = jem_train(net, &tr, va.n ? &va : NULL, &c, resume);
+    s = jem_train(net, &tr, va.n ? &va : NULL, c, t->resume);
     const double comm = jem_dist_comm_seconds() - comm0;
-    if (pc.tty && rank0) fputc('\n', stderr);
-    int rc = 0;
+    if (pc.tty) fputc('\n', stderr);
     if (s) {
         rc = cli_fail("train", s);
-    } else {
-        double vacc = -1, tacc = -1, tnll = -1;
-        if (va.n) s = jem_evaluate(net, &va, &vacc, NULL);
-        jem_dataset te;
-        if (!s && test) {
-            s = cli_open_data(test, a, &te);
-            if (!s) { s = jem_evaluate(net, &te, &tacc, &tnll); jem_dataset_free(&te); }
-        }
-        if (s) rc = cli_fail("train", s);
-        else if (!rank0) {
-            /* rank 0 reports */
-        } else if (json) {
-            jem_jw w;
-            jem_jw_init(&w);
-            jem_jw_obj_begin(&w);
-            jem_jw_kstr(&w, "checkpoint", out);
-            if (vacc >= 0) jem_jw_kdouble(&w, "val_acc", vacc);
-            if (ranks > 1) { jem_jw_kint(&w, "ranks", ranks); jem_jw_kdouble(&w, "comm_seconds", comm); }
-            if (test) {
-                jem_jw_kstr(&w, "test", test);
-                jem_jw_kdouble(&w, "test_acc", tacc);
-                jem_jw_kdouble(&w, "test_nll", tnll);
-            }
-            jem_jw_obj_end(&w);
-            printf("%s\n", jem_jw_cstr(&w));
-            jem_jw_free(&w);
-        } else {
-            printf("checkpoint: %s\n", out);
-            if (vacc >= 0) printf("validation accuracy: %.4f\n", vacc);
-            if (test) printf("%s accuracy: %.4f  nll: %.4f\n", test, tacc, tnll);
-            if (ranks > 1) printf("ranks: %d, time in MPI collectives (rank 0): %.2f s\n", ranks, comm);
-        }
+        goto done;
     }
+    double vacc = -1, tacc = -1, tnll = -1;
+    if (va.n) s = jem_evaluate(net, &va, &vacc, NULL);
+    if (!s && t->test) {
+        jem_dataset te;
+        s = cli_open_data(cx, "test", t->test, &te);
+        if (!s) s = cli_check_labels(cx, "test", &te, 1);
+        if (!s) s = jem_evaluate(net, &te, &tacc, &tnll);
+        jem_dataset_free(&te);
+    }
+    if (s) {
+        rc = cli_fail("train", s);
+    } else if (!rank0) {
+        /* rank 0 reports */
+    } else if (cx->json) {
+        jem_jw w;
+        jem_jw_init(&w);
+        jem_jw_obj_begin(&w);
+        jem_jw_kstr(&w, "checkpoint", t->out);
+        if (vacc >= 0) jem_jw_kdouble(&w, "val_acc", vacc);
+        if (ranks > 1) { jem_jw_kint(&w, "ranks", ranks); jem_jw_kdouble(&w, "comm_seconds", comm); }
+        if (t->test) {
+            jem_jw_kstr(&w, "test", t->test);
+            jem_jw_kdouble(&w, "test_acc", tacc);
+            jem_jw_kdouble(&w, "test_nll", tnll);
+        }
+        jem_jw_obj_end(&w);
+        printf("%s\n", jem_jw_cstr(&w));
+        jem_jw_free(&w);
+    } else {
+        printf("checkpoint: %s\n", t->out);
+        if (vacc >= 0) printf("validation accuracy: %.4f\n", vacc);
+        if (t->test) printf("%s accuracy: %.4f  nll: %.4f\n", t->test, tacc, tnll);
+        if (ranks > 1) printf("ranks: %d, time in MPI collectives (rank 0): %.2f s\n", ranks, comm);
+    }
+done:
+    free(classes);
     jem_dataset_free(&tr);
     jem_dataset_free(&va);
-    jem_net_free(net);
     return rc;
+}
+
+/* --mode, looked at before the table is built: the defaults are the mode's */
+static const char *mode_arg(int argc, char **argv)
+{
+    const char *m = "softmax";
+    for (int i = 2; i < argc; i++) {
+        if (!strncmp(argv[i], "--mode=", 7)) m = argv[i] + 7;
+        else if (!strcmp(argv[i], "--mode") && i + 1 < argc) m = argv[++i];
+    }
+    return m;
+}
+
+int cmd_train(int argc, char **argv)
+{
+    train_args t; /* the option table points into it */
+    memset(&t, 0, sizeof t);
+    jem_train_defaults(&t.c, !strcmp(mode_arg(argc, argv), "jem") ? JEM_MODE_JEM : JEM_MODE_SOFTMAX);
+    t.mode = t.c.mode == JEM_MODE_JEM ? "jem" : "softmax";
+    t.opt = t.c.opt.kind == JEM_OPT_SGD ? "sgd" : "adam";
+    t.init = t.c.init == JEM_INIT_INFORMATIVE ? "informative" : "uniform";
+    t.data = "fmnist:train";
+    t.val = 5000;
+    t.full_cov = t.c.full_cov;
+    t.mala = t.c.sgld.mala;
+    t.clamp = t.c.sgld.clamp;
+    t.nesterov = t.c.opt.nesterov;
+    jem_train_cfg *c = &t.c;
+    cli_opt opts[] = {
+        {OPT("mode", OPT_STR, &t.mode, "softmax (cross-entropy only) or jem (hybrid with SGLD); the defaults below "
+                                       "are this mode's"), .choices = "softmax|jem"},
+        {OPT("data", OPT_STR, &t.data, "training data set"), .flags = OPT_SPEC},
+        {OPT("val", OPT_INT, &t.val, "images held out for validation"), ATLEAST(0)},
+        {OPT("test", OPT_STR, &t.test, "data set to evaluate at the end (e.g. fmnist:test)"), .flags = OPT_SPEC},
+        {OPT("out", OPT_STR, &t.out, "checkpoint path"), .flags = OPT_OUT_FILE, .def = "runs/<mode>.safetensors"},
+        {OPT("force", OPT_FLAG, &t.force, "replace an existing --out checkpoint")},
+        {OPT("resume", OPT_STR, &t.resume, "continue from this checkpoint (same data and options)"),
+         .flags = OPT_IN_FILE},
+        {OPT("init-from", OPT_STR, &t.init_from, "start a new run from this checkpoint's weights"),
+         .flags = OPT_IN_FILE},
+        {OPT("epochs", OPT_INT, &c->epochs, "epoch budget (0: none)"), ATLEAST(0)},
+        {OPT("minutes", OPT_DOUBLE, &c->minutes, "wall-clock budget (0: none)"), RANGE(0, 1e7)},
+        {OPT("iters", OPT_I64, &c->iters, "iteration budget (0: none)"), ATLEAST(0)},
+        {OPT("batch", OPT_INT, &c->batch, "labelled images per iteration"), RANGE(1, 1 << 20)},
+        {OPT("opt", OPT_STR, &t.opt, "optimiser"), .choices = "adam|sgd"},
+        {OPT("lr", OPT_FLOAT, &c->sched.lr, "learning rate"), RANGE(0, 10)},
+        {OPT("momentum", OPT_FLOAT, &c->opt.momentum, "SGD momentum"), RANGE(0, 1)},
+        {OPT("nesterov", OPT_FLAG, &t.nesterov, "Nesterov momentum (SGD)")},
+        {OPT("wd", OPT_FLOAT, &c->opt.weight_decay, "weight decay (L2 added to the gradient)"), RANGE(0, 1)},
+        {OPT("warmup", OPT_INT, &c->sched.warmup, "linear warm-up iterations"), ATLEAST(0)},
+        {OPT("milestones", OPT_STR, &t.milestones, "iterations at which the lr is multiplied by --gamma (a,b,c)")},
+        {OPT("gamma", OPT_FLOAT, &c->sched.gamma, "lr factor at each milestone"), .min = 0, .max = 10,
+         .flags = OPT_LO_OPEN},
+        {OPT("cosine", OPT_FLAG, &c->sched.cosine, "cosine lr decay to zero over the budget (iterations or minutes)")},
+        {OPT("crop", OPT_INT, &t.crop, "random crop padding in pixels (0: off)"), RANGE(0, 1024)},
+        {OPT("flip", OPT_FLAG, &t.flip, "random horizontal flips")},
+        {OPT("noise", OPT_FLOAT, &c->aug.noise, "Gaussian noise sigma on training inputs"), RANGE(0, 10)},
+        {OPT("w-y", OPT_FLOAT, &c->w_y, "weight of the cross-entropy term"), RANGE(0, 1e6)},
+        {OPT("w-x", OPT_FLOAT, &c->w_x, "weight of the p(x) term"), RANGE(0, 1e6), .flags = OPT_JEM},
+        {OPT("w-xy", OPT_FLOAT, &c->w_xy, "weight of the class-conditional p(x|y) term"), RANGE(0, 1e6),
+         .flags = OPT_JEM},
+        {OPT("l2", OPT_FLOAT, &c->l2, "energy penalty E(data)^2 + E(sample)^2"), RANGE(0, 1e6), .flags = OPT_JEM},
+        {OPT("gen-warmup", OPT_INT, &c->gen_warmup, "ramp the generative terms in linearly over this many "
+                                                   "iterations"), ATLEAST(0), .flags = OPT_JEM},
+        {OPT("sgld-steps", OPT_INT, &c->sgld.steps, "SGLD steps per iteration (K)"), RANGE(1, 100000),
+         .flags = OPT_JEM},
+        {OPT("sgld-step", OPT_FLOAT, &c->sgld.step_size, "SGLD step size (alpha)"), .min = 0, .max = 1e6,
+         .flags = OPT_JEM | OPT_LO_OPEN},
+        {OPT("sgld-noise", OPT_FLOAT, &c->sgld.noise, "SGLD noise (sigma)"), RANGE(0, 100), .flags = OPT_JEM},
+        {OPT("sgld-clamp", OPT_FLAG, &t.clamp, "clamp chains to [-1, 1] after each step"), .flags = OPT_JEM},
+        {OPT("sgld-max-step", OPT_FLOAT, &c->sgld.max_step, "clip each pixel's drift to this (0: off)"),
+         RANGE(0, 100), .flags = OPT_JEM},
+        {OPT("mala", OPT_FLAG, &t.mala, "Metropolis-adjusted chains (MALA) instead of SGLD"), .flags = OPT_JEM},
+        {OPT("buffer", OPT_INT, &c->buffer_size, "replay buffer size (images)"), RANGE(1, 10000000),
+         .flags = OPT_JEM},
+        {OPT("reinit", OPT_FLOAT, &c->reinit, "probability a chain restarts from the init distribution"),
+         RANGE(0, 1), .flags = OPT_JEM},
+        {OPT("init", OPT_STR, &t.init, "chain init (informative: per-class Gaussian, JEM++)"),
+         .choices = "uniform|informative", .flags = OPT_JEM},
+        {OPT("full-cov", OPT_FLAG, &t.full_cov, "informative init with full covariance"), .flags = OPT_JEM},
+        {OPT("n-samples", OPT_INT, &c->n_samples, "chains per iteration (0: the batch size)"), RANGE(0, 1 << 20),
+         .flags = OPT_JEM},
+        {OPT("div-threshold", OPT_FLOAT, &c->div_threshold, "|loss| or |energy| above this is divergence"),
+         POSITIVE},
+        {OPT("max-retries", OPT_INT, &c->max_retries, "rollbacks before giving up"), RANGE(0, 1000)},
+        {OPT("retry-lr", OPT_FLOAT, &c->retry_lr_factor, "lr multiplier after each rollback"), .min = 0, .max = 1,
+         .flags = OPT_LO_OPEN},
+        {OPT("labels-per-class", OPT_INT, &c->labels_per_class, "semi-supervised: labels kept per class (0: all)"),
+         ATLEAST(0)},
+        {OPT("samples", OPT_STR, &t.samples, "PNG grid of replay-buffer samples, refreshed during training"),
+         .flags = OPT_OUT_FILE | OPT_JEM},
+        {OPT("sample-every", OPT_INT, &c->sample_every, "iterations between sample grids"), ATLEAST(1),
+         .flags = OPT_JEM},
+        {OPT("log", OPT_STR, &t.log, "JSON-lines metrics log (appended)"), .flags = OPT_OUT_FILE},
+        {OPT("log-every", OPT_INT, &c->log_every, "iterations per progress/log line"), ATLEAST(1)},
+        {OPT("ckpt-every", OPT_INT, &c->ckpt_every, "iterations between checkpoints (0: each epoch)"), ATLEAST(0)},
+        {OPT("eval-every", OPT_INT, &c->eval_every, "iterations between validations (0: each epoch)"), ATLEAST(0)},
+        {OPT("seed", OPT_U64, &c->seed, "random seed")},
+        {OPT("inject-blowup", OPT_INT, &c->inject_blowup_at, "testing: multiply the lr by 1e6 at this iteration"),
+         ATLEAST(0), .flags = OPT_HIDDEN},
+        CLI_END};
+    const cli_spec sp = {.name = "train", .usage = "[--mode softmax|jem] [options]", .opts = opts,
+                         .model = CLI_MODEL_DESC, .model_default = "models/wrn-fmnist.model", .json = 1,
+                         .threads = 1, .check = check, .ud = &t};
+    cli_ctx cx;
+    int r = cli_begin(&cx, &sp, argc, argv);
+    if (r >= 0) return r;
+    r = run(&cx, &t, argc, argv);
+    cli_end(&cx);
+    return r;
 }

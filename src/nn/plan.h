@@ -54,11 +54,8 @@ typedef struct {
 
 /* this process's settings: the CPU and the environment, read on first use
  * (thread-safe). A bad value leaves that setting's default in force;
- * jem_conv_settings_check reports it. */
+ * jem_conv_settings_check (public, jem.h) reports it. */
 const jem_conv_settings *jem_conv_settings_get(void);
-/* JEM_ERR_ARG naming the variable and its value when the environment
- * holds a bad setting, else JEM_OK */
-jem_status jem_conv_settings_check(void);
 /* set's settings from the three variables' values (NULL or "": the
  * default); set->avx512 is left alone. A bad value: JEM_ERR_ARG naming
  * the variable and the value, and *set unchanged. */
