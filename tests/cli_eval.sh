@@ -28,7 +28,7 @@ check "png '$tmp/h.png' && png '$tmp/r.png'"
 
 "$JEM" score --model "$m" --data mnist:test --limit 30 --format csv --out "$tmp/s.csv"
 check "[ $? -eq 0 ] && [ \$(wc -l < '$tmp/s.csv') -eq 31 ]"
-check "head -1 '$tmp/s.csv' | grep -q '^index,label,logpx,max_softmax,max_logit,neg_grad_norm,energy_t$'"
+check "head -1 '$tmp/s.csv' | grep -q '^index,label,pred,pred_name,logpx,max_softmax,max_logit,neg_grad_norm,energy_t$'"
 "$JEM" score --model "$m" --data noise:uniform:5 --format jsonl > "$tmp/s.jsonl"
 check "[ \$(grep -c '\"logpx\"' '$tmp/s.jsonl') -eq 5 ]"
 

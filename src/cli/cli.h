@@ -13,7 +13,6 @@ typedef enum { OPT_FLAG, OPT_INT, OPT_I64, OPT_U64, OPT_FLOAT, OPT_DOUBLE, OPT_S
 
 /* What an option's value must be, checked before anything is loaded. */
 enum {
-    OPT_LO_OPEN = 1 << 0,   /* numbers: the value must be above min (not equal) */
     OPT_NONEMPTY = 1 << 1,  /* strings: not "" */
     OPT_IN_FILE = 1 << 2,   /* an existing, readable file */
     OPT_OUT_FILE = 1 << 3,  /* a file to write: not a folder, in an existing writable folder */
@@ -24,8 +23,8 @@ enum {
     OPT_HIDDEN = 1 << 8,    /* a testing hook: not listed by --help */
 };
 
-/* One option. Numbers are checked against [min, max] when min <= max (min
- * excluded with OPT_LO_OPEN); strings against choices ("a|b|c") when set.
+/* One option. Numbers are checked against [min, max] (ranged 1) or
+ * (min, max] (ranged 2); strings against choices ("a|b|c") when set.
  * The table ends with an entry whose name is NULL. help and the error
  * messages derive the range text from the same fields. */
 typedef struct {
@@ -34,6 +33,7 @@ typedef struct {
     void       *ptr;
     const char *help;
     double      min, max;
+    int         ranged;   /* 0: any number, 1: min <= x <= max, 2: min < x <= max */
     const char *choices;
     unsigned    flags;
     const char *def;      /* the default as --help says it, when the value in ptr does not */
@@ -43,9 +43,10 @@ typedef struct {
 /* shorthands for the table: {OPT("lr", OPT_FLOAT, &lr, "learning rate"), RANGE(0, 10)} */
 #define OPT(n, t, p, h) .name = (n), .type = (t), .ptr = (p), .help = (h)
 #define CLI_END {.name = NULL}
-#define RANGE(lo, hi) .min = (lo), .max = (hi)
-#define ATLEAST(lo) .min = (lo), .max = 1e300
-#define POSITIVE .min = 0, .max = 1e300, .flags = OPT_LO_OPEN
+#define RANGE(lo, hi) .min = (lo), .max = (hi), .ranged = 1
+#define ABOVE(lo, hi) .min = (lo), .max = (hi), .ranged = 2
+#define ATLEAST(lo) .min = (lo), .max = 1e300, .ranged = 1
+#define POSITIVE .min = 0, .max = 1e300, .ranged = 2
 
 /* What --model names for a command. */
 typedef enum {
@@ -71,6 +72,9 @@ typedef struct {
     int             max_pos;      /* positional arguments besides the model (into pos) */
     int           (*check)(cli_ctx *cx, void *ud);
     void           *ud;
+    const char     *note;         /* printed by --help below the usage line (nullable) */
+    unsigned        inactive;     /* --help: options with these flags say inactive_text instead of a default */
+    const char     *inactive_text;
 } cli_spec;
 
 /* The preamble's product, used by the command after it. */

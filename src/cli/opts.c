@@ -68,12 +68,12 @@ static void range_text(const cli_opt *o, char *buf, size_t n)
         choices_text(o->choices, buf, n);
         return;
     }
-    if (!is_number(o->type) || !(o->min <= o->max)) return;
+    if (!is_number(o->type) || !o->ranged) return;
     const char *what = is_integer(o->type) ? "an integer" : "a number";
-    const int open = o->flags & OPT_LO_OPEN, hi = o->max < 1e299;
-    if (hi && !open) snprintf(buf, n, "%s from %g to %g", what, o->min, o->max);
-    else if (hi) snprintf(buf, n, "%s above %g and at most %g", what, o->min, o->max);
-    else snprintf(buf, n, "%s %s %g", what, open ? "above" : "of at least", o->min);
+    const int open = o->ranged == 2, hi = o->max < 1e299;
+    if (hi && !open) snprintf(buf, n, "%s from %.12g to %.12g", what, o->min, o->max);
+    else if (hi) snprintf(buf, n, "%s above %.12g and at most %.12g", what, o->min, o->max);
+    else snprintf(buf, n, "%s %s %.12g", what, open ? "above" : "of at least", o->min);
 }
 
 static void default_text(const cli_opt *o, char *buf, size_t n)
@@ -91,8 +91,15 @@ static void default_text(const cli_opt *o, char *buf, size_t n)
     }
 }
 
-static const char *type_hint(const cli_opt *o)
+/* short choice lists name themselves: "--mode softmax|jem" */
+#define CHOICES_IN_HINT 24
+
+static const char *type_hint(const cli_opt *o, char *buf, size_t n)
 {
+    if (o->type == OPT_STR && o->choices && strlen(o->choices) <= CHOICES_IN_HINT) {
+        snprintf(buf, n, " %s", o->choices);
+        return buf;
+    }
     switch (o->type) {
     case OPT_FLAG: return "";
     case OPT_INT: case OPT_I64: case OPT_U64: return " N";
@@ -138,17 +145,23 @@ void cli_help(const cli_spec *sp)
 {
     table t;
     build_table(sp, &t);
-    printf("usage: jem %s %s\n\noptions:\n", sp->name, sp->usage);
+    printf("usage: jem %s %s\n", sp->name, sp->usage);
+    if (sp->note) printf("%s\n", sp->note);
+    printf("\noptions:\n");
     for (const cli_opt *o = t.all; o->name; o++) {
         if (o->flags & OPT_HIDDEN) continue;
-        char left[64], range[160], def[200];
-        snprintf(left, sizeof left, "--%s%s", o->name, type_hint(o));
+        char left[96], range[160], def[200], hint[64];
+        snprintf(left, sizeof left, "--%s%s", o->name, type_hint(o, hint, sizeof hint));
         range_text(o, range, sizeof range);
         default_text(o, def, sizeof def);
         printf("  %-24s %s", left, o->help);
-        if (o->type == OPT_STR && o->choices) printf(": %s", range);
-        else if (range[0]) printf(" (%s)", range);
-        if (def[0]) printf(" [default %s]", def);
+        if (o->type == OPT_STR && o->choices) {
+            if (strlen(o->choices) > CHOICES_IN_HINT) printf(": %s", range);
+        } else if (range[0]) {
+            printf(" (%s)", range);
+        }
+        if (o->flags & sp->inactive) printf(" [%s]", sp->inactive_text);
+        else if (def[0]) printf(" [default %s]", def);
         printf("\n");
     }
     printf("  %-24s %s\n", "--help", "this text");
@@ -209,7 +222,7 @@ static int set_value(const char *cmd, cli_opt *o, const char *v)
         return cli_usage_error(cmd, "--%s '%s': not a valid value (want %s)", o->name, v, range);
     }
 ranged:
-    if (o->min <= o->max && (x < o->min || x > o->max || ((o->flags & OPT_LO_OPEN) && x == o->min))) {
+    if (o->ranged && (x < o->min || x > o->max || (o->ranged == 2 && x == o->min))) {
         char range[160];
         range_text(o, range, sizeof range);
         return cli_usage_error(cmd, "--%s %s: out of range (want %s)", o->name, v, range);
@@ -502,6 +515,13 @@ jem_status cli_open_data(const cli_ctx *cx, const char *opt, const char *spec, j
         char msg[1200];
         snprintf(msg, sizeof msg, "%s", jem_last_error());
         return jem_fail(s, "--%s %s", opt, msg);
+    }
+    /* a folder's classes are numbered in the byte order of their names: say so */
+    if (!strncmp(spec, "png:", 4) && ds->classes && !cx->json && jem_dist_rank() == 0) {
+        fprintf(stderr, "jem %s: %s: %d classes, numbered in the byte order of the folder names:", cx->cmd, spec,
+                ds->n_classes);
+        for (int k = 0; k < ds->n_classes; k++) fprintf(stderr, "%s %d %s", k ? "," : "", k, ds->classes[k]);
+        fputc('\n', stderr);
     }
     return JEM_OK;
 }

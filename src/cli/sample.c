@@ -145,9 +145,10 @@ static int run(cli_ctx *cx, sample_args *a)
         const float *bx = jem_st_get(cx->st, "_buffer.x", &dt, &nd, shp);
         const int32_t *by = jem_st_get(cx->st, "_buffer.y", &dty, &ndy, shpy);
         if (!bx && !by) {
-            s = jem_fail(JEM_ERR_ARG, "--from buffer: %s holds no replay buffer (a weights-only file, e.g. an "
-                         "exported model, or a softmax run); --from accepts noise, informative or buffer", cx->model);
-            goto fail;
+            rc = cli_usage_error("sample", "--from buffer: %s holds no replay buffer (a weights-only file, e.g. an "
+                                 "exported model, or a softmax run); --from accepts noise, informative or buffer",
+                                 cx->model);
+            goto done;
         }
         if (!bx || dt != JEM_DT_F32 || nd != 4 || shp[1] != C || shp[2] != H || shp[3] != W || shp[0] < 1 || !by ||
             dty != JEM_DT_I32 || ndy != 1 || shpy[0] != shp[0]) {
@@ -300,13 +301,11 @@ int cmd_sample(int argc, char **argv)
                                        "(the checkpoint's replay buffer)"), .choices = "noise|informative|buffer"},
         {OPT("data", OPT_STR, &a.data, "data for --from informative, --inpaint and --denoise"), .flags = OPT_SPEC},
         {OPT("steps", OPT_INT, &a.sc.steps, "chain length"), RANGE(0, 1000000)},
-        {OPT("step-size", OPT_FLOAT, &a.sc.step_size, "SGLD step size (alpha)"), .min = 0, .max = 1e6,
-         .flags = OPT_LO_OPEN},
+        {OPT("step-size", OPT_FLOAT, &a.sc.step_size, "SGLD step size (alpha)"), ABOVE(0, 1e6)},
         {OPT("noise", OPT_FLOAT, &a.sc.noise, "SGLD noise (sigma)"), RANGE(0, 100)},
         {OPT("no-clamp", OPT_FLAG, &a.noclamp, "do not clamp chains to [-1, 1]")},
         {OPT("mala", OPT_FLAG, &a.mala, "Metropolis-adjusted Langevin (reports the acceptance rate)")},
-        {OPT("temperature", OPT_FLOAT, &a.sc.temperature, "MALA target temperature"), .min = 0, .max = 1e6,
-         .flags = OPT_LO_OPEN},
+        {OPT("temperature", OPT_FLOAT, &a.sc.temperature, "MALA target temperature"), ABOVE(0, 1e6)},
         {OPT("inpaint", OPT_STR, &a.inpaint, "inpaint real images: mask top|bottom|left|right|center|random:P")},
         {OPT("denoise", OPT_FLOAT, &a.denoise, "denoise real images corrupted with this Gaussian sigma (0: off)"),
          RANGE(0, 100)},

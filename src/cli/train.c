@@ -338,8 +338,8 @@ int cmd_train(int argc, char **argv)
     t.nesterov = t.c.opt.nesterov;
     jem_train_cfg *c = &t.c;
     cli_opt opts[] = {
-        {OPT("mode", OPT_STR, &t.mode, "softmax (cross-entropy only) or jem (hybrid with SGLD); the defaults below "
-                                       "are this mode's"), .choices = "softmax|jem"},
+        {OPT("mode", OPT_STR, &t.mode, "softmax (cross-entropy only) or jem (hybrid with SGLD)"),
+         .choices = "softmax|jem"},
         {OPT("data", OPT_STR, &t.data, "training data set"), .flags = OPT_SPEC},
         {OPT("val", OPT_INT, &t.val, "images held out for validation"), ATLEAST(0)},
         {OPT("test", OPT_STR, &t.test, "data set to evaluate at the end (e.g. fmnist:test)"), .flags = OPT_SPEC},
@@ -360,8 +360,7 @@ int cmd_train(int argc, char **argv)
         {OPT("wd", OPT_FLOAT, &c->opt.weight_decay, "weight decay (L2 added to the gradient)"), RANGE(0, 1)},
         {OPT("warmup", OPT_INT, &c->sched.warmup, "linear warm-up iterations"), ATLEAST(0)},
         {OPT("milestones", OPT_STR, &t.milestones, "iterations at which the lr is multiplied by --gamma (a,b,c)")},
-        {OPT("gamma", OPT_FLOAT, &c->sched.gamma, "lr factor at each milestone"), .min = 0, .max = 10,
-         .flags = OPT_LO_OPEN},
+        {OPT("gamma", OPT_FLOAT, &c->sched.gamma, "lr factor at each milestone"), ABOVE(0, 10)},
         {OPT("cosine", OPT_FLAG, &c->sched.cosine, "cosine lr decay to zero over the budget (iterations or minutes)")},
         {OPT("crop", OPT_INT, &t.crop, "random crop padding in pixels (0: off)"), RANGE(0, 1024)},
         {OPT("flip", OPT_FLAG, &t.flip, "random horizontal flips")},
@@ -375,8 +374,7 @@ int cmd_train(int argc, char **argv)
                                                    "iterations"), ATLEAST(0), .flags = OPT_JEM},
         {OPT("sgld-steps", OPT_INT, &c->sgld.steps, "SGLD steps per iteration (K)"), RANGE(1, 100000),
          .flags = OPT_JEM},
-        {OPT("sgld-step", OPT_FLOAT, &c->sgld.step_size, "SGLD step size (alpha)"), .min = 0, .max = 1e6,
-         .flags = OPT_JEM | OPT_LO_OPEN},
+        {OPT("sgld-step", OPT_FLOAT, &c->sgld.step_size, "SGLD step size (alpha)"), ABOVE(0, 1e6), .flags = OPT_JEM},
         {OPT("sgld-noise", OPT_FLOAT, &c->sgld.noise, "SGLD noise (sigma)"), RANGE(0, 100), .flags = OPT_JEM},
         {OPT("sgld-clamp", OPT_FLAG, &t.clamp, "clamp chains to [-1, 1] after each step"), .flags = OPT_JEM},
         {OPT("sgld-max-step", OPT_FLOAT, &c->sgld.max_step, "clip each pixel's drift to this (0: off)"),
@@ -394,8 +392,7 @@ int cmd_train(int argc, char **argv)
         {OPT("div-threshold", OPT_FLOAT, &c->div_threshold, "|loss| or |energy| above this is divergence"),
          POSITIVE},
         {OPT("max-retries", OPT_INT, &c->max_retries, "rollbacks before giving up"), RANGE(0, 1000)},
-        {OPT("retry-lr", OPT_FLOAT, &c->retry_lr_factor, "lr multiplier after each rollback"), .min = 0, .max = 1,
-         .flags = OPT_LO_OPEN},
+        {OPT("retry-lr", OPT_FLOAT, &c->retry_lr_factor, "lr multiplier after each rollback"), ABOVE(0, 1)},
         {OPT("labels-per-class", OPT_INT, &c->labels_per_class, "semi-supervised: labels kept per class (0: all)"),
          ATLEAST(0)},
         {OPT("samples", OPT_STR, &t.samples, "PNG grid of replay-buffer samples, refreshed during training"),
@@ -412,7 +409,12 @@ int cmd_train(int argc, char **argv)
         CLI_END};
     const cli_spec sp = {.name = "train", .usage = "[--mode softmax|jem] [options]", .opts = opts,
                          .model = CLI_MODEL_DESC, .model_default = "models/wrn-fmnist.model", .json = 1,
-                         .threads = 1, .check = check, .ud = &t};
+                         .threads = 1, .check = check, .ud = &t,
+                         .note = t.c.mode == JEM_MODE_JEM ? "(the defaults shown are --mode jem's)"
+                                                          : "(the defaults shown are --mode softmax's; "
+                                                            "jem train --mode jem --help shows JEM's)",
+                         .inactive = t.c.mode == JEM_MODE_JEM ? 0u : (unsigned)OPT_JEM,
+                         .inactive_text = "--mode jem only"};
     cli_ctx cx;
     int r = cli_begin(&cx, &sp, argc, argv);
     if (r >= 0) return r;
