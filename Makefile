@@ -47,6 +47,8 @@ TEST_SRC := $(sort $(wildcard tests/test_*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+# the command-line tool's objects without its main (the fuzz harnesses call the commands)
+CLI_CMD_SRC := $(filter-out src/cli/main.c,$(CLI_SRC))
 
 .PHONY: all lib tests test test-san test-san-full test-mpi demo bench figures deps clean check-all fuzz fuzz-build format lint
 all: $(BUILD)/libjem.a $(BUILD)/jem
@@ -69,18 +71,18 @@ $(BUILD)/tests/%: tests/%.c tests/test.h $(BUILD)/libjem.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -MF $@.d -o $@ $< $(BUILD)/libjem.a $(LDFLAGS) $(LDLIBS)
 
-# the fuzz replay test runs the harnesses, one of which parses options
-$(BUILD)/tests/test_fuzz: tests/test_fuzz.c tests/test.h $(BUILD)/libjem.a $(BUILD)/src/cli/opts.o
+# the fuzz replay test runs the harnesses, two of which run the commands' checks
+$(BUILD)/tests/test_fuzz: tests/test_fuzz.c tests/test.h $(BUILD)/libjem.a $(CLI_CMD_SRC:%.c=$(BUILD)/%.o)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -MF $@.d -o $@ $< $(BUILD)/src/cli/opts.o $(BUILD)/libjem.a $(LDFLAGS) $(LDLIBS)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -MF $@.d -o $@ $< $(CLI_CMD_SRC:%.c=$(BUILD)/%.o) $(BUILD)/libjem.a $(LDFLAGS) $(LDLIBS)
 
 # libFuzzer harnesses (clang): build-fuzz/fuzz_<target>; `make fuzz` runs
 # each for FUZZ_SECONDS from the seed corpora in tests/fuzz/corpus.
-FUZZ_TARGETS := idx cifar png pngdir ckpt arch cli json spec
+FUZZ_TARGETS := idx cifar png pngdir ckpt arch cli cmd json spec
 FUZZ_SECONDS ?= 60
 FUZZ_BUILD   := build-fuzz
 FUZZ_FLAGS   := -O1 -g -march=native -Wno-pass-failed -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
-FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(FUZZ_BUILD)/%.o) $(FUZZ_BUILD)/src/cli/opts.o
+FUZZ_LIB_OBJ := $(LIB_SRC:%.c=$(FUZZ_BUILD)/%.o) $(CLI_CMD_SRC:%.c=$(FUZZ_BUILD)/%.o)
 
 $(FUZZ_BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -152,4 +154,4 @@ lint: deps
 clean:
 	rm -rf build build-debug build-san build-fuzz build-mpi build-lint
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_BIN:=.d)
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_BIN:=.d) $(FUZZ_LIB_OBJ:.o=.d)

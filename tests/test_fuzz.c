@@ -32,6 +32,9 @@
 #define LLVMFuzzerTestOneInput fuzz_cli
 #include "fuzz/fuzz_cli.c"
 #undef LLVMFuzzerTestOneInput
+#define LLVMFuzzerTestOneInput fuzz_cmd
+#include "fuzz/fuzz_cmd.c"
+#undef LLVMFuzzerTestOneInput
 #define LLVMFuzzerTestOneInput fuzz_json
 #include "fuzz/fuzz_json.c"
 #undef LLVMFuzzerTestOneInput
@@ -46,7 +49,7 @@ typedef int (*harness_fn)(const uint8_t *, size_t);
 
 static const struct { const char *name; harness_fn fn; } targets[] = {
     {"idx", fuzz_idx}, {"cifar", fuzz_cifar}, {"png", fuzz_png}, {"pngdir", fuzz_pngdir},
-    {"ckpt", fuzz_ckpt}, {"arch", fuzz_arch}, {"cli", fuzz_cli}, {"json", fuzz_json},
+    {"ckpt", fuzz_ckpt}, {"arch", fuzz_arch}, {"cli", fuzz_cli}, {"cmd", fuzz_cmd}, {"json", fuzz_json},
     {"spec", fuzz_spec},
 };
 

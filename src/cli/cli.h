@@ -81,6 +81,7 @@ typedef struct {
 struct cli_ctx {
     const char     *cmd;
     const cli_spec *spec;
+    int             help;         /* --help was asked (and printed) */
     const char     *model;        /* --model (or the positional argument) */
     int             threads, json;
     int             tty;          /* progress bars drawn: stderr a terminal, no --json, rank 0 */

@@ -235,7 +235,11 @@ static int parse(const cli_spec *sp, table *t, cli_ctx *cx, int argc, char **arg
     const char *cmd = sp->name;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { cli_help(sp); return 0; }
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            cli_help(sp);
+            cx->help = 1;
+            return 0;
+        }
         if (a[0] == '-' && a[1] == '-' && a[2]) {
             const char *name = a + 2, *eq = strchr(name, '=');
             size_t len = eq ? (size_t)(eq - name) : strlen(name);
@@ -332,6 +336,7 @@ static int check_in_file(const char *cmd, const char *opt, const char *path)
     if (!*path) return cli_usage_error(cmd, "--%s '': names no file", opt);
     if (stat(path, &sb) != 0) return cli_usage_error(cmd, "--%s %s: %s", opt, path, strerror(errno));
     if (S_ISDIR(sb.st_mode)) return cli_usage_error(cmd, "--%s %s: is a folder (want a file)", opt, path);
+    if (!S_ISREG(sb.st_mode)) return cli_usage_error(cmd, "--%s %s: not a regular file", opt, path);
     if (access(path, R_OK) != 0) return cli_usage_error(cmd, "--%s %s: %s", opt, path, strerror(errno));
     return 0;
 }

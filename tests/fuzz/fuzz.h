@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -59,6 +60,28 @@ static void fuzz_split(const uint8_t *d, size_t n, const uint8_t **a, size_t *na
     *a = d; *na = n; *b = d + n; *nb = 0;
     for (size_t i = 0; i + 4 <= n; i++)
         if (!memcmp(d + i, "JEM|", 4)) { *na = i; *b = d + i + 4; *nb = n - i - 4; return; }
+}
+
+/* Run fn(argc, argv) with stdout and stderr sent to /dev/null (the command
+ * line harnesses: the messages are not what is checked and would flood a
+ * replay); returns fn's result. */
+static int fuzz_quiet(int (*fn)(int, char **), int argc, char **argv)
+{
+    static int devnull = -1;
+    if (devnull < 0) devnull = open("/dev/null", O_WRONLY);
+    fflush(stdout);
+    fflush(stderr);
+    int o1 = dup(1), o2 = dup(2);
+    dup2(devnull, 1);
+    dup2(devnull, 2);
+    int rc = fn(argc, argv);
+    fflush(stdout);
+    fflush(stderr);
+    dup2(o1, 1);
+    dup2(o2, 2);
+    close(o1);
+    close(o2);
+    return rc;
 }
 
 #endif
