@@ -15,7 +15,7 @@ has() { "$jem" "$1" --help >/dev/null 2>&1; }
 if [ ! -f "$model" ]; then
     echo "== no shipped JEM model: training a softmax classifier for 3 minutes"
     model="$out/softmax.safetensors"
-    "$jem" train --mode softmax --minutes 3 --cosine --out "$model" --log "$out/train.jsonl"
+    "$jem" train --mode softmax --minutes 3 --cosine --out "$model" --force --log "$out/train.jsonl"
 fi
 
 echo "== jem info $model"

@@ -262,7 +262,8 @@ int cmd_bench(int argc, char **argv)
         jem_jw_arr_end(&jw);
         if (s) { jem_jw_free(&jw); goto fail; }
         if (!json)
-            printf("\nfused blocks (per image; forward with the shortcut): effective GFLOP/s\n%-10s %-22s %9s %9s %9s   %s\n",
+            printf("\nfused blocks (per image; forward with the shortcut): effective GFLOP/s\n"
+                   "%-10s %-22s %9s %9s %9s   %s\n",
                    "block", "shape (batch 64)", "fwd", "bwd-in", "bwd-in+w", "plan: conv1 / conv2 / shortcut");
         s = jem_bench_blocks(&a, reps, &rng, rows, JEM_MAX_BLOCKS, &nr);
         jem_jw_key(&jw, "blocks");

@@ -120,8 +120,9 @@ static void attack_table(jem_jw *h, const jem_json *a, const char *title)
     snprintf(buf, sizeof buf, "<p>%g test images, PGD with a random start, %g steps of eps/4. ", n, steps);
     jem_jw_raw(h, buf);
     if (d) {
-        snprintf(buf, sizeof buf, "Defence on the first %g: SGLD purification (%g steps, %g chains, averaged logits), "
-                 "attacked with BPDA + EOT (%g draws) and by transfer; the defended column is the per-image worst case.", dn, st, ch, eot);
+        snprintf(buf, sizeof buf, "Defence on the first %g: SGLD purification (%g steps, %g chains, averaged "
+                 "logits), attacked with BPDA + EOT (%g draws) and by transfer; the defended column is the "
+                 "per-image worst case.", dn, st, ch, eot);
         jem_jw_raw(h, buf);
     }
     jem_jw_raw(h, "</p><table><tr><th>epsilon</th><th>undefended</th>");
@@ -221,16 +222,18 @@ int cmd_report(int argc, char **argv)
     char *m = (char *)model;
     char *ev[] = {"jem", "eval", "--model", m, "--data", "fmnist:test", "--limit", a[1], "--reliability", p[1],
                   "--threads", a[0], "--json", NULL};
-    char *od[] = {"jem", "ood", "--model", m, "--limit", a[1], "--hist", p[3], "--roc", p[4], "--threads", a[0], "--json", NULL};
+    char *od[] = {"jem", "ood", "--model", m, "--limit", a[1], "--hist", p[3], "--roc", p[4], "--threads", a[0],
+                  "--json", NULL};
     char *al[] = {"jem", "attack", "--model", m, "--n", a[2], "--norm", "linf", "--steps", a[4], "--curve", p[6],
-                  "--defence", "sgld", "--defence-n", a[3], "--defence-steps", a[5], "--defence-chains", a[6], "--eot", a[7],
-                  "--threads", a[0], "--json", NULL};
+                  "--defence", "sgld", "--defence-n", a[3], "--defence-steps", a[5], "--defence-chains", a[6],
+                  "--eot", a[7], "--threads", a[0], "--json", NULL};
     char *a2[] = {"jem", "attack", "--model", m, "--n", a[2], "--norm", "l2", "--steps", a[4], "--curve", p[8],
-                  "--defence", "sgld", "--defence-n", a[3], "--defence-steps", a[5], "--defence-chains", a[6], "--eot", a[7],
-                  "--threads", a[0], "--json", NULL};
+                  "--defence", "sgld", "--defence-n", a[3], "--defence-steps", a[5], "--defence-chains", a[6],
+                  "--eot", a[7], "--threads", a[0], "--json", NULL};
     if (no_def) { al[12] = NULL; a2[12] = NULL; }
     struct { char **args; const char *out, *what; } parts[4] = {
-        {ev, p[0], "calibration"}, {od, p[2], "out-of-distribution"}, {al, p[5], "L-inf attacks"}, {a2, p[7], "L2 attacks"}};
+        {ev, p[0], "calibration"}, {od, p[2], "out-of-distribution"}, {al, p[5], "L-inf attacks"},
+        {a2, p[7], "L2 attacks"}};
     int failed = 0;
     for (int i = 0; i < 4; i++) {
         fprintf(stderr, "jem report: %s ...\n", parts[i].what);
@@ -240,16 +243,20 @@ int cmd_report(int argc, char **argv)
         }
     }
     char *te = NULL, *to = NULL, *tl = NULL, *t2 = NULL;
-    jem_json *je = load_json(p[0], &te), *jo = load_json(p[2], &to), *jl = load_json(p[5], &tl), *j2 = load_json(p[7], &t2);
+    jem_json *je = load_json(p[0], &te), *jo = load_json(p[2], &to), *jl = load_json(p[5], &tl);
+    jem_json *j2 = load_json(p[7], &t2);
     jem_jw h;
     jem_jw_init(&h);
     jem_jw_raw(&h, "<!DOCTYPE html><html><head><meta charset=utf-8><title>jem report</title><style>"
                    "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-                   "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:4px 10px;text-align:right}"
+                   "table{border-collapse:collapse;margin:1em 0}"
+                   "td,th{border:1px solid #bbb;padding:4px 10px;text-align:right}"
                    "th{background:#eee}td:first-child,th:first-child{text-align:left}img{max-width:100%;margin:.5em 0}"
-                   ".missing{color:#a00}code{background:#f4f4f4;padding:1px 4px}</style></head><body><h1>jem report</h1><p>Model <code>");
+                   ".missing{color:#a00}code{background:#f4f4f4;padding:1px 4px}</style></head><body>"
+                   "<h1>jem report</h1><p>Model <code>");
     html_text(&h, model);
-    jem_jw_raw(&h, "</code>. Higher OOD scores mean more in-distribution; epsilons are on the [0, 1] pixel scale.</p>");
+    jem_jw_raw(&h, "</code>. Higher OOD scores mean more in-distribution; epsilons are on the [0, 1] pixel "
+                   "scale.</p>");
     /* calibration */
     jem_jw_raw(&h, "<h2>Accuracy and calibration (Fashion-MNIST test)</h2>");
     if (je) {
@@ -277,7 +284,8 @@ int cmd_report(int argc, char **argv)
     /* OOD */
     jem_jw_raw(&h, "<h2>Out-of-distribution detection (in: Fashion-MNIST test)</h2>");
     if (jo) {
-        jem_jw_raw(&h, "<table><tr><th>OOD set</th><th>score</th><th>AUROC</th><th>AUPR-in</th><th>AUPR-out</th><th>FPR95</th></tr>");
+        jem_jw_raw(&h, "<table><tr><th>OOD set</th><th>score</th><th>AUROC</th><th>AUPR-in</th><th>AUPR-out</th>"
+                       "<th>FPR95</th></tr>");
         const jem_json *sets = jem_json_get(jo, "sets");
         for (size_t i = 0; sets && i < sets->n; i++) {
             const jem_json *set = jem_json_at(sets, i);
