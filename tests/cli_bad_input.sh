@@ -209,10 +209,21 @@ if command -v script > /dev/null; then
 fi
 "$JEM" ood --model "$m" --out noise:uniform:30 --limit 30 --no-grad > /dev/null 2> "$tmp/err"
 check "[ ! -s '$tmp/err' ]"
-# train says what it does before long silent steps: resuming, the informative init
-"$JEM" train --mode jem --model "$tmp/tiny.model" --data fmnist:test --val 0 --iters 3 --batch 16 --sgld-steps 2 \
-    --buffer 100 --resume "$j" --out "$j" > /dev/null 2> "$tmp/err"
-check "grep -q 'resuming .* from iteration 2' '$tmp/err'"
+# train says what it does before long silent steps: resuming, the informative init; a resumed run
+# needs no model description (run from a folder without models/)
+jem_abs="$(cd "$(dirname "$JEM")" && pwd)/$(basename "$JEM")"
+(cd "$tmp" && "$jem_abs" train --mode jem --data fmnist:test --val 0 --iters 3 --batch 16 --sgld-steps 2 \
+    --buffer 100 --resume "$j" --out "$j" > /dev/null 2> "$tmp/err")
+check "[ $? -eq 0 ] && grep -q 'resuming .* from iteration 2' '$tmp/err'"
+expect 2 "--model $tmp/tiny8.model describes another model than the one $j holds" train --mode jem \
+    --model "$tmp/tiny8.model" --resume "$j" --out "$j" --iters 5
+(cd "$tmp" && "$jem_abs" train --iters 1 > /dev/null 2> "$tmp/err")
+check "[ $? -eq 2 ] && grep -q -- '--model models/wrn-fmnist.model (the default): No such file' '$tmp/err'"
+# MNIST is found beside the project root from any folder
+(cd "$tmp" && "$jem_abs" score --model "$m" --data mnist:test --limit 3 --no-grad > "$tmp/mn.csv" 2> "$tmp/err")
+check "[ $? -eq 0 ] && [ \$(wc -l < '$tmp/mn.csv') -eq 4 ]"
+JEM_FMNIST_DIR="$tmp/nofm" "$JEM" eval --model "$m" > /dev/null 2> "$tmp/err"
+check "[ $? -eq 2 ] && grep -q -- '--data fmnist:test: $tmp/nofm/t10k-images-idx3-ubyte\[.gz\]: no such file' '$tmp/err'"
 "$JEM" train --mode jem --model "$tmp/tiny8.model" --data "idx:$tmp/s20" --val 0 --iters 1 --batch 4 --sgld-steps 1 \
     --buffer 20 --init informative --full-cov --out "$tmp/fc.safetensors" > /dev/null 2> "$tmp/err"
 check "grep -q 'fitting the informative init: 10 class means and full 64x64 covariances' '$tmp/err'"

@@ -21,6 +21,7 @@ enum {
     OPT_SPECS = 1 << 6,     /* comma-separated data set specs */
     OPT_JEM = 1 << 7,       /* train: means something with --mode jem only */
     OPT_HIDDEN = 1 << 8,    /* a testing hook: not listed by --help */
+    OPT_IF_GIVEN = 1 << 9,  /* the path checks apply only when the option is given (not to its default) */
 };
 
 /* One option. Numbers are checked against [min, max] (ranged 1) or
@@ -52,7 +53,8 @@ typedef struct {
 typedef enum {
     CLI_MODEL_NONE = 0,
     CLI_MODEL_CKPT,       /* a checkpoint (required; loaded by the preamble; a positional argument works too) */
-    CLI_MODEL_DESC,       /* a model description file (not loaded by the preamble) */
+    CLI_MODEL_DESC,       /* a model description file (not loaded by the preamble; its default is
+                             checked by the command, which may not need it) */
 } cli_model_kind;
 
 typedef struct cli_ctx cli_ctx;
@@ -82,7 +84,8 @@ struct cli_ctx {
     const char     *cmd;
     const cli_spec *spec;
     int             help;         /* --help was asked (and printed) */
-    const char     *model;        /* --model (or the positional argument) */
+    const char     *model;        /* --model (or the positional argument), else the spec's default */
+    int             model_given;  /* --model was on the command line */
     int             threads, json;
     int             tty;          /* progress bars drawn: stderr a terminal, no --json, rank 0 */
     const char     *pos[4];       /* positional arguments */

@@ -132,7 +132,7 @@ static void build_table(const cli_spec *sp, table *t)
                                        "as the first argument"), .flags = OPT_IN_FILE};
     else if (sp->model == CLI_MODEL_DESC)
         t->all[t->n++] = (cli_opt){OPT("model", OPT_STR, &t->model, "model description file"),
-                                   .flags = OPT_IN_FILE};
+                                   .flags = OPT_IN_FILE | OPT_IF_GIVEN};
     for (cli_opt *o = sp->opts; o && o->name && t->n < MAX_OPTS - 3; o++) t->all[t->n++] = *o;
     if (sp->threads)
         t->all[t->n++] = (cli_opt){OPT("threads", OPT_INT, &t->threads, "threads (0: all cores)"),
@@ -389,7 +389,7 @@ static int check_values(const cli_spec *sp, table *t)
     for (cli_opt *o = t->all; o->name; o++) {
         if (o->type != OPT_STR) continue;
         const char *v = *(const char **)o->ptr;
-        if (!v) continue;
+        if (!v || ((o->flags & OPT_IF_GIVEN) && !o->seen)) continue;
         if (o->choices) {
             int ok = 0;
             for (const char *p = o->choices; *p && !ok;) {
@@ -464,6 +464,8 @@ int cli_begin(cli_ctx *cx, const cli_spec *sp, int argc, char **argv)
     }
     if (r >= 0) return r;
     cx->model = t.model;
+    for (const cli_opt *o = t.all; o->name; o++)
+        if (o->ptr == &t.model) cx->model_given = o->seen;
     cx->threads = t.threads;
     cx->json = t.json;
     if (sp->model == CLI_MODEL_CKPT && !cx->model)

@@ -2,6 +2,7 @@
  * default is the library's (jem_train_defaults for the chosen mode). */
 #include "cli/cli.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -92,9 +93,9 @@ static int check(cli_ctx *cx, void *ud)
     if (t->resume && t->init_from)
         return cli_usage_error("train", "--resume and --init-from exclude each other (--resume continues a run, "
                                "--init-from starts a new one from a checkpoint's weights)");
-    if ((t->resume || t->init_from) && cli_given(sp, "model"))
-        return cli_usage_error("train", "--model is not used with %s (the checkpoint holds the model)",
-                               t->resume ? "--resume" : "--init-from");
+    if (!t->resume && !t->init_from && !cx->model_given && access(cx->model, R_OK) != 0)
+        return cli_usage_error("train", "--model %s (the default): %s; give --model FILE, a model description",
+                               cx->model, strerror(errno));
     if (t->c.n_samples > 0 && t->c.n_samples > t->c.buffer_size)
         return cli_usage_error("train", "--n-samples %d: more chains than the --buffer of %d", t->c.n_samples,
                                t->c.buffer_size);
@@ -133,6 +134,27 @@ static int check(cli_ctx *cx, void *ud)
         if (m[0] && strcmp(m, t->mode))
             return cli_usage_error("train", "--resume %s: the run was trained with --mode %s, not %s", t->resume, m,
                                    t->mode);
+    }
+    /* with --resume or --init-from the checkpoint holds the model: a
+     * description given as well must describe the same one */
+    const char *from = t->resume ? t->resume : t->init_from;
+    if (from && cx->model_given && !cli_check_only()) {
+        jem_arch given, held;
+        jem_st *st = NULL;
+        jem_status s = jem_arch_load(cx->model, &given);
+        if (s) return cli_usage_error("train", "--model %s", jem_last_error());
+        s = jem_st_open(from, &st);
+        const char *desc = s ? NULL : jem_st_get_meta(st, "jem.arch");
+        if (!s) s = desc ? jem_arch_parse(desc, from, &held) : jem_fail(JEM_ERR_FORMAT, "%s: no jem.arch", from);
+        jem_st_free(st);
+        if (s) return cli_usage_error("train", "--%s %s", t->resume ? "resume" : "init-from", jem_last_error());
+        char a[2048], b[2048];
+        memcpy(held.name, given.name, sizeof held.name); /* the same network under another name is fine */
+        jem_arch_format(&given, a, sizeof a);
+        jem_arch_format(&held, b, sizeof b);
+        if (strcmp(a, b))
+            return cli_usage_error("train", "--model %s describes another model than the one %s holds (the checkpoint "
+                                   "brings its model: --model can be left out)", cx->model, from);
     }
     return 0;
 }

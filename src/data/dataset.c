@@ -580,10 +580,18 @@ static jem_status open_spec(const char *spec, jem_dataset *ds, int depth, const 
         if (m->check_only) {
             st = idx_resolve(buf, "images-idx3", lab, sizeof lab);
             if (!st) st = idx_resolve(buf, "labels-idx1", lab, sizeof lab);
-            return st;
+        } else {
+            st = idx_prefix_load(buf, 10, ds);
+            if (!st) st = jem_dataset_set_classes(ds, jem_known_classes(set, NULL), 10);
         }
-        st = idx_prefix_load(buf, 10, ds);
-        if (!st) st = jem_dataset_set_classes(ds, jem_known_classes(set, NULL), 10);
+        if (st) {
+            /* the files' error, said of the spec that named them */
+            char msg[sizeof buf + 256];
+            snprintf(msg, sizeof msg, "%s", jem_last_error());
+            jem_dataset_free(ds);
+            return jem_fail(st, "%s: %s", spec, msg);
+        }
+        if (m->check_only) return JEM_OK;
     } else if (PREFIX_IS("idx")) {
         if (!*rest) return jem_fail(JEM_ERR_ARG, "%s: want idx:PREFIX or idx:IMAGES,LABELS", spec);
         const char *comma = strchr(rest, ',');
