@@ -375,6 +375,7 @@ static void test_grid(jem_rng *rng)
     for (int yy = 0; yy < im.h; yy++)
         for (int xx = 0; xx < im.w; xx++) cells &= px(&lab, xx + dx, yy) == px(&im, xx, yy);
     ASSERT(white > 10 && cells);
+    jem_image_free(&lab);
     ASSERT_ERR(jem_plot_grid(x, 0, c, h, w, 3, 2, NULL, 0, &lab), JEM_ERR_ARG);
     ASSERT(lab.rgb == NULL);
     jem_image_free(&lab);
