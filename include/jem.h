@@ -18,6 +18,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -538,6 +539,39 @@ jem_status jem_ckpt_load(const char *path, jem_net **net);
  * it, fsync, rename over path, fsync of the directory. On failure the old
  * file is intact and no temporary file is left. */
 jem_status jem_write_file_atomic(const char *path, const void *data, size_t n);
+/* Atomic replacement of a file through a stdio stream:
+ *
+ *     jem_atomic a;
+ *     jem_status s = jem_atomic_open(&a, path);
+ *     if (s) return s;
+ *     if (fwrite(buf, 1, n, a.fp) != n) { jem_atomic_abort(&a); return jem_fail(JEM_ERR_IO, ...); }
+ *     return jem_atomic_commit(&a);
+ *
+ * jem_atomic_open creates a new temporary file in the target's directory
+ * (named "<path>.tmp-<pid>-<n>", mode 0666 minus the umask, O_EXCL so it
+ * never clobbers anything). The target is untouched until commit:
+ *   commit: fflush, check the stream's error flag, fsync, fclose, rename over
+ *           the target, fsync the directory, then remove the temporary files
+ *           of the target left by writers that no longer run. On any failure
+ *           the temporary file is removed, the target keeps its old contents,
+ *           and JEM_ERR_IO names the path and the failing step.
+ *   abort:  fclose and unlink the temporary file.
+ * After either, the struct is cleared (fp == NULL); aborting a cleared or
+ * zero-initialised struct does nothing, so `jem_atomic_abort(&a)` is safe on
+ * every error path. The stream's error flag is checked at commit, but callers
+ * should still check each fwrite to stop early. If path is a symbolic link,
+ * the link itself is replaced by a regular file. Ownership: path and tmp are
+ * the struct's own copies, released by commit and abort. */
+typedef struct {
+    FILE *fp;    /* write here (binary mode) */
+    char *path;  /* target (owned copy) */
+    char *tmp;   /* temporary file beside it (owned) */
+} jem_atomic;
+
+jem_status jem_atomic_open(jem_atomic *a, const char *path);
+jem_status jem_atomic_commit(jem_atomic *a);
+void       jem_atomic_abort(jem_atomic *a);
+
 /* Read a whole file; caller frees *out, which is NUL-terminated (so text can
  * be used as a string; *n excludes the NUL, n may be NULL). Refuses files
  * above max_bytes with JEM_ERR_FORMAT (max_bytes 0: no limit). */
@@ -712,6 +746,7 @@ jem_status jem_evaluate(jem_net *net, const jem_dataset *ds, double *acc,
 
 /* The rest of the public API, one header per area. */
 #include "jem/eval.h"   /* metrics, calibration, OOD scores, attacks, plots */
+#include "jem/ood.h"    /* OOD detectors on features (Mahalanobis, kNN, ODIN), thresholds */
 #include "jem/json.h"   /* JSON writer and parser */
 #include "jem/bench.h"  /* timings of the convolution kernels */
 

@@ -32,6 +32,17 @@ static jem_status lin_grad(void *ctx, const float *x, int B, const float *dl, fl
     return JEM_OK;
 }
 
+typedef struct { int calls; int64_t last, total; int monotone; } prog_rec;
+
+static void on_progress(void *ud, int64_t done, int64_t total)
+{
+    prog_rec *p = ud;
+    p->monotone &= done >= p->last && done <= total;
+    p->calls++;
+    p->last = done;
+    p->total = total;
+}
+
 static void check_linear(int norm)
 {
     linear m;
@@ -62,7 +73,8 @@ static void check_linear(int norm)
         lin_logits(&m, x + i * 16, 1, l);
         y[i] = jem_rng_uniform(&r) < 0.9 ? (l[0] >= l[1] ? 0 : 1) : (l[0] >= l[1] ? 1 : 0);
     }
-    jem_attack_cfg ac = {norm, eps, eps / 4, 20, 1, 1, 0, 3};
+    jem_attack_cfg ac = {.norm = norm, .eps = eps, .step = eps / 4, .steps = 20, .restarts = 1, .random_start = 1,
+                         .fgsm = 0, .seed = 3};
     ASSERT_OK(jem_attack_run(&c, x, y, n, &ac, robust, NULL));
     for (int i = 0; i < n; i++) {
         float l[2];
@@ -86,6 +98,17 @@ static void check_linear(int norm)
         fc.fgsm = 1;
         ASSERT_OK(jem_attack_run(&c, x, y, n, &fc, rf, NULL));
         ASSERT(memcmp(rf, robust, n) == 0);
+    }
+    /* the progress hook sees the work advance to its total, and changes nothing */
+    {
+        prog_rec pr = {0, -1, -1, 1};
+        uint8_t rp[400];
+        jem_attack_cfg pc = ac;
+        pc.progress = on_progress;
+        pc.progress_ud = &pr;
+        ASSERT_OK(jem_attack_run(&c, x, y, n, &pc, rp, NULL));
+        ASSERT(memcmp(rp, robust, n) == 0);
+        ASSERT(pr.calls > 2 && pr.monotone && pr.last == pr.total && pr.total > 0);
     }
     /* epsilon 0: robust = clean-correct */
     jem_attack_cfg z = ac;
@@ -144,7 +167,8 @@ static void check_network(void)
     jem_classifier c;
     jem_classifier_net(&c, net);
     uint8_t rob[64];
-    jem_attack_cfg ac = {0, 0, 0, 10, 1, 1, 0, 1};
+    jem_attack_cfg ac = {.norm = 0, .eps = 0, .step = 0, .steps = 10, .restarts = 1, .random_start = 1, .fgsm = 0,
+                         .seed = 1};
     ASSERT_OK(jem_attack_run(&c, x, y, n, &ac, rob, NULL));
     int k0 = 0;
     for (int i = 0; i < n; i++) k0 += rob[i];

@@ -123,6 +123,15 @@ static void check_mala_acceptance(void)
     free(x);
 }
 
+/* counts the progress calls ([0]) and keeps the last step reported ([1]) */
+static void on_step(void *ud, int done, int total)
+{
+    int *s = ud;
+    (void)total;
+    s[0]++;
+    s[1] = done;
+}
+
 static void check_mask_and_clamp(void)
 {
     const double P[4] = {1, 0, 0, 1}, mu[2] = {5, 5};
@@ -148,6 +157,17 @@ static void check_mask_and_clamp(void)
     ASSERT_OK(jem_sgld_run(gauss_energy, &g1, b, 64, 1, NULL, NULL, &c, 11, 3, NULL));
     jem_set_threads(th);
     ASSERT(memcmp(a, b, sizeof a) == 0);
+    /* the progress hook is called before each step and at the end, and
+     * changes nothing */
+    int steps_seen[2] = {0, -1};
+    for (int i = 0; i < 64; i++) b[i] = 0.01f * i;
+    c.progress = on_step;
+    c.progress_ud = steps_seen;
+    ASSERT_OK(jem_sgld_run(gauss_energy, &g1, b, 64, 1, NULL, NULL, &c, 11, 3, NULL));
+    c.progress = NULL;
+    ASSERT(memcmp(a, b, sizeof a) == 0);
+    ASSERT_EQ_INT(steps_seen[0], c.steps + 1);
+    ASSERT_EQ_INT(steps_seen[1], c.steps);
     /* bad arguments are refused */
     c.noise = -1;
     ASSERT_ERR(jem_sgld_run(gauss_energy, &g1, a, 64, 1, NULL, NULL, &c, 1, 0, NULL), JEM_ERR_ARG);

@@ -5,7 +5,8 @@
  * more than 2e5 (with noise sets, whose N defaults to 10000: 4e6 after a
  * factor 1e4), are skipped: large synthetic sets are slow, not wrong. An accepted spec must
  * give a sound set: images, labels in [-1, n_classes), finite pixels, and
- * pixels in [-1, 1] after a corruption. */
+ * pixels in [-1, 1] after a corruption; and jem_dataset_check, which reads no
+ * data, must accept it. */
 #include "fuzz.h"
 
 #include <math.h>
@@ -56,7 +57,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     spec[o] = 0;
     jem_dataset ds;
+    /* checking a spec (no data read) refuses nothing that opens, and what it
+     * refuses does not open */
+    const jem_status chk = jem_dataset_check(spec, 0, 0, 0);
     if (jem_dataset_open(spec, &ds) != JEM_OK) return 0;
+    if (chk != JEM_OK) abort();
     const size_t n = (size_t)ds.n * (size_t)ds.c * (size_t)ds.h * (size_t)ds.w;
     if (ds.n < 1 || !ds.x || !ds.y || n == 0 || ds.n_classes < 0) abort();
     for (int i = 0; i < ds.n; i++)
