@@ -17,25 +17,25 @@ extern "C" {
 #endif
 
 typedef struct {
-    char        name[16];   /* "stem", "b1.c1", "b1.sc" ... (layers); "b1" ... (blocks) */
-    char        shape[48];  /* "ICxHxW->OC k3 s1" (layers), "ICxHxW->OC s1" (blocks) */
-    double      gflops[3];  /* layers: forward, input gradient, weight gradient;
-                               fused blocks: forward (with the shortcut), input gradient,
-                               input and weight gradients (the FLOPs of both) */
-    double      mflop;      /* one forward pass at batch 64 */
-    const char *kernel[3];  /* the planner's kernel (static strings: "winograd", "indirect",
-                               "direct", "gemm", "pointwise"): layers: of each pass;
-                               fused blocks: of conv1, conv2 and the shortcut ("identity"
-                               when it has no weights); blocks run layer by layer: NULL */
-    int         tile[3];    /* Winograd's output tile m, F(m x m, 3x3), beside each kernel
-                               "winograd"; 0 beside the others */
-    int         fused;      /* blocks: 1 when the network runs the block fused (timed), 0
-                               when layer by layer (not timed: gflops, mflop 0; the layers'
-                               rows time its convolutions) */
+    char name[16];         /* "stem", "b1.c1", "b1.sc" ... (layers); "b1" ... (blocks) */
+    char shape[48];        /* "ICxHxW->OC k3 s1" (layers), "ICxHxW->OC s1" (blocks) */
+    double gflops[3];      /* layers: forward, input gradient, weight gradient;
+                              fused blocks: forward (with the shortcut), input gradient,
+                              input and weight gradients (the FLOPs of both) */
+    double mflop;          /* one forward pass at batch 64 */
+    const char *kernel[3]; /* the planner's kernel (static strings: "winograd", "indirect",
+                              "direct", "gemm", "pointwise"): layers: of each pass;
+                              fused blocks: of conv1, conv2 and the shortcut ("identity"
+                              when it has no weights); blocks run layer by layer: NULL */
+    int tile[3];           /* Winograd's output tile m, F(m x m, 3x3), beside each kernel
+                              "winograd"; 0 beside the others */
+    int fused;             /* blocks: 1 when the network runs the block fused (timed), 0
+                              when layer by layer (not timed: gflops, mflop 0; the layers'
+                              rows time its convolutions) */
 } jem_conv_time;
 
 /* The rate of OpenBLAS sgemm on n x n x n single-precision matrices. */
-double     jem_bench_sgemm(int n, int reps, jem_rng *rng);
+double jem_bench_sgemm(int n, int reps, jem_rng *rng);
 /* Every convolution of the model a, layer by layer, each pass on the
  * kernel the planner chooses for it (under the kernel settings, jem.h):
  * rows into out (room for max), their number into *n. JEM_ERR_NOMEM when

@@ -8,9 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_EPS 32
+#define MAX_EPS  32
 #define EPS_LINF "0,0.02,0.05,0.1,0.2"
-#define EPS_L2 "0,0.5,1,2"
+#define EPS_L2   "0,0.5,1,2"
 
 /* "a,b,c": non-decreasing, each in [0, 1e3] */
 static int parse_list(const char *s, double *v, int max)
@@ -73,12 +73,16 @@ static int check(cli_ctx *cx, void *ud)
     attack_args *a = ud;
     a->norm = !strcmp(a->norm_s, "l2") ? 2 : 0;
     if (cli_spec_unlabelled(a->data))
-        return cli_usage_error("attack", "--data %s: the set has no labels to attack (noise: and interp: sets have "
-                               "none)", a->data);
+        return cli_usage_error("attack",
+                               "--data %s: the set has no labels to attack (noise: and interp: sets have "
+                               "none)",
+                               a->data);
     a->ne = parse_list(a->eps_s ? a->eps_s : (a->norm == 0 ? EPS_LINF : EPS_L2), a->eps, MAX_EPS);
     if (a->ne < 1)
-        return cli_usage_error("attack", "--eps '%s': want 1 to %d non-decreasing epsilons from 0 to 1000 on the "
-                               "[0, 1] pixel scale, e.g. " EPS_LINF, a->eps_s, MAX_EPS);
+        return cli_usage_error("attack",
+                               "--eps '%s': want 1 to %d non-decreasing epsilons from 0 to 1000 on the "
+                               "[0, 1] pixel scale, e.g. " EPS_LINF,
+                               a->eps_s, MAX_EPS);
     if (!a->defence) {
         static const char *const def_only[] = {"defence-n", "defence-steps", "defence-chains", "eot"};
         for (int i = 0; i < 4; i++)
@@ -101,7 +105,10 @@ static int run(cli_ctx *cx, attack_args *a)
     if (a->n < ds.n) jem_dataset_truncate(&ds, a->n);
     const int n = ds.n;
     s = cli_check_labels(cx, "data", &ds, 1);
-    if (s) { jem_dataset_free(&ds); return cli_fail("attack", s); }
+    if (s) {
+        jem_dataset_free(&ds);
+        return cli_fail("attack", s);
+    }
     const int dn = a->dn <= 0 || a->dn > n ? n : a->dn;
     const int D = ds.c * ds.h * ds.w;
     jem_classifier cu;
@@ -112,7 +119,10 @@ static int run(cli_ctx *cx, attack_args *a)
     float *adv = malloc(sizeof(float) * (size_t)n * D);
     double accu[MAX_EPS], acct[MAX_EPS], accd[MAX_EPS], accdef[MAX_EPS];
     int rc = 0;
-    if (!ru || !prev_u || !rt || !rd || !prev_d || !adv) { s = jem_fail(JEM_ERR_NOMEM, "out of memory"); goto fail; }
+    if (!ru || !prev_u || !rt || !rd || !prev_d || !adv) {
+        s = jem_fail(JEM_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
     memset(prev_u, 1, n);
     memset(prev_d, 1, n);
     if (a->save && (s = cli_make_dir(a->save))) goto fail;
@@ -121,8 +131,8 @@ static int run(cli_ctx *cx, attack_args *a)
                fgsm ? "FGSM" : "PGD", norm ? "L2" : "L-inf", fgsm ? 1 : steps, fgsm ? 1.0 : a->step_frac, restarts,
                restarts > 1 ? "s" : "");
         if (a->defence)
-            printf("defence (first %d images): SGLD purification, %d steps, %d chains; BPDA + EOT over %d draws\n",
-                   dn, a->dsteps, a->dchains, a->eot);
+            printf("defence (first %d images): SGLD purification, %d steps, %d chains; BPDA + EOT over %d draws\n", dn,
+                   a->dsteps, a->dchains, a->eot);
         printf("\n%8s %12s", "eps", "undefended");
         if (a->defence) printf(" %12s %12s %12s", "def:transfer", "def:BPDA+EOT", "def:worst");
         printf("\n");
@@ -130,15 +140,23 @@ static int run(cli_ctx *cx, attack_args *a)
     }
     for (int e = 0; e < ne; e++) {
         /* [0, 1]-scale epsilon -> the model's [-1, 1] units */
-        jem_attack_cfg ac = {.norm = norm, .eps = 2.0 * eps[e], .step = 2.0 * eps[e] * a->step_frac, .steps = steps,
-                             .restarts = restarts, .random_start = !a->no_random, .fgsm = fgsm,
+        jem_attack_cfg ac = {.norm = norm,
+                             .eps = 2.0 * eps[e],
+                             .step = 2.0 * eps[e] * a->step_frac,
+                             .steps = steps,
+                             .restarts = restarts,
+                             .random_start = !a->no_random,
+                             .fgsm = fgsm,
                              .seed = a->seed + (uint64_t)e};
         char what[200];
         snprintf(what, sizeof what, "eps %g: %s %d images", eps[e], fgsm ? "FGSM on" : "PGD on", n);
         s = attack_split(cx, what, &cu, ds.x, ds.y, n, &ac, ru, adv, (size_t)D);
         if (s) goto fail;
         /* monotone: an image broken at a smaller epsilon stays broken */
-        for (int i = 0; i < n; i++) { ru[i] &= prev_u[i]; prev_u[i] = ru[i]; }
+        for (int i = 0; i < n; i++) {
+            ru[i] &= prev_u[i];
+            prev_u[i] = ru[i];
+        }
         accu[e] = frac(ru, n);
         if (a->save && eps[e] > 0) {
             char path[1024];
@@ -162,7 +180,9 @@ static int run(cli_ctx *cx, attack_args *a)
             accd[e] = frac(rd, dn);
             /* defended robust accuracy: an image survives only if neither
              * attack broke it, at this or any smaller epsilon */
-            for (int i = 0; i < dn; i++) { prev_d[i] = rd[i] & rt[i] & prev_d[i]; }
+            for (int i = 0; i < dn; i++) {
+                prev_d[i] = rd[i] & rt[i] & prev_d[i];
+            }
             accdef[e] = frac(prev_d, dn);
         }
         if (!cx->json) {
@@ -233,15 +253,28 @@ static int run(cli_ctx *cx, attack_args *a)
 fail:
     rc = cli_fail("attack", s);
 done:
-    free(ru); free(prev_u); free(rt); free(rd); free(prev_d); free(adv);
+    free(ru);
+    free(prev_u);
+    free(rt);
+    free(rd);
+    free(prev_d);
+    free(adv);
     jem_dataset_free(&ds);
     return rc;
 }
 
 int cmd_attack(int argc, char **argv)
 {
-    attack_args a = {.data = "fmnist:test", .norm_s = "linf", .n = 1000, .steps = 20, .restarts = 1, .dsteps = 10,
-                     .dchains = 4, .eot = 4, .step_frac = 0.25, .seed = 1};
+    attack_args a = {.data = "fmnist:test",
+                     .norm_s = "linf",
+                     .n = 1000,
+                     .steps = 20,
+                     .restarts = 1,
+                     .dsteps = 10,
+                     .dchains = 4,
+                     .eot = 4,
+                     .step_frac = 0.25,
+                     .seed = 1};
     cli_opt opts[] = {
         {OPT("data", OPT_STR, &a.data, "data set (labelled)"), .flags = OPT_SPEC},
         {OPT("n", OPT_INT, &a.n, "images attacked (the first N)"), RANGE(1, 1 << 30)},
@@ -257,15 +290,20 @@ int cmd_attack(int argc, char **argv)
         {OPT("defence-n", OPT_INT, &a.dn, "images attacked through the defence (the first N; 0: all --n)"),
          RANGE(0, 1 << 30)},
         {OPT("defence-steps", OPT_INT, &a.dsteps, "SGLD purification steps"), RANGE(0, 100000)},
-        {OPT("defence-chains", OPT_INT, &a.dchains, "purification chains per image (logits averaged)"),
-         RANGE(1, 1000)},
+        {OPT("defence-chains", OPT_INT, &a.dchains, "purification chains per image (logits averaged)"), RANGE(1, 1000)},
         {OPT("eot", OPT_INT, &a.eot, "draws of the defence's noise averaged per gradient (EOT)"), RANGE(1, 1000)},
         {OPT("curve", OPT_STR, &a.curve, "PNG: robust accuracy against epsilon"), .flags = OPT_OUT_FILE},
         {OPT("save-adv", OPT_STR, &a.save, "folder for PNG grids of adversarial examples"), .flags = OPT_OUT_DIR},
         {OPT("seed", OPT_U64, &a.seed, "random seed")},
         CLI_END};
-    const cli_spec sp = {.name = "attack", .usage = "--model CKPT [--norm linf|l2] [--eps LIST] [options]",
-                         .opts = opts, .model = CLI_MODEL_CKPT, .json = 1, .threads = 1, .check = check, .ud = &a};
+    const cli_spec sp = {.name = "attack",
+                         .usage = "--model CKPT [--norm linf|l2] [--eps LIST] [options]",
+                         .opts = opts,
+                         .model = CLI_MODEL_CKPT,
+                         .json = 1,
+                         .threads = 1,
+                         .check = check,
+                         .ud = &a};
     cli_ctx cx;
     int r = cli_begin(&cx, &sp, argc, argv);
     if (r >= 0) return r;

@@ -37,11 +37,11 @@ static void fill(float *x, size_t n, jem_rng *r)
 
 typedef struct {
     jem_net *net;
-    jem_opt  opt;
-    float   *x, *logits, *dl, *dx, *lp;
+    jem_opt opt;
+    float *x, *logits, *dl, *dx, *lp;
     int32_t *y;
-    size_t   D;
-    int      K;
+    size_t D;
+    int K;
 } bctx;
 
 static jem_status w_forward(bctx *b, int B) { return jem_net_forward(b->net, b->x, B, b->logits); }
@@ -88,7 +88,11 @@ static jem_status run_workload(bctx *b, int w, int K)
     }
 }
 
-typedef struct { const char *name; int batch; double img_s, ms; } wres;
+typedef struct {
+    const char *name;
+    int batch;
+    double img_s, ms;
+} wres;
 
 /* a planned kernel and its tile as text: "winograd F(4x4)", "indirect" */
 static const char *plan_str(const char *kernel, int tile, char *buf, size_t n)
@@ -107,9 +111,8 @@ static void conv_rows(jem_jw *jw, const jem_conv_time *r, int n, int blocks, int
     static const char *const lkeys[3][2] = {{"kernel_forward", "tile_forward"},
                                             {"kernel_backward_input", "tile_backward_input"},
                                             {"kernel_backward_weight", "tile_backward_weight"}};
-    static const char *const bkeys[3][2] = {{"kernel_conv1", "tile_conv1"},
-                                            {"kernel_conv2", "tile_conv2"},
-                                            {"kernel_shortcut", NULL}};
+    static const char *const bkeys[3][2] = {
+        {"kernel_conv1", "tile_conv1"}, {"kernel_conv2", "tile_conv2"}, {"kernel_shortcut", NULL}};
     for (int l = 0; l < n; l++) {
         jem_jw_obj_begin(jw);
         jem_jw_kstr(jw, "name", r[l].name);
@@ -152,15 +155,20 @@ static void conv_rows(jem_jw *jw, const jem_conv_time *r, int n, int blocks, int
 int cmd_bench(int argc, char **argv)
 {
     int reps = 5, layers = 0, scaling = 0, K = 20;
-    cli_opt opts[] = {
-        {OPT("reps", OPT_INT, &reps, "repetitions per workload (median reported)"), RANGE(1, 1000)},
-        {OPT("sgld-steps", OPT_INT, &K, "SGLD steps in the JEM iteration"), RANGE(1, 10000)},
-        {OPT("layers", OPT_FLAG, &layers, "per-layer and per-block convolution GFLOP/s and sgemm rates")},
-        {OPT("scaling", OPT_FLAG, &scaling, "JEM iteration time against batch size and K, images/s at 1 and 2 "
-                                            "threads")},
-        CLI_END};
-    const cli_spec sp = {.name = "bench", .usage = "[options]", .opts = opts, .model = CLI_MODEL_DESC,
-                         .model_default = "models/wrn-fmnist.model", .json = 1, .threads = 1};
+    cli_opt opts[] = {{OPT("reps", OPT_INT, &reps, "repetitions per workload (median reported)"), RANGE(1, 1000)},
+                      {OPT("sgld-steps", OPT_INT, &K, "SGLD steps in the JEM iteration"), RANGE(1, 10000)},
+                      {OPT("layers", OPT_FLAG, &layers, "per-layer and per-block convolution GFLOP/s and sgemm rates")},
+                      {OPT("scaling", OPT_FLAG, &scaling,
+                           "JEM iteration time against batch size and K, images/s at 1 and 2 "
+                           "threads")},
+                      CLI_END};
+    const cli_spec sp = {.name = "bench",
+                         .usage = "[options]",
+                         .opts = opts,
+                         .model = CLI_MODEL_DESC,
+                         .model_default = "models/wrn-fmnist.model",
+                         .json = 1,
+                         .threads = 1};
     cli_ctx cx;
     int r = cli_begin(&cx, &sp, argc, argv);
     if (r >= 0) return r;
@@ -179,7 +187,10 @@ int cmd_bench(int argc, char **argv)
     jem_opt_cfg oc;
     jem_opt_defaults(&oc, JEM_OPT_ADAM);
     s = jem_opt_init(&b.opt, &oc, jem_net_nparams(b.net));
-    if (s) { jem_net_free(b.net); return cli_fail("bench", s); }
+    if (s) {
+        jem_net_free(b.net);
+        return cli_fail("bench", s);
+    }
     b.D = (size_t)a.in_c * a.in_h * a.in_w;
     b.K = a.n_classes;
     const int NMAX = 512;
@@ -196,8 +207,8 @@ int cmd_bench(int argc, char **argv)
     for (int i = 0; i < NMAX; i++) b.y[i] = (int32_t)jem_rng_below(&rng, (uint32_t)b.K);
 
     const double flops = 2.0 * jem_net_macs(b.net);
-    wres res[4] = {{"forward", 256, 0, 0}, {"train_step", 64, 0, 0}, {"sgld_step", 64, 0, 0},
-                   {"jem_iteration", 64, 0, 0}};
+    wres res[4] = {
+        {"forward", 256, 0, 0}, {"train_step", 64, 0, 0}, {"sgld_step", 64, 0, 0}, {"jem_iteration", 64, 0, 0}};
     for (int w = 0; w < 4; w++) {
         for (int rep = -1; rep < reps; rep++) {
             double t0 = now_s();
@@ -260,7 +271,10 @@ int cmd_bench(int argc, char **argv)
         jem_jw_arr_begin(&jw);
         conv_rows(&jw, rows, nr, 0, json);
         jem_jw_arr_end(&jw);
-        if (s) { jem_jw_free(&jw); goto fail; }
+        if (s) {
+            jem_jw_free(&jw);
+            goto fail;
+        }
         if (!json)
             printf("\nfused blocks (per image; forward with the shortcut): effective GFLOP/s\n"
                    "%-10s %-22s %9s %9s %9s   %s\n",
@@ -270,7 +284,10 @@ int cmd_bench(int argc, char **argv)
         jem_jw_arr_begin(&jw);
         conv_rows(&jw, rows, nr, 1, json);
         jem_jw_arr_end(&jw);
-        if (s) { jem_jw_free(&jw); goto fail; }
+        if (s) {
+            jem_jw_free(&jw);
+            goto fail;
+        }
     }
     if (scaling) {
         if (!json) printf("\nJEM iteration time (ms):\n");
@@ -283,15 +300,17 @@ int cmd_bench(int argc, char **argv)
                 for (int rep = -1; rep < nr; rep++) {
                     double t0 = now_s();
                     s = w_jem(&b, bs[i], ks[j]);
-                    if (s) { jem_jw_free(&jw); goto fail; }
+                    if (s) {
+                        jem_jw_free(&jw);
+                        goto fail;
+                    }
                     if (rep >= 0) t[rep] = now_s() - t0;
                 }
                 double m = median(t, nr) * 1e3;
                 char key[32];
                 snprintf(key, sizeof key, "batch%d_k%d", bs[i], ks[j]);
                 jem_jw_kdouble(&jw, key, m);
-                if (!json)
-                    printf("  batch %3d  K %2d  %9.1f ms  %7.1f images/s\n", bs[i], ks[j], m, bs[i] / m * 1e3);
+                if (!json) printf("  batch %3d  K %2d  %9.1f ms  %7.1f images/s\n", bs[i], ks[j], m, bs[i] / m * 1e3);
             }
         jem_jw_obj_end(&jw);
         /* thread scaling of the four workloads */
@@ -310,7 +329,10 @@ int cmd_bench(int argc, char **argv)
                 for (int rep = -1; rep < reps; rep++) {
                     double t0 = now_s();
                     s = run_workload(&b, w, K);
-                    if (s) { jem_jw_free(&jw); goto fail; }
+                    if (s) {
+                        jem_jw_free(&jw);
+                        goto fail;
+                    }
                     if (rep >= 0) t[rep] = now_s() - t0;
                 }
                 double ips = res[w].batch / median(t, reps);
@@ -334,7 +356,10 @@ fail:
     rc = cli_fail("bench", s);
 done:
     free(t);
-    free(b.x); free(b.logits); free(b.dl); free(b.y);
+    free(b.x);
+    free(b.logits);
+    free(b.dl);
+    free(b.y);
     jem_opt_free(&b.opt);
     jem_net_free(b.net);
     cli_end(&cx);

@@ -13,15 +13,15 @@ typedef enum { OPT_FLAG, OPT_INT, OPT_I64, OPT_U64, OPT_FLOAT, OPT_DOUBLE, OPT_S
 
 /* What an option's value must be, checked before anything is loaded. */
 enum {
-    OPT_NONEMPTY = 1 << 1,  /* strings: not "" */
-    OPT_IN_FILE = 1 << 2,   /* an existing, readable file */
-    OPT_OUT_FILE = 1 << 3,  /* a file to write: not a folder, in an existing writable folder */
-    OPT_OUT_DIR = 1 << 4,   /* a folder to write into (made if missing, in a writable folder) */
-    OPT_SPEC = 1 << 5,      /* a data set spec (syntax, and the files it names exist) */
-    OPT_SPECS = 1 << 6,     /* comma-separated data set specs */
-    OPT_JEM = 1 << 7,       /* train: means something with --mode jem only */
-    OPT_HIDDEN = 1 << 8,    /* a testing hook: not listed by --help */
-    OPT_IF_GIVEN = 1 << 9,  /* the path checks apply only when the option is given (not to its default) */
+    OPT_NONEMPTY = 1 << 1, /* strings: not "" */
+    OPT_IN_FILE = 1 << 2,  /* an existing, readable file */
+    OPT_OUT_FILE = 1 << 3, /* a file to write: not a folder, in an existing writable folder */
+    OPT_OUT_DIR = 1 << 4,  /* a folder to write into (made if missing, in a writable folder) */
+    OPT_SPEC = 1 << 5,     /* a data set spec (syntax, and the files it names exist) */
+    OPT_SPECS = 1 << 6,    /* comma-separated data set specs */
+    OPT_JEM = 1 << 7,      /* train: means something with --mode jem only */
+    OPT_HIDDEN = 1 << 8,   /* a testing hook: not listed by --help */
+    OPT_IF_GIVEN = 1 << 9, /* the path checks apply only when the option is given (not to its default) */
 };
 
 /* One option. Numbers are checked against [min, max] (ranged 1) or
@@ -29,31 +29,34 @@ enum {
  * The table ends with an entry whose name is NULL. help and the error
  * messages derive the range text from the same fields. */
 typedef struct {
-    const char *name;     /* long name without "--" */
-    opt_type    type;
-    void       *ptr;
+    const char *name; /* long name without "--" */
+    opt_type type;
+    void *ptr;
     const char *help;
-    double      min, max;
-    int         ranged;   /* 0: any number, 1: min <= x <= max, 2: min < x <= max */
+    double min, max;
+    int ranged; /* 0: any number, 1: min <= x <= max, 2: min < x <= max */
     const char *choices;
-    unsigned    flags;
-    const char *def;      /* the default as --help says it, when the value in ptr does not */
-    int         seen;     /* set by the parser when the option was given */
+    unsigned flags;
+    const char *def; /* the default as --help says it, when the value in ptr does not */
+    int seen;        /* set by the parser when the option was given */
 } cli_opt;
 
 /* shorthands for the table: {OPT("lr", OPT_FLOAT, &lr, "learning rate"), RANGE(0, 10)} */
 #define OPT(n, t, p, h) .name = (n), .type = (t), .ptr = (p), .help = (h)
-#define CLI_END {.name = NULL}
+#define CLI_END      \
+    {                \
+        .name = NULL \
+    }
 #define RANGE(lo, hi) .min = (lo), .max = (hi), .ranged = 1
 #define ABOVE(lo, hi) .min = (lo), .max = (hi), .ranged = 2
-#define ATLEAST(lo) .min = (lo), .max = 1e300, .ranged = 1
-#define POSITIVE .min = 0, .max = 1e300, .ranged = 2
+#define ATLEAST(lo)   .min = (lo), .max = 1e300, .ranged = 1
+#define POSITIVE      .min = 0, .max = 1e300, .ranged = 2
 
 /* What --model names for a command. */
 typedef enum {
     CLI_MODEL_NONE = 0,
-    CLI_MODEL_CKPT,       /* a checkpoint (required; loaded by the preamble; a positional argument works too) */
-    CLI_MODEL_DESC,       /* a model description file (not loaded by the preamble; its default is
+    CLI_MODEL_CKPT, /* a checkpoint (required; loaded by the preamble; a positional argument works too) */
+    CLI_MODEL_DESC, /* a model description file (not loaded by the preamble; its default is
                              checked by the command, which may not need it) */
 } cli_model_kind;
 
@@ -64,37 +67,37 @@ typedef struct cli_ctx cli_ctx;
  * prints its error and returns 2, or returns 0; it runs before anything is
  * loaded and must not write anything. */
 typedef struct {
-    const char     *name;
-    const char     *usage;        /* after "jem NAME " */
-    cli_opt        *opts;         /* the command's own options */
-    cli_model_kind  model;
-    const char     *model_default;/* CLI_MODEL_DESC: the default description file */
-    int             json;         /* the command takes --json */
-    int             threads;      /* the command takes --threads */
-    int             max_pos;      /* positional arguments besides the model (into pos) */
-    int           (*check)(cli_ctx *cx, void *ud);
-    void           *ud;
-    const char     *note;         /* printed by --help below the usage line (nullable) */
-    unsigned        inactive;     /* --help: options with these flags say inactive_text instead of a default */
-    const char     *inactive_text;
+    const char *name;
+    const char *usage; /* after "jem NAME " */
+    cli_opt *opts;     /* the command's own options */
+    cli_model_kind model;
+    const char *model_default; /* CLI_MODEL_DESC: the default description file */
+    int json;                  /* the command takes --json */
+    int threads;               /* the command takes --threads */
+    int max_pos;               /* positional arguments besides the model (into pos) */
+    int (*check)(cli_ctx *cx, void *ud);
+    void *ud;
+    const char *note;  /* printed by --help below the usage line (nullable) */
+    unsigned inactive; /* --help: options with these flags say inactive_text instead of a default */
+    const char *inactive_text;
 } cli_spec;
 
 /* The preamble's product, used by the command after it. */
 struct cli_ctx {
-    const char     *cmd;
+    const char *cmd;
     const cli_spec *spec;
-    int             help;         /* --help was asked (and printed) */
-    const char     *model;        /* --model (or the positional argument), else the spec's default */
-    int             model_given;  /* --model was on the command line */
-    int             threads, json;
-    int             tty;          /* progress bars drawn: stderr a terminal, no --json, rank 0 */
-    const char     *pos[4];       /* positional arguments */
-    int             npos;
-    jem_net        *net;          /* CLI_MODEL_CKPT: the loaded model */
-    jem_st         *st;           /* CLI_MODEL_CKPT: the checkpoint file (metadata, training state) */
-    const jem_arch *arch;         /* net's architecture */
-    char          **classes;      /* class names known for the model (n_classes of them), or NULL */
-    int             n_classes;
+    int help;          /* --help was asked (and printed) */
+    const char *model; /* --model (or the positional argument), else the spec's default */
+    int model_given;   /* --model was on the command line */
+    int threads, json;
+    int tty;            /* progress bars drawn: stderr a terminal, no --json, rank 0 */
+    const char *pos[4]; /* positional arguments */
+    int npos;
+    jem_net *net;         /* CLI_MODEL_CKPT: the loaded model */
+    jem_st *st;           /* CLI_MODEL_CKPT: the checkpoint file (metadata, training state) */
+    const jem_arch *arch; /* net's architecture */
+    char **classes;       /* class names known for the model (n_classes of them), or NULL */
+    int n_classes;
 };
 
 /* Parse argv[2..argc) against the spec (plus --model, --threads, --json as
@@ -104,23 +107,23 @@ struct cli_ctx {
  * Returns -1 when the command should go on; otherwise the exit status: 0
  * after --help, 2 for a usage error (printed, naming the option or setting
  * and its valid values), 1 when the model does not load. */
-int  cli_begin(cli_ctx *cx, const cli_spec *sp, int argc, char **argv);
+int cli_begin(cli_ctx *cx, const cli_spec *sp, int argc, char **argv);
 /* Release what cli_begin loaded. */
 void cli_end(cli_ctx *cx);
 /* The option named name in the spec's table (NULL if none). */
 cli_opt *cli_find(const cli_spec *sp, const char *name);
 /* 1 when the option was given on the command line. */
-int  cli_given(const cli_spec *sp, const char *name);
+int cli_given(const cli_spec *sp, const char *name);
 
 /* Print "jem CMD: error: <message>" for a usage error; returns 2. */
-int  cli_usage_error(const char *cmd, const char *fmt, ...)
+int cli_usage_error(const char *cmd, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 2, 3)))
 #endif
     ;
 /* Print "jem CMD: error: <jem_last_error()>" and return the exit status
  * (130 when interrupted, else 1). */
-int  cli_fail(const char *cmd, jem_status s);
+int cli_fail(const char *cmd, jem_status s);
 /* Print the option table as --help does. */
 void cli_help(const cli_spec *sp);
 
@@ -132,27 +135,27 @@ jem_status cli_open_data(const cli_ctx *cx, const char *opt, const char *spec, j
  * labelled image (train). */
 jem_status cli_check_labels(const cli_ctx *cx, const char *opt, const jem_dataset *ds, int need_all);
 /* 1 for the specs of sets that carry no labels (noise:, interp:). */
-int  cli_spec_unlabelled(const char *spec);
+int cli_spec_unlabelled(const char *spec);
 /* The name of class k ("3" when unknown). */
 const char *cli_class_name(const cli_ctx *cx, int k, char *buf, size_t n);
 /* Check that path can be written (its folder exists and is writable; not a
  * folder itself); opt names the option. 0, or 2 after printing. */
-int  cli_check_out_file(const char *cmd, const char *opt, const char *path);
+int cli_check_out_file(const char *cmd, const char *opt, const char *path);
 /* Make a folder if it is missing (one level). */
 jem_status cli_make_dir(const char *path);
 
 /* Validate-only mode (the fuzzing harness): cli_begin stops with 0 after
  * the checks, before loading anything, and nothing is written. */
 void cli_set_check_only(int on);
-int  cli_check_only(void);
+int cli_check_only(void);
 
 /* ---- progress: one line on stderr, "[#####.....] what 12/40 0:03 eta 0:09" */
 
 typedef struct {
-    int     on;       /* drawn (cx->tty) */
-    char    what[120];
+    int on; /* drawn (cx->tty) */
+    char what[120];
     int64_t total;
-    double  t0, last;
+    double t0, last;
 } cli_bar;
 
 void cli_bar_start(cli_bar *b, const cli_ctx *cx, const char *what, int64_t total);

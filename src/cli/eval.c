@@ -11,12 +11,12 @@
 
 typedef struct {
     cli_bar *bar;
-    int64_t  base;   /* images refined before this chunk */
+    int64_t base; /* images refined before this chunk */
 } refine_prog;
 
 /* logits of every image, optionally after K unconditional SGLD steps */
-static jem_status logits_slice(jem_net *net, const jem_dataset *ds, int lo, int hi, int refine,
-                               const jem_sgld_cfg *sc, float *out, cli_bar *bar)
+static jem_status logits_slice(jem_net *net, const jem_dataset *ds, int lo, int hi, int refine, const jem_sgld_cfg *sc,
+                               float *out, cli_bar *bar)
 {
     const size_t D = (size_t)ds->c * ds->h * ds->w;
     const int K = jem_net_arch(net)->n_classes, chunk = REFINE_CHUNK;
@@ -91,7 +91,10 @@ static int run(cli_ctx *cx, eval_args *e)
     lg = malloc(sizeof(float) * (size_t)ds.n * K);
     pr = malloc(sizeof(float) * (size_t)ds.n * K);
     tb = malloc(sizeof(jem_calib_bin) * (size_t)(bins > 20 ? bins : 20) * 2);
-    if (!lg || !pr || !tb) { s = jem_fail(JEM_ERR_NOMEM, "out of memory for %d x %d logits", ds.n, K); goto fail; }
+    if (!lg || !pr || !tb) {
+        s = jem_fail(JEM_ERR_NOMEM, "out of memory for %d x %d logits", ds.n, K);
+        goto fail;
+    }
     s = logits_of(cx, &ds, e->refine, &e->sc, lg);
     if (s) goto fail;
     if (e->dump) {
@@ -121,7 +124,10 @@ static int run(cli_ctx *cx, eval_args *e)
     /* temperature scaling on the validation split */
     const char *vspec = e->val;
     int from_train = 0;
-    if (!vspec && !e->noval && !strncmp(e->data, "fmnist:", 7)) { vspec = "fmnist:train"; from_train = 1; }
+    if (!vspec && !e->noval && !strncmp(e->data, "fmnist:", 7)) {
+        vspec = "fmnist:train";
+        from_train = 1;
+    }
     jem_temp_fit tf = {0};
     jem_calib ct = {0};
     int have_t = 0;
@@ -140,7 +146,10 @@ static int run(cli_ctx *cx, eval_args *e)
         if (!s) s = cli_check_labels(cx, "val", &vds, 1);
         if (s) goto fail;
         vlg = malloc(sizeof(float) * (size_t)vds.n * K);
-        if (!vlg) { s = jem_fail(JEM_ERR_NOMEM, "out of memory"); goto fail; }
+        if (!vlg) {
+            s = jem_fail(JEM_ERR_NOMEM, "out of memory");
+            goto fail;
+        }
         s = logits_of(cx, &vds, e->refine, &e->sc, vlg);
         if (!s) s = jem_temp_scale_fit(vlg, vds.y, vds.n, K, &tf);
         if (s) goto fail;
@@ -200,11 +209,11 @@ static int run(cli_ctx *cx, eval_args *e)
         printf("accuracy  %.4f\n\n%-22s %10s", c.accuracy, "", "as trained");
         if (have_t) printf("  T = %.3f (fitted on %d of %s)", tf.T, vds.n, vspec);
         printf("\n");
-#define ROW(name, a, b)                          \
-    do {                                         \
-        printf("%-22s %10.4f", name, a);         \
-        if (have_t) printf("  %10.4f", b);       \
-        printf("\n");                            \
+#define ROW(name, a, b)                    \
+    do {                                   \
+        printf("%-22s %10.4f", name, a);   \
+        if (have_t) printf("  %10.4f", b); \
+        printf("\n");                      \
     } while (0)
         ROW("nll", c.nll, ct.nll);
         ROW("brier", c.brier, ct.brier);
@@ -221,7 +230,10 @@ static int run(cli_ctx *cx, eval_args *e)
 fail:
     rc = cli_fail("eval", s);
 done:
-    free(lg); free(pr); free(vlg); free(tb);
+    free(lg);
+    free(pr);
+    free(vlg);
+    free(tb);
     jem_dataset_free(&vds);
     jem_dataset_free(&ds);
     return rc;
@@ -237,8 +249,10 @@ int cmd_eval(int argc, char **argv)
         {OPT("limit", OPT_INT, &e.limit, "use only the first N images (0: all)"), ATLEAST(0)},
         {OPT("bins", OPT_INT, &e.bins, "confidence bins of the ECE (20 is reported too)"), RANGE(1, 1000)},
         {OPT("reliability", OPT_STR, &e.rel, "PNG: reliability diagram"), .flags = OPT_OUT_FILE},
-        {OPT("val", OPT_STR, &e.val, "validation set for temperature scaling (default: the trainer's held-out "
-                                     "5000 of fmnist:train when evaluating on fmnist)"), .flags = OPT_SPEC},
+        {OPT("val", OPT_STR, &e.val,
+             "validation set for temperature scaling (default: the trainer's held-out "
+             "5000 of fmnist:train when evaluating on fmnist)"),
+         .flags = OPT_SPEC},
         {OPT("no-temperature", OPT_FLAG, &e.noval, "skip temperature scaling")},
         {OPT("refine", OPT_INT, &e.refine, "test-time SGLD steps on the inputs before classifying (0: off)"),
          RANGE(0, 100000)},
@@ -247,8 +261,14 @@ int cmd_eval(int argc, char **argv)
         {OPT("dump-logits", OPT_STR, &e.dump, "write the logits (N, K) as raw little-endian float32"),
          .flags = OPT_OUT_FILE},
         CLI_END};
-    const cli_spec sp = {.name = "eval", .usage = "--model CKPT [--data SPEC] [options]", .opts = opts,
-                         .model = CLI_MODEL_CKPT, .json = 1, .threads = 1, .check = check, .ud = &e};
+    const cli_spec sp = {.name = "eval",
+                         .usage = "--model CKPT [--data SPEC] [options]",
+                         .opts = opts,
+                         .model = CLI_MODEL_CKPT,
+                         .json = 1,
+                         .threads = 1,
+                         .check = check,
+                         .ud = &e};
     cli_ctx cx;
     int r = cli_begin(&cx, &sp, argc, argv);
     if (r >= 0) return r;

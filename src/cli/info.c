@@ -21,10 +21,14 @@ static int diff_models(const char *pa, const char *pb, int json)
     jem_net *a = NULL, *b = NULL;
     jem_status s = jem_ckpt_load(pa, &a);
     if (!s) s = jem_ckpt_load(pb, &b);
-    if (s) { jem_net_free(a); return cli_fail("info", s); }
+    if (s) {
+        jem_net_free(a);
+        return cli_fail("info", s);
+    }
     if (jem_net_nparams(a) != jem_net_nparams(b) || jem_net_ntensors(a) != jem_net_ntensors(b)) {
         fprintf(stderr, "jem info: error: %s and %s hold different models\n", pa, pb);
-        jem_net_free(a); jem_net_free(b);
+        jem_net_free(a);
+        jem_net_free(b);
         return 1;
     }
     double max_abs = 0, max_rel = 0;
@@ -33,7 +37,8 @@ static int diff_models(const char *pa, const char *pb, int json)
         const jem_param *ta = jem_net_tensor(a, t), *tb = jem_net_find(b, ta->name);
         if (!tb || tb->numel != ta->numel) {
             fprintf(stderr, "jem info: error: tensor %s differs in shape between %s and %s\n", ta->name, pa, pb);
-            jem_net_free(a); jem_net_free(b);
+            jem_net_free(a);
+            jem_net_free(b);
             return 1;
         }
         const float *xa = jem_net_params(a) + ta->offset, *xb = jem_net_params(b) + tb->offset;
@@ -46,7 +51,10 @@ static int diff_models(const char *pa, const char *pb, int json)
         }
         double rel = dmax / (scale > 0 ? scale : 1);
         if (!(dmax <= max_abs)) max_abs = dmax;
-        if (!(rel <= max_rel)) { max_rel = rel; worst = ta->name; }
+        if (!(rel <= max_rel)) {
+            max_rel = rel;
+            worst = ta->name;
+        }
     }
     if (json)
         printf("{\"max_abs_diff\":%.9g,\"max_rel_diff\":%.9g,\"worst_tensor\":\"%s\",\"parameters\":%zu}\n", max_abs,
@@ -54,7 +62,8 @@ static int diff_models(const char *pa, const char *pb, int json)
     else
         printf("%zu parameters: max |a - b| %.3g, max relative %.3g (%s)\n", jem_net_nparams(a), max_abs, max_rel,
                worst);
-    jem_net_free(a); jem_net_free(b);
+    jem_net_free(a);
+    jem_net_free(b);
     return 0;
 }
 
@@ -70,11 +79,14 @@ static int info_check(cli_ctx *cx, void *ud)
 int cmd_info(int argc, char **argv)
 {
     const char *diff = NULL;
-    cli_opt opts[] = {
-        {OPT("diff", OPT_STR, &diff, "compare the weights with this checkpoint's"), .flags = OPT_IN_FILE},
-        CLI_END};
-    const cli_spec sp = {.name = "info", .usage = "CKPT [--json] [--diff OTHER]", .opts = opts, .json = 1,
-                         .max_pos = 1, .check = info_check};
+    cli_opt opts[] = {{OPT("diff", OPT_STR, &diff, "compare the weights with this checkpoint's"), .flags = OPT_IN_FILE},
+                      CLI_END};
+    const cli_spec sp = {.name = "info",
+                         .usage = "CKPT [--json] [--diff OTHER]",
+                         .opts = opts,
+                         .json = 1,
+                         .max_pos = 1,
+                         .check = info_check};
     cli_ctx cx;
     int r = cli_begin(&cx, &sp, argc, argv);
     if (r >= 0) return r;
@@ -86,7 +98,10 @@ int cmd_info(int argc, char **argv)
     if (s) return cli_fail("info", s);
     jem_net *net = NULL;
     s = jem_ckpt_from_st(st, pos[0], &net);
-    if (s) { jem_st_free(st); return cli_fail("info", s); }
+    if (s) {
+        jem_st_free(st);
+        return cli_fail("info", s);
+    }
     const jem_arch *a = jem_net_arch(net);
     jem_jw w;
     jem_jw_init(&w);
@@ -102,7 +117,8 @@ int cmd_info(int argc, char **argv)
         char desc[2048];
         jem_arch_format(a, desc, sizeof desc);
         printf("checkpoint  %s\nparameters  %zu\nforward     %.1f MFLOP per image\n\nmodel description:\n%s\n"
-               "tensors:\n", pos[0], jem_net_nparams(net), 2 * jem_net_macs(net) / 1e6, desc);
+               "tensors:\n",
+               pos[0], jem_net_nparams(net), 2 * jem_net_macs(net) / 1e6, desc);
     }
     for (int i = 0; i < jem_st_count(st); i++) {
         const char *nm = jem_st_name(st, i);
@@ -165,16 +181,18 @@ static int export_check(cli_ctx *cx, void *ud)
     struct stat sb;
     if (stat(in, &sb) != 0) return cli_usage_error("export", "%s: %s", in, strerror(errno));
     if (!strcmp(in, out) || same_file(in, out))
-        return cli_usage_error("export", "%s and %s are the same file: export writes a new file and keeps the "
-                               "checkpoint with its training state", in, out);
+        return cli_usage_error("export",
+                               "%s and %s are the same file: export writes a new file and keeps the "
+                               "checkpoint with its training state",
+                               in, out);
     return cli_check_out_file("export", "OUT", out);
 }
 
 int cmd_export(int argc, char **argv)
 {
     cli_opt opts[] = {CLI_END};
-    const cli_spec sp = {.name = "export", .usage = "IN.safetensors OUT.safetensors", .opts = opts, .max_pos = 2,
-                         .check = export_check};
+    const cli_spec sp = {
+        .name = "export", .usage = "IN.safetensors OUT.safetensors", .opts = opts, .max_pos = 2, .check = export_check};
     cli_ctx cx;
     int r = cli_begin(&cx, &sp, argc, argv);
     if (r >= 0) return r;
@@ -184,7 +202,10 @@ int cmd_export(int argc, char **argv)
     if (s) return cli_fail("export", s);
     jem_net *net = NULL;
     s = jem_ckpt_from_st(st, pos[0], &net);
-    if (s) { jem_st_free(st); return cli_fail("export", s); }
+    if (s) {
+        jem_st_free(st);
+        return cli_fail("export", s);
+    }
     /* keep the descriptive metadata, drop the training state */
     const char *meta[64];
     int nm = 0;

@@ -34,7 +34,10 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-    if (argc < 2) { usage(stderr); return 2; }
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         usage(stdout);
         return 0;
@@ -48,8 +51,10 @@ int main(int argc, char **argv)
             jem_dist_init(&argc, &argv);
             if (jem_dist_size() > 1 && commands[i].single) {
                 if (jem_dist_rank() == 0)
-                    fprintf(stderr, "jem %s: error: runs as one process (under mpirun: -np 1); train, eval, ood, "
-                            "score and attack split their work across ranks\n", argv[1]);
+                    fprintf(stderr,
+                            "jem %s: error: runs as one process (under mpirun: -np 1); train, eval, ood, "
+                            "score and attack split their work across ranks\n",
+                            argv[1]);
                 jem_dist_finalize();
                 return 2;
             }

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_SETS 16
+#define MAX_SETS    16
 #define SCORE_CHUNK 256
 
 /* Open a set and score every image (a progress bar per set; several MPI
@@ -47,7 +47,10 @@ static jem_status score_set(const cli_ctx *cx, const char *opt, const char *spec
 fail:
     free(*sc);
     *sc = NULL;
-    if (logits) { free(*logits); *logits = NULL; }
+    if (logits) {
+        free(*logits);
+        *logits = NULL;
+    }
     jem_dataset_free(ds);
     return s;
 }
@@ -55,7 +58,8 @@ fail:
 static double *column(const double *sc, int n, int k)
 {
     double *c = malloc(sizeof(double) * (n ? n : 1));
-    if (c) for (int i = 0; i < n; i++) c[i] = sc[(size_t)i * JEM_NSCORES + k];
+    if (c)
+        for (int i = 0; i < n; i++) c[i] = sc[(size_t)i * JEM_NSCORES + k];
     return c;
 }
 
@@ -98,7 +102,10 @@ static int ood_run(cli_ctx *cx, ood_args *o)
     if (!s) s = score_set(cx, "in", o->in, o->limit, o->T, !nograd, &din, &sin, NULL);
     for (int i = 0; i < nsets && !s; i++)
         s = score_set(cx, "out", names[i], o->limit, o->T, !nograd, &dout[i], &sout[i], NULL);
-    if (s) { rc = cli_fail("ood", s); goto done; }
+    if (s) {
+        rc = cli_fail("ood", s);
+        goto done;
+    }
     jem_jw w;
     jem_jw_init(&w);
     jem_jw_obj_begin(&w);
@@ -118,9 +125,9 @@ static int ood_run(cli_ctx *cx, ood_args *o)
             if (k == JEM_SCORE_GRADNORM && nograd) continue;
             double *a = column(sin, din.n, k), *b = column(sout[i], dout[i].n, k);
             jem_ood_metrics m;
-            s = a && b ? jem_ood_metrics_compute(a, din.n, b, dout[i].n, &m)
-                       : jem_fail(JEM_ERR_NOMEM, "out of memory");
-            free(a); free(b);
+            s = a && b ? jem_ood_metrics_compute(a, din.n, b, dout[i].n, &m) : jem_fail(JEM_ERR_NOMEM, "out of memory");
+            free(a);
+            free(b);
             if (s) break;
             jem_jw_key(&w, jem_score_name(k));
             jem_jw_obj_begin(&w);
@@ -137,7 +144,11 @@ static int ood_run(cli_ctx *cx, ood_args *o)
     }
     jem_jw_obj_end(&w);
     jem_jw_obj_end(&w);
-    if (s) { jem_jw_free(&w); rc = cli_fail("ood", s); goto done; }
+    if (s) {
+        jem_jw_free(&w);
+        rc = cli_fail("ood", s);
+        goto done;
+    }
     if (cx->json) printf("%s\n", jem_jw_cstr(&w));
     jem_jw_free(&w);
     if (o->hist || o->roc) {
@@ -181,7 +192,10 @@ static int ood_run(cli_ctx *cx, ood_args *o)
     }
 done:
     free(sin);
-    for (int i = 0; i < nsets; i++) { free(sout[i]); jem_dataset_free(&dout[i]); }
+    for (int i = 0; i < nsets; i++) {
+        free(sout[i]);
+        jem_dataset_free(&dout[i]);
+    }
     jem_dataset_free(&din);
     free(list);
     return rc;
@@ -199,7 +213,9 @@ static const char *score_choices(void)
 
 int cmd_ood(int argc, char **argv)
 {
-    ood_args o = {.in = "fmnist:test", .hist_score = "logpx", .T = 1.0,
+    ood_args o = {.in = "fmnist:test",
+                  .hist_score = "logpx",
+                  .T = 1.0,
                   .outs = "mnist:test,noise:uniform:2000,noise:gaussian:2000,noise:constant:2000,"
                           "interp:fmnist:test:2000"};
     cli_opt opts[] = {
@@ -210,12 +226,16 @@ int cmd_ood(int argc, char **argv)
         {OPT("no-grad", OPT_FLAG, &o.nograd, "skip the gradient-norm score (one backward pass per image)")},
         {OPT("hist", OPT_STR, &o.hist, "PNG: histograms of a score, in-distribution against each OOD set"),
          .flags = OPT_OUT_FILE},
-        {OPT("hist-score", OPT_STR, &o.hist_score, "score of the histogram and ROC plots"),
-         .choices = score_choices()},
+        {OPT("hist-score", OPT_STR, &o.hist_score, "score of the histogram and ROC plots"), .choices = score_choices()},
         {OPT("roc", OPT_STR, &o.roc, "PNG: ROC curves of that score against each OOD set"), .flags = OPT_OUT_FILE},
         CLI_END};
-    const cli_spec sp = {.name = "ood", .usage = "--model CKPT [--in SPEC] [--out SPEC,SPEC] [options]",
-                         .opts = opts, .model = CLI_MODEL_CKPT, .json = 1, .threads = 1, .check = ood_check,
+    const cli_spec sp = {.name = "ood",
+                         .usage = "--model CKPT [--in SPEC] [--out SPEC,SPEC] [options]",
+                         .opts = opts,
+                         .model = CLI_MODEL_CKPT,
+                         .json = 1,
+                         .threads = 1,
+                         .check = ood_check,
                          .ud = &o};
     cli_ctx cx;
     int r = cli_begin(&cx, &sp, argc, argv);
@@ -246,7 +266,10 @@ static int score_check(cli_ctx *cx, void *ud)
  * line break */
 static void csv_field(jem_jw *w, const char *s)
 {
-    if (!strpbrk(s, ",\"\r\n")) { jem_jw_raw(w, s); return; }
+    if (!strpbrk(s, ",\"\r\n")) {
+        jem_jw_raw(w, s);
+        return;
+    }
     jem_jw_raw(w, "\"");
     for (; *s; s++) {
         if (*s == '"') jem_jw_raw(w, "\"\"");
@@ -273,14 +296,18 @@ static int score_run(cli_ctx *cx, score_args *a)
     if (!jsonl) {
         jem_jw_raw(&w, ds.files ? "index,file,label,pred,pred_name" : "index,label,pred,pred_name");
         for (int k = 0; k < JEM_NSCORES; k++)
-            if (!(k == JEM_SCORE_GRADNORM && nograd)) { jem_jw_raw(&w, ","); jem_jw_raw(&w, jem_score_name(k)); }
+            if (!(k == JEM_SCORE_GRADNORM && nograd)) {
+                jem_jw_raw(&w, ",");
+                jem_jw_raw(&w, jem_score_name(k));
+            }
         jem_jw_raw(&w, "\n");
     }
     for (int i = 0; i < ds.n; i++) {
         const double *o = sc + (size_t)i * JEM_NSCORES;
         const float *l = lg + (size_t)i * K;
         int pred = 0;
-        for (int k = 1; k < K; k++) if (l[k] > l[pred]) pred = k;
+        for (int k = 1; k < K; k++)
+            if (l[k] > l[pred]) pred = k;
         const char *pname = cli_class_name(cx, pred, name_buf, sizeof name_buf);
         char buf[64];
         if (jsonl) {
@@ -299,7 +326,10 @@ static int score_run(cli_ctx *cx, score_args *a)
         } else {
             snprintf(buf, sizeof buf, "%d,", i);
             jem_jw_raw(&w, buf);
-            if (ds.files) { csv_field(&w, ds.files[i]); jem_jw_raw(&w, ","); }
+            if (ds.files) {
+                csv_field(&w, ds.files[i]);
+                jem_jw_raw(&w, ",");
+            }
             snprintf(buf, sizeof buf, "%d,%d,", ds.y[i], pred);
             jem_jw_raw(&w, buf);
             csv_field(&w, pname);
@@ -329,16 +359,20 @@ static int score_run(cli_ctx *cx, score_args *a)
 int cmd_score(int argc, char **argv)
 {
     score_args a = {.data = "fmnist:test", .format = "csv", .T = 1.0};
-    cli_opt opts[] = {
-        {OPT("data", OPT_STR, &a.data, "data set to score"), .flags = OPT_SPEC},
-        {OPT("format", OPT_STR, &a.format, "output format (--json: jsonl)"), .choices = "csv|jsonl"},
-        {OPT("out", OPT_STR, &a.out, "file to write (default: stdout)"), .flags = OPT_OUT_FILE},
-        {OPT("limit", OPT_INT, &a.limit, "score only the first N images (0: all)"), ATLEAST(0)},
-        {OPT("temperature", OPT_DOUBLE, &a.T, "temperature of the energy_t score"), ABOVE(0, 1e6)},
-        {OPT("no-grad", OPT_FLAG, &a.nograd, "skip the gradient-norm score")},
-        CLI_END};
-    const cli_spec sp = {.name = "score", .usage = "--model CKPT --data SPEC [--format csv|jsonl] [--out FILE]",
-                         .opts = opts, .model = CLI_MODEL_CKPT, .json = 1, .threads = 1, .check = score_check,
+    cli_opt opts[] = {{OPT("data", OPT_STR, &a.data, "data set to score"), .flags = OPT_SPEC},
+                      {OPT("format", OPT_STR, &a.format, "output format (--json: jsonl)"), .choices = "csv|jsonl"},
+                      {OPT("out", OPT_STR, &a.out, "file to write (default: stdout)"), .flags = OPT_OUT_FILE},
+                      {OPT("limit", OPT_INT, &a.limit, "score only the first N images (0: all)"), ATLEAST(0)},
+                      {OPT("temperature", OPT_DOUBLE, &a.T, "temperature of the energy_t score"), ABOVE(0, 1e6)},
+                      {OPT("no-grad", OPT_FLAG, &a.nograd, "skip the gradient-norm score")},
+                      CLI_END};
+    const cli_spec sp = {.name = "score",
+                         .usage = "--model CKPT --data SPEC [--format csv|jsonl] [--out FILE]",
+                         .opts = opts,
+                         .model = CLI_MODEL_CKPT,
+                         .json = 1,
+                         .threads = 1,
+                         .check = score_check,
                          .ud = &a};
     cli_ctx cx;
     int r = cli_begin(&cx, &sp, argc, argv);

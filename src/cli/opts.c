@@ -17,7 +17,7 @@
 #include <unistd.h>
 
 #define MAX_THREADS 1024
-#define MAX_OPTS 96
+#define MAX_OPTS    96
 
 static int check_only;
 void cli_set_check_only(int on) { check_only = on; }
@@ -53,7 +53,10 @@ static void choices_text(const char *ch, char *buf, size_t n)
     int bars = 0;
     for (size_t i = 0; i < len; i++) bars += ch[i] == '|';
     for (size_t i = 0; i < len && k + 6 < n; i++) {
-        if (ch[i] != '|') { buf[k++] = ch[i]; continue; }
+        if (ch[i] != '|') {
+            buf[k++] = ch[i];
+            continue;
+        }
         const char *sep = --bars ? ", " : " or ";
         for (const char *p = sep; *p && k + 1 < n; p++) buf[k++] = *p;
     }
@@ -79,14 +82,19 @@ static void range_text(const cli_opt *o, char *buf, size_t n)
 static void default_text(const cli_opt *o, char *buf, size_t n)
 {
     buf[0] = 0;
-    if (o->def) { snprintf(buf, n, "%s", o->def); return; }
+    if (o->def) {
+        snprintf(buf, n, "%s", o->def);
+        return;
+    }
     switch (o->type) {
     case OPT_INT: snprintf(buf, n, "%d", *(int *)o->ptr); break;
     case OPT_I64: snprintf(buf, n, "%lld", (long long)*(int64_t *)o->ptr); break;
     case OPT_U64: snprintf(buf, n, "%llu", (unsigned long long)*(uint64_t *)o->ptr); break;
     case OPT_FLOAT: snprintf(buf, n, "%g", (double)*(float *)o->ptr); break;
     case OPT_DOUBLE: snprintf(buf, n, "%g", *(double *)o->ptr); break;
-    case OPT_STR: if (*(const char **)o->ptr) snprintf(buf, n, "%s", *(const char **)o->ptr); break;
+    case OPT_STR:
+        if (*(const char **)o->ptr) snprintf(buf, n, "%s", *(const char **)o->ptr);
+        break;
     case OPT_FLAG: break;
     }
 }
@@ -102,8 +110,11 @@ static const char *type_hint(const cli_opt *o, char *buf, size_t n)
     }
     switch (o->type) {
     case OPT_FLAG: return "";
-    case OPT_INT: case OPT_I64: case OPT_U64: return " N";
-    case OPT_FLOAT: case OPT_DOUBLE: return " X";
+    case OPT_INT:
+    case OPT_I64:
+    case OPT_U64: return " N";
+    case OPT_FLOAT:
+    case OPT_DOUBLE: return " X";
     case OPT_STR:
         if (o->flags & (OPT_SPEC | OPT_SPECS)) return o->flags & OPT_SPECS ? " SPEC,..." : " SPEC";
         if (o->flags & (OPT_IN_FILE | OPT_OUT_FILE)) return " FILE";
@@ -115,10 +126,10 @@ static const char *type_hint(const cli_opt *o, char *buf, size_t n)
 
 /* the command's table with the shared options after it */
 typedef struct {
-    cli_opt  all[MAX_OPTS];
-    int      n;
+    cli_opt all[MAX_OPTS];
+    int n;
     const char *model;
-    int      threads, json;
+    int threads, json;
 } table;
 
 static void build_table(const cli_spec *sp, table *t)
@@ -128,15 +139,17 @@ static void build_table(const cli_spec *sp, table *t)
     t->threads = 0;
     t->json = 0;
     if (sp->model == CLI_MODEL_CKPT)
-        t->all[t->n++] = (cli_opt){OPT("model", OPT_STR, &t->model, "checkpoint (.safetensors); may also be given "
-                                       "as the first argument"), .flags = OPT_IN_FILE};
+        t->all[t->n++] = (cli_opt){OPT("model", OPT_STR, &t->model,
+                                       "checkpoint (.safetensors); may also be given "
+                                       "as the first argument"),
+                                   .flags = OPT_IN_FILE};
     else if (sp->model == CLI_MODEL_DESC)
-        t->all[t->n++] = (cli_opt){OPT("model", OPT_STR, &t->model, "model description file"),
-                                   .flags = OPT_IN_FILE | OPT_IF_GIVEN};
+        t->all[t->n++] =
+            (cli_opt){OPT("model", OPT_STR, &t->model, "model description file"), .flags = OPT_IN_FILE | OPT_IF_GIVEN};
     for (cli_opt *o = sp->opts; o && o->name && t->n < MAX_OPTS - 3; o++) t->all[t->n++] = *o;
     if (sp->threads)
-        t->all[t->n++] = (cli_opt){OPT("threads", OPT_INT, &t->threads, "threads (0: all cores)"),
-                                   RANGE(0, MAX_THREADS)};
+        t->all[t->n++] =
+            (cli_opt){OPT("threads", OPT_INT, &t->threads, "threads (0: all cores)"), RANGE(0, MAX_THREADS)};
     if (sp->json) t->all[t->n++] = (cli_opt){OPT("json", OPT_FLAG, &t->json, "print the results as JSON")};
     t->all[t->n] = (cli_opt)CLI_END;
 }
@@ -190,7 +203,8 @@ static int set_value(const char *cmd, cli_opt *o, const char *v)
     switch (o->type) {
     case OPT_FLAG: *(int *)o->ptr = 1; return 0;
     case OPT_STR: *(const char **)o->ptr = v; return 0;
-    case OPT_INT: case OPT_I64: {
+    case OPT_INT:
+    case OPT_I64: {
         long long iv = strtoll(v, &end, 10);
         if (errno || end == v || *end || (o->type == OPT_INT && (iv < INT_MIN || iv > INT_MAX))) break;
         x = (double)iv;
@@ -206,7 +220,8 @@ static int set_value(const char *cmd, cli_opt *o, const char *v)
         x = (double)uv;
         goto ranged;
     }
-    case OPT_FLOAT: case OPT_DOUBLE: {
+    case OPT_FLOAT:
+    case OPT_DOUBLE: {
         x = strtod(v, &end);
         if (errno || end == v || *end || !isfinite(x)) break;
         if (o->type == OPT_FLOAT && fabs(x) > FLT_MAX) break; /* would become infinite */
@@ -245,10 +260,13 @@ static int parse(const cli_spec *sp, table *t, cli_ctx *cx, int argc, char **arg
             size_t len = eq ? (size_t)(eq - name) : strlen(name);
             cli_opt *o = NULL;
             for (cli_opt *p = t->all; p->name; p++)
-                if (strlen(p->name) == len && !strncmp(p->name, name, len)) { o = p; break; }
+                if (strlen(p->name) == len && !strncmp(p->name, name, len)) {
+                    o = p;
+                    break;
+                }
             if (!o)
-                return cli_usage_error(cmd, "unknown option '%.*s' ('jem %s --help' lists them)", (int)(len + 2),
-                                       a, cmd);
+                return cli_usage_error(cmd, "unknown option '%.*s' ('jem %s --help' lists them)", (int)(len + 2), a,
+                                       cmd);
             const char *v;
             if (o->type == OPT_FLAG) {
                 if (eq) return cli_usage_error(cmd, "--%s takes no value", o->name);
@@ -473,11 +491,15 @@ int cli_begin(cli_ctx *cx, const cli_spec *sp, int argc, char **argv)
     if (check_values(sp, &t)) return 2;
     if (cx->model && sp->model == CLI_MODEL_CKPT && !looks_like_checkpoint(cx->model))
         return cli_usage_error(sp->name, "--model %s: not a checkpoint (a .safetensors file written by jem train)%s",
-                               cx->model, jem_arch_load(cx->model, &(jem_arch){0}) == JEM_OK
-                                              ? "; it is a model description: train it with jem train --model" : "");
+                               cx->model,
+                               jem_arch_load(cx->model, &(jem_arch){0}) == JEM_OK
+                                   ? "; it is a model description: train it with jem train --model"
+                                   : "");
     if (cx->model && sp->model == CLI_MODEL_DESC && looks_like_checkpoint(cx->model))
-        return cli_usage_error(sp->name, "--model %s: is a checkpoint; %s --model takes a model description "
-                               "(a text file such as models/wrn-fmnist.model)%s", cx->model, sp->name,
+        return cli_usage_error(sp->name,
+                               "--model %s: is a checkpoint; %s --model takes a model description "
+                               "(a text file such as models/wrn-fmnist.model)%s",
+                               cx->model, sp->name,
                                !strcmp(sp->name, "train")
                                    ? ": use --resume to continue its training or --init-from to start from its weights"
                                    : "");
@@ -539,24 +561,28 @@ jem_status cli_check_labels(const cli_ctx *cx, const char *opt, const jem_datase
     int labelled = 0;
     for (int i = 0; i < ds->n; i++) {
         const int y = ds->y[i];
-        if (y >= 0 && y < K) { labelled++; continue; }
+        if (y >= 0 && y < K) {
+            labelled++;
+            continue;
+        }
         if (y < 0 && need_all)
-            return jem_fail(JEM_ERR_ARG, "--%s %s: image %d has no label; jem %s needs labelled data "
-                            "(noise: and interp: sets have none)", opt, ds->name, i, cx->cmd);
+            return jem_fail(JEM_ERR_ARG,
+                            "--%s %s: image %d has no label; jem %s needs labelled data "
+                            "(noise: and interp: sets have none)",
+                            opt, ds->name, i, cx->cmd);
         if (y >= K)
-            return jem_fail(JEM_ERR_ARG, "--%s %s: image %d has label %d, but the model has %d classes (0 to %d)",
-                            opt, ds->name, i, y, K, K - 1);
+            return jem_fail(JEM_ERR_ARG, "--%s %s: image %d has label %d, but the model has %d classes (0 to %d)", opt,
+                            ds->name, i, y, K, K - 1);
     }
     if (!labelled)
-        return jem_fail(JEM_ERR_ARG, "--%s %s: no image has a label; jem %s needs labelled data (noise: and "
-                        "interp: sets have none)", opt, ds->name, cx->cmd);
+        return jem_fail(JEM_ERR_ARG,
+                        "--%s %s: no image has a label; jem %s needs labelled data (noise: and "
+                        "interp: sets have none)",
+                        opt, ds->name, cx->cmd);
     return JEM_OK;
 }
 
-int cli_spec_unlabelled(const char *spec)
-{
-    return !strncmp(spec, "noise:", 6) || !strncmp(spec, "interp:", 7);
-}
+int cli_spec_unlabelled(const char *spec) { return !strncmp(spec, "noise:", 6) || !strncmp(spec, "interp:", 7); }
 
 const char *cli_class_name(const cli_ctx *cx, int k, char *buf, size_t n)
 {
@@ -580,8 +606,14 @@ void cli_data_dirs(void)
     const char *fm = getenv("JEM_FMNIST_DIR");
     jem_data_set_dir("fmnist", fm && *fm ? fm : "/usr/share/datasets/fashion-mnist");
     const char *mn = getenv("JEM_MNIST_DIR"), *rel = "../shared/data/mnist";
-    if (mn && *mn) { jem_data_set_dir("mnist", mn); return; }
-    if (has_idx(rel, "t10k") || has_idx(rel, "train")) { jem_data_set_dir("mnist", rel); return; }
+    if (mn && *mn) {
+        jem_data_set_dir("mnist", mn);
+        return;
+    }
+    if (has_idx(rel, "t10k") || has_idx(rel, "train")) {
+        jem_data_set_dir("mnist", rel);
+        return;
+    }
     /* beside the project root: up from the executable's folder (build/jem,
      * build/tests/...) */
     char exe[PATH_MAX], dir[PATH_MAX + 32];
@@ -593,7 +625,10 @@ void cli_data_dirs(void)
             if (!slash || slash == exe) break;
             *slash = 0;
             snprintf(dir, sizeof dir, "%s/%s", exe, rel);
-            if (has_idx(dir, "t10k") || has_idx(dir, "train")) { jem_data_set_dir("mnist", dir); return; }
+            if (has_idx(dir, "t10k") || has_idx(dir, "train")) {
+                jem_data_set_dir("mnist", dir);
+                return;
+            }
         }
     }
     /* not found: opening mnist: names the files looked for here */
@@ -611,7 +646,10 @@ static double now_s(void)
 
 void cli_fmt_time(double s, char *buf, size_t n)
 {
-    if (s < 0) { snprintf(buf, n, "?"); return; }
+    if (s < 0) {
+        snprintf(buf, n, "?");
+        return;
+    }
     long t = (long)(s + 0.5);
     if (t >= 3600) snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
     else snprintf(buf, n, "%ld:%02ld", t / 60, t % 60);
@@ -620,7 +658,10 @@ void cli_fmt_time(double s, char *buf, size_t n)
 void cli_bar_text(char *buf, size_t n, double frac)
 {
     const int w = 20;
-    if (frac < 0 || n < (size_t)w + 4) { buf[0] = 0; return; }
+    if (frac < 0 || n < (size_t)w + 4) {
+        buf[0] = 0;
+        return;
+    }
     int f = (int)(w * frac);
     if (f > w) f = w;
     buf[0] = '[';

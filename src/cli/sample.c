@@ -49,14 +49,16 @@ static int check(cli_ctx *cx, void *ud)
             ok = end != a->inpaint + 7 && !*end && a->mask_p > 0 && a->mask_p < 1;
         }
         if (!ok)
-            return cli_usage_error("sample", "--inpaint '%s': want top, bottom, left, right, center or random:P "
-                                   "with 0 < P < 1", a->inpaint);
+            return cli_usage_error("sample",
+                                   "--inpaint '%s': want top, bottom, left, right, center or random:P "
+                                   "with 0 < P < 1",
+                                   a->inpaint);
     }
     if (a->inpaint && a->denoise > 0) return cli_usage_error("sample", "--inpaint and --denoise exclude each other");
     const int restore = a->inpaint || a->denoise > 0;
     if (restore && cli_given(sp, "from"))
         return cli_usage_error("sample", "--from does not apply to --inpaint and --denoise (the chains start from "
-                               "the --data images)");
+                                         "the --data images)");
     if (restore && (a->conditional || a->cls >= 0))
         return cli_usage_error("sample", "--conditional and --class do not apply to --inpaint and --denoise");
     if (a->conditional && a->cls >= 0) return cli_usage_error("sample", "--conditional and --class exclude each other");
@@ -72,7 +74,7 @@ static int check(cli_ctx *cx, void *ud)
 /* progress over the chunks of chains and the steps of each */
 typedef struct {
     cli_bar *bar;
-    int64_t  base, steps;
+    int64_t base, steps;
 } chain_prog;
 
 static void on_step(void *ud, int done, int total)
@@ -103,7 +105,10 @@ static int run(cli_ctx *cx, sample_args *a)
     jem_status s = JEM_OK;
     jem_rng rng;
     jem_rng_seed(&rng, a->seed, 0x73616d70);
-    if (!x || !y) { s = jem_fail(JEM_ERR_NOMEM, "out of memory for %d chains", total); goto fail; }
+    if (!x || !y) {
+        s = jem_fail(JEM_ERR_NOMEM, "out of memory for %d chains", total);
+        goto fail;
+    }
     for (int i = 0; i < total; i++) y[i] = rows_of_classes ? i / n : (cls >= 0 ? cls : -1);
     if (restore || !strcmp(a->from, "informative")) {
         s = cli_open_data(cx, "data", a->data, &ds);
@@ -114,7 +119,10 @@ static int run(cli_ctx *cx, sample_args *a)
         if (total > ds.n) total = ds.n;
         orig = malloc(sizeof(float) * D * total);
         mask = malloc(sizeof(float) * D * total);
-        if (!orig || !mask) { s = jem_fail(JEM_ERR_NOMEM, "out of memory"); goto fail; }
+        if (!orig || !mask) {
+            s = jem_fail(JEM_ERR_NOMEM, "out of memory");
+            goto fail;
+        }
         memcpy(orig, ds.x, sizeof(float) * D * total);
         memcpy(x, orig, sizeof(float) * D * total);
         for (int i = 0; i < total; i++) {
@@ -145,15 +153,16 @@ static int run(cli_ctx *cx, sample_args *a)
         const float *bx = jem_st_get(cx->st, "_buffer.x", &dt, &nd, shp);
         const int32_t *by = jem_st_get(cx->st, "_buffer.y", &dty, &ndy, shpy);
         if (!bx && !by) {
-            rc = cli_usage_error("sample", "--from buffer: %s holds no replay buffer (a weights-only file, e.g. an "
+            rc = cli_usage_error("sample",
+                                 "--from buffer: %s holds no replay buffer (a weights-only file, e.g. an "
                                  "exported model, or a softmax run); --from accepts noise, informative or buffer",
                                  cx->model);
             goto done;
         }
         if (!bx || dt != JEM_DT_F32 || nd != 4 || shp[1] != C || shp[2] != H || shp[3] != W || shp[0] < 1 || !by ||
             dty != JEM_DT_I32 || ndy != 1 || shpy[0] != shp[0]) {
-            s = jem_fail(JEM_ERR_FORMAT, "%s: no replay buffer of %dx%dx%d images in this checkpoint", cx->model, C,
-                         H, W);
+            s = jem_fail(JEM_ERR_FORMAT, "%s: no replay buffer of %dx%dx%d images in this checkpoint", cx->model, C, H,
+                         W);
             goto fail;
         }
         int nb = (int)shp[0];
@@ -169,7 +178,10 @@ static int run(cli_ctx *cx, sample_args *a)
     }
     if (restore) {
         corrupted = malloc(sizeof(float) * D * total);
-        if (!corrupted) { s = jem_fail(JEM_ERR_NOMEM, "out of memory"); goto fail; }
+        if (!corrupted) {
+            s = jem_fail(JEM_ERR_NOMEM, "out of memory");
+            goto fail;
+        }
         memcpy(corrupted, x, sizeof(float) * D * total);
     }
     jem_sgld_stats st;
@@ -189,16 +201,25 @@ static int run(cli_ctx *cx, sample_args *a)
         s = jem_sgld_run(jem_net_energy, cx->net, x + D * i, b, (int)D, any_y ? y + i : NULL,
                          mask ? mask + D * i : NULL, &sc, a->seed, (uint64_t)i, &st);
         if (s) break;
-        gn += st.grad_norm * b; acc += st.accept * b; lp0 += st.logp_start * b; lp1 += st.logp_end * b;
+        gn += st.grad_norm * b;
+        acc += st.accept * b;
+        lp0 += st.logp_start * b;
+        lp1 += st.logp_end * b;
     }
     cli_bar_end(&bar);
     if (s) goto fail;
-    gn /= total; acc /= total; lp0 /= total; lp1 /= total;
+    gn /= total;
+    acc /= total;
+    lp0 /= total;
+    lp1 /= total;
     if (restore) {
         /* rows of three: original, corrupted, recovered */
         int m = total < 16 ? total : 16;
         grid = malloc(sizeof(float) * D * m * 3);
-        if (!grid) { s = jem_fail(JEM_ERR_NOMEM, "out of memory"); goto fail; }
+        if (!grid) {
+            s = jem_fail(JEM_ERR_NOMEM, "out of memory");
+            goto fail;
+        }
         for (int i = 0; i < m; i++) {
             memcpy(grid + D * (0 * m + i), orig + D * i, sizeof(float) * D);
             memcpy(grid + D * (1 * m + i), corrupted + D * i, sizeof(float) * D);
@@ -218,7 +239,7 @@ static int run(cli_ctx *cx, sample_args *a)
         const int cols = rows_of_classes ? n : (int)ceil(sqrt((double)total));
         const int rows = (total + cols - 1) / cols;
         const char **labels = calloc((size_t)rows, sizeof *labels);
-        char (*num)[16] = malloc(sizeof *num * (size_t)rows);
+        char(*num)[16] = malloc(sizeof *num * (size_t)rows);
         jem_image im = {0};
         s = labels && num ? JEM_OK : jem_fail(JEM_ERR_NOMEM, "out of memory");
         for (int r = 0; !s && r < rows; r++) labels[r] = cli_class_name(cx, y[r * cols], num[r], sizeof num[r]);
@@ -266,8 +287,8 @@ static int run(cli_ctx *cx, sample_args *a)
         printf("%s\n", jem_jw_cstr(&w));
         jem_jw_free(&w);
     } else {
-        printf("wrote %s: %d chains x %d steps (%s), log p~(x) %.3f -> %.3f, grad norm %.3g%s", a->out, total,
-               sc.steps, sc.mala ? "MALA" : "SGLD", lp0, lp1, gn, sc.mala ? "" : "\n");
+        printf("wrote %s: %d chains x %d steps (%s), log p~(x) %.3f -> %.3f, grad norm %.3g%s", a->out, total, sc.steps,
+               sc.mala ? "MALA" : "SGLD", lp0, lp1, gn, sc.mala ? "" : "\n");
         if (sc.mala) printf(", acceptance %.3f\n", acc);
         if (rows_of_classes || cls >= 0) {
             char nb[16];
@@ -281,7 +302,12 @@ static int run(cli_ctx *cx, sample_args *a)
 fail:
     rc = cli_fail("sample", s);
 done:
-    free(x); free(y); free(mask); free(orig); free(grid); free(corrupted);
+    free(x);
+    free(y);
+    free(mask);
+    free(orig);
+    free(grid);
+    free(corrupted);
     jem_buffer_free(&buf);
     jem_dataset_free(&ds);
     return rc;
@@ -297,8 +323,10 @@ int cmd_sample(int argc, char **argv)
         {OPT("n", OPT_INT, &a.n, "number of chains (conditional: per class)"), RANGE(1, 100000)},
         {OPT("conditional", OPT_FLAG, &a.conditional, "one row per class, chains on E(x, y), rows labelled")},
         {OPT("class", OPT_INT, &a.cls, "sample one class only (-1: none)"), RANGE(-1, 1 << 20)},
-        {OPT("from", OPT_STR, &a.from, "chain start: noise, informative (per-class Gaussian of --data), buffer "
-                                       "(the checkpoint's replay buffer)"), .choices = "noise|informative|buffer"},
+        {OPT("from", OPT_STR, &a.from,
+             "chain start: noise, informative (per-class Gaussian of --data), buffer "
+             "(the checkpoint's replay buffer)"),
+         .choices = "noise|informative|buffer"},
         {OPT("data", OPT_STR, &a.data, "data for --from informative, --inpaint and --denoise"), .flags = OPT_SPEC},
         {OPT("steps", OPT_INT, &a.sc.steps, "chain length"), RANGE(0, 1000000)},
         {OPT("step-size", OPT_FLOAT, &a.sc.step_size, "SGLD step size (alpha)"), ABOVE(0, 1e6)},
@@ -309,12 +337,17 @@ int cmd_sample(int argc, char **argv)
         {OPT("inpaint", OPT_STR, &a.inpaint, "inpaint real images: mask top|bottom|left|right|center|random:P")},
         {OPT("denoise", OPT_FLOAT, &a.denoise, "denoise real images corrupted with this Gaussian sigma (0: off)"),
          RANGE(0, 100)},
-        {OPT("raw", OPT_STR, &a.raw, "also write the samples as safetensors (images, labels)"),
-         .flags = OPT_OUT_FILE},
+        {OPT("raw", OPT_STR, &a.raw, "also write the samples as safetensors (images, labels)"), .flags = OPT_OUT_FILE},
         {OPT("seed", OPT_U64, &a.seed, "random seed")},
         CLI_END};
-    const cli_spec sp = {.name = "sample", .usage = "--model CKPT [--out grid.png] [options]", .opts = opts,
-                         .model = CLI_MODEL_CKPT, .json = 1, .threads = 1, .check = check, .ud = &a};
+    const cli_spec sp = {.name = "sample",
+                         .usage = "--model CKPT [--out grid.png] [options]",
+                         .opts = opts,
+                         .model = CLI_MODEL_CKPT,
+                         .json = 1,
+                         .threads = 1,
+                         .check = check,
+                         .ud = &a};
     cli_ctx cx;
     int r = cli_begin(&cx, &sp, argc, argv);
     if (r >= 0) return r;

@@ -11,9 +11,15 @@
 #include <unistd.h>
 
 static volatile int stop_flag;
-static void on_signal(int sig) { (void)sig; stop_flag = 1; }
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_flag = 1;
+}
 
-typedef struct { int tty; } prog_ctx;
+typedef struct {
+    int tty;
+} prog_ctx;
 
 static void progress(void *ud, const jem_progress *p)
 {
@@ -59,9 +65,9 @@ static int parse_milestones(const char *s, jem_sched *sc)
 
 typedef struct {
     jem_train_cfg c;
-    const char   *mode, *opt, *init, *milestones, *data, *test, *out, *resume, *init_from, *log, *samples;
-    int           val, flip, crop, full_cov, mala, clamp, nesterov, force;
-    char          outbuf[256];
+    const char *mode, *opt, *init, *milestones, *data, *test, *out, *resume, *init_from, *log, *samples;
+    int val, flip, crop, full_cov, mala, clamp, nesterov, force;
+    char outbuf[256];
 } train_args;
 
 static int same_file(const char *a, const char *b)
@@ -81,8 +87,10 @@ static int check(cli_ctx *cx, void *ud)
             if ((o->flags & OPT_JEM) && o->seen)
                 return cli_usage_error("train", "--%s applies to --mode jem only", o->name);
     if (parse_milestones(t->milestones, &t->c.sched))
-        return cli_usage_error("train", "--milestones '%s': want up to 16 increasing iterations >= 1, "
-                               "e.g. 2000,4000", t->milestones);
+        return cli_usage_error("train",
+                               "--milestones '%s': want up to 16 increasing iterations >= 1, "
+                               "e.g. 2000,4000",
+                               t->milestones);
     if (!t->c.epochs && !(t->c.minutes > 0) && !t->c.iters)
         return cli_usage_error("train", "no budget: give --epochs, --minutes or --iters");
     if (t->test && cli_spec_unlabelled(t->test))
@@ -92,7 +100,7 @@ static int check(cli_ctx *cx, void *ud)
                                t->data);
     if (t->resume && t->init_from)
         return cli_usage_error("train", "--resume and --init-from exclude each other (--resume continues a run, "
-                               "--init-from starts a new one from a checkpoint's weights)");
+                                        "--init-from starts a new one from a checkpoint's weights)");
     if (!t->resume && !t->init_from && !cx->model_given && access(cx->model, R_OK) != 0)
         return cli_usage_error("train", "--model %s (the default): %s; give --model FILE, a model description",
                                cx->model, strerror(errno));
@@ -128,9 +136,10 @@ static int check(cli_ctx *cx, void *ud)
         snprintf(m, sizeof m, "%s", mode ? mode : "");
         jem_st_free(st);
         if (!has_state)
-            return cli_usage_error("train", "--resume %s: weights-only file (no training state, e.g. an exported "
-                                   "model): cannot resume; --init-from %s trains from its weights", t->resume,
-                                   t->resume);
+            return cli_usage_error("train",
+                                   "--resume %s: weights-only file (no training state, e.g. an exported "
+                                   "model): cannot resume; --init-from %s trains from its weights",
+                                   t->resume, t->resume);
         if (m[0] && strcmp(m, t->mode))
             return cli_usage_error("train", "--resume %s: the run was trained with --mode %s, not %s", t->resume, m,
                                    t->mode);
@@ -153,8 +162,10 @@ static int check(cli_ctx *cx, void *ud)
         jem_arch_format(&given, a, sizeof a);
         jem_arch_format(&held, b, sizeof b);
         if (strcmp(a, b))
-            return cli_usage_error("train", "--model %s describes another model than the one %s holds (the checkpoint "
-                                   "brings its model: --model can be left out)", cx->model, from);
+            return cli_usage_error("train",
+                                   "--model %s describes another model than the one %s holds (the checkpoint "
+                                   "brings its model: --model can be left out)",
+                                   cx->model, from);
     }
     return 0;
 }
@@ -232,13 +243,21 @@ static int run(cli_ctx *cx, train_args *t, int argc, char **argv)
     if (!s && t->val >= all.n)
         s = jem_fail(JEM_ERR_ARG, "--val %d: the data set %s has only %d images", t->val, all.name, all.n);
     if (!s && c->batch > all.n - t->val)
-        s = jem_fail(JEM_ERR_ARG, "--batch %d: larger than the %d training images of %s", c->batch,
-                     all.n - t->val, all.name);
-    if (s) { jem_dataset_free(&all); rc = cli_fail("train", s); goto done; }
+        s = jem_fail(JEM_ERR_ARG, "--batch %d: larger than the %d training images of %s", c->batch, all.n - t->val,
+                     all.name);
+    if (s) {
+        jem_dataset_free(&all);
+        rc = cli_fail("train", s);
+        goto done;
+    }
     classes = classes_json(&all);
     if (t->val > 0) {
         s = jem_dataset_split(&all, t->val, c->seed, &tr, &va);
-        if (s) { jem_dataset_free(&all); rc = cli_fail("train", s); goto done; }
+        if (s) {
+            jem_dataset_free(&all);
+            rc = cli_fail("train", s);
+            goto done;
+        }
     } else {
         tr = all;
     }
@@ -262,8 +281,7 @@ static int run(cli_ctx *cx, train_args *t, int argc, char **argv)
         char rk[64] = "";
         if (ranks > 1) snprintf(rk, sizeof rk, ", %d ranks (global batch %d)", ranks, c->batch * ranks);
         fprintf(stderr, "jem train: %s on %s (%d images, %d held out), model %s (%zu parameters), %d threads%s\n",
-                is_jem ? "JEM" : "softmax", tr.name, tr.n, va.n, a->name, jem_net_nparams(net), jem_get_threads(),
-                rk);
+                is_jem ? "JEM" : "softmax", tr.name, tr.n, va.n, a->name, jem_net_nparams(net), jem_get_threads(), rk);
         if (t->resume) {
             jem_st *st = NULL;
             if (jem_st_open(t->resume, &st) == JEM_OK) {
@@ -278,10 +296,11 @@ static int run(cli_ctx *cx, train_args *t, int argc, char **argv)
         if (is_jem && c->init == JEM_INIT_INFORMATIVE && !t->resume) {
             const int D = a->in_c * a->in_h * a->in_w;
             if (c->full_cov)
-                fprintf(stderr, "jem train: fitting the informative init: %d class means and full %dx%d covariances "
-                        "(their Cholesky factors), once before the first iteration\n", a->n_classes, D, D);
-            else
-                fprintf(stderr, "jem train: fitting the informative init: per-class means and variances\n");
+                fprintf(stderr,
+                        "jem train: fitting the informative init: %d class means and full %dx%d covariances "
+                        "(their Cholesky factors), once before the first iteration\n",
+                        a->n_classes, D, D);
+            else fprintf(stderr, "jem train: fitting the informative init: per-class means and variances\n");
         }
     }
     const double comm0 = jem_dist_comm_seconds();
@@ -311,7 +330,10 @@ static int run(cli_ctx *cx, train_args *t, int argc, char **argv)
         jem_jw_obj_begin(&w);
         jem_jw_kstr(&w, "checkpoint", t->out);
         if (vacc >= 0) jem_jw_kdouble(&w, "val_acc", vacc);
-        if (ranks > 1) { jem_jw_kint(&w, "ranks", ranks); jem_jw_kdouble(&w, "comm_seconds", comm); }
+        if (ranks > 1) {
+            jem_jw_kint(&w, "ranks", ranks);
+            jem_jw_kdouble(&w, "comm_seconds", comm);
+        }
         if (t->test) {
             jem_jw_kstr(&w, "test", t->test);
             jem_jw_kdouble(&w, "test_acc", tacc);
@@ -392,27 +414,27 @@ int cmd_train(int argc, char **argv)
         {OPT("w-xy", OPT_FLOAT, &c->w_xy, "weight of the class-conditional p(x|y) term"), RANGE(0, 1e6),
          .flags = OPT_JEM},
         {OPT("l2", OPT_FLOAT, &c->l2, "energy penalty E(data)^2 + E(sample)^2"), RANGE(0, 1e6), .flags = OPT_JEM},
-        {OPT("gen-warmup", OPT_INT, &c->gen_warmup, "ramp the generative terms in linearly over this many "
-                                                   "iterations"), ATLEAST(0), .flags = OPT_JEM},
+        {OPT("gen-warmup", OPT_INT, &c->gen_warmup,
+             "ramp the generative terms in linearly over this many "
+             "iterations"),
+         ATLEAST(0), .flags = OPT_JEM},
         {OPT("sgld-steps", OPT_INT, &c->sgld.steps, "SGLD steps per iteration (K)"), RANGE(1, 100000),
          .flags = OPT_JEM},
         {OPT("sgld-step", OPT_FLOAT, &c->sgld.step_size, "SGLD step size (alpha)"), ABOVE(0, 1e6), .flags = OPT_JEM},
         {OPT("sgld-noise", OPT_FLOAT, &c->sgld.noise, "SGLD noise (sigma)"), RANGE(0, 100), .flags = OPT_JEM},
         {OPT("sgld-clamp", OPT_FLAG, &t.clamp, "clamp chains to [-1, 1] after each step"), .flags = OPT_JEM},
-        {OPT("sgld-max-step", OPT_FLOAT, &c->sgld.max_step, "clip each pixel's drift to this (0: off)"),
-         RANGE(0, 100), .flags = OPT_JEM},
-        {OPT("mala", OPT_FLAG, &t.mala, "Metropolis-adjusted chains (MALA) instead of SGLD"), .flags = OPT_JEM},
-        {OPT("buffer", OPT_INT, &c->buffer_size, "replay buffer size (images)"), RANGE(1, 10000000),
+        {OPT("sgld-max-step", OPT_FLOAT, &c->sgld.max_step, "clip each pixel's drift to this (0: off)"), RANGE(0, 100),
          .flags = OPT_JEM},
-        {OPT("reinit", OPT_FLOAT, &c->reinit, "probability a chain restarts from the init distribution"),
-         RANGE(0, 1), .flags = OPT_JEM},
+        {OPT("mala", OPT_FLAG, &t.mala, "Metropolis-adjusted chains (MALA) instead of SGLD"), .flags = OPT_JEM},
+        {OPT("buffer", OPT_INT, &c->buffer_size, "replay buffer size (images)"), RANGE(1, 10000000), .flags = OPT_JEM},
+        {OPT("reinit", OPT_FLOAT, &c->reinit, "probability a chain restarts from the init distribution"), RANGE(0, 1),
+         .flags = OPT_JEM},
         {OPT("init", OPT_STR, &t.init, "chain init (informative: per-class Gaussian, JEM++)"),
          .choices = "uniform|informative", .flags = OPT_JEM},
         {OPT("full-cov", OPT_FLAG, &t.full_cov, "informative init with full covariance"), .flags = OPT_JEM},
         {OPT("n-samples", OPT_INT, &c->n_samples, "chains per iteration (0: the batch size)"), RANGE(0, 1 << 20),
          .flags = OPT_JEM},
-        {OPT("div-threshold", OPT_FLOAT, &c->div_threshold, "|loss| or |energy| above this is divergence"),
-         POSITIVE},
+        {OPT("div-threshold", OPT_FLOAT, &c->div_threshold, "|loss| or |energy| above this is divergence"), POSITIVE},
         {OPT("max-retries", OPT_INT, &c->max_retries, "rollbacks before giving up"), RANGE(0, 1000)},
         {OPT("retry-lr", OPT_FLOAT, &c->retry_lr_factor, "lr multiplier after each rollback"), ABOVE(0, 1)},
         {OPT("labels-per-class", OPT_INT, &c->labels_per_class, "semi-supervised: labels kept per class (0: all)"),
@@ -429,9 +451,15 @@ int cmd_train(int argc, char **argv)
         {OPT("inject-blowup", OPT_INT, &c->inject_blowup_at, "testing: multiply the lr by 1e6 at this iteration"),
          ATLEAST(0), .flags = OPT_HIDDEN},
         CLI_END};
-    const cli_spec sp = {.name = "train", .usage = "[--mode softmax|jem] [options]", .opts = opts,
-                         .model = CLI_MODEL_DESC, .model_default = "models/wrn-fmnist.model", .json = 1,
-                         .threads = 1, .check = check, .ud = &t,
+    const cli_spec sp = {.name = "train",
+                         .usage = "[--mode softmax|jem] [options]",
+                         .opts = opts,
+                         .model = CLI_MODEL_DESC,
+                         .model_default = "models/wrn-fmnist.model",
+                         .json = 1,
+                         .threads = 1,
+                         .check = check,
+                         .ud = &t,
                          .note = t.c.mode == JEM_MODE_JEM ? "(the defaults shown are --mode jem's)"
                                                           : "(the defaults shown are --mode softmax's; "
                                                             "jem train --mode jem --help shows JEM's)",

@@ -56,7 +56,10 @@ double jem_bench_sgemm(int n, int reps, jem_rng *rng)
         }
         g = 2.0 * n * n * n / median(t, reps) / 1e9;
     }
-    free(A); free(B); free(C); free(t);
+    free(A);
+    free(B);
+    free(C);
+    free(t);
     return g;
 }
 
@@ -81,23 +84,29 @@ jem_status jem_bench_convs(const jem_arch *a, int reps, jem_rng *rng, jem_conv_t
             shapes[nconv] = (jem_conv_shape){BATCH, C, H, W, OC, 1, 1, st, 0};
             snprintf(names[nconv++], 16, "b%d.sc", i + 1);
         }
-        C = OC; H = (H - 1) / st + 1; W = (W - 1) / st + 1;
+        C = OC;
+        H = (H - 1) / st + 1;
+        W = (W - 1) / st + 1;
     }
     double *t = malloc(sizeof(double) * reps);
     if (!t) return jem_fail(JEM_ERR_NOMEM, "bench: out of memory");
     jem_status s = JEM_OK;
     for (int l = 0; l < nconv && l < max && !s; l++) {
         jem_conv_shape *sh = &shapes[l];
-        int OH = jem_conv_out(sh->H, sh->KH, sh->stride, sh->pad), OW = jem_conv_out(sh->W, sh->KW, sh->stride, sh->pad);
+        int OH = jem_conv_out(sh->H, sh->KH, sh->stride, sh->pad),
+            OW = jem_conv_out(sh->W, sh->KW, sh->stride, sh->pad);
         size_t nin = (size_t)sh->B * sh->IC * sh->H * sh->W, nout = (size_t)sh->B * sh->OC * OH * OW;
         size_t nw = (size_t)sh->OC * sh->IC * sh->KH * sh->KW;
         float *in = malloc(sizeof(float) * nin), *o = malloc(sizeof(float) * nout), *wt = malloc(sizeof(float) * nw);
-        float *din = malloc(sizeof(float) * nin), *dw = malloc(sizeof(float) * nw), *bias = calloc(sh->OC, sizeof(float));
+        float *din = malloc(sizeof(float) * nin), *dw = malloc(sizeof(float) * nw),
+              *bias = calloc(sh->OC, sizeof(float));
         float *ws = malloc(sizeof(float) * jem_conv2d_ws(sh) * omp_get_max_threads());
         if (!in || !o || !wt || !din || !dw || !bias || !ws) {
             s = jem_fail(JEM_ERR_NOMEM, "bench: out of memory for layer %s", names[l]);
         } else {
-            fill(in, nin, rng); fill(wt, nw, rng); fill(o, nout, rng);
+            fill(in, nin, rng);
+            fill(wt, nw, rng);
+            fill(o, nout, rng);
             double lf = 2.0 * sh->B * (double)sh->OC * OH * OW * sh->IC * sh->KH * sh->KW;
             jem_conv_time *r = &out[(*n)++];
             memset(r, 0, sizeof *r);
@@ -120,7 +129,13 @@ jem_status jem_bench_convs(const jem_arch *a, int reps, jem_rng *rng, jem_conv_t
                      sh->stride);
             r->mflop = lf / 1e6;
         }
-        free(in); free(o); free(wt); free(din); free(dw); free(bias); free(ws);
+        free(in);
+        free(o);
+        free(wt);
+        free(din);
+        free(dw);
+        free(bias);
+        free(ws);
     }
     free(t);
     return s;
@@ -148,12 +163,16 @@ jem_status jem_bench_blocks(const jem_arch *a, int reps, jem_rng *rng, jem_conv_
         const int OC = a->width[i], st = a->stride[i];
         const jem_conv_shape s1 = {BATCH, C, H, W, OC, 3, 3, 1, 1}, s2 = {BATCH, OC, H, W, OC, 3, 3, st, 1};
         const jem_conv_shape ssc = {BATCH, C, H, W, OC, 1, 1, st, 0};
-        bp[i] = jem_conv_plan_block(&s1, &s2, st != 1 || C != OC ? &ssc : NULL, a->act, a->slope,
-                                    jem_conv_settings_get());
+        bp[i] =
+            jem_conv_plan_block(&s1, &s2, st != 1 || C != OC ? &ssc : NULL, a->act, a->slope, jem_conv_settings_get());
         fus[i] = bp[i].fused;
-        C = OC; H = (H - 1) / st + 1; W = (W - 1) / st + 1;
+        C = OC;
+        H = (H - 1) / st + 1;
+        W = (W - 1) / st + 1;
     }
-    C = a->stem; H = a->in_h; W = a->in_w;
+    C = a->stem;
+    H = a->in_h;
+    W = a->in_w;
     jem_status s = JEM_OK;
     for (int i = 0; i < a->n_blocks && *n < max && !s; i++) {
         const int OC = a->width[i], st = a->stride[i], OH = (H - 1) / st + 1, OW = (W - 1) / st + 1;
@@ -184,12 +203,24 @@ jem_status jem_bench_blocks(const jem_arch *a, int reps, jem_rng *rng, jem_conv_
             if (!a1 || !da1 || !h1 || !o || !dout || !act || !w || !ws) {
                 s = jem_fail(JEM_ERR_NOMEM, "bench: out of memory for block %d", i + 1);
             } else {
-                fill(a1, nin, rng); fill(dout, nout, rng); fill(w, 2 * (nw1 + nw2 + 2 * OC) + nsc, rng);
+                fill(a1, nin, rng);
+                fill(dout, nout, rng);
+                fill(w, 2 * (nw1 + nw2 + 2 * OC) + nsc, rng);
                 memset(o, 0, sizeof(float) * nout);
                 float *g = w + nw1 + nw2 + 2 * OC;
-                d.w1 = w; d.b1 = w + nw1; d.w2 = w + nw1 + OC; d.b2 = w + nw1 + OC + nw2;
-                d.wc1f = &wc[0]; d.wc2f = &wc[1]; d.wc1b = &wc[2]; d.wc2b = &wc[3]; d.wcsc = &wc[4];
-                if (sc) { d.wsc = w + 2 * (nw1 + nw2 + 2 * OC); d.bsc = d.wsc + (size_t)OC * C; }
+                d.w1 = w;
+                d.b1 = w + nw1;
+                d.w2 = w + nw1 + OC;
+                d.b2 = w + nw1 + OC + nw2;
+                d.wc1f = &wc[0];
+                d.wc2f = &wc[1];
+                d.wc1b = &wc[2];
+                d.wc2b = &wc[3];
+                d.wcsc = &wc[4];
+                if (sc) {
+                    d.wsc = w + 2 * (nw1 + nw2 + 2 * OC);
+                    d.bsc = d.wsc + (size_t)OC * C;
+                }
                 /* the forward pass includes the shortcut; the gradients do not */
                 const double lc = 2.0 * BATCH * ((double)OC * H * W * C * 9 + (double)OC * OH * OW * OC * 9);
                 const double lf = lc + (sc ? 2.0 * BATCH * OC * OH * OW * C : 0.0);
@@ -230,9 +261,18 @@ jem_status jem_bench_blocks(const jem_arch *a, int reps, jem_rng *rng, jem_conv_
                 }
             }
             for (int k = 0; k < 5; k++) jem_wcache_free(wc[k]);
-            free(a1); free(da1); free(h1); free(o); free(dout); free(act); free(w); free(ws);
+            free(a1);
+            free(da1);
+            free(h1);
+            free(o);
+            free(dout);
+            free(act);
+            free(w);
+            free(ws);
         }
-        C = OC; H = OH; W = OW;
+        C = OC;
+        H = OH;
+        W = OW;
     }
     free(t);
     return s;

@@ -8,9 +8,9 @@
 #include "fuzz.h"
 #include "cli/cli.h"
 
-static int (*const fuzz_cmds[])(int, char **) = {cmd_train, cmd_eval, cmd_ood, cmd_score, cmd_attack,
+static int (*const fuzz_cmds[])(int, char **) = {cmd_train,  cmd_eval, cmd_ood,    cmd_score, cmd_attack,
                                                  cmd_sample, cmd_info, cmd_export, cmd_bench, cmd_report};
-static const char *const fuzz_cmd_names[] = {"train", "eval", "ood", "score", "attack",
+static const char *const fuzz_cmd_names[] = {"train",  "eval", "ood",    "score", "attack",
                                              "sample", "info", "export", "bench", "report"};
 #define FUZZ_NCMDS ((int)(sizeof fuzz_cmds / sizeof *fuzz_cmds))
 
@@ -20,7 +20,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static int dirs;
     if (size < 1 || size > 4096) return 0;
     fuzz_tmpdir();
-    if (!dirs) { cli_data_dirs(); dirs = 1; }
+    if (!dirs) {
+        cli_data_dirs();
+        dirs = 1;
+    }
     cli_set_check_only(1);
     const int c = data[0] % FUZZ_NCMDS;
     char *buf = malloc(size);
