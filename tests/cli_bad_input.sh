@@ -119,7 +119,7 @@ expect 2 "--format 'xml': want csv or jsonl" score --model "$cut" --format xml
 expect 2 "unknown option '--epsilon'" attack --model "$cut" --epsilon 3
 expect 2 "--test fmnist:tset: want fmnist:train or fmnist:test" train --iters 1 --test fmnist:tset
 expect 2 "--data nosuch:thing: unknown data set spec" eval --model "$cut" --data nosuch:thing
-expect 2 "--data $tmp/none: no such folder" score --model "$cut" --data "png:$tmp/none"
+expect 2 "--data png:$tmp/none: no such folder" score --model "$cut" --data "png:$tmp/none"
 expect 2 "--model CKPT is required" ood
 expect 1 "cut.safetensors" eval --model "$cut"
 

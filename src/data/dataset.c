@@ -623,7 +623,7 @@ static jem_status open_spec(const char *spec, jem_dataset *ds, int depth, const 
     } else if (PREFIX_IS("png")) {
         if (!*rest) return jem_fail(JEM_ERR_ARG, "%s: want png:ROOT", spec);
         if (m->check_only)
-            return is_dir(rest) ? JEM_OK : jem_fail(JEM_ERR_IO, "%s: no such folder", rest);
+            return is_dir(rest) ? JEM_OK : jem_fail(JEM_ERR_IO, "%s: no such folder", spec);
         st = jem_pngdir_load(rest, ds);
     } else if (PREFIX_IS("noise")) {
         st = open_noise(spec, rest, ds, m);
