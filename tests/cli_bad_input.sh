@@ -93,6 +93,7 @@ expect 2 "--sgld-steps -1: out of range (want an integer from 1 to" train --mode
 expect 2 "--buffer 0: out of range (want an integer from 1 to" train --mode jem --iters 1 --buffer 0
 expect 2 "--batch 0: out of range (want an integer from 1 to" train --iters 1 --batch 0
 expect 2 "--div-threshold -1: out of range (want a number above 0)" train --iters 1 --div-threshold -1
+expect 2 "--sgld-step 1e-50: out of range (want a number above 0" train --mode jem --iters 1 --sgld-step 1e-50
 expect 2 "--out noise:uniform:0: 0 images: N must be 1 to" ood --model "$cut" --out noise:uniform:0
 expect 2 "--data noise:uniform:0: 0 images: N must be 1 to" score --model "$cut" --data noise:uniform:0
 check "! grep -q '1x28x28' '$tmp/err'"

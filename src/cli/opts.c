@@ -225,8 +225,13 @@ static int set_value(const char *cmd, cli_opt *o, const char *v)
         x = strtod(v, &end);
         if (errno || end == v || *end || !isfinite(x)) break;
         if (o->type == OPT_FLOAT && fabs(x) > FLT_MAX) break; /* would become infinite */
-        if (o->type == OPT_FLOAT) *(float *)o->ptr = (float)x;
-        else *(double *)o->ptr = x;
+        if (o->type == OPT_FLOAT) {
+            /* the range holds for the value as stored: 1e-50 is 0 as a float */
+            *(float *)o->ptr = (float)x;
+            x = (double)(float)x;
+        } else {
+            *(double *)o->ptr = x;
+        }
         goto ranged;
     }
     }
