@@ -122,6 +122,13 @@ expect 2 "--test fmnist:tset: want fmnist:train or fmnist:test" train --iters 1 
 expect 2 "--data nosuch:thing: unknown data set spec" eval --model "$cut" --data nosuch:thing
 expect 2 "--data png:$tmp/none: no such folder" score --model "$cut" --data "png:$tmp/none"
 expect 2 "--model CKPT is required" ood
+# the kernel settings in the environment: refused by every command before anything is loaded (the cut
+# checkpoint would give 1)
+JEM_KERNELS=fast expect 2 "JEM_KERNELS=fast: want auto, direct or gemm" eval --model "$cut"
+JEM_WINOGRAD_TILE=3 expect 2 "JEM_WINOGRAD_TILE=3: want 2, 4 or auto" info "$cut"
+JEM_FUSE=yes expect 2 "JEM_FUSE=yes: want 0 or 1" train --model "$tmp/tiny.model" --data fmnist:test --val 0 \
+    --iters 1 --out "$tmp/k.safetensors"
+check "[ ! -e '$tmp/k.safetensors' ]"
 expect 1 "cut.safetensors" eval --model "$cut"
 
 # --- data safety: outputs checked before training, nothing replaced by surprise
