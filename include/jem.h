@@ -724,7 +724,6 @@ typedef struct {
     void      (*progress)(void *ud, const jem_progress *p);
     void       *ud;
     volatile int *stop;         /* set non-zero (e.g. from a signal handler) to stop cleanly */
-    int         inject_blowup_at; /* test hook: multiply lr by 1e6 at this iteration (0: off) */
 } jem_train_cfg;
 
 void jem_train_defaults(jem_train_cfg *c, jem_mode mode);
@@ -736,6 +735,12 @@ void jem_train_defaults(jem_train_cfg *c, jem_mode mode);
 jem_status jem_train(jem_net *net, const jem_dataset *train,
                      const jem_dataset *val, const jem_train_cfg *cfg,
                      const char *resume_path);
+/* Testing only (jem train --inject-blowup, the command-line tests of the
+ * rollback): jem_train with a divergence on demand, the learning rate
+ * multiplied by 1e6 at iteration blowup_at on that iteration's first try
+ * (0: none, as jem_train). Not for training models. */
+jem_status jem_train_test_blowup(jem_net *net, const jem_dataset *train, const jem_dataset *val,
+                                 const jem_train_cfg *cfg, const char *resume_path, int64_t blowup_at);
 /* Accuracy of net on a data set (top-1), and mean NLL (nullable). */
 jem_status jem_evaluate(jem_net *net, const jem_dataset *ds, double *acc,
                         double *nll);

@@ -1,6 +1,7 @@
 /* The trainer: the loss falls; an injected blow-up is rolled back and
  * training continues; a resumed run equals a straight one bit for bit. */
 #include "jem.h"
+#include "ebm/train.h"
 #include "tmpdir.h"
 
 #include <unistd.h>
@@ -71,12 +72,12 @@ static void check_blowup_rolled_back(const jem_dataset *ds)
     jem_train_cfg c;
     jem_cfg(&c);
     c.iters = 14;
-    c.inject_blowup_at = 6;
+    jem_train_hooks h = {.blowup_at = 6};
     c.div_threshold = 1e3f;
     rec r = {0};
     c.progress = on_progress;
     c.ud = &r;
-    ASSERT_OK(jem_train(net, ds, NULL, &c, NULL));
+    ASSERT_OK(jem_train_hooked(net, ds, NULL, &c, NULL, &h));
     ASSERT_MSG(r.rollbacks >= 1, "the injected blow-up was not rolled back");
     const float *p = jem_net_params(net);
     int finite = 1;
@@ -91,7 +92,7 @@ static void check_blowup_rolled_back(const jem_dataset *ds)
     jem_net *net2 = tiny_net(2);
     c.max_retries = 0;
     c.progress = NULL;
-    ASSERT_ERR(jem_train(net2, ds, NULL, &c, NULL), JEM_ERR_DIVERGED);
+    ASSERT_ERR(jem_train_hooked(net2, ds, NULL, &c, NULL, &h), JEM_ERR_DIVERGED);
     ASSERT_STR_CONTAINS(jem_last_error(), "diverged at iteration");
     jem_net_free(net);
     jem_net_free(net2);

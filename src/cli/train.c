@@ -67,6 +67,7 @@ typedef struct {
     jem_train_cfg c;
     const char *mode, *opt, *init, *milestones, *data, *test, *out, *resume, *init_from, *log, *samples;
     int val, flip, crop, full_cov, mala, clamp, nesterov, force;
+    int64_t blowup_at; /* --inject-blowup (testing) */
     char outbuf[256];
 } train_args;
 
@@ -304,7 +305,8 @@ static int run(cli_ctx *cx, train_args *t, int argc, char **argv)
         }
     }
     const double comm0 = jem_dist_comm_seconds();
-    s = jem_train(net, &tr, va.n ? &va : NULL, c, t->resume);
+    s = t->blowup_at ? jem_train_test_blowup(net, &tr, va.n ? &va : NULL, c, t->resume, t->blowup_at)
+                     : jem_train(net, &tr, va.n ? &va : NULL, c, t->resume);
     const double comm = jem_dist_comm_seconds() - comm0;
     if (pc.tty) fputc('\n', stderr);
     if (s) {
@@ -448,7 +450,7 @@ int cmd_train(int argc, char **argv)
         {OPT("ckpt-every", OPT_INT, &c->ckpt_every, "iterations between checkpoints (0: each epoch)"), ATLEAST(0)},
         {OPT("eval-every", OPT_INT, &c->eval_every, "iterations between validations (0: each epoch)"), ATLEAST(0)},
         {OPT("seed", OPT_U64, &c->seed, "random seed")},
-        {OPT("inject-blowup", OPT_INT, &c->inject_blowup_at, "testing: multiply the lr by 1e6 at this iteration"),
+        {OPT("inject-blowup", OPT_I64, &t.blowup_at, "testing: multiply the lr by 1e6 at this iteration"),
          ATLEAST(0), .flags = OPT_HIDDEN},
         CLI_END};
     const cli_spec sp = {.name = "train",

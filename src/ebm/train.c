@@ -8,6 +8,7 @@
  * rate, and continues. Checkpoints hold everything needed to resume exactly.
  */
 #include "jem.h"
+#include "ebm/train.h"
 #include "io/json.h"
 
 #include <math.h>
@@ -105,10 +106,35 @@ typedef struct {
     int32_t *perm;
 } snapshot;
 
+/* one iteration's rows: the labelled batch, then the chains */
+typedef struct {
+    float   *x;       /* (B + 2S, D) data, unconditional samples, conditional samples */
+    int32_t *y;       /* (B + 2S) */
+    float   *logits;  /* (B + 2S, K) */
+    float   *dl;      /* (B + 2S, K) */
+    int32_t *idx;     /* (2S) buffer slots */
+    float   *lse;     /* (B + 2S) */
+} iter_bufs;
+
+/* what an iteration reports */
+typedef struct {
+    double loss, ce, e_data, e_sample, grad_norm;
+    int correct, labelled;
+} iter_out;
+
+/* running sums over the iterations of one log group */
+typedef struct {
+    double loss, ce, e_data, e_sample, grad_norm;
+    long   correct, labelled, n;
+    double t0;         /* when the group started */
+    double comm0;      /* this rank's time in collectives when it started */
+} group;
+
 typedef struct {
     const jem_train_cfg *cfg;
+    const jem_train_hooks *hooks;
     jem_net   *net;
-    const jem_dataset *ds;
+    const jem_dataset *ds, *val;
     size_t     D, np;
     int        K;
     jem_opt    opt;
@@ -122,12 +148,17 @@ typedef struct {
     float      lr_factor;
     int        retries;
     snapshot   snap;
-    int        have_snap;
     uint64_t   seed;
     FILE      *log;
     int        rank, size; /* data-parallel: this process's rank of size */
     jem_rng    lrng;       /* size > 1: this rank's stream (augmentation,
                               chains); rng then only shuffles, alike on all */
+    iter_bufs  ib;
+    double     t0;         /* when this run started */
+    int64_t    start_iter, iter_budget; /* iter_budget 0: time only */
+    int64_t    gbatch;     /* images per iteration over all ranks */
+    group      grp;
+    jem_jw     w;          /* the log line being written */
 } trainer;
 
 static void snap_free(snapshot *s)
@@ -161,7 +192,6 @@ static jem_status snap_take(trainer *t)
     s->iter = t->iter;
     s->epoch = t->epoch;
     s->pos = t->pos;
-    t->have_snap = 1;
     return JEM_OK;
 }
 
@@ -288,21 +318,137 @@ static jem_status load_state(trainer *t, const char *path)
     return JEM_OK;
 }
 
+/* ---- set-up ---- */
+
+static jem_status check_args(jem_net *net, const jem_dataset *ds, const jem_train_cfg *c)
+{
+    const jem_arch *a = jem_net_arch(net);
+    if (ds->c != a->in_c || ds->h != a->in_h || ds->w != a->in_w)
+        return jem_fail(JEM_ERR_SHAPE, "%s: images are %dx%dx%d, model '%s' takes %dx%dx%d", ds->name, ds->c,
+                        ds->h, ds->w, a->name, a->in_c, a->in_h, a->in_w);
+    if (ds->n_classes > a->n_classes)
+        return jem_fail(JEM_ERR_SHAPE, "%s: %d classes, model '%s' has %d outputs", ds->name, ds->n_classes,
+                        a->name, a->n_classes);
+    if (c->batch < 1 || c->batch > ds->n)
+        return jem_fail(JEM_ERR_ARG, "batch size %d (data set %s has %d images)", c->batch, ds->name, ds->n);
+    if (!c->epochs && !(c->minutes > 0) && !c->iters)
+        return jem_fail(JEM_ERR_ARG, "no budget: give epochs, minutes or iterations");
+    if ((int64_t)c->batch * jem_dist_size() > ds->n)
+        return jem_fail(JEM_ERR_ARG, "batch size %d on %d ranks (data set %s has %d images)", c->batch,
+                        jem_dist_size(), ds->name, ds->n);
+    return JEM_OK;
+}
+
+/* Semi-supervised: keep labels for labels_per_class images per class,
+ * chosen by a seeded shuffle; the others become -1. */
+static jem_status mask_labels(trainer *t)
+{
+    const jem_dataset *ds = t->ds;
+    const int per_class = t->cfg->labels_per_class;
+    memcpy(t->labels, ds->y, sizeof(int32_t) * ds->n);
+    if (per_class <= 0) return JEM_OK;
+    jem_rng lr;
+    jem_rng_seed(&lr, t->cfg->seed, 0x6c6162);
+    int32_t *order = malloc(sizeof(int32_t) * ds->n);
+    int *kept = calloc(t->K, sizeof(int));
+    if (!order || !kept) { free(order); free(kept); return jem_fail(JEM_ERR_NOMEM, "out of memory"); }
+    for (int i = 0; i < ds->n; i++) order[i] = i;
+    jem_rng_shuffle(&lr, order, (size_t)ds->n);
+    for (int i = 0; i < ds->n; i++) {
+        int j = order[i], y = ds->y[j];
+        if (y >= 0 && y < t->K && kept[y] < per_class) kept[y]++;
+        else t->labels[j] = -1;
+    }
+    free(order);
+    free(kept);
+    return JEM_OK;
+}
+
+/* The replay buffer, filled from its init distribution; with several ranks
+ * each runs its chains in its own slice. */
+static jem_status buffer_init(trainer *t)
+{
+    const jem_train_cfg *c = t->cfg;
+    const jem_dataset *ds = t->ds;
+    jem_status s = jem_buffer_create(&t->buf, c->buffer_size, ds->c, ds->h, ds->w, t->K, c->init, c->reinit,
+                                     c->w_xy != 0);
+    if (!s && c->init == JEM_INIT_INFORMATIVE) s = jem_buffer_fit(&t->buf, ds, c->full_cov);
+    if (s) return s;
+    jem_buffer_reset(&t->buf, &t->rng);
+    if (t->size > 1) {
+        int64_t lo, hi;
+        jem_dist_slice(t->buf.n, &lo, &hi);
+        if (hi <= lo) return jem_fail(JEM_ERR_ARG, "replay buffer of %d slots on %d ranks", t->buf.n, t->size);
+        t->buf.lo = (int)lo;
+        t->buf.hi = (int)hi;
+    }
+    return JEM_OK;
+}
+
+static jem_status trainer_init(trainer *t, jem_net *net, const jem_dataset *ds, const jem_dataset *val,
+                               const jem_train_cfg *c, const jem_train_hooks *hooks)
+{
+    t->cfg = c;
+    t->hooks = hooks;
+    t->net = net;
+    t->ds = ds;
+    t->val = val;
+    t->D = (size_t)ds->c * ds->h * ds->w;
+    t->np = jem_net_nparams(net);
+    t->K = jem_net_arch(net)->n_classes;
+    t->lr_factor = 1.0f;
+    t->seed = c->seed;
+    t->use_buf = c->mode == JEM_MODE_JEM && (c->w_x != 0 || c->l2 != 0 || c->w_xy != 0);
+    jem_rng_seed(&t->rng, c->seed, 0x7472);
+    t->rank = jem_dist_rank();
+    t->size = jem_dist_size();
+    if (t->size > 1) jem_rng_seed(&t->lrng, c->seed, 0x6c000 + (uint64_t)t->rank);
+    jem_jw_init(&t->w);
+    /* the budget in iterations: the smaller of --iters and --epochs */
+    t->gbatch = (int64_t)c->batch * t->size;
+    const int64_t per_epoch = (ds->n + t->gbatch - 1) / t->gbatch;
+    if (c->iters) t->iter_budget = c->iters;
+    if (c->epochs) {
+        int64_t e = (int64_t)c->epochs * per_epoch;
+        t->iter_budget = t->iter_budget && t->iter_budget < e ? t->iter_budget : e;
+    }
+
+    const int S = c->n_samples > 0 ? c->n_samples : c->batch;
+    const size_t NB = (size_t)c->batch + 2 * (size_t)S;
+    iter_bufs *ib = &t->ib;
+    jem_status s = jem_opt_init(&t->opt, &c->opt, t->np);
+    if (s) return s;
+    t->perm = malloc(sizeof(int32_t) * ds->n);
+    t->labels = malloc(sizeof(int32_t) * ds->n);
+    ib->x = malloc(sizeof(float) * NB * t->D);
+    ib->y = malloc(sizeof(int32_t) * NB);
+    ib->logits = malloc(sizeof(float) * NB * t->K);
+    ib->dl = malloc(sizeof(float) * NB * t->K);
+    ib->idx = malloc(sizeof(int32_t) * 2 * S);
+    ib->lse = malloc(sizeof(float) * NB);
+    if (!t->perm || !t->labels || !ib->x || !ib->y || !ib->logits || !ib->dl || !ib->idx || !ib->lse)
+        return jem_fail(JEM_ERR_NOMEM, "out of memory for training buffers");
+    for (int i = 0; i < ds->n; i++) t->perm[i] = i;
+    s = mask_labels(t);
+    if (s) return s;
+    jem_rng_shuffle(&t->rng, t->perm, (size_t)ds->n);
+    if (t->use_buf) return buffer_init(t);
+    return JEM_OK;
+}
+
+static void trainer_free(trainer *t)
+{
+    if (t->log) fclose(t->log);
+    jem_jw_free(&t->w);
+    snap_free(&t->snap);
+    jem_buffer_free(&t->buf);
+    jem_opt_free(&t->opt);
+    free(t->perm);
+    free(t->labels);
+    free(t->ib.x); free(t->ib.y); free(t->ib.logits); free(t->ib.dl); free(t->ib.idx); free(t->ib.lse);
+}
+
 /* ---- one iteration ---- */
-
-typedef struct {
-    float   *x;       /* (B + 2S, D) data, unconditional samples, conditional samples */
-    int32_t *y;       /* (B + 2S) */
-    float   *logits;  /* (B + 2S, K) */
-    float   *dl;      /* (B + 2S, K) */
-    int32_t *idx;     /* (2S) buffer slots */
-    float   *lse;     /* (B + 2S) */
-} iter_bufs;
-
-typedef struct {
-    double loss, ce, e_data, e_sample, grad_norm;
-    int correct, labelled;
-} iter_out;
 
 /* The next global batch of size x B images in epoch order; this rank keeps
  * rows [rank B, (rank + 1) B) of it. */
@@ -323,37 +469,82 @@ static void next_batch(trainer *t, int B, float *x, int32_t *y)
     }
 }
 
-static jem_status run_iter(trainer *t, iter_bufs *ib, iter_out *o)
+/* this rank's random stream for augmentation and chains */
+static jem_rng *local_rng(trainer *t)
+{
+    return t->size > 1 ? &t->lrng : &t->rng;
+}
+
+/* The labelled batch into rows [0, B) of the iteration's buffers, augmented. */
+static void load_batch(trainer *t)
 {
     const jem_train_cfg *c = t->cfg;
-    const int B = c->batch, S = c->n_samples > 0 ? c->n_samples : c->batch, K = t->K;
     const jem_dataset *ds = t->ds;
-    int nu = 0, nc = 0; /* unconditional and conditional chains */
-    if (c->mode == JEM_MODE_JEM) {
-        if (c->w_x != 0 || c->l2 != 0) nu = S;
-        if (c->w_xy != 0) nc = S;
-    }
-    jem_rng *lr = t->size > 1 ? &t->lrng : &t->rng;
+    next_batch(t, c->batch, t->ib.x, t->ib.y);
+    jem_augment_batch(&c->aug, t->ib.x, c->batch, ds->c, ds->h, ds->w, local_rng(t));
+}
+
+/* Cross-entropy of rows [0, B): its mean, hits and labelled count into o,
+ * its gradient w.r.t. the logits (weight w_y) into ib->dl. */
+static void cross_entropy(trainer *t, iter_out *o)
+{
+    const int B = t->cfg->batch;
+    iter_bufs *ib = &t->ib;
+    o->ce = jem_softmax_xent(ib->logits, ib->y, B, t->K, ib->dl, t->cfg->w_y, &o->correct);
+    for (int i = 0; i < B; i++) o->labelled += ib->y[i] >= 0;
+}
+
+static jem_status backward(trainer *t)
+{
+    jem_net_zero_grad(t->net);
+    return jem_net_backward(t->net, t->ib.dl, NULL, 1);
+}
+
+/* softmax mode: cross-entropy on an augmented batch */
+static jem_status iter_softmax(trainer *t, iter_out *o)
+{
+    const int B = t->cfg->batch;
+    iter_bufs *ib = &t->ib;
     memset(o, 0, sizeof *o);
-    next_batch(t, B, ib->x, ib->y);
-    jem_augment_batch(&c->aug, ib->x, B, ds->c, ds->h, ds->w, lr);
-    jem_status s;
-    jem_sgld_stats ss = {0};
+    load_batch(t);
+    jem_status s = jem_net_forward(t->net, ib->x, B, ib->logits);
+    if (s) return s;
+    jem_logsumexp(ib->logits, B, t->K, ib->lse);
+    cross_entropy(t, o);
+    double ed = 0;
+    for (int i = 0; i < B; i++) ed += -ib->lse[i];
+    o->e_data = ed / B;
+    o->loss = t->cfg->w_y * o->ce;
+    return backward(t);
+}
+
+/* Draw nu unconditional and nc conditional chains from the replay buffer
+ * into rows [B, B + nu + nc), run SGLD on them and store them back.
+ * Conditional chains take the batch's labels (random classes where
+ * unlabelled). */
+static jem_status run_chains(trainer *t, int nu, int nc, jem_sgld_stats *ss)
+{
+    const jem_train_cfg *c = t->cfg;
+    const int B = c->batch;
+    iter_bufs *ib = &t->ib;
+    jem_rng *lr = local_rng(t);
     float *xu = ib->x + (size_t)B * t->D, *xc = xu + (size_t)nu * t->D;
     int32_t *yu = ib->y + B, *yc = yu + nu;
+    jem_status s;
+    memset(ss, 0, sizeof *ss);
     if (nu) {
         jem_buffer_draw(&t->buf, nu, NULL, xu, ib->idx, NULL, lr);
         uint64_t sseed = jem_rng_u64(lr);
-        s = jem_sgld_run(jem_net_energy, t->net, xu, nu, (int)t->D, NULL, NULL, &c->sgld, sseed, (uint64_t)t->iter, &ss);
+        s = jem_sgld_run(jem_net_energy, t->net, xu, nu, (int)t->D, NULL, NULL, &c->sgld, sseed, (uint64_t)t->iter,
+                         ss);
         if (s) return s;
         jem_buffer_store(&t->buf, xu, ib->idx, nu);
         for (int i = 0; i < nu; i++) yu[i] = -1;
     }
     if (nc) {
-        /* chains conditioned on the batch's labels (random classes where unlabelled) */
         for (int i = 0; i < nc; i++) {
             int32_t yy = ib->y[i % B];
-            yc[i] = yy >= 0 ? yy : (int32_t)jem_rng_below(lr, (uint32_t)K);
+            yc[i] = yy >= 0 ? yy : (int32_t)jem_rng_below(lr, (uint32_t)t->K);
         }
         jem_buffer_draw(&t->buf, nc, yc, xc, ib->idx + nu, NULL, lr);
         uint64_t sseed = jem_rng_u64(lr);
@@ -362,63 +553,107 @@ static jem_status run_iter(trainer *t, iter_bufs *ib, iter_out *o)
                          (uint64_t)t->iter ^ 0x5555555555ULL, &s2);
         if (s) return s;
         jem_buffer_store(&t->buf, xc, ib->idx + nu, nc);
-        if (!nu) ss = s2;
+        if (!nu) *ss = s2;
     }
-    const int N = B + nu + nc;
-    s = jem_net_forward(t->net, ib->x, N, ib->logits);
-    if (s) return s;
-    jem_logsumexp(ib->logits, N, K, ib->lse);
-    /* cross-entropy on the labelled data rows */
-    o->ce = jem_softmax_xent(ib->logits, ib->y, B, K, ib->dl, c->w_y, &o->correct);
-    for (int i = 0; i < B; i++) o->labelled += ib->y[i] >= 0;
+    return JEM_OK;
+}
+
+/* The generative terms w_x [E(x_data) - E(x_sample)] + w_xy [E(x_data, y) -
+ * E(x_sample_y, y)] + l2 (E(x_data)^2 + E(x_sample)^2): their gradients
+ * w.r.t. the logits added to the data rows' (after the cross-entropy's) and
+ * written to the sample rows'; the loss, energies into o. */
+static void generative_terms(trainer *t, int nu, int nc, iter_out *o)
+{
+    const jem_train_cfg *c = t->cfg;
+    const int B = c->batch, K = t->K, N = B + nu + nc;
+    const iter_bufs *ib = &t->ib;
+    const int32_t *yc = ib->y + B + nu;
     double ed = 0, eu = 0, edy = 0, ecy = 0, l2d = 0, l2u = 0;
     for (int i = 0; i < B; i++) { ed += -ib->lse[i]; l2d += (double)ib->lse[i] * ib->lse[i]; }
     ed /= B; l2d /= B;
     for (int i = 0; i < nu; i++) { eu += -ib->lse[B + i]; l2u += (double)ib->lse[B + i] * ib->lse[B + i]; }
     if (nu) { eu /= nu; l2u /= nu; }
-    double loss = c->w_y * o->ce;
-    /* the generative terms, ramped in over gen_warmup iterations */
+    /* ramped in over gen_warmup iterations */
     const float ramp = c->gen_warmup > 0 && t->iter < c->gen_warmup ? (float)(t->iter + 1) / c->gen_warmup : 1.0f;
     const float w_x = c->w_x * ramp, w_xy = c->w_xy * ramp, l2 = c->l2 * ramp;
-    if (c->mode == JEM_MODE_JEM) {
-        /* d/dlogits of E(x) = -softmax; of E(x)^2 = -2 E softmax = 2 lse softmax */
-        for (int i = 0; i < B; i++) {
-            float *d = ib->dl + (size_t)i * K;
-            const float *l = ib->logits + (size_t)i * K;
-            double lse = ib->lse[i];
-            float coef = (float)((-w_x + 2.0 * l2 * lse) / B);
-            for (int k = 0; k < K; k++) d[k] += coef * expf((float)(l[k] - lse));
-            if (w_xy != 0 && ib->y[i] >= 0) {
-                edy += -l[ib->y[i]];
-                d[ib->y[i]] += -w_xy / (float)(o->labelled ? o->labelled : 1);
-            }
+    /* d/dlogits of E(x) = -softmax; of E(x)^2 = -2 E softmax = 2 lse softmax */
+    for (int i = 0; i < B; i++) {
+        float *d = ib->dl + (size_t)i * K;
+        const float *l = ib->logits + (size_t)i * K;
+        double lse = ib->lse[i];
+        float coef = (float)((-w_x + 2.0 * l2 * lse) / B);
+        for (int k = 0; k < K; k++) d[k] += coef * expf((float)(l[k] - lse));
+        if (w_xy != 0 && ib->y[i] >= 0) {
+            edy += -l[ib->y[i]];
+            d[ib->y[i]] += -w_xy / (float)(o->labelled ? o->labelled : 1);
         }
-        for (int i = B; i < B + nu; i++) {
-            float *d = ib->dl + (size_t)i * K;
-            const float *l = ib->logits + (size_t)i * K;
-            double lse = ib->lse[i];
-            float coef = (float)((w_x + 2.0 * l2 * lse) / nu);
-            for (int k = 0; k < K; k++) d[k] = coef * expf((float)(l[k] - lse));
-        }
-        for (int i = B + nu; i < N; i++) {
-            float *d = ib->dl + (size_t)i * K;
-            const float *l = ib->logits + (size_t)i * K;
-            for (int k = 0; k < K; k++) d[k] = 0.0f;
-            int yy = yc[i - B - nu];
-            ecy += -l[yy];
-            d[yy] = w_xy / (float)nc;
-        }
-        if (o->labelled) edy /= o->labelled;
-        if (nc) ecy /= nc;
-        loss += w_x * (ed - eu) + w_xy * (edy - ecy) + l2 * (l2d + l2u);
     }
-    o->loss = loss;
+    for (int i = B; i < B + nu; i++) {
+        float *d = ib->dl + (size_t)i * K;
+        const float *l = ib->logits + (size_t)i * K;
+        double lse = ib->lse[i];
+        float coef = (float)((w_x + 2.0 * l2 * lse) / nu);
+        for (int k = 0; k < K; k++) d[k] = coef * expf((float)(l[k] - lse));
+    }
+    for (int i = B + nu; i < N; i++) {
+        float *d = ib->dl + (size_t)i * K;
+        const float *l = ib->logits + (size_t)i * K;
+        for (int k = 0; k < K; k++) d[k] = 0.0f;
+        int yy = yc[i - B - nu];
+        ecy += -l[yy];
+        d[yy] = w_xy / (float)nc;
+    }
+    if (o->labelled) edy /= o->labelled;
+    if (nc) ecy /= nc;
+    o->loss += w_x * (ed - eu) + w_xy * (edy - ecy) + l2 * (l2d + l2u);
     o->e_data = ed;
     o->e_sample = nu ? eu : (nc ? ecy : 0);
-    o->grad_norm = ss.grad_norm;
-    jem_net_zero_grad(t->net);
-    return jem_net_backward(t->net, ib->dl, NULL, 1);
 }
+
+/* JEM mode: chains, then one forward and backward over the batch and the
+ * chains for cross-entropy plus the generative terms */
+static jem_status iter_jem(trainer *t, iter_out *o)
+{
+    const jem_train_cfg *c = t->cfg;
+    const int B = c->batch, S = c->n_samples > 0 ? c->n_samples : c->batch;
+    const int nu = c->w_x != 0 || c->l2 != 0 ? S : 0; /* unconditional chains */
+    const int nc = c->w_xy != 0 ? S : 0;                /* conditional chains */
+    iter_bufs *ib = &t->ib;
+    memset(o, 0, sizeof *o);
+    load_batch(t);
+    jem_sgld_stats ss;
+    jem_status s = run_chains(t, nu, nc, &ss);
+    if (s) return s;
+    const int N = B + nu + nc;
+    s = jem_net_forward(t->net, ib->x, N, ib->logits);
+    if (s) return s;
+    jem_logsumexp(ib->logits, N, t->K, ib->lse);
+    cross_entropy(t, o);
+    o->loss = c->w_y * o->ce;
+    generative_terms(t, nu, nc, o);
+    o->grad_norm = ss.grad_norm;
+    return backward(t);
+}
+
+/* With several ranks: average the gradients (one allreduce over the flat
+ * block) and the figures, so every rank takes the same step and the same
+ * rollback decision. Returns the status of the iteration over all ranks. */
+static jem_status average_ranks(trainer *t, iter_out *o, jem_status s)
+{
+    float *g = jem_net_grads(t->net);
+    jem_dist_sum_f32(g, t->np);
+    const float inv = 1.0f / (float)t->size;
+    for (size_t i = 0; i < t->np; i++) g[i] *= inv;
+    double f[8] = {o->loss, o->ce, o->e_data, o->e_sample, o->grad_norm, o->correct, o->labelled,
+                   s == JEM_ERR_NONFINITE};
+    jem_dist_sum_f64(f, 8);
+    o->loss = f[0] / t->size; o->ce = f[1] / t->size; o->e_data = f[2] / t->size;
+    o->e_sample = f[3] / t->size; o->grad_norm = f[4] / t->size;
+    o->correct = (int)f[5]; o->labelled = (int)f[6];
+    return f[7] > 0 ? JEM_ERR_NONFINITE : JEM_OK;
+}
+
+/* ---- divergence, the step, rollback ---- */
 
 /* FNV-1a over the parameters' bytes: equal on every rank while they agree. */
 static uint64_t params_hash(jem_net *net, size_t np)
@@ -436,12 +671,85 @@ static int finite_block(const float *p, size_t n)
     return acc == 0.0f; /* NaN or Inf anywhere makes acc NaN */
 }
 
+static float current_lr(const trainer *t, double elapsed)
+{
+    const jem_train_cfg *c = t->cfg;
+    return jem_sched_lr(&c->sched, t->iter, budget_frac(c, t->iter_budget, t->iter, elapsed)) * t->lr_factor;
+}
+
+/* Why this iteration counts as diverged (NULL: it does not). */
+static const char *divergence(const trainer *t, const iter_out *o, jem_status s, char *buf, size_t n)
+{
+    const float th = t->cfg->div_threshold;
+    if (s == JEM_ERR_NONFINITE) return "non-finite SGLD chain";
+    if (!isfinite(o->loss)) return "non-finite loss";
+    if (fabs(o->loss) > th || fabs(o->e_data) > th || fabs(o->e_sample) > th) {
+        snprintf(buf, n, "runaway loss %.3g or energies (data %.3g, sample %.3g) above %.3g", o->loss, o->e_data,
+                 o->e_sample, (double)th);
+        return buf;
+    }
+    if (!finite_block(jem_net_grads(t->net), t->np)) return "non-finite gradient";
+    return NULL;
+}
+
+/* The optimiser step; returns why it failed (NULL: it did not). */
+static const char *step(trainer *t)
+{
+    float lr = current_lr(t, now_s() - t->t0);
+    if (t->hooks->blowup_at && t->iter == t->hooks->blowup_at && t->retries == 0) lr *= 1e6f;
+    jem_opt_step(&t->opt, jem_net_params(t->net), jem_net_grads(t->net), lr);
+    if (!finite_block(jem_net_params(t->net), t->np)) return "non-finite weights after the step";
+    return NULL;
+}
+
+/* With several ranks, every 100 iterations: the parameters must agree. */
+static jem_status check_ranks_agree(trainer *t)
+{
+    if (t->size > 1 && (t->iter % 100 == 0 || t->iter == 1) && !jem_dist_same_u64(params_hash(t->net, t->np)))
+        return jem_fail(JEM_ERR_NONFINITE, "iteration %lld: the parameters differ across ranks "
+                        "(ranks must run the same binary, data and options)", (long long)t->iter);
+    return JEM_OK;
+}
+
+/* ---- side effects: log lines, progress, validation, samples, checkpoints ---- */
+
+static void group_add(group *g, const iter_out *o)
+{
+    g->loss += o->loss; g->ce += o->ce; g->e_data += o->e_data; g->e_sample += o->e_sample;
+    g->grad_norm += o->grad_norm; g->correct += o->correct; g->labelled += o->labelled; g->n++;
+}
+
+static void group_reset(group *g)
+{
+    memset(g, 0, sizeof *g);
+    g->t0 = now_s();
+    g->comm0 = jem_dist_comm_seconds();
+}
+
 static void log_line(trainer *t, const char *json)
 {
     if (!t->log) return;
     fputs(json, t->log);
     fputc('\n', t->log);
     fflush(t->log);
+}
+
+static jem_progress progress_at(const trainer *t, int event, const char *msg)
+{
+    jem_progress p = {0};
+    p.iter = t->iter;
+    p.epoch = t->epoch;
+    p.elapsed = now_s() - t->t0;
+    p.eta = -1;
+    p.val_acc = -1;
+    p.event = event;
+    p.msg = msg;
+    return p;
+}
+
+static void report(const trainer *t, const jem_progress *p)
+{
+    if (t->cfg->progress && t->rank == 0) t->cfg->progress(t->cfg->ud, p);
 }
 
 static void buffer_stats(const jem_buffer *b, size_t D, double *mean, double *sd)
@@ -454,321 +762,230 @@ static void buffer_stats(const jem_buffer *b, size_t D, double *mean, double *sd
     *sd = v > 0 ? sqrt(v) : 0;
 }
 
-jem_status jem_train(jem_net *net, const jem_dataset *ds, const jem_dataset *val,
-                     const jem_train_cfg *c, const char *resume_path)
+/* comm: the group's seconds in collectives, least and most over the ranks */
+static void log_json(trainer *t, const jem_progress *p, const double comm[2])
 {
-    const jem_arch *a = jem_net_arch(net);
-    if (ds->c != a->in_c || ds->h != a->in_h || ds->w != a->in_w)
-        return jem_fail(JEM_ERR_SHAPE, "%s: images are %dx%dx%d, model '%s' takes %dx%dx%d", ds->name, ds->c,
-                        ds->h, ds->w, a->name, a->in_c, a->in_h, a->in_w);
-    if (ds->n_classes > a->n_classes)
-        return jem_fail(JEM_ERR_SHAPE, "%s: %d classes, model '%s' has %d outputs", ds->name, ds->n_classes,
-                        a->name, a->n_classes);
-    if (c->batch < 1 || c->batch > ds->n)
-        return jem_fail(JEM_ERR_ARG, "batch size %d (data set %s has %d images)", c->batch, ds->name, ds->n);
-    if (!c->epochs && !(c->minutes > 0) && !c->iters)
-        return jem_fail(JEM_ERR_ARG, "no budget: give epochs, minutes or iterations");
+    jem_jw *w = &t->w;
+    jem_jw_reset(w);
+    jem_jw_obj_begin(w);
+    jem_jw_kint(w, "iter", p->iter);
+    jem_jw_kint(w, "epoch", p->epoch);
+    jem_jw_kdouble(w, "time", p->elapsed);
+    jem_jw_kdouble(w, "loss", p->loss);
+    jem_jw_kdouble(w, "ce", p->ce);
+    jem_jw_kdouble(w, "acc", p->acc);
+    if (t->cfg->mode == JEM_MODE_JEM) {
+        jem_jw_kdouble(w, "e_data", p->e_data);
+        jem_jw_kdouble(w, "e_sample", p->e_sample);
+        jem_jw_kdouble(w, "e_gap", p->e_data - p->e_sample);
+        jem_jw_kdouble(w, "sgld_grad_norm", p->grad_norm);
+        jem_jw_kdouble(w, "buffer_mean", p->buf_mean);
+        jem_jw_kdouble(w, "buffer_std", p->buf_std);
+    }
+    jem_jw_kdouble(w, "img_per_s", p->img_per_s);
+    if (t->size > 1) {
+        jem_jw_kdouble(w, "comm_seconds_min", comm[0]);
+        jem_jw_kdouble(w, "comm_seconds_max", comm[1]);
+    }
+    jem_jw_kdouble(w, "lr", p->lr);
+    if (p->val_acc >= 0) jem_jw_kdouble(w, "val_acc", p->val_acc);
+    jem_jw_obj_end(w);
+    log_line(t, jem_jw_cstr(w));
+}
+
+/* The log group's means as a log line and a progress report (rank 0), then
+ * a new group. Collective with several ranks. */
+static void log_group(trainer *t, double vacc, int epoch_end)
+{
+    const jem_train_cfg *c = t->cfg;
+    const group *g = &t->grp;
+    /* the group's time in collectives, least and most over the ranks
+     * (nanoseconds; the least is the rank that waited least for the others:
+     * nearest to the cost of the transfers alone) */
+    double comm[2] = {0, 0};
+    if (t->size > 1) {
+        const int64_t mine = (int64_t)(1e9 * (jem_dist_comm_seconds() - g->comm0));
+        int64_t ns[2] = {-mine, mine};
+        jem_dist_max_i64(ns, 2);
+        comm[0] = 1e-9 * (double)-ns[0];
+        comm[1] = 1e-9 * (double)ns[1];
+    }
+    if (t->rank == 0) {
+        double dt = now_s() - g->t0;
+        jem_progress p = progress_at(t, epoch_end ? JEM_EV_EPOCH : JEM_EV_ITER, NULL);
+        double rate = (t->iter - t->start_iter) / (p.elapsed > 1e-9 ? p.elapsed : 1e-9);
+        if (t->iter_budget) p.eta = (t->iter_budget - t->iter) / (rate > 0 ? rate : 1e-9);
+        if (c->minutes > 0) {
+            double left = c->minutes * 60.0 - p.elapsed;
+            p.eta = p.eta < 0 || left < p.eta ? left : p.eta;
+        }
+        p.iter_total = t->iter_budget ? t->iter_budget : (c->minutes > 0 ? t->iter + (int64_t)(p.eta * rate) : 0);
+        p.loss = g->loss / g->n; p.ce = g->ce / g->n; p.acc = g->labelled ? (double)g->correct / g->labelled : 0;
+        if (c->mode == JEM_MODE_JEM) { p.e_data = g->e_data / g->n; p.e_sample = g->e_sample / g->n; p.grad_norm = g->grad_norm / g->n; }
+        p.img_per_s = g->n * t->gbatch / (dt > 1e-9 ? dt : 1e-9);
+        p.lr = current_lr(t, p.elapsed);
+        p.val_acc = vacc;
+        if (t->use_buf) buffer_stats(&t->buf, t->D, &p.buf_mean, &p.buf_std);
+        log_json(t, &p, comm);
+        report(t, &p);
+    }
+    group_reset(&t->grp);
+}
+
+/* Roll back to the last good state after a divergence (why), with a lower
+ * learning rate and fresh random streams; JEM_ERR_DIVERGED when the
+ * rollbacks are used up. */
+static jem_status rollback(trainer *t, const char *why)
+{
+    const jem_train_cfg *c = t->cfg;
+    const int64_t bad_iter = t->iter;
+    if (++t->retries > c->max_retries)
+        return jem_fail(JEM_ERR_DIVERGED, "diverged at iteration %lld (%s) after %d rollbacks; "
+                        "lower the learning rate or the SGLD step size, or add an energy penalty (--l2)",
+                        (long long)bad_iter, why, c->max_retries);
+    snap_restore(t);
+    t->lr_factor *= c->retry_lr_factor;
+    /* re-seed so the same chains do not repeat */
+    jem_rng_seed(&t->rng, jem_rng_u64(&t->rng) ^ (uint64_t)t->retries, 0x7265);
+    if (t->size > 1) jem_rng_seed(&t->lrng, jem_rng_u64(&t->lrng) ^ (uint64_t)t->retries, 0x7265);
+    jem_jw *w = &t->w;
+    jem_jw_reset(w);
+    jem_jw_obj_begin(w);
+    jem_jw_kstr(w, "event", "rollback");
+    jem_jw_kint(w, "iter", bad_iter);
+    jem_jw_kint(w, "to_iter", t->iter);
+    jem_jw_kstr(w, "reason", why);
+    jem_jw_kdouble(w, "lr_factor", t->lr_factor);
+    jem_jw_obj_end(w);
+    log_line(t, jem_jw_cstr(w));
+    char msg[320];
+    snprintf(msg, sizeof msg, "iteration %lld: %s; rolled back to iteration %lld, lr x%.3g (rollback %d of %d)",
+             (long long)bad_iter, why, (long long)t->iter, (double)t->lr_factor, t->retries, c->max_retries);
+    jem_progress p = progress_at(t, JEM_EV_ROLLBACK, msg);
+    report(t, &p);
+    group_reset(&t->grp);
+    return JEM_OK;
+}
+
+/* Accuracy on the validation set into *acc (unchanged without one). */
+static jem_status validate(trainer *t, double *acc)
+{
+    if (!t->val || t->val->n <= 0) return JEM_OK;
+    return jem_evaluate(t->net, t->val, acc, NULL);
+}
+
+/* The PNG grid of the first 64 replay-buffer images (collective with several
+ * ranks: the buffer's slices are gathered to rank 0, which writes). */
+static jem_status write_samples(trainer *t)
+{
+    if (t->size > 1) jem_dist_gather_rows(t->buf.x, t->D, t->buf.n);
+    if (t->rank != 0) return JEM_OK;
+    const jem_dataset *ds = t->ds;
+    return jem_png_write_grid(t->cfg->sample_path, t->buf.x, t->buf.n < 64 ? t->buf.n : 64, ds->c, ds->h, ds->w, 8, 2);
+}
+
+static jem_status checkpoint(trainer *t)
+{
+    jem_status s = save_ckpt(t, t->cfg->ckpt_path);
+    if (s) return s;
+    jem_progress p = progress_at(t, JEM_EV_CKPT, t->cfg->ckpt_path);
+    report(t, &p);
+    return JEM_OK;
+}
+
+/* *stop was set: a checkpoint, then JEM_ERR_INTERRUPTED. */
+static jem_status interrupted(trainer *t)
+{
+    const char *ck = t->cfg->ckpt_path;
+    if (ck) {
+        jem_status s = save_ckpt(t, ck);
+        if (s) return s;
+    }
+    return jem_fail(JEM_ERR_INTERRUPTED, "stopped at iteration %lld%s%s", (long long)t->iter,
+                    ck ? ", checkpoint written to " : "", ck ? ck : "");
+}
+
+/* Whether the budget is spent and whether a stop was asked for; with several
+ * ranks every rank sees the same answer. */
+static void check_stop(trainer *t, int *spent, int *stop)
+{
+    const jem_train_cfg *c = t->cfg;
+    double el = now_s() - t->t0;
+    int64_t f[2] = {(t->iter_budget && t->iter >= t->iter_budget) || (c->minutes > 0 && el >= c->minutes * 60.0),
+                    c->stop && *c->stop};
+    if (t->size > 1) jem_dist_max_i64(f, 2);
+    *spent = f[0] != 0;
+    *stop = f[1] != 0;
+}
+
+static int every(int64_t iter, int n)
+{
+    return n > 0 && iter % n == 0;
+}
+
+/* ---- the loop ---- */
+
+jem_status jem_train_hooked(jem_net *net, const jem_dataset *ds, const jem_dataset *val, const jem_train_cfg *c,
+                            const char *resume_path, const jem_train_hooks *hooks)
+{
+    static const jem_train_hooks no_hooks;
+    jem_status s = check_args(net, ds, c);
+    if (s) return s;
     trainer t;
     memset(&t, 0, sizeof t);
-    t.cfg = c;
-    t.net = net;
-    t.ds = ds;
-    t.D = (size_t)ds->c * ds->h * ds->w;
-    t.np = jem_net_nparams(net);
-    t.K = a->n_classes;
-    t.lr_factor = 1.0f;
-    t.seed = c->seed;
-    t.use_buf = c->mode == JEM_MODE_JEM && (c->w_x != 0 || c->l2 != 0 || c->w_xy != 0);
-    jem_rng_seed(&t.rng, c->seed, 0x7472);
-    t.rank = jem_dist_rank();
-    t.size = jem_dist_size();
-    if (t.size > 1) jem_rng_seed(&t.lrng, c->seed, 0x6c000 + (uint64_t)t.rank);
-    if ((int64_t)c->batch * t.size > ds->n)
-        return jem_fail(JEM_ERR_ARG, "batch size %d on %d ranks (data set %s has %d images)", c->batch, t.size,
-                        ds->name, ds->n);
-    const int S = c->n_samples > 0 ? c->n_samples : c->batch;
-    const int NB = c->batch + 2 * S;
-    iter_bufs ib = {0};
-    jem_status s = jem_opt_init(&t.opt, &c->opt, t.np);
-    if (s) return s;
-    t.perm = malloc(sizeof(int32_t) * ds->n);
-    t.labels = malloc(sizeof(int32_t) * ds->n);
-    ib.x = malloc(sizeof(float) * NB * t.D);
-    ib.y = malloc(sizeof(int32_t) * NB);
-    ib.logits = malloc(sizeof(float) * NB * t.K);
-    ib.dl = malloc(sizeof(float) * NB * t.K);
-    ib.idx = malloc(sizeof(int32_t) * 2 * S);
-    ib.lse = malloc(sizeof(float) * NB);
-    if (!t.perm || !t.labels || !ib.x || !ib.y || !ib.logits || !ib.dl || !ib.idx || !ib.lse) {
-        s = jem_fail(JEM_ERR_NOMEM, "out of memory for training buffers");
-        goto done;
-    }
-    for (int i = 0; i < ds->n; i++) t.perm[i] = i;
-    /* semi-supervised: keep labels for labels_per_class images per class,
-     * chosen by a seeded shuffle */
-    memcpy(t.labels, ds->y, sizeof(int32_t) * ds->n);
-    if (c->labels_per_class > 0) {
-        jem_rng lr;
-        jem_rng_seed(&lr, c->seed, 0x6c6162);
-        int32_t *order = malloc(sizeof(int32_t) * ds->n);
-        int *kept = calloc(t.K, sizeof(int));
-        if (!order || !kept) { free(order); free(kept); s = jem_fail(JEM_ERR_NOMEM, "out of memory"); goto done; }
-        for (int i = 0; i < ds->n; i++) order[i] = i;
-        jem_rng_shuffle(&lr, order, (size_t)ds->n);
-        for (int i = 0; i < ds->n; i++) {
-            int j = order[i], y = ds->y[j];
-            if (y >= 0 && y < t.K && kept[y] < c->labels_per_class) kept[y]++;
-            else t.labels[j] = -1;
-        }
-        free(order); free(kept);
-    }
-    jem_rng_shuffle(&t.rng, t.perm, (size_t)ds->n);
-    if (t.use_buf) {
-        s = jem_buffer_create(&t.buf, c->buffer_size, ds->c, ds->h, ds->w, t.K, c->init, c->reinit, c->w_xy != 0);
-        if (s) goto done;
-        if (c->init == JEM_INIT_INFORMATIVE) {
-            s = jem_buffer_fit(&t.buf, ds, c->full_cov);
-            if (s) goto done;
-        }
-        jem_buffer_reset(&t.buf, &t.rng);
-        if (t.size > 1) {
-            /* each rank runs its chains in its own slice of the buffer */
-            int64_t lo, hi;
-            jem_dist_slice(t.buf.n, &lo, &hi);
-            if (hi <= lo) { s = jem_fail(JEM_ERR_ARG, "replay buffer of %d slots on %d ranks", t.buf.n, t.size); goto done; }
-            t.buf.lo = (int)lo;
-            t.buf.hi = (int)hi;
-        }
-    }
-    if (resume_path) {
+    s = trainer_init(&t, net, ds, val, c, hooks ? hooks : &no_hooks);
+    if (!s && resume_path) {
         s = load_state(&t, resume_path);
-        if (s) goto done;
-        if (t.size > 1) jem_rng_seed(&t.lrng, c->seed ^ (uint64_t)t.iter, 0x6c000 + (uint64_t)t.rank);
+        if (!s && t.size > 1) jem_rng_seed(&t.lrng, c->seed ^ (uint64_t)t.iter, 0x6c000 + (uint64_t)t.rank);
     }
-    if (c->log_path && t.rank == 0) {
-        t.log = fopen(c->log_path, "a");
-        if (!t.log) { s = jem_fail(JEM_ERR_IO, "%s: cannot open the log for writing", c->log_path); goto done; }
+    if (!s && c->log_path && t.rank == 0 && !(t.log = fopen(c->log_path, "a")))
+        s = jem_fail(JEM_ERR_IO, "%s: cannot open the log for writing", c->log_path);
+    if (!s) s = snap_take(&t);
+    t.t0 = now_s();
+    t.start_iter = t.iter;
+    group_reset(&t.grp);
+    int last_epoch = t.epoch;
+    while (!s) {
+        int spent, stop;
+        check_stop(&t, &spent, &stop);
+        if (spent) break;
+        if (stop) { s = interrupted(&t); break; }
+        iter_out o;
+        s = c->mode == JEM_MODE_JEM ? iter_jem(&t, &o) : iter_softmax(&t, &o);
+        if (s && s != JEM_ERR_NONFINITE) break;
+        if (t.size > 1) s = average_ranks(&t, &o, s);
+        char buf[160];
+        const char *why = divergence(&t, &o, s, buf, sizeof buf);
+        if (!why) why = step(&t);
+        if (why) { s = rollback(&t, why); continue; }
+        s = JEM_OK;
+        t.iter++;
+        group_add(&t.grp, &o);
+        const int epoch_end = t.epoch != last_epoch;
+        last_epoch = t.epoch;
+        double vacc = -1;
+        if ((s = check_ranks_agree(&t))) break;
+        if (every(t.iter, c->snapshot_every) && (s = snap_take(&t))) break;
+        if ((epoch_end || every(t.iter, c->eval_every)) && (s = validate(&t, &vacc))) break;
+        if (epoch_end || every(t.iter, c->log_every)) log_group(&t, vacc, epoch_end);
+        if (t.use_buf && c->sample_path && every(t.iter, c->sample_every) && (s = write_samples(&t))) break;
+        if (c->ckpt_path && (epoch_end || every(t.iter, c->ckpt_every)) && (s = checkpoint(&t))) break;
     }
-    s = snap_take(&t);
-    if (s) goto done;
-
-    {
-        const double t0 = now_s();
-        const int64_t start_iter = t.iter;
-        const int64_t gbatch = (int64_t)c->batch * t.size;
-        const int64_t per_epoch = (ds->n + gbatch - 1) / gbatch;
-        int64_t iter_budget = 0;
-        if (c->iters) iter_budget = c->iters;
-        if (c->epochs) {
-            int64_t e = (int64_t)c->epochs * per_epoch;
-            iter_budget = iter_budget ? (iter_budget < e ? iter_budget : e) : e;
-        }
-        double gl = 0, gce = 0, ged = 0, ges = 0, ggn = 0;
-        long gcorrect = 0, glab = 0, gn = 0;
-        double gt0 = now_s();
-        double gc0 = jem_dist_comm_seconds(); /* this rank's time in collectives at the group's start */
-        jem_jw w;
-        jem_jw_init(&w);
-        int last_epoch = t.epoch;
-        for (;;) {
-            double el = now_s() - t0;
-            int64_t flags[2] = {(iter_budget && t.iter >= iter_budget) || (c->minutes > 0 && el >= c->minutes * 60.0),
-                                c->stop && *c->stop};
-            if (t.size > 1) jem_dist_max_i64(flags, 2); /* every rank stops together */
-            if (flags[0]) break;
-            if (flags[1]) {
-                if (c->ckpt_path) {
-                    s = save_ckpt(&t, c->ckpt_path);
-                    if (s) break;
-                }
-                s = jem_fail(JEM_ERR_INTERRUPTED, "stopped at iteration %lld%s%s", (long long)t.iter,
-                             c->ckpt_path ? ", checkpoint written to " : "", c->ckpt_path ? c->ckpt_path : "");
-                break;
-            }
-            iter_out o;
-            s = run_iter(&t, &ib, &o);
-            if (s && s != JEM_ERR_NONFINITE) break;
-            if (t.size > 1) {
-                /* average the gradients (one allreduce over the flat block)
-                 * and the figures, so every rank takes the same step and the
-                 * same rollback decision */
-                float *g = jem_net_grads(net);
-                jem_dist_sum_f32(g, t.np);
-                const float inv = 1.0f / (float)t.size;
-                for (size_t i = 0; i < t.np; i++) g[i] *= inv;
-                double f[8] = {o.loss, o.ce, o.e_data, o.e_sample, o.grad_norm, o.correct, o.labelled,
-                               s == JEM_ERR_NONFINITE};
-                jem_dist_sum_f64(f, 8);
-                o.loss = f[0] / t.size; o.ce = f[1] / t.size; o.e_data = f[2] / t.size;
-                o.e_sample = f[3] / t.size; o.grad_norm = f[4] / t.size;
-                o.correct = (int)f[5]; o.labelled = (int)f[6];
-                s = f[7] > 0 ? JEM_ERR_NONFINITE : JEM_OK;
-            }
-            const char *why = NULL;
-            char whybuf[160];
-            if (s == JEM_ERR_NONFINITE) why = "non-finite SGLD chain";
-            else if (!isfinite(o.loss)) why = "non-finite loss";
-            else if (fabs(o.loss) > c->div_threshold || fabs(o.e_data) > c->div_threshold ||
-                     fabs(o.e_sample) > c->div_threshold) {
-                snprintf(whybuf, sizeof whybuf, "runaway loss %.3g or energies (data %.3g, sample %.3g) above %.3g",
-                         o.loss, o.e_data, o.e_sample, (double)c->div_threshold);
-                why = whybuf;
-            } else if (!finite_block(jem_net_grads(net), t.np)) why = "non-finite gradient";
-            if (!why) {
-                float lr = jem_sched_lr(&c->sched, t.iter, budget_frac(c, iter_budget, t.iter, now_s() - t0)) * t.lr_factor;
-                if (c->inject_blowup_at && t.iter == c->inject_blowup_at && t.retries == 0) lr *= 1e6f;
-                jem_opt_step(&t.opt, jem_net_params(net), jem_net_grads(net), lr);
-                if (!finite_block(jem_net_params(net), t.np)) why = "non-finite weights after the step";
-            }
-            if (why) {
-                t.retries++;
-                char msg[320];
-                int64_t bad_iter = t.iter;
-                if (t.retries > c->max_retries) {
-                    s = jem_fail(JEM_ERR_DIVERGED, "diverged at iteration %lld (%s) after %d rollbacks; "
-                                 "lower the learning rate or the SGLD step size, or add an energy penalty (--l2)",
-                                 (long long)bad_iter, why, c->max_retries);
-                    break;
-                }
-                snap_restore(&t);
-                t.lr_factor *= c->retry_lr_factor;
-                /* re-seed so the same chains do not repeat */
-                jem_rng_seed(&t.rng, jem_rng_u64(&t.rng) ^ (uint64_t)t.retries, 0x7265);
-                if (t.size > 1) jem_rng_seed(&t.lrng, jem_rng_u64(&t.lrng) ^ (uint64_t)t.retries, 0x7265);
-                snprintf(msg, sizeof msg, "iteration %lld: %s; rolled back to iteration %lld, lr x%.3g (rollback %d of %d)",
-                         (long long)bad_iter, why, (long long)t.iter, (double)t.lr_factor, t.retries, c->max_retries);
-                jem_jw_reset(&w);
-                jem_jw_obj_begin(&w);
-                jem_jw_kstr(&w, "event", "rollback");
-                jem_jw_kint(&w, "iter", bad_iter);
-                jem_jw_kint(&w, "to_iter", t.iter);
-                jem_jw_kstr(&w, "reason", why);
-                jem_jw_kdouble(&w, "lr_factor", t.lr_factor);
-                jem_jw_obj_end(&w);
-                log_line(&t, jem_jw_cstr(&w));
-                if (c->progress && t.rank == 0) {
-                    jem_progress p = {0};
-                    p.iter = t.iter; p.epoch = t.epoch; p.event = JEM_EV_ROLLBACK; p.msg = msg; p.val_acc = -1;
-                    p.elapsed = now_s() - t0; p.eta = -1;
-                    c->progress(c->ud, &p);
-                }
-                s = JEM_OK;
-                gl = gce = ged = ges = ggn = 0; gcorrect = glab = gn = 0; gt0 = now_s();
-                gc0 = jem_dist_comm_seconds();
-                continue;
-            }
-            s = JEM_OK;
-            t.iter++;
-            if (t.size > 1 && (t.iter % 100 == 0 || t.iter == 1) && !jem_dist_same_u64(params_hash(net, t.np))) {
-                s = jem_fail(JEM_ERR_NONFINITE, "iteration %lld: the parameters differ across ranks "
-                             "(ranks must run the same binary, data and options)", (long long)t.iter);
-                break;
-            }
-            gl += o.loss; gce += o.ce; ged += o.e_data; ges += o.e_sample; ggn += o.grad_norm;
-            gcorrect += o.correct; glab += o.labelled; gn++;
-            if (c->snapshot_every > 0 && t.iter % c->snapshot_every == 0) {
-                s = snap_take(&t);
-                if (s) break;
-            }
-            int epoch_end = t.epoch != last_epoch;
-            int log_now = (c->log_every > 0 && t.iter % c->log_every == 0) || epoch_end;
-            double vacc = -1;
-            if ((epoch_end || (c->eval_every > 0 && t.iter % c->eval_every == 0)) && val && val->n > 0) {
-                s = jem_evaluate(net, val, &vacc, NULL);
-                if (s) break;
-            }
-            /* the log group's time in collectives, least and most over the
-             * ranks (nanoseconds; the least is the rank that waited least
-             * for the others: nearest to the cost of the transfers alone) */
-            int64_t gcomm[2] = {0, 0};
-            if (log_now && t.size > 1) {
-                const int64_t mine = (int64_t)(1e9 * (jem_dist_comm_seconds() - gc0));
-                gcomm[0] = -mine; gcomm[1] = mine;
-                jem_dist_max_i64(gcomm, 2);
-                gc0 = jem_dist_comm_seconds();
-            }
-            if (log_now && gn > 0 && t.rank == 0) {
-                double tnow = now_s(), dt = tnow - gt0;
-                jem_progress p = {0};
-                p.iter = t.iter; p.epoch = t.epoch;
-                p.elapsed = tnow - t0;
-                double rate = (t.iter - start_iter) / (p.elapsed > 1e-9 ? p.elapsed : 1e-9);
-                p.eta = -1;
-                if (iter_budget) p.eta = (iter_budget - t.iter) / (rate > 0 ? rate : 1e-9);
-                if (c->minutes > 0) {
-                    double left = c->minutes * 60.0 - p.elapsed;
-                    p.eta = p.eta < 0 || left < p.eta ? left : p.eta;
-                }
-                p.iter_total = iter_budget ? iter_budget : (c->minutes > 0 ? t.iter + (int64_t)(p.eta * rate) : 0);
-                p.loss = gl / gn; p.ce = gce / gn; p.acc = glab ? (double)gcorrect / glab : 0;
-                if (c->mode == JEM_MODE_JEM) { p.e_data = ged / gn; p.e_sample = ges / gn; p.grad_norm = ggn / gn; }
-                p.img_per_s = gn * gbatch / (dt > 1e-9 ? dt : 1e-9);
-                p.lr = jem_sched_lr(&c->sched, t.iter, budget_frac(c, iter_budget, t.iter, p.elapsed)) * t.lr_factor;
-                p.val_acc = vacc;
-                p.event = epoch_end ? JEM_EV_EPOCH : JEM_EV_ITER;
-                if (t.use_buf) buffer_stats(&t.buf, t.D, &p.buf_mean, &p.buf_std);
-                jem_jw_reset(&w);
-                jem_jw_obj_begin(&w);
-                jem_jw_kint(&w, "iter", t.iter);
-                jem_jw_kint(&w, "epoch", t.epoch);
-                jem_jw_kdouble(&w, "time", p.elapsed);
-                jem_jw_kdouble(&w, "loss", p.loss);
-                jem_jw_kdouble(&w, "ce", p.ce);
-                jem_jw_kdouble(&w, "acc", p.acc);
-                if (c->mode == JEM_MODE_JEM) {
-                    jem_jw_kdouble(&w, "e_data", p.e_data);
-                    jem_jw_kdouble(&w, "e_sample", p.e_sample);
-                    jem_jw_kdouble(&w, "e_gap", p.e_data - p.e_sample);
-                    jem_jw_kdouble(&w, "sgld_grad_norm", p.grad_norm);
-                    jem_jw_kdouble(&w, "buffer_mean", p.buf_mean);
-                    jem_jw_kdouble(&w, "buffer_std", p.buf_std);
-                }
-                jem_jw_kdouble(&w, "img_per_s", p.img_per_s);
-                if (t.size > 1) {
-                    jem_jw_kdouble(&w, "comm_seconds_min", 1e-9 * (double)-gcomm[0]);
-                    jem_jw_kdouble(&w, "comm_seconds_max", 1e-9 * (double)gcomm[1]);
-                }
-                jem_jw_kdouble(&w, "lr", p.lr);
-                if (vacc >= 0) jem_jw_kdouble(&w, "val_acc", vacc);
-                jem_jw_obj_end(&w);
-                log_line(&t, jem_jw_cstr(&w));
-                if (c->progress) c->progress(c->ud, &p);
-                gl = gce = ged = ges = ggn = 0; gcorrect = glab = gn = 0; gt0 = now_s();
-            }
-            if (t.use_buf && c->sample_path && c->sample_every > 0 && t.iter % c->sample_every == 0) {
-                if (t.size > 1) jem_dist_gather_rows(t.buf.x, t.D, t.buf.n);
-            }
-            if (t.use_buf && c->sample_path && c->sample_every > 0 && t.iter % c->sample_every == 0 && t.rank == 0) {
-                int n = t.buf.n < 64 ? t.buf.n : 64;
-                s = jem_png_write_grid(c->sample_path, t.buf.x, n, ds->c, ds->h, ds->w, 8, 2);
-                if (s) break;
-            }
-            int ck = c->ckpt_path && ((c->ckpt_every > 0 && t.iter % c->ckpt_every == 0) || epoch_end);
-            if (ck) {
-                s = save_ckpt(&t, c->ckpt_path);
-                if (s) break;
-                if (c->progress && t.rank == 0) {
-                    jem_progress p = {0};
-                    p.iter = t.iter; p.epoch = t.epoch; p.event = JEM_EV_CKPT; p.msg = c->ckpt_path; p.val_acc = -1;
-                    p.eta = -1;
-                    c->progress(c->ud, &p);
-                }
-            }
-            last_epoch = t.epoch;
-        }
-        jem_jw_free(&w);
-        if (!s && c->ckpt_path) s = save_ckpt(&t, c->ckpt_path);
-        if (!s && t.use_buf && c->sample_path && t.rank == 0) {
-            int n = t.buf.n < 64 ? t.buf.n : 64;
-            s = jem_png_write_grid(c->sample_path, t.buf.x, n, ds->c, ds->h, ds->w, 8, 2);
-        }
-    }
-done:
-    if (t.log) fclose(t.log);
-    snap_free(&t.snap);
-    jem_buffer_free(&t.buf);
-    jem_opt_free(&t.opt);
-    free(t.perm); free(t.labels);
-    free(ib.x); free(ib.y); free(ib.logits); free(ib.dl); free(ib.idx); free(ib.lse);
+    if (!s && c->ckpt_path) s = save_ckpt(&t, c->ckpt_path);
+    if (!s && t.use_buf && c->sample_path) s = write_samples(&t);
+    trainer_free(&t);
     return s;
+}
+
+jem_status jem_train(jem_net *net, const jem_dataset *ds, const jem_dataset *val, const jem_train_cfg *c,
+                     const char *resume_path)
+{
+    return jem_train_hooked(net, ds, val, c, resume_path, NULL);
+}
+
+jem_status jem_train_test_blowup(jem_net *net, const jem_dataset *ds, const jem_dataset *val, const jem_train_cfg *c,
+                                 const char *resume_path, int64_t blowup_at)
+{
+    const jem_train_hooks h = {.blowup_at = blowup_at};
+    return jem_train_hooked(net, ds, val, c, resume_path, &h);
 }
