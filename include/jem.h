@@ -698,7 +698,19 @@ typedef struct {
     int64_t     iters;
     jem_opt_cfg opt;
     jem_sched   sched;          /* lr, warm-up, milestones (iterations), gamma */
-    jem_augment aug;
+    jem_augment aug;            /* augmentation of the cross-entropy rows; in JEM
+                                   mode with crop or flip see px_rows */
+    int         px_rows;        /* JEM mode, when aug crops or flips: the data side
+                                   of the generative terms (E(x_data) in the p(x)
+                                   and p(x|y) terms and the l2 penalty) takes this
+                                   many extra rows, clean copies of the batch's
+                                   first images with only aug.noise added; 0: as
+                                   many as the chains (n_samples), at most batch;
+                                   -1: no extra rows, the augmented batch rows
+                                   themselves (JEM's original). Without crop and
+                                   flip the data side is always the batch rows. */
+    float       ema;            /* moving average of the weights, decay in [0, 1)
+                                   (0: off); see jem_train */
     float       w_y, w_x, w_xy, l2;   /* loss weights */
     int         gen_warmup;     /* the generative weights (w_x, w_xy, l2) ramp up linearly over this many iterations (0: off) */
     jem_sgld_cfg sgld;
@@ -731,7 +743,19 @@ void jem_train_defaults(jem_train_cfg *c, jem_mode mode);
  * non-NULL, the model, optimiser, buffer, RNG and iteration are restored from
  * that checkpoint first (net must have been loaded from it). Returns
  * JEM_ERR_INTERRUPTED (after a checkpoint) when *stop was set, and
- * JEM_ERR_DIVERGED when rollbacks did not help. */
+ * JEM_ERR_DIVERGED when rollbacks did not help.
+ *
+ * Moving average (cfg->ema = decay > 0): after the optimiser's n-th step
+ * (n = 1, 2, ...) ema = d ema + (1 - d) w with d = min(decay, n / (9 + n)),
+ * starting from the initial weights. The average is what validation during
+ * training measures, what net holds when jem_train returns, and what a
+ * checkpoint's model tensors hold, so jem_ckpt_load, jem export and every
+ * evaluation see it; the trained weights are saved beside it as the tensor
+ * "_train.params" (np floats, the order of jem_net_params) and training
+ * resumes from them. Resuming with cfg->ema from a checkpoint without
+ * "_train.params" starts the average at its weights; resuming without
+ * cfg->ema from one with it continues the trained weights and drops the
+ * average. Rollbacks restore the average with the weights. */
 jem_status jem_train(jem_net *net, const jem_dataset *train,
                      const jem_dataset *val, const jem_train_cfg *cfg,
                      const char *resume_path);

@@ -3,7 +3,8 @@
 # oversubscribed if need be). Needs the MPI build: JEM=build-mpi/jem.
 #  - one SGD step on 2 ranks with per-rank batch 32 equals one step of a
 #    single process with batch 64 on the same images (to float tolerance);
-#  - a short JEM run on 2 ranks writes a checkpoint that resumes on 1 rank;
+#  - a short JEM run on 2 ranks writes a checkpoint that resumes on 1 rank,
+#    also with a moving average of the weights and crop/flip;
 #  - evaluation split across 2 ranks gives the single-process figures;
 #  - a rank killed mid-run ends the job with an error (no hang) and the last
 #    checkpoint still loads.
@@ -40,6 +41,17 @@ check "grep -q 'time in MPI collectives' '$tmp/o4'"
 check "[ $? -eq 0 ]"
 it=$(iter_of "$tmp/j.safetensors")
 check "[ '$it' = 9 ]"
+
+# 2b. with a moving average and crop/flip on the cross-entropy rows: 2 ranks,
+# rank 0's log has the time breakdown, the checkpoint resumes on 1 rank
+mpi 2 "$JEM" train "${common[@]}" "${jem[@]}" --ema 0.9 --crop 2 --flip --iters 4 --log "$tmp/l7" \
+    --out "$tmp/m.safetensors" > /dev/null 2> "$tmp/e7"
+check "[ $? -eq 0 ]"
+check "grep -q '\"comm_seconds_max\"' '$tmp/l7' && grep -q '\"sec_sgld\"' '$tmp/l7'"
+check "'$JEM' info '$tmp/m.safetensors' --json | grep -q '_train.params'"
+"$JEM" train "${common[@]}" "${jem[@]}" --ema 0.9 --crop 2 --flip --iters 6 --resume "$tmp/m.safetensors" \
+    --out "$tmp/m.safetensors" > /dev/null 2> "$tmp/e8"
+check "[ $? -eq 0 ] && [ \"\$(iter_of '$tmp/m.safetensors')\" = 6 ]"
 
 # 3. evaluation split across ranks
 a1=$("$JEM" eval --model "$tmp/j.safetensors" --data fmnist:test --limit 1000 --no-temperature --json 2> /dev/null | num accuracy)

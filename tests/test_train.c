@@ -1,5 +1,8 @@
 /* The trainer: the loss falls; an injected blow-up is rolled back and
- * training continues; a resumed run equals a straight one bit for bit. */
+ * training continues; a resumed run equals a straight one bit for bit; the
+ * moving average of the weights is the hand-computed one, resumes exactly,
+ * is validated and saved as the model; in JEM mode crop and flip reach the
+ * cross-entropy rows only; softmax augmentation is reproducible per seed. */
 #include "jem.h"
 #include "ebm/train.h"
 #include "tmpdir.h"
@@ -65,12 +68,13 @@ static void jem_cfg(jem_train_cfg *c)
     c->snapshot_every = 2;
 }
 
-static void check_blowup_rolled_back(const jem_dataset *ds)
+static void check_blowup_rolled_back(const jem_dataset *ds, float ema)
 {
     jem_net *net = tiny_net(2);
     if (!net) { ASSERT(0); return; }
     jem_train_cfg c;
     jem_cfg(&c);
+    c.ema = ema; /* with a moving average, the rollback restores it too */
     c.iters = 14;
     jem_train_hooks h = {.blowup_at = 6};
     c.div_threshold = 1e3f;
@@ -87,7 +91,9 @@ static void check_blowup_rolled_back(const jem_dataset *ds)
         mx = fabsf(p[i]) > mx ? fabsf(p[i]) : mx;
     }
     ASSERT(finite);
-    ASSERT_MSG(mx < 10, "weights after the rollback are still blown up (max %g)", mx);
+    /* the initial weights are below 1/3 in magnitude and a few steps move
+     * them little; the blown-up step would leave the average above 1 */
+    ASSERT_MSG(mx < 1, "weights after the rollback are still blown up (max %g)", mx);
     /* without rollbacks allowed, the same blow-up is a clear error */
     jem_net *net2 = tiny_net(2);
     c.max_retries = 0;
@@ -159,6 +165,348 @@ static void check_semi_supervised(const jem_dataset *ds)
     jem_net_free(net);
 }
 
+/* the tensor name of a checkpoint as floats (NULL if absent or not n floats) */
+static float *st_floats(const char *path, const char *name, size_t n)
+{
+    jem_st *st = NULL;
+    if (jem_st_open(path, &st)) return NULL;
+    jem_dtype dt;
+    int nd;
+    int64_t shp[8];
+    const void *d = jem_st_get(st, name, &dt, &nd, shp);
+    float *out = NULL;
+    if (d && dt == JEM_DT_F32 && nd == 1 && shp[0] == (int64_t)n && (out = malloc(sizeof(float) * n)))
+        memcpy(out, d, sizeof(float) * n);
+    jem_st_free(st);
+    return out;
+}
+
+static int same_params(jem_net *a, const float *b)
+{
+    return b && memcmp(jem_net_params(a), b, sizeof(float) * jem_net_nparams(a)) == 0;
+}
+
+static void softmax_cfg(jem_train_cfg *c)
+{
+    jem_train_defaults(c, JEM_MODE_SOFTMAX);
+    c->batch = 32;
+    c->sched.lr = 3e-3f;
+}
+
+/* The moving average after 3 steps against the one computed by hand from
+ * the weights of runs of 1, 2 and 3 iterations (training itself is not
+ * changed by the average: its trained weights equal the 3-iteration run's
+ * bit for bit). The checkpoint's model is the average. */
+static void check_ema_by_hand(const jem_dataset *ds)
+{
+    enum { T = 3 };
+    const float decay = 0.15f; /* below the warm-up's 2/11 from the second step on */
+    jem_net *w[T + 1] = {0};
+    jem_train_cfg c;
+    softmax_cfg(&c);
+    w[0] = tiny_net(5);
+    for (int k = 1; k <= T; k++) {
+        w[k] = tiny_net(5);
+        c.iters = k;
+        if (!w[k]) { ASSERT(0); goto out; }
+        ASSERT_OK(jem_train(w[k], ds, NULL, &c, NULL));
+    }
+    if (!w[0]) { ASSERT(0); goto out; }
+    const size_t np = jem_net_nparams(w[0]);
+    double *e = malloc(sizeof(double) * np);
+    for (size_t i = 0; i < np; i++) e[i] = jem_net_params(w[0])[i];
+    for (int k = 1; k <= T; k++) {
+        double d = (double)k / (9.0 + k);
+        if (d > decay) d = decay;
+        for (size_t i = 0; i < np; i++) e[i] = d * e[i] + (1 - d) * jem_net_params(w[k])[i];
+    }
+    char dir[] = "/tmp/jem-ema-XXXXXX", ck[64];
+    if (!mkdtemp(dir)) { ASSERT(0); free(e); goto out; }
+    snprintf(ck, sizeof ck, "%s/ema.safetensors", dir);
+    jem_net *a = tiny_net(5);
+    c.iters = T;
+    c.ema = decay;
+    c.ckpt_path = ck;
+    ASSERT_OK(jem_train(a, ds, NULL, &c, NULL));
+    double err = 0, moved = 0;
+    for (size_t i = 0; i < np; i++) {
+        double v = jem_net_params(a)[i];
+        err = fmax(err, fabs(v - e[i]) / (1 + fabs(e[i])));
+        moved = fmax(moved, fabs(v - jem_net_params(w[T])[i]));
+    }
+    ASSERT_MSG(err < 1e-6, "moving average differs from the hand-computed one by %.3g", err);
+    ASSERT_MSG(moved > 1e-4, "the average is the last weights (largest difference %.3g)", moved);
+    float *raw = st_floats(ck, "_train.params", np);
+    ASSERT_MSG(same_params(w[T], raw), "the trained weights of a run with an average differ from a run without");
+    jem_net *loaded = NULL;
+    ASSERT_OK(jem_ckpt_load(ck, &loaded));
+    if (loaded) ASSERT_MSG(same_params(loaded, jem_net_params(a)), "the checkpoint's model is not the average");
+    free(raw);
+    free(e);
+    jem_net_free(loaded);
+    jem_net_free(a);
+    unlink(ck);
+    rmdir(dir);
+out:
+    for (int k = 0; k <= T; k++) jem_net_free(w[k]);
+}
+
+/* JEM with a moving average: 6 iterations, checkpoint, resume to 10 equals
+ * 10 straight, both the average and the trained weights, bit for bit. */
+static void check_ema_resume(const jem_dataset *ds)
+{
+    char dir[] = "/tmp/jem-emares-XXXXXX", ck1[64], ck2[64];
+    if (!mkdtemp(dir)) { ASSERT(0); return; }
+    snprintf(ck1, sizeof ck1, "%s/a.safetensors", dir);
+    snprintf(ck2, sizeof ck2, "%s/b.safetensors", dir);
+    jem_train_cfg c;
+    jem_cfg(&c);
+    c.w_xy = 0.5f;
+    c.ema = 0.9f;
+    jem_net *a = tiny_net(6), *b = tiny_net(6), *b2 = NULL;
+    c.iters = 10;
+    c.ckpt_path = ck1;
+    ASSERT_OK(jem_train(a, ds, NULL, &c, NULL));
+    c.iters = 6;
+    c.ckpt_path = ck2;
+    ASSERT_OK(jem_train(b, ds, NULL, &c, NULL));
+    ASSERT_OK(jem_ckpt_load(ck2, &b2));
+    if (a && b2) {
+        c.iters = 10;
+        ASSERT_OK(jem_train(b2, ds, NULL, &c, ck2));
+        ASSERT_MSG(same_params(a, jem_net_params(b2)), "resumed moving average differs from the straight run's");
+        const size_t np = jem_net_nparams(a);
+        float *ra = st_floats(ck1, "_train.params", np), *rb = st_floats(ck2, "_train.params", np);
+        ASSERT_MSG(ra && rb && memcmp(ra, rb, sizeof(float) * np) == 0,
+                   "resumed trained weights differ from the straight run's");
+        ASSERT_MSG(ra && !same_params(a, ra), "the average equals the trained weights");
+        free(ra);
+        free(rb);
+    }
+    jem_net_free(a);
+    jem_net_free(b);
+    jem_net_free(b2);
+    unlink(ck1);
+    unlink(ck2);
+    rmdir(dir);
+}
+
+static void on_val(void *ud, const jem_progress *p)
+{
+    if (p->val_acc >= 0) *(double *)ud = p->val_acc;
+}
+
+/* Validation during training measures the average, not the trained weights:
+ * those of the same run without an average, which score differently here
+ * (so the check can fail), and which the run with it saved unchanged. */
+static void check_ema_validated(const jem_dataset *ds)
+{
+    char dir[] = "/tmp/jem-emaval-XXXXXX", ck[64];
+    if (!mkdtemp(dir)) { ASSERT(0); return; }
+    snprintf(ck, sizeof ck, "%s/v.safetensors", dir);
+    jem_train_cfg c;
+    softmax_cfg(&c);
+    c.iters = 12;
+    c.eval_every = 12;
+    c.log_every = 12;
+    double vacc = -1, acc_avg = -2, acc_raw = -3;
+    jem_net *a = tiny_net(7), *raw = tiny_net(7);
+    if (!a || !raw) { ASSERT(0); goto out; }
+    ASSERT_OK(jem_train(raw, ds, NULL, &c, NULL));
+    c.ema = 0.9f;
+    c.ckpt_path = ck;
+    c.progress = on_val;
+    c.ud = &vacc;
+    ASSERT_OK(jem_train(a, ds, ds, &c, NULL));
+    ASSERT_OK(jem_evaluate(a, ds, &acc_avg, NULL));
+    ASSERT_OK(jem_evaluate(raw, ds, &acc_raw, NULL));
+    float *r = st_floats(ck, "_train.params", jem_net_nparams(a));
+    ASSERT_MSG(same_params(raw, r), "the saved trained weights are not those of the run without an average");
+    free(r);
+    ASSERT_MSG(acc_raw != acc_avg, "trained and averaged weights score alike (%.4f): pick other settings", acc_raw);
+    ASSERT_MSG(vacc == acc_avg, "validation %.4f, accuracy of the average %.4f, of the trained weights %.4f", vacc,
+               acc_avg, acc_raw);
+out:
+    jem_net_free(a);
+    jem_net_free(raw);
+    unlink(ck);
+    rmdir(dir);
+}
+
+/* What the batch hook saw on the first iteration. */
+typedef struct {
+    const jem_dataset *ds;
+    jem_net *net;
+    int calls, batch, px0, npx;
+    int px_clean;     /* every p(x) row is a data set image, unchanged */
+    int ce_from_px;   /* every cross-entropy row is a crop/flip of its p(x) row */
+    int ce_changed;   /* cross-entropy rows that differ from their p(x) row */
+    int labels_match; /* the p(x) rows carry their images' labels */
+    double e_px, e_ce; /* mean energies of the p(x) and cross-entropy rows */
+    float *px;        /* copy of the p(x) rows */
+} batch_rec;
+
+/* b is a (C = 1) image a shifted by up to P pixels (filled with -1) and maybe mirrored */
+static int is_shift_flip(const float *a, const float *b, int H, int W, int P)
+{
+    for (int flip = 0; flip < 2; flip++)
+        for (int dy = -P; dy <= P; dy++)
+            for (int dx = -P; dx <= P; dx++) {
+                int same = 1;
+                for (int y = 0; y < H && same; y++)
+                    for (int x = 0; x < W && same; x++) {
+                        int sy = y + dy, sx = x + dx;
+                        float v = sy < 0 || sy >= H || sx < 0 || sx >= W ? -1.0f : a[sy * W + sx];
+                        same = b[y * W + (flip ? W - 1 - x : x)] == v;
+                    }
+                if (same) return 1;
+            }
+    return 0;
+}
+
+static double mean_energy(jem_net *net, const float *x, int n)
+{
+    const int K = jem_net_arch(net)->n_classes;
+    float *l = malloc(sizeof(float) * (size_t)n * K), *lse = malloc(sizeof(float) * n);
+    double e = 0;
+    if (l && lse && !jem_net_predict(net, x, n, l)) {
+        jem_logsumexp(l, n, K, lse);
+        for (int i = 0; i < n; i++) e += -lse[i];
+    }
+    free(l);
+    free(lse);
+    return e / n;
+}
+
+static void on_batch(void *ud, const float *x, const int32_t *y, int batch, int px0, int npx)
+{
+    batch_rec *r = ud;
+    if (r->calls++) return;
+    const jem_dataset *ds = r->ds;
+    const size_t D = (size_t)ds->c * ds->h * ds->w;
+    r->batch = batch; r->px0 = px0; r->npx = npx;
+    r->px_clean = r->ce_from_px = r->labels_match = 1;
+    for (int i = 0; i < npx; i++) {
+        const float *p = x + (size_t)(px0 + i) * D;
+        int found = 0;
+        for (int j = 0; j < ds->n && !found; j++)
+            if (!memcmp(p, ds->x + (size_t)j * D, sizeof(float) * D)) found = 1 + (ds->y[j] == y[px0 + i]);
+        r->px_clean &= found > 0;
+        r->labels_match &= found == 2 && y[px0 + i] == y[i];
+        r->ce_from_px &= is_shift_flip(p, x + (size_t)i * D, ds->h, ds->w, 2);
+        r->ce_changed += memcmp(p, x + (size_t)i * D, sizeof(float) * D) != 0;
+    }
+    r->px = malloc(sizeof(float) * D * npx);
+    if (r->px) memcpy(r->px, x + (size_t)px0 * D, sizeof(float) * D * npx);
+    r->e_px = mean_energy(r->net, x + (size_t)px0 * D, npx);
+    r->e_ce = mean_energy(r->net, x, npx);
+}
+
+static void on_e_data(void *ud, const jem_progress *p)
+{
+    if (p->event == JEM_EV_ITER && p->iter == 1) *(double *)ud = p->e_data;
+}
+
+/* One JEM iteration with the batch hook. */
+static void run_hooked(const jem_dataset *ds, int crop, int flip, float noise, int px_rows, batch_rec *r,
+                       double *e_data)
+{
+    jem_train_cfg c;
+    jem_cfg(&c);
+    c.batch = 16;
+    c.n_samples = 8;
+    c.iters = 1;
+    c.log_every = 1;
+    c.aug.crop_pad = crop;
+    c.aug.hflip = flip;
+    c.aug.noise = noise;
+    c.px_rows = px_rows;
+    c.progress = on_e_data;
+    c.ud = e_data;
+    memset(r, 0, sizeof *r);
+    r->ds = ds;
+    r->net = tiny_net(8);
+    jem_train_hooks h = {.batch = on_batch, .ud = r};
+    if (r->net) ASSERT_OK(jem_train_hooked(r->net, ds, NULL, &c, NULL, &h));
+    ASSERT_EQ_INT(r->calls, 1);
+    jem_net_free(r->net);
+    r->net = NULL;
+}
+
+/* JEM with crop and flip: the cross-entropy rows are augmented, the p(x)
+ * data term sees clean rows of the same images (noise only), as many as the
+ * chains by default; E(x_data) is the clean rows' energy. */
+static void check_px_rows(const jem_dataset *ds)
+{
+    batch_rec r, rn;
+    double ed = 0, edn = 0;
+    run_hooked(ds, 2, 1, 0.0f, 0, &r, &ed);
+    ASSERT_EQ_INT(r.px0, 16);
+    ASSERT_EQ_INT(r.npx, 8);
+    ASSERT_MSG(r.px_clean, "a p(x) row is not an image of the data set");
+    ASSERT_MSG(r.labels_match, "the p(x) rows do not carry their images' labels");
+    ASSERT_MSG(r.ce_from_px, "a cross-entropy row is not a crop/flip of its image");
+    ASSERT_MSG(r.ce_changed >= 4, "only %d of 8 cross-entropy rows were augmented", r.ce_changed);
+    /* a fresh network's energies vary little between images: E(x_data) must be
+     * far closer to the clean rows' mean than to the augmented rows' */
+    ASSERT_MSG(fabs(ed - r.e_px) < 0.05 * fabs(r.e_ce - r.e_px), "E(x_data) %.9g, clean rows %.9g, augmented %.9g",
+               ed, r.e_px, r.e_ce);
+    /* with noise: the same clean images (the first iteration's batch does
+     * not depend on the augmentation) plus Gaussian noise of sigma 0.03 */
+    run_hooked(ds, 2, 1, 0.03f, 0, &rn, &edn);
+    if (r.px && rn.px) {
+        const size_t n = (size_t)8 * ds->c * ds->h * ds->w;
+        double s2 = 0, mx = 0;
+        for (size_t i = 0; i < n; i++) {
+            double d = rn.px[i] - r.px[i];
+            s2 += d * d;
+            mx = fmax(mx, fabs(d));
+        }
+        double sd = sqrt(s2 / n);
+        ASSERT_MSG(sd > 0.025 && sd < 0.035 && mx < 0.2, "noise on the p(x) rows: sd %.4f, max %.4f", sd, mx);
+    } else {
+        ASSERT(0);
+    }
+    free(r.px);
+    free(rn.px);
+    /* --px-rows 3; -1: the augmented rows themselves; no crop or flip: the batch rows */
+    run_hooked(ds, 2, 1, 0.0f, 3, &r, &ed);
+    ASSERT(r.px0 == 16 && r.npx == 3 && r.px_clean);
+    free(r.px);
+    run_hooked(ds, 2, 1, 0.0f, -1, &r, &ed);
+    ASSERT(r.px0 == 0 && r.npx == 16 && !r.px_clean);
+    free(r.px);
+    run_hooked(ds, 0, 0, 0.0f, 0, &r, &ed);
+    ASSERT(r.px0 == 0 && r.npx == 16 && r.px_clean && r.ce_changed == 0);
+    free(r.px);
+}
+
+/* Softmax with crop, flip and noise: the same seed gives the same weights,
+ * another seed or no augmentation other weights. */
+static void check_softmax_augment(const jem_dataset *ds)
+{
+    jem_net *n[4];
+    for (int i = 0; i < 4; i++) {
+        n[i] = tiny_net(9);
+        jem_train_cfg c;
+        softmax_cfg(&c);
+        c.iters = 6;
+        c.aug.crop_pad = i < 3 ? 2 : 0;
+        c.aug.hflip = i < 3;
+        c.aug.noise = i < 3 ? 0.03f : 0.0f;
+        c.seed = i == 2 ? 2 : 1;
+        if (n[i]) ASSERT_OK(jem_train(n[i], ds, NULL, &c, NULL));
+    }
+    if (n[0] && n[1] && n[2] && n[3]) {
+        ASSERT_MSG(same_params(n[0], jem_net_params(n[1])), "augmented runs with one seed differ");
+        ASSERT(!same_params(n[0], jem_net_params(n[2])));
+        ASSERT(!same_params(n[0], jem_net_params(n[3])));
+    } else {
+        ASSERT(0);
+    }
+    for (int i = 0; i < 4; i++) jem_net_free(n[i]);
+}
+
 int main(void)
 {
     TEST_MAIN_BEGIN("test_train");
@@ -169,7 +517,13 @@ int main(void)
     if (s) return t_finish();
     jem_dataset_truncate(&ds, 2000);
     check_loss_falls(&ds);
-    check_blowup_rolled_back(&ds);
+    check_blowup_rolled_back(&ds, 0.0f);
+    check_blowup_rolled_back(&ds, 0.9f);
+    check_ema_by_hand(&ds);
+    check_ema_resume(&ds);
+    check_ema_validated(&ds);
+    check_px_rows(&ds);
+    check_softmax_augment(&ds);
     check_exact_resume(&ds);
     check_semi_supervised(&ds);
     jem_dataset_free(&ds);

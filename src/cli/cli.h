@@ -24,8 +24,9 @@ enum {
     OPT_IF_GIVEN = 1 << 9, /* the path checks apply only when the option is given (not to its default) */
 };
 
-/* One option. Numbers are checked against [min, max] (ranged 1) or
- * (min, max] (ranged 2); strings against choices ("a|b|c") when set.
+/* One option. Numbers are checked against [min, max] (ranged 1), (min,
+ * max] (ranged 2) or [min, max) (ranged 3); strings against choices
+ * ("a|b|c") when set.
  * The table ends with an entry whose name is NULL. help and the error
  * messages derive the range text from the same fields. */
 typedef struct {
@@ -34,7 +35,7 @@ typedef struct {
     void *ptr;
     const char *help;
     double min, max;
-    int ranged; /* 0: any number, 1: min <= x <= max, 2: min < x <= max */
+    int ranged; /* 0: any number, 1: min <= x <= max, 2: min < x <= max, 3: min <= x < max */
     const char *choices;
     unsigned flags;
     const char *def; /* the default as --help says it, when the value in ptr does not */
@@ -49,6 +50,7 @@ typedef struct {
     }
 #define RANGE(lo, hi) .min = (lo), .max = (hi), .ranged = 1
 #define ABOVE(lo, hi) .min = (lo), .max = (hi), .ranged = 2
+#define BELOW(lo, hi) .min = (lo), .max = (hi), .ranged = 3
 #define ATLEAST(lo)   .min = (lo), .max = 1e300, .ranged = 1
 #define POSITIVE      .min = 0, .max = 1e300, .ranged = 2
 

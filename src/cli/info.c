@@ -206,14 +206,15 @@ int cmd_export(int argc, char **argv)
         jem_st_free(st);
         return cli_fail("export", s);
     }
-    /* keep the descriptive metadata, drop the training state */
+    /* keep the descriptive metadata (with jem.train.ema: the weights are a
+     * moving average), drop the training state */
     const char *meta[64];
     int nm = 0;
     for (int i = 0; i < jem_st_meta_count(st) && nm < 62; i++) {
         const char *k = jem_st_meta_key(st, i);
         if (!strcmp(k, "jem.arch") || !strcmp(k, "jem.version") || !strcmp(k, "format")) continue;
         if (!strncmp(k, "jem.train.", 10) && strcmp(k, "jem.train.command") && strcmp(k, "jem.train.iter") &&
-            strcmp(k, "jem.train.mode") && strcmp(k, "jem.train.data"))
+            strcmp(k, "jem.train.mode") && strcmp(k, "jem.train.data") && strcmp(k, "jem.train.ema"))
             continue;
         meta[nm++] = k;
         meta[nm++] = jem_st_get_meta(st, k);

@@ -74,7 +74,8 @@ static void range_text(const cli_opt *o, char *buf, size_t n)
     if (!is_number(o->type) || !o->ranged) return;
     const char *what = is_integer(o->type) ? "an integer" : "a number";
     const int open = o->ranged == 2, hi = o->max < 1e299;
-    if (hi && !open) snprintf(buf, n, "%s from %.12g to %.12g", what, o->min, o->max);
+    if (o->ranged == 3) snprintf(buf, n, "%s of at least %.12g and below %.12g", what, o->min, o->max);
+    else if (hi && !open) snprintf(buf, n, "%s from %.12g to %.12g", what, o->min, o->max);
     else if (hi) snprintf(buf, n, "%s above %.12g and at most %.12g", what, o->min, o->max);
     else snprintf(buf, n, "%s %s %.12g", what, open ? "above" : "of at least", o->min);
 }
@@ -242,7 +243,7 @@ static int set_value(const char *cmd, cli_opt *o, const char *v)
         return cli_usage_error(cmd, "--%s '%s': not a valid value (want %s)", o->name, v, range);
     }
 ranged:
-    if (o->ranged && (x < o->min || x > o->max || (o->ranged == 2 && x == o->min))) {
+    if (o->ranged && (x < o->min || x > o->max || (o->ranged == 2 && x == o->min) || (o->ranged == 3 && x == o->max))) {
         char range[160];
         range_text(o, range, sizeof range);
         return cli_usage_error(cmd, "--%s %s: out of range (want %s)", o->name, v, range);

@@ -92,6 +92,9 @@ static int check(cli_ctx *cx, void *ud)
                                "--milestones '%s': want up to 16 increasing iterations >= 1, "
                                "e.g. 2000,4000",
                                t->milestones);
+    if (cli_given(sp, "px-rows") && !t->crop && !t->flip)
+        return cli_usage_error("train", "--px-rows applies with --crop or --flip only (without them the p(x) term's "
+                                        "data are the batch rows)");
     if (!t->c.epochs && !(t->c.minutes > 0) && !t->c.iters)
         return cli_usage_error("train", "no budget: give --epochs, --minutes or --iters");
     if (t->test && cli_spec_unlabelled(t->test))
@@ -408,8 +411,15 @@ int cmd_train(int argc, char **argv)
         {OPT("milestones", OPT_STR, &t.milestones, "iterations at which the lr is multiplied by --gamma (a,b,c)")},
         {OPT("gamma", OPT_FLOAT, &c->sched.gamma, "lr factor at each milestone"), ABOVE(0, 10)},
         {OPT("cosine", OPT_FLAG, &c->sched.cosine, "cosine lr decay to zero over the budget (iterations or minutes)")},
-        {OPT("crop", OPT_INT, &t.crop, "random crop padding in pixels (0: off)"), RANGE(0, 1024)},
-        {OPT("flip", OPT_FLAG, &t.flip, "random horizontal flips")},
+        {OPT("crop", OPT_INT, &t.crop, "random crop padding in pixels (0: off); cross-entropy rows only in jem mode"),
+         RANGE(0, 1024)},
+        {OPT("flip", OPT_FLAG, &t.flip, "random horizontal flips; cross-entropy rows only in jem mode")},
+        {OPT("px-rows", OPT_INT, &c->px_rows,
+             "with --crop/--flip: p(x)'s clean data rows (0: one per chain; -1: the augmented rows)"),
+         ATLEAST(-1), .flags = OPT_JEM},
+        {OPT("ema", OPT_FLOAT, &c->ema,
+             "moving average of the weights, decay e.g. 0.999 (0: off); evaluated and saved"),
+         BELOW(0, 1)},
         {OPT("noise", OPT_FLOAT, &c->aug.noise, "Gaussian noise sigma on training inputs"), RANGE(0, 10)},
         {OPT("w-y", OPT_FLOAT, &c->w_y, "weight of the cross-entropy term"), RANGE(0, 1e6)},
         {OPT("w-x", OPT_FLOAT, &c->w_x, "weight of the p(x) term"), RANGE(0, 1e6), .flags = OPT_JEM},
@@ -450,8 +460,8 @@ int cmd_train(int argc, char **argv)
         {OPT("ckpt-every", OPT_INT, &c->ckpt_every, "iterations between checkpoints (0: each epoch)"), ATLEAST(0)},
         {OPT("eval-every", OPT_INT, &c->eval_every, "iterations between validations (0: each epoch)"), ATLEAST(0)},
         {OPT("seed", OPT_U64, &c->seed, "random seed")},
-        {OPT("inject-blowup", OPT_I64, &t.blowup_at, "testing: multiply the lr by 1e6 at this iteration"),
-         ATLEAST(0), .flags = OPT_HIDDEN},
+        {OPT("inject-blowup", OPT_I64, &t.blowup_at, "testing: multiply the lr by 1e6 at this iteration"), ATLEAST(0),
+         .flags = OPT_HIDDEN},
         CLI_END};
     const cli_spec sp = {.name = "train",
                          .usage = "[--mode softmax|jem] [options]",

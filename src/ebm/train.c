@@ -6,6 +6,12 @@
  * Divergence (non-finite or runaway loss or energies) rolls the model,
  * optimiser, buffer and RNG back to the last good state, lowers the learning
  * rate, and continues. Checkpoints hold everything needed to resume exactly.
+ *
+ * Reading order: jem_train_hooked at the bottom is the loop; above it, one
+ * function per step: set-up, an iteration per mode (iter_softmax,
+ * iter_jem), divergence, the optimiser step with the weights' moving
+ * average, rollback, and the side effects (log line, progress, validation,
+ * sample grid, checkpoint).
  */
 #include "jem.h"
 #include "ebm/train.h"
@@ -27,6 +33,8 @@ void jem_train_defaults(jem_train_cfg *c, jem_mode mode)
     c->sched.warmup = mode == JEM_MODE_JEM ? 1000 : 0;
     c->sched.gamma = 0.3f;
     c->aug.noise = mode == JEM_MODE_JEM ? 0.03f : 0.0f;
+    c->px_rows = 0;
+    c->ema = 0.0f;
     c->w_y = 1.0f;
     c->w_x = mode == JEM_MODE_JEM ? 1.0f : 0.0f;
     c->w_xy = 0.0f;
@@ -98,6 +106,7 @@ jem_status jem_evaluate(jem_net *net, const jem_dataset *ds, double *acc, double
 /* everything a rollback or a checkpoint must restore */
 typedef struct {
     float   *params, *m, *v;
+    float   *ema;     /* NULL when the trainer keeps no moving average */
     int64_t  opt_t;
     float   *buf_x;
     jem_rng  rng;
@@ -106,26 +115,38 @@ typedef struct {
     int32_t *perm;
 } snapshot;
 
-/* one iteration's rows: the labelled batch, then the chains */
+/* One iteration's rows, N at most 2B + 2S (see row_plan) */
 typedef struct {
-    float   *x;       /* (B + 2S, D) data, unconditional samples, conditional samples */
-    int32_t *y;       /* (B + 2S) */
-    float   *logits;  /* (B + 2S, K) */
-    float   *dl;      /* (B + 2S, K) */
+    float   *x;       /* (N, D) */
+    int32_t *y;       /* (N) labels; -1 for unlabelled images and unconditional chains */
+    float   *logits;  /* (N, K) */
+    float   *dl;      /* (N, K) */
     int32_t *idx;     /* (2S) buffer slots */
-    float   *lse;     /* (B + 2S) */
+    float   *lse;     /* (N) */
 } iter_bufs;
 
-/* what an iteration reports */
+/* Where an iteration's rows live (fixed for a run):
+ *   [0, B)              the labelled batch, augmented, for cross-entropy;
+ *   [d0, d0 + nd)       the data side of the generative terms: the batch
+ *                       rows themselves (d0 = 0, nd = B), or, when the
+ *                       batch is cropped or flipped in JEM mode, clean
+ *                       copies (noise only) of its first nd images (d0 = B);
+ *   [u0, u0 + nu)       unconditional chains;
+ *   [u0 + nu, N)        conditional chains (nc). */
+typedef struct { int B, d0, nd, u0, nu, nc, N; } row_plan;
+
+/* what an iteration reports; sec_*: seconds spent in its parts */
 typedef struct {
     double loss, ce, e_data, e_sample, grad_norm;
     int correct, labelled;
+    double sec_data, sec_sgld, sec_fwd_bwd, sec_opt;
 } iter_out;
 
 /* running sums over the iterations of one log group */
 typedef struct {
     double loss, ce, e_data, e_sample, grad_norm;
     long   correct, labelled, n;
+    double sec_data, sec_sgld, sec_fwd_bwd, sec_opt;
     double t0;         /* when the group started */
     double comm0;      /* this rank's time in collectives when it started */
 } group;
@@ -154,6 +175,8 @@ typedef struct {
     jem_rng    lrng;       /* size > 1: this rank's stream (augmentation,
                               chains); rng then only shuffles, alike on all */
     iter_bufs  ib;
+    row_plan   rows;
+    float     *ema;        /* (np) moving average of the weights, NULL when off */
     double     t0;         /* when this run started */
     int64_t    start_iter, iter_budget; /* iter_budget 0: time only */
     int64_t    gbatch;     /* images per iteration over all ranks */
@@ -163,7 +186,7 @@ typedef struct {
 
 static void snap_free(snapshot *s)
 {
-    free(s->params); free(s->m); free(s->v); free(s->buf_x); free(s->perm);
+    free(s->params); free(s->m); free(s->v); free(s->ema); free(s->buf_x); free(s->perm);
     memset(s, 0, sizeof *s);
 }
 
@@ -175,9 +198,10 @@ static jem_status snap_take(trainer *t)
         s->params = malloc(sizeof(float) * t->np);
         s->m = malloc(sizeof(float) * t->np);
         s->v = t->opt.v ? malloc(sizeof(float) * t->np) : NULL;
+        s->ema = t->ema ? malloc(sizeof(float) * t->np) : NULL;
         s->buf_x = bn ? malloc(sizeof(float) * bn) : NULL;
         s->perm = malloc(sizeof(int32_t) * t->ds->n);
-        if (!s->params || !s->m || (t->opt.v && !s->v) || (bn && !s->buf_x) || !s->perm) {
+        if (!s->params || !s->m || (t->opt.v && !s->v) || (t->ema && !s->ema) || (bn && !s->buf_x) || !s->perm) {
             snap_free(s);
             return jem_fail(JEM_ERR_NOMEM, "out of memory for the rollback snapshot");
         }
@@ -185,6 +209,7 @@ static jem_status snap_take(trainer *t)
     memcpy(s->params, jem_net_params(t->net), sizeof(float) * t->np);
     memcpy(s->m, t->opt.m, sizeof(float) * t->np);
     if (s->v) memcpy(s->v, t->opt.v, sizeof(float) * t->np);
+    if (s->ema) memcpy(s->ema, t->ema, sizeof(float) * t->np);
     if (bn) memcpy(s->buf_x, t->buf.x, sizeof(float) * bn);
     memcpy(s->perm, t->perm, sizeof(int32_t) * t->ds->n);
     s->opt_t = t->opt.t;
@@ -202,6 +227,7 @@ static void snap_restore(trainer *t)
     memcpy(jem_net_params(t->net), s->params, sizeof(float) * t->np);
     memcpy(t->opt.m, s->m, sizeof(float) * t->np);
     if (s->v) memcpy(t->opt.v, s->v, sizeof(float) * t->np);
+    if (s->ema) memcpy(t->ema, s->ema, sizeof(float) * t->np);
     if (bn) memcpy(t->buf.x, s->buf_x, sizeof(float) * bn);
     memcpy(t->perm, s->perm, sizeof(int32_t) * t->ds->n);
     t->opt.t = s->opt_t;
@@ -213,8 +239,20 @@ static void snap_restore(trainer *t)
 
 /* ---- checkpoints with the training state ---- */
 
+/* Exchange the network's weights with their moving average. */
+static void swap_ema(trainer *t)
+{
+    float *p = jem_net_params(t->net), *e = t->ema;
+    for (size_t i = 0; i < t->np; i++) {
+        float v = p[i];
+        p[i] = e[i];
+        e[i] = v;
+    }
+}
+
 /* Collective with several ranks: the replay buffer's slices are gathered to
- * rank 0, which alone writes the file. */
+ * rank 0, which alone writes the file. With a moving average the model's
+ * tensors are the averaged weights and "_train.params" the trained ones. */
 static jem_status save_ckpt(trainer *t, const char *path)
 {
     const jem_train_cfg *c = t->cfg;
@@ -227,6 +265,7 @@ static jem_status save_ckpt(trainer *t, const char *path)
     if (s) return s;
     char v[320];
     int64_t shp[4];
+    if (t->ema) swap_ema(t); /* until the commit: the net holds the average, t->ema the trained weights */
     s = jem_ckpt_add_model(st, t->net);
     for (int i = 0; c->meta && c->meta[i] && c->meta[i + 1] && !s; i += 2) s = jem_st_meta(st, c->meta[i], c->meta[i + 1]);
 #define META(k, fmt, val) do { if (!s) { snprintf(v, sizeof v, fmt, val); s = jem_st_meta(st, k, v); } } while (0)
@@ -240,10 +279,12 @@ static jem_status save_ckpt(trainer *t, const char *path)
     META("jem.train.retries", "%d", t->retries);
     META("jem.train.seed", "%llu", (unsigned long long)t->seed);
     META("jem.train.data", "%s", t->ds->name);
+    if (t->ema) META("jem.train.ema", "%g", (double)t->cfg->ema);
 #undef META
     shp[0] = (int64_t)t->np;
     if (!s) s = jem_st_add(st, "_opt.m", JEM_DT_F32, 1, shp, t->opt.m);
     if (!s && t->opt.v) s = jem_st_add(st, "_opt.v", JEM_DT_F32, 1, shp, t->opt.v);
+    if (!s && t->ema) s = jem_st_add(st, "_train.params", JEM_DT_F32, 1, shp, t->ema);
     shp[0] = 4;
     if (!s) s = jem_st_add(st, "_train.rng", JEM_DT_I64, 1, shp, t->rng.s);
     shp[0] = t->ds->n;
@@ -254,6 +295,7 @@ static jem_status save_ckpt(trainer *t, const char *path)
         if (!s) s = jem_st_add(st, "_buffer.y", JEM_DT_I32, 1, shp, t->buf.y);
     }
     if (!s) s = jem_st_commit(st, path);
+    if (t->ema) swap_ema(t);
     jem_st_free(st);
     return s;
 }
@@ -298,6 +340,12 @@ static jem_status load_state(trainer *t, const char *path)
     } while (0)
     NEED("_opt.m", JEM_DT_F32, t->np, t->opt.m, sizeof(float));
     if (t->opt.v) NEED("_opt.v", JEM_DT_F32, t->np, t->opt.v, sizeof(float));
+    /* net holds the checkpoint's model tensors, which trainer_init copied
+     * into the moving average (if any); a checkpoint written with an
+     * average keeps the trained weights in "_train.params": training
+     * continues from them */
+    if (jem_st_get(st, "_train.params", NULL, NULL, NULL))
+        NEED("_train.params", JEM_DT_F32, t->np, jem_net_params(t->net), sizeof(float));
     NEED("_train.rng", JEM_DT_I64, 4, t->rng.s, sizeof(uint64_t));
     NEED("_train.perm", JEM_DT_I32, t->ds->n, t->perm, sizeof(int32_t));
     if (t->use_buf) {
@@ -336,6 +384,10 @@ static jem_status check_args(jem_net *net, const jem_dataset *ds, const jem_trai
     if ((int64_t)c->batch * jem_dist_size() > ds->n)
         return jem_fail(JEM_ERR_ARG, "batch size %d on %d ranks (data set %s has %d images)", c->batch,
                         jem_dist_size(), ds->name, ds->n);
+    if (!(c->ema >= 0 && c->ema < 1))
+        return jem_fail(JEM_ERR_ARG, "moving-average decay %g: must be in [0, 1) (0: off)", (double)c->ema);
+    if (c->px_rows < -1)
+        return jem_fail(JEM_ERR_ARG, "p(x) data rows %d: must be -1, 0 or a row count", c->px_rows);
     return JEM_OK;
 }
 
@@ -385,6 +437,46 @@ static jem_status buffer_init(trainer *t)
     return JEM_OK;
 }
 
+/* The rows of an iteration (see row_plan). */
+static row_plan plan_rows(const jem_train_cfg *c)
+{
+    const int B = c->batch, S = c->n_samples > 0 ? c->n_samples : c->batch;
+    row_plan r = {B, 0, B, B, 0, 0, B};
+    if (c->mode != JEM_MODE_JEM) return r;
+    r.nu = c->w_x != 0 || c->l2 != 0 ? S : 0;
+    r.nc = c->w_xy != 0 ? S : 0;
+    if ((c->aug.crop_pad > 0 || c->aug.hflip) && c->px_rows >= 0 && (r.nu || r.nc)) {
+        int n = c->px_rows > 0 ? c->px_rows : S;
+        r.d0 = B;
+        r.nd = n < B ? n : B;
+        r.u0 = B + r.nd;
+    }
+    r.N = r.u0 + r.nu + r.nc;
+    return r;
+}
+
+static jem_status alloc_bufs(trainer *t)
+{
+    const jem_train_cfg *c = t->cfg;
+    const int S = c->n_samples > 0 ? c->n_samples : c->batch;
+    const size_t N = (size_t)t->rows.N, n = (size_t)t->ds->n;
+    iter_bufs *ib = &t->ib;
+    t->perm = malloc(sizeof(int32_t) * n);
+    t->labels = malloc(sizeof(int32_t) * n);
+    ib->x = malloc(sizeof(float) * N * t->D);
+    ib->y = malloc(sizeof(int32_t) * N);
+    ib->logits = malloc(sizeof(float) * N * t->K);
+    ib->dl = malloc(sizeof(float) * N * t->K);
+    ib->idx = malloc(sizeof(int32_t) * 2 * S);
+    ib->lse = malloc(sizeof(float) * N);
+    if (c->ema > 0 && (t->ema = malloc(sizeof(float) * t->np))) /* starts at the weights */
+        memcpy(t->ema, jem_net_params(t->net), sizeof(float) * t->np);
+    if (!t->perm || !t->labels || !ib->x || !ib->y || !ib->logits || !ib->dl || !ib->idx || !ib->lse ||
+        (c->ema > 0 && !t->ema))
+        return jem_fail(JEM_ERR_NOMEM, "out of memory for training buffers");
+    return JEM_OK;
+}
+
 static jem_status trainer_init(trainer *t, jem_net *net, const jem_dataset *ds, const jem_dataset *val,
                                const jem_train_cfg *c, const jem_train_hooks *hooks)
 {
@@ -413,21 +505,10 @@ static jem_status trainer_init(trainer *t, jem_net *net, const jem_dataset *ds, 
         t->iter_budget = t->iter_budget && t->iter_budget < e ? t->iter_budget : e;
     }
 
-    const int S = c->n_samples > 0 ? c->n_samples : c->batch;
-    const size_t NB = (size_t)c->batch + 2 * (size_t)S;
-    iter_bufs *ib = &t->ib;
+    t->rows = plan_rows(c);
     jem_status s = jem_opt_init(&t->opt, &c->opt, t->np);
+    if (!s) s = alloc_bufs(t);
     if (s) return s;
-    t->perm = malloc(sizeof(int32_t) * ds->n);
-    t->labels = malloc(sizeof(int32_t) * ds->n);
-    ib->x = malloc(sizeof(float) * NB * t->D);
-    ib->y = malloc(sizeof(int32_t) * NB);
-    ib->logits = malloc(sizeof(float) * NB * t->K);
-    ib->dl = malloc(sizeof(float) * NB * t->K);
-    ib->idx = malloc(sizeof(int32_t) * 2 * S);
-    ib->lse = malloc(sizeof(float) * NB);
-    if (!t->perm || !t->labels || !ib->x || !ib->y || !ib->logits || !ib->dl || !ib->idx || !ib->lse)
-        return jem_fail(JEM_ERR_NOMEM, "out of memory for training buffers");
     for (int i = 0; i < ds->n; i++) t->perm[i] = i;
     s = mask_labels(t);
     if (s) return s;
@@ -443,6 +524,7 @@ static void trainer_free(trainer *t)
     snap_free(&t->snap);
     jem_buffer_free(&t->buf);
     jem_opt_free(&t->opt);
+    free(t->ema);
     free(t->perm);
     free(t->labels);
     free(t->ib.x); free(t->ib.y); free(t->ib.logits); free(t->ib.dl); free(t->ib.idx); free(t->ib.lse);
@@ -475,13 +557,27 @@ static jem_rng *local_rng(trainer *t)
     return t->size > 1 ? &t->lrng : &t->rng;
 }
 
-/* The labelled batch into rows [0, B) of the iteration's buffers, augmented. */
+/* The labelled batch into rows [0, B), augmented; in JEM mode with crop or
+ * flip, clean copies of its first nd images into the generative terms' data
+ * rows [d0, d0 + nd), with only the Gaussian noise. */
 static void load_batch(trainer *t)
 {
     const jem_train_cfg *c = t->cfg;
     const jem_dataset *ds = t->ds;
-    next_batch(t, c->batch, t->ib.x, t->ib.y);
-    jem_augment_batch(&c->aug, t->ib.x, c->batch, ds->c, ds->h, ds->w, local_rng(t));
+    const row_plan *r = &t->rows;
+    iter_bufs *ib = &t->ib;
+    jem_rng *lr = local_rng(t);
+    next_batch(t, r->B, ib->x, ib->y);
+    if (r->d0) {
+        memcpy(ib->x + (size_t)r->d0 * t->D, ib->x, sizeof(float) * t->D * r->nd);
+        memcpy(ib->y + r->d0, ib->y, sizeof(int32_t) * r->nd);
+    }
+    jem_augment_batch(&c->aug, ib->x, r->B, ds->c, ds->h, ds->w, lr);
+    if (r->d0) {
+        const jem_augment noise_only = {.noise = c->aug.noise};
+        jem_augment_batch(&noise_only, ib->x + (size_t)r->d0 * t->D, r->nd, ds->c, ds->h, ds->w, lr);
+    }
+    if (t->hooks->batch) t->hooks->batch(t->hooks->ud, ib->x, ib->y, r->B, r->d0, r->nd);
 }
 
 /* Cross-entropy of rows [0, B): its mean, hits and labelled count into o,
@@ -506,30 +602,35 @@ static jem_status iter_softmax(trainer *t, iter_out *o)
     const int B = t->cfg->batch;
     iter_bufs *ib = &t->ib;
     memset(o, 0, sizeof *o);
+    double t0 = now_s();
     load_batch(t);
+    double t1 = now_s();
     jem_status s = jem_net_forward(t->net, ib->x, B, ib->logits);
     if (s) return s;
     jem_logsumexp(ib->logits, B, t->K, ib->lse);
     cross_entropy(t, o);
     double ed = 0;
     for (int i = 0; i < B; i++) ed += -ib->lse[i];
-    o->e_data = ed / B;
+    o->e_data = ed / B; /* watched for divergence */
     o->loss = t->cfg->w_y * o->ce;
-    return backward(t);
+    s = backward(t);
+    o->sec_data = t1 - t0;
+    o->sec_fwd_bwd = now_s() - t1;
+    return s;
 }
 
-/* Draw nu unconditional and nc conditional chains from the replay buffer
- * into rows [B, B + nu + nc), run SGLD on them and store them back.
- * Conditional chains take the batch's labels (random classes where
- * unlabelled). */
-static jem_status run_chains(trainer *t, int nu, int nc, jem_sgld_stats *ss)
+/* Draw the unconditional and conditional chains from the replay buffer into
+ * their rows, run SGLD on them and store them back. Conditional chains take
+ * the batch's labels (random classes where unlabelled). */
+static jem_status run_chains(trainer *t, jem_sgld_stats *ss)
 {
     const jem_train_cfg *c = t->cfg;
-    const int B = c->batch;
+    const row_plan *r = &t->rows;
+    const int B = r->B, nu = r->nu, nc = r->nc;
     iter_bufs *ib = &t->ib;
     jem_rng *lr = local_rng(t);
-    float *xu = ib->x + (size_t)B * t->D, *xc = xu + (size_t)nu * t->D;
-    int32_t *yu = ib->y + B, *yc = yu + nu;
+    float *xu = ib->x + (size_t)r->u0 * t->D, *xc = xu + (size_t)nu * t->D;
+    int32_t *yu = ib->y + r->u0, *yc = yu + nu;
     jem_status s;
     memset(ss, 0, sizeof *ss);
     if (nu) {
@@ -560,79 +661,86 @@ static jem_status run_chains(trainer *t, int nu, int nc, jem_sgld_stats *ss)
 
 /* The generative terms w_x [E(x_data) - E(x_sample)] + w_xy [E(x_data, y) -
  * E(x_sample_y, y)] + l2 (E(x_data)^2 + E(x_sample)^2): their gradients
- * w.r.t. the logits added to the data rows' (after the cross-entropy's) and
- * written to the sample rows'; the loss, energies into o. */
-static void generative_terms(trainer *t, int nu, int nc, iter_out *o)
+ * w.r.t. the logits added to the data rows' (which hold the cross-entropy's
+ * when they are the batch rows) and written to the sample rows'; the loss
+ * and the energies into o. */
+static void generative_terms(trainer *t, iter_out *o)
 {
     const jem_train_cfg *c = t->cfg;
-    const int B = c->batch, K = t->K, N = B + nu + nc;
+    const row_plan *r = &t->rows;
+    const int K = t->K, d0 = r->d0, nd = r->nd, u0 = r->u0, nu = r->nu, c0 = r->u0 + r->nu, nc = r->nc;
     const iter_bufs *ib = &t->ib;
-    const int32_t *yc = ib->y + B + nu;
     double ed = 0, eu = 0, edy = 0, ecy = 0, l2d = 0, l2u = 0;
-    for (int i = 0; i < B; i++) { ed += -ib->lse[i]; l2d += (double)ib->lse[i] * ib->lse[i]; }
-    ed /= B; l2d /= B;
-    for (int i = 0; i < nu; i++) { eu += -ib->lse[B + i]; l2u += (double)ib->lse[B + i] * ib->lse[B + i]; }
+    for (int i = d0; i < d0 + nd; i++) { ed += -ib->lse[i]; l2d += (double)ib->lse[i] * ib->lse[i]; }
+    ed /= nd; l2d /= nd;
+    for (int i = u0; i < u0 + nu; i++) { eu += -ib->lse[i]; l2u += (double)ib->lse[i] * ib->lse[i]; }
     if (nu) { eu /= nu; l2u /= nu; }
+    int nl = 0; /* labelled data rows */
+    for (int i = d0; i < d0 + nd; i++) nl += ib->y[i] >= 0;
     /* ramped in over gen_warmup iterations */
     const float ramp = c->gen_warmup > 0 && t->iter < c->gen_warmup ? (float)(t->iter + 1) / c->gen_warmup : 1.0f;
     const float w_x = c->w_x * ramp, w_xy = c->w_xy * ramp, l2 = c->l2 * ramp;
     /* d/dlogits of E(x) = -softmax; of E(x)^2 = -2 E softmax = 2 lse softmax */
-    for (int i = 0; i < B; i++) {
+    if (d0) memset(ib->dl + (size_t)d0 * K, 0, sizeof(float) * K * nd);
+    for (int i = d0; i < d0 + nd; i++) {
         float *d = ib->dl + (size_t)i * K;
         const float *l = ib->logits + (size_t)i * K;
         double lse = ib->lse[i];
-        float coef = (float)((-w_x + 2.0 * l2 * lse) / B);
+        float coef = (float)((-w_x + 2.0 * l2 * lse) / nd);
         for (int k = 0; k < K; k++) d[k] += coef * expf((float)(l[k] - lse));
         if (w_xy != 0 && ib->y[i] >= 0) {
             edy += -l[ib->y[i]];
-            d[ib->y[i]] += -w_xy / (float)(o->labelled ? o->labelled : 1);
+            d[ib->y[i]] += -w_xy / (float)(nl ? nl : 1);
         }
     }
-    for (int i = B; i < B + nu; i++) {
+    for (int i = u0; i < u0 + nu; i++) {
         float *d = ib->dl + (size_t)i * K;
         const float *l = ib->logits + (size_t)i * K;
         double lse = ib->lse[i];
         float coef = (float)((w_x + 2.0 * l2 * lse) / nu);
         for (int k = 0; k < K; k++) d[k] = coef * expf((float)(l[k] - lse));
     }
-    for (int i = B + nu; i < N; i++) {
+    for (int i = c0; i < c0 + nc; i++) {
         float *d = ib->dl + (size_t)i * K;
         const float *l = ib->logits + (size_t)i * K;
         for (int k = 0; k < K; k++) d[k] = 0.0f;
-        int yy = yc[i - B - nu];
+        int yy = ib->y[i];
         ecy += -l[yy];
         d[yy] = w_xy / (float)nc;
     }
-    if (o->labelled) edy /= o->labelled;
+    if (nl) edy /= nl;
     if (nc) ecy /= nc;
     o->loss += w_x * (ed - eu) + w_xy * (edy - ecy) + l2 * (l2d + l2u);
     o->e_data = ed;
     o->e_sample = nu ? eu : (nc ? ecy : 0);
 }
 
-/* JEM mode: chains, then one forward and backward over the batch and the
- * chains for cross-entropy plus the generative terms */
+/* JEM mode: the chains, then one forward and backward over the batch, the
+ * data rows and the chains for cross-entropy plus the generative terms */
 static jem_status iter_jem(trainer *t, iter_out *o)
 {
-    const jem_train_cfg *c = t->cfg;
-    const int B = c->batch, S = c->n_samples > 0 ? c->n_samples : c->batch;
-    const int nu = c->w_x != 0 || c->l2 != 0 ? S : 0; /* unconditional chains */
-    const int nc = c->w_xy != 0 ? S : 0;                /* conditional chains */
+    const int N = t->rows.N;
     iter_bufs *ib = &t->ib;
     memset(o, 0, sizeof *o);
+    double t0 = now_s();
     load_batch(t);
+    double t1 = now_s();
     jem_sgld_stats ss;
-    jem_status s = run_chains(t, nu, nc, &ss);
+    jem_status s = run_chains(t, &ss);
     if (s) return s;
-    const int N = B + nu + nc;
+    double t2 = now_s();
     s = jem_net_forward(t->net, ib->x, N, ib->logits);
     if (s) return s;
     jem_logsumexp(ib->logits, N, t->K, ib->lse);
     cross_entropy(t, o);
-    o->loss = c->w_y * o->ce;
-    generative_terms(t, nu, nc, o);
+    o->loss = t->cfg->w_y * o->ce;
+    generative_terms(t, o);
     o->grad_norm = ss.grad_norm;
-    return backward(t);
+    s = backward(t);
+    o->sec_data = t1 - t0;
+    o->sec_sgld = t2 - t1;
+    o->sec_fwd_bwd = now_s() - t2;
+    return s;
 }
 
 /* With several ranks: average the gradients (one allreduce over the flat
@@ -692,13 +800,29 @@ static const char *divergence(const trainer *t, const iter_out *o, jem_status s,
     return NULL;
 }
 
-/* The optimiser step; returns why it failed (NULL: it did not). */
-static const char *step(trainer *t)
+/* The moving average of the weights after the optimiser's n-th step (n from
+ * 1): ema = d ema + (1 - d) w with d = min(decay, n / (9 + n)), so that it
+ * forgets the initial weights quickly while few steps were taken. */
+static void ema_update(trainer *t)
 {
-    float lr = current_lr(t, now_s() - t->t0);
+    const double n = (double)t->opt.t;
+    const float d = (float)fmin(t->cfg->ema, n / (9.0 + n));
+    const float *w = jem_net_params(t->net);
+    float *e = t->ema;
+    for (size_t i = 0; i < t->np; i++) e[i] = d * e[i] + (1.0f - d) * w[i];
+}
+
+/* The optimiser step and the moving average; returns why the step failed
+ * (NULL: it did not). */
+static const char *step(trainer *t, iter_out *o)
+{
+    const double t0 = now_s();
+    float lr = current_lr(t, t0 - t->t0);
     if (t->hooks->blowup_at && t->iter == t->hooks->blowup_at && t->retries == 0) lr *= 1e6f;
     jem_opt_step(&t->opt, jem_net_params(t->net), jem_net_grads(t->net), lr);
     if (!finite_block(jem_net_params(t->net), t->np)) return "non-finite weights after the step";
+    if (t->ema) ema_update(t);
+    o->sec_opt = now_s() - t0;
     return NULL;
 }
 
@@ -717,6 +841,8 @@ static void group_add(group *g, const iter_out *o)
 {
     g->loss += o->loss; g->ce += o->ce; g->e_data += o->e_data; g->e_sample += o->e_sample;
     g->grad_norm += o->grad_norm; g->correct += o->correct; g->labelled += o->labelled; g->n++;
+    g->sec_data += o->sec_data; g->sec_sgld += o->sec_sgld; g->sec_fwd_bwd += o->sec_fwd_bwd;
+    g->sec_opt += o->sec_opt;
 }
 
 static void group_reset(group *g)
@@ -762,9 +888,13 @@ static void buffer_stats(const jem_buffer *b, size_t D, double *mean, double *sd
     *sd = v > 0 ? sqrt(v) : 0;
 }
 
-/* comm: the group's seconds in collectives, least and most over the ranks */
-static void log_json(trainer *t, const jem_progress *p, const double comm[2])
+/* One JSON line per log group: the progress figures, then where an
+ * iteration's time went (seconds per iteration, means over the group);
+ * comm: the group's seconds in collectives, least and most over the ranks. */
+static void log_json(trainer *t, const jem_progress *p, const double comm[2], double sec_iter)
 {
+    const group *g = &t->grp;
+    const int jem = t->cfg->mode == JEM_MODE_JEM;
     jem_jw *w = &t->w;
     jem_jw_reset(w);
     jem_jw_obj_begin(w);
@@ -774,7 +904,7 @@ static void log_json(trainer *t, const jem_progress *p, const double comm[2])
     jem_jw_kdouble(w, "loss", p->loss);
     jem_jw_kdouble(w, "ce", p->ce);
     jem_jw_kdouble(w, "acc", p->acc);
-    if (t->cfg->mode == JEM_MODE_JEM) {
+    if (jem) {
         jem_jw_kdouble(w, "e_data", p->e_data);
         jem_jw_kdouble(w, "e_sample", p->e_sample);
         jem_jw_kdouble(w, "e_gap", p->e_data - p->e_sample);
@@ -789,6 +919,11 @@ static void log_json(trainer *t, const jem_progress *p, const double comm[2])
     }
     jem_jw_kdouble(w, "lr", p->lr);
     if (p->val_acc >= 0) jem_jw_kdouble(w, "val_acc", p->val_acc);
+    jem_jw_kdouble(w, "sec_iter", sec_iter);
+    jem_jw_kdouble(w, "sec_data", g->sec_data / g->n);
+    if (jem) jem_jw_kdouble(w, "sec_sgld", g->sec_sgld / g->n);
+    jem_jw_kdouble(w, "sec_fwd_bwd", g->sec_fwd_bwd / g->n);
+    jem_jw_kdouble(w, "sec_opt", g->sec_opt / g->n);
     jem_jw_obj_end(w);
     log_line(t, jem_jw_cstr(w));
 }
@@ -826,7 +961,7 @@ static void log_group(trainer *t, double vacc, int epoch_end)
         p.lr = current_lr(t, p.elapsed);
         p.val_acc = vacc;
         if (t->use_buf) buffer_stats(&t->buf, t->D, &p.buf_mean, &p.buf_std);
-        log_json(t, &p, comm);
+        log_json(t, &p, comm, dt / g->n);
         report(t, &p);
     }
     group_reset(&t->grp);
@@ -867,11 +1002,15 @@ static jem_status rollback(trainer *t, const char *why)
     return JEM_OK;
 }
 
-/* Accuracy on the validation set into *acc (unchanged without one). */
+/* Accuracy on the validation set into *acc (unchanged without one), with
+ * the moving average of the weights when there is one. */
 static jem_status validate(trainer *t, double *acc)
 {
     if (!t->val || t->val->n <= 0) return JEM_OK;
-    return jem_evaluate(t->net, t->val, acc, NULL);
+    if (t->ema) swap_ema(t);
+    jem_status s = jem_evaluate(t->net, t->val, acc, NULL);
+    if (t->ema) swap_ema(t);
+    return s;
 }
 
 /* The PNG grid of the first 64 replay-buffer images (collective with several
@@ -956,7 +1095,7 @@ jem_status jem_train_hooked(jem_net *net, const jem_dataset *ds, const jem_datas
         if (t.size > 1) s = average_ranks(&t, &o, s);
         char buf[160];
         const char *why = divergence(&t, &o, s, buf, sizeof buf);
-        if (!why) why = step(&t);
+        if (!why) why = step(&t, &o);
         if (why) { s = rollback(&t, why); continue; }
         s = JEM_OK;
         t.iter++;
@@ -973,6 +1112,7 @@ jem_status jem_train_hooked(jem_net *net, const jem_dataset *ds, const jem_datas
     }
     if (!s && c->ckpt_path) s = save_ckpt(&t, c->ckpt_path);
     if (!s && t.use_buf && c->sample_path) s = write_samples(&t);
+    if (t.ema) memcpy(jem_net_params(net), t.ema, sizeof(float) * t.np); /* the caller gets the average */
     trainer_free(&t);
     return s;
 }
