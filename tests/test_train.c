@@ -220,9 +220,9 @@ static void check_ema_by_hand(const jem_dataset *ds)
         if (d > decay) d = decay;
         for (size_t i = 0; i < np; i++) e[i] = d * e[i] + (1 - d) * jem_net_params(w[k])[i];
     }
-    char dir[] = "/tmp/jem-ema-XXXXXX", ck[64];
-    if (!mkdtemp(dir)) { ASSERT(0); free(e); goto out; }
-    snprintf(ck, sizeof ck, "%s/ema.safetensors", dir);
+    char ck[512];
+    t_tmpdir("ema");
+    snprintf(ck, sizeof ck, "%s", t_path("ema.safetensors"));
     jem_net *a = tiny_net(5);
     c.iters = T;
     c.ema = decay;
@@ -245,8 +245,6 @@ static void check_ema_by_hand(const jem_dataset *ds)
     free(e);
     jem_net_free(loaded);
     jem_net_free(a);
-    unlink(ck);
-    rmdir(dir);
 out:
     for (int k = 0; k <= T; k++) jem_net_free(w[k]);
 }
@@ -255,10 +253,10 @@ out:
  * 10 straight, both the average and the trained weights, bit for bit. */
 static void check_ema_resume(const jem_dataset *ds)
 {
-    char dir[] = "/tmp/jem-emares-XXXXXX", ck1[64], ck2[64];
-    if (!mkdtemp(dir)) { ASSERT(0); return; }
-    snprintf(ck1, sizeof ck1, "%s/a.safetensors", dir);
-    snprintf(ck2, sizeof ck2, "%s/b.safetensors", dir);
+    char ck1[512], ck2[512];
+    t_tmpdir("emaresume");
+    snprintf(ck1, sizeof ck1, "%s", t_path("a.safetensors"));
+    snprintf(ck2, sizeof ck2, "%s", t_path("b.safetensors"));
     jem_train_cfg c;
     jem_cfg(&c);
     c.w_xy = 0.5f;
@@ -286,9 +284,6 @@ static void check_ema_resume(const jem_dataset *ds)
     jem_net_free(a);
     jem_net_free(b);
     jem_net_free(b2);
-    unlink(ck1);
-    unlink(ck2);
-    rmdir(dir);
 }
 
 static void on_val(void *ud, const jem_progress *p)
@@ -301,9 +296,9 @@ static void on_val(void *ud, const jem_progress *p)
  * (so the check can fail), and which the run with it saved unchanged. */
 static void check_ema_validated(const jem_dataset *ds)
 {
-    char dir[] = "/tmp/jem-emaval-XXXXXX", ck[64];
-    if (!mkdtemp(dir)) { ASSERT(0); return; }
-    snprintf(ck, sizeof ck, "%s/v.safetensors", dir);
+    char ck[512];
+    t_tmpdir("emaval");
+    snprintf(ck, sizeof ck, "%s", t_path("v.safetensors"));
     jem_train_cfg c;
     softmax_cfg(&c);
     c.iters = 12;
@@ -329,8 +324,6 @@ static void check_ema_validated(const jem_dataset *ds)
 out:
     jem_net_free(a);
     jem_net_free(raw);
-    unlink(ck);
-    rmdir(dir);
 }
 
 /* What the batch hook saw on the first iteration. */
