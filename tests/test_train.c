@@ -11,12 +11,18 @@
 
 static const char *TINY = "name = tiny\ninput = 1x28x28\nclasses = 10\nstem = 8\nblocks = 16/2 16/2\n";
 
-typedef struct { double first, last; int n, rollbacks; } rec;
+typedef struct {
+    double first, last;
+    int n, rollbacks;
+} rec;
 
 static void on_progress(void *ud, const jem_progress *p)
 {
     rec *r = ud;
-    if (p->event == JEM_EV_ROLLBACK) { r->rollbacks++; return; }
+    if (p->event == JEM_EV_ROLLBACK) {
+        r->rollbacks++;
+        return;
+    }
     if (p->event != JEM_EV_ITER && p->event != JEM_EV_EPOCH) return;
     if (r->n == 0) r->first = p->loss;
     r->last = p->loss;
@@ -71,7 +77,10 @@ static void jem_cfg(jem_train_cfg *c)
 static void check_blowup_rolled_back(const jem_dataset *ds, float ema)
 {
     jem_net *net = tiny_net(2);
-    if (!net) { ASSERT(0); return; }
+    if (!net) {
+        ASSERT(0);
+        return;
+    }
     jem_train_cfg c;
     jem_cfg(&c);
     c.ema = ema; /* with a moving average, the rollback restores it too */
@@ -133,7 +142,9 @@ static void check_exact_resume(const jem_dataset *ds)
         /* a resumed-and-perturbed run (different seed) would differ: the
          * comparison above can fail */
         jem_net *d = tiny_net(3);
-        c.iters = 10; c.ckpt_path = NULL; c.seed = 2;
+        c.iters = 10;
+        c.ckpt_path = NULL;
+        c.seed = 2;
         ASSERT_OK(jem_train(d, ds, NULL, &c, NULL));
         ASSERT(memcmp(jem_net_params(a), jem_net_params(d), sizeof(float) * jem_net_nparams(a)) != 0);
         jem_net_free(d);
@@ -152,7 +163,10 @@ static void check_exact_resume(const jem_dataset *ds)
 static void check_semi_supervised(const jem_dataset *ds)
 {
     jem_net *net = tiny_net(4);
-    if (!net) { ASSERT(0); return; }
+    if (!net) {
+        ASSERT(0);
+        return;
+    }
     jem_train_cfg c;
     jem_cfg(&c);
     c.iters = 4;
@@ -208,10 +222,16 @@ static void check_ema_by_hand(const jem_dataset *ds)
     for (int k = 1; k <= T; k++) {
         w[k] = tiny_net(5);
         c.iters = k;
-        if (!w[k]) { ASSERT(0); goto out; }
+        if (!w[k]) {
+            ASSERT(0);
+            goto out;
+        }
         ASSERT_OK(jem_train(w[k], ds, NULL, &c, NULL));
     }
-    if (!w[0]) { ASSERT(0); goto out; }
+    if (!w[0]) {
+        ASSERT(0);
+        goto out;
+    }
     const size_t np = jem_net_nparams(w[0]);
     double *e = malloc(sizeof(double) * np);
     for (size_t i = 0; i < np; i++) e[i] = jem_net_params(w[0])[i];
@@ -306,7 +326,10 @@ static void check_ema_validated(const jem_dataset *ds)
     c.log_every = 12;
     double vacc = -1, acc_avg = -2, acc_raw = -3;
     jem_net *a = tiny_net(7), *raw = tiny_net(7);
-    if (!a || !raw) { ASSERT(0); goto out; }
+    if (!a || !raw) {
+        ASSERT(0);
+        goto out;
+    }
     ASSERT_OK(jem_train(raw, ds, NULL, &c, NULL));
     c.ema = 0.9f;
     c.ckpt_path = ck;
@@ -331,12 +354,12 @@ typedef struct {
     const jem_dataset *ds;
     jem_net *net;
     int calls, batch, px0, npx;
-    int px_clean;     /* every p(x) row is a data set image, unchanged */
-    int ce_from_px;   /* every cross-entropy row is a crop/flip of its p(x) row */
-    int ce_changed;   /* cross-entropy rows that differ from their p(x) row */
-    int labels_match; /* the p(x) rows carry their images' labels */
+    int px_clean;      /* every p(x) row is a data set image, unchanged */
+    int ce_from_px;    /* every cross-entropy row is a crop/flip of its p(x) row */
+    int ce_changed;    /* cross-entropy rows that differ from their p(x) row */
+    int labels_match;  /* the p(x) rows carry their images' labels */
     double e_px, e_ce; /* mean energies of the p(x) and cross-entropy rows */
-    float *px;        /* copy of the p(x) rows */
+    float *px;         /* copy of the p(x) rows */
 } batch_rec;
 
 /* b is a (C = 1) image a shifted by up to P pixels (filled with -1) and maybe mirrored */
@@ -377,7 +400,9 @@ static void on_batch(void *ud, const float *x, const int32_t *y, int batch, int 
     if (r->calls++) return;
     const jem_dataset *ds = r->ds;
     const size_t D = (size_t)ds->c * ds->h * ds->w;
-    r->batch = batch; r->px0 = px0; r->npx = npx;
+    r->batch = batch;
+    r->px0 = px0;
+    r->npx = npx;
     r->px_clean = r->ce_from_px = r->labels_match = 1;
     for (int i = 0; i < npx; i++) {
         const float *p = x + (size_t)(px0 + i) * D;
@@ -442,8 +467,8 @@ static void check_px_rows(const jem_dataset *ds)
     ASSERT_MSG(r.ce_changed >= 4, "only %d of 8 cross-entropy rows were augmented", r.ce_changed);
     /* a fresh network's energies vary little between images: E(x_data) must be
      * far closer to the clean rows' mean than to the augmented rows' */
-    ASSERT_MSG(fabs(ed - r.e_px) < 0.05 * fabs(r.e_ce - r.e_px), "E(x_data) %.9g, clean rows %.9g, augmented %.9g",
-               ed, r.e_px, r.e_ce);
+    ASSERT_MSG(fabs(ed - r.e_px) < 0.05 * fabs(r.e_ce - r.e_px), "E(x_data) %.9g, clean rows %.9g, augmented %.9g", ed,
+               r.e_px, r.e_ce);
     /* with noise: the same clean images (the first iteration's batch does
      * not depend on the augmentation) plus Gaussian noise of sigma 0.03 */
     run_hooked(ds, 2, 1, 0.03f, 0, &rn, &edn);

@@ -85,7 +85,10 @@ jem_status jem_evaluate(jem_net *net, const jem_dataset *ds, double *acc, double
     for (int i = (int)lo; i < (int)hi; i += chunk) {
         int b = (int)hi - i < chunk ? (int)hi - i : chunk;
         jem_status s = jem_net_predict(net, ds->x + (size_t)i * D, b, logits);
-        if (s) { free(logits); return s; }
+        if (s) {
+            free(logits);
+            return s;
+        }
         int c = 0, nl = 0;
         for (int k = 0; k < b; k++) nl += ds->y[i + k] >= 0;
         double l = jem_softmax_xent(logits, ds->y + i, b, K, NULL, 1.0f, &c);
@@ -96,7 +99,9 @@ jem_status jem_evaluate(jem_net *net, const jem_dataset *ds, double *acc, double
     free(logits);
     double tot[3] = {(double)hits, (double)n, loss};
     jem_dist_sum_f64(tot, 3);
-    hits = (long)tot[0]; n = (long)tot[1]; loss = tot[2];
+    hits = (long)tot[0];
+    n = (long)tot[1];
+    loss = tot[2];
     if (n == 0) return jem_fail(JEM_ERR_ARG, "evaluate: %s has no labelled images", ds->name);
     if (acc) *acc = (double)hits / n;
     if (nll) *nll = loss / n;
@@ -105,24 +110,24 @@ jem_status jem_evaluate(jem_net *net, const jem_dataset *ds, double *acc, double
 
 /* everything a rollback or a checkpoint must restore */
 typedef struct {
-    float   *params, *m, *v;
-    float   *ema;     /* NULL when the trainer keeps no moving average */
-    int64_t  opt_t;
-    float   *buf_x;
-    jem_rng  rng;
-    int64_t  iter;
-    int      epoch, pos;
+    float *params, *m, *v;
+    float *ema; /* NULL when the trainer keeps no moving average */
+    int64_t opt_t;
+    float *buf_x;
+    jem_rng rng;
+    int64_t iter;
+    int epoch, pos;
     int32_t *perm;
 } snapshot;
 
 /* One iteration's rows, N at most 2B + 2S (see row_plan) */
 typedef struct {
-    float   *x;       /* (N, D) */
-    int32_t *y;       /* (N) labels; -1 for unlabelled images and unconditional chains */
-    float   *logits;  /* (N, K) */
-    float   *dl;      /* (N, K) */
-    int32_t *idx;     /* (2S) buffer slots */
-    float   *lse;     /* (N) */
+    float *x;      /* (N, D) */
+    int32_t *y;    /* (N) labels; -1 for unlabelled images and unconditional chains */
+    float *logits; /* (N, K) */
+    float *dl;     /* (N, K) */
+    int32_t *idx;  /* (2S) buffer slots */
+    float *lse;    /* (N) */
 } iter_bufs;
 
 /* Where an iteration's rows live (fixed for a run):
@@ -133,7 +138,9 @@ typedef struct {
  *                       copies (noise only) of its first nd images (d0 = B);
  *   [u0, u0 + nu)       unconditional chains;
  *   [u0 + nu, N)        conditional chains (nc). */
-typedef struct { int B, d0, nd, u0, nu, nc, N; } row_plan;
+typedef struct {
+    int B, d0, nd, u0, nu, nc, N;
+} row_plan;
 
 /* what an iteration reports; sec_*: seconds spent in its parts */
 typedef struct {
@@ -145,48 +152,53 @@ typedef struct {
 /* running sums over the iterations of one log group */
 typedef struct {
     double loss, ce, e_data, e_sample, grad_norm;
-    long   correct, labelled, n;
+    long correct, labelled, n;
     double sec_data, sec_sgld, sec_fwd_bwd, sec_opt;
-    double t0;         /* when the group started */
-    double comm0;      /* this rank's time in collectives when it started */
+    double t0;    /* when the group started */
+    double comm0; /* this rank's time in collectives when it started */
 } group;
 
 typedef struct {
     const jem_train_cfg *cfg;
     const jem_train_hooks *hooks;
-    jem_net   *net;
+    jem_net *net;
     const jem_dataset *ds, *val;
-    size_t     D, np;
-    int        K;
-    jem_opt    opt;
+    size_t D, np;
+    int K;
+    jem_opt opt;
     jem_buffer buf;
-    int        use_buf;
-    jem_rng    rng;
-    int64_t    iter;
-    int        epoch, pos;
-    int32_t   *perm;      /* (N) current epoch order */
-    int32_t   *labels;    /* (N) labels used (-1 = unlabelled, semi-supervised) */
-    float      lr_factor;
-    int        retries;
-    snapshot   snap;
-    uint64_t   seed;
-    FILE      *log;
-    int        rank, size; /* data-parallel: this process's rank of size */
-    jem_rng    lrng;       /* size > 1: this rank's stream (augmentation,
+    int use_buf;
+    jem_rng rng;
+    int64_t iter;
+    int epoch, pos;
+    int32_t *perm;   /* (N) current epoch order */
+    int32_t *labels; /* (N) labels used (-1 = unlabelled, semi-supervised) */
+    float lr_factor;
+    int retries;
+    snapshot snap;
+    uint64_t seed;
+    FILE *log;
+    int rank, size; /* data-parallel: this process's rank of size */
+    jem_rng lrng;   /* size > 1: this rank's stream (augmentation,
                               chains); rng then only shuffles, alike on all */
-    iter_bufs  ib;
-    row_plan   rows;
-    float     *ema;        /* (np) moving average of the weights, NULL when off */
-    double     t0;         /* when this run started */
-    int64_t    start_iter, iter_budget; /* iter_budget 0: time only */
-    int64_t    gbatch;     /* images per iteration over all ranks */
-    group      grp;
-    jem_jw     w;          /* the log line being written */
+    iter_bufs ib;
+    row_plan rows;
+    float *ema;                      /* (np) moving average of the weights, NULL when off */
+    double t0;                       /* when this run started */
+    int64_t start_iter, iter_budget; /* iter_budget 0: time only */
+    int64_t gbatch;                  /* images per iteration over all ranks */
+    group grp;
+    jem_jw w; /* the log line being written */
 } trainer;
 
 static void snap_free(snapshot *s)
 {
-    free(s->params); free(s->m); free(s->v); free(s->ema); free(s->buf_x); free(s->perm);
+    free(s->params);
+    free(s->m);
+    free(s->v);
+    free(s->ema);
+    free(s->buf_x);
+    free(s->perm);
     memset(s, 0, sizeof *s);
 }
 
@@ -267,8 +279,15 @@ static jem_status save_ckpt(trainer *t, const char *path)
     int64_t shp[4];
     if (t->ema) swap_ema(t); /* until the commit: the net holds the average, t->ema the trained weights */
     s = jem_ckpt_add_model(st, t->net);
-    for (int i = 0; c->meta && c->meta[i] && c->meta[i + 1] && !s; i += 2) s = jem_st_meta(st, c->meta[i], c->meta[i + 1]);
-#define META(k, fmt, val) do { if (!s) { snprintf(v, sizeof v, fmt, val); s = jem_st_meta(st, k, v); } } while (0)
+    for (int i = 0; c->meta && c->meta[i] && c->meta[i + 1] && !s; i += 2)
+        s = jem_st_meta(st, c->meta[i], c->meta[i + 1]);
+#define META(k, fmt, val)                    \
+    do {                                     \
+        if (!s) {                            \
+            snprintf(v, sizeof v, fmt, val); \
+            s = jem_st_meta(st, k, v);       \
+        }                                    \
+    } while (0)
     META("jem.train.mode", "%s", c->mode == JEM_MODE_JEM ? "jem" : "softmax");
     META("jem.train.iter", "%lld", (long long)t->iter);
     META("jem.train.epoch", "%d", t->epoch);
@@ -290,7 +309,10 @@ static jem_status save_ckpt(trainer *t, const char *path)
     shp[0] = t->ds->n;
     if (!s) s = jem_st_add(st, "_train.perm", JEM_DT_I32, 1, shp, t->perm);
     if (!s && t->use_buf) {
-        shp[0] = t->buf.n; shp[1] = t->buf.c; shp[2] = t->buf.h; shp[3] = t->buf.w;
+        shp[0] = t->buf.n;
+        shp[1] = t->buf.c;
+        shp[2] = t->buf.h;
+        shp[3] = t->buf.w;
         s = jem_st_add(st, "_buffer.x", JEM_DT_F32, 4, shp, t->buf.x);
         if (!s) s = jem_st_add(st, "_buffer.y", JEM_DT_I32, 1, shp, t->buf.y);
     }
@@ -326,17 +348,19 @@ static jem_status load_state(trainer *t, const char *path)
     t->opt.t = strtoll(meta_or(st, "jem.train.opt_t", "0"), NULL, 10);
     t->lr_factor = (float)strtod(meta_or(st, "jem.train.lr_factor", "1"), NULL);
     t->retries = atoi(meta_or(st, "jem.train.retries", "0"));
-#define NEED(name, want_dt, count, dst, elt)                                                       \
-    do {                                                                                           \
-        d = jem_st_get(st, name, &dt, &nd, shp);                                                   \
-        size_t cnt_ = 1;                                                                           \
-        for (int i_ = 0; d && i_ < nd; i_++) cnt_ *= (size_t)shp[i_];                              \
-        if (!d || dt != (want_dt) || cnt_ != (size_t)(count)) {                                    \
-            jem_st_free(st);                                                                       \
-            return jem_fail(JEM_ERR_FORMAT, "%s: training state \"%s\" is missing or has the wrong " \
-                            "size (the run must resume with the same data and settings)", path, name); \
-        }                                                                                          \
-        memcpy(dst, d, (elt) * cnt_);                                                              \
+#define NEED(name, want_dt, count, dst, elt)                                              \
+    do {                                                                                  \
+        d = jem_st_get(st, name, &dt, &nd, shp);                                          \
+        size_t cnt_ = 1;                                                                  \
+        for (int i_ = 0; d && i_ < nd; i_++) cnt_ *= (size_t)shp[i_];                     \
+        if (!d || dt != (want_dt) || cnt_ != (size_t)(count)) {                           \
+            jem_st_free(st);                                                              \
+            return jem_fail(JEM_ERR_FORMAT,                                               \
+                            "%s: training state \"%s\" is missing or has the wrong "      \
+                            "size (the run must resume with the same data and settings)", \
+                            path, name);                                                  \
+        }                                                                                 \
+        memcpy(dst, d, (elt)*cnt_);                                                       \
     } while (0)
     NEED("_opt.m", JEM_DT_F32, t->np, t->opt.m, sizeof(float));
     if (t->opt.v) NEED("_opt.v", JEM_DT_F32, t->np, t->opt.v, sizeof(float));
@@ -372,22 +396,21 @@ static jem_status check_args(jem_net *net, const jem_dataset *ds, const jem_trai
 {
     const jem_arch *a = jem_net_arch(net);
     if (ds->c != a->in_c || ds->h != a->in_h || ds->w != a->in_w)
-        return jem_fail(JEM_ERR_SHAPE, "%s: images are %dx%dx%d, model '%s' takes %dx%dx%d", ds->name, ds->c,
-                        ds->h, ds->w, a->name, a->in_c, a->in_h, a->in_w);
+        return jem_fail(JEM_ERR_SHAPE, "%s: images are %dx%dx%d, model '%s' takes %dx%dx%d", ds->name, ds->c, ds->h,
+                        ds->w, a->name, a->in_c, a->in_h, a->in_w);
     if (ds->n_classes > a->n_classes)
-        return jem_fail(JEM_ERR_SHAPE, "%s: %d classes, model '%s' has %d outputs", ds->name, ds->n_classes,
-                        a->name, a->n_classes);
+        return jem_fail(JEM_ERR_SHAPE, "%s: %d classes, model '%s' has %d outputs", ds->name, ds->n_classes, a->name,
+                        a->n_classes);
     if (c->batch < 1 || c->batch > ds->n)
         return jem_fail(JEM_ERR_ARG, "batch size %d (data set %s has %d images)", c->batch, ds->name, ds->n);
     if (!c->epochs && !(c->minutes > 0) && !c->iters)
         return jem_fail(JEM_ERR_ARG, "no budget: give epochs, minutes or iterations");
     if ((int64_t)c->batch * jem_dist_size() > ds->n)
-        return jem_fail(JEM_ERR_ARG, "batch size %d on %d ranks (data set %s has %d images)", c->batch,
-                        jem_dist_size(), ds->name, ds->n);
+        return jem_fail(JEM_ERR_ARG, "batch size %d on %d ranks (data set %s has %d images)", c->batch, jem_dist_size(),
+                        ds->name, ds->n);
     if (!(c->ema >= 0 && c->ema < 1))
         return jem_fail(JEM_ERR_ARG, "moving-average decay %g: must be in [0, 1) (0: off)", (double)c->ema);
-    if (c->px_rows < -1)
-        return jem_fail(JEM_ERR_ARG, "p(x) data rows %d: must be -1, 0 or a row count", c->px_rows);
+    if (c->px_rows < -1) return jem_fail(JEM_ERR_ARG, "p(x) data rows %d: must be -1, 0 or a row count", c->px_rows);
     return JEM_OK;
 }
 
@@ -403,7 +426,11 @@ static jem_status mask_labels(trainer *t)
     jem_rng_seed(&lr, t->cfg->seed, 0x6c6162);
     int32_t *order = malloc(sizeof(int32_t) * ds->n);
     int *kept = calloc(t->K, sizeof(int));
-    if (!order || !kept) { free(order); free(kept); return jem_fail(JEM_ERR_NOMEM, "out of memory"); }
+    if (!order || !kept) {
+        free(order);
+        free(kept);
+        return jem_fail(JEM_ERR_NOMEM, "out of memory");
+    }
     for (int i = 0; i < ds->n; i++) order[i] = i;
     jem_rng_shuffle(&lr, order, (size_t)ds->n);
     for (int i = 0; i < ds->n; i++) {
@@ -422,8 +449,8 @@ static jem_status buffer_init(trainer *t)
 {
     const jem_train_cfg *c = t->cfg;
     const jem_dataset *ds = t->ds;
-    jem_status s = jem_buffer_create(&t->buf, c->buffer_size, ds->c, ds->h, ds->w, t->K, c->init, c->reinit,
-                                     c->w_xy != 0);
+    jem_status s =
+        jem_buffer_create(&t->buf, c->buffer_size, ds->c, ds->h, ds->w, t->K, c->init, c->reinit, c->w_xy != 0);
     if (!s && c->init == JEM_INIT_INFORMATIVE) s = jem_buffer_fit(&t->buf, ds, c->full_cov);
     if (s) return s;
     jem_buffer_reset(&t->buf, &t->rng);
@@ -527,7 +554,12 @@ static void trainer_free(trainer *t)
     free(t->ema);
     free(t->perm);
     free(t->labels);
-    free(t->ib.x); free(t->ib.y); free(t->ib.logits); free(t->ib.dl); free(t->ib.idx); free(t->ib.lse);
+    free(t->ib.x);
+    free(t->ib.y);
+    free(t->ib.logits);
+    free(t->ib.dl);
+    free(t->ib.idx);
+    free(t->ib.lse);
 }
 
 /* ---- one iteration ---- */
@@ -552,10 +584,7 @@ static void next_batch(trainer *t, int B, float *x, int32_t *y)
 }
 
 /* this rank's random stream for augmentation and chains */
-static jem_rng *local_rng(trainer *t)
-{
-    return t->size > 1 ? &t->lrng : &t->rng;
-}
+static jem_rng *local_rng(trainer *t) { return t->size > 1 ? &t->lrng : &t->rng; }
 
 /* The labelled batch into rows [0, B), augmented; in JEM mode with crop or
  * flip, clean copies of its first nd images into the generative terms' data
@@ -636,8 +665,7 @@ static jem_status run_chains(trainer *t, jem_sgld_stats *ss)
     if (nu) {
         jem_buffer_draw(&t->buf, nu, NULL, xu, ib->idx, NULL, lr);
         uint64_t sseed = jem_rng_u64(lr);
-        s = jem_sgld_run(jem_net_energy, t->net, xu, nu, (int)t->D, NULL, NULL, &c->sgld, sseed, (uint64_t)t->iter,
-                         ss);
+        s = jem_sgld_run(jem_net_energy, t->net, xu, nu, (int)t->D, NULL, NULL, &c->sgld, sseed, (uint64_t)t->iter, ss);
         if (s) return s;
         jem_buffer_store(&t->buf, xu, ib->idx, nu);
         for (int i = 0; i < nu; i++) yu[i] = -1;
@@ -671,10 +699,20 @@ static void generative_terms(trainer *t, iter_out *o)
     const int K = t->K, d0 = r->d0, nd = r->nd, u0 = r->u0, nu = r->nu, c0 = r->u0 + r->nu, nc = r->nc;
     const iter_bufs *ib = &t->ib;
     double ed = 0, eu = 0, edy = 0, ecy = 0, l2d = 0, l2u = 0;
-    for (int i = d0; i < d0 + nd; i++) { ed += -ib->lse[i]; l2d += (double)ib->lse[i] * ib->lse[i]; }
-    ed /= nd; l2d /= nd;
-    for (int i = u0; i < u0 + nu; i++) { eu += -ib->lse[i]; l2u += (double)ib->lse[i] * ib->lse[i]; }
-    if (nu) { eu /= nu; l2u /= nu; }
+    for (int i = d0; i < d0 + nd; i++) {
+        ed += -ib->lse[i];
+        l2d += (double)ib->lse[i] * ib->lse[i];
+    }
+    ed /= nd;
+    l2d /= nd;
+    for (int i = u0; i < u0 + nu; i++) {
+        eu += -ib->lse[i];
+        l2u += (double)ib->lse[i] * ib->lse[i];
+    }
+    if (nu) {
+        eu /= nu;
+        l2u /= nu;
+    }
     int nl = 0; /* labelled data rows */
     for (int i = d0; i < d0 + nd; i++) nl += ib->y[i] >= 0;
     /* ramped in over gen_warmup iterations */
@@ -752,12 +790,16 @@ static jem_status average_ranks(trainer *t, iter_out *o, jem_status s)
     jem_dist_sum_f32(g, t->np);
     const float inv = 1.0f / (float)t->size;
     for (size_t i = 0; i < t->np; i++) g[i] *= inv;
-    double f[8] = {o->loss, o->ce, o->e_data, o->e_sample, o->grad_norm, o->correct, o->labelled,
-                   s == JEM_ERR_NONFINITE};
+    double f[8] = {o->loss,      o->ce,      o->e_data,   o->e_sample,
+                   o->grad_norm, o->correct, o->labelled, s == JEM_ERR_NONFINITE};
     jem_dist_sum_f64(f, 8);
-    o->loss = f[0] / t->size; o->ce = f[1] / t->size; o->e_data = f[2] / t->size;
-    o->e_sample = f[3] / t->size; o->grad_norm = f[4] / t->size;
-    o->correct = (int)f[5]; o->labelled = (int)f[6];
+    o->loss = f[0] / t->size;
+    o->ce = f[1] / t->size;
+    o->e_data = f[2] / t->size;
+    o->e_sample = f[3] / t->size;
+    o->grad_norm = f[4] / t->size;
+    o->correct = (int)f[5];
+    o->labelled = (int)f[6];
     return f[7] > 0 ? JEM_ERR_NONFINITE : JEM_OK;
 }
 
@@ -768,7 +810,10 @@ static uint64_t params_hash(jem_net *net, size_t np)
 {
     const unsigned char *b = (const unsigned char *)jem_net_params(net);
     uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < np * sizeof(float); i++) { h ^= b[i]; h *= 0x100000001b3ull; }
+    for (size_t i = 0; i < np * sizeof(float); i++) {
+        h ^= b[i];
+        h *= 0x100000001b3ull;
+    }
     return h;
 }
 
@@ -830,8 +875,10 @@ static const char *step(trainer *t, iter_out *o)
 static jem_status check_ranks_agree(trainer *t)
 {
     if (t->size > 1 && (t->iter % 100 == 0 || t->iter == 1) && !jem_dist_same_u64(params_hash(t->net, t->np)))
-        return jem_fail(JEM_ERR_NONFINITE, "iteration %lld: the parameters differ across ranks "
-                        "(ranks must run the same binary, data and options)", (long long)t->iter);
+        return jem_fail(JEM_ERR_NONFINITE,
+                        "iteration %lld: the parameters differ across ranks "
+                        "(ranks must run the same binary, data and options)",
+                        (long long)t->iter);
     return JEM_OK;
 }
 
@@ -839,9 +886,17 @@ static jem_status check_ranks_agree(trainer *t)
 
 static void group_add(group *g, const iter_out *o)
 {
-    g->loss += o->loss; g->ce += o->ce; g->e_data += o->e_data; g->e_sample += o->e_sample;
-    g->grad_norm += o->grad_norm; g->correct += o->correct; g->labelled += o->labelled; g->n++;
-    g->sec_data += o->sec_data; g->sec_sgld += o->sec_sgld; g->sec_fwd_bwd += o->sec_fwd_bwd;
+    g->loss += o->loss;
+    g->ce += o->ce;
+    g->e_data += o->e_data;
+    g->e_sample += o->e_sample;
+    g->grad_norm += o->grad_norm;
+    g->correct += o->correct;
+    g->labelled += o->labelled;
+    g->n++;
+    g->sec_data += o->sec_data;
+    g->sec_sgld += o->sec_sgld;
+    g->sec_fwd_bwd += o->sec_fwd_bwd;
     g->sec_opt += o->sec_opt;
 }
 
@@ -882,7 +937,10 @@ static void buffer_stats(const jem_buffer *b, size_t D, double *mean, double *sd
 {
     double s = 0, s2 = 0;
     size_t n = (size_t)b->n * D;
-    for (size_t i = 0; i < n; i++) { s += b->x[i]; s2 += (double)b->x[i] * b->x[i]; }
+    for (size_t i = 0; i < n; i++) {
+        s += b->x[i];
+        s2 += (double)b->x[i] * b->x[i];
+    }
     *mean = s / n;
     double v = s2 / n - *mean * *mean;
     *sd = v > 0 ? sqrt(v) : 0;
@@ -955,8 +1013,14 @@ static void log_group(trainer *t, double vacc, int epoch_end)
             p.eta = p.eta < 0 || left < p.eta ? left : p.eta;
         }
         p.iter_total = t->iter_budget ? t->iter_budget : (c->minutes > 0 ? t->iter + (int64_t)(p.eta * rate) : 0);
-        p.loss = g->loss / g->n; p.ce = g->ce / g->n; p.acc = g->labelled ? (double)g->correct / g->labelled : 0;
-        if (c->mode == JEM_MODE_JEM) { p.e_data = g->e_data / g->n; p.e_sample = g->e_sample / g->n; p.grad_norm = g->grad_norm / g->n; }
+        p.loss = g->loss / g->n;
+        p.ce = g->ce / g->n;
+        p.acc = g->labelled ? (double)g->correct / g->labelled : 0;
+        if (c->mode == JEM_MODE_JEM) {
+            p.e_data = g->e_data / g->n;
+            p.e_sample = g->e_sample / g->n;
+            p.grad_norm = g->grad_norm / g->n;
+        }
         p.img_per_s = g->n * t->gbatch / (dt > 1e-9 ? dt : 1e-9);
         p.lr = current_lr(t, p.elapsed);
         p.val_acc = vacc;
@@ -975,7 +1039,8 @@ static jem_status rollback(trainer *t, const char *why)
     const jem_train_cfg *c = t->cfg;
     const int64_t bad_iter = t->iter;
     if (++t->retries > c->max_retries)
-        return jem_fail(JEM_ERR_DIVERGED, "diverged at iteration %lld (%s) after %d rollbacks; "
+        return jem_fail(JEM_ERR_DIVERGED,
+                        "diverged at iteration %lld (%s) after %d rollbacks; "
                         "lower the learning rate or the SGLD step size, or add an energy penalty (--l2)",
                         (long long)bad_iter, why, c->max_retries);
     snap_restore(t);
@@ -1057,10 +1122,7 @@ static void check_stop(trainer *t, int *spent, int *stop)
     *stop = f[1] != 0;
 }
 
-static int every(int64_t iter, int n)
-{
-    return n > 0 && iter % n == 0;
-}
+static int every(int64_t iter, int n) { return n > 0 && iter % n == 0; }
 
 /* ---- the loop ---- */
 
@@ -1088,7 +1150,10 @@ jem_status jem_train_hooked(jem_net *net, const jem_dataset *ds, const jem_datas
         int spent, stop;
         check_stop(&t, &spent, &stop);
         if (spent) break;
-        if (stop) { s = interrupted(&t); break; }
+        if (stop) {
+            s = interrupted(&t);
+            break;
+        }
         iter_out o;
         s = c->mode == JEM_MODE_JEM ? iter_jem(&t, &o) : iter_softmax(&t, &o);
         if (s && s != JEM_ERR_NONFINITE) break;
@@ -1096,7 +1161,10 @@ jem_status jem_train_hooked(jem_net *net, const jem_dataset *ds, const jem_datas
         char buf[160];
         const char *why = divergence(&t, &o, s, buf, sizeof buf);
         if (!why) why = step(&t, &o);
-        if (why) { s = rollback(&t, why); continue; }
+        if (why) {
+            s = rollback(&t, why);
+            continue;
+        }
         s = JEM_OK;
         t.iter++;
         group_add(&t.grp, &o);

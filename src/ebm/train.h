@@ -10,22 +10,19 @@
 #include "jem.h"
 
 typedef struct {
-    int64_t blowup_at;  /* multiply the lr by 1e6 at this iteration, on its
+    int64_t blowup_at; /* multiply the lr by 1e6 at this iteration, on its
                            first try only (0: off): a divergence on demand */
     /* Called each iteration once the batch is loaded and augmented, before
      * the chains run: x (N, D) and y (N) are the iteration's rows, rows
      * [0, batch) the cross-entropy's, rows [px0, px0 + npx) the data side
      * of the generative terms (px0 = 0: the cross-entropy's rows
      * themselves). NULL: not called. */
-    void  (*batch)(void *ud, const float *x, const int32_t *y, int batch,
-                   int px0, int npx);
-    void   *ud;
+    void (*batch)(void *ud, const float *x, const int32_t *y, int batch, int px0, int npx);
+    void *ud;
 } jem_train_hooks;
 
 /* jem_train with test hooks (hooks may be NULL: none). */
-jem_status jem_train_hooked(jem_net *net, const jem_dataset *train,
-                            const jem_dataset *val, const jem_train_cfg *cfg,
-                            const char *resume_path,
-                            const jem_train_hooks *hooks);
+jem_status jem_train_hooked(jem_net *net, const jem_dataset *train, const jem_dataset *val, const jem_train_cfg *cfg,
+                            const char *resume_path, const jem_train_hooks *hooks);
 
 #endif
