@@ -15,6 +15,8 @@
 
 CC      ?= gcc
 BUILD   ?= build
+PREFIX  ?= /usr/local
+DATADIR ?= $(PREFIX)/share
 CSTD    := -std=c11
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -Wpointer-arith -Wformat=2 -Wvla -Wundef
@@ -50,7 +52,7 @@ TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 # the command-line tool's objects without its main (the fuzz harnesses call the commands)
 CLI_CMD_SRC := $(filter-out src/cli/main.c,$(CLI_SRC))
 
-.PHONY: all lib tests test test-san test-san-full test-mpi demo bench figures deps clean check-all fuzz fuzz-build format lint
+.PHONY: all lib tests test test-san test-san-full test-mpi demo bench figures deps clean check-all fuzz fuzz-build format lint FORCE
 all: $(BUILD)/libjem.a $(BUILD)/jem
 
 lib: $(BUILD)/libjem.a
@@ -66,6 +68,14 @@ $(BUILD)/libjem.a: $(LIB_OBJ)
 
 $(BUILD)/jem: $(CLI_OBJ) $(BUILD)/libjem.a
 	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libjem.a $(LDLIBS)
+
+# the installed tool looks for its models in $(DATADIR)/jem when they are
+# not beside it; the stamp changes (and paths.o is rebuilt) with the path
+$(BUILD)/datadir.stamp: FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(DATADIR)/jem' | cmp -s - $@ || echo '$(DATADIR)/jem' > $@
+$(BUILD)/src/cli/paths.o: $(BUILD)/datadir.stamp
+$(BUILD)/src/cli/paths.o: CPPFLAGS += -DJEM_DATADIR='"$(DATADIR)/jem"'
 
 $(BUILD)/tests/%: tests/%.c tests/test.h $(BUILD)/libjem.a
 	@mkdir -p $(dir $@)

@@ -100,6 +100,7 @@ struct cli_ctx {
     const jem_arch *arch; /* net's architecture */
     char **classes;       /* class names known for the model (n_classes of them), or NULL */
     int n_classes;
+    char model_path[4096]; /* model, when cli_find_file found it among the shipped models */
 };
 
 /* Parse argv[2..argc) against the spec (plus --model, --threads, --json as
@@ -175,8 +176,19 @@ void cli_fmt_time(double s, char *buf, size_t n);
 /* The named sets' folders (fmnist, mnist): $JEM_FMNIST_DIR or Debian's
  * /usr/share/datasets/fashion-mnist; $JEM_MNIST_DIR, else
  * ../shared/data/mnist from the current folder or beside the project root
- * (found from the executable's path). */
+ * (found from the executable's path), else mnist/ in the share folder. */
 void cli_data_dirs(void);
+/* The folders that hold the shipped models (models/ inside each), in the
+ * order they are searched: PREFIX/share/jem beside the executable
+ * (PREFIX/bin/jem), the checkout the executable was built in, the folder
+ * compiled in from the build's PREFIX (cli_datadir_built_in); those that
+ * exist. NULL past the last. */
+const char *cli_share_dir(int i);
+const char *cli_datadir_built_in(void);
+/* path when it names a file from the current folder (or is absolute, or
+ * starts with ./ or ../); else the first of SHARE/path, and for a bare
+ * name SHARE/models/path, that exists (written into buf); else path. */
+const char *cli_find_file(const char *path, char *buf, size_t n);
 
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);

@@ -1,7 +1,7 @@
 /* opts.c: the command preamble shared by the subcommands: option parsing
  * against a table that also holds each value's valid range, the checks of
  * data specs and output paths, model loading, threads, JSON mode; labels
- * against the model; the data sets' folders; the progress bar. */
+ * against the model; the progress bar. */
 #include "cli/cli.h"
 
 #include <errno.h>
@@ -487,6 +487,8 @@ int cli_begin(cli_ctx *cx, const cli_spec *sp, int argc, char **argv)
         if (t.all[k].name) sp->opts[i].seen = t.all[k].seen;
     }
     if (r >= 0) return r;
+    /* a model not found from here: the shipped one of that name */
+    if (t.model) t.model = cli_find_file(t.model, cx->model_path, sizeof cx->model_path);
     cx->model = t.model;
     for (const cli_opt *o = t.all; o->name; o++)
         if (o->ptr == &t.model) cx->model_given = o->seen;
@@ -595,50 +597,6 @@ const char *cli_class_name(const cli_ctx *cx, int k, char *buf, size_t n)
     if (cx->classes && k >= 0 && k < cx->n_classes) return cx->classes[k];
     snprintf(buf, n, "%d", k);
     return buf;
-}
-
-static int has_idx(const char *dir, const char *file)
-{
-    char p[4200];
-    struct stat sb;
-    snprintf(p, sizeof p, "%s/%s-images-idx3-ubyte", dir, file);
-    if (stat(p, &sb) == 0) return 1;
-    snprintf(p, sizeof p, "%s/%s-images-idx3-ubyte.gz", dir, file);
-    return stat(p, &sb) == 0;
-}
-
-void cli_data_dirs(void)
-{
-    const char *fm = getenv("JEM_FMNIST_DIR");
-    jem_data_set_dir("fmnist", fm && *fm ? fm : "/usr/share/datasets/fashion-mnist");
-    const char *mn = getenv("JEM_MNIST_DIR"), *rel = "../shared/data/mnist";
-    if (mn && *mn) {
-        jem_data_set_dir("mnist", mn);
-        return;
-    }
-    if (has_idx(rel, "t10k") || has_idx(rel, "train")) {
-        jem_data_set_dir("mnist", rel);
-        return;
-    }
-    /* beside the project root: up from the executable's folder (build/jem,
-     * build/tests/...) */
-    char exe[PATH_MAX], dir[PATH_MAX + 32];
-    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (len > 0) {
-        exe[len] = 0;
-        for (int up = 0; up < 4; up++) {
-            char *slash = strrchr(exe, '/');
-            if (!slash || slash == exe) break;
-            *slash = 0;
-            snprintf(dir, sizeof dir, "%s/%s", exe, rel);
-            if (has_idx(dir, "t10k") || has_idx(dir, "train")) {
-                jem_data_set_dir("mnist", dir);
-                return;
-            }
-        }
-    }
-    /* not found: opening mnist: names the files looked for here */
-    jem_data_set_dir("mnist", rel);
 }
 
 /* ------------------------------------------------------------- progress */
