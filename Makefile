@@ -1,5 +1,5 @@
 # jem: build the library, the command-line tool and the tests.
-#   make            build/libjem.a and build/jem
+#   make            build/libjem.a, build/jem and its manual build/jem.1
 #   make test       install dependencies if missing, build, run every test
 #   make demo       install dependencies if missing, run the main job
 #   make bench      performance benchmarks (ratios measured side by side)
@@ -53,7 +53,7 @@ TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 CLI_CMD_SRC := $(filter-out src/cli/main.c,$(CLI_SRC))
 
 .PHONY: all lib tests test test-san test-san-full test-mpi demo bench figures deps clean check-all fuzz fuzz-build format lint FORCE
-all: $(BUILD)/libjem.a $(BUILD)/jem
+all: $(BUILD)/libjem.a $(BUILD)/jem $(BUILD)/jem.1
 
 lib: $(BUILD)/libjem.a
 tests: $(TEST_BIN)
@@ -76,6 +76,10 @@ $(BUILD)/datadir.stamp: FORCE
 	@echo '$(DATADIR)/jem' | cmp -s - $@ || echo '$(DATADIR)/jem' > $@
 $(BUILD)/src/cli/paths.o: $(BUILD)/datadir.stamp
 $(BUILD)/src/cli/paths.o: CPPFLAGS += -DJEM_DATADIR='"$(DATADIR)/jem"'
+
+# the manual page, printed by the tool from the option tables behind --help
+$(BUILD)/jem.1: $(BUILD)/jem
+	$(BUILD)/jem --man > $@.tmp && mv $@.tmp $@
 
 $(BUILD)/tests/%: tests/%.c tests/test.h $(BUILD)/libjem.a
 	@mkdir -p $(dir $@)

@@ -8,6 +8,7 @@
 #include "jem.h"
 
 #include <stdint.h>
+#include <stdio.h>
 
 typedef enum { OPT_FLAG, OPT_INT, OPT_I64, OPT_U64, OPT_FLOAT, OPT_DOUBLE, OPT_STR } opt_type;
 
@@ -127,8 +128,18 @@ int cli_usage_error(const char *cmd, const char *fmt, ...)
 /* Print "jem CMD: error: <jem_last_error()>" and return the exit status
  * (130 when interrupted, else 1). */
 int cli_fail(const char *cmd, jem_status s);
-/* Print the option table as --help does. */
+/* Print the option table as --help does (as the manual's section of the
+ * command, in roff, between cli_set_man(what) and cli_set_man(NULL)). */
 void cli_help(const cli_spec *sp);
+
+/* ---- the manual page (man.c; main.c's `jem --man` puts it together) */
+void cli_set_man(const char *what);
+/* s as roff text (escapes; line_start: s begins an output line) */
+void cli_roff(FILE *f, const char *s, int line_start);
+void cli_man_head(void);
+void cli_man_summary(const char *name, const char *what);
+void cli_man_options_head(void);
+void cli_man_tail(void);
 
 /* Open a data set for the model (noise takes its shape; converted to its
  * channels); opt names the option in error messages. */

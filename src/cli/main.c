@@ -32,6 +32,27 @@ static void usage(FILE *f)
     fprintf(f, "\n'jem <command> --help' lists a command's options. 'jem --version' prints the version.\n");
 }
 
+/* the manual page (jem.1, made by the build): every command with its
+ * options, from the tables --help prints */
+static int man_page(void)
+{
+    const size_t n = sizeof commands / sizeof *commands;
+    cli_man_head();
+    for (size_t i = 0; i < n; i++) cli_man_summary(commands[i].name, commands[i].what);
+    cli_man_options_head();
+    for (size_t i = 0; i < n; i++) {
+        char prog[] = "jem", help[] = "--help", name[32];
+        snprintf(name, sizeof name, "%s", commands[i].name);
+        char *args[] = {prog, name, help, NULL};
+        cli_set_man(commands[i].what);
+        int rc = commands[i].fn(3, args);
+        cli_set_man(NULL);
+        if (rc != 0) return rc;
+    }
+    cli_man_tail();
+    return fflush(stdout) == 0 && !ferror(stdout) ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -42,6 +63,7 @@ int main(int argc, char **argv)
         usage(stdout);
         return 0;
     }
+    if (!strcmp(argv[1], "--man")) return man_page();
     if (!strcmp(argv[1], "--version")) {
         printf("jem %s%s\n", JEM_VERSION, jem_dist_enabled() ? " (MPI)" : "");
         return 0;

@@ -155,27 +155,105 @@ static void build_table(const cli_spec *sp, table *t)
     t->all[t->n] = (cli_opt)CLI_END;
 }
 
+/* What --help and the manual say of one option. */
+typedef struct {
+    char hint[64];   /* after the name: " N", " softmax|jem", ... ("" for a flag) */
+    char range[160]; /* the valid values ("" when any) */
+    char def[200];   /* the default ("" when none) */
+    int range_shown; /* the range goes into the description (choices too long for the hint) */
+    int inactive;    /* the spec's inactive_text replaces the default */
+} opt_text;
+
+static void option_text(const cli_spec *sp, const cli_opt *o, opt_text *x)
+{
+    char hint[64];
+    snprintf(x->hint, sizeof x->hint, "%s", type_hint(o, hint, sizeof hint));
+    range_text(o, x->range, sizeof x->range);
+    default_text(o, x->def, sizeof x->def);
+    x->range_shown = x->range[0] && !(o->type == OPT_STR && o->choices && strlen(o->choices) <= CHOICES_IN_HINT);
+    x->inactive = (o->flags & sp->inactive) != 0;
+}
+
+/* the manual's entry for a command (cli_set_man) */
+static const char *man_what;
+void cli_set_man(const char *what) { man_what = what; }
+
+static void man_help(const cli_spec *sp, const table *t)
+{
+    printf(".SS %s\n.B jem %s\n", sp->name, sp->name);
+    cli_roff(stdout, sp->usage, 0);
+    printf("\n.PP\n");
+    cli_roff(stdout, man_what, 1);
+    printf("\n");
+    if (sp->note) {
+        printf(".PP\n");
+        cli_roff(stdout, sp->note, 1);
+        printf("\n");
+    }
+    for (const cli_opt *o = t->all; o->name; o++) {
+        if (o->flags & OPT_HIDDEN) continue;
+        opt_text x;
+        option_text(sp, o, &x);
+        printf(".TP\n\\fB");
+        cli_roff(stdout, "--", 0);
+        cli_roff(stdout, o->name, 0);
+        printf("\\fR");
+        if (x.hint[0]) {
+            /* a value to give in italics, choices to type in bold */
+            const int literal = o->type == OPT_STR && o->choices;
+            printf(" ");
+            for (const char *p = x.hint + 1; *p;) {
+                size_t len = strcspn(p, "|");
+                char w[64];
+                snprintf(w, sizeof w, "%.*s", (int)len, p);
+                printf("%s", literal ? "\\fB" : "\\fI");
+                cli_roff(stdout, w, 0);
+                printf("\\fR%s", p[len] ? "|" : "");
+                p += len + (p[len] == '|');
+            }
+        }
+        printf("\n");
+        cli_roff(stdout, o->help, 1);
+        if (x.range_shown) {
+            printf(o->type == OPT_STR ? ": " : " (");
+            cli_roff(stdout, x.range, 0);
+            printf(o->type == OPT_STR ? "" : ")");
+        }
+        printf(".");
+        if (x.inactive) {
+            printf(" ");
+            cli_roff(stdout, sp->inactive_text, 0);
+            printf(".");
+        } else if (x.def[0]) {
+            printf(" Default: ");
+            cli_roff(stdout, x.def, 0);
+            printf(".");
+        }
+        printf("\n");
+    }
+}
+
 void cli_help(const cli_spec *sp)
 {
     table t;
     build_table(sp, &t);
+    if (man_what) {
+        man_help(sp, &t);
+        return;
+    }
     printf("usage: jem %s %s\n", sp->name, sp->usage);
     if (sp->note) printf("%s\n", sp->note);
     printf("\noptions:\n");
     for (const cli_opt *o = t.all; o->name; o++) {
         if (o->flags & OPT_HIDDEN) continue;
-        char left[96], range[160], def[200], hint[64];
-        snprintf(left, sizeof left, "--%s%s", o->name, type_hint(o, hint, sizeof hint));
-        range_text(o, range, sizeof range);
-        default_text(o, def, sizeof def);
+        opt_text x;
+        option_text(sp, o, &x);
+        char left[96];
+        snprintf(left, sizeof left, "--%s%s", o->name, x.hint);
         printf("  %-24s %s", left, o->help);
-        if (o->type == OPT_STR && o->choices) {
-            if (strlen(o->choices) > CHOICES_IN_HINT) printf(": %s", range);
-        } else if (range[0]) {
-            printf(" (%s)", range);
-        }
-        if (o->flags & sp->inactive) printf(" [%s]", sp->inactive_text);
-        else if (def[0]) printf(" [default %s]", def);
+        if (x.range_shown) printf(o->type == OPT_STR ? ": %s" : " (%s)", x.range);
+        if (x.inactive) printf(" [%s]", sp->inactive_text);
+        else if (x.def[0]) printf(" [default %s]", x.def);
         printf("\n");
     }
     printf("  %-24s %s\n", "--help", "this text");
