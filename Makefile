@@ -1,5 +1,5 @@
 # jem: build the library, the command-line tool and the tests.
-#   make            build/libjem.a, build/jem and its manual build/jem.1
+#   make            build/libjem.a, build/libjem.so, build/jem and its manual build/jem.1
 #   make test       install dependencies if missing, build, run every test
 #   make demo       install dependencies if missing, run the main job
 #   make bench      performance benchmarks (ratios measured side by side)
@@ -17,6 +17,13 @@ CC      ?= gcc
 BUILD   ?= build
 PREFIX  ?= /usr/local
 DATADIR ?= $(PREFIX)/share
+# the version (jem.h's JEM_VERSION) names the shared library: the soname
+# carries MAJOR, the file MAJOR.MINOR
+VERSION  := $(shell sed -n 's/^\#define JEM_VERSION "\(.*\)"/\1/p' include/jem.h)
+SO_MAJOR := $(word 1,$(subst ., ,$(VERSION)))
+SO_MINOR := $(word 2,$(subst ., ,$(VERSION)))
+SO_NAME  := libjem.so.$(SO_MAJOR)
+SO_FILE  := libjem.so.$(SO_MAJOR).$(SO_MINOR)
 CSTD    := -std=c11
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -Wpointer-arith -Wformat=2 -Wvla -Wundef
@@ -48,14 +55,17 @@ CLI_SRC  := $(sort $(wildcard src/cli/*.c))
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
+# the shared library's objects: position-independent, and only the public
+# API visible (the public headers declare it inside a visibility pragma)
+PIC_OBJ  := $(LIB_SRC:%.c=$(BUILD)/pic/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 # the command-line tool's objects without its main (the fuzz harnesses call the commands)
 CLI_CMD_SRC := $(filter-out src/cli/main.c,$(CLI_SRC))
 
 .PHONY: all lib tests test test-san test-san-full test-mpi demo bench figures deps clean check-all fuzz fuzz-build format lint FORCE
-all: $(BUILD)/libjem.a $(BUILD)/jem $(BUILD)/jem.1
+all: $(BUILD)/libjem.a $(BUILD)/$(SO_FILE) $(BUILD)/jem $(BUILD)/jem.1
 
-lib: $(BUILD)/libjem.a
+lib: $(BUILD)/libjem.a $(BUILD)/$(SO_FILE)
 tests: $(TEST_BIN)
 
 $(BUILD)/%.o: %.c
@@ -66,6 +76,18 @@ $(BUILD)/libjem.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
+$(BUILD)/pic/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -fPIC -fvisibility=hidden -c $< -o $@
+
+# libjem.so.MAJOR.MINOR, soname libjem.so.MAJOR, and the links to it
+$(BUILD)/$(SO_FILE): $(PIC_OBJ)
+	$(CC) -shared -Wl,-soname,$(SO_NAME) -Wl,--no-undefined -Wl,--as-needed $(LDFLAGS) -o $@ $(PIC_OBJ) $(LDLIBS)
+	ln -sf $(SO_FILE) $(BUILD)/$(SO_NAME)
+	ln -sf $(SO_NAME) $(BUILD)/libjem.so
+
+# The tool links the static library: it runs from the checkout and from any
+# prefix with no loader path to set, and its kernels are not position-independent.
 $(BUILD)/jem: $(CLI_OBJ) $(BUILD)/libjem.a
 	$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(BUILD)/libjem.a $(LDLIBS)
 
@@ -168,4 +190,4 @@ lint: deps
 clean:
 	rm -rf build build-debug build-san build-fuzz build-mpi build-lint
 
--include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_BIN:=.d) $(FUZZ_LIB_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(PIC_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_BIN:=.d) $(FUZZ_LIB_OBJ:.o=.d)

@@ -20,6 +20,12 @@
 #include <stdint.h>
 #include <stdio.h>
 
+/* Everything declared below is the library's interface: libjem.so is built
+ * with -fvisibility=hidden and exports these declarations only. */
+#if defined(__GNUC__)
+#pragma GCC visibility push(default)
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -771,6 +777,9 @@ jem_status jem_evaluate(jem_net *net, const jem_dataset *ds, double *acc,
 
 #ifdef __cplusplus
 }
+#endif
+#if defined(__GNUC__)
+#pragma GCC visibility pop
 #endif
 
 /* The rest of the public API, one header per area. */

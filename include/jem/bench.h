@@ -12,6 +12,12 @@
 
 #include "jem.h"
 
+/* Everything declared below is the library's interface: libjem.so is built
+ * with -fvisibility=hidden and exports these declarations only. */
+#if defined(__GNUC__)
+#pragma GCC visibility push(default)
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -49,5 +55,8 @@ jem_status jem_bench_blocks(const jem_arch *a, int reps, jem_rng *rng, jem_conv_
 
 #ifdef __cplusplus
 }
+#endif
+#if defined(__GNUC__)
+#pragma GCC visibility pop
 #endif
 #endif /* JEM_BENCH_H */

@@ -68,6 +68,12 @@
 
 #include "jem.h"
 
+/* Everything declared below is the library's interface: libjem.so is built
+ * with -fvisibility=hidden and exports these declarations only. */
+#if defined(__GNUC__)
+#pragma GCC visibility push(default)
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -362,5 +368,8 @@ jem_status jem_attack_run(const jem_classifier *c, const float *x, const int32_t
 
 #ifdef __cplusplus
 }
+#endif
+#if defined(__GNUC__)
+#pragma GCC visibility pop
 #endif
 #endif /* JEM_EVAL_H */

@@ -18,6 +18,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Everything declared below is the library's interface: libjem.so is built
+ * with -fvisibility=hidden and exports these declarations only. */
+#if defined(__GNUC__)
+#pragma GCC visibility push(default)
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -176,5 +182,8 @@ int jem_utf8_valid(const char *s, size_t n);
 
 #ifdef __cplusplus
 }
+#endif
+#if defined(__GNUC__)
+#pragma GCC visibility pop
 #endif
 #endif /* JEM_JSON_H */

@@ -29,6 +29,12 @@
 
 #include "jem.h"
 
+/* Everything declared below is the library's interface: libjem.so is built
+ * with -fvisibility=hidden and exports these declarations only. */
+#if defined(__GNUC__)
+#pragma GCC visibility push(default)
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -206,5 +212,8 @@ void       jem_detector_free(jem_detector *d);
 
 #ifdef __cplusplus
 }
+#endif
+#if defined(__GNUC__)
+#pragma GCC visibility pop
 #endif
 #endif /* JEM_OOD_H */
