@@ -1,5 +1,7 @@
 # jem: build the library, the command-line tool and the tests.
 #   make            build/libjem.a, build/libjem.so, build/jem and its manual build/jem.1
+#   make install    into $(DESTDIR)$(PREFIX) (PREFIX=/usr/local): the tool, the libraries,
+#                   the headers, jem.pc, the shipped models and the manual; make uninstall
 #   make test       install dependencies if missing, build, run every test
 #   make demo       install dependencies if missing, run the main job
 #   make bench      performance benchmarks (ratios measured side by side)
@@ -16,7 +18,12 @@
 CC      ?= gcc
 BUILD   ?= build
 PREFIX  ?= /usr/local
+BINDIR  ?= $(PREFIX)/bin
+LIBDIR  ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
 DATADIR ?= $(PREFIX)/share
+MANDIR  ?= $(DATADIR)/man
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
 # the version (jem.h's JEM_VERSION) names the shared library: the soname
 # carries MAJOR, the file MAJOR.MINOR
 VERSION  := $(shell sed -n 's/^\#define JEM_VERSION "\(.*\)"/\1/p' include/jem.h)
@@ -62,7 +69,7 @@ TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 # the command-line tool's objects without its main (the fuzz harnesses call the commands)
 CLI_CMD_SRC := $(filter-out src/cli/main.c,$(CLI_SRC))
 
-.PHONY: all lib tests test test-san test-san-full test-mpi demo bench figures deps clean check-all fuzz fuzz-build format lint FORCE
+.PHONY: all lib tests test test-san test-san-full test-mpi demo bench figures deps clean check-all fuzz fuzz-build format lint install uninstall FORCE
 all: $(BUILD)/libjem.a $(BUILD)/$(SO_FILE) $(BUILD)/jem $(BUILD)/jem.1
 
 lib: $(BUILD)/libjem.a $(BUILD)/$(SO_FILE)
@@ -132,6 +139,44 @@ fuzz-build: deps
 
 fuzz: fuzz-build
 	@FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_TARGETS)
+
+# jem.pc: the install folders written in terms of ${prefix} where they lie below it
+pc_dir = $(patsubst $(PREFIX)%,$${prefix}%,$(1))
+$(BUILD)/jem.pc: jem.pc.in $(BUILD)/datadir.stamp Makefile
+	@mkdir -p $(dir $@)
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(call pc_dir,$(LIBDIR))|' \
+	    -e 's|@INCLUDEDIR@|$(call pc_dir,$(INCLUDEDIR))|' -e 's|@DATADIR@|$(call pc_dir,$(DATADIR))|' \
+	    -e 's|@VERSION@|$(VERSION)|' jem.pc.in > $@
+
+PUBLIC_HEADERS := $(sort $(wildcard include/jem/*.h))
+SHIPPED_MODELS := $(sort $(wildcard models/*.model models/*.safetensors))
+
+# Into $(DESTDIR)$(PREFIX): bin/jem, lib/libjem.{a,so*}, lib/pkgconfig/jem.pc,
+# include/jem.h and include/jem/, share/jem/models/, share/man/man1/jem.1.
+install: all $(BUILD)/jem.pc
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(INCLUDEDIR)/jem \
+	    $(DESTDIR)$(DATADIR)/jem/models $(DESTDIR)$(MANDIR)/man1
+	install -m 755 $(BUILD)/jem $(DESTDIR)$(BINDIR)/jem
+	install -m 644 $(BUILD)/libjem.a $(DESTDIR)$(LIBDIR)/libjem.a
+	install -m 755 $(BUILD)/$(SO_FILE) $(DESTDIR)$(LIBDIR)/$(SO_FILE)
+	ln -sf $(SO_FILE) $(DESTDIR)$(LIBDIR)/$(SO_NAME)
+	ln -sf $(SO_NAME) $(DESTDIR)$(LIBDIR)/libjem.so
+	install -m 644 $(BUILD)/jem.pc $(DESTDIR)$(PKGCONFIGDIR)/jem.pc
+	install -m 644 include/jem.h $(DESTDIR)$(INCLUDEDIR)/jem.h
+	install -m 644 $(PUBLIC_HEADERS) $(DESTDIR)$(INCLUDEDIR)/jem/
+	install -m 644 $(SHIPPED_MODELS) $(DESTDIR)$(DATADIR)/jem/models/
+	install -m 644 $(BUILD)/jem.1 $(DESTDIR)$(MANDIR)/man1/jem.1
+	@# the loader's cache learns the new library (a real install as root)
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && command -v ldconfig >/dev/null; then ldconfig; fi
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/jem $(DESTDIR)$(LIBDIR)/libjem.a $(DESTDIR)$(LIBDIR)/$(SO_FILE) \
+	    $(DESTDIR)$(LIBDIR)/$(SO_NAME) $(DESTDIR)$(LIBDIR)/libjem.so $(DESTDIR)$(PKGCONFIGDIR)/jem.pc \
+	    $(DESTDIR)$(INCLUDEDIR)/jem.h $(DESTDIR)$(MANDIR)/man1/jem.1
+	rm -f $(PUBLIC_HEADERS:include/jem/%=$(DESTDIR)$(INCLUDEDIR)/jem/%)
+	rm -f $(SHIPPED_MODELS:models/%=$(DESTDIR)$(DATADIR)/jem/models/%)
+	@# the folders jem made, when nothing else is left in them
+	@rmdir $(DESTDIR)$(INCLUDEDIR)/jem $(DESTDIR)$(DATADIR)/jem/models $(DESTDIR)$(DATADIR)/jem 2>/dev/null || true
 
 deps:
 	@scripts/deps.sh

@@ -2,7 +2,8 @@
 # Install the Debian packages jem needs (build, tests, demo) when missing.
 # Runs as root on Debian; does nothing when everything is present.
 set -euo pipefail
-need=(gcc make libopenblas-openmp-dev libpng-dev zlib1g-dev dataset-fashion-mnist)
+# pkgconf, man-db: the install test (pkg-config --cflags --libs jem, man -l jem.1)
+need=(gcc make libopenblas-openmp-dev libpng-dev zlib1g-dev dataset-fashion-mnist pkgconf man-db)
 [ -n "${JEM_DEPS_EXTRA:-}" ] && need+=(${JEM_DEPS_EXTRA})
 missing=()
 for p in "${need[@]}"; do
