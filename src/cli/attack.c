@@ -202,15 +202,17 @@ done:
     return s;
 }
 
-jem_status cli_attack_curve(const cli_attack_args *a, const cli_attack_res *r, const char *title, jem_image *im)
+jem_status cli_attack_curve(const cli_attack_args *a, const cli_attack_res *r, const jem_plot_opts *popts,
+                            jem_image *im)
 {
     jem_series ser[2] = {{"undefended", r->eps, r->accu, r->ne},
                          {"SGLD purification (worst attack)", r->eps, r->accdef, r->ne}};
     jem_plot_opts po;
-    memset(&po, 0, sizeof po);
+    if (popts) po = *popts;
+    else memset(&po, 0, sizeof po);
     char buf[160];
     snprintf(buf, sizeof buf, "Robust accuracy, %s %s", a->fgsm ? "FGSM" : "PGD", a->norm ? "L2" : "L-inf");
-    po.title = title ? title : buf;
+    if (!po.title) po.title = buf;
     po.xlabel = "epsilon ([0, 1] pixel scale)";
     po.ylabel = "robust accuracy";
     po.ymin = 0;
@@ -226,7 +228,7 @@ static void json_row(jem_jw *w, const char *key, const double *v, int ne)
     jem_jw_arr_end(w);
 }
 
-void cli_attack_json(jem_jw *w, const cli_ctx *cx, const cli_attack_args *a, const cli_attack_res *r)
+void cli_attack_json(jem_jw *w, const cli_ctx *cx, const cli_attack_args *a, const cli_attack_res *r, int same_images)
 {
     const int ne = r->ne;
     jem_jw_obj_begin(w);
@@ -249,6 +251,7 @@ void cli_attack_json(jem_jw *w, const cli_ctx *cx, const cli_attack_args *a, con
         json_row(w, "transfer", r->acct, ne);
         json_row(w, "bpda_eot", r->accd, ne);
         json_row(w, "worst", r->accdef, ne);
+        if (same_images) json_row(w, "undefended", r->accu_dn, ne);
         jem_jw_obj_end(w);
     }
     jem_jw_obj_end(w);
@@ -287,7 +290,7 @@ static int run(cli_ctx *cx, cli_attack_args *a)
     if (cx->json) {
         jem_jw w;
         jem_jw_init(&w);
-        cli_attack_json(&w, cx, a, &r);
+        cli_attack_json(&w, cx, a, &r, 0);
         printf("%s\n", jem_jw_cstr(&w));
         jem_jw_free(&w);
     } else {

@@ -160,15 +160,16 @@ done:
     return s;
 }
 
-jem_status cli_eval_plot(const cli_ctx *cx, const cli_eval_args *e, const cli_eval_res *r, const char *title,
+jem_status cli_eval_plot(const cli_ctx *cx, const cli_eval_args *e, const cli_eval_res *r, const jem_plot_opts *po,
                          jem_image *im)
 {
-    jem_plot_opts po;
-    memset(&po, 0, sizeof po);
+    jem_plot_opts o;
+    if (po) o = *po;
+    else memset(&o, 0, sizeof o);
     char buf[200];
     snprintf(buf, sizeof buf, "Reliability, %s on %s", cx->arch->name, e->data);
-    po.title = title ? title : buf;
-    return jem_plot_reliability(r->tb, e->bins, r->c.ece, &po, im);
+    if (!o.title) o.title = buf;
+    return jem_plot_reliability(r->tb, e->bins, r->c.ece, &o, im);
 }
 
 void cli_eval_json(jem_jw *w, const cli_ctx *cx, const cli_eval_args *e, const cli_eval_res *r)

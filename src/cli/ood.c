@@ -83,7 +83,8 @@ int cli_ood_check(const char *cmd, cli_ood_args *o)
         return cli_usage_error(cmd, "--hist-score neg_grad_norm needs the gradient score (drop --no-grad)");
     int n = 1;
     for (const char *p = o->outs; *p; p++) n += *p == ',';
-    if (n > CLI_OOD_MAX_SETS) return cli_usage_error(cmd, "--%s: %d data sets, at most %d", o->out_opt, n, CLI_OOD_MAX_SETS);
+    if (n > CLI_OOD_MAX_SETS)
+        return cli_usage_error(cmd, "--%s: %d data sets, at most %d", o->out_opt, n, CLI_OOD_MAX_SETS);
     return 0;
 }
 
@@ -169,7 +170,7 @@ static jem_status score_columns(const cli_ood_args *o, const cli_ood_res *r, dou
     return ok ? JEM_OK : jem_fail(JEM_ERR_NOMEM, "out of memory");
 }
 
-jem_status cli_ood_hist(const cli_ood_args *o, const cli_ood_res *r, const char *title, jem_image *im)
+jem_status cli_ood_hist(const cli_ood_args *o, const cli_ood_res *r, const jem_plot_opts *popts, jem_image *im)
 {
     double *cols[CLI_OOD_MAX_SETS + 1] = {0};
     jem_sample_set sets[CLI_OOD_MAX_SETS + 1];
@@ -179,34 +180,36 @@ jem_status cli_ood_hist(const cli_ood_args *o, const cli_ood_res *r, const char 
     char buf[160];
     snprintf(buf, sizeof buf, "%s score: in-distribution vs OOD", jem_score_name(o->hs));
     jem_plot_opts po;
-    memset(&po, 0, sizeof po);
-    po.title = title ? title : buf;
-    po.xlabel = jem_score_name(o->hs);
+    if (popts) po = *popts;
+    else memset(&po, 0, sizeof po);
+    if (!po.title) po.title = buf;
+    if (!po.xlabel) po.xlabel = jem_score_name(o->hs);
     if (!s) s = jem_plot_histograms(sets, r->nsets + 1, &po, im);
     for (int i = 0; i <= r->nsets; i++) free(cols[i]);
     return s;
 }
 
-jem_status cli_ood_roc(const cli_ood_args *o, const cli_ood_res *r, const char *title, jem_image *im)
+jem_status cli_ood_roc(const cli_ood_args *o, const cli_ood_res *r, const jem_plot_opts *popts, jem_image *im)
 {
     double *cols[CLI_OOD_MAX_SETS + 1] = {0};
     jem_roc rocs[CLI_OOD_MAX_SETS];
     memset(rocs, 0, sizeof rocs);
     jem_status s = score_columns(o, r, cols);
-    for (int i = 0; i < r->nsets && !s; i++)
-        s = jem_roc_curve(cols[0], r->n_in, cols[i + 1], r->n_out[i], 1, &rocs[i]);
+    for (int i = 0; i < r->nsets && !s; i++) s = jem_roc_curve(cols[0], r->n_in, cols[i + 1], r->n_out[i], 1, &rocs[i]);
     char buf[160];
     snprintf(buf, sizeof buf, "ROC, %s score (in = %s)", jem_score_name(o->hs), o->in);
     jem_plot_opts po;
-    memset(&po, 0, sizeof po);
-    po.title = title ? title : buf;
+    if (popts) po = *popts;
+    else memset(&po, 0, sizeof po);
+    if (!po.title) po.title = buf;
     if (!s) s = jem_plot_roc(rocs, r->names, r->nsets, &po, im);
     for (int i = 0; i < r->nsets; i++) jem_roc_free(&rocs[i]);
     for (int i = 0; i <= r->nsets; i++) free(cols[i]);
     return s;
 }
 
-static jem_status write_plot(jem_status (*plot)(const cli_ood_args *, const cli_ood_res *, const char *, jem_image *),
+static jem_status write_plot(jem_status (*plot)(const cli_ood_args *, const cli_ood_res *, const jem_plot_opts *,
+                                                jem_image *),
                              const cli_ood_args *o, const cli_ood_res *r, const char *path)
 {
     jem_image im = {0};

@@ -88,7 +88,7 @@ void cli_sample_defaults(cli_sample_args *a)
     a->sc.steps = 100;
 }
 
-int cli_sample_ready(const char *cmd, const cli_ctx *cx, const cli_sample_args *a)
+int cli_sample_ready(const char *cmd, const char *from_opt, const cli_ctx *cx, const cli_sample_args *a)
 {
     const int K = cx->arch->n_classes;
     if (a->cls >= K) return cli_usage_error(cmd, "--class %d: the model has %d classes (0 to %d)", a->cls, K, K - 1);
@@ -96,9 +96,9 @@ int cli_sample_ready(const char *cmd, const cli_ctx *cx, const cli_sample_args *
     if (!restore && !strcmp(a->from, "buffer") && !jem_st_get(cx->st, "_buffer.x", NULL, NULL, NULL) &&
         !jem_st_get(cx->st, "_buffer.y", NULL, NULL, NULL))
         return cli_usage_error(cmd,
-                               "--from buffer: %s holds no replay buffer (a weights-only file, e.g. an "
-                               "exported model, or a softmax run); --from accepts noise, informative or buffer",
-                               cx->model);
+                               "--%s buffer: %s holds no replay buffer (a weights-only file, e.g. an "
+                               "exported model, or a softmax run); --%s accepts noise, informative or buffer",
+                               from_opt, cx->model, from_opt);
     return 0;
 }
 
@@ -270,7 +270,7 @@ static int run(cli_ctx *cx, cli_sample_args *a)
     const size_t D = (size_t)C * H * W;
     const int rows_of_classes = a->conditional;
     const int restore = a->inpaint || a->denoise > 0;
-    int rc = cli_sample_ready("sample", cx, a);
+    int rc = cli_sample_ready("sample", "from", cx, a);
     if (rc) return rc;
     cli_sample_res r;
     float *grid = NULL;

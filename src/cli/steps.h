@@ -40,8 +40,9 @@ typedef struct {
 
 void cli_eval_defaults(cli_eval_args *e);
 jem_status cli_eval_run(const cli_ctx *cx, const cli_eval_args *e, cli_eval_res *r);
-/* The reliability diagram (title NULL: the command's). */
-jem_status cli_eval_plot(const cli_ctx *cx, const cli_eval_args *e, const cli_eval_res *r, const char *title,
+/* The reliability diagram. The plots of steps.h take options po (nullable:
+ * the command's; a NULL title in them: the command's title). */
+jem_status cli_eval_plot(const cli_ctx *cx, const cli_eval_args *e, const cli_eval_res *r, const jem_plot_opts *po,
                          jem_image *im);
 /* The command's --json object. */
 void cli_eval_json(jem_jw *w, const cli_ctx *cx, const cli_eval_args *e, const cli_eval_res *r);
@@ -52,9 +53,9 @@ void cli_eval_free(cli_eval_res *r);
 #define CLI_OOD_MAX_SETS 16
 
 typedef struct {
-    const char *in;         /* in-distribution set */
-    const char *outs;       /* OOD sets, comma-separated */
-    const char *in_opt;     /* the options that name them in messages ("in", "out") */
+    const char *in;     /* in-distribution set */
+    const char *outs;   /* OOD sets, comma-separated */
+    const char *in_opt; /* the options that name them in messages ("in", "out") */
     const char *out_opt;
     const char *hist, *roc; /* the command's PNG files (nullable; not used by cli_ood_run) */
     const char *hist_score; /* the plots' score (a jem_score_name) */
@@ -66,10 +67,10 @@ typedef struct {
 
 typedef struct {
     int nsets;
-    char *list;                             /* a copy of outs; names point into it */
-    const char *names[CLI_OOD_MAX_SETS];    /* the OOD sets' specs */
-    int n_in, n_out[CLI_OOD_MAX_SETS];      /* images scored */
-    double *sin, *sout[CLI_OOD_MAX_SETS];   /* (n, JEM_NSCORES) the scores */
+    char *list;                                       /* a copy of outs; names point into it */
+    const char *names[CLI_OOD_MAX_SETS];              /* the OOD sets' specs */
+    int n_in, n_out[CLI_OOD_MAX_SETS];                /* images scored */
+    double *sin, *sout[CLI_OOD_MAX_SETS];             /* (n, JEM_NSCORES) the scores */
     jem_ood_metrics m[CLI_OOD_MAX_SETS][JEM_NSCORES]; /* set x score (the gradient score's unset with nograd) */
 } cli_ood_res;
 
@@ -79,9 +80,9 @@ void cli_ood_defaults(cli_ood_args *o);
 int cli_ood_check(const char *cmd, cli_ood_args *o);
 jem_status cli_ood_run(const cli_ctx *cx, const cli_ood_args *o, cli_ood_res *r);
 /* Histograms of the score hs, in-distribution against each OOD set; ROC
- * curves of that score (title NULL: the command's). */
-jem_status cli_ood_hist(const cli_ood_args *o, const cli_ood_res *r, const char *title, jem_image *im);
-jem_status cli_ood_roc(const cli_ood_args *o, const cli_ood_res *r, const char *title, jem_image *im);
+ * curves of that score. */
+jem_status cli_ood_hist(const cli_ood_args *o, const cli_ood_res *r, const jem_plot_opts *po, jem_image *im);
+jem_status cli_ood_roc(const cli_ood_args *o, const cli_ood_res *r, const jem_plot_opts *po, jem_image *im);
 void cli_ood_json(jem_jw *w, const cli_ctx *cx, const cli_ood_args *o, const cli_ood_res *r);
 void cli_ood_free(cli_ood_res *r);
 
@@ -114,9 +115,11 @@ void cli_attack_defaults(cli_attack_args *a);
 int cli_attack_eps(const char *cmd, cli_attack_args *a);
 jem_status cli_attack_run(const cli_ctx *cx, const cli_attack_args *a, cli_attack_res *r);
 /* Robust accuracy against epsilon: the undefended curve and, with the
- * defence, its worst case (the command's plot, title NULL: its own). */
-jem_status cli_attack_curve(const cli_attack_args *a, const cli_attack_res *r, const char *title, jem_image *im);
-void cli_attack_json(jem_jw *w, const cli_ctx *cx, const cli_attack_args *a, const cli_attack_res *r);
+ * defence, its worst case (the command's plot). */
+jem_status cli_attack_curve(const cli_attack_args *a, const cli_attack_res *r, const jem_plot_opts *po, jem_image *im);
+/* The command's --json object; same_images: the defence's object also holds
+ * the undefended model's accuracy on its images ("undefended", jem report). */
+void cli_attack_json(jem_jw *w, const cli_ctx *cx, const cli_attack_args *a, const cli_attack_res *r, int same_images);
 
 /* ---------------------------------------------------------- jem sample */
 
@@ -140,8 +143,8 @@ typedef struct {
 
 void cli_sample_defaults(cli_sample_args *a);
 /* The checks that need the model (the class, the replay buffer): 0, or a
- * usage error printed as cmd and 2. */
-int cli_sample_ready(const char *cmd, const cli_ctx *cx, const cli_sample_args *a);
+ * usage error printed as cmd, naming from_opt for a->from, and 2. */
+int cli_sample_ready(const char *cmd, const char *from_opt, const cli_ctx *cx, const cli_sample_args *a);
 jem_status cli_sample_run(const cli_ctx *cx, const cli_sample_args *a, cli_sample_res *r);
 /* The chains as a grid, rows labelled with class names for conditional
  * and one-class sampling. */
