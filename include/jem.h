@@ -471,6 +471,10 @@ jem_status jem_png_write_grid(const char *path, const float *x, int n, int c,
                               int h, int w, int cols, int pad);
 /* Write an 8-bit RGB image rgb (H, W, 3). */
 jem_status jem_png_write_rgb(const char *path, const uint8_t *rgb, int w, int h);
+/* The PNG file jem_png_write_rgb would write, in memory: *out (malloc'd, the
+ * caller frees it; NULL on failure) holds *n bytes. */
+jem_status jem_png_encode_rgb(const uint8_t *rgb /* (H, W, 3) */, int w, int h, uint8_t **out,
+                              size_t *n);
 /* Read a PNG into (C, H, W) floats in [-1, 1] with C = want_c (1 or 3;
  * 0 = the file's own: palette, RGB and RGBA files are colour (3), grey and
  * grey + alpha files are 1). Any colour type and bit depth: palette and
@@ -582,6 +586,10 @@ void       jem_atomic_abort(jem_atomic *a);
  * be used as a string; *n excludes the NUL, n may be NULL). Refuses files
  * above max_bytes with JEM_ERR_FORMAT (max_bytes 0: no limit). */
 jem_status jem_read_file(const char *path, size_t max_bytes, char **out, size_t *n);
+/* Base64 (RFC 4648: the standard alphabet, '=' padding, no line breaks) of
+ * data[0..n): *out (malloc'd, NUL-terminated; the caller frees it) holds
+ * *len characters (len nullable), 4 * ceil(n / 3) of them. */
+jem_status jem_base64_encode(const void *data, size_t n, char **out, size_t *len);
 
 
 /* ---------------------------------------------------------- energy models */

@@ -12,7 +12,7 @@ page=$(realpath "$dir/report.html")
 flags=(--headless --no-sandbox --disable-gpu --hide-scrollbars --user-data-dir="$(mktemp -d)")
 dom=$(chromium "${flags[@]}" --dump-dom "file://$page" 2>/dev/null)
 fail=0
-for want in "Accuracy and calibration" "Out-of-distribution detection" "Adversarial robustness"; do
+for want in "Summary" "Model" "Accuracy and calibration" "Out-of-distribution detection" "Adversarial robustness"; do
     grep -q "$want" <<<"$dom" || { echo "report_screenshot: section '$want' missing" >&2; fail=1; }
 done
 imgs=$(grep -o 'src="data:image/png;base64,' <<<"$dom" | wc -l || true)

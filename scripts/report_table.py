@@ -5,7 +5,7 @@
 
 Each DIR holds the report.json that `jem report --model CKPT --out DIR` wrote;
 NAME labels its row (for example softmax=report-softmax jem=report-jem)."""
-import json, sys
+import json, re, sys
 
 runs = []
 for arg in sys.argv[1:]:
@@ -38,7 +38,8 @@ for name, r in runs:
         for k in scores:
             m = s.get(k)
             cells.append("%.3f / %.3f / %.3f / %.2f" % (m["auroc"], m["aupr_in"], m["aupr_out"], m["fpr95"]) if m else "-")
-        print("| %s | %s | %s |" % (name, set_name.split(":2000")[0], " | ".join(cells)))
+        # the set without its image count (the report names a set by the images it used)
+        print("| %s | %s (%d) | %s |" % (name, re.sub(r":\d+$", "", set_name), s["n"], " | ".join(cells)))
 print()
 for key, label in (("attack_linf", "PGD L-inf"), ("attack_l2", "PGD L2")):
     a0 = runs[0][1][key]
@@ -53,6 +54,8 @@ for key, label in (("attack_linf", "PGD L-inf"), ("attack_l2", "PGD L2")):
         print("| %s | none | %s |" % (name, " | ".join(pct(x) for x in a["undefended"])))
         d = a.get("defence")
         if d:
+            if d.get("undefended"):
+                print("| %s | none, the same %d images | %s |" % (name, d["n"], " | ".join(pct(x) for x in d["undefended"])))
             print("| %s | SGLD (%d steps x %d chains, EOT %d), worst | %s |" % (
                 name, d["sgld_steps"], d["chains"], d["eot"], " | ".join(pct(x) for x in d["worst"])))
     print()

@@ -193,6 +193,49 @@ static void test_read(void)
     ASSERT(buf == NULL);
 }
 
+/* base64: RFC 4648's examples, then every length up to 40 against a
+ * digit-by-digit reading of the bits */
+static void test_base64(void)
+{
+    static const char *const plain[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
+    static const char *const coded[] = {"", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"};
+    for (int i = 0; i < 7; i++) {
+        char *s = NULL;
+        size_t n = 99;
+        ASSERT_OK(jem_base64_encode(plain[i], strlen(plain[i]), &s, &n));
+        ASSERT_MSG(s && !strcmp(s, coded[i]), "base64('%s') = '%s', want '%s'", plain[i], s ? s : "(null)",
+                   coded[i]);
+        ASSERT_EQ_INT((int)n, (int)strlen(coded[i]));
+        free(s);
+    }
+    static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    unsigned char d[40];
+    for (int i = 0; i < 40; i++) d[i] = (unsigned char)(i * 97 + 255 * (i % 3 == 1));
+    int bad = 0;
+    for (size_t n = 0; n <= 40; n++) {
+        char *s = NULL;
+        size_t len = 0;
+        ASSERT_OK(jem_base64_encode(d, n, &s, &len));
+        if (!s) continue;
+        bad += len != (n + 2) / 3 * 4 || strlen(s) != len;
+        /* digit j holds bits 6j .. 6j+5 of the data, most significant first */
+        for (size_t j = 0; j < len; j++) {
+            if (6 * j >= 8 * n) {
+                bad += s[j] != '=';
+                continue;
+            }
+            int v = 0;
+            for (size_t b = 6 * j; b < 6 * j + 6; b++) v = v << 1 | (b < 8 * n ? d[b / 8] >> (7 - b % 8) & 1 : 0);
+            bad += s[j] != abc[v];
+        }
+        free(s);
+    }
+    ASSERT_EQ_INT(bad, 0);
+    char *s = (char *)1;
+    ASSERT_ERR(jem_base64_encode(NULL, 3, &s, NULL), JEM_ERR_ARG);
+    ASSERT(s == NULL);
+}
+
 int main(void)
 {
     TEST_MAIN_BEGIN("test_fileio");
@@ -201,6 +244,7 @@ int main(void)
     test_helper_commit_abort();
     test_failures();
     test_read();
+    test_base64();
     ASSERT_EQ_INT(t_count_temps(NULL), 0);
     return t_finish();
 }

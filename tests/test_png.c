@@ -314,6 +314,19 @@ static void test_roundtrip(void)
                 bad += y[k * 12 + yy * 4 + xx] != (float)(rgb[(yy * 4 + xx) * 3 + k] / 255.0 * 2 - 1);
     ASSERT_EQ_INT(bad, 0);
     free(y);
+    /* in memory: the bytes of the file */
+    uint8_t *mem = NULL;
+    size_t mn = 0;
+    char *file = NULL;
+    size_t fn = 0;
+    ASSERT_OK(jem_png_encode_rgb(rgb, 4, 3, &mem, &mn));
+    ASSERT_OK(jem_read_file(q, 0, &file, &fn));
+    ASSERT(mem && file && mn == fn && mn > 8 && !memcmp(mem, file, mn));
+    free(mem);
+    free(file);
+    mem = (uint8_t *)rgb;
+    ASSERT_ERR(jem_png_encode_rgb(rgb, 0, 3, &mem, &mn), JEM_ERR_ARG);
+    ASSERT(mem == NULL && mn == 0);
     remove(q);
 
     ASSERT_ERR(jem_png_write_grid(p, x, 0, 3, H, W, 3, 1), JEM_ERR_ARG);

@@ -2,13 +2,12 @@
  * with the SGLD-purification defence attacked by BPDA + EOT and by transfer
  * from the undefended model. Epsilons are on the [0, 1] pixel scale; the
  * model sees [-1, 1], so they are doubled before the attack. */
-#include "cli/cli.h"
+#include "cli/steps.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_EPS  32
 #define EPS_LINF "0,0.02,0.05,0.1,0.2"
 #define EPS_L2   "0,0.5,1,2"
 
@@ -61,28 +60,42 @@ static jem_status attack_split(const cli_ctx *cx, const char *what, const jem_cl
     return JEM_OK;
 }
 
-typedef struct {
-    const char *data, *norm_s, *eps_s, *defence, *curve, *save;
-    int n, dn, steps, restarts, fgsm, dsteps, dchains, eot, no_random, norm, ne;
-    double step_frac, eps[MAX_EPS];
-    uint64_t seed;
-} attack_args;
+void cli_attack_defaults(cli_attack_args *a)
+{
+    memset(a, 0, sizeof *a);
+    a->data = "fmnist:test";
+    a->norm_s = "linf";
+    a->n = 1000;
+    a->steps = 20;
+    a->restarts = 1;
+    a->dsteps = 10;
+    a->dchains = 4;
+    a->eot = 4;
+    a->step_frac = 0.25;
+    a->seed = 1;
+}
+
+int cli_attack_eps(const char *cmd, cli_attack_args *a)
+{
+    a->norm = !strcmp(a->norm_s, "l2") ? 2 : 0;
+    a->ne = parse_list(a->eps_s ? a->eps_s : (a->norm == 0 ? EPS_LINF : EPS_L2), a->eps, CLI_MAX_EPS);
+    if (a->ne < 1)
+        return cli_usage_error(cmd,
+                               "--eps '%s': want 1 to %d non-decreasing epsilons from 0 to 1000 on the "
+                               "[0, 1] pixel scale, e.g. " EPS_LINF,
+                               a->eps_s, CLI_MAX_EPS);
+    return 0;
+}
 
 static int check(cli_ctx *cx, void *ud)
 {
-    attack_args *a = ud;
-    a->norm = !strcmp(a->norm_s, "l2") ? 2 : 0;
+    cli_attack_args *a = ud;
     if (cli_spec_unlabelled(a->data))
         return cli_usage_error("attack",
                                "--data %s: the set has no labels to attack (noise: and interp: sets have "
                                "none)",
                                a->data);
-    a->ne = parse_list(a->eps_s ? a->eps_s : (a->norm == 0 ? EPS_LINF : EPS_L2), a->eps, MAX_EPS);
-    if (a->ne < 1)
-        return cli_usage_error("attack",
-                               "--eps '%s': want 1 to %d non-decreasing epsilons from 0 to 1000 on the "
-                               "[0, 1] pixel scale, e.g. " EPS_LINF,
-                               a->eps_s, MAX_EPS);
+    if (cli_attack_eps("attack", a)) return 2;
     if (!a->defence) {
         static const char *const def_only[] = {"defence-n", "defence-steps", "defence-chains", "eot"};
         for (int i = 0; i < 4; i++)
@@ -95,49 +108,40 @@ static int check(cli_ctx *cx, void *ud)
     return 0;
 }
 
-static int run(cli_ctx *cx, attack_args *a)
+jem_status cli_attack_run(const cli_ctx *cx, const cli_attack_args *a, cli_attack_res *r)
 {
     jem_dataset ds;
     const int norm = a->norm, ne = a->ne, fgsm = a->fgsm, steps = a->steps, restarts = a->restarts;
     const double *eps = a->eps;
+    memset(r, 0, sizeof *r);
     jem_status s = cli_open_data(cx, "data", a->data, &ds);
-    if (s) return cli_fail("attack", s);
+    if (s) return s;
     if (a->n < ds.n) jem_dataset_truncate(&ds, a->n);
     const int n = ds.n;
     s = cli_check_labels(cx, "data", &ds, 1);
     if (s) {
         jem_dataset_free(&ds);
-        return cli_fail("attack", s);
+        return s;
     }
     const int dn = a->dn <= 0 || a->dn > n ? n : a->dn;
     const int D = ds.c * ds.h * ds.w;
+    r->n = n;
+    r->dn = a->defence ? dn : 0;
+    r->ne = ne;
+    memcpy(r->eps, eps, sizeof(double) * (size_t)ne);
     jem_classifier cu;
     jem_classifier_net(&cu, cx->net);
     jem_purifier pur;
     jem_purifier_init(&pur, cx->net, a->dsteps, a->dchains, a->eot, a->seed);
     uint8_t *ru = malloc(n), *prev_u = malloc(n), *rt = malloc(n), *rd = malloc(n), *prev_d = malloc(n);
     float *adv = malloc(sizeof(float) * (size_t)n * D);
-    double accu[MAX_EPS], acct[MAX_EPS], accd[MAX_EPS], accdef[MAX_EPS];
-    int rc = 0;
     if (!ru || !prev_u || !rt || !rd || !prev_d || !adv) {
         s = jem_fail(JEM_ERR_NOMEM, "out of memory");
-        goto fail;
+        goto done;
     }
     memset(prev_u, 1, n);
     memset(prev_d, 1, n);
-    if (a->save && (s = cli_make_dir(a->save))) goto fail;
-    if (!cx->json) {
-        printf("%s on %s, %d images, %s %s, %d steps of %.2f eps, %d restart%s\n", cx->model, a->data, n,
-               fgsm ? "FGSM" : "PGD", norm ? "L2" : "L-inf", fgsm ? 1 : steps, fgsm ? 1.0 : a->step_frac, restarts,
-               restarts > 1 ? "s" : "");
-        if (a->defence)
-            printf("defence (first %d images): SGLD purification, %d steps, %d chains; BPDA + EOT over %d draws\n", dn,
-                   a->dsteps, a->dchains, a->eot);
-        printf("\n%8s %12s", "eps", "undefended");
-        if (a->defence) printf(" %12s %12s %12s", "def:transfer", "def:BPDA+EOT", "def:worst");
-        printf("\n");
-        fflush(stdout);
-    }
+    if (a->save && (s = cli_make_dir(a->save))) goto done;
     for (int e = 0; e < ne; e++) {
         /* [0, 1]-scale epsilon -> the model's [-1, 1] units */
         jem_attack_cfg ac = {.norm = norm,
@@ -151,18 +155,19 @@ static int run(cli_ctx *cx, attack_args *a)
         char what[200];
         snprintf(what, sizeof what, "eps %g: %s %d images", eps[e], fgsm ? "FGSM on" : "PGD on", n);
         s = attack_split(cx, what, &cu, ds.x, ds.y, n, &ac, ru, adv, (size_t)D);
-        if (s) goto fail;
+        if (s) goto done;
         /* monotone: an image broken at a smaller epsilon stays broken */
         for (int i = 0; i < n; i++) {
             ru[i] &= prev_u[i];
             prev_u[i] = ru[i];
         }
-        accu[e] = frac(ru, n);
+        r->accu[e] = frac(ru, n);
+        r->accu_dn[e] = frac(ru, dn);
         if (a->save && eps[e] > 0) {
             char path[1024];
             snprintf(path, sizeof path, "%s/adv-%s-%g.png", a->save, norm ? "l2" : "linf", eps[e]);
             s = jem_png_write_grid(path, adv, n < 64 ? n : 64, ds.c, ds.h, ds.w, 8, 2);
-            if (s) goto fail;
+            if (s) goto done;
         }
         if (a->defence) {
             /* transfer: the undefended model's adversarial examples against the defence */
@@ -171,87 +176,21 @@ static int run(cli_ctx *cx, attack_args *a)
             clean.eps = 0;
             snprintf(what, sizeof what, "eps %g: transfer to the defence, %d images", eps[e], dn);
             s = attack_split(cx, what, cd, adv, ds.y, dn, &clean, rt, NULL, (size_t)D);
-            if (s) goto fail;
-            acct[e] = frac(rt, dn);
+            if (s) goto done;
+            r->acct[e] = frac(rt, dn);
             /* the adaptive attack: PGD with BPDA + EOT gradients through the defence */
             snprintf(what, sizeof what, "eps %g: BPDA + EOT through the defence, %d images", eps[e], dn);
             s = attack_split(cx, what, cd, ds.x, ds.y, dn, &ac, rd, NULL, (size_t)D);
-            if (s) goto fail;
-            accd[e] = frac(rd, dn);
+            if (s) goto done;
+            r->accd[e] = frac(rd, dn);
             /* defended robust accuracy: an image survives only if neither
              * attack broke it, at this or any smaller epsilon */
             for (int i = 0; i < dn; i++) {
                 prev_d[i] = rd[i] & rt[i] & prev_d[i];
             }
-            accdef[e] = frac(prev_d, dn);
-        }
-        if (!cx->json) {
-            printf("%8g %12.4f", eps[e], accu[e]);
-            if (a->defence) printf(" %12.4f %12.4f %12.4f", acct[e], accd[e], accdef[e]);
-            printf("\n");
-            fflush(stdout);
+            r->accdef[e] = frac(prev_d, dn);
         }
     }
-    if (a->curve) {
-        jem_series ser[2] = {{"undefended", eps, accu, ne}, {"SGLD purification (worst attack)", eps, accdef, ne}};
-        jem_plot_opts po;
-        memset(&po, 0, sizeof po);
-        char title[160];
-        snprintf(title, sizeof title, "Robust accuracy, %s %s", fgsm ? "FGSM" : "PGD", norm ? "L2" : "L-inf");
-        po.title = title;
-        po.xlabel = "epsilon ([0, 1] pixel scale)";
-        po.ylabel = "robust accuracy";
-        po.ymin = 0;
-        po.ymax = 1;
-        jem_image im = {0};
-        s = jem_plot_lines(ser, a->defence ? 2 : 1, &po, &im);
-        if (!s) s = jem_image_write_png(a->curve, &im);
-        jem_image_free(&im);
-        if (s) goto fail;
-    }
-    if (cx->json) {
-        jem_jw w;
-        jem_jw_init(&w);
-        jem_jw_obj_begin(&w);
-        jem_jw_kstr(&w, "model", cx->model);
-        jem_jw_kstr(&w, "data", a->data);
-        jem_jw_kint(&w, "n", n);
-        jem_jw_kstr(&w, "attack", fgsm ? "fgsm" : "pgd");
-        jem_jw_kstr(&w, "norm", norm ? "l2" : "linf");
-        jem_jw_kint(&w, "steps", fgsm ? 1 : steps);
-        jem_jw_kint(&w, "restarts", restarts);
-        jem_jw_key(&w, "eps");
-        jem_jw_arr_begin(&w);
-        for (int e = 0; e < ne; e++) jem_jw_double(&w, eps[e]);
-        jem_jw_arr_end(&w);
-        jem_jw_key(&w, "undefended");
-        jem_jw_arr_begin(&w);
-        for (int e = 0; e < ne; e++) jem_jw_double(&w, accu[e]);
-        jem_jw_arr_end(&w);
-        if (a->defence) {
-            jem_jw_key(&w, "defence");
-            jem_jw_obj_begin(&w);
-            jem_jw_kint(&w, "n", dn);
-            jem_jw_kint(&w, "sgld_steps", a->dsteps);
-            jem_jw_kint(&w, "chains", a->dchains);
-            jem_jw_kint(&w, "eot", a->eot);
-            const char *keys[3] = {"transfer", "bpda_eot", "worst"};
-            double *vals[3] = {acct, accd, accdef};
-            for (int k = 0; k < 3; k++) {
-                jem_jw_key(&w, keys[k]);
-                jem_jw_arr_begin(&w);
-                for (int e = 0; e < ne; e++) jem_jw_double(&w, vals[k][e]);
-                jem_jw_arr_end(&w);
-            }
-            jem_jw_obj_end(&w);
-        }
-        jem_jw_obj_end(&w);
-        printf("%s\n", jem_jw_cstr(&w));
-        jem_jw_free(&w);
-    }
-    goto done;
-fail:
-    rc = cli_fail("attack", s);
 done:
     free(ru);
     free(prev_u);
@@ -260,21 +199,110 @@ done:
     free(prev_d);
     free(adv);
     jem_dataset_free(&ds);
-    return rc;
+    return s;
+}
+
+jem_status cli_attack_curve(const cli_attack_args *a, const cli_attack_res *r, const jem_plot_opts *popts,
+                            jem_image *im)
+{
+    jem_series ser[2] = {{"undefended", r->eps, r->accu, r->ne},
+                         {"SGLD purification (worst attack)", r->eps, r->accdef, r->ne}};
+    jem_plot_opts po;
+    if (popts) po = *popts;
+    else memset(&po, 0, sizeof po);
+    char buf[160];
+    snprintf(buf, sizeof buf, "Robust accuracy, %s %s", a->fgsm ? "FGSM" : "PGD", a->norm ? "L2" : "L-inf");
+    if (!po.title) po.title = buf;
+    po.xlabel = "epsilon ([0, 1] pixel scale)";
+    po.ylabel = "robust accuracy";
+    po.ymin = 0;
+    po.ymax = 1;
+    return jem_plot_lines(ser, a->defence ? 2 : 1, &po, im);
+}
+
+static void json_row(jem_jw *w, const char *key, const double *v, int ne)
+{
+    jem_jw_key(w, key);
+    jem_jw_arr_begin(w);
+    for (int e = 0; e < ne; e++) jem_jw_double(w, v[e]);
+    jem_jw_arr_end(w);
+}
+
+void cli_attack_json(jem_jw *w, const cli_ctx *cx, const cli_attack_args *a, const cli_attack_res *r, int same_images)
+{
+    const int ne = r->ne;
+    jem_jw_obj_begin(w);
+    jem_jw_kstr(w, "model", cx->model);
+    jem_jw_kstr(w, "data", a->data);
+    jem_jw_kint(w, "n", r->n);
+    jem_jw_kstr(w, "attack", a->fgsm ? "fgsm" : "pgd");
+    jem_jw_kstr(w, "norm", a->norm ? "l2" : "linf");
+    jem_jw_kint(w, "steps", a->fgsm ? 1 : a->steps);
+    jem_jw_kint(w, "restarts", a->restarts);
+    json_row(w, "eps", r->eps, ne);
+    json_row(w, "undefended", r->accu, ne);
+    if (a->defence) {
+        jem_jw_key(w, "defence");
+        jem_jw_obj_begin(w);
+        jem_jw_kint(w, "n", r->dn);
+        jem_jw_kint(w, "sgld_steps", a->dsteps);
+        jem_jw_kint(w, "chains", a->dchains);
+        jem_jw_kint(w, "eot", a->eot);
+        json_row(w, "transfer", r->acct, ne);
+        json_row(w, "bpda_eot", r->accd, ne);
+        json_row(w, "worst", r->accdef, ne);
+        if (same_images) json_row(w, "undefended", r->accu_dn, ne);
+        jem_jw_obj_end(w);
+    }
+    jem_jw_obj_end(w);
+}
+
+static void print_text(const cli_ctx *cx, const cli_attack_args *a, const cli_attack_res *r)
+{
+    const int fgsm = a->fgsm, norm = a->norm;
+    printf("%s on %s, %d images, %s %s, %d steps of %.2f eps, %d restart%s\n", cx->model, a->data, r->n,
+           fgsm ? "FGSM" : "PGD", norm ? "L2" : "L-inf", fgsm ? 1 : a->steps, fgsm ? 1.0 : a->step_frac, a->restarts,
+           a->restarts > 1 ? "s" : "");
+    if (a->defence)
+        printf("defence (first %d images): SGLD purification, %d steps, %d chains; BPDA + EOT over %d draws\n", r->dn,
+               a->dsteps, a->dchains, a->eot);
+    printf("\n%8s %12s", "eps", "undefended");
+    if (a->defence) printf(" %12s %12s %12s", "def:transfer", "def:BPDA+EOT", "def:worst");
+    printf("\n");
+    for (int e = 0; e < r->ne; e++) {
+        printf("%8g %12.4f", r->eps[e], r->accu[e]);
+        if (a->defence) printf(" %12.4f %12.4f %12.4f", r->acct[e], r->accd[e], r->accdef[e]);
+        printf("\n");
+    }
+}
+
+static int run(cli_ctx *cx, cli_attack_args *a)
+{
+    cli_attack_res r;
+    jem_status s = cli_attack_run(cx, a, &r);
+    if (!s && a->curve) {
+        jem_image im = {0};
+        s = cli_attack_curve(a, &r, NULL, &im);
+        if (!s) s = jem_image_write_png(a->curve, &im);
+        jem_image_free(&im);
+    }
+    if (s) return cli_fail("attack", s);
+    if (cx->json) {
+        jem_jw w;
+        jem_jw_init(&w);
+        cli_attack_json(&w, cx, a, &r, 0);
+        printf("%s\n", jem_jw_cstr(&w));
+        jem_jw_free(&w);
+    } else {
+        print_text(cx, a, &r);
+    }
+    return 0;
 }
 
 int cmd_attack(int argc, char **argv)
 {
-    attack_args a = {.data = "fmnist:test",
-                     .norm_s = "linf",
-                     .n = 1000,
-                     .steps = 20,
-                     .restarts = 1,
-                     .dsteps = 10,
-                     .dchains = 4,
-                     .eot = 4,
-                     .step_frac = 0.25,
-                     .seed = 1};
+    cli_attack_args a;
+    cli_attack_defaults(&a);
     cli_opt opts[] = {
         {OPT("data", OPT_STR, &a.data, "data set (labelled)"), .flags = OPT_SPEC},
         {OPT("n", OPT_INT, &a.n, "images attacked (the first N)"), RANGE(1, 1 << 30)},

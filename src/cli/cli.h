@@ -93,8 +93,9 @@ struct cli_ctx {
     const char *model; /* --model (or the positional argument), else the spec's default */
     int model_given;   /* --model was on the command line */
     int threads, json;
-    int tty;            /* progress bars drawn: stderr a terminal, no --json, rank 0 */
-    const char *pos[4]; /* positional arguments */
+    int tty;                /* progress bars drawn: stderr a terminal, no --json, rank 0 */
+    const char *bar_prefix; /* put before every bar's text (jem report: its step), nullable */
+    const char *pos[4];     /* positional arguments */
     int npos;
     jem_net *net;         /* CLI_MODEL_CKPT: the loaded model */
     jem_st *st;           /* CLI_MODEL_CKPT: the checkpoint file (metadata, training state) */

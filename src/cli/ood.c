@@ -1,13 +1,12 @@
 /* jem ood: out-of-distribution detection: every score against one or more
  * OOD sets (AUROC, AUPR-in, AUPR-out, FPR at 95 % TPR), histograms and ROC
  * curves; jem score: the scores of every input of a data set. */
-#include "cli/cli.h"
+#include "cli/steps.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_SETS    16
 #define SCORE_CHUNK 256
 
 /* Open a set and score every image (a progress bar per set; several MPI
@@ -63,142 +62,192 @@ static double *column(const double *sc, int n, int k)
     return c;
 }
 
-typedef struct {
-    const char *in, *outs, *hist, *roc, *hist_score;
-    int limit, nograd, hs;
-    double T;
-} ood_args;
-
-static int ood_check(cli_ctx *cx, void *ud)
+void cli_ood_defaults(cli_ood_args *o)
 {
-    ood_args *o = ud;
-    (void)cx;
+    memset(o, 0, sizeof *o);
+    o->in = "fmnist:test";
+    o->in_opt = "in";
+    o->out_opt = "out";
+    o->hist_score = "logpx";
+    o->T = 1.0;
+    o->outs = "mnist:test,noise:uniform:2000,noise:gaussian:2000,noise:constant:2000,interp:fmnist:test:2000";
+}
+
+int cli_ood_check(const char *cmd, cli_ood_args *o)
+{
     o->hs = -1;
     for (int k = 0; k < JEM_NSCORES; k++)
         if (!strcmp(o->hist_score, jem_score_name(k))) o->hs = k;
+    if (o->hs < 0) return cli_usage_error(cmd, "--hist-score '%s': not a score", o->hist_score);
     if (o->hs == JEM_SCORE_GRADNORM && o->nograd)
-        return cli_usage_error("ood", "--hist-score neg_grad_norm needs the gradient score (drop --no-grad)");
+        return cli_usage_error(cmd, "--hist-score neg_grad_norm needs the gradient score (drop --no-grad)");
     int n = 1;
     for (const char *p = o->outs; *p; p++) n += *p == ',';
-    if (n > MAX_SETS) return cli_usage_error("ood", "--out: %d data sets, at most %d", n, MAX_SETS);
+    if (n > CLI_OOD_MAX_SETS)
+        return cli_usage_error(cmd, "--%s: %d data sets, at most %d", o->out_opt, n, CLI_OOD_MAX_SETS);
     return 0;
 }
 
-static int ood_run(cli_ctx *cx, ood_args *o)
+static int ood_check(cli_ctx *cx, void *ud)
 {
-    const int nograd = o->nograd, hs = o->hs;
-    char *list = strdup(o->outs);
-    const char *names[MAX_SETS];
-    int nsets = 0;
-    for (char *save = NULL, *t = list ? strtok_r(list, ",", &save) : NULL; t && nsets < MAX_SETS;
+    (void)cx;
+    return cli_ood_check("ood", ud);
+}
+
+void cli_ood_free(cli_ood_res *r)
+{
+    free(r->sin);
+    for (int i = 0; i < r->nsets; i++) free(r->sout[i]);
+    free(r->list);
+    memset(r, 0, sizeof *r);
+}
+
+jem_status cli_ood_run(const cli_ctx *cx, const cli_ood_args *o, cli_ood_res *r)
+{
+    const int nograd = o->nograd;
+    memset(r, 0, sizeof *r);
+    r->list = strdup(o->outs);
+    if (!r->list) return jem_fail(JEM_ERR_NOMEM, "out of memory");
+    for (char *save = NULL, *t = strtok_r(r->list, ",", &save); t && r->nsets < CLI_OOD_MAX_SETS;
          t = strtok_r(NULL, ",", &save))
-        names[nsets++] = t;
-    jem_dataset din, dout[MAX_SETS];
-    double *sin = NULL, *sout[MAX_SETS] = {0};
-    memset(&din, 0, sizeof din);
-    memset(dout, 0, sizeof dout);
-    int rc = 0;
-    jem_status s = list ? JEM_OK : jem_fail(JEM_ERR_NOMEM, "out of memory");
-    if (!s) s = score_set(cx, "in", o->in, o->limit, o->T, !nograd, &din, &sin, NULL);
-    for (int i = 0; i < nsets && !s; i++)
-        s = score_set(cx, "out", names[i], o->limit, o->T, !nograd, &dout[i], &sout[i], NULL);
-    if (s) {
-        rc = cli_fail("ood", s);
-        goto done;
+        r->names[r->nsets++] = t;
+    jem_dataset ds;
+    jem_status s = score_set(cx, o->in_opt, o->in, o->limit, o->T, !nograd, &ds, &r->sin, NULL);
+    r->n_in = ds.n;
+    jem_dataset_free(&ds);
+    for (int i = 0; i < r->nsets && !s; i++) {
+        s = score_set(cx, o->out_opt, r->names[i], o->limit, o->T, !nograd, &ds, &r->sout[i], NULL);
+        r->n_out[i] = ds.n;
+        jem_dataset_free(&ds);
     }
-    jem_jw w;
-    jem_jw_init(&w);
-    jem_jw_obj_begin(&w);
-    jem_jw_kstr(&w, "model", cx->model);
-    jem_jw_kstr(&w, "in", o->in);
-    jem_jw_kint(&w, "n_in", din.n);
-    jem_jw_key(&w, "sets");
-    jem_jw_obj_begin(&w);
-    if (!cx->json)
-        printf("in-distribution %s (%d images); higher score = more in-distribution\n\n%-28s %-14s %7s %8s %9s %7s\n",
-               o->in, din.n, "OOD set", "score", "AUROC", "AUPR-in", "AUPR-out", "FPR95");
-    for (int i = 0; i < nsets && !s; i++) {
-        jem_jw_key(&w, names[i]);
-        jem_jw_obj_begin(&w);
-        jem_jw_kint(&w, "n", dout[i].n);
-        for (int k = 0; k < JEM_NSCORES; k++) {
+    for (int i = 0; i < r->nsets && !s; i++)
+        for (int k = 0; k < JEM_NSCORES && !s; k++) {
             if (k == JEM_SCORE_GRADNORM && nograd) continue;
-            double *a = column(sin, din.n, k), *b = column(sout[i], dout[i].n, k);
-            jem_ood_metrics m;
-            s = a && b ? jem_ood_metrics_compute(a, din.n, b, dout[i].n, &m) : jem_fail(JEM_ERR_NOMEM, "out of memory");
+            double *a = column(r->sin, r->n_in, k), *b = column(r->sout[i], r->n_out[i], k);
+            s = a && b ? jem_ood_metrics_compute(a, r->n_in, b, r->n_out[i], &r->m[i][k])
+                       : jem_fail(JEM_ERR_NOMEM, "out of memory");
             free(a);
             free(b);
-            if (s) break;
-            jem_jw_key(&w, jem_score_name(k));
-            jem_jw_obj_begin(&w);
-            jem_jw_kdouble(&w, "auroc", m.auroc);
-            jem_jw_kdouble(&w, "aupr_in", m.aupr_in);
-            jem_jw_kdouble(&w, "aupr_out", m.aupr_out);
-            jem_jw_kdouble(&w, "fpr95", m.fpr95);
-            jem_jw_obj_end(&w);
-            if (!cx->json)
-                printf("%-28s %-14s %7.4f %8.4f %9.4f %7.4f\n", k == 0 ? names[i] : "", jem_score_name(k), m.auroc,
-                       m.aupr_in, m.aupr_out, m.fpr95);
         }
-        jem_jw_obj_end(&w);
+    return s;
+}
+
+void cli_ood_json(jem_jw *w, const cli_ctx *cx, const cli_ood_args *o, const cli_ood_res *r)
+{
+    jem_jw_obj_begin(w);
+    jem_jw_kstr(w, "model", cx->model);
+    jem_jw_kstr(w, "in", o->in);
+    jem_jw_kint(w, "n_in", r->n_in);
+    jem_jw_key(w, "sets");
+    jem_jw_obj_begin(w);
+    for (int i = 0; i < r->nsets; i++) {
+        jem_jw_key(w, r->names[i]);
+        jem_jw_obj_begin(w);
+        jem_jw_kint(w, "n", r->n_out[i]);
+        for (int k = 0; k < JEM_NSCORES; k++) {
+            if (k == JEM_SCORE_GRADNORM && o->nograd) continue;
+            const jem_ood_metrics *m = &r->m[i][k];
+            jem_jw_key(w, jem_score_name(k));
+            jem_jw_obj_begin(w);
+            jem_jw_kdouble(w, "auroc", m->auroc);
+            jem_jw_kdouble(w, "aupr_in", m->aupr_in);
+            jem_jw_kdouble(w, "aupr_out", m->aupr_out);
+            jem_jw_kdouble(w, "fpr95", m->fpr95);
+            jem_jw_obj_end(w);
+        }
+        jem_jw_obj_end(w);
     }
-    jem_jw_obj_end(&w);
-    jem_jw_obj_end(&w);
+    jem_jw_obj_end(w);
+    jem_jw_obj_end(w);
+}
+
+/* the score hs of every set: cols[0] in-distribution, cols[1 + i] OOD set i */
+static jem_status score_columns(const cli_ood_args *o, const cli_ood_res *r, double **cols)
+{
+    cols[0] = column(r->sin, r->n_in, o->hs);
+    int ok = cols[0] != NULL;
+    for (int i = 0; i < r->nsets; i++) ok &= (cols[i + 1] = column(r->sout[i], r->n_out[i], o->hs)) != NULL;
+    return ok ? JEM_OK : jem_fail(JEM_ERR_NOMEM, "out of memory");
+}
+
+jem_status cli_ood_hist(const cli_ood_args *o, const cli_ood_res *r, const jem_plot_opts *popts, jem_image *im)
+{
+    double *cols[CLI_OOD_MAX_SETS + 1] = {0};
+    jem_sample_set sets[CLI_OOD_MAX_SETS + 1];
+    jem_status s = score_columns(o, r, cols);
+    sets[0] = (jem_sample_set){o->in, cols[0], r->n_in};
+    for (int i = 0; i < r->nsets; i++) sets[i + 1] = (jem_sample_set){r->names[i], cols[i + 1], r->n_out[i]};
+    char buf[160];
+    snprintf(buf, sizeof buf, "%s score: in-distribution vs OOD", jem_score_name(o->hs));
+    jem_plot_opts po;
+    if (popts) po = *popts;
+    else memset(&po, 0, sizeof po);
+    if (!po.title) po.title = buf;
+    if (!po.xlabel) po.xlabel = jem_score_name(o->hs);
+    if (!s) s = jem_plot_histograms(sets, r->nsets + 1, &po, im);
+    for (int i = 0; i <= r->nsets; i++) free(cols[i]);
+    return s;
+}
+
+jem_status cli_ood_roc(const cli_ood_args *o, const cli_ood_res *r, const jem_plot_opts *popts, jem_image *im)
+{
+    double *cols[CLI_OOD_MAX_SETS + 1] = {0};
+    jem_roc rocs[CLI_OOD_MAX_SETS];
+    memset(rocs, 0, sizeof rocs);
+    jem_status s = score_columns(o, r, cols);
+    for (int i = 0; i < r->nsets && !s; i++) s = jem_roc_curve(cols[0], r->n_in, cols[i + 1], r->n_out[i], 1, &rocs[i]);
+    char buf[160];
+    snprintf(buf, sizeof buf, "ROC, %s score (in = %s)", jem_score_name(o->hs), o->in);
+    jem_plot_opts po;
+    if (popts) po = *popts;
+    else memset(&po, 0, sizeof po);
+    if (!po.title) po.title = buf;
+    if (!s) s = jem_plot_roc(rocs, r->names, r->nsets, &po, im);
+    for (int i = 0; i < r->nsets; i++) jem_roc_free(&rocs[i]);
+    for (int i = 0; i <= r->nsets; i++) free(cols[i]);
+    return s;
+}
+
+static jem_status write_plot(jem_status (*plot)(const cli_ood_args *, const cli_ood_res *, const jem_plot_opts *,
+                                                jem_image *),
+                             const cli_ood_args *o, const cli_ood_res *r, const char *path)
+{
+    jem_image im = {0};
+    jem_status s = plot(o, r, NULL, &im);
+    if (!s) s = jem_image_write_png(path, &im);
+    jem_image_free(&im);
+    return s;
+}
+
+static int ood_run(cli_ctx *cx, cli_ood_args *o)
+{
+    cli_ood_res r;
+    jem_status s = cli_ood_run(cx, o, &r);
     if (s) {
+        cli_ood_free(&r);
+        return cli_fail("ood", s);
+    }
+    if (cx->json) {
+        jem_jw w;
+        jem_jw_init(&w);
+        cli_ood_json(&w, cx, o, &r);
+        printf("%s\n", jem_jw_cstr(&w));
         jem_jw_free(&w);
-        rc = cli_fail("ood", s);
-        goto done;
-    }
-    if (cx->json) printf("%s\n", jem_jw_cstr(&w));
-    jem_jw_free(&w);
-    if (o->hist || o->roc) {
-        double *cols[MAX_SETS + 1];
-        jem_sample_set sets[MAX_SETS + 1];
-        jem_roc rocs[MAX_SETS];
-        const char *rnames[MAX_SETS];
-        memset(rocs, 0, sizeof rocs);
-        cols[0] = column(sin, din.n, hs);
-        sets[0] = (jem_sample_set){o->in, cols[0], din.n};
-        for (int i = 0; i < nsets; i++) {
-            cols[i + 1] = column(sout[i], dout[i].n, hs);
-            sets[i + 1] = (jem_sample_set){names[i], cols[i + 1], dout[i].n};
-        }
-        char title[160];
-        jem_plot_opts po;
-        memset(&po, 0, sizeof po);
-        po.title = title;
-        jem_image im = {0};
-        if (o->hist) {
-            snprintf(title, sizeof title, "%s score: in-distribution vs OOD", jem_score_name(hs));
-            po.xlabel = jem_score_name(hs);
-            s = jem_plot_histograms(sets, nsets + 1, &po, &im);
-            if (!s) s = jem_image_write_png(o->hist, &im);
-            jem_image_free(&im);
-        }
-        if (!s && o->roc) {
-            for (int i = 0; i < nsets && !s; i++) {
-                s = jem_roc_curve(cols[0], din.n, cols[i + 1], dout[i].n, 1, &rocs[i]);
-                rnames[i] = names[i];
+    } else {
+        printf("in-distribution %s (%d images); higher score = more in-distribution\n\n%-28s %-14s %7s %8s %9s %7s\n",
+               o->in, r.n_in, "OOD set", "score", "AUROC", "AUPR-in", "AUPR-out", "FPR95");
+        for (int i = 0; i < r.nsets; i++)
+            for (int k = 0; k < JEM_NSCORES; k++) {
+                if (k == JEM_SCORE_GRADNORM && o->nograd) continue;
+                const jem_ood_metrics *m = &r.m[i][k];
+                printf("%-28s %-14s %7.4f %8.4f %9.4f %7.4f\n", k == 0 ? r.names[i] : "", jem_score_name(k), m->auroc,
+                       m->aupr_in, m->aupr_out, m->fpr95);
             }
-            snprintf(title, sizeof title, "ROC, %s score (in = %s)", jem_score_name(hs), o->in);
-            po.xlabel = NULL;
-            if (!s) s = jem_plot_roc(rocs, rnames, nsets, &po, &im);
-            if (!s) s = jem_image_write_png(o->roc, &im);
-            jem_image_free(&im);
-        }
-        for (int i = 0; i < nsets; i++) jem_roc_free(&rocs[i]);
-        for (int i = 0; i <= nsets; i++) free(cols[i]);
-        if (s) rc = cli_fail("ood", s);
     }
-done:
-    free(sin);
-    for (int i = 0; i < nsets; i++) {
-        free(sout[i]);
-        jem_dataset_free(&dout[i]);
-    }
-    jem_dataset_free(&din);
-    free(list);
-    return rc;
+    if (o->hist) s = write_plot(cli_ood_hist, o, &r, o->hist);
+    if (!s && o->roc) s = write_plot(cli_ood_roc, o, &r, o->roc);
+    cli_ood_free(&r);
+    return s ? cli_fail("ood", s) : 0;
 }
 
 /* "logpx|max_softmax|..." for the option table */
@@ -213,11 +262,8 @@ static const char *score_choices(void)
 
 int cmd_ood(int argc, char **argv)
 {
-    ood_args o = {.in = "fmnist:test",
-                  .hist_score = "logpx",
-                  .T = 1.0,
-                  .outs = "mnist:test,noise:uniform:2000,noise:gaussian:2000,noise:constant:2000,"
-                          "interp:fmnist:test:2000"};
+    cli_ood_args o;
+    cli_ood_defaults(&o);
     cli_opt opts[] = {
         {OPT("in", OPT_STR, &o.in, "in-distribution data set"), .flags = OPT_SPEC},
         {OPT("out", OPT_STR, &o.outs, "comma-separated OOD data sets"), .flags = OPT_SPECS},

@@ -727,7 +727,7 @@ static void bar_draw(cli_bar *b, int64_t done)
 void cli_bar_start(cli_bar *b, const cli_ctx *cx, const char *what, int64_t total)
 {
     b->on = cx->tty;
-    snprintf(b->what, sizeof b->what, "%s", what);
+    snprintf(b->what, sizeof b->what, "%s%s", cx->bar_prefix ? cx->bar_prefix : "", what);
     b->total = total;
     b->t0 = now_s();
     b->last = 0;

@@ -1,352 +1,1079 @@
-/* jem report: the whole evaluation of a checkpoint on the default data
- * (Fashion-MNIST test; MNIST test and the synthetic sets as OOD data;
- * L-inf and L2 PGD, undefended and through SGLD purification) as one
- * self-contained HTML page (pictures embedded) and report.json. Each part
- * runs as its own jem command, whose JSON and pictures the page collects. */
-#include "cli/cli.h"
+/* jem report: the evaluation of a checkpoint as one self-contained HTML page
+ * (pictures inline as PNG data URIs, no outside links) and report.json, in a
+ * folder: the model and its training, accuracy and calibration,
+ * out-of-distribution detection, robustness to L-inf and L2 PGD (undefended,
+ * and through SGLD purification attacked with BPDA + EOT and by transfer),
+ * and class-conditional samples.
+ *
+ * How it runs
+ *   Every option is checked (the table in cmd_report, then report_check)
+ *   before anything is loaded; cli_begin loads the checkpoint once; each
+ *   section's `ready` check that needs the model runs; then the sections of
+ *   `sections` run in turn, each a function call into the same cores the
+ *   commands use (steps.h: jem eval, ood, attack, sample). Only when every
+ *   section has succeeded is the folder made and report.html and report.json
+ *   written (each atomically). The first section that fails stops the
+ *   report with one message, "jem report: error: SECTION: what failed", and
+ *   exit status 1; nothing is written.
+ *
+ * Adding a section: one function and one line in `sections`.
+ *
+ *     static jem_status sec_NAME(report *r, part *p);
+ *
+ *   It computes what it shows (through steps.h or the library; the loaded
+ *   model is r->cx->net, the options r->o) and fills its part:
+ *     p->html   its HTML body (the page adds <section> and the title), written
+ *               with the h_* functions: h_put takes a template of trusted
+ *               markup whose %s arguments are escaped (h_text is the one
+ *               place text is escaped), h_num writes a table cell, h_figure
+ *               embeds a jem_image as a PNG data URI with a caption;
+ *     p->json   its member of report.json: one value, usually the core's
+ *               JSON object (the command's --json output);
+ *     summary   headline figures for the page's summary table and the
+ *               summary --json prints: sum_add(r, key, pct, label...) then
+ *               sum_val(row, name, value).
+ *   Say in captions, legends or titles how many images stand behind every
+ *   table and picture, and name data sets by what was used. Its options:
+ *   add them to the table in cmd_report, check them in report_check (before
+ *   anything loads) and write them in settings_json. A section that needs
+ *   the loaded model to check its options gets a `ready` function (it prints
+ *   a usage error and returns 2); one that can be switched off gets an `on`
+ *   function. Sections planned: fitted OOD detectors (include/jem/ood.h),
+ *   covariate shift, the attack suite's worst case with masking checks,
+ *   chain diagnostics, adversarial-training settings. */
+#include "cli/steps.h"
 
-#include <errno.h>
+#include <ctype.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
+#include <time.h>
 
-/* run this executable with args, stdout to out_path (replaced atomically
- * once the step has ended, whatever its outcome); 0 on success */
-static int run_self(char *const *args, const char *out_path)
-{
-    jem_atomic out;
-    if (jem_atomic_open(&out, out_path)) return -1;
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0) {
-        jem_atomic_abort(&out);
-        return -1;
-    }
-    if (pid == 0) {
-        if (dup2(fileno(out.fp), 1) < 0) _exit(127);
-        execv("/proc/self/exe", args);
-        _exit(127);
-    }
-    int st, rc = 0;
-    while (waitpid(pid, &st, 0) < 0)
-        if (errno != EINTR) { rc = -1; break; }
-    if (jem_atomic_commit(&out)) return -1;
-    return rc == 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
-}
-
-static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-static void emit_png(jem_jw *h, const char *path, const char *alt)
-{
-    char *data = NULL;
-    size_t n = 0;
-    if (jem_read_file(path, 64u << 20, &data, &n)) {
-        jem_jw_raw(h, "<p class=missing>(picture missing)</p>");
-        return;
-    }
-    jem_jw_raw(h, "<img alt=\"");
-    jem_jw_raw(h, alt);
-    jem_jw_raw(h, "\" src=\"data:image/png;base64,");
-    char q[5] = {0};
-    for (size_t i = 0; i < n; i += 3) {
-        unsigned v = (unsigned char)data[i] << 16;
-        if (i + 1 < n) v |= (unsigned char)data[i + 1] << 8;
-        if (i + 2 < n) v |= (unsigned char)data[i + 2];
-        q[0] = B64[v >> 18 & 63];
-        q[1] = B64[v >> 12 & 63];
-        q[2] = i + 1 < n ? B64[v >> 6 & 63] : '=';
-        q[3] = i + 2 < n ? B64[v & 63] : '=';
-        jem_jw_rawn(h, q, 4);
-    }
-    jem_jw_raw(h, "\">");
-    free(data);
-}
-
-static void html_text(jem_jw *h, const char *s)
-{
-    for (; *s; s++) {
-        if (*s == '<') jem_jw_raw(h, "&lt;");
-        else if (*s == '>') jem_jw_raw(h, "&gt;");
-        else if (*s == '&') jem_jw_raw(h, "&amp;");
-        else if (*s == '"') jem_jw_raw(h, "&quot;");
-        else jem_jw_rawn(h, s, 1);
-    }
-}
-
-/* a table cell: the number with `digits` decimals (< 0: shortest form) */
-static void cell(jem_jw *h, const jem_json *v, int digits)
-{
-    double x;
-    char buf[64];
-    if (v && jem_json_num(v, &x)) {
-        if (digits < 0) snprintf(buf, sizeof buf, "%g", x);
-        else snprintf(buf, sizeof buf, "%.*f", digits, x);
-    }
-    else snprintf(buf, sizeof buf, "-");
-    jem_jw_raw(h, "<td>");
-    jem_jw_raw(h, buf);
-    jem_jw_raw(h, "</td>");
-}
-
-static jem_json *load_json(const char *path, char **text)
-{
-    size_t n;
-    jem_json *j = NULL;
-    *text = NULL;
-    if (jem_read_file(path, 64u << 20, text, &n)) return NULL;
-    if (jem_json_parse(*text, n, path, &j)) return NULL;
-    return j;
-}
-
-static void attack_table(jem_jw *h, const jem_json *a, const char *title)
-{
-    jem_jw_raw(h, "<h3>");
-    html_text(h, title);
-    jem_jw_raw(h, "</h3>");
-    if (!a) { jem_jw_raw(h, "<p class=missing>(not run)</p>"); return; }
-    const jem_json *eps = jem_json_get(a, "eps"), *u = jem_json_get(a, "undefended"), *d = jem_json_get(a, "defence");
-    char buf[256];
-    double n = 0, dn = 0, st = 0, ch = 0, eot = 0;
-    jem_json_num(jem_json_get(a, "n"), &n);
-    jem_json_num(jem_json_get(d, "n"), &dn);
-    jem_json_num(jem_json_get(d, "sgld_steps"), &st);
-    jem_json_num(jem_json_get(d, "chains"), &ch);
-    jem_json_num(jem_json_get(d, "eot"), &eot);
-    double steps = 0;
-    jem_json_num(jem_json_get(a, "steps"), &steps);
-    snprintf(buf, sizeof buf, "<p>%g test images, PGD with a random start, %g steps of eps/4. ", n, steps);
-    jem_jw_raw(h, buf);
-    if (d) {
-        snprintf(buf, sizeof buf, "Defence on the first %g: SGLD purification (%g steps, %g chains, averaged "
-                 "logits), attacked with BPDA + EOT (%g draws) and by transfer; the defended column is the "
-                 "per-image worst case.", dn, st, ch, eot);
-        jem_jw_raw(h, buf);
-    }
-    jem_jw_raw(h, "</p><table><tr><th>epsilon</th><th>undefended</th>");
-    if (d) jem_jw_raw(h, "<th>transfer</th><th>BPDA+EOT</th><th>defended (worst)</th>");
-    jem_jw_raw(h, "</tr>");
-    for (size_t i = 0; eps && i < eps->n; i++) {
-        jem_jw_raw(h, "<tr>");
-        cell(h, jem_json_at(eps, i), -1);
-        cell(h, jem_json_at(u, i), 3);
-        if (d) {
-            cell(h, jem_json_at(jem_json_get(d, "transfer"), i), 3);
-            cell(h, jem_json_at(jem_json_get(d, "bpda_eot"), i), 3);
-            cell(h, jem_json_at(jem_json_get(d, "worst"), i), 3);
-        }
-        jem_jw_raw(h, "</tr>");
-    }
-    jem_jw_raw(h, "</table>");
-}
+/* ------------------------------------------------------------- options */
 
 typedef struct {
-    int quick, limit, an, dn, steps, dsteps, dchains, eot, no_def;
-} report_args;
+    const char *out, *data, *ood, *sample_from;
+    int limit, an, dn, steps, dsteps, dchains, eot, no_def, quick, sample_n, sample_steps, no_temp;
+    char ood_used[4096]; /* the OOD sets run: --ood (or the default) with synthetic sets' sizes cut to --limit */
+} report_opts;
+
+/* ----------------------------------------------------------------- HTML */
+
+/* A growing text buffer; errors are sticky (as jem_jw's). */
+typedef struct {
+    char *p;
+    size_t n, cap;
+    jem_status err;
+} html;
+
+static void h_raw(html *h, const char *s, size_t n)
+{
+    if (h->err || !n) return;
+    if (h->n + n + 1 > h->cap) {
+        size_t cap = h->cap ? h->cap : 4096;
+        while (cap < h->n + n + 1) cap *= 2;
+        char *q = realloc(h->p, cap);
+        if (!q) {
+            h->err = jem_fail(JEM_ERR_NOMEM, "out of memory for the page (%zu bytes)", cap);
+            return;
+        }
+        h->p = q;
+        h->cap = cap;
+    }
+    memcpy(h->p + h->n, s, n);
+    h->n += n;
+    h->p[h->n] = 0;
+}
+
+/* Text into the page: the one place where it is escaped. */
+static void h_text(html *h, const char *s)
+{
+    for (; s && *s; s++) {
+        const char *e = *s == '&'    ? "&amp;"
+                        : *s == '<'  ? "&lt;"
+                        : *s == '>'  ? "&gt;"
+                        : *s == '"'  ? "&quot;"
+                        : *s == '\'' ? "&#39;"
+                                     : NULL;
+        if (e) h_raw(h, e, strlen(e));
+        else h_raw(h, s, 1);
+    }
+}
+
+/* A template of trusted markup, printf-style: %s arguments are text (escaped
+ * by h_text; NULL writes nothing); numbers take one of %d %u %zu %lld %g
+ * %.4g %.1f %.2f %.3f %.4f (formatted as printf does; another conversion is
+ * an error of the page); %% is '%'. */
+static void h_put(html *h, const char *tpl, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+static void h_put(html *h, const char *tpl, ...)
+{
+    static const char *const convs[] = {"%%", "%s",   "%d",   "%u",   "%zu",  "%lld",
+                                        "%g", "%.4g", "%.1f", "%.2f", "%.3f", "%.4f"};
+    va_list ap;
+    va_start(ap, tpl);
+    for (const char *p = tpl; *p;) {
+        const char *q = strchr(p, '%');
+        if (!q) {
+            h_raw(h, p, strlen(p));
+            break;
+        }
+        h_raw(h, p, (size_t)(q - p));
+        int c = -1;
+        size_t len = 1;
+        for (int i = 0; i < (int)(sizeof convs / sizeof *convs) && c < 0; i++)
+            if (!strncmp(q, convs[i], strlen(convs[i]))) c = i, len = strlen(convs[i]);
+        char buf[64] = "?";
+        switch (c) {
+        case 0: snprintf(buf, sizeof buf, "%%"); break;
+        case 1:
+            buf[0] = 0;
+            h_text(h, va_arg(ap, const char *));
+            break;
+        case 2: snprintf(buf, sizeof buf, "%d", va_arg(ap, int)); break;
+        case 3: snprintf(buf, sizeof buf, "%u", va_arg(ap, unsigned)); break;
+        case 4: snprintf(buf, sizeof buf, "%zu", va_arg(ap, size_t)); break;
+        case 5: snprintf(buf, sizeof buf, "%lld", va_arg(ap, long long)); break;
+        case 6: snprintf(buf, sizeof buf, "%g", va_arg(ap, double)); break;
+        case 7: snprintf(buf, sizeof buf, "%.4g", va_arg(ap, double)); break;
+        case 8: snprintf(buf, sizeof buf, "%.1f", va_arg(ap, double)); break;
+        case 9: snprintf(buf, sizeof buf, "%.2f", va_arg(ap, double)); break;
+        case 10: snprintf(buf, sizeof buf, "%.3f", va_arg(ap, double)); break;
+        case 11: snprintf(buf, sizeof buf, "%.4f", va_arg(ap, double)); break;
+        default: /* a template the page cannot trust: the report fails (and no argument is read past it) */
+            if (!h->err) h->err = jem_fail(JEM_ERR_ARG, "page template '%.40s': a conversion h_put does not take", tpl);
+            va_end(ap);
+            return;
+        }
+        h_raw(h, buf, strlen(buf));
+        p = q + len;
+    }
+    va_end(ap);
+}
+
+/* A table cell holding v with `digits` decimals (pct: as a percentage);
+ * "-" when v is not finite. */
+static void h_num(html *h, double v, int digits, int pct)
+{
+    char buf[64];
+    if (!(v - v == 0)) snprintf(buf, sizeof buf, "<td>-</td>");
+    else if (pct) snprintf(buf, sizeof buf, "<td>%.*f %%</td>", digits, 100 * v);
+    else snprintf(buf, sizeof buf, "<td>%.*f</td>", digits, v);
+    h_raw(h, buf, strlen(buf));
+}
+
+/* A picture as a PNG data URI, with its caption (text), shown `zoom` times
+ * its size (pixels kept sharp). */
+static jem_status h_figure_zoom(html *h, const jem_image *im, const char *alt, const char *caption, int zoom)
+{
+    uint8_t *png = NULL;
+    char *b64 = NULL;
+    size_t n = 0, m = 0;
+    jem_status s = jem_png_encode_rgb(im->rgb, im->w, im->h, &png, &n);
+    if (!s) s = jem_base64_encode(png, n, &b64, &m);
+    if (!s) {
+        h_put(h, "<figure><img alt=\"%s\" width=\"%d\" height=\"%d\"%s src=\"data:image/png;base64,", alt, zoom * im->w,
+              zoom * im->h, zoom > 1 ? " class=pix" : "");
+        h_raw(h, b64, m);
+        h_put(h, "\"><figcaption>%s</figcaption></figure>", caption);
+    }
+    free(png);
+    free(b64);
+    if (s && !h->err) h->err = s;
+    return h->err;
+}
+
+static jem_status h_figure(html *h, const jem_image *im, const char *alt, const char *caption)
+{
+    return h_figure_zoom(h, im, alt, caption, 1);
+}
+
+/* ------------------------------------------------------------- sections */
+
+/* One headline figure (or a row of them: one per epsilon, per set) of the
+ * summary. */
+#define SUM_ROWS 48
+typedef struct {
+    char key[64];
+    char label[200];
+    int pct; /* shown as percentages */
+    int n;
+    char name[CLI_MAX_EPS][64]; /* "" for a single value */
+    double v[CLI_MAX_EPS];
+} sum_row;
+
+typedef struct {
+    html html;   /* the section's body */
+    jem_jw json; /* its member of report.json (one value) */
+} part;
+
+typedef struct {
+    cli_ctx *cx;
+    report_opts *o;
+    sum_row sum[SUM_ROWS];
+    int nsum;
+} report;
+
+typedef struct {
+    const char *key;   /* report.json member and HTML id */
+    const char *name;  /* in progress lines and errors */
+    const char *title; /* the section's heading */
+    jem_status (*run)(report *r, part *p);
+    int (*ready)(report *r);    /* nullable: checks that need the model; 0 or 2 after a usage error */
+    int (*on)(const report *r); /* nullable: 0 leaves the section out */
+} section;
+
+static sum_row *sum_add(report *r, const char *key, int pct, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
+static sum_row *sum_add(report *r, const char *key, int pct, const char *fmt, ...)
+{
+    static sum_row spare; /* past SUM_ROWS: written to, never shown */
+    sum_row *w = r->nsum < SUM_ROWS ? &r->sum[r->nsum++] : &spare;
+    memset(w, 0, sizeof *w);
+    snprintf(w->key, sizeof w->key, "%s", key);
+    w->pct = pct;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(w->label, sizeof w->label, fmt, ap);
+    va_end(ap);
+    return w;
+}
+
+static void sum_val(sum_row *w, const char *name, double v)
+{
+    if (w->n == CLI_MAX_EPS) return;
+    snprintf(w->name[w->n], sizeof w->name[w->n], "%s", name ? name : "");
+    w->v[w->n++] = v;
+}
+
+static const char *plural(int n) { return n == 1 ? "" : "s"; }
+
+/* A plot's options in the page (the plots' default size: legends stay
+ * legible). */
+static jem_plot_opts plot_opts(const char *title)
+{
+    jem_plot_opts po;
+    memset(&po, 0, sizeof po);
+    po.title = title;
+    return po;
+}
+
+/* "0.05" */
+static const char *eps_name(double e, char *buf, size_t n)
+{
+    snprintf(buf, n, "%g", e);
+    return buf;
+}
+
+/* --- the model */
+
+static void meta_row(html *h, const jem_st *st, const char *key, const char *label)
+{
+    const char *v = jem_st_get_meta(st, key);
+    if (v) h_put(h, "<tr><th>%s</th><td>%s</td></tr>", label, v);
+}
+
+static jem_status sec_model(report *r, part *p)
+{
+    const cli_ctx *cx = r->cx;
+    const jem_arch *a = cx->arch;
+    const jem_st *st = cx->st;
+    html *h = &p->html;
+    const int resumable = jem_st_get(st, "_opt.m", NULL, NULL, NULL) != NULL;
+    char nb[16];
+    h_put(h, "<table class=kv><tr><th>checkpoint</th><td><code>%s</code> (%s)</td></tr>", cx->model,
+          resumable ? "with its training state" : "weights only");
+    h_put(h, "<tr><th>architecture</th><td>%s: %dx%dx%d input, %d classes, %zu parameters</td></tr>", a->name, a->in_c,
+          a->in_h, a->in_w, a->n_classes, jem_net_nparams(cx->net));
+    h_put(h, "<tr><th>classes</th><td>");
+    for (int k = 0; k < a->n_classes; k++) h_put(h, "%s%d %s", k ? ", " : "", k, cli_class_name(cx, k, nb, sizeof nb));
+    h_put(h, "</td></tr>");
+    meta_row(h, st, "jem.train.command", "training command");
+    meta_row(h, st, "jem.train.mode", "mode");
+    meta_row(h, st, "jem.train.iter", "iterations");
+    meta_row(h, st, "jem.train.epoch", "epochs completed");
+    meta_row(h, st, "jem.train.data", "training data");
+    meta_row(h, st, "jem.train.ema", "weights: moving average, decay");
+    const char *va = jem_st_get_meta(st, "jem.train.val_acc"), *vn = jem_st_get_meta(st, "jem.train.val_n");
+    const char *vi = jem_st_get_meta(st, "jem.train.val_iter");
+    if (va)
+        h_put(h, "<tr><th>accuracy at save</th><td>%s on %s held-out images (validation after iteration %s)</td></tr>",
+              va, vn ? vn : "?", vi ? vi : "?");
+    else h_put(h, "<tr><th>accuracy at save</th><td>not recorded (no validation during the training run)</td></tr>");
+    meta_row(h, st, "jem.version", "written by jem");
+    h_put(h, "</table>");
+    const char *desc = jem_st_get_meta(st, "jem.arch");
+    if (desc) h_put(h, "<details><summary>model description</summary><pre>%s</pre></details>", desc);
+
+    jem_jw *w = &p->json;
+    jem_jw_obj_begin(w);
+    jem_jw_kstr(w, "path", cx->model);
+    jem_jw_kstr(w, "arch", a->name);
+    jem_jw_kint(w, "parameters", (int64_t)jem_net_nparams(cx->net));
+    jem_jw_key(w, "input");
+    jem_jw_arr_begin(w);
+    jem_jw_int(w, a->in_c);
+    jem_jw_int(w, a->in_h);
+    jem_jw_int(w, a->in_w);
+    jem_jw_arr_end(w);
+    jem_jw_key(w, "classes");
+    jem_jw_arr_begin(w);
+    for (int k = 0; k < a->n_classes; k++) jem_jw_str(w, cli_class_name(cx, k, nb, sizeof nb));
+    jem_jw_arr_end(w);
+    jem_jw_kbool(w, "training_state", resumable);
+    jem_jw_key(w, "metadata");
+    jem_jw_obj_begin(w);
+    for (int i = 0; i < jem_st_meta_count(st); i++) {
+        const char *k = jem_st_meta_key(st, i);
+        jem_jw_kstr(w, k, jem_st_get_meta(st, k));
+    }
+    jem_jw_obj_end(w);
+    jem_jw_obj_end(w);
+    return h->err;
+}
+
+/* --- accuracy and calibration */
+
+static jem_status sec_calibration(report *r, part *p)
+{
+    const cli_ctx *cx = r->cx;
+    cli_eval_args e;
+    cli_eval_defaults(&e);
+    e.data = r->o->data;
+    e.limit = r->o->limit;
+    e.noval = r->o->no_temp;
+    cli_eval_res res;
+    jem_status s = cli_eval_run(cx, &e, &res);
+    html *h = &p->html;
+    if (!s) {
+        const jem_calib *c = &res.c, *ct = &res.ct;
+        h_put(h, "<p class=cap>%d images of %s", res.n, e.data);
+        if (res.have_t) h_put(h, "; temperature T = %.3f fitted on %d images of %s", res.tf.T, res.val_n, res.val);
+        h_put(h, "</p><table><tr><th>metric</th><th>as trained</th>%s</tr>",
+              res.have_t ? "<th>temperature scaled</th>" : "");
+        const char *names[] = {"accuracy", "NLL", "Brier", "ECE (15 bins)", "MCE", "adaptive ECE"};
+        const double v0[] = {c->accuracy, c->nll, c->brier, c->ece, c->mce, c->ace};
+        const double v1[] = {c->accuracy, ct->nll, ct->brier, ct->ece, ct->mce, ct->ace};
+        for (int k = 0; k < 6; k++) {
+            h_put(h, "<tr><td>%s</td>", k == 3 ? (e.bins == 15 ? names[k] : "ECE") : names[k]);
+            h_num(h, v0[k], 4, 0);
+            if (res.have_t) h_num(h, v1[k], 4, 0);
+            h_put(h, "</tr>");
+        }
+        h_put(h, "<tr><td>ECE (20 bins)</td>");
+        h_num(h, res.c20.ece, 4, 0);
+        h_put(h, "%s</tr></table>", res.have_t ? "<td>-</td>" : "");
+        jem_image im = {0};
+        char title[200], cap[300];
+        jem_plot_opts po = plot_opts(title);
+        snprintf(title, sizeof title, "Reliability, %d images of %s", res.n, e.data);
+        snprintf(cap, sizeof cap,
+                 "Reliability diagram (as trained): accuracy per confidence bin, %d bins, %d images of %s; the "
+                 "panel below counts the images in each bin.",
+                 e.bins, res.n, e.data);
+        s = cli_eval_plot(cx, &e, &res, &po, &im);
+        if (!s) s = h_figure(h, &im, "reliability diagram", cap);
+        jem_image_free(&im);
+    }
+    if (!s) {
+        cli_eval_json(&p->json, cx, &e, &res);
+        sum_val(sum_add(r, "accuracy", 1, "accuracy, %d images of %s", res.n, e.data), NULL, res.c.accuracy);
+        sum_val(sum_add(r, "ece", 1, "ECE (%d bins), as trained", e.bins), NULL, res.c.ece);
+        if (res.have_t)
+            sum_val(sum_add(r, "ece_temperature_scaled", 1, "ECE after temperature scaling (T = %.3f)", res.tf.T), NULL,
+                    res.ct.ece);
+        sum_val(sum_add(r, "nll", 0, "NLL, as trained"), NULL, res.c.nll);
+    }
+    cli_eval_free(&res);
+    return s;
+}
+
+/* --- out-of-distribution detection */
+
+static jem_status sec_ood(report *r, part *p)
+{
+    const cli_ctx *cx = r->cx;
+    cli_ood_args o;
+    cli_ood_defaults(&o);
+    o.in = r->o->data;
+    o.in_opt = "data";
+    o.outs = r->o->ood_used;
+    o.out_opt = "ood";
+    o.limit = r->o->limit;
+    if (cli_ood_check("report", &o)) return jem_fail(JEM_ERR_ARG, "--ood: bad set list"); /* sets o.hs; passed before */
+    cli_ood_res res;
+    jem_status s = cli_ood_run(cx, &o, &res);
+    html *h = &p->html;
+    if (!s) {
+        h_put(h,
+              "<p class=cap>In-distribution: %d images of %s; higher scores mean more in-distribution; each OOD "
+              "set's images counted beside it.</p><table>",
+              res.n_in, o.in);
+        h_put(h, "<tr><th>OOD set</th><th>images</th><th>score</th><th>AUROC</th><th>AUPR-in</th>"
+                 "<th>AUPR-out</th><th>FPR at 95 %% TPR</th></tr>");
+        for (int i = 0; i < res.nsets; i++)
+            for (int k = 0; k < JEM_NSCORES; k++) {
+                const jem_ood_metrics *m = &res.m[i][k];
+                if (k == 0) h_put(h, "<tr class=first><td>%s</td><td>%d</td>", res.names[i], res.n_out[i]);
+                else h_put(h, "<tr><td></td><td></td>");
+                h_put(h, "<td class=t>%s</td>", jem_score_name(k));
+                h_num(h, m->auroc, 4, 0);
+                h_num(h, m->aupr_in, 4, 0);
+                h_num(h, m->aupr_out, 4, 0);
+                h_num(h, m->fpr95, 4, 0);
+                h_put(h, "</tr>");
+            }
+        h_put(h, "</table><div class=figs>");
+        jem_image im = {0};
+        char title[200], cap[300];
+        jem_plot_opts po = plot_opts(title);
+        snprintf(title, sizeof title, "%s score: %s (%d) and OOD sets", jem_score_name(o.hs), o.in, res.n_in);
+        snprintf(cap, sizeof cap, "Histograms of the %s score, each set normalised to its own count (n in the legend).",
+                 jem_score_name(o.hs));
+        s = cli_ood_hist(&o, &res, &po, &im);
+        if (!s) s = h_figure(h, &im, "score histograms", cap);
+        jem_image_free(&im);
+        snprintf(title, sizeof title, "ROC, %s (in: %d of %s)", jem_score_name(o.hs), res.n_in, o.in);
+        snprintf(cap, sizeof cap, "ROC curves of the %s score: %d in-distribution images against each OOD set.",
+                 jem_score_name(o.hs), res.n_in);
+        if (!s) s = cli_ood_roc(&o, &res, &po, &im);
+        if (!s) s = h_figure(h, &im, "ROC curves", cap);
+        jem_image_free(&im);
+        h_put(h, "</div>");
+    }
+    if (!s) {
+        cli_ood_json(&p->json, cx, &o, &res);
+        sum_row *w = sum_add(r, "ood_auroc_logpx", 0,
+                             "OOD AUROC of log p(x) against each set (%d in-distribution images)", res.n_in);
+        for (int i = 0; i < res.nsets; i++) sum_val(w, res.names[i], res.m[i][JEM_SCORE_LOGPX].auroc);
+    }
+    cli_ood_free(&res);
+    return s;
+}
+
+/* --- adversarial robustness */
+
+static jem_status attack_section(report *r, part *p, const char *norm)
+{
+    const cli_ctx *cx = r->cx;
+    const report_opts *ro = r->o;
+    cli_attack_args a;
+    cli_attack_defaults(&a);
+    a.data = ro->data;
+    a.norm_s = norm;
+    a.n = ro->an;
+    a.steps = ro->steps;
+    a.defence = ro->no_def ? NULL : "sgld";
+    a.dn = ro->dn;
+    a.dsteps = ro->dsteps;
+    a.dchains = ro->dchains;
+    a.eot = ro->eot;
+    if (cli_attack_eps("report", &a)) return jem_fail(JEM_ERR_ARG, "bad epsilons"); /* the defaults */
+    const char *nn = a.norm ? "L2" : "L-inf", *key = a.norm ? "l2" : "linf";
+    cli_attack_res res;
+    jem_status s = cli_attack_run(cx, &a, &res);
+    if (s) return s;
+    html *h = &p->html;
+    char en[32], title[200], cap[400], k[64];
+    h_put(h,
+          "<p>PGD %s with a random start, %d step%s of eps/4, %d restart%s; epsilons on the [0, 1] pixel scale; "
+          "robust accuracy is the fraction of images still classified correctly (an image broken at a smaller "
+          "epsilon counts as broken at every larger one).</p>",
+          nn, a.steps, plural(a.steps), a.restarts, plural(a.restarts));
+    h_put(h,
+          "<p class=cap>Undefended: the first %d images of %s.</p><table><tr><th>epsilon</th>"
+          "<th>robust accuracy</th></tr>",
+          res.n, a.data);
+    for (int e = 0; e < res.ne; e++) {
+        h_put(h, "<tr><td>%g</td>", res.eps[e]);
+        h_num(h, res.accu[e], 1, 1);
+        h_put(h, "</tr>");
+    }
+    h_put(h, "</table>");
+    if (a.defence) {
+        h_put(h,
+              "<p class=cap>Through SGLD purification (%d step%s, %d chain%s, averaged logits): the first %d "
+              "images, attacked with BPDA + EOT (%d draw%s) and by transfer of the undefended attack; the "
+              "undefended model on the same %d images beside it.</p><table>",
+              a.dsteps, plural(a.dsteps), a.dchains, plural(a.dchains), res.dn, a.eot, plural(a.eot), res.dn);
+        h_put(h, "<tr><th>epsilon</th><th>undefended</th><th>transfer</th><th>BPDA + EOT</th>"
+                 "<th>defended (worst)</th></tr>");
+        for (int e = 0; e < res.ne; e++) {
+            h_put(h, "<tr><td>%g</td>", res.eps[e]);
+            h_num(h, res.accu_dn[e], 1, 1);
+            h_num(h, res.acct[e], 1, 1);
+            h_num(h, res.accd[e], 1, 1);
+            h_num(h, res.accdef[e], 1, 1);
+            h_put(h, "</tr>");
+        }
+        h_put(h, "</table>");
+    }
+    h_put(h, "<div class=figs>");
+    jem_plot_opts po = plot_opts(title);
+    po.xlabel = "epsilon ([0, 1] pixel scale)";
+    po.ylabel = "robust accuracy";
+    po.ymin = 0;
+    po.ymax = 1;
+    char l0[80];
+    snprintf(l0, sizeof l0, "undefended (%d images)", res.n);
+    jem_series su = {l0, res.eps, res.accu, res.ne};
+    snprintf(title, sizeof title, "PGD %s, undefended, %d images", nn, res.n);
+    snprintf(cap, sizeof cap, "Undefended robust accuracy against epsilon, the first %d images of %s.", res.n, a.data);
+    jem_image im = {0};
+    s = jem_plot_lines(&su, 1, &po, &im);
+    if (!s) s = h_figure(h, &im, "robust accuracy, undefended", cap);
+    jem_image_free(&im);
+    if (!s && a.defence) {
+        snprintf(l0, sizeof l0, "undefended, the same %d", res.dn);
+        jem_series sd[4] = {{l0, res.eps, res.accu_dn, res.ne},
+                            {"defence, transfer", res.eps, res.acct, res.ne},
+                            {"defence, BPDA + EOT", res.eps, res.accd, res.ne},
+                            {"defence, worst of both", res.eps, res.accdef, res.ne}};
+        snprintf(title, sizeof title, "PGD %s, SGLD purification, %d images", nn, res.dn);
+        snprintf(cap, sizeof cap,
+                 "SGLD purification against epsilon on the first %d images (a subset of the undefended plot's %d), "
+                 "with the undefended model on the same images.",
+                 res.dn, res.n);
+        s = jem_plot_lines(sd, 4, &po, &im);
+        if (!s) s = h_figure(h, &im, "robust accuracy through the defence", cap);
+        jem_image_free(&im);
+    }
+    h_put(h, "</div>");
+    if (s) return s;
+    /* the command's JSON, with the undefended model on the defence's images */
+    jem_jw *w = &p->json;
+    cli_attack_json(w, cx, &a, &res, 1);
+    snprintf(k, sizeof k, "robust_%s_undefended", key);
+    sum_row *row = sum_add(r, k, 1, "PGD %s robust accuracy per epsilon, undefended (%d images)", nn, res.n);
+    for (int e = 0; e < res.ne; e++) sum_val(row, eps_name(res.eps[e], en, sizeof en), res.accu[e]);
+    if (a.defence) {
+        snprintf(k, sizeof k, "robust_%s_undefended_defence_images", key);
+        row = sum_add(r, k, 1, "PGD %s robust accuracy, undefended, on the defence's %d images", nn, res.dn);
+        for (int e = 0; e < res.ne; e++) sum_val(row, eps_name(res.eps[e], en, sizeof en), res.accu_dn[e]);
+        snprintf(k, sizeof k, "robust_%s_defended", key);
+        row = sum_add(r, k, 1, "PGD %s robust accuracy, SGLD purification, worst attack (%d images)", nn, res.dn);
+        for (int e = 0; e < res.ne; e++) sum_val(row, eps_name(res.eps[e], en, sizeof en), res.accdef[e]);
+    }
+    return jem_jw_status(w);
+}
+
+static jem_status sec_attack_linf(report *r, part *p) { return attack_section(r, p, "linf"); }
+static jem_status sec_attack_l2(report *r, part *p) { return attack_section(r, p, "l2"); }
+
+/* --- samples */
+
+static void samples_args(const report *r, cli_sample_args *a)
+{
+    cli_sample_defaults(a);
+    a->conditional = 1;
+    a->n = r->o->sample_n;
+    a->sc.steps = r->o->sample_steps;
+    a->from = r->o->sample_from;
+    a->data = r->o->data;
+}
+
+static int samples_on(const report *r) { return r->o->sample_n > 0; }
+
+static int samples_ready(report *r)
+{
+    cli_sample_args a;
+    samples_args(r, &a);
+    return cli_sample_ready("report", "sample-from", r->cx, &a);
+}
+
+static jem_status sec_samples(report *r, part *p)
+{
+    const cli_ctx *cx = r->cx;
+    cli_sample_args a;
+    samples_args(r, &a);
+    cli_sample_res res;
+    jem_status s = cli_sample_run(cx, &a, &res);
+    jem_image im = {0};
+    if (!s) s = cli_sample_grid(cx, &a, &res, &im);
+    if (!s) {
+        const char *from = !strcmp(a.from, "noise")    ? "uniform noise"
+                           : !strcmp(a.from, "buffer") ? "the checkpoint's replay buffer"
+                                                       : "per-class Gaussians of the data";
+        char cap[400];
+        snprintf(cap, sizeof cap,
+                 "%d chains per class (%d in all), each %d steps of SGLD on log p(x, y) (step size %g, noise %g) "
+                 "from %s; a row per class. Mean log p~(x) %.3f at the start, %.3f at the end.",
+                 a.n, res.total, res.sc.steps, (double)res.sc.step_size, (double)res.sc.noise, from, res.logp_start,
+                 res.logp_end);
+        s = h_figure_zoom(&p->html, &im, "class-conditional samples", cap, 3);
+    }
+    jem_image_free(&im);
+    if (!s) {
+        jem_jw *w = &p->json;
+        jem_jw_obj_begin(w);
+        jem_jw_kstr(w, "from", a.from);
+        jem_jw_kint(w, "per_class", a.n);
+        jem_jw_kint(w, "chains", res.total);
+        jem_jw_kint(w, "steps", res.sc.steps);
+        jem_jw_key(w, "step_size");
+        jem_jw_float(w, res.sc.step_size);
+        jem_jw_key(w, "noise");
+        jem_jw_float(w, res.sc.noise);
+        jem_jw_kdouble(w, "grad_norm", res.grad_norm);
+        jem_jw_kdouble(w, "logp_start", res.logp_start);
+        jem_jw_kdouble(w, "logp_end", res.logp_end);
+        jem_jw_obj_end(w);
+        sum_val(sum_add(r, "samples_logp_end", 0, "mean log p~(x) of %d samples after %d SGLD steps", res.total,
+                        res.sc.steps),
+                NULL, res.logp_end);
+    }
+    cli_sample_free(&res);
+    return s;
+}
+
+/* The sections, in the page's order. */
+static const section sections[] = {
+    {"checkpoint", "model", "Model", sec_model, NULL, NULL},
+    {"calibration", "calibration", "Accuracy and calibration", sec_calibration, NULL, NULL},
+    {"ood", "OOD", "Out-of-distribution detection", sec_ood, NULL, NULL},
+    {"attack_linf", "L-inf attacks", "Adversarial robustness, PGD L-inf", sec_attack_linf, NULL, NULL},
+    {"attack_l2", "L2 attacks", "Adversarial robustness, PGD L2", sec_attack_l2, NULL, NULL},
+    {"samples", "samples", "Samples", sec_samples, samples_ready, samples_on},
+};
+#define N_SECTIONS ((int)(sizeof sections / sizeof *sections))
+
+/* ---------------------------------------------------------------- page */
+
+static const char *const CSS =
+    "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+    "table{border-collapse:collapse;margin:1em 0}caption{text-align:left;padding:4px 0;color:#444}"
+    "td,th{border:1px solid #bbb;padding:4px 10px;text-align:right}th{background:#eee}"
+    "td:first-child,th:first-child{text-align:left}table.kv td{text-align:left}"
+    "tr.first td{border-top:2px solid #888}figure{margin:.5em 0;display:inline-block;max-width:100%}"
+    "figure img{max-width:100%;height:auto}figcaption{color:#444;font-size:90%;max-width:800px}"
+    ".figs{display:flex;flex-wrap:wrap;gap:1em}pre{background:#f4f4f4;padding:.5em}"
+    "code{background:#f4f4f4;padding:1px 4px}.meta{color:#555}nav a{margin-right:1em}.cap{color:#444;margin-bottom:0}"
+    "td.t,table.summary td{text-align:left}img.pix{image-rendering:pixelated}";
+
+static void settings_json(jem_jw *w, const report *r)
+{
+    const report_opts *o = r->o;
+    jem_jw_obj_begin(w);
+    jem_jw_kstr(w, "data", o->data);
+    jem_jw_kstr(w, "ood", o->ood_used);
+    jem_jw_kint(w, "limit", o->limit);
+    jem_jw_kbool(w, "temperature_scaling", !o->no_temp);
+    jem_jw_kint(w, "attack_n", o->an);
+    jem_jw_kint(w, "steps", o->steps);
+    jem_jw_kbool(w, "defence", !o->no_def);
+    if (!o->no_def) {
+        jem_jw_kint(w, "defence_n", o->dn);
+        jem_jw_kint(w, "defence_steps", o->dsteps);
+        jem_jw_kint(w, "defence_chains", o->dchains);
+        jem_jw_kint(w, "eot", o->eot);
+    }
+    jem_jw_kint(w, "sample_n", o->sample_n);
+    if (o->sample_n) {
+        jem_jw_kint(w, "sample_steps", o->sample_steps);
+        jem_jw_kstr(w, "sample_from", o->sample_from);
+    }
+    jem_jw_kbool(w, "quick", o->quick);
+    jem_jw_kint(w, "threads", jem_get_threads());
+    jem_jw_obj_end(w);
+}
+
+static void settings_html(html *h, const report *r)
+{
+    const report_opts *o = r->o;
+    h_put(h, "<p class=cap>What ran%s.</p><table class=kv>", o->quick ? " (--quick)" : "");
+    h_put(h, "<tr><th>test set</th><td>%s</td></tr>", o->data);
+    h_put(h, "<tr><th>OOD sets</th><td>");
+    for (const char *q = o->ood_used; *q;) {
+        const size_t len = strcspn(q, ",");
+        char one[1100];
+        snprintf(one, sizeof one, "%.*s", (int)len, q);
+        h_put(h, "%s%s", q == o->ood_used ? "" : ", ", one);
+        q += len + (q[len] == ',');
+    }
+    h_put(h, "</td></tr>");
+    if (o->limit) h_put(h, "<tr><th>images per set</th><td>at most %d (--limit)</td></tr>", o->limit);
+    h_put(h, "<tr><th>attacks</th><td>PGD, %d step%s, on the first %d images</td></tr>", o->steps, plural(o->steps),
+          o->an);
+    if (o->no_def) h_put(h, "<tr><th>defence</th><td>not run (--no-defence)</td></tr>");
+    else
+        h_put(h,
+              "<tr><th>defence</th><td>SGLD purification, %d step%s, %d chain%s, EOT %d, on the first %d images</td>"
+              "</tr>",
+              o->dsteps, plural(o->dsteps), o->dchains, plural(o->dchains), o->eot, o->dn);
+    if (o->sample_n)
+        h_put(h, "<tr><th>samples</th><td>%d per class, %d steps, from %s</td></tr>", o->sample_n, o->sample_steps,
+              o->sample_from);
+    h_put(h, "</table>");
+}
+
+static void summary_html(html *h, const report *r)
+{
+    h_put(h, "<table class=summary><tr><th>figure</th><th>value</th></tr>");
+    for (int i = 0; i < r->nsum; i++) {
+        const sum_row *w = &r->sum[i];
+        h_put(h, "<tr><td>%s</td><td>", w->label);
+        for (int k = 0; k < w->n; k++) {
+            if (w->name[k][0]) h_put(h, "%s%s: ", k ? "; " : "", w->name[k]);
+            if (w->pct) h_put(h, "%.1f %%", 100 * w->v[k]);
+            else h_put(h, "%.4g", w->v[k]);
+        }
+        h_put(h, "</td></tr>");
+    }
+    h_put(h, "</table>");
+}
+
+static void summary_json(jem_jw *w, const report *r)
+{
+    jem_jw_obj_begin(w);
+    for (int i = 0; i < r->nsum; i++) {
+        const sum_row *s = &r->sum[i];
+        jem_jw_key(w, s->key);
+        if (s->n == 1 && !s->name[0][0]) {
+            jem_jw_double(w, s->v[0]);
+            continue;
+        }
+        jem_jw_obj_begin(w);
+        for (int k = 0; k < s->n; k++) {
+            jem_jw_key(w, s->name[k]);
+            jem_jw_double(w, s->v[k]);
+        }
+        jem_jw_obj_end(w);
+    }
+    jem_jw_obj_end(w);
+}
+
+static void page_head(html *h, const report *r, const char *date, const int *on)
+{
+    h_put(h,
+          "<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
+          "<meta name=viewport content=\"width=device-width\"><title>jem report: %s</title><style>",
+          r->cx->model);
+    h_raw(h, CSS, strlen(CSS));
+    h_put(h,
+          "</style></head><body><header><h1>jem report</h1><p class=meta>Model <code>%s</code> &middot; "
+          "jem %s &middot; %s</p></header><nav><a href=\"#summary\">Summary</a>",
+          r->cx->model, JEM_VERSION, date);
+    for (int i = 0; i < N_SECTIONS; i++)
+        if (on[i]) h_put(h, "<a href=\"#%s\">%s</a>", sections[i].key, sections[i].title);
+    h_put(h, "<a href=\"#settings\">Settings</a></nav>");
+}
+
+static int all_digits(const char *s)
+{
+    if (!*s) return 0;
+    for (; *s; s++)
+        if (!isdigit((unsigned char)*s)) return 0;
+    return 1;
+}
+
+/* The synthetic set spec with at most `limit` images (noise:KIND[:N][:SHAPE]
+ * [:seed=S], interp:SPEC[:N][:seed=S]), so a set is named by what is used;
+ * other specs as they are. */
+static void spec_for(const char *spec, int limit, char *out, size_t n)
+{
+    snprintf(out, n, "%s", spec);
+    const int noise = !strncmp(spec, "noise:", 6), interp = !strncmp(spec, "interp:", 7);
+    if (limit <= 0 || (!noise && !interp)) return;
+    char f[16][256];
+    int nf = 0;
+    for (const char *p = spec;;) {
+        const size_t len = strcspn(p, ":");
+        if (nf == 16 || len >= sizeof f[0]) return; /* not a spec this can rewrite: left as it is */
+        snprintf(f[nf++], sizeof f[0], "%.*s", (int)len, p);
+        if (!p[len]) break;
+        p += len + 1;
+    }
+    /* the count: noise's third field when all digits; interp's last field
+     * (before a seed=) when all digits (else the whole set) */
+    int at = -1, end = nf;
+    if (!strncmp(f[end - 1], "seed=", 5)) end--;
+    const int cand = noise ? 2 : end - 1;
+    if (cand >= 2 && cand < end && all_digits(f[cand])) at = cand;
+    long count = at >= 0 ? strtol(f[at], NULL, 10) : noise ? 10000 : (long)1 << 30;
+    if (count <= limit) return;
+    /* rebuild with the count cut to limit (inserted after noise's KIND or
+     * before interp's seed when absent) */
+    const int ins = at >= 0 ? at : noise ? 2 : end;
+    size_t k = 0;
+    out[0] = 0;
+    for (int i = 0; i <= nf; i++) {
+        if (i == ins) k += (size_t)snprintf(out + k, k < n ? n - k : 0, "%s%d", k ? ":" : "", limit);
+        if (i == nf) break;
+        if (i == at) continue;
+        k += (size_t)snprintf(out + k, k < n ? n - k : 0, "%s%s", k ? ":" : "", f[i]);
+    }
+}
 
 static int report_check(cli_ctx *cx, void *ud)
 {
-    report_args *r = ud;
+    report_opts *o = ud;
     const cli_spec *sp = cx->spec;
-    if (r->no_def) {
+    if (o->no_def) {
         static const char *const def_only[] = {"defence-n", "defence-steps", "defence-chains", "eot"};
         for (int i = 0; i < 4; i++)
-            if (cli_given(sp, def_only[i])) return cli_usage_error("report", "--%s and --no-defence exclude each other",
-                                                                   def_only[i]);
+            if (cli_given(sp, def_only[i]))
+                return cli_usage_error("report", "--%s and --no-defence exclude each other", def_only[i]);
     }
     /* --quick sets the sizes that were not given */
-    if (r->quick) {
-        struct { const char *name; int *v, q; } qs[] = {
-            {"limit", &r->limit, 300}, {"attack-n", &r->an, 50}, {"defence-n", &r->dn, 10}, {"steps", &r->steps, 3},
-            {"defence-steps", &r->dsteps, 2}, {"defence-chains", &r->dchains, 1}, {"eot", &r->eot, 1}};
+    if (o->quick) {
+        struct {
+            const char *name;
+            int *v, q;
+        } qs[] = {{"limit", &o->limit, 300}, {"attack-n", &o->an, 50},         {"defence-n", &o->dn, 10},
+                  {"steps", &o->steps, 3},   {"defence-steps", &o->dsteps, 2}, {"defence-chains", &o->dchains, 1},
+                  {"eot", &o->eot, 1},       {"sample-n", &o->sample_n, 2},    {"sample-steps", &o->sample_steps, 10}};
         for (size_t i = 0; i < sizeof qs / sizeof *qs; i++)
             if (!cli_given(sp, qs[i].name)) *qs[i].v = qs[i].q;
     }
-    if (r->dn > r->an)
-        return cli_usage_error("report", "--defence-n %d: more than the %d images of --attack-n", r->dn, r->an);
-    return 0;
+    if (o->dn > o->an) {
+        if (cli_given(sp, "defence-n"))
+            return cli_usage_error("report", "--defence-n %d: more than the %d images of --attack-n", o->dn, o->an);
+        o->dn = o->an; /* the default follows a smaller --attack-n */
+    }
+    if (!o->sample_n && (cli_given(sp, "sample-steps") || cli_given(sp, "sample-from")))
+        return cli_usage_error("report", "--%s: --sample-n 0 leaves the samples out",
+                               cli_given(sp, "sample-steps") ? "sample-steps" : "sample-from");
+    if (cli_spec_unlabelled(o->data))
+        return cli_usage_error("report", "--data %s: the set has no labels (the report measures accuracy on it)",
+                               o->data);
+    /* the OOD sets: the default follows --data; synthetic sets cut to --limit */
+    char def[2048];
+    const char *list = o->ood;
+    if (!list) {
+        snprintf(def, sizeof def, "%snoise:uniform:2000,noise:gaussian:2000,noise:constant:2000,interp:%s:2000",
+                 !strncmp(o->data, "fmnist:", 7) ? "mnist:test," : "", o->data);
+        list = def;
+    }
+    o->ood_used[0] = 0;
+    for (const char *p = list; *p;) {
+        size_t len = strcspn(p, ",");
+        char spec[1024], cut[1100];
+        snprintf(spec, sizeof spec, "%.*s", (int)len, p);
+        spec_for(spec, o->limit, cut, sizeof cut);
+        if (jem_dataset_check(cut, 1, 1, 1)) return cli_usage_error("report", "--ood %s", jem_last_error());
+        size_t used = strlen(o->ood_used);
+        if (used + strlen(cut) + 2 > sizeof o->ood_used)
+            return cli_usage_error("report", "--ood: the list is too long");
+        snprintf(o->ood_used + used, sizeof o->ood_used - used, "%s%s", used ? "," : "", cut);
+        p += len + (p[len] == ',');
+    }
+    cli_ood_args oa;
+    cli_ood_defaults(&oa);
+    oa.outs = o->ood_used;
+    oa.out_opt = "ood";
+    return cli_ood_check("report", &oa);
+}
+
+static void local_date(char *buf, size_t n)
+{
+    time_t t = time(NULL);
+    struct tm tm;
+    if (!localtime_r(&t, &tm) || !strftime(buf, n, "%Y-%m-%dT%H:%M:%S%z", &tm)) snprintf(buf, n, "unknown");
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* The sections in turn; then the page, report.json and the summary. */
+static int report_run(cli_ctx *cx, report_opts *o)
+{
+    static report r; /* its summary rows are large */
+    memset(&r, 0, sizeof r);
+    r.cx = cx;
+    r.o = o;
+    int on[N_SECTIONS], n_on = 0, rc = 0;
+    for (int i = 0; i < N_SECTIONS; i++) {
+        on[i] = !sections[i].on || sections[i].on(&r);
+        n_on += on[i];
+        if (on[i] && sections[i].ready && (rc = sections[i].ready(&r))) return rc;
+    }
+    part parts[N_SECTIONS];
+    double secs[N_SECTIONS] = {0};
+    memset(parts, 0, sizeof parts);
+    for (int i = 0; i < N_SECTIONS; i++) jem_jw_init(&parts[i].json);
+    char date[64], prefix[80], el[32];
+    local_date(date, sizeof date);
+    jem_status s = JEM_OK;
+    int step = 0, failed = -1;
+    for (int i = 0; i < N_SECTIONS && !s; i++) {
+        if (!on[i]) continue;
+        snprintf(prefix, sizeof prefix, "[%d/%d] %s: ", ++step, n_on, sections[i].name);
+        cx->bar_prefix = prefix;
+        const double t0 = now_s();
+        s = sections[i].run(&r, &parts[i]);
+        if (!s) s = parts[i].html.err ? parts[i].html.err : jem_jw_status(&parts[i].json);
+        secs[i] = now_s() - t0;
+        if (s) failed = i;
+        else if (cx->tty) {
+            cli_fmt_time(secs[i], el, sizeof el);
+            fprintf(stderr, "jem report: [%d/%d] %s: done in %s\n", step, n_on, sections[i].name, el);
+        }
+    }
+    cx->bar_prefix = NULL;
+    html page = {0};
+    jem_jw j;
+    jem_jw_init(&j);
+    char hp[4200], jp[4200];
+    snprintf(hp, sizeof hp, "%s/report.html", o->out);
+    snprintf(jp, sizeof jp, "%s/report.json", o->out);
+    if (s) {
+        const char *m = jem_last_error();
+        fprintf(stderr, "jem report: error: %s: %s\n", sections[failed].name, m && *m ? m : jem_strerror(s));
+        rc = s == JEM_ERR_INTERRUPTED ? 130 : 1;
+        goto done;
+    }
+    /* the page */
+    page_head(&page, &r, date, on);
+    h_put(&page, "<section id=summary><h2>Summary</h2>");
+    summary_html(&page, &r);
+    h_put(&page, "</section>");
+    for (int i = 0; i < N_SECTIONS; i++) {
+        if (!on[i]) continue;
+        h_put(&page, "<section id=\"%s\"><h2>%s</h2>", sections[i].key, sections[i].title);
+        h_raw(&page, parts[i].html.p, parts[i].html.n);
+        h_put(&page, "</section>");
+    }
+    h_put(&page, "<section id=settings><h2>Settings</h2>");
+    settings_html(&page, &r);
+    h_put(&page, "</section></body></html>\n");
+    /* report.json: the settings, the summary, each section's member */
+    jem_jw_obj_begin(&j);
+    jem_jw_kstr(&j, "jem_version", JEM_VERSION);
+    jem_jw_kstr(&j, "date", date);
+    jem_jw_kstr(&j, "model", cx->model);
+    jem_jw_key(&j, "settings");
+    settings_json(&j, &r);
+    jem_jw_key(&j, "summary");
+    summary_json(&j, &r);
+    jem_jw_key(&j, "seconds");
+    jem_jw_obj_begin(&j);
+    for (int i = 0; i < N_SECTIONS; i++)
+        if (on[i]) jem_jw_kdouble(&j, sections[i].key, secs[i]);
+    jem_jw_obj_end(&j);
+    for (int i = 0; i < N_SECTIONS; i++) {
+        if (!on[i]) continue;
+        jem_jw_key(&j, sections[i].key);
+        jem_jw_json(&j, jem_jw_cstr(&parts[i].json), jem_jw_len(&parts[i].json));
+    }
+    jem_jw_obj_end(&j);
+    jem_jw_raw(&j, "\n");
+    s = page.err ? page.err : jem_jw_status(&j);
+    if (!s) s = cli_make_dir(o->out);
+    if (!s) s = jem_write_file_atomic(hp, page.p, page.n);
+    if (!s) s = jem_write_file_atomic(jp, jem_jw_cstr(&j), jem_jw_len(&j));
+    if (s) {
+        rc = cli_fail("report", s);
+        goto done;
+    }
+    if (cx->json) {
+        jem_jw w;
+        jem_jw_init(&w);
+        jem_jw_obj_begin(&w);
+        jem_jw_kstr(&w, "jem_version", JEM_VERSION);
+        jem_jw_kstr(&w, "date", date);
+        jem_jw_kstr(&w, "model", cx->model);
+        jem_jw_kstr(&w, "html", hp);
+        jem_jw_kstr(&w, "json", jp);
+        jem_jw_key(&w, "summary");
+        summary_json(&w, &r);
+        jem_jw_obj_end(&w);
+        printf("%s\n", jem_jw_cstr(&w));
+        jem_jw_free(&w);
+    } else {
+        printf("wrote %s and %s\n", hp, jp);
+        for (int i = 0; i < r.nsum; i++) {
+            const sum_row *w = &r.sum[i];
+            printf("  %s:", w->label);
+            for (int k = 0; k < w->n; k++) {
+                printf("%s%s%s", k ? "," : "", w->name[k][0] ? " " : "", w->name[k]);
+                if (w->pct) printf(" %.1f %%", 100 * w->v[k]);
+                else printf(" %.4g", w->v[k]);
+            }
+            printf("\n");
+        }
+    }
+done:
+    for (int i = 0; i < N_SECTIONS; i++) {
+        free(parts[i].html.p);
+        jem_jw_free(&parts[i].json);
+    }
+    free(page.p);
+    jem_jw_free(&j);
+    return rc;
 }
 
 int cmd_report(int argc, char **argv)
 {
-    const char *outdir = "report";
-    report_args ra = {.an = 500, .dn = 100, .steps = 20, .dsteps = 5, .dchains = 2, .eot = 2};
+    static report_opts o; /* ood_used is large */
+    memset(&o, 0, sizeof o);
+    o.out = "report";
+    o.data = "fmnist:test";
+    o.an = 500;
+    o.dn = 100;
+    o.steps = 20;
+    o.dsteps = 5;
+    o.dchains = 2;
+    o.eot = 2;
+    o.sample_n = 8;
+    o.sample_steps = 100;
+    o.sample_from = "noise";
     cli_opt opts[] = {
-        {OPT("out", OPT_STR, &outdir, "output folder (report.html, report.json, pictures)"), .flags = OPT_OUT_DIR},
-        {OPT("limit", OPT_INT, &ra.limit, "images per data set for calibration and OOD (0: all)"), ATLEAST(0)},
-        {OPT("attack-n", OPT_INT, &ra.an, "test images attacked"), RANGE(1, 1 << 30)},
-        {OPT("defence-n", OPT_INT, &ra.dn, "test images attacked through the SGLD defence"), RANGE(1, 1 << 30)},
-        {OPT("steps", OPT_INT, &ra.steps, "PGD steps"), RANGE(1, 100000)},
-        {OPT("defence-steps", OPT_INT, &ra.dsteps, "SGLD purification steps"), RANGE(0, 100000)},
-        {OPT("defence-chains", OPT_INT, &ra.dchains, "purification chains per image"), RANGE(1, 1000)},
-        {OPT("eot", OPT_INT, &ra.eot, "EOT draws per gradient"), RANGE(1, 1000)},
-        {OPT("no-defence", OPT_FLAG, &ra.no_def, "skip the defended attacks")},
-        {OPT("quick", OPT_FLAG, &ra.quick, "a small, fast run (tests): 300 images, 50 attacked, 3 steps (options "
-                                          "given keep their values)")},
+        {OPT("out", OPT_STR, &o.out, "output folder (report.html, report.json; made if missing)"),
+         .flags = OPT_OUT_DIR},
+        {OPT("data", OPT_STR, &o.data, "labelled test set (calibration, in-distribution set, attacks)"),
+         .flags = OPT_SPEC},
+        {OPT("ood", OPT_STR, &o.ood, "comma-separated OOD sets"), .flags = OPT_SPECS,
+         .def = "mnist:test (fmnist data), noise:uniform, gaussian and constant, interp of --data; 2000 each"},
+        {OPT("limit", OPT_INT, &o.limit,
+             "images per set for calibration and OOD (0: all; synthetic sets are made this size)"),
+         ATLEAST(0)},
+        {OPT("no-temperature", OPT_FLAG, &o.no_temp, "skip temperature scaling (it fits on 5000 fmnist:train images)")},
+        {OPT("attack-n", OPT_INT, &o.an, "test images attacked"), RANGE(1, 1 << 30)},
+        {OPT("defence-n", OPT_INT, &o.dn, "test images attacked through the SGLD defence (at most --attack-n)"),
+         RANGE(1, 1 << 30)},
+        {OPT("steps", OPT_INT, &o.steps, "PGD steps"), RANGE(1, 100000)},
+        {OPT("defence-steps", OPT_INT, &o.dsteps, "SGLD purification steps"), RANGE(0, 100000)},
+        {OPT("defence-chains", OPT_INT, &o.dchains, "purification chains per image"), RANGE(1, 1000)},
+        {OPT("eot", OPT_INT, &o.eot, "EOT draws per gradient"), RANGE(1, 1000)},
+        {OPT("no-defence", OPT_FLAG, &o.no_def, "attack the undefended model only")},
+        {OPT("sample-n", OPT_INT, &o.sample_n, "class-conditional samples per class (0: no samples section)"),
+         RANGE(0, 1000)},
+        {OPT("sample-steps", OPT_INT, &o.sample_steps, "SGLD steps of each sample chain"), RANGE(1, 100000)},
+        {OPT("sample-from", OPT_STR, &o.sample_from,
+             "chains start from uniform noise, per-class Gaussians of --data or the checkpoint's replay buffer"),
+         .choices = "noise|informative|buffer"},
+        {OPT("quick", OPT_FLAG, &o.quick, "a small, fast run: sets the sizes not given (see above)")},
         CLI_END};
-    const cli_spec sp = {.name = "report", .usage = "--model CKPT [--out DIR] [options]", .opts = opts,
-                         .model = CLI_MODEL_CKPT, .threads = 1, .check = report_check, .ud = &ra};
+    const cli_spec sp = {.name = "report",
+                         .usage = "--model CKPT [--out DIR] [options]",
+                         .note =
+                             "Runs calibration, OOD detection, L-inf and L2 attacks and sampling on the model, then "
+                             "writes DIR/report.html (self-contained)\nand DIR/report.json; nothing is written "
+                             "if a step fails. --quick sets every size not given on the command line to\n"
+                             "--limit 300 --attack-n 50 --defence-n 10 --steps 3 --defence-steps 2 "
+                             "--defence-chains 1 --eot 1 --sample-n 2 --sample-steps 10\n(sizes given keep "
+                             "their values).",
+                         .opts = opts,
+                         .model = CLI_MODEL_CKPT,
+                         .json = 1,
+                         .threads = 1,
+                         .check = report_check,
+                         .ud = &o};
     cli_ctx cx;
     int r = cli_begin(&cx, &sp, argc, argv);
     if (r >= 0) return r;
-    const char *model = cx.model;
-    const int threads = cx.threads, limit = ra.limit, an = ra.an, dn = ra.dn, steps = ra.steps, dsteps = ra.dsteps;
-    const int dchains = ra.dchains, eot = ra.eot, no_def = ra.no_def;
-    cli_end(&cx); /* the steps load the checkpoint themselves */
-    if (mkdir(outdir, 0777) && errno != EEXIST) {
-        fprintf(stderr, "jem report: error: %s: cannot create: %s\n", outdir, strerror(errno));
-        return 1;
-    }
-    char p[12][1100], a[24][32];
-    snprintf(p[0], sizeof p[0], "%s/eval.json", outdir);
-    snprintf(p[1], sizeof p[1], "%s/reliability.png", outdir);
-    snprintf(p[2], sizeof p[2], "%s/ood.json", outdir);
-    snprintf(p[3], sizeof p[3], "%s/ood-hist.png", outdir);
-    snprintf(p[4], sizeof p[4], "%s/ood-roc.png", outdir);
-    snprintf(p[5], sizeof p[5], "%s/attack-linf.json", outdir);
-    snprintf(p[6], sizeof p[6], "%s/attack-linf.png", outdir);
-    snprintf(p[7], sizeof p[7], "%s/attack-l2.json", outdir);
-    snprintf(p[8], sizeof p[8], "%s/attack-l2.png", outdir);
-    snprintf(p[9], sizeof p[9], "%s/report.html", outdir);
-    snprintf(p[10], sizeof p[10], "%s/report.json", outdir);
-    snprintf(a[0], sizeof a[0], "%d", threads);
-    snprintf(a[1], sizeof a[1], "%d", limit);
-    snprintf(a[2], sizeof a[2], "%d", an);
-    snprintf(a[3], sizeof a[3], "%d", dn);
-    snprintf(a[4], sizeof a[4], "%d", steps);
-    snprintf(a[5], sizeof a[5], "%d", dsteps);
-    snprintf(a[6], sizeof a[6], "%d", dchains);
-    snprintf(a[7], sizeof a[7], "%d", eot);
-    char *m = (char *)model;
-    char *ev[] = {"jem", "eval", "--model", m, "--data", "fmnist:test", "--limit", a[1], "--reliability", p[1],
-                  "--threads", a[0], "--json", NULL};
-    char *od[] = {"jem", "ood", "--model", m, "--limit", a[1], "--hist", p[3], "--roc", p[4], "--threads", a[0],
-                  "--json", NULL};
-    char *al[] = {"jem", "attack", "--model", m, "--n", a[2], "--norm", "linf", "--steps", a[4], "--curve", p[6],
-                  "--defence", "sgld", "--defence-n", a[3], "--defence-steps", a[5], "--defence-chains", a[6],
-                  "--eot", a[7], "--threads", a[0], "--json", NULL};
-    char *a2[] = {"jem", "attack", "--model", m, "--n", a[2], "--norm", "l2", "--steps", a[4], "--curve", p[8],
-                  "--defence", "sgld", "--defence-n", a[3], "--defence-steps", a[5], "--defence-chains", a[6],
-                  "--eot", a[7], "--threads", a[0], "--json", NULL};
-    if (no_def) { al[12] = NULL; a2[12] = NULL; }
-    struct { char **args; const char *out, *what; } parts[4] = {
-        {ev, p[0], "calibration"}, {od, p[2], "out-of-distribution"}, {al, p[5], "L-inf attacks"},
-        {a2, p[7], "L2 attacks"}};
-    int failed = 0;
-    for (int i = 0; i < 4; i++) {
-        fprintf(stderr, "jem report: %s ...\n", parts[i].what);
-        if (run_self(parts[i].args, parts[i].out)) {
-            fprintf(stderr, "jem report: error: the %s step failed\n", parts[i].what);
-            failed = 1;
-        }
-    }
-    char *te = NULL, *to = NULL, *tl = NULL, *t2 = NULL;
-    jem_json *je = load_json(p[0], &te), *jo = load_json(p[2], &to), *jl = load_json(p[5], &tl);
-    jem_json *j2 = load_json(p[7], &t2);
-    jem_jw h;
-    jem_jw_init(&h);
-    jem_jw_raw(&h, "<!DOCTYPE html><html><head><meta charset=utf-8><title>jem report</title><style>"
-                   "body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
-                   "table{border-collapse:collapse;margin:1em 0}"
-                   "td,th{border:1px solid #bbb;padding:4px 10px;text-align:right}"
-                   "th{background:#eee}td:first-child,th:first-child{text-align:left}img{max-width:100%;margin:.5em 0}"
-                   ".missing{color:#a00}code{background:#f4f4f4;padding:1px 4px}</style></head><body>"
-                   "<h1>jem report</h1><p>Model <code>");
-    html_text(&h, model);
-    jem_jw_raw(&h, "</code>. Higher OOD scores mean more in-distribution; epsilons are on the [0, 1] pixel "
-                   "scale.</p>");
-    /* calibration */
-    jem_jw_raw(&h, "<h2>Accuracy and calibration (Fashion-MNIST test)</h2>");
-    if (je) {
-        const jem_json *ts = jem_json_get(je, "temperature_scaling");
-        jem_jw_raw(&h, "<table><tr><th>metric</th><th>as trained</th><th>temperature scaled</th></tr>");
-        const char *keys[6] = {"accuracy", "nll", "brier", "ece", "mce", "ace"};
-        const char *names[6] = {"accuracy", "NLL", "Brier", "ECE (15 bins)", "MCE", "adaptive ECE"};
-        for (int k = 0; k < 6; k++) {
-            jem_jw_raw(&h, "<tr><td>");
-            jem_jw_raw(&h, names[k]);
-            jem_jw_raw(&h, "</td>");
-            cell(&h, jem_json_get(je, keys[k]), 4);
-            cell(&h, k == 0 ? jem_json_get(je, keys[k]) : jem_json_get(ts, keys[k]), 4);
-            jem_jw_raw(&h, "</tr>");
-        }
-        jem_jw_raw(&h, "<tr><td>ECE (20 bins)</td>");
-        cell(&h, jem_json_get(je, "ece20"), 4);
-        jem_jw_raw(&h, "<td>-</td></tr><tr><td>temperature</td><td>1</td>");
-        cell(&h, jem_json_get(ts, "T"), 3);
-        jem_jw_raw(&h, "</tr></table>");
-    } else {
-        jem_jw_raw(&h, "<p class=missing>(calibration step failed)</p>");
-    }
-    emit_png(&h, p[1], "reliability diagram");
-    /* OOD */
-    jem_jw_raw(&h, "<h2>Out-of-distribution detection (in: Fashion-MNIST test)</h2>");
-    if (jo) {
-        jem_jw_raw(&h, "<table><tr><th>OOD set</th><th>score</th><th>AUROC</th><th>AUPR-in</th><th>AUPR-out</th>"
-                       "<th>FPR95</th></tr>");
-        const jem_json *sets = jem_json_get(jo, "sets");
-        for (size_t i = 0; sets && i < sets->n; i++) {
-            const jem_json *set = jem_json_at(sets, i);
-            int first = 1;
-            for (size_t k = 0; k < set->n; k++) {
-                const jem_json *sc = jem_json_at(set, k);
-                if (sc->type != JEM_JSON_OBJECT) continue; /* "n" */
-                jem_jw_raw(&h, "<tr><td>");
-                if (first) html_text(&h, set->key);
-                first = 0;
-                jem_jw_raw(&h, "</td><td>");
-                html_text(&h, sc->key);
-                jem_jw_raw(&h, "</td>");
-                cell(&h, jem_json_get(sc, "auroc"), 4);
-                cell(&h, jem_json_get(sc, "aupr_in"), 4);
-                cell(&h, jem_json_get(sc, "aupr_out"), 4);
-                cell(&h, jem_json_get(sc, "fpr95"), 4);
-                jem_jw_raw(&h, "</tr>");
-            }
-        }
-        jem_jw_raw(&h, "</table>");
-    } else {
-        jem_jw_raw(&h, "<p class=missing>(OOD step failed)</p>");
-    }
-    emit_png(&h, p[3], "score histograms");
-    emit_png(&h, p[4], "ROC curves");
-    /* attacks */
-    jem_jw_raw(&h, "<h2>Adversarial robustness</h2>");
-    attack_table(&h, jl, "PGD L-inf");
-    emit_png(&h, p[6], "robust accuracy, L-inf");
-    attack_table(&h, j2, "PGD L2");
-    emit_png(&h, p[8], "robust accuracy, L2");
-    jem_jw_raw(&h, "</body></html>\n");
-    jem_status s = jem_jw_status(&h);
-    if (!s) s = jem_write_file_atomic(p[9], jem_jw_cstr(&h), jem_jw_len(&h));
-    jem_jw_free(&h);
-    /* report.json: the parts side by side */
-    jem_jw j;
-    jem_jw_init(&j);
-    jem_jw_obj_begin(&j);
-    jem_jw_kstr(&j, "model", model);
-    const char *nm[4] = {"calibration", "ood", "attack_linf", "attack_l2"};
-    char *tx[4] = {te, to, tl, t2};
-    jem_json *pj[4] = {je, jo, jl, j2};
-    for (int i = 0; i < 4; i++) {
-        jem_jw_key(&j, nm[i]);
-        if (pj[i]) {
-            /* the part's own JSON, verbatim (one line) */
-            size_t len = strlen(tx[i]);
-            while (len && (tx[i][len - 1] == '\n' || tx[i][len - 1] == ' ')) len--;
-            jem_jw_json(&j, tx[i], len);
-        } else {
-            jem_jw_null(&j);
-        }
-    }
-    jem_jw_obj_end(&j);
-    if (!s) s = jem_jw_status(&j);
-    if (!s) s = jem_write_file_atomic(p[10], jem_jw_cstr(&j), jem_jw_len(&j));
-    jem_jw_free(&j);
-    for (int i = 0; i < 4; i++) { jem_json_free(pj[i]); free(tx[i]); }
-    if (s) return cli_fail("report", s);
-    fprintf(stderr, "jem report: wrote %s and %s\n", p[9], p[10]);
-    return failed ? 1 : 0;
+    r = report_run(&cx, &o);
+    cli_end(&cx);
+    return r;
 }

@@ -1,6 +1,6 @@
 /* jem sample: draw images from a model with SGLD or MALA chains;
  * inpainting and denoising of real images. */
-#include "cli/cli.h"
+#include "cli/steps.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -26,18 +26,9 @@ static void make_mask(const char *kind, double p, float *m, int C, int H, int W,
             }
 }
 
-typedef struct {
-    const char *out, *from, *data, *raw, *inpaint;
-    int n, conditional, cls, mala, noclamp;
-    float denoise;
-    double mask_p;
-    uint64_t seed;
-    jem_sgld_cfg sc;
-} sample_args;
-
 static int check(cli_ctx *cx, void *ud)
 {
-    sample_args *a = ud;
+    cli_sample_args *a = ud;
     const cli_spec *sp = cx->spec;
     if (a->inpaint) {
         static const char *const kinds[] = {"top", "bottom", "left", "right", "center"};
@@ -84,13 +75,52 @@ static void on_step(void *ud, int done, int total)
     cli_bar_set(p->bar, p->base + done);
 }
 
-static int run(cli_ctx *cx, sample_args *a)
+void cli_sample_defaults(cli_sample_args *a)
+{
+    memset(a, 0, sizeof *a);
+    a->out = "samples.png";
+    a->from = "noise";
+    a->data = "fmnist:train";
+    a->n = 64;
+    a->cls = -1;
+    a->seed = 1;
+    jem_sgld_defaults(&a->sc);
+    a->sc.steps = 100;
+}
+
+int cli_sample_ready(const char *cmd, const char *from_opt, const cli_ctx *cx, const cli_sample_args *a)
+{
+    const int K = cx->arch->n_classes;
+    if (a->cls >= K) return cli_usage_error(cmd, "--class %d: the model has %d classes (0 to %d)", a->cls, K, K - 1);
+    const int restore = a->inpaint || a->denoise > 0;
+    if (!restore && !strcmp(a->from, "buffer") && !jem_st_get(cx->st, "_buffer.x", NULL, NULL, NULL) &&
+        !jem_st_get(cx->st, "_buffer.y", NULL, NULL, NULL))
+        return cli_usage_error(cmd,
+                               "--%s buffer: %s holds no replay buffer (a weights-only file, e.g. an "
+                               "exported model, or a softmax run); --%s accepts noise, informative or buffer",
+                               from_opt, cx->model, from_opt);
+    return 0;
+}
+
+void cli_sample_free(cli_sample_res *r)
+{
+    free(r->x);
+    free(r->y);
+    free(r->orig);
+    free(r->corr);
+    memset(r, 0, sizeof *r);
+}
+
+jem_status cli_sample_run(const cli_ctx *cx, const cli_sample_args *a, cli_sample_res *r)
 {
     const jem_arch *ar = cx->arch;
     const int K = ar->n_classes, C = ar->in_c, H = ar->in_h, W = ar->in_w, n = a->n, cls = a->cls;
     const size_t D = (size_t)C * H * W;
     jem_sgld_cfg sc = a->sc;
-    if (cls >= K) return cli_usage_error("sample", "--class %d: the model has %d classes (0 to %d)", cls, K, K - 1);
+    sc.clamp = !a->noclamp;
+    sc.mala = a->mala;
+    sc.final_logp = 1;
+    memset(r, 0, sizeof *r);
     const int rows_of_classes = a->conditional;
     const int restore = a->inpaint || a->denoise > 0;
     int total = rows_of_classes ? n * K : n;
@@ -98,30 +128,29 @@ static int run(cli_ctx *cx, sample_args *a)
     memset(&ds, 0, sizeof ds);
     jem_buffer buf;
     memset(&buf, 0, sizeof buf);
-    float *x = NULL, *mask = NULL, *orig = NULL, *grid = NULL, *corrupted = NULL;
-    int32_t *y = malloc(sizeof(int32_t) * total);
-    x = malloc(sizeof(float) * D * total);
-    int rc = 0;
+    float *mask = NULL;
+    int32_t *y = r->y = malloc(sizeof(int32_t) * total);
+    float *x = r->x = malloc(sizeof(float) * D * total);
     jem_status s = JEM_OK;
     jem_rng rng;
     jem_rng_seed(&rng, a->seed, 0x73616d70);
     if (!x || !y) {
         s = jem_fail(JEM_ERR_NOMEM, "out of memory for %d chains", total);
-        goto fail;
+        goto done;
     }
     for (int i = 0; i < total; i++) y[i] = rows_of_classes ? i / n : (cls >= 0 ? cls : -1);
     if (restore || !strcmp(a->from, "informative")) {
         s = cli_open_data(cx, "data", a->data, &ds);
         if (!s && !restore) s = cli_check_labels(cx, "data", &ds, 0);
-        if (s) goto fail;
+        if (s) goto done;
     }
     if (restore) {
         if (total > ds.n) total = ds.n;
-        orig = malloc(sizeof(float) * D * total);
+        float *orig = r->orig = malloc(sizeof(float) * D * total);
         mask = malloc(sizeof(float) * D * total);
         if (!orig || !mask) {
             s = jem_fail(JEM_ERR_NOMEM, "out of memory");
-            goto fail;
+            goto done;
         }
         memcpy(orig, ds.x, sizeof(float) * D * total);
         memcpy(x, orig, sizeof(float) * D * total);
@@ -142,7 +171,7 @@ static int run(cli_ctx *cx, sample_args *a)
     } else if (!strcmp(a->from, "informative")) {
         s = jem_buffer_create(&buf, K, C, H, W, K, JEM_INIT_INFORMATIVE, 0, 0);
         if (!s) s = jem_buffer_fit(&buf, &ds, 0);
-        if (s) goto fail;
+        if (s) goto done;
         for (int i = 0; i < total; i++) jem_buffer_init_one(&buf, y[i], x + D * i, &rng);
     } else if (!strcmp(a->from, "buffer")) {
         /* random chains of the saved replay buffer (of the asked class when
@@ -152,18 +181,11 @@ static int run(cli_ctx *cx, sample_args *a)
         int64_t shp[8], shpy[8];
         const float *bx = jem_st_get(cx->st, "_buffer.x", &dt, &nd, shp);
         const int32_t *by = jem_st_get(cx->st, "_buffer.y", &dty, &ndy, shpy);
-        if (!bx && !by) {
-            rc = cli_usage_error("sample",
-                                 "--from buffer: %s holds no replay buffer (a weights-only file, e.g. an "
-                                 "exported model, or a softmax run); --from accepts noise, informative or buffer",
-                                 cx->model);
-            goto done;
-        }
         if (!bx || dt != JEM_DT_F32 || nd != 4 || shp[1] != C || shp[2] != H || shp[3] != W || shp[0] < 1 || !by ||
             dty != JEM_DT_I32 || ndy != 1 || shpy[0] != shp[0]) {
             s = jem_fail(JEM_ERR_FORMAT, "%s: no replay buffer of %dx%dx%d images in this checkpoint", cx->model, C, H,
                          W);
-            goto fail;
+            goto done;
         }
         int nb = (int)shp[0];
         for (int i = 0; i < total; i++) {
@@ -177,12 +199,12 @@ static int run(cli_ctx *cx, sample_args *a)
         for (size_t i = 0; i < D * total; i++) x[i] = 2.0f * jem_rng_uniform(&rng) - 1.0f;
     }
     if (restore) {
-        corrupted = malloc(sizeof(float) * D * total);
-        if (!corrupted) {
+        r->corr = malloc(sizeof(float) * D * total);
+        if (!r->corr) {
             s = jem_fail(JEM_ERR_NOMEM, "out of memory");
-            goto fail;
+            goto done;
         }
-        memcpy(corrupted, x, sizeof(float) * D * total);
+        memcpy(r->corr, x, sizeof(float) * D * total);
     }
     jem_sgld_stats st;
     double gn = 0, acc = 0, lp0 = 0, lp1 = 0;
@@ -207,11 +229,55 @@ static int run(cli_ctx *cx, sample_args *a)
         lp1 += st.logp_end * b;
     }
     cli_bar_end(&bar);
+    if (s) goto done;
+    sc.progress = NULL;
+    sc.progress_ud = NULL;
+    r->sc = sc;
+    r->total = total;
+    r->grad_norm = gn / total;
+    r->accept = acc / total;
+    r->logp_start = lp0 / total;
+    r->logp_end = lp1 / total;
+done:
+    free(mask);
+    jem_buffer_free(&buf);
+    jem_dataset_free(&ds);
+    return s;
+}
+
+jem_status cli_sample_grid(const cli_ctx *cx, const cli_sample_args *a, const cli_sample_res *r, jem_image *im)
+{
+    const jem_arch *ar = cx->arch;
+    const int total = r->total, labelled = a->conditional || a->cls >= 0;
+    /* conditional: a row per class; else the smallest square */
+    const int cols = a->conditional ? a->n : (int)ceil(sqrt((double)total));
+    const int rows = (total + cols - 1) / cols;
+    const char **labels = labelled ? calloc((size_t)rows, sizeof *labels) : NULL;
+    char(*num)[16] = labelled ? malloc(sizeof *num * (size_t)rows) : NULL;
+    jem_status s = !labelled || (labels && num) ? JEM_OK : jem_fail(JEM_ERR_NOMEM, "out of memory");
+    for (int i = 0; !s && labelled && i < rows; i++)
+        labels[i] = cli_class_name(cx, r->y[i * cols], num[i], sizeof num[i]);
+    if (!s) s = jem_plot_grid(r->x, total, ar->in_c, ar->in_h, ar->in_w, cols, 2, labels, labels ? rows : 0, im);
+    free(labels);
+    free(num);
+    return s;
+}
+
+static int run(cli_ctx *cx, cli_sample_args *a)
+{
+    const jem_arch *ar = cx->arch;
+    const int K = ar->n_classes, C = ar->in_c, H = ar->in_h, W = ar->in_w, cls = a->cls;
+    const size_t D = (size_t)C * H * W;
+    const int rows_of_classes = a->conditional;
+    const int restore = a->inpaint || a->denoise > 0;
+    int rc = cli_sample_ready("sample", "from", cx, a);
+    if (rc) return rc;
+    cli_sample_res r;
+    float *grid = NULL;
+    jem_status s = cli_sample_run(cx, a, &r);
     if (s) goto fail;
-    gn /= total;
-    acc /= total;
-    lp0 /= total;
-    lp1 /= total;
+    const int total = r.total;
+    const float *x = r.x;
     if (restore) {
         /* rows of three: original, corrupted, recovered */
         int m = total < 16 ? total : 16;
@@ -221,33 +287,25 @@ static int run(cli_ctx *cx, sample_args *a)
             goto fail;
         }
         for (int i = 0; i < m; i++) {
-            memcpy(grid + D * (0 * m + i), orig + D * i, sizeof(float) * D);
-            memcpy(grid + D * (1 * m + i), corrupted + D * i, sizeof(float) * D);
+            memcpy(grid + D * (0 * m + i), r.orig + D * i, sizeof(float) * D);
+            memcpy(grid + D * (1 * m + i), r.corr + D * i, sizeof(float) * D);
             memcpy(grid + D * (2 * m + i), x + D * i, sizeof(float) * D);
         }
         s = jem_png_write_grid(a->out, grid, 3 * m, C, H, W, m, 2);
         if (s) goto fail;
         double mse0 = 0, mse1 = 0;
         for (size_t d = 0; d < D * total; d++) {
-            mse0 += (corrupted[d] - orig[d]) * (corrupted[d] - orig[d]);
-            mse1 += (x[d] - orig[d]) * (x[d] - orig[d]);
+            mse0 += (r.corr[d] - r.orig[d]) * (r.corr[d] - r.orig[d]);
+            mse1 += (x[d] - r.orig[d]) * (x[d] - r.orig[d]);
         }
         fprintf(stderr, "jem sample: mean squared error against the originals: corrupted %.5f, recovered %.5f\n",
                 mse0 / (D * total), mse1 / (D * total));
     } else if (rows_of_classes || cls >= 0) {
         /* each row labelled with its class's name */
-        const int cols = rows_of_classes ? n : (int)ceil(sqrt((double)total));
-        const int rows = (total + cols - 1) / cols;
-        const char **labels = calloc((size_t)rows, sizeof *labels);
-        char(*num)[16] = malloc(sizeof *num * (size_t)rows);
         jem_image im = {0};
-        s = labels && num ? JEM_OK : jem_fail(JEM_ERR_NOMEM, "out of memory");
-        for (int r = 0; !s && r < rows; r++) labels[r] = cli_class_name(cx, y[r * cols], num[r], sizeof num[r]);
-        if (!s) s = jem_plot_grid(x, total, C, H, W, cols, 2, labels, rows, &im);
+        s = cli_sample_grid(cx, a, &r, &im);
         if (!s) s = jem_image_write_png(a->out, &im);
         jem_image_free(&im);
-        free(labels);
-        free(num);
         if (s) goto fail;
     } else {
         s = jem_png_write_grid(a->out, x, total, C, H, W, (int)ceil(sqrt((double)total)), 2);
@@ -258,23 +316,24 @@ static int run(cli_ctx *cx, sample_args *a)
         int64_t shp[4] = {total, C, H, W};
         s = jem_st_new(&rs);
         if (!s) s = jem_st_add(rs, "images", JEM_DT_F32, 4, shp, x);
-        if (!s) s = jem_st_add(rs, "labels", JEM_DT_I32, 1, shp, y);
+        if (!s) s = jem_st_add(rs, "labels", JEM_DT_I32, 1, shp, r.y);
         if (!s) s = jem_st_meta(rs, "jem.samples.model", cx->model);
         if (!s) s = jem_st_commit(rs, a->raw);
         jem_st_free(rs);
         if (s) goto fail;
     }
+    const jem_sgld_cfg *sc = &r.sc;
     if (cx->json) {
         jem_jw w;
         jem_jw_init(&w);
         jem_jw_obj_begin(&w);
         jem_jw_kstr(&w, "out", a->out);
         jem_jw_kint(&w, "chains", total);
-        jem_jw_kint(&w, "steps", sc.steps);
-        jem_jw_kdouble(&w, "grad_norm", gn);
-        jem_jw_kdouble(&w, "accept", acc);
-        jem_jw_kdouble(&w, "logp_start", lp0);
-        jem_jw_kdouble(&w, "logp_end", lp1);
+        jem_jw_kint(&w, "steps", sc->steps);
+        jem_jw_kdouble(&w, "grad_norm", r.grad_norm);
+        jem_jw_kdouble(&w, "accept", r.accept);
+        jem_jw_kdouble(&w, "logp_start", r.logp_start);
+        jem_jw_kdouble(&w, "logp_end", r.logp_end);
         if (rows_of_classes || cls >= 0) {
             char nb[16];
             jem_jw_key(&w, "classes");
@@ -287,9 +346,9 @@ static int run(cli_ctx *cx, sample_args *a)
         printf("%s\n", jem_jw_cstr(&w));
         jem_jw_free(&w);
     } else {
-        printf("wrote %s: %d chains x %d steps (%s), log p~(x) %.3f -> %.3f, grad norm %.3g%s", a->out, total, sc.steps,
-               sc.mala ? "MALA" : "SGLD", lp0, lp1, gn, sc.mala ? "" : "\n");
-        if (sc.mala) printf(", acceptance %.3f\n", acc);
+        printf("wrote %s: %d chains x %d steps (%s), log p~(x) %.3f -> %.3f, grad norm %.3g%s", a->out, total,
+               sc->steps, sc->mala ? "MALA" : "SGLD", r.logp_start, r.logp_end, r.grad_norm, sc->mala ? "" : "\n");
+        if (sc->mala) printf(", acceptance %.3f\n", r.accept);
         if (rows_of_classes || cls >= 0) {
             char nb[16];
             printf("rows: ");
@@ -302,22 +361,15 @@ static int run(cli_ctx *cx, sample_args *a)
 fail:
     rc = cli_fail("sample", s);
 done:
-    free(x);
-    free(y);
-    free(mask);
-    free(orig);
     free(grid);
-    free(corrupted);
-    jem_buffer_free(&buf);
-    jem_dataset_free(&ds);
+    cli_sample_free(&r);
     return rc;
 }
 
 int cmd_sample(int argc, char **argv)
 {
-    sample_args a = {.out = "samples.png", .from = "noise", .data = "fmnist:train", .n = 64, .cls = -1, .seed = 1};
-    jem_sgld_defaults(&a.sc);
-    a.sc.steps = 100;
+    cli_sample_args a;
+    cli_sample_defaults(&a);
     cli_opt opts[] = {
         {OPT("out", OPT_STR, &a.out, "PNG grid to write"), .flags = OPT_OUT_FILE},
         {OPT("n", OPT_INT, &a.n, "number of chains (conditional: per class)"), RANGE(1, 100000)},
@@ -351,9 +403,6 @@ int cmd_sample(int argc, char **argv)
     cli_ctx cx;
     int r = cli_begin(&cx, &sp, argc, argv);
     if (r >= 0) return r;
-    a.sc.clamp = !a.noclamp;
-    a.sc.mala = a.mala;
-    a.sc.final_logp = 1;
     r = run(&cx, &a);
     cli_end(&cx);
     return r;

@@ -20,7 +20,7 @@
  * Writing: 8-bit grey or RGB, through jem_atomic (io/io.h): a temporary
  * file beside PATH, fsync, rename over PATH, fsync of the directory; on any
  * failure the temporary file is removed and an existing PATH is left as it
- * was.
+ * was. Or into memory (jem_png_encode_rgb), with the same encoder.
  */
 #include "data.h"
 #include "io/io.h"
@@ -209,9 +209,39 @@ jem_status jem_png_read(const char *path, int want_c, float **out, int *c, int *
 
 /* ----------------------------------------------------------------- writing */
 
+/* A growing buffer libpng writes into (jem_png_encode_rgb). */
+typedef struct {
+    uint8_t *p;
+    size_t   n, cap;
+    int      nomem;
+} png_mem;
+
+static void png_mem_write(png_structp png, png_bytep data, png_size_t len)
+{
+    png_mem *m = png_get_io_ptr(png);
+    if (m->nomem) return;
+    if (m->n + len > m->cap) {
+        size_t cap = m->cap ? m->cap : 4096;
+        while (cap < m->n + len) cap *= 2;
+        uint8_t *q = realloc(m->p, cap);
+        if (!q) {
+            m->nomem = 1;
+            png_error(png, "out of memory");
+        }
+        m->p = q;
+        m->cap = cap;
+    }
+    memcpy(m->p + m->n, data, len);
+    m->n += len;
+}
+
+static void png_mem_flush(png_structp png) { (void)png; }
+
 /* Encode rows (H) of 8-bit pixels, each (W, c) with c = 1 (grey) or 3 (RGB),
- * as a PNG into f; path only names the file in messages. */
-static jem_status png_encode(FILE *f, const char *path, png_bytep *rows, int w, int h, int c)
+ * as a PNG into f, or into mem when f is NULL; path only names the file in
+ * messages. */
+static jem_status png_encode(FILE *f, png_mem *mem, const char *path, png_bytep *rows, int w,
+                             int h, int c)
 {
     png_err err;
     err.msg[0] = 0;
@@ -225,11 +255,13 @@ static jem_status png_encode(FILE *f, const char *path, png_bytep *rows, int w, 
     if (setjmp(err.jb)) {
         int e = errno;
         png_destroy_write_struct(&png, &info);
+        if (mem && mem->nomem) return jem_fail(JEM_ERR_NOMEM, "%s: out of memory", path);
         return jem_fail(JEM_ERR_IO, "%s: writing PNG failed: %s (%s)", path, err.msg,
                         e ? strerror(e) : "no system error");
     }
     errno = 0;
-    png_init_io(png, f);
+    if (f) png_init_io(png, f);
+    else png_set_write_fn(png, mem, png_mem_write, png_mem_flush);
     png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, 8,
                  c == 3 ? PNG_COLOR_TYPE_RGB : PNG_COLOR_TYPE_GRAY, PNG_INTERLACE_NONE,
                  PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
@@ -248,7 +280,7 @@ static jem_status png_write_atomic(const char *path, const uint8_t *pix, int w, 
     for (int y = 0; y < h; y++) rows[y] = (png_bytep)(pix + (size_t)y * (size_t)w * (size_t)c);
     jem_atomic a;
     jem_status s = jem_atomic_open(&a, path);
-    if (!s) s = png_encode(a.fp, path, rows, w, h, c);
+    if (!s) s = png_encode(a.fp, NULL, path, rows, w, h, c);
     free(rows);
     if (s) {
         jem_atomic_abort(&a);
@@ -308,6 +340,28 @@ jem_status jem_png_write_rgb(const char *path, const uint8_t *rgb, int w, int h)
         (uint64_t)w * (uint64_t)h > PNG_MAX_PIXELS)
         return jem_fail(JEM_ERR_ARG, "%s: bad image size %dx%d", path, w, h);
     return png_write_atomic(path, rgb, w, h, 3);
+}
+
+jem_status jem_png_encode_rgb(const uint8_t *rgb, int w, int h, uint8_t **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    if (w <= 0 || h <= 0 || w > PNG_MAX_SIDE || h > PNG_MAX_SIDE ||
+        (uint64_t)w * (uint64_t)h > PNG_MAX_PIXELS)
+        return jem_fail(JEM_ERR_ARG, "PNG in memory: bad image size %dx%d", w, h);
+    png_bytep *rows = malloc(sizeof(png_bytep) * (size_t)h); /* (H) */
+    if (!rows) return jem_fail(JEM_ERR_NOMEM, "PNG in memory: out of memory");
+    for (int y = 0; y < h; y++) rows[y] = (png_bytep)(rgb + (size_t)y * (size_t)w * 3);
+    png_mem m = {0};
+    jem_status s = png_encode(NULL, &m, "PNG in memory", rows, w, h, 3);
+    free(rows);
+    if (s) {
+        free(m.p);
+        return s;
+    }
+    *out = m.p;
+    *n = m.n;
+    return JEM_OK;
 }
 
 /* ------------------------------------------------------------ PNG folders */

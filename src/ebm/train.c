@@ -188,7 +188,9 @@ typedef struct {
     int64_t start_iter, iter_budget; /* iter_budget 0: time only */
     int64_t gbatch;                  /* images per iteration over all ranks */
     group grp;
-    jem_jw w; /* the log line being written */
+    jem_jw w;         /* the log line being written */
+    double val_acc;   /* the last validation accuracy of this run (-1: none yet) */
+    int64_t val_iter; /* the iteration it was measured after */
 } trainer;
 
 static void snap_free(snapshot *s)
@@ -299,6 +301,11 @@ static jem_status save_ckpt(trainer *t, const char *path)
     META("jem.train.seed", "%llu", (unsigned long long)t->seed);
     META("jem.train.data", "%s", t->ds->name);
     if (t->ema) META("jem.train.ema", "%g", (double)t->cfg->ema);
+    if (t->val_acc >= 0) {
+        META("jem.train.val_acc", "%.6f", t->val_acc);
+        META("jem.train.val_n", "%d", t->val->n);
+        META("jem.train.val_iter", "%lld", (long long)t->val_iter);
+    }
 #undef META
     shp[0] = (int64_t)t->np;
     if (!s) s = jem_st_add(st, "_opt.m", JEM_DT_F32, 1, shp, t->opt.m);
@@ -516,6 +523,7 @@ static jem_status trainer_init(trainer *t, jem_net *net, const jem_dataset *ds, 
     t->np = jem_net_nparams(net);
     t->K = jem_net_arch(net)->n_classes;
     t->lr_factor = 1.0f;
+    t->val_acc = -1;
     t->seed = c->seed;
     t->use_buf = c->mode == JEM_MODE_JEM && (c->w_x != 0 || c->l2 != 0 || c->w_xy != 0);
     jem_rng_seed(&t->rng, c->seed, 0x7472);
@@ -1174,6 +1182,10 @@ jem_status jem_train_hooked(jem_net *net, const jem_dataset *ds, const jem_datas
         if ((s = check_ranks_agree(&t))) break;
         if (every(t.iter, c->snapshot_every) && (s = snap_take(&t))) break;
         if ((epoch_end || every(t.iter, c->eval_every)) && (s = validate(&t, &vacc))) break;
+        if (vacc >= 0) {
+            t.val_acc = vacc;
+            t.val_iter = t.iter;
+        }
         if (epoch_end || every(t.iter, c->log_every)) log_group(&t, vacc, epoch_end);
         if (t.use_buf && c->sample_path && every(t.iter, c->sample_every) && (s = write_samples(&t))) break;
         if (c->ckpt_path && (epoch_end || every(t.iter, c->ckpt_every)) && (s = checkpoint(&t))) break;

@@ -1,5 +1,5 @@
 /* Atomic file replacement (temporary file, fsync, rename, fsync of the
- * directory) and whole-file reading. */
+ * directory), whole-file reading, and base64 for embedding files in text. */
 #include "io/io.h"
 
 #include <dirent.h>
@@ -264,5 +264,33 @@ jem_status jem_read_file(const char *path, size_t max_bytes, char **out, size_t 
     buf[len] = 0;
     *out = buf;
     if (n) *n = len;
+    return JEM_OK;
+}
+
+jem_status jem_base64_encode(const void *data, size_t n, char **out, size_t *len)
+{
+    static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const unsigned char *p = data;
+    *out = NULL;
+    if (len) *len = 0;
+    if (!p && n) return jem_fail(JEM_ERR_ARG, "base64: no data for %zu bytes", n);
+    if (n / 3 >= (SIZE_MAX - 1) / 4 - 1) return jem_fail(JEM_ERR_NOMEM, "base64: %zu bytes is too large", n);
+    const size_t m = (n + 2) / 3 * 4;
+    char *s = malloc(m + 1);
+    if (!s) return jem_fail(JEM_ERR_NOMEM, "base64: out of memory for %zu characters", m);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i += 3) {
+        /* three bytes (zero past the end) as four 6-bit digits */
+        const size_t left = n - i;
+        const uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)(left > 1 ? p[i + 1] : 0) << 8 |
+                           (uint32_t)(left > 2 ? p[i + 2] : 0);
+        s[k++] = abc[v >> 18 & 63];
+        s[k++] = abc[v >> 12 & 63];
+        s[k++] = left > 1 ? abc[v >> 6 & 63] : '=';
+        s[k++] = left > 2 ? abc[v & 63] : '=';
+    }
+    s[k] = 0;
+    *out = s;
+    if (len) *len = k;
     return JEM_OK;
 }

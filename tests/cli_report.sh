@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# jem report end to end on a small model with small sizes: the page and
+# report.json (version, date, the checkpoint's metadata, image counts, sets
+# named by what was used, undefended and defended results apart), --quick
+# against explicit sizes, --no-defence, --json and quiet progress; one
+# error and nothing written for a bad checkpoint or a failing step; options
+# refused before any work.
+set -u
+JEM=${JEM:-build/jem}
+. "$(dirname "$0")/lib.sh"
+write_model "$tmp/small.model" small 1x28x28 8 "16/2 16/2"
+# a name the page must escape
+m="$tmp/m&<b>.safetensors"
+# one thread: quicker than two on a busy machine
+"$JEM" train --model "$tmp/small.model" --data fmnist:test --val 500 --eval-every 20 --iters 40 --batch 32 \
+    --lr 3e-3 --out "$m" --threads 1 > /dev/null 2>&1
+check "[ -f '$m' ]"
+nfiles() { find "$1" -mindepth 1 | wc -l; }
+
+# --- a small run: --quick sets the sizes not given, the ones given win
+r1="$tmp/r1"
+"$JEM" report --model "$m" --out "$r1" --quick --limit 100 --attack-n 20 --defence-n 5 --no-temperature \
+    --ood mnist:test,noise:uniform:2000 --threads 1 --json > "$tmp/r1.out" 2> "$tmp/r1.err"
+check "[ $? -eq 0 ]"
+j="$r1/report.json"
+check "[ \$(nfiles '$r1') -eq 2 ] && [ -s '$r1/report.html' ] && [ -s '$j' ]"   # no temporary files, nothing else
+# --json: the summary on stdout, one line; nothing on stderr (not a terminal)
+check "[ \$(wc -l < '$tmp/r1.out') -eq 1 ] && grep -q '^{\"jem_version\":\"[0-9.]*\",\"date\":\"20' '$tmp/r1.out'"
+check "grep -q '\"summary\":{\"accuracy\":0\\.[0-9]*,\"ece\":' '$tmp/r1.out' && grep -q '\"html\":\"$r1/report.html\"' '$tmp/r1.out'"
+check "[ ! -s '$tmp/r1.err' ]"
+# version, date, the checkpoint's metadata (training command, iterations, accuracy at save)
+check "grep -q '^{\"jem_version\":\"[0-9.]*\",\"date\":\"20[0-9-]*T[0-9:]*[-+][0-9]*\",' '$j'"
+check "grep -q '\"jem.train.command\":\"jem train --model ' '$j' && grep -q '\"jem.train.iter\":\"40\"' '$j'"
+check "grep -q '\"jem.train.val_acc\":\"0\\.[0-9]*\",\"jem.train.val_n\":\"500\",\"jem.train.val_iter\":\"40\"' '$j'"
+check "grep -q '\"training_state\":true' '$j' && grep -q '\"jem.train.mode\":\"softmax\"' '$j'"
+# the settings: explicit sizes kept, --quick's for the others
+check "grep -q '\"limit\":100,.*\"attack_n\":20,\"steps\":3,\"defence\":true,\"defence_n\":5,\"defence_steps\":2,\"defence_chains\":1,\"eot\":1,\"sample_n\":2,\"sample_steps\":10,.*\"quick\":true' '$j'"
+# image counts behind every table; a synthetic set named by the images used
+check "grep -q '\"calibration\":{\"model\":\"[^\"]*\",\"data\":\"fmnist:test\",\"n\":100,' '$j'"
+check "grep -q '\"n_in\":100,\"sets\":{\"mnist:test\":{\"n\":100,' '$j' && grep -q '\"noise:uniform:100\":{\"n\":100,' '$j'"
+check "! grep -q 'noise:uniform:2000' '$j' '$r1/report.html'"
+check "grep -q '\"attack_linf\":{[^}]*\"n\":20,' '$j' && grep -q '\"attack_l2\":{[^}]*\"n\":20,' '$j'"
+check "grep -q '\"defence\":{\"n\":5,.*\"worst\":\[[^]]*\],\"undefended\":\[' '$j'"
+check "grep -q '\"samples\":{\"from\":\"noise\",\"per_class\":2,\"chains\":20,\"steps\":10,' '$j'"
+# the page: self-contained, every picture inline, counts in captions, the name escaped
+h="$r1/report.html"
+check "[ \$(grep -o '<img ' '$h' | wc -l) -eq 8 ] && [ \$(grep -o 'src=\"data:image/png;base64,[A-Za-z0-9+/]*=*\"' '$h' | wc -l) -eq 8 ]"
+check "! grep -qi 'src=\"http\|href=\"http\|<script\|<link' '$h'"
+check "grep -q 'm&amp;&lt;b&gt;.safetensors' '$h' && ! grep -q 'm&<b>' '$h'"
+check "grep -q '100 images of fmnist:test' '$h' && grep -q 'Undefended: the first 20 images of fmnist:test' '$h'"
+check "grep -q 'the first 5 images, attacked with BPDA' '$h' && grep -q 'accuracy at save</th><td>0\\.[0-9]* on 500' '$h'"
+check "grep -q 'Accuracy and calibration' '$h' && grep -q 'Out-of-distribution detection' '$h' && grep -q 'Adversarial robustness' '$h'"
+
+# --- --no-defence keeps the undefended results; text mode says what it wrote
+r2="$tmp/r2"
+"$JEM" report --model "$m" --out "$r2" --limit 50 --attack-n 10 --steps 1 --no-defence --sample-n 0 --no-temperature \
+    --ood noise:constant:50 --threads 1 > "$tmp/r2.out" 2> "$tmp/r2.err"
+check "[ $? -eq 0 ] && grep -q '^wrote $r2/report.html and $r2/report.json$' '$tmp/r2.out'"
+check "grep -q '\"attack_linf\":{[^}]*\"n\":10,[^}]*\"undefended\":\[0[.0-9]*,' '$r2/report.json'"
+check "grep -q '\"attack_l2\":{[^}]*\"undefended\":\[' '$r2/report.json' && ! grep -q '\"defence\":{' '$r2/report.json'"
+check "! grep -q 'not run)</p>\|\"samples\":' '$r2/report.json' '$r2/report.html'"
+check "[ \$(grep -o '<img ' '$r2/report.html' | wc -l) -eq 5 ]"
+check "[ ! -s '$tmp/r2.err' ]"
+
+# --- failures: one error line, exit 1, nothing written
+head -c 3000 "$m" > "$tmp/cut.safetensors"
+"$JEM" report --model "$tmp/cut.safetensors" --out "$tmp/r3" --quick > "$tmp/o3" 2> "$tmp/e3"
+check "[ $? -eq 1 ] && [ \$(wc -l < '$tmp/e3') -eq 1 ] && grep -q 'cut.safetensors' '$tmp/e3'"
+check "[ ! -e '$tmp/r3' ] && [ ! -s '$tmp/o3' ]"
+# a step that fails half way (an OOD set of another shape): named once, nothing written
+"$JEM" report --model "$m" --out "$tmp/r4" --limit 20 --attack-n 5 --sample-n 0 --no-temperature \
+    --ood noise:uniform:10:1x16x16 --threads 1 > "$tmp/o4" 2> "$tmp/e4"
+check "[ $? -eq 1 ] && [ \$(wc -l < '$tmp/e4') -eq 1 ]"
+check "grep -q '^jem report: error: OOD: --ood noise:uniform:10:1x16x16: images are 1x16x16' '$tmp/e4'"
+check "[ ! -e '$tmp/r4' ] && [ ! -s '$tmp/o4' ]"
+# an existing report folder keeps its files when a run fails
+cp -r "$r2" "$tmp/r5"
+sum=$(cat "$tmp/r5"/* | md5sum)
+"$JEM" report --model "$m" --out "$tmp/r5" --limit 20 --attack-n 5 --sample-n 0 --no-temperature \
+    --ood noise:uniform:10:1x16x16 --threads 1 > /dev/null 2>&1
+check "[ $? -eq 1 ] && [ \"\$(cat '$tmp/r5'/* | md5sum)\" = '$sum' ] && [ \$(nfiles '$tmp/r5') -eq 2 ]"
+
+# --- refused before any work (exit 2, the option named)
+expect() {
+    local code=$1 pat=$2
+    shift 2
+    "$JEM" "$@" > "$tmp/o" 2> "$tmp/e"
+    local rc=$?
+    check "[ $rc -eq $code ] && [ \$(wc -l < '$tmp/e') -eq 1 ] && grep -q -- \"$pat\" '$tmp/e' && [ ! -s '$tmp/o' ]"
+}
+touch "$tmp/file"
+expect 2 "--out $tmp/file: exists and is not a folder" report --model "$m" --out "$tmp/file"
+check "[ -f '$tmp/file' ] && [ ! -s '$tmp/file' ]"
+expect 2 "--attack-n 0: out of range" report --model "$m" --out "$tmp/r6" --attack-n 0
+expect 2 "--steps 0: out of range" report --model "$m" --out "$tmp/r6" --steps 0
+expect 2 "--sample-steps 0: out of range" report --model "$m" --out "$tmp/r6" --sample-steps 0
+expect 2 "--defence-n 30: more than the 20 images of --attack-n" report --model "$m" --out "$tmp/r6" --attack-n 20 \
+    --defence-n 30
+expect 2 "--eot and --no-defence exclude each other" report --model "$m" --out "$tmp/r6" --no-defence --eot 2
+expect 2 "--sample-steps: --sample-n 0 leaves the samples out" report --model "$m" --out "$tmp/r6" --sample-n 0 \
+    --sample-steps 5
+expect 2 "--data noise:uniform:10: the set has no labels" report --model "$m" --out "$tmp/r6" --data noise:uniform:10
+expect 2 "--ood nosuch:thing" report --model "$m" --out "$tmp/r6" --ood mnist:test,nosuch:thing
+expect 2 "--sample-from buffer: .* holds no replay buffer" report --model "$m" --out "$tmp/r6" --sample-from buffer
+check "[ ! -e '$tmp/r6' ]"
+"$JEM" report --help > "$tmp/h"
+check "grep -q -- '--quick sets every size not given' '$tmp/h' && grep -q -- '--limit 300 --attack-n 50' '$tmp/h'"
+
+finish cli_report
