@@ -607,6 +607,9 @@ typedef struct {
      * done, steps), e.g. to draw a progress bar; it must not call jem. */
     void (*progress)(void *ud, int done, int total);
     void  *progress_ud;
+    double *trace;      /* (steps, B) nullable: log p~ of each chain at the
+                         * start of each step (the states after 0 .. steps-1
+                         * steps), for chain diagnostics */
 } jem_sgld_cfg;
 
 typedef struct {
@@ -663,6 +666,69 @@ int        jem_buffer_draw(jem_buffer *b, int B, const int32_t *y, float *x,
                            int32_t *idx, int32_t *ycls, jem_rng *rng);
 void       jem_buffer_store(jem_buffer *b, const float *x, const int32_t *idx, int B);
 
+
+/* -------------------------------------------------------------------- HMC */
+
+/* Hamiltonian Monte Carlo on an energy model. Each iteration draws a
+ * momentum p ~ N(0, I) (mass 1), takes L leapfrog steps of size eps on
+ * H(x, p) = -log p~(x) / T + |p|^2 / 2 and accepts the end point with
+ * probability min(1, exp(-dH)), dH = H(end) - H(start) (the energy error).
+ * With leapfrog = 1 this is MALA: the proposal x + eps^2/2 grad log p~ +
+ * eps z with its Metropolis-Hastings correction.
+ *
+ * bounded: chains live in the box [lo, hi]^D. A position step that leaves
+ * the box is mirrored at the wall and that momentum coordinate negated; the
+ * leapfrog map stays reversible and volume-preserving, so the chains target
+ * p~ restricted to the box. A start outside the box is clamped into it.
+ *
+ * Step size: one eps for all chains. During the `warmup` iterations it is
+ * adapted by dual averaging (Hoffman & Gelman 2014, section 3.2; gamma
+ * 0.05, t0 10, kappa 0.75, mu = log(10 eps0)) of the chains' mean
+ * acceptance probability towards target_accept, and at the end of warm-up
+ * fixed to the averaged value. (Pooling the chains' acceptance keeps the
+ * adapted eps steady; a single chain's noisy acceptance leaves the
+ * averaged eps short of its target, a few points of acceptance above it.)
+ * Warm-up iterations do not count in the statistics. Chain b draws its
+ * noise from the stream (seed, counter, b) (D normals for the momentum,
+ * then one uniform per iteration), so the chains do not depend on the
+ * thread count, and after warm-up (or with warmup 0) not on each other. */
+typedef struct {
+    int   steps;          /* iterations after warm-up */
+    int   warmup;         /* iterations adapting the step size (0: eps fixed) */
+    int   leapfrog;       /* L >= 1 */
+    float step_size;      /* eps, the start value when adapting */
+    float target_accept;  /* in (0, 1): 0.65 suits HMC, 0.57 MALA */
+    float temperature;    /* target p~(x)^(1/T) */
+    int   bounded;        /* reflect at the walls of [lo, hi]^D */
+    float lo, hi;
+} jem_hmc_cfg;
+
+typedef struct {
+    double accept;        /* mean acceptance probability over chains and iterations after warm-up */
+    double accept_rate;   /* fraction of those proposals taken */
+    double dh_mean;       /* mean energy error dH (finite, <= 1000) */
+    double dh_abs;        /* mean |dH| */
+    double dh_max;        /* largest |dH| */
+    long   divergent;     /* proposals with dH > 1000 or not finite */
+    double step_size;     /* eps after warm-up */
+    double warmup_accept; /* mean acceptance probability during warm-up */
+    double logp_start, logp_end; /* mean log p~ before and after */
+    long   grad_evals;    /* energy evaluations per chain: 1 + L (warmup + steps) */
+} jem_hmc_stats;
+
+/* steps 100, warmup 100, leapfrog 10, step_size 0.01, target 0.65,
+ * temperature 1, unbounded, box [-1, 1] */
+void jem_hmc_defaults(jem_hmc_cfg *c);
+/* Run warmup + steps iterations on x (B, D) in place. y (nullable) as for
+ * jem_energy_fn; mask (nullable, (B, D)): only values with mask != 0 move.
+ * eps (nullable): the step size to start from (a value <= 0 takes
+ * cfg->step_size) and, on return, the step size after warm-up, so a later
+ * call can go on with it (warmup 0). trace (nullable, (warmup + steps, B)):
+ * log p~ of every chain after every iteration. st nullable. */
+jem_status jem_hmc_run(jem_energy_fn f, void *ctx, float *x, int B, int D,
+                       const int32_t *y, const float *mask,
+                       const jem_hmc_cfg *cfg, uint64_t seed, uint64_t counter,
+                       float *eps, double *trace, jem_hmc_stats *st);
 
 /* ---------------------------------------------------------------- training */
 
