@@ -730,6 +730,51 @@ jem_status jem_hmc_run(jem_energy_fn f, void *ctx, float *x, int B, int D,
                        const jem_hmc_cfg *cfg, uint64_t seed, uint64_t counter,
                        float *eps, double *trace, jem_hmc_stats *st);
 
+/* ---------------------------------------------------- chain diagnostics */
+
+/* Convergence diagnostics of a scalar (e.g. log p~) traced by M chains for
+ * N draws each, draws (N, M): draw n of chain m at x[n * M + m]. Following
+ * Vehtari, Gelman, Simpson, Carpenter & Buerkner (2021), "Rank-normalization,
+ * folding, and localization: an improved R-hat":
+ *   - chains are split in halves (an odd N drops the middle draw), giving
+ *     2M chains of N/2 draws;
+ *   - rank normalisation: the pooled draws' average ranks r (ties share
+ *     their mean rank) become z = Phi^-1((r - 3/8) / (S + 1/4)), S draws;
+ *   - split R-hat = sqrt(var+ / W), var+ = (n-1)/n W + B/n, W the mean
+ *     within-chain variance, B/n the variance of the chain means;
+ *   - R-hat = max(bulk, folded): bulk on the rank-normalised draws, folded
+ *     on the rank-normalised |x - median(x)|;
+ *   - ESS = S / tau, tau = -1 + 2 sum_t rho_t, rho_t = 1 - (W - mean_m
+ *     acov_m(t)) / var+ (acov divides by n), summed over pairs
+ *     rho_{2k} + rho_{2k+1} while positive (Geyer's initial positive
+ *     sequence) and made monotone (initial monotone sequence), tau at least
+ *     1 / log10(S);
+ *   - bulk ESS on the rank-normalised split chains; tail ESS the smaller of
+ *     the ESS of the indicators x <= q05 and x <= q95 (split chains).
+ * A draw that is not finite, or a constant input, gives NaN figures. */
+typedef struct {
+    double rhat;        /* max(rhat_bulk, rhat_folded) */
+    double rhat_bulk, rhat_folded;
+    double rhat_basic;  /* split R-hat on the raw draws */
+    double ess_bulk, ess_tail;
+    double ess_basic;   /* ESS of the raw split chains */
+    double mean, sd;    /* of all draws */
+} jem_chain_diag;
+
+/* N >= 4, M >= 1; JEM_ERR_ARG otherwise, JEM_ERR_NOMEM. */
+jem_status jem_chain_diag_compute(const double *x /* (N, M) */, int N, int M,
+                                  jem_chain_diag *out);
+/* The pieces, on chains as given (no splitting): R-hat and ESS of
+ * x (N, M), N >= 2 (R-hat needs M >= 2: NaN otherwise). */
+double jem_rhat(const double *x /* (N, M) */, int N, int M);
+double jem_ess(const double *x /* (N, M) */, int N, int M);
+/* Rank normalisation of n values into z (n) (see above). */
+jem_status jem_rank_normalize(const double *x /* (n) */, size_t n, double *z /* (n) */);
+/* The standard normal quantile function: Abramowitz & Stegun 26.2.23 as
+ * the start, then Halley steps on erfc to about 1e-15 relative error; 0 and
+ * 1 give -inf and +inf, outside [0, 1] or NaN gives NaN. */
+double jem_norm_ppf(double p);
+
 /* ---------------------------------------------------------------- training */
 
 /* Checkpoint pieces for files that hold more than the model (training
