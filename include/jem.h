@@ -730,6 +730,70 @@ jem_status jem_hmc_run(jem_energy_fn f, void *ctx, float *x, int B, int D,
                        const jem_hmc_cfg *cfg, uint64_t seed, uint64_t counter,
                        float *eps, double *trace, jem_hmc_stats *st);
 
+/* ----------------------------------------------------- composed energies */
+
+/* A product of experts: log p~(x) = sum_i w_i l_i(x), where term i reads
+ * model m_i and l_i = f_{m_i}(x)[c_i] for a class c_i, or logsumexp_y
+ * f_{m_i}(x)[y] when unconditional. A negative weight divides by that
+ * expert (negation: "a 5 that is not a 7").
+ *
+ * Text form (jem sample --energy):
+ *     spec   := term { "," term }
+ *     term   := name [ ":" select ] [ ":" weight ]
+ *     select := "class=" digits | "uncond"
+ *     name   := letter or '_', then letters, digits, '_' or '-' (< 32 chars)
+ *     weight := a finite non-zero decimal number (strtod syntax), default 1
+ * Spaces around tokens are allowed; at most JEM_COMPOSE_MAX terms; a term
+ * without a selector is unconditional. Example:
+ *     m1:class=5:1, m1:class=7:-1      (class 5 and not class 7)
+ *     m1:class=5, m2                   (class 5 of m1, p(x) of m2)
+ * Models are named separately (jem_model_list). */
+#define JEM_COMPOSE_MAX  16
+#define JEM_COMPOSE_NAME 32
+
+typedef struct {
+    char   model[JEM_COMPOSE_NAME];  /* model name */
+    int    cls;                      /* class, or -1: unconditional */
+    double weight;                   /* finite, non-zero */
+} jem_term;
+
+typedef struct {
+    int      n_terms;
+    jem_term terms[JEM_COMPOSE_MAX];
+    /* filled by jem_compose_bind: */
+    int      n_models;
+    jem_net *nets[JEM_COMPOSE_MAX];        /* borrowed, not freed here */
+    int      term_model[JEM_COMPOSE_MAX];  /* index into nets per term */
+} jem_compose;
+
+/* Parse the text form; JEM_ERR_ARG naming the term and what is wrong.
+ * Only syntax is checked (classes are checked by jem_compose_bind). */
+jem_status jem_compose_parse(const char *spec, jem_compose *c);
+/* The canonical text form (parses back to the same terms); returns the
+ * length it needs, like snprintf. */
+int        jem_compose_format(const jem_compose *c, char *buf, size_t n);
+/* Attach networks: model names[i] is nets[i] (n <= JEM_COMPOSE_MAX). Every
+ * term's model must be named, its class below that model's class count,
+ * and every model used must share one input shape; else JEM_ERR_ARG or
+ * JEM_ERR_SHAPE. Models named but unused are left out. */
+jem_status jem_compose_bind(jem_compose *c, int n, const char *const *names,
+                            jem_net *const *nets);
+/* The composed energy as a jem_energy_fn (ctx: a bound jem_compose): one
+ * forward and one input backward per model used. y must be NULL or all
+ * negative (the classes are in the terms), else JEM_ERR_ARG. */
+jem_status jem_compose_energy(void *ctx, const float *x, int B, const int32_t *y,
+                              float *logp, float *grad);
+
+/* Models by name: "name=PATH { , name=PATH }" (names as above, paths up to
+ * 1023 bytes without ','; spaces around names allowed, not in paths). */
+typedef struct {
+    int  n;
+    char name[JEM_COMPOSE_MAX][JEM_COMPOSE_NAME];
+    char path[JEM_COMPOSE_MAX][1024];
+} jem_model_list;
+
+jem_status jem_model_list_parse(const char *spec, jem_model_list *l);
+
 /* ---------------------------------------------------- chain diagnostics */
 
 /* Convergence diagnostics of a scalar (e.g. log p~) traced by M chains for
