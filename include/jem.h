@@ -839,6 +839,105 @@ jem_status jem_rank_normalize(const double *x /* (n) */, size_t n, double *z /* 
  * 1 give -inf and +inf, outside [0, 1] or NaN gives NaN. */
 double jem_norm_ppf(double p);
 
+/* ------------------------------------------- annealed importance sampling */
+
+/* A normalised base distribution for AIS:
+ *   JEM_BASE_UNIFORM  U(lo, hi)^D (always bounded);
+ *   JEM_BASE_GAUSS    an equal-weight mixture of K diagonal Gaussians
+ *                     N(mu_k, sd_k^2) (sd floored at sd_min > 0), e.g. the
+ *                     per-class Gaussians of the informative init
+ *                     (jem_buffer_fit: mu, sd); when bounded, each
+ *                     component is truncated to the box [lo, hi]^D and
+ *                     renormalised there. */
+typedef enum { JEM_BASE_UNIFORM = 0, JEM_BASE_GAUSS } jem_base_kind;
+
+typedef struct {
+    jem_base_kind kind;
+    int          D, K;
+    const float *mu;      /* (K, D) borrowed */
+    const float *sd;      /* (K, D) borrowed */
+    float        sd_min;
+    int          bounded;
+    float        lo, hi;
+} jem_base;
+
+/* log q(x) of a batch x (B, D) and (nullable) its gradient. JEM_ERR_ARG
+ * for a malformed base. Points outside a bounded base's box get -inf. */
+jem_status jem_base_logpdf(const jem_base *q, const float *x, int B,
+                           double *logq /* (B) */, float *grad /* (B, D) */);
+/* One exact draw x (D) from the base. */
+void       jem_base_sample(const jem_base *q, float *x, jem_rng *rng);
+
+/* Annealed importance sampling (Neal 2001) of Z = integral of p~(x) (over
+ * the box when the base is bounded) on the geometric path
+ * log p_t = (1 - beta_t) log q + beta_t log p~, 0 = beta_0 < ... < beta_T = 1:
+ * each chain starts from an exact draw of q, and for t = 1..T adds
+ * (beta_t - beta_{t-1}) (log p~(x) - log q(x)) to its log weight and then
+ * moves x by `steps_per` HMC transitions that leave p_t invariant
+ * (leapfrog = 1: MALA), reflecting at the box's walls when bounded.
+ * Z-hat = mean of the weights, unbiased; log Z-hat = log-mean-exp of the log
+ * weights (biased low by about var(w)/(2 n mean(w)^2)), its standard error
+ * by the delta method: sd(w) / (sqrt(n) mean(w)), with the sample sd of the
+ * weights scaled by their maximum.
+ * Schedules: linear beta_t = t/T, or sigmoid (Grosse et al. 2015):
+ * s_t = sigmoid(delta (2t/T - 1)), beta_t = (s_t - s_0) / (s_T - s_0).
+ * Step size: a fixed eps for every t, or (pilot_chains > 0) a pilot run of
+ * pilot_chains chains over the same schedule with its own noise, whose
+ * log step size follows the mean acceptance towards target_accept
+ * (log eps += 0.5 (mean acceptance - target) after each t); the main run
+ * then uses the pilot's step size at each t. The pilot's choices do not
+ * depend on the main run's chains, so its weights stay unbiased. */
+typedef enum { JEM_AIS_SIGMOID = 0, JEM_AIS_LINEAR } jem_ais_schedule;
+
+typedef struct {
+    int      chains;        /* independent runs (weights) */
+    int      T;             /* intermediate distributions */
+    jem_ais_schedule schedule;
+    double   delta;         /* sigmoid steepness */
+    int      leapfrog;      /* L of the transitions (1: MALA) */
+    int      steps_per;     /* transitions per distribution */
+    float    step_size;     /* eps (the pilot's start) */
+    float    target_accept; /* the pilot's target */
+    int      pilot_chains;  /* 0: no pilot, eps fixed */
+    uint64_t seed;
+    int      batch;         /* chains evaluated together (0: all) */
+    void   (*progress)(void *ud, int done, int total); /* nullable */
+    void    *ud;
+    volatile int *stop;     /* nullable; non-zero stops with JEM_ERR_INTERRUPTED */
+} jem_ais_cfg;
+
+typedef struct {
+    double logz;          /* log-mean-exp of the log weights */
+    double logz_se;       /* delta-method standard error of logz */
+    double ess;           /* effective sample size of the weights: (sum w)^2 / sum w^2 */
+    double logw_mean, logw_sd;
+    double accept;        /* mean acceptance probability of the main run */
+    double step_min, step_max; /* range of the step sizes used */
+    int    T, chains;
+    long   grad_evals;    /* energy evaluations (images, with gradient), pilot included */
+} jem_ais_result;
+
+/* chains 32, T 1000, sigmoid with delta 4, leapfrog 5, steps_per 1,
+ * step_size 0.01, target 0.65, pilot_chains 8, seed 1, batch 0 */
+void       jem_ais_defaults(jem_ais_cfg *c);
+/* Run AIS on f (called with y = NULL) from the base q. logw (nullable,
+ * (chains)) receives the log weights, x (nullable, (chains, D)) the final
+ * states (approximate draws from p~). */
+jem_status jem_ais_run(jem_energy_fn f, void *ctx, const jem_base *q,
+                       const jem_ais_cfg *cfg, double *logw, float *x,
+                       jem_ais_result *res);
+/* The schedule beta_0 .. beta_T (T + 1 values). */
+jem_status jem_ais_betas(const jem_ais_cfg *cfg, double *beta /* (T + 1) */);
+
+/* Bits per dimension of a log density (nats) of a D-dimensional point.
+ * bits = 0: of the continuous density itself, -logp / (D ln 2). bits > 0:
+ * of the discrete data, with the image in [lo, hi] coming from
+ * 2^bits levels under uniform dequantisation (bins of width
+ * (hi - lo) / 2^bits): -(logp + D log((hi - lo) / 2^bits)) / (D ln 2); on
+ * [-1, 1] with 8 bits this adds 7 to the continuous figure. */
+double jem_bits_per_dim(double logp, int D, int bits, double lo, double hi);
+
+
 /* ---------------------------------------------------------------- training */
 
 /* Checkpoint pieces for files that hold more than the model (training
