@@ -701,6 +701,10 @@ typedef struct {
     float temperature;    /* target p~(x)^(1/T) */
     int   bounded;        /* reflect at the walls of [lo, hi]^D */
     float lo, hi;
+    /* nullable: called after each iteration with (iterations done,
+     * warmup + steps), e.g. to draw a progress bar; it must not call jem */
+    void (*progress)(void *ud, int done, int total);
+    void  *progress_ud;
 } jem_hmc_cfg;
 
 typedef struct {
@@ -901,8 +905,10 @@ typedef struct {
     int      pilot_chains;  /* 0: no pilot, eps fixed */
     uint64_t seed;
     int      batch;         /* chains evaluated together (0: all) */
-    void   (*progress)(void *ud, int done, int total); /* nullable */
-    void    *ud;
+    /* nullable: called now and then with (work done, work in all), e.g.
+     * to draw a progress bar; it must not call jem */
+    void   (*progress)(void *ud, int done, int total);
+    void    *progress_ud;
     volatile int *stop;     /* nullable; non-zero stops with JEM_ERR_INTERRUPTED */
 } jem_ais_cfg;
 

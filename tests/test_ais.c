@@ -302,7 +302,7 @@ static void check_errors(void)
     c.stop = NULL;
     int calls[2] = {0, 0};
     c.progress = progress;
-    c.ud = calls;
+    c.progress_ud = calls;
     c.T = 64;
     ASSERT_OK(jem_ais_run(stop_energy, (void *)&stop, &u, &c, NULL, NULL, &r));
     ASSERT(calls[0] >= 4 && calls[1] == 0);

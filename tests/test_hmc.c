@@ -317,6 +317,13 @@ static void check_adaptation(void)
     }
 }
 
+static void count_progress(void *ud, int done, int total)
+{
+    int *calls = ud;
+    calls[0]++;
+    calls[1] += done == total && total == 40;
+}
+
 static void check_repro_and_args(void)
 {
     const double P[1] = {1}, mu[1] = {0};
@@ -327,6 +334,9 @@ static void check_repro_and_args(void)
     jem_hmc_defaults(&c);
     c.warmup = 20; c.steps = 20; c.leapfrog = 3; c.step_size = 0.3f;
     double tr[40 * 64];
+    int calls[2] = {0, 0};
+    c.progress = count_progress;
+    c.progress_ud = calls;
     int th = jem_get_threads();
     jem_set_threads(1);
     ASSERT_OK(jem_hmc_run(gauss_energy, &g, a, 64, 1, NULL, NULL, &c, 11, 3, NULL, tr, NULL));
@@ -334,6 +344,9 @@ static void check_repro_and_args(void)
     ASSERT_OK(jem_hmc_run(gauss_energy, &g, b, 64, 1, NULL, NULL, &c, 11, 3, NULL, NULL, NULL));
     ASSERT(memcmp(a, b, sizeof a) == 0);
     jem_set_threads(th);
+    ASSERT_EQ_INT(calls[0], 2 * 40);
+    ASSERT_EQ_INT(calls[1], 2);
+    c.progress = NULL;
     /* without warm-up a chain does not depend on the others: the first 16
      * of 64 alone */
     for (int i = 0; i < 64; i++) b[i] = 0.05f * i - 1;

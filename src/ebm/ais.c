@@ -364,7 +364,7 @@ static jem_status ais_batch(ais_run *r, uint64_t pass, int c0, int B, int adapt,
             eps[t] = e;
         }
         r->done += B;
-        if (cfg->progress && (t % 16 == 0 || t == T)) cfg->progress(cfg->ud, (int)(r->done * 1000 / r->total), 1000);
+        if (cfg->progress && (t % 16 == 0 || t == T)) cfg->progress(cfg->progress_ud, (int)(r->done * 1000 / r->total), 1000);
     }
 out:
     jem_mc_free(&ch);

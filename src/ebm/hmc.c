@@ -275,6 +275,7 @@ jem_status jem_hmc_run(jem_energy_fn f, void *ctx, float *x, int B, int D,
         }
         if (trace)
             for (int b = 0; b < B; b++) trace[(size_t)it * B + b] = ch.lp[b];
+        if (c->progress) c->progress(c->progress_ud, it + 1, total);
     }
     if (st) {
         memset(st, 0, sizeof *st);
