@@ -865,6 +865,11 @@ typedef struct {
     float        lo, hi;
 } jem_base;
 
+/* A Gaussian base from the replay buffer's fitted informative init
+ * (jem_buffer_fit): its per-class means and standard deviations, borrowed
+ * (b must outlive q), sd floored at sd_min, on the box [-1, 1]^D. A buffer
+ * that was not fitted is JEM_ERR_ARG. */
+jem_status jem_base_from_buffer(jem_base *q, const jem_buffer *b, float sd_min);
 /* log q(x) of a batch x (B, D) and (nullable) its gradient. JEM_ERR_ARG
  * for a malformed base. Points outside a bounded base's box get -inf. */
 jem_status jem_base_logpdf(const jem_base *q, const float *x, int B,

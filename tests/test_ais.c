@@ -215,6 +215,30 @@ static void check_base(void)
     ASSERT_OK(jem_base_logpdf(&u, x, 1, &l0, gr));
     ASSERT_NEAR(l0, -2 * log(2.0), 1e-12);
     ASSERT(gr[0] == 0 && gr[1] == 0);
+    /* from a fitted replay buffer: its classes' means and sds */
+    jem_dataset ds;
+    memset(&ds, 0, sizeof ds);
+    ds.n = 400; ds.c = 1; ds.h = 1; ds.w = 2; ds.n_classes = 2;
+    ds.x = malloc(sizeof(float) * 800);
+    ds.y = malloc(sizeof(int32_t) * 400);
+    for (int i = 0; i < 400; i++) {
+        ds.y[i] = i % 2;
+        ds.x[2 * i] = (float)((i % 2 ? 0.5 : -0.5) + 0.2 * jem_rng_normal_d(&r));
+        ds.x[2 * i + 1] = (float)(0.1 * jem_rng_normal_d(&r));
+    }
+    jem_buffer buf;
+    ASSERT_OK(jem_buffer_create(&buf, 10, 1, 1, 2, 2, JEM_INIT_INFORMATIVE, 0, 0));
+    jem_base qb;
+    ASSERT_ERR(jem_base_from_buffer(&qb, &buf, 0.05f), JEM_ERR_ARG);
+    ASSERT_OK(jem_buffer_fit(&buf, &ds, 0));
+    ASSERT_OK(jem_base_from_buffer(&qb, &buf, 0.05f));
+    ASSERT(qb.kind == JEM_BASE_GAUSS && qb.K == 2 && qb.D == 2 && qb.bounded && qb.lo == -1 && qb.hi == 1);
+    ASSERT_NEAR(qb.mu[2], 0.5, 0.05);
+    ASSERT_NEAR(qb.sd[2], 0.2, 0.03);
+    ASSERT_OK(jem_base_logpdf(&qb, x, 1, &l0, NULL));
+    ASSERT(isfinite(l0));
+    jem_buffer_free(&buf);
+    jem_dataset_free(&ds);
     /* bad bases */
     jem_base b1 = q;
     b1.sd_min = 0;

@@ -1,6 +1,7 @@
 /* Annealed importance sampling (Neal 2001) of an energy model's normalising
  * constant, from a uniform or Gaussian-mixture base, with HMC (or MALA)
  * transitions along the geometric path. */
+#include "ebm/ebm.h"
 #include "ebm/mcmc.h"
 
 #include <math.h>
@@ -121,6 +122,23 @@ static void base_eval(const base_ctx *bc, const float *x, int B, double *logq, f
         }
         if (lcp != lc) free(lcp);
     }
+}
+
+jem_status jem_base_from_buffer(jem_base *q, const jem_buffer *b, float sd_min)
+{
+    memset(q, 0, sizeof *q);
+    if (!b || !b->prior || !b->prior->mu || !b->prior->sd)
+        return jem_fail(JEM_ERR_ARG, "AIS base: the replay buffer has no fitted per-class Gaussians");
+    q->kind = JEM_BASE_GAUSS;
+    q->D = b->c * b->h * b->w;
+    q->K = b->n_classes;
+    q->mu = b->prior->mu;
+    q->sd = b->prior->sd;
+    q->sd_min = sd_min;
+    q->bounded = 1;
+    q->lo = -1;
+    q->hi = 1;
+    return base_check(q);
 }
 
 jem_status jem_base_logpdf(const jem_base *q, const float *x, int B, double *logq, float *grad)
