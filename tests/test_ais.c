@@ -8,7 +8,10 @@
 #include <math.h>
 
 /* log p~(x) = -1/2 sum_i ((x_i - m_i) / s_i)^2 */
-typedef struct { int D; const double *m, *s; } diag_gauss;
+typedef struct {
+    int D;
+    const double *m, *s;
+} diag_gauss;
 
 static jem_status dg_energy(void *ctx, const float *x, int B, const int32_t *y, float *logp, float *grad)
 {
@@ -45,7 +48,7 @@ static void check_gaussian_logz(void)
     double m[D], s[D];
     for (int i = 0; i < D; i++) {
         m[i] = 0.3 * (i - 4.5);
-        s[i] = 0.5 * pow(4.0, i / (D - 1.0));   /* 0.5 .. 2 */
+        s[i] = 0.5 * pow(4.0, i / (D - 1.0)); /* 0.5 .. 2 */
     }
     diag_gauss g = {D, m, s};
     const double want = gauss_logz(&g, 0, 0, 0);
@@ -55,16 +58,21 @@ static void check_gaussian_logz(void)
     jem_base q = {JEM_BASE_GAUSS, D, 1, mu, sd, 1e-3f, 0, -1, 1};
     jem_ais_cfg c;
     jem_ais_defaults(&c);
-    c.chains = 64; c.T = 200; c.leapfrog = 5; c.step_size = 0.5f; c.pilot_chains = 8;
+    c.chains = 64;
+    c.T = 200;
+    c.leapfrog = 5;
+    c.step_size = 0.5f;
+    c.pilot_chains = 8;
     jem_ais_result r;
     double logw[64];
     float xs[64 * D];
     ASSERT_OK(jem_ais_run(dg_energy, &g, &q, &c, logw, xs, &r));
     if (getenv("JEM_TEST_VERBOSE"))
-        fprintf(stderr, "Gaussian, T %d: log Z %.4f +- %.4f (closed form %.4f), acceptance %.3f, ESS %.1f, eps %.3g..%.3g\n",
+        fprintf(stderr,
+                "Gaussian, T %d: log Z %.4f +- %.4f (closed form %.4f), acceptance %.3f, ESS %.1f, eps %.3g..%.3g\n",
                 c.T, r.logz, r.logz_se, want, r.accept, r.ess, r.step_min, r.step_max);
-    ASSERT_MSG(fabs(r.logz - want) < 4 * r.logz_se + 0.02, "Gaussian: log Z %.4f +- %.4f, closed form %.4f",
-               r.logz, r.logz_se, want);
+    ASSERT_MSG(fabs(r.logz - want) < 4 * r.logz_se + 0.02, "Gaussian: log Z %.4f +- %.4f, closed form %.4f", r.logz,
+               r.logz_se, want);
     ASSERT_MSG(r.logz_se > 0 && r.logz_se < 0.1, "Gaussian: standard error %.4f", r.logz_se);
     ASSERT(r.ess > 1 && r.ess <= 64);
     ASSERT(r.T == c.T && r.chains == 64);
@@ -89,14 +97,17 @@ static void check_gaussian_logz(void)
     cs.seed = 2;
     jem_ais_result rs;
     ASSERT_OK(jem_ais_run(dg_energy, &g, &q, &cs, NULL, NULL, &rs));
-    if (getenv("JEM_TEST_VERBOSE"))
-        fprintf(stderr, "Gaussian, T 10: log Z %.4f +- %.4f\n", rs.logz, rs.logz_se);
+    if (getenv("JEM_TEST_VERBOSE")) fprintf(stderr, "Gaussian, T 10: log Z %.4f +- %.4f\n", rs.logz, rs.logz_se);
     ASSERT_MSG(rs.logz_se > r.logz_se, "standard errors: T = 10 %.4f, T = %d %.4f", rs.logz_se, c.T, r.logz_se);
-    ASSERT_MSG(fabs(rs.logz - want) < 4 * rs.logz_se + 0.05, "T = 10: log Z %.4f +- %.4f vs %.4f", rs.logz,
-               rs.logz_se, want);
+    ASSERT_MSG(fabs(rs.logz - want) < 4 * rs.logz_se + 0.05, "T = 10: log Z %.4f +- %.4f vs %.4f", rs.logz, rs.logz_se,
+               want);
     /* MALA transitions (leapfrog 1), a linear schedule, no pilot */
     jem_ais_cfg cm = c;
-    cm.leapfrog = 1; cm.schedule = JEM_AIS_LINEAR; cm.pilot_chains = 0; cm.step_size = 0.4f; cm.T = 300;
+    cm.leapfrog = 1;
+    cm.schedule = JEM_AIS_LINEAR;
+    cm.pilot_chains = 0;
+    cm.step_size = 0.4f;
+    cm.T = 300;
     cm.batch = 24;
     ASSERT_OK(jem_ais_run(dg_energy, &g, &q, &cm, NULL, NULL, &r));
     if (getenv("JEM_TEST_VERBOSE"))
@@ -113,7 +124,7 @@ static void check_box_logz(void)
     enum { D = 6 };
     double m[D], s[D];
     for (int i = 0; i < D; i++) {
-        m[i] = -0.8 + 0.35 * i;     /* some means near a wall, one outside */
+        m[i] = -0.8 + 0.35 * i; /* some means near a wall, one outside */
         s[i] = 0.3 + 0.1 * i;
     }
     diag_gauss g = {D, m, s};
@@ -121,7 +132,11 @@ static void check_box_logz(void)
     jem_base q = {JEM_BASE_UNIFORM, D, 0, NULL, NULL, 0, 1, -1, 1};
     jem_ais_cfg c;
     jem_ais_defaults(&c);
-    c.chains = 64; c.T = 200; c.leapfrog = 4; c.step_size = 0.3f; c.pilot_chains = 8;
+    c.chains = 64;
+    c.T = 200;
+    c.leapfrog = 4;
+    c.step_size = 0.3f;
+    c.pilot_chains = 8;
     jem_ais_result r;
     ASSERT_OK(jem_ais_run(dg_energy, &g, &q, &c, NULL, NULL, &r));
     if (getenv("JEM_TEST_VERBOSE"))
@@ -131,7 +146,10 @@ static void check_box_logz(void)
                r.logz_se, want);
     /* from a truncated Gaussian base */
     float mu[D], sd[D];
-    for (int i = 0; i < D; i++) { mu[i] = 0.1f; sd[i] = 0.6f; }
+    for (int i = 0; i < D; i++) {
+        mu[i] = 0.1f;
+        sd[i] = 0.6f;
+    }
     jem_base qg = {JEM_BASE_GAUSS, D, 1, mu, sd, 0.05f, 1, -1, 1};
     c.seed = 5;
     ASSERT_OK(jem_ais_run(dg_energy, &g, &qg, &c, NULL, NULL, &r));
@@ -199,8 +217,10 @@ static void check_base(void)
     for (int d = 0; d < 2; d++) {
         float keep = x[d];
         double lp, lm;
-        x[d] = keep + 1e-3f; jem_base_logpdf(&q, x, 1, &lp, NULL);
-        x[d] = keep - 1e-3f; jem_base_logpdf(&q, x, 1, &lm, NULL);
+        x[d] = keep + 1e-3f;
+        jem_base_logpdf(&q, x, 1, &lp, NULL);
+        x[d] = keep - 1e-3f;
+        jem_base_logpdf(&q, x, 1, &lm, NULL);
         x[d] = keep;
         double fd = (lp - lm) / (2e-3);
         ASSERT_MSG(fabs(fd - gr[d]) < 1e-2 * (1 + fabs(fd)), "base gradient[%d] %.5f vs finite differences %.5f", d,
@@ -218,7 +238,11 @@ static void check_base(void)
     /* from a fitted replay buffer: its classes' means and sds */
     jem_dataset ds;
     memset(&ds, 0, sizeof ds);
-    ds.n = 400; ds.c = 1; ds.h = 1; ds.w = 2; ds.n_classes = 2;
+    ds.n = 400;
+    ds.c = 1;
+    ds.h = 1;
+    ds.w = 2;
+    ds.n_classes = 2;
     ds.x = malloc(sizeof(float) * 800);
     ds.y = malloc(sizeof(int32_t) * 400);
     for (int i = 0; i < 400; i++) {
@@ -264,9 +288,9 @@ static void check_schedule_and_bits(void)
     int mono = 1;
     for (int t = 1; t <= 50; t++) mono &= b[t] > b[t - 1];
     ASSERT(mono && b[0] == 0 && b[50] == 1);
-    ASSERT_NEAR(b[25], 0.5, 1e-12);               /* the sigmoid is symmetric */
+    ASSERT_NEAR(b[25], 0.5, 1e-12); /* the sigmoid is symmetric */
     ASSERT_NEAR(b[10] + b[40], 1.0, 1e-12);
-    ASSERT(b[1] < 1.0 / 50);                        /* slower than linear at the ends */
+    ASSERT(b[1] < 1.0 / 50); /* slower than linear at the ends */
     c.schedule = JEM_AIS_LINEAR;
     ASSERT_OK(jem_ais_betas(&c, b));
     ASSERT_NEAR(b[17], 17.0 / 50, 1e-15);
@@ -286,7 +310,9 @@ static void check_schedule_and_bits(void)
 
 static jem_status nan_energy(void *ctx, const float *x, int B, const int32_t *y, float *logp, float *grad)
 {
-    (void)ctx; (void)y; (void)x;
+    (void)ctx;
+    (void)y;
+    (void)x;
     for (int b = 0; b < B; b++) logp[b] = NAN;
     if (grad) memset(grad, 0, sizeof(float) * B);
     return JEM_OK;
@@ -316,7 +342,9 @@ static void check_errors(void)
     jem_base u = {JEM_BASE_UNIFORM, 1, 0, NULL, NULL, 0, 1, -1, 1};
     jem_ais_cfg c;
     jem_ais_defaults(&c);
-    c.chains = 4; c.T = 10; c.pilot_chains = 0;
+    c.chains = 4;
+    c.T = 10;
+    c.pilot_chains = 0;
     jem_ais_result r;
     ASSERT_ERR(jem_ais_run(nan_energy, NULL, &u, &c, NULL, NULL, &r), JEM_ERR_NONFINITE);
     ASSERT_STR_CONTAINS(jem_last_error(), "chain 0");

@@ -41,7 +41,9 @@ static void check_parse(void)
     ASSERT_ERR(jem_compose_parse(many, &c), JEM_ERR_ARG);
     ASSERT_STR_CONTAINS(jem_last_error(), "more than 16 terms");
     /* errors name the term and the piece at fault */
-    const struct { const char *spec, *msg; } bad[] = {
+    const struct {
+        const char *spec, *msg;
+    } bad[] = {
         {"", "term 1"},
         {"m1,", "term 2"},
         {",m1", "term 1"},
@@ -145,8 +147,10 @@ static void check_energy(void)
     for (int i = 0; i < B * D; i += 5) {
         float keep = x[i], lpp[B], lpm[B];
         const float h = 1e-2f;
-        x[i] = keep + h; ASSERT_OK(jem_compose_energy(&c, x, B, NULL, lpp, NULL));
-        x[i] = keep - h; ASSERT_OK(jem_compose_energy(&c, x, B, NULL, lpm, NULL));
+        x[i] = keep + h;
+        ASSERT_OK(jem_compose_energy(&c, x, B, NULL, lpp, NULL));
+        x[i] = keep - h;
+        ASSERT_OK(jem_compose_energy(&c, x, B, NULL, lpm, NULL));
         x[i] = keep;
         double fd = ((double)lpp[i / D] - lpm[i / D]) / (2.0 * h);
         worst = fmax(worst, fabs(fd - g[i]) / (fabs(fd) + 1e-2));
@@ -159,7 +163,10 @@ static void check_energy(void)
     /* HMC runs on it */
     jem_hmc_cfg hc;
     jem_hmc_defaults(&hc);
-    hc.warmup = 5; hc.steps = 5; hc.leapfrog = 3; hc.bounded = 1;
+    hc.warmup = 5;
+    hc.steps = 5;
+    hc.leapfrog = 3;
+    hc.bounded = 1;
     jem_hmc_stats st;
     ASSERT_OK(jem_hmc_run(jem_compose_energy, &c, x, B, D, NULL, NULL, &hc, 1, 0, NULL, NULL, &st));
     ASSERT(st.accept > 0 && st.accept <= 1);
@@ -177,7 +184,9 @@ static void check_energy(void)
     jem_compose unbound;
     ASSERT_OK(jem_compose_parse("a", &unbound));
     ASSERT_ERR(jem_compose_energy(&unbound, x, B, NULL, lp, g), JEM_ERR_ARG);
-    jem_net_free(na); jem_net_free(nb); jem_net_free(nc);
+    jem_net_free(na);
+    jem_net_free(nb);
+    jem_net_free(nc);
 }
 
 int main(void)

@@ -11,8 +11,15 @@
 
 /* ------------------------------------------------------- fixture reader */
 
-typedef struct { char key[32]; double *v; int n, cap; } fx_rec;
-typedef struct { fx_rec r[32]; int n; } fixture;
+typedef struct {
+    char key[32];
+    double *v;
+    int n, cap;
+} fx_rec;
+typedef struct {
+    fx_rec r[32];
+    int n;
+} fixture;
 
 static int is_number(const char *t)
 {
@@ -34,12 +41,18 @@ static int fx_load(const char *name, fixture *f)
         char *s2 = NULL;
         for (char *t = strtok_r(line, " \t", &s2); t; t = strtok_r(NULL, " \t", &s2)) {
             if (!is_number(t)) {
-                if (f->n == 32) { free(text); return -1; }
+                if (f->n == 32) {
+                    free(text);
+                    return -1;
+                }
                 cur = &f->r[f->n++];
                 snprintf(cur->key, sizeof cur->key, "%s", t);
                 continue;
             }
-            if (!cur) { free(text); return -1; }
+            if (!cur) {
+                free(text);
+                return -1;
+            }
             if (cur->n == cur->cap) {
                 cur->cap = cur->cap ? 2 * cur->cap : 16;
                 cur->v = realloc(cur->v, sizeof(double) * cur->cap);
@@ -80,14 +93,22 @@ static void check_fixture(const char *name)
     ASSERT_EQ_INT(dr->n, N * M);
     jem_chain_diag d;
     ASSERT_OK(jem_chain_diag_compute(dr->v, N, M, &d));
-    const struct { const char *k; double v; } want[] = {
-        {"rhat", d.rhat}, {"rhat_bulk", d.rhat_bulk}, {"rhat_folded", d.rhat_folded},
-        {"rhat_basic", d.rhat_basic}, {"ess_bulk", d.ess_bulk}, {"ess_tail", d.ess_tail},
-        {"ess_basic", d.ess_basic}, {"rhat_raw", jem_rhat(dr->v, N, M)}, {"ess_raw", jem_ess(dr->v, N, M)}};
+    const struct {
+        const char *k;
+        double v;
+    } want[] = {{"rhat", d.rhat},
+                {"rhat_bulk", d.rhat_bulk},
+                {"rhat_folded", d.rhat_folded},
+                {"rhat_basic", d.rhat_basic},
+                {"ess_bulk", d.ess_bulk},
+                {"ess_tail", d.ess_tail},
+                {"ess_basic", d.ess_basic},
+                {"rhat_raw", jem_rhat(dr->v, N, M)},
+                {"ess_raw", jem_ess(dr->v, N, M)}};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         double ref = fx_get(&f, want[i].k)->v[0];
-        ASSERT_MSG(close_or_nan(want[i].v, ref, 1e-9), "%s: %s %.12g vs reference %.12g", name, want[i].k,
-                   want[i].v, ref);
+        ASSERT_MSG(close_or_nan(want[i].v, ref, 1e-9), "%s: %s %.12g vs reference %.12g", name, want[i].k, want[i].v,
+                   ref);
     }
     /* rank normalisation, value by value */
     const fx_rec *zr = fx_get(&f, "z");

@@ -8,7 +8,11 @@
 #include <math.h>
 
 /* log p~(x) = -1/2 (x - mu)^T P (x - mu), P the precision matrix (D x D) */
-typedef struct { int D; const double *mu, *P; long calls; } gauss;
+typedef struct {
+    int D;
+    const double *mu, *P;
+    long calls;
+} gauss;
 
 static jem_status gauss_energy(void *ctx, const float *x, int B, const int32_t *y, float *logp, float *grad)
 {
@@ -91,7 +95,10 @@ static void check_gaussian(void)
     jem_hmc_defaults(&c);
     /* a long step for the narrowest direction (sd 0.38): acceptance well
      * below 1, so the Metropolis correction matters */
-    c.warmup = 0; c.steps = 10; c.leapfrog = 4; c.step_size = 0.55f;
+    c.warmup = 0;
+    c.steps = 10;
+    c.leapfrog = 4;
+    c.step_size = 0.55f;
     jem_hmc_stats st;
     ASSERT_OK(jem_hmc_run(gauss_energy, &g, x, B, 3, NULL, NULL, &c, 7, 0, NULL, NULL, &st));
     check_moments("HMC from exact draws", x, B, 5);
@@ -106,7 +113,10 @@ static void check_gaussian(void)
     ASSERT_NEAR(st.step_size, 0.55, 1e-6);
     /* overdispersed start, adapted step */
     for (int i = 0; i < B * 3; i++) x[i] = 4.0f * jem_rng_normal(&r);
-    c.warmup = 150; c.steps = 50; c.step_size = 0.01f; c.leapfrog = 8;
+    c.warmup = 150;
+    c.steps = 50;
+    c.step_size = 0.01f;
+    c.leapfrog = 8;
     ASSERT_OK(jem_hmc_run(gauss_energy, &g, x, B, 3, NULL, NULL, &c, 8, 0, NULL, NULL, &st));
     check_moments("HMC from an overdispersed start", x, B, 5);
     free(x);
@@ -119,7 +129,8 @@ static const double MIXW[2] = {0.3, 0.7}, MIXM[2] = {-1.0, 1.5}, MIXS[2] = {0.4,
 
 static jem_status mix_energy(void *ctx, const float *x, int B, const int32_t *y, float *logp, float *grad)
 {
-    (void)ctx; (void)y;
+    (void)ctx;
+    (void)y;
     for (int b = 0; b < B; b++) {
         double l[2], mx = -INFINITY;
         for (int k = 0; k < 2; k++) {
@@ -151,7 +162,8 @@ static double mix_draw(jem_rng *r)
 /* p(x) proportional to exp(3 x) on [-1, 1] */
 static jem_status exp_energy(void *ctx, const float *x, int B, const int32_t *y, float *logp, float *grad)
 {
-    (void)ctx; (void)y;
+    (void)ctx;
+    (void)y;
     for (int b = 0; b < B; b++) {
         logp[b] = 3.0f * x[b];
         if (grad) grad[b] = 3.0f;
@@ -165,10 +177,7 @@ static double exp_cdf(double x)
     return (exp(3 * x) - exp(-3.0)) / (exp(3.0) - exp(-3.0));
 }
 
-static double exp_draw(jem_rng *r)
-{
-    return log(exp(-3.0) + jem_rng_uniform_d(r) * (exp(3.0) - exp(-3.0))) / 3.0;
-}
+static double exp_draw(jem_rng *r) { return log(exp(-3.0) + jem_rng_uniform_d(r) * (exp(3.0) - exp(-3.0))) / 3.0; }
 
 /* the upper 0.1 % point of chi-square with k degrees of freedom
  * (Wilson-Hilferty) */
@@ -184,7 +193,7 @@ typedef struct {
     jem_energy_fn f;
     double (*cdf)(double);
     double (*draw)(jem_rng *);
-    double lo, hi;   /* histogram range (the box when bounded) */
+    double lo, hi; /* histogram range (the box when bounded) */
     int bounded;
     float eps;
     int L;
@@ -218,8 +227,13 @@ static double check_balance(const target1 *t, float temperature, int expect_pass
     for (int b = 0; b < B; b++) x0[b] = x[b] = (float)t->draw(&r);
     jem_hmc_cfg c;
     jem_hmc_defaults(&c);
-    c.warmup = 0; c.steps = 1; c.leapfrog = t->L; c.step_size = t->eps;
-    c.bounded = t->bounded; c.lo = (float)t->lo; c.hi = (float)t->hi;
+    c.warmup = 0;
+    c.steps = 1;
+    c.leapfrog = t->L;
+    c.step_size = t->eps;
+    c.bounded = t->bounded;
+    c.lo = (float)t->lo;
+    c.hi = (float)t->hi;
     c.temperature = temperature;
     jem_hmc_stats st;
     ASSERT_OK(jem_hmc_run(t->f, NULL, x, B, 1, NULL, NULL, &c, 3, 0, NULL, NULL, &st));
@@ -240,8 +254,8 @@ static double check_balance(const target1 *t, float temperature, int expect_pass
     if (expect_pass) {
         ASSERT_MSG(df >= 10 && bowker < chi2_crit(df), "%s: detailed balance, Bowker %.1f on %d df (limit %.1f)",
                    t->name, bowker, df, chi2_crit(df));
-        ASSERT_MSG(moved > B / 4 && st.accept < 0.98, "%s: %ld of %d chains moved, acceptance %.3f", t->name, moved,
-                   B, st.accept);
+        ASSERT_MSG(moved > B / 4 && st.accept < 0.98, "%s: %ld of %d chains moved, acceptance %.3f", t->name, moved, B,
+                   st.accept);
     }
     c.steps = 5;
     ASSERT_OK(jem_hmc_run(t->f, NULL, x, B, 1, NULL, NULL, &c, 4, 0, NULL, NULL, &st));
@@ -259,7 +273,8 @@ static double check_balance(const target1 *t, float temperature, int expect_pass
     if (expect_pass)
         ASSERT_MSG(chi < chi2_crit(NH - 1), "%s: stationarity chi-square %.1f (limit %.1f)", t->name, chi,
                    chi2_crit(NH - 1));
-    free(x); free(x0);
+    free(x);
+    free(x0);
     return chi / chi2_crit(NH - 1);
 }
 
@@ -290,20 +305,28 @@ static void check_adaptation(void)
     }
     gauss g = {D, mu, P, 0};
     float x[B * D];
-    const struct { int L; float target, eps0; } cases[] = {{5, 0.65f, 0.001f}, {5, 0.85f, 2.0f}, {1, 0.57f, 0.05f}};
+    const struct {
+        int L;
+        float target, eps0;
+    } cases[] = {{5, 0.65f, 0.001f}, {5, 0.85f, 2.0f}, {1, 0.57f, 0.05f}};
     for (int k = 0; k < 3; k++) {
         jem_rng r;
         jem_rng_seed(&r, 40 + k, 0);
         for (int i = 0; i < B * D; i++) x[i] = jem_rng_normal(&r);
         jem_hmc_cfg c;
         jem_hmc_defaults(&c);
-        c.leapfrog = cases[k].L; c.target_accept = cases[k].target; c.step_size = cases[k].eps0;
-        c.warmup = 300; c.steps = 300;
+        c.leapfrog = cases[k].L;
+        c.target_accept = cases[k].target;
+        c.step_size = cases[k].eps0;
+        c.warmup = 300;
+        c.steps = 300;
         jem_hmc_stats st;
         float eps = 0;
         ASSERT_OK(jem_hmc_run(gauss_energy, &g, x, B, D, NULL, NULL, &c, 9, 0, &eps, NULL, &st));
-        ASSERT_MSG(fabs(st.accept - cases[k].target) < 0.04, "L %d: acceptance %.3f after adapting to %.2f from "
-                   "eps %.3g (eps now %.3g)", cases[k].L, st.accept, cases[k].target, cases[k].eps0, st.step_size);
+        ASSERT_MSG(fabs(st.accept - cases[k].target) < 0.04,
+                   "L %d: acceptance %.3f after adapting to %.2f from "
+                   "eps %.3g (eps now %.3g)",
+                   cases[k].L, st.accept, cases[k].target, cases[k].eps0, st.step_size);
         ASSERT_MSG(fabs(st.warmup_accept - cases[k].target) < 0.04, "L %d: warm-up acceptance %.3f", cases[k].L,
                    st.warmup_accept);
         ASSERT_NEAR(eps, st.step_size, 1e-6);
@@ -332,7 +355,10 @@ static void check_repro_and_args(void)
     for (int i = 0; i < 64; i++) a[i] = b[i] = 0.05f * i - 1;
     jem_hmc_cfg c;
     jem_hmc_defaults(&c);
-    c.warmup = 20; c.steps = 20; c.leapfrog = 3; c.step_size = 0.3f;
+    c.warmup = 20;
+    c.steps = 20;
+    c.leapfrog = 3;
+    c.step_size = 0.3f;
     double tr[40 * 64];
     int calls[2] = {0, 0};
     c.progress = count_progress;
@@ -376,11 +402,16 @@ static void check_repro_and_args(void)
     jem_hmc_cfg bad = c;
     bad.leapfrog = 0;
     ASSERT_ERR(jem_hmc_run(gauss_energy, &g, a, 64, 1, NULL, NULL, &bad, 1, 0, NULL, NULL, NULL), JEM_ERR_ARG);
-    bad = c; bad.step_size = 0;
+    bad = c;
+    bad.step_size = 0;
     ASSERT_ERR(jem_hmc_run(gauss_energy, &g, a, 64, 1, NULL, NULL, &bad, 1, 0, NULL, NULL, NULL), JEM_ERR_ARG);
-    bad = c; bad.target_accept = 1;
+    bad = c;
+    bad.target_accept = 1;
     ASSERT_ERR(jem_hmc_run(gauss_energy, &g, a, 64, 1, NULL, NULL, &bad, 1, 0, NULL, NULL, NULL), JEM_ERR_ARG);
-    bad = c; bad.bounded = 1; bad.lo = 1; bad.hi = -1;
+    bad = c;
+    bad.bounded = 1;
+    bad.lo = 1;
+    bad.hi = -1;
     ASSERT_ERR(jem_hmc_run(gauss_energy, &g, a, 64, 1, NULL, NULL, &bad, 1, 0, NULL, NULL, NULL), JEM_ERR_ARG);
     a[5] = NAN;
     ASSERT_ERR(jem_hmc_run(gauss_energy, &g, a, 64, 1, NULL, NULL, &c, 1, 0, NULL, NULL, NULL), JEM_ERR_NONFINITE);
@@ -391,7 +422,8 @@ static void check_repro_and_args(void)
  * and counted as divergent, the chains stay finite */
 static jem_status cliff_energy(void *ctx, const float *x, int B, const int32_t *y, float *logp, float *grad)
 {
-    (void)ctx; (void)y;
+    (void)ctx;
+    (void)y;
     for (int b = 0; b < B; b++) {
         logp[b] = fabsf(x[b]) < 2 ? -0.5f * x[b] * x[b] : NAN;
         if (grad) grad[b] = -x[b];
@@ -405,7 +437,10 @@ static void check_divergent(void)
     for (int i = 0; i < 200; i++) x[i] = 0.01f * (i - 100);
     jem_hmc_cfg c;
     jem_hmc_defaults(&c);
-    c.warmup = 0; c.steps = 20; c.leapfrog = 2; c.step_size = 0.6f;
+    c.warmup = 0;
+    c.steps = 20;
+    c.leapfrog = 2;
+    c.step_size = 0.6f;
     jem_hmc_stats st;
     ASSERT_OK(jem_hmc_run(cliff_energy, NULL, x, 200, 1, NULL, NULL, &c, 2, 0, NULL, NULL, &st));
     int ok = 1;
@@ -426,7 +461,10 @@ static void check_sgld_trace(void)
     for (int i = 0; i < 40; i++) tr[i] = NAN;
     jem_sgld_cfg c;
     jem_sgld_defaults(&c);
-    c.steps = 5; c.step_size = 0.1f; c.noise = 0.1f; c.trace = tr;
+    c.steps = 5;
+    c.step_size = 0.1f;
+    c.noise = 0.1f;
+    c.trace = tr;
     ASSERT_OK(jem_sgld_run(gauss_energy, &g, x, 8, 1, NULL, NULL, &c, 1, 0, NULL));
     int ok = 1;
     for (int i = 0; i < 8; i++) ok &= tr[i] == (double)(float)(-0.5 * (0.5 * i - 2) * (0.5 * i - 2));
@@ -435,7 +473,10 @@ static void check_sgld_trace(void)
     ASSERT(ok);
     /* the chains move towards the mode: log p~ rises on average */
     double first = 0, last = 0;
-    for (int i = 0; i < 8; i++) { first += tr[i]; last += tr[32 + i]; }
+    for (int i = 0; i < 8; i++) {
+        first += tr[i];
+        last += tr[32 + i];
+    }
     ASSERT(last > first);
     c.mala = 1;
     for (int i = 0; i < 40; i++) tr[i] = NAN;

@@ -23,8 +23,8 @@ static double log_phi_diff(double a, double b)
 
 typedef struct {
     const jem_base *q;
-    int     bounded;
-    double *lnorm;   /* (K) Gaussian: log normaliser of each component */
+    int bounded;
+    double *lnorm; /* (K) Gaussian: log normaliser of each component */
 } base_ctx;
 
 static jem_status base_check(const jem_base *q)
@@ -39,15 +39,12 @@ static jem_status base_check(const jem_base *q)
         return jem_fail(JEM_ERR_ARG, "AIS base: %d components, sd floor %g", q->K, (double)q->sd_min);
     for (size_t i = 0; i < (size_t)q->K * q->D; i++)
         if (!isfinite(q->mu[i]) || !isfinite(q->sd[i]) || q->sd[i] < 0)
-            return jem_fail(JEM_ERR_NONFINITE, "AIS base: component %zu, value %zu: mean %g, sd %g", i / q->D,
-                            i % q->D, (double)q->mu[i], (double)q->sd[i]);
+            return jem_fail(JEM_ERR_NONFINITE, "AIS base: component %zu, value %zu: mean %g, sd %g", i / q->D, i % q->D,
+                            (double)q->mu[i], (double)q->sd[i]);
     return JEM_OK;
 }
 
-static inline double sd_of(const jem_base *q, size_t i)
-{
-    return q->sd[i] > q->sd_min ? q->sd[i] : q->sd_min;
-}
+static inline double sd_of(const jem_base *q, size_t i) { return q->sd[i] > q->sd_min ? q->sd[i] : q->sd_min; }
 
 static jem_status base_open(const jem_base *q, base_ctx *bc)
 {
@@ -72,7 +69,11 @@ static jem_status base_open(const jem_base *q, base_ctx *bc)
     return JEM_OK;
 }
 
-static void base_close(base_ctx *bc) { free(bc->lnorm); memset(bc, 0, sizeof *bc); }
+static void base_close(base_ctx *bc)
+{
+    free(bc->lnorm);
+    memset(bc, 0, sizeof *bc);
+}
 
 /* log q and its gradient for each of B points; lc (K) scratch per call */
 static void base_eval(const base_ctx *bc, const float *x, int B, double *logq, float *grad)
@@ -92,7 +93,10 @@ static void base_eval(const base_ctx *bc, const float *x, int B, double *logq, f
             continue;
         }
         double lc[64], *lcp = K <= 64 ? lc : malloc(sizeof(double) * K);
-        if (!lcp) { logq[b] = NAN; continue; }
+        if (!lcp) {
+            logq[b] = NAN;
+            continue;
+        }
         double mx = -INFINITY;
         for (int k = 0; k < K; k++) {
             const float *mu = q->mu + (size_t)k * D;
@@ -161,7 +165,12 @@ static float trunc_normal(double mu, double sd, double lo, double hi, jem_rng *r
     }
     /* little mass in the box: invert the CDF, in the lower tail */
     double a = (lo - mu) / sd, b = (hi - mu) / sd, sign = 1;
-    if (a > 0) { double t = a; a = -b; b = -t; sign = -1; }
+    if (a > 0) {
+        double t = a;
+        a = -b;
+        b = -t;
+        sign = -1;
+    }
     double pa = 0.5 * erfc(-a / sqrt(2.0)), pb = 0.5 * erfc(-b / sqrt(2.0));
     double z = jem_norm_ppf(pa + jem_rng_uniform_d(rng) * (pb - pa));
     if (!isfinite(z)) z = a;
@@ -181,8 +190,8 @@ void jem_base_sample(const jem_base *q, float *x, jem_rng *rng)
     for (int d = 0; d < D; d++) {
         size_t i = (size_t)k * D + d;
         double sd = sd_of(q, i);
-        x[d] = q->bounded ? trunc_normal(q->mu[i], sd, q->lo, q->hi, rng)
-                          : (float)(q->mu[i] + sd * jem_rng_normal_d(rng));
+        x[d] =
+            q->bounded ? trunc_normal(q->mu[i], sd, q->lo, q->hi, rng) : (float)(q->mu[i] + sd * jem_rng_normal_d(rng));
     }
 }
 
@@ -205,11 +214,12 @@ void jem_ais_defaults(jem_ais_cfg *c)
 
 static jem_status ais_check(const jem_ais_cfg *c)
 {
-    if (c->chains < 1 || c->T < 1 || c->T > 100000000 || c->leapfrog < 1 || c->leapfrog > 100000 ||
-        c->steps_per < 1 || c->steps_per > 100000 || c->pilot_chains < 0 || c->batch < 0)
-        return jem_fail(JEM_ERR_ARG, "AIS: %d chains, %d distributions, %d leapfrog steps, %d transitions per "
-                        "distribution, %d pilot chains, batch %d", c->chains, c->T, c->leapfrog, c->steps_per,
-                        c->pilot_chains, c->batch);
+    if (c->chains < 1 || c->T < 1 || c->T > 100000000 || c->leapfrog < 1 || c->leapfrog > 100000 || c->steps_per < 1 ||
+        c->steps_per > 100000 || c->pilot_chains < 0 || c->batch < 0)
+        return jem_fail(JEM_ERR_ARG,
+                        "AIS: %d chains, %d distributions, %d leapfrog steps, %d transitions per "
+                        "distribution, %d pilot chains, batch %d",
+                        c->chains, c->T, c->leapfrog, c->steps_per, c->pilot_chains, c->batch);
     if (c->schedule != JEM_AIS_SIGMOID && c->schedule != JEM_AIS_LINEAR)
         return jem_fail(JEM_ERR_ARG, "AIS: unknown schedule %d", (int)c->schedule);
     if (c->schedule == JEM_AIS_SIGMOID && !(c->delta > 0 && c->delta <= 50))
@@ -257,14 +267,14 @@ double jem_bits_per_dim(double logp, int D, int bits, double lo, double hi)
 
 typedef struct {
     jem_energy_fn f;
-    void   *ctx;
+    void *ctx;
     const base_ctx *bc;
-    double  beta;
-    int     D;
-    float  *lpf;     /* (B) */
-    float  *gf;      /* (B, D) */
-    float  *gq;      /* (B, D) */
-    double *lq;      /* (B) */
+    double beta;
+    int D;
+    float *lpf; /* (B) */
+    float *gf;  /* (B, D) */
+    float *gq;  /* (B, D) */
+    double *lq; /* (B) */
 } path_target;
 
 static jem_status path_eval(void *ctx, const float *x, int B, double *logp, float *grad, double *aux)
@@ -312,19 +322,19 @@ static void path_retarget(path_target *p, jem_mc_chains *c)
 typedef struct {
     const jem_ais_cfg *cfg;
     const base_ctx *bc;
-    const double *beta;   /* (T + 1) */
+    const double *beta; /* (T + 1) */
     jem_energy_fn f;
     void *ctx;
-    int   D;
-    long  done, total;    /* progress in transitions of chains */
+    int D;
+    long done, total; /* progress in transitions of chains */
 } ais_run;
 
 /* chains [c0, c0 + B) of a pass: start from the base, anneal; logw (B),
  * x (B, D). adapt: follow the mean acceptance and write the step size of
  * each t into eps (T + 1); else read it. asum: sum of acceptance
  * probabilities added. */
-static jem_status ais_batch(ais_run *r, uint64_t pass, int c0, int B, int adapt, double *eps,
-                            double *logw, float *x, double *asum)
+static jem_status ais_batch(ais_run *r, uint64_t pass, int c0, int B, int adapt, double *eps, double *logw, float *x,
+                            double *asum)
 {
     const jem_ais_cfg *cfg = r->cfg;
     const int D = r->D, T = cfg->T, A = AUX_G + D;
@@ -357,7 +367,10 @@ static jem_status ais_batch(ais_run *r, uint64_t pass, int c0, int B, int adapt,
     jem_mc_hmc o = {cfg->leapfrog, 1.0, r->bc->bounded, r->bc->q->lo, r->bc->q->hi, NULL};
     double e = cfg->step_size;
     for (int t = 1; t <= T; t++) {
-        if (cfg->stop && *cfg->stop) { s = jem_fail(JEM_ERR_INTERRUPTED, "AIS: stopped at distribution %d of %d", t, T); goto out; }
+        if (cfg->stop && *cfg->stop) {
+            s = jem_fail(JEM_ERR_INTERRUPTED, "AIS: stopped at distribution %d of %d", t, T);
+            goto out;
+        }
         const double db = r->beta[t] - r->beta[t - 1];
         for (int b = 0; b < B; b++) {
             const double *a = ch.aux + (size_t)b * A;
@@ -382,16 +395,22 @@ static jem_status ais_batch(ais_run *r, uint64_t pass, int c0, int B, int adapt,
             eps[t] = e;
         }
         r->done += B;
-        if (cfg->progress && (t % 16 == 0 || t == T)) cfg->progress(cfg->progress_ud, (int)(r->done * 1000 / r->total), 1000);
+        if (cfg->progress && (t % 16 == 0 || t == T))
+            cfg->progress(cfg->progress_ud, (int)(r->done * 1000 / r->total), 1000);
     }
 out:
     jem_mc_free(&ch);
-    free(rng); free(ev); free(pt.lpf); free(pt.gf); free(pt.gq); free(pt.lq);
+    free(rng);
+    free(ev);
+    free(pt.lpf);
+    free(pt.gf);
+    free(pt.gq);
+    free(pt.lq);
     return s;
 }
 
-jem_status jem_ais_run(jem_energy_fn f, void *ctx, const jem_base *q, const jem_ais_cfg *cfg,
-                       double *logw_out, float *x_out, jem_ais_result *res)
+jem_status jem_ais_run(jem_energy_fn f, void *ctx, const jem_base *q, const jem_ais_cfg *cfg, double *logw_out,
+                       float *x_out, jem_ais_result *res)
 {
     jem_status s = ais_check(cfg);
     if (s) return s;
@@ -464,6 +483,9 @@ jem_status jem_ais_run(jem_energy_fn f, void *ctx, const jem_base *q, const jem_
     if (logw_out) memcpy(logw_out, logw, sizeof(double) * n);
 out:
     base_close(&bc);
-    free(beta); free(eps); free(logw); free(x);
+    free(beta);
+    free(eps);
+    free(logw);
+    free(x);
     return s;
 }

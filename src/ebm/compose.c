@@ -79,8 +79,10 @@ jem_status jem_compose_parse(const char *spec, jem_compose *c)
         if (!e || *e) {
             char b[64];
             printable(f, b, sizeof b);
-            return jem_fail(JEM_ERR_ARG, "energy '%s', term %d: '%s' is not a model name (a letter or '_', then "
-                            "letters, digits, '_' or '-', at most %d characters)", shown, k, b, JEM_COMPOSE_NAME - 1);
+            return jem_fail(JEM_ERR_ARG,
+                            "energy '%s', term %d: '%s' is not a model name (a letter or '_', then "
+                            "letters, digits, '_' or '-', at most %d characters)",
+                            shown, k, b, JEM_COMPOSE_NAME - 1);
         }
         memcpy(t->model, nm, sizeof nm);
         int have_sel = 0, have_w = 0;
@@ -91,31 +93,38 @@ jem_status jem_compose_parse(const char *spec, jem_compose *c)
             if (over) return jem_fail(JEM_ERR_ARG, "energy '%s', term %d: field '%s...' is too long", shown, k, b);
             if (!strncmp(f, "class=", 6) || !strcmp(f, "uncond")) {
                 if (have_sel || have_w)
-                    return jem_fail(JEM_ERR_ARG, "energy '%s', term %d: '%s' must come right after the model "
-                                    "name, once", shown, k, b);
+                    return jem_fail(JEM_ERR_ARG,
+                                    "energy '%s', term %d: '%s' must come right after the model "
+                                    "name, once",
+                                    shown, k, b);
                 have_sel = 1;
                 if (f[0] == 'c') {
                     const char *d = f + 6;
                     size_t nd = strspn(d, "0123456789");
                     if (nd == 0 || d[nd] || nd > 5 || atoi(d) > 65535)
-                        return jem_fail(JEM_ERR_ARG, "energy '%s', term %d: '%s': the class must be a number "
-                                        "from 0 to 65535", shown, k, b);
+                        return jem_fail(JEM_ERR_ARG,
+                                        "energy '%s', term %d: '%s': the class must be a number "
+                                        "from 0 to 65535",
+                                        shown, k, b);
                     t->cls = atoi(d);
                 }
                 continue;
             }
-            if (have_w)
-                return jem_fail(JEM_ERR_ARG, "energy '%s', term %d: a second weight '%s'", shown, k, b);
+            if (have_w) return jem_fail(JEM_ERR_ARG, "energy '%s', term %d: a second weight '%s'", shown, k, b);
             char *end;
             errno = 0;
             double w = f[0] ? strtod(f, &end) : 0;
             int num = f[0] && !*end && (isdigit((unsigned char)f[0]) || f[0] == '-' || f[0] == '+' || f[0] == '.');
             if (!num)
-                return jem_fail(JEM_ERR_ARG, "energy '%s', term %d: '%s' is neither class=K, uncond nor a "
-                                "weight", shown, k, b);
+                return jem_fail(JEM_ERR_ARG,
+                                "energy '%s', term %d: '%s' is neither class=K, uncond nor a "
+                                "weight",
+                                shown, k, b);
             if (!isfinite(w) || w == 0 || errno == ERANGE || fabs(w) > 1e6)
-                return jem_fail(JEM_ERR_ARG, "energy '%s', term %d: weight '%s' must be finite, non-zero and "
-                                "at most 1e6 in size", shown, k, b);
+                return jem_fail(JEM_ERR_ARG,
+                                "energy '%s', term %d: weight '%s' must be finite, non-zero and "
+                                "at most 1e6 in size",
+                                shown, k, b);
             t->weight = w;
             have_w = 1;
         }
@@ -135,8 +144,8 @@ int jem_compose_format(const jem_compose *c, char *buf, size_t n)
         char cl[24];
         if (t->cls >= 0) snprintf(cl, sizeof cl, "class=%d", t->cls);
         else snprintf(cl, sizeof cl, "uncond");
-        int k = snprintf(len < n ? buf + len : NULL, len < n ? n - len : 0, "%s%s:%s:%.17g", i ? "," : "",
-                         t->model, cl, t->weight);
+        int k = snprintf(len < n ? buf + len : NULL, len < n ? n - len : 0, "%s%s:%s:%.17g", i ? "," : "", t->model, cl,
+                         t->weight);
         if (k < 0) return -1;
         len += (size_t)k;
     }
@@ -159,8 +168,10 @@ jem_status jem_model_list_parse(const char *spec, jem_model_list *l)
         const char *e = read_name(p, l->name[l->n]);
         if (e) e = skip_sp(e);
         if (!e || *e != '=')
-            return jem_fail(JEM_ERR_ARG, "models '%s', entry %d: want NAME=PATH with NAME a letter or '_', then "
-                            "letters, digits, '_' or '-' (at most %d characters)", shown, k, JEM_COMPOSE_NAME - 1);
+            return jem_fail(JEM_ERR_ARG,
+                            "models '%s', entry %d: want NAME=PATH with NAME a letter or '_', then "
+                            "letters, digits, '_' or '-' (at most %d characters)",
+                            shown, k, JEM_COMPOSE_NAME - 1);
         for (int i = 0; i < l->n; i++)
             if (!strcmp(l->name[i], l->name[l->n]))
                 return jem_fail(JEM_ERR_ARG, "models '%s': the name '%s' is given twice", shown, l->name[i]);
@@ -193,12 +204,13 @@ jem_status jem_compose_bind(jem_compose *c, int n, const char *const *names, jem
         jem_term *t = &c->terms[i];
         int j = 0;
         while (j < n && !(names[j] && !strcmp(names[j], t->model))) j++;
-        if (j == n) return jem_fail(JEM_ERR_ARG, "energy: term %d names model '%s', which is not given", i + 1, t->model);
+        if (j == n)
+            return jem_fail(JEM_ERR_ARG, "energy: term %d names model '%s', which is not given", i + 1, t->model);
         if (!nets[j]) return jem_fail(JEM_ERR_ARG, "energy: model '%s' is not loaded", t->model);
         const jem_arch *a = jem_net_arch(nets[j]);
         if (t->cls >= a->n_classes)
-            return jem_fail(JEM_ERR_ARG, "energy: term %d asks for class %d of model '%s', which has %d classes",
-                            i + 1, t->cls, t->model, a->n_classes);
+            return jem_fail(JEM_ERR_ARG, "energy: term %d asks for class %d of model '%s', which has %d classes", i + 1,
+                            t->cls, t->model, a->n_classes);
         int k = 0;
         while (k < c->n_models && used[k] != j) k++;
         if (k == c->n_models) {
@@ -224,8 +236,10 @@ jem_status jem_compose_energy(void *ctx, const float *x, int B, const int32_t *y
     if (y)
         for (int b = 0; b < B; b++)
             if (y[b] >= 0)
-                return jem_fail(JEM_ERR_ARG, "energy: a composed energy takes no class labels (chain %d has %d); "
-                                "classes belong in its terms", b, y[b]);
+                return jem_fail(JEM_ERR_ARG,
+                                "energy: a composed energy takes no class labels (chain %d has %d); "
+                                "classes belong in its terms",
+                                b, y[b]);
     const jem_arch *a0 = jem_net_arch(c->nets[0]);
     const size_t D = (size_t)a0->in_c * a0->in_h * a0->in_w;
     int Kmax = 1;
@@ -278,6 +292,8 @@ jem_status jem_compose_energy(void *ctx, const float *x, int B, const int32_t *y
     }
     for (int b = 0; b < B; b++) logp[b] = (float)acc[b];
 out:
-    free(logits); free(acc); free(gm);
+    free(logits);
+    free(acc);
+    free(gm);
     return s;
 }

@@ -18,7 +18,7 @@ double jem_norm_ppf(double p)
      * iteration on Phi(x) - p with Phi(x) = erfc(-x / sqrt 2) / 2 */
     double t = sqrt(-2.0 * log(p));
     double x = -(t - (2.515517 + 0.802853 * t + 0.010328 * t * t) /
-                     (1.0 + 1.432788 * t + 0.189269 * t * t + 0.001308 * t * t * t));
+                         (1.0 + 1.432788 * t + 0.189269 * t * t + 0.001308 * t * t * t));
     for (int i = 0; i < 8; i++) {
         double e = 0.5 * erfc(-x / sqrt(2.0)) - p;
         double u = e * sqrt(2.0 * M_PI) * exp(0.5 * x * x);
@@ -29,7 +29,10 @@ double jem_norm_ppf(double p)
     return x;
 }
 
-typedef struct { double v; size_t i; } ranked;
+typedef struct {
+    double v;
+    size_t i;
+} ranked;
 
 static int cmp_ranked(const void *a, const void *b)
 {
@@ -89,7 +92,10 @@ static void chain_moments(const double *x, int N, int M, double *mean, double *v
 static void w_varplus(const double *mean, const double *var, int N, int M, double *W, double *vp)
 {
     double w = 0, mm = 0, b = 0;
-    for (int m = 0; m < M; m++) { w += var[m]; mm += mean[m]; }
+    for (int m = 0; m < M; m++) {
+        w += var[m];
+        mm += mean[m];
+    }
     w /= M;
     mm /= M;
     for (int m = 0; m < M; m++) b += (mean[m] - mm) * (mean[m] - mm);
@@ -126,7 +132,10 @@ double jem_ess(const double *x, int N, int M)
     double *var = mean + M, W, vp;
     chain_moments(x, N, M, mean, var);
     w_varplus(mean, var, N, M, &W, &vp);
-    if (!(W > 0) || !(vp > 0)) { free(mean); return NAN; }
+    if (!(W > 0) || !(vp > 0)) {
+        free(mean);
+        return NAN;
+    }
     /* rho_t = 1 - (W - mean over chains of acov_m(t)) / var+, with acov
      * dividing by N; pairs rho_2k + rho_2k+1 summed while positive and made
      * non-increasing (Geyer's initial monotone sequence) */
@@ -197,7 +206,8 @@ jem_status jem_chain_diag_compute(const double *x, int N, int M, jem_chain_diag 
     const size_t S2 = (size_t)h * M2;
     double *sp = malloc(sizeof(double) * S2 * 3), *sorted = malloc(sizeof(double) * S);
     if (!sp || !sorted) {
-        free(sp); free(sorted);
+        free(sp);
+        free(sorted);
         return jem_fail(JEM_ERR_NOMEM, "chain diagnostics: out of memory for %zu draws", S);
     }
     double *z = sp + S2, *tmp = z + S2;
@@ -226,8 +236,7 @@ jem_status jem_chain_diag_compute(const double *x, int N, int M, jem_chain_diag 
         for (size_t i = 0; i < S2; i++) tmp[i] = fabs(sp[i] - med);
         jem_rank_normalize(tmp, S2, z);
         out->rhat_folded = jem_rhat(z, h, M2);
-        out->rhat = isnan(out->rhat_bulk) || isnan(out->rhat_folded) ? NAN
-                    : fmax(out->rhat_bulk, out->rhat_folded);
+        out->rhat = isnan(out->rhat_bulk) || isnan(out->rhat_folded) ? NAN : fmax(out->rhat_bulk, out->rhat_folded);
         /* tail: indicators of the 5 % and 95 % quantiles */
         double q05 = quantile_sorted(sorted, S2, 0.05), q95 = quantile_sorted(sorted, S2, 0.95);
         for (size_t i = 0; i < S2; i++) tmp[i] = sp[i] <= q05;
@@ -236,6 +245,7 @@ jem_status jem_chain_diag_compute(const double *x, int N, int M, jem_chain_diag 
         double e2 = jem_ess(tmp, h, M2);
         out->ess_tail = isnan(e1) || isnan(e2) ? NAN : fmin(e1, e2);
     }
-    free(sp); free(sorted);
+    free(sp);
+    free(sorted);
     return JEM_OK;
 }

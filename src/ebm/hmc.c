@@ -12,7 +12,10 @@
 jem_status jem_mc_alloc(jem_mc_chains *c, float *x, int B, int D, int A)
 {
     memset(c, 0, sizeof *c);
-    c->B = B; c->D = D; c->A = A; c->x = x;
+    c->B = B;
+    c->D = D;
+    c->A = A;
+    c->x = x;
     const size_t n = (size_t)B * D;
     c->g = malloc(sizeof(float) * n);
     c->x1 = malloc(sizeof(float) * n);
@@ -32,7 +35,11 @@ jem_status jem_mc_alloc(jem_mc_chains *c, float *x, int B, int D, int A)
 void jem_mc_free(jem_mc_chains *c)
 {
     if (!c) return;
-    free(c->g); free(c->x1); free(c->g1); free(c->p); free(c->lp);
+    free(c->g);
+    free(c->x1);
+    free(c->g1);
+    free(c->p);
+    free(c->lp);
     memset(c, 0, sizeof *c);
 }
 
@@ -60,15 +67,14 @@ static inline void reflect(float *x, float *p, float lo, float hi)
     *x = v;
 }
 
-jem_status jem_mc_hmc_step(jem_mc_chains *c, jem_mc_target f, void *ctx,
-                           const jem_mc_hmc *o, const double *eps, jem_rng *rng,
-                           double *alpha, double *dh, unsigned char *acc)
+jem_status jem_mc_hmc_step(jem_mc_chains *c, jem_mc_target f, void *ctx, const jem_mc_hmc *o, const double *eps,
+                           jem_rng *rng, double *alpha, double *dh, unsigned char *acc)
 {
     const int B = c->B, D = c->D, A = c->A, L = o->L;
     const double it = o->inv_temp;
     double *k0 = malloc(sizeof(double) * B);
     if (!k0) return jem_fail(JEM_ERR_NOMEM, "sampler: out of memory");
-    /* fresh momentum, the kinetic energy, and the first half step */
+        /* fresh momentum, the kinetic energy, and the first half step */
 #pragma omp parallel for schedule(static)
     for (int b = 0; b < B; b++) {
         float *p = c->p + (size_t)b * D, *x1 = c->x1 + (size_t)b * D;
@@ -77,7 +83,10 @@ jem_status jem_mc_hmc_step(jem_mc_chains *c, jem_mc_target f, void *ctx,
         double k = 0;
         for (int i = 0; i < D; i++) {
             float z = jem_rng_normal(&rng[b]);
-            if (m && m[i] == 0.0f) { p[i] = 0; continue; }
+            if (m && m[i] == 0.0f) {
+                p[i] = 0;
+                continue;
+            }
             k += (double)z * z;
             p[i] = z + h * g[i];
         }
@@ -100,7 +109,7 @@ jem_status jem_mc_hmc_step(jem_mc_chains *c, jem_mc_target f, void *ctx,
         }
         s = f(ctx, c->x1, B, c->lp1, c->g1, c->aux1);
         if (s) goto out;
-        /* a full momentum step between position steps, half at the end */
+            /* a full momentum step between position steps, half at the end */
 #pragma omp parallel for schedule(static)
         for (int b = 0; b < B; b++) {
             float *p = c->p + (size_t)b * D;
@@ -164,10 +173,7 @@ double jem_mc_dual_update(jem_mc_dual *d, double alpha, double target)
     return exp(le);
 }
 
-double jem_mc_dual_final(const jem_mc_dual *d)
-{
-    return exp(d->m ? d->log_eps_bar : d->log_eps);
-}
+double jem_mc_dual_final(const jem_mc_dual *d) { return exp(d->m ? d->log_eps_bar : d->log_eps); }
 
 /* -------------------------------------------------------- public sampler */
 
@@ -189,7 +195,7 @@ typedef struct {
     jem_energy_fn f;
     void *ctx;
     const int32_t *y;
-    float *lpf;   /* (B) */
+    float *lpf; /* (B) */
     int D;
 } energy_target;
 
@@ -203,21 +209,19 @@ static jem_status energy_eval(void *ctx, const float *x, int B, double *logp, fl
     return JEM_OK;
 }
 
-jem_status jem_hmc_run(jem_energy_fn f, void *ctx, float *x, int B, int D,
-                       const int32_t *y, const float *mask, const jem_hmc_cfg *c,
-                       uint64_t seed, uint64_t counter, float *eps_io,
-                       double *trace, jem_hmc_stats *st)
+jem_status jem_hmc_run(jem_energy_fn f, void *ctx, float *x, int B, int D, const int32_t *y, const float *mask,
+                       const jem_hmc_cfg *c, uint64_t seed, uint64_t counter, float *eps_io, double *trace,
+                       jem_hmc_stats *st)
 {
     if (B < 1 || D < 1 || c->steps < 0 || c->warmup < 0 || c->leapfrog < 1 || c->leapfrog > 100000)
-        return jem_fail(JEM_ERR_ARG, "HMC: %d chains, dimension %d, %d steps, %d warm-up, %d leapfrog steps",
-                        B, D, c->steps, c->warmup, c->leapfrog);
+        return jem_fail(JEM_ERR_ARG, "HMC: %d chains, dimension %d, %d steps, %d warm-up, %d leapfrog steps", B, D,
+                        c->steps, c->warmup, c->leapfrog);
     if (!(c->step_size > 0) || !isfinite(c->step_size) || !(c->target_accept > 0 && c->target_accept < 1) ||
         !(c->temperature > 0) || !isfinite(c->temperature) || (c->bounded && !(c->lo < c->hi)))
         return jem_fail(JEM_ERR_ARG, "HMC: step size %g, target acceptance %g, temperature %g, box [%g, %g]",
-                        (double)c->step_size, (double)c->target_accept, (double)c->temperature,
-                        (double)c->lo, (double)c->hi);
-    if (eps_io && !isfinite(*eps_io))
-        return jem_fail(JEM_ERR_ARG, "HMC: step size %g", (double)*eps_io);
+                        (double)c->step_size, (double)c->target_accept, (double)c->temperature, (double)c->lo,
+                        (double)c->hi);
+    if (eps_io && !isfinite(*eps_io)) return jem_fail(JEM_ERR_ARG, "HMC: step size %g", (double)*eps_io);
     const size_t n = (size_t)B * D;
     for (size_t i = 0; i < n; i++)
         if (!isfinite(x[i])) return jem_fail(JEM_ERR_NONFINITE, "HMC: chain %zu starts at a non-finite value", i / D);
@@ -231,8 +235,7 @@ jem_status jem_hmc_run(jem_energy_fn f, void *ctx, float *x, int B, int D,
     tg.lpf = malloc(sizeof(float) * B);
     unsigned char *acc = malloc((size_t)B);
     jem_status s = jem_mc_alloc(&ch, x, B, D, 0);
-    if (!s && (!rng || !eps || !tg.lpf || !acc))
-        s = jem_fail(JEM_ERR_NOMEM, "HMC: out of memory for %d chains", B);
+    if (!s && (!rng || !eps || !tg.lpf || !acc)) s = jem_fail(JEM_ERR_NOMEM, "HMC: out of memory for %d chains", B);
     if (s) goto done;
     double *alpha = eps + B, *dh = alpha + B;
     double e = eps_io && *eps_io > 0 ? *eps_io : c->step_size;
@@ -267,7 +270,10 @@ jem_status jem_hmc_run(jem_energy_fn f, void *ctx, float *x, int B, int D,
                 sa += alpha[b];
                 nacc += acc[b];
                 nprop++;
-                if (!isfinite(dh[b]) || dh[b] > 1000) { ndiv++; continue; }
+                if (!isfinite(dh[b]) || dh[b] > 1000) {
+                    ndiv++;
+                    continue;
+                }
                 sdh += dh[b];
                 sadh += fabs(dh[b]);
                 mdh = fabs(dh[b]) > mdh ? fabs(dh[b]) : mdh;
@@ -302,6 +308,9 @@ jem_status jem_hmc_run(jem_energy_fn f, void *ctx, float *x, int B, int D,
         }
 done:
     jem_mc_free(&ch);
-    free(rng); free(eps); free(tg.lpf); free(acc);
+    free(rng);
+    free(eps);
+    free(tg.lpf);
+    free(acc);
     return s;
 }

@@ -5,8 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-jem_status jem_plot_traces(const double *trace, int N, int M, int warmup, const jem_plot_opts *o,
-                           jem_image *out)
+jem_status jem_plot_traces(const double *trace, int N, int M, int warmup, const jem_plot_opts *o, jem_image *out)
 {
     jem_plot_opts d = {0};
     if (o) d = *o;
@@ -22,7 +21,10 @@ jem_status jem_plot_traces(const double *trace, int N, int M, int warmup, const 
         double *y = ys + (size_t)m * N;
         for (int n = 0; n < N; n++) {
             y[n] = trace[(size_t)n * M + m];
-            if (isfinite(y[n])) { lo = fmin(lo, y[n]); hi = fmax(hi, y[n]); }
+            if (isfinite(y[n])) {
+                lo = fmin(lo, y[n]);
+                hi = fmax(hi, y[n]);
+            }
         }
         if (M <= 8) snprintf(names[m], sizeof names[m], "chain %d", m);
         sr[m].name = M <= 8 ? names[m] : NULL;

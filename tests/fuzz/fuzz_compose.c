@@ -12,7 +12,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t na, nb;
     fuzz_split(data, size, &a, &na, &b, &nb);
     char *e = malloc(na + 1), *m = malloc(nb + 1);
-    if (!e || !m) { free(e); free(m); return 0; }
+    if (!e || !m) {
+        free(e);
+        free(m);
+        return 0;
+    }
     memcpy(e, a, na);
     e[na] = 0;
     memcpy(m, b, nb);
