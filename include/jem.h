@@ -644,6 +644,9 @@ typedef struct {
     struct jem_buffer_prior *prior; /* the fitted init (private; NULL until jem_buffer_fit) */
     int      lo, hi;         /* draws come from slots [lo, hi) (a rank's slice;
                                 0 and n after jem_buffer_create) */
+    int64_t *age;            /* (n) iterations since each slot's chain was last
+                                (re)initialised, counted by jem_buffer_tick; -1:
+                                not known (a buffer restored without ages) */
 } jem_buffer;
 
 jem_status jem_buffer_create(jem_buffer *b, int n, int c, int h, int w,
@@ -653,18 +656,26 @@ void       jem_buffer_free(jem_buffer *b);
 /* Fit the informative init (per-class mean and variance, and the Cholesky
  * factor of the covariance when full_cov) to labelled data. */
 jem_status jem_buffer_fit(jem_buffer *b, const jem_dataset *ds, int full_cov);
-/* Fill every slot with a fresh draw from the init distribution. */
+/* Fill every slot with a fresh draw from the init distribution (every age 0). */
 void       jem_buffer_reset(jem_buffer *b, jem_rng *rng);
 /* One fresh image from the init distribution for class k (k < 0: a random
  * class), x (D). */
 void       jem_buffer_init_one(const jem_buffer *b, int k, float *x, jem_rng *rng);
 /* Draw B chains: x (B, D) copied from random slots (class y[i] when y is
  * non-NULL and the buffer is per-class), each restarted with probability
- * reinit; idx (B) receives the slots; ycls (nullable, B) the slot classes.
+ * reinit; idx (B) receives the slots; ycls (nullable, B) the slot classes;
+ * age (nullable, B) each chain's age: 0 when restarted, else its slot's.
  * Returns the number restarted. */
 int        jem_buffer_draw(jem_buffer *b, int B, const int32_t *y, float *x,
-                           int32_t *idx, int32_t *ycls, jem_rng *rng);
-void       jem_buffer_store(jem_buffer *b, const float *x, const int32_t *idx, int B);
+                           int32_t *idx, int32_t *ycls, int64_t *age,
+                           jem_rng *rng);
+/* Put B chains back into their slots idx (B) with their ages (nullable, B:
+ * as jem_buffer_draw gave them; NULL leaves the slots' ages). A slot drawn
+ * twice keeps the last chain stored, and that chain's age. */
+void       jem_buffer_store(jem_buffer *b, const float *x, const int32_t *idx,
+                            const int64_t *age, int B);
+/* One iteration more on the known ages of the slots [lo, hi). */
+void       jem_buffer_tick(jem_buffer *b);
 
 
 /* -------------------------------------------------------------------- HMC */

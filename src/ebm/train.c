@@ -663,11 +663,11 @@ static jem_status run_chains(trainer *t, jem_sgld_stats *ss)
     jem_status s;
     memset(ss, 0, sizeof *ss);
     if (nu) {
-        jem_buffer_draw(&t->buf, nu, NULL, xu, ib->idx, NULL, lr);
+        jem_buffer_draw(&t->buf, nu, NULL, xu, ib->idx, NULL, NULL, lr);
         uint64_t sseed = jem_rng_u64(lr);
         s = jem_sgld_run(jem_net_energy, t->net, xu, nu, (int)t->D, NULL, NULL, &c->sgld, sseed, (uint64_t)t->iter, ss);
         if (s) return s;
-        jem_buffer_store(&t->buf, xu, ib->idx, nu);
+        jem_buffer_store(&t->buf, xu, ib->idx, NULL, nu);
         for (int i = 0; i < nu; i++) yu[i] = -1;
     }
     if (nc) {
@@ -675,13 +675,13 @@ static jem_status run_chains(trainer *t, jem_sgld_stats *ss)
             int32_t yy = ib->y[i % B];
             yc[i] = yy >= 0 ? yy : (int32_t)jem_rng_below(lr, (uint32_t)t->K);
         }
-        jem_buffer_draw(&t->buf, nc, yc, xc, ib->idx + nu, NULL, lr);
+        jem_buffer_draw(&t->buf, nc, yc, xc, ib->idx + nu, NULL, NULL, lr);
         uint64_t sseed = jem_rng_u64(lr);
         jem_sgld_stats s2;
         s = jem_sgld_run(jem_net_energy, t->net, xc, nc, (int)t->D, yc, NULL, &c->sgld, sseed,
                          (uint64_t)t->iter ^ 0x5555555555ULL, &s2);
         if (s) return s;
-        jem_buffer_store(&t->buf, xc, ib->idx + nu, nc);
+        jem_buffer_store(&t->buf, xc, ib->idx + nu, NULL, nc);
         if (!nu) *ss = s2;
     }
     return JEM_OK;
