@@ -969,6 +969,10 @@ jem_status jem_ckpt_add_model(jem_st *st, jem_net *net);
 jem_status jem_ckpt_from_st(const jem_st *st, const char *path, jem_net **net);
 
 typedef enum { JEM_MODE_SOFTMAX = 0, JEM_MODE_JEM } jem_mode;
+/* The sampler of the training chains: SGLD (jem_sgld_run with
+ * jem_train_cfg.sgld; sgld.mala makes it MALA) or HMC (jem_hmc_run with
+ * jem_train_cfg.hmc). */
+typedef enum { JEM_SAMPLER_SGLD = 0, JEM_SAMPLER_HMC } jem_sampler;
 
 typedef struct {
     int64_t iter;          /* iterations done */
@@ -1009,7 +1013,19 @@ typedef struct {
                                    (0: off); see jem_train */
     float       w_y, w_x, w_xy, l2;   /* loss weights */
     int         gen_warmup;     /* the generative weights (w_x, w_xy, l2) ramp up linearly over this many iterations (0: off) */
-    jem_sgld_cfg sgld;
+    jem_sampler sampler;        /* the chains' sampler (SGLD) */
+    jem_sgld_cfg sgld;          /* sampler SGLD: steps (K), step size, noise, mala, clamp */
+    jem_hmc_cfg hmc;            /* sampler HMC: hmc.steps iterations of hmc.leapfrog
+                                   leapfrog steps per training iteration, at
+                                   hmc.temperature, reflecting at the walls of
+                                   [-1, 1] when sgld.clamp (hmc.warmup, bounded,
+                                   lo, hi and progress are not used). One step
+                                   size for all chains: hmc.step_size at first,
+                                   then after each iteration log eps += 0.5
+                                   (mean acceptance - hmc.target_accept), the
+                                   acceptance averaged over the iteration's
+                                   chains (and ranks); target_accept 0 keeps it
+                                   fixed. It is part of the training state. */
     int         buffer_size;    /* replay buffer (10000) */
     float       reinit;         /* 0.05 */
     jem_init_kind init;
