@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Samplers and log Z from the command line on a tiny model: jem sample with
 # SGLD, MALA and HMC (diagnostics in the JSON, the energy-trace plot), a
-# composed energy over two models, jem logz; and the bad option values of
-# both, refused with exit 2 before anything is loaded.
+# composed energy over two models, jem logz; jem train with HMC chains (the
+# log's sampler figures, buffer ages and energy quantiles; exact resume);
+# and the bad option values of all three, refused with exit 2 before
+# anything is loaded.
 set -u
 JEM=${JEM:-build/jem}
 . "$(dirname "$0")/lib.sh"
@@ -57,6 +59,32 @@ check "awk 'BEGIN{d = $(num bits_per_dim_8bit "$tmp/z.json") - $(num bits_per_di
     > "$tmp/z2.txt" 2>&1
 check "[ $? -eq 0 ] && grep -q 'gauss base' '$tmp/z2.txt' && grep -q 'bits/dim' '$tmp/z2.txt'"
 
+# training with HMC chains: the log's sampler figures, the buffer's ages and
+# the energies' quantiles; a resumed run equals a straight one
+hmc=(--model "$tmp/tiny.model" --data fmnist:test --val 0 --batch 16 --threads 1 --mode jem --sampler hmc
+    --hmc-steps 2 --leapfrog 2 --buffer 64 --n-samples 8 --w-xy 0.5 --sgld-clamp --log-every 2)
+"$JEM" train "${hmc[@]}" --iters 6 --out "$tmp/hs.safetensors" --log "$tmp/hs.log" > /dev/null 2> "$tmp/hs.err"
+check "[ $? -eq 0 ] && grep -q 'HMC chains: 2 iterations of 2 leapfrog steps' '$tmp/hs.err'"
+for k in chain_accept hmc_step buffer_age_mean buffer_age_q e_data_q e_sample_q; do
+    check "[ \$(grep -c '\"$k\":' '$tmp/hs.log') -eq 3 ]"
+done
+check "! grep -q sgld_grad_norm '$tmp/hs.log'"
+# seven quantiles each, in order
+check "tail -n 1 '$tmp/hs.log' | sed -n 's/.*\"e_sample_q\":\[\([^]]*\)\].*/\1/p' | tr ',' '\n' |
+    awk '{ if (NR > 1 && \$1 < p) bad = 1; p = \$1 } END { exit !(NR == 7 && !bad) }'"
+check "tail -n 1 '$tmp/hs.log' | grep -q '\"buffer_age_q\":\[[0-9]*,[0-9]*,[0-9]*,[0-9]*,[0-9]*,[0-9]*,6\]'"
+"$JEM" info "$tmp/hs.safetensors" --json > "$tmp/hs.info"
+check "grep -q '\"_buffer.age\"' '$tmp/hs.info' && grep -q '\"jem.train.sampler\":\"hmc\"' '$tmp/hs.info'"
+"$JEM" train "${hmc[@]}" --iters 3 --out "$tmp/hp.safetensors" > /dev/null 2>&1
+"$JEM" train "${hmc[@]}" --iters 6 --resume "$tmp/hp.safetensors" --out "$tmp/hp.safetensors" > /dev/null 2>&1
+check "[ $? -eq 0 ]"
+"$JEM" info "$tmp/hs.safetensors" --diff "$tmp/hp.safetensors" --json > "$tmp/hd.json"
+check "[ \"\$(num max_abs_diff '$tmp/hd.json')\" = 0 ]"
+# MALA chains log their acceptance, SGLD's their gradient norm
+"$JEM" train "${hmc[@]:0:12}" --sampler mala --buffer 64 --n-samples 8 --log-every 1 --iters 2 --out "$tmp/hm.safetensors" \
+    --log "$tmp/hm.log" > /dev/null 2>&1
+check "[ $? -eq 0 ] && grep -q '\"chain_accept\":' '$tmp/hm.log' && grep -q sgld_grad_norm '$tmp/hm.log'"
+
 # expect CODE PATTERN ARGS...: jem ARGS exits with CODE and stderr holds PATTERN
 expect() {
     local code=$1 pat=$2
@@ -94,4 +122,17 @@ expect 2 "--base-data is for --base gauss" logz --model "$cut" --base-data fmnis
 expect 2 "--base 'normal'" logz --model "$cut" --base normal
 expect 2 "--base-data noise:uniform:10: the per-class Gaussians need labels" logz --model "$cut" --base gauss \
     --base-data noise:uniform:10
+# the trainer's sampler options, refused before anything is loaded
+tr=(train --mode jem --data fmnist:test --iters 1 --out "$tmp/never.safetensors")
+expect 2 "--leapfrog needs --sampler hmc" "${tr[@]}" --leapfrog 3
+expect 2 "--target-accept needs --sampler hmc" "${tr[@]}" --sampler mala --target-accept 0.5
+expect 2 "--sgld-step is for SGLD and MALA chains" "${tr[@]}" --sampler hmc --sgld-step 0.5
+expect 2 "--sgld-steps is for SGLD and MALA chains" "${tr[@]}" --sampler hmc --sgld-steps 5
+expect 2 "--mala and --sampler hmc exclude each other" "${tr[@]}" --mala --sampler hmc
+expect 2 "--temperature needs --sampler mala or hmc" "${tr[@]}" --temperature 0.5
+expect 2 "--target-accept 1: out of range" "${tr[@]}" --sampler hmc --target-accept 1
+expect 2 "--sampler 'nuts'" "${tr[@]}" --sampler nuts
+expect 2 "--sampler applies to --mode jem only" train --data fmnist:test --iters 1 --sampler hmc \
+    --out "$tmp/never.safetensors"
+check "[ ! -e '$tmp/never.safetensors' ]"
 finish cli_samplers
