@@ -121,7 +121,7 @@ $(BUILD)/tests/test_fuzz: tests/test_fuzz.c tests/test.h $(BUILD)/libjem.a $(CLI
 
 # libFuzzer harnesses (clang): build-fuzz/fuzz_<target>; `make fuzz` runs
 # each for FUZZ_SECONDS from the seed corpora in tests/fuzz/corpus.
-FUZZ_TARGETS := idx cifar png pngdir ckpt arch cli cmd json spec
+FUZZ_TARGETS := idx cifar png pngdir ckpt arch cli cmd json spec compose
 FUZZ_SECONDS ?= 60
 FUZZ_BUILD   := build-fuzz
 FUZZ_FLAGS   := -O1 -g -march=native -Wno-pass-failed -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined

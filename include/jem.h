@@ -621,6 +621,9 @@ typedef struct {
      * done, steps), e.g. to draw a progress bar; it must not call jem. */
     void (*progress)(void *ud, int done, int total);
     void  *progress_ud;
+    double *trace;      /* (steps, B) nullable: log p~ of each chain at the
+                         * start of each step (the states after 0 .. steps-1
+                         * steps), for chain diagnostics */
 } jem_sgld_cfg;
 
 typedef struct {
@@ -655,6 +658,9 @@ typedef struct {
     struct jem_buffer_prior *prior; /* the fitted init (private; NULL until jem_buffer_fit) */
     int      lo, hi;         /* draws come from slots [lo, hi) (a rank's slice;
                                 0 and n after jem_buffer_create) */
+    int64_t *age;            /* (n) iterations since each slot's chain was last
+                                (re)initialised, counted by jem_buffer_tick; -1:
+                                not known (a buffer restored without ages) */
 } jem_buffer;
 
 jem_status jem_buffer_create(jem_buffer *b, int n, int c, int h, int w,
@@ -664,18 +670,308 @@ void       jem_buffer_free(jem_buffer *b);
 /* Fit the informative init (per-class mean and variance, and the Cholesky
  * factor of the covariance when full_cov) to labelled data. */
 jem_status jem_buffer_fit(jem_buffer *b, const jem_dataset *ds, int full_cov);
-/* Fill every slot with a fresh draw from the init distribution. */
+/* Fill every slot with a fresh draw from the init distribution (every age 0). */
 void       jem_buffer_reset(jem_buffer *b, jem_rng *rng);
 /* One fresh image from the init distribution for class k (k < 0: a random
  * class), x (D). */
 void       jem_buffer_init_one(const jem_buffer *b, int k, float *x, jem_rng *rng);
 /* Draw B chains: x (B, D) copied from random slots (class y[i] when y is
  * non-NULL and the buffer is per-class), each restarted with probability
- * reinit; idx (B) receives the slots; ycls (nullable, B) the slot classes.
+ * reinit; idx (B) receives the slots; ycls (nullable, B) the slot classes;
+ * age (nullable, B) each chain's age: 0 when restarted, else its slot's.
  * Returns the number restarted. */
 int        jem_buffer_draw(jem_buffer *b, int B, const int32_t *y, float *x,
-                           int32_t *idx, int32_t *ycls, jem_rng *rng);
-void       jem_buffer_store(jem_buffer *b, const float *x, const int32_t *idx, int B);
+                           int32_t *idx, int32_t *ycls, int64_t *age,
+                           jem_rng *rng);
+/* Put B chains back into their slots idx (B) with their ages (nullable, B:
+ * as jem_buffer_draw gave them; NULL leaves the slots' ages). A slot drawn
+ * twice keeps the last chain stored, and that chain's age. */
+void       jem_buffer_store(jem_buffer *b, const float *x, const int32_t *idx,
+                            const int64_t *age, int B);
+/* One iteration more on the known ages of the slots [lo, hi). */
+void       jem_buffer_tick(jem_buffer *b);
+
+
+/* -------------------------------------------------------------------- HMC */
+
+/* Hamiltonian Monte Carlo on an energy model. Each iteration draws a
+ * momentum p ~ N(0, I) (mass 1), takes L leapfrog steps of size eps on
+ * H(x, p) = -log p~(x) / T + |p|^2 / 2 and accepts the end point with
+ * probability min(1, exp(-dH)), dH = H(end) - H(start) (the energy error).
+ * With leapfrog = 1 this is MALA: the proposal x + eps^2/2 grad log p~ +
+ * eps z with its Metropolis-Hastings correction.
+ *
+ * bounded: chains live in the box [lo, hi]^D. A position step that leaves
+ * the box is mirrored at the wall and that momentum coordinate negated; the
+ * leapfrog map stays reversible and volume-preserving, so the chains target
+ * p~ restricted to the box. A start outside the box is clamped into it.
+ *
+ * Step size: one eps for all chains. During the `warmup` iterations it is
+ * adapted by dual averaging (Hoffman & Gelman 2014, section 3.2; gamma
+ * 0.05, t0 10, kappa 0.75, mu = log(10 eps0)) of the chains' mean
+ * acceptance probability towards target_accept, and at the end of warm-up
+ * fixed to the averaged value. (Pooling the chains' acceptance keeps the
+ * adapted eps steady; a single chain's noisy acceptance leaves the
+ * averaged eps short of its target, a few points of acceptance above it.)
+ * Warm-up iterations do not count in the statistics. Chain b draws its
+ * noise from the stream (seed, counter, b) (D normals for the momentum,
+ * then one uniform per iteration), so the chains do not depend on the
+ * thread count, and after warm-up (or with warmup 0) not on each other. */
+typedef struct {
+    int   steps;          /* iterations after warm-up */
+    int   warmup;         /* iterations adapting the step size (0: eps fixed) */
+    int   leapfrog;       /* L >= 1 */
+    float step_size;      /* eps, the start value when adapting */
+    float target_accept;  /* in (0, 1): 0.65 suits HMC, 0.57 MALA */
+    float temperature;    /* target p~(x)^(1/T) */
+    int   bounded;        /* reflect at the walls of [lo, hi]^D */
+    float lo, hi;
+    /* nullable: called after each iteration with (iterations done,
+     * warmup + steps), e.g. to draw a progress bar; it must not call jem */
+    void (*progress)(void *ud, int done, int total);
+    void  *progress_ud;
+} jem_hmc_cfg;
+
+typedef struct {
+    double accept;        /* mean acceptance probability over chains and iterations after warm-up */
+    double accept_rate;   /* fraction of those proposals taken */
+    double dh_mean;       /* mean energy error dH (finite, <= 1000) */
+    double dh_abs;        /* mean |dH| */
+    double dh_max;        /* largest |dH| */
+    long   divergent;     /* proposals with dH > 1000 or not finite */
+    double step_size;     /* eps after warm-up */
+    double warmup_accept; /* mean acceptance probability during warm-up */
+    double logp_start, logp_end; /* mean log p~ before and after */
+    long   grad_evals;    /* energy evaluations per chain: 1 + L (warmup + steps) */
+} jem_hmc_stats;
+
+/* steps 100, warmup 100, leapfrog 10, step_size 0.01, target 0.65,
+ * temperature 1, unbounded, box [-1, 1] */
+void jem_hmc_defaults(jem_hmc_cfg *c);
+/* Run warmup + steps iterations on x (B, D) in place. y (nullable) as for
+ * jem_energy_fn; mask (nullable, (B, D)): only values with mask != 0 move.
+ * eps (nullable): the step size to start from (a value <= 0 takes
+ * cfg->step_size) and, on return, the step size after warm-up, so a later
+ * call can go on with it (warmup 0). trace (nullable, (warmup + steps, B)):
+ * log p~ of every chain after every iteration. st nullable. */
+jem_status jem_hmc_run(jem_energy_fn f, void *ctx, float *x, int B, int D,
+                       const int32_t *y, const float *mask,
+                       const jem_hmc_cfg *cfg, uint64_t seed, uint64_t counter,
+                       float *eps, double *trace, jem_hmc_stats *st);
+
+/* ----------------------------------------------------- composed energies */
+
+/* A product of experts: log p~(x) = sum_i w_i l_i(x), where term i reads
+ * model m_i and l_i = f_{m_i}(x)[c_i] for a class c_i, or logsumexp_y
+ * f_{m_i}(x)[y] when unconditional. A negative weight divides by that
+ * expert (negation: "a 5 that is not a 7").
+ *
+ * Text form (jem sample --energy):
+ *     spec   := term { "," term }
+ *     term   := name [ ":" select ] [ ":" weight ]
+ *     select := "class=" digits | "uncond"
+ *     name   := letter or '_', then letters, digits, '_' or '-' (< 32 chars)
+ *     weight := a finite non-zero decimal number (strtod syntax), default 1
+ * Spaces around tokens are allowed; at most JEM_COMPOSE_MAX terms; a term
+ * without a selector is unconditional. Example:
+ *     m1:class=5:1, m1:class=7:-1      (class 5 and not class 7)
+ *     m1:class=5, m2                   (class 5 of m1, p(x) of m2)
+ * Models are named separately (jem_model_list). */
+#define JEM_COMPOSE_MAX  16
+#define JEM_COMPOSE_NAME 32
+
+typedef struct {
+    char   model[JEM_COMPOSE_NAME];  /* model name */
+    int    cls;                      /* class, or -1: unconditional */
+    double weight;                   /* finite, non-zero */
+} jem_term;
+
+typedef struct {
+    int      n_terms;
+    jem_term terms[JEM_COMPOSE_MAX];
+    /* filled by jem_compose_bind: */
+    int      n_models;
+    jem_net *nets[JEM_COMPOSE_MAX];        /* borrowed, not freed here */
+    int      term_model[JEM_COMPOSE_MAX];  /* index into nets per term */
+} jem_compose;
+
+/* Parse the text form; JEM_ERR_ARG naming the term and what is wrong.
+ * Only syntax is checked (classes are checked by jem_compose_bind). */
+jem_status jem_compose_parse(const char *spec, jem_compose *c);
+/* The canonical text form (parses back to the same terms); returns the
+ * length it needs, like snprintf. */
+int        jem_compose_format(const jem_compose *c, char *buf, size_t n);
+/* Attach networks: model names[i] is nets[i] (n <= JEM_COMPOSE_MAX). Every
+ * term's model must be named, its class below that model's class count,
+ * and every model used must share one input shape; else JEM_ERR_ARG or
+ * JEM_ERR_SHAPE. Models named but unused are left out. */
+jem_status jem_compose_bind(jem_compose *c, int n, const char *const *names,
+                            jem_net *const *nets);
+/* The composed energy as a jem_energy_fn (ctx: a bound jem_compose): one
+ * forward and one input backward per model used. y must be NULL or all
+ * negative (the classes are in the terms), else JEM_ERR_ARG. */
+jem_status jem_compose_energy(void *ctx, const float *x, int B, const int32_t *y,
+                              float *logp, float *grad);
+
+/* Models by name: "name=PATH { , name=PATH }" (names as above, paths up to
+ * 1023 bytes without ','; spaces around names allowed, not in paths). */
+typedef struct {
+    int  n;
+    char name[JEM_COMPOSE_MAX][JEM_COMPOSE_NAME];
+    char path[JEM_COMPOSE_MAX][1024];
+} jem_model_list;
+
+jem_status jem_model_list_parse(const char *spec, jem_model_list *l);
+
+/* ---------------------------------------------------- chain diagnostics */
+
+/* Convergence diagnostics of a scalar (e.g. log p~) traced by M chains for
+ * N draws each, draws (N, M): draw n of chain m at x[n * M + m]. Following
+ * Vehtari, Gelman, Simpson, Carpenter & Buerkner (2021), "Rank-normalization,
+ * folding, and localization: an improved R-hat":
+ *   - chains are split in halves (an odd N drops the middle draw), giving
+ *     2M chains of N/2 draws;
+ *   - rank normalisation: the pooled draws' average ranks r (ties share
+ *     their mean rank) become z = Phi^-1((r - 3/8) / (S + 1/4)), S draws;
+ *   - split R-hat = sqrt(var+ / W), var+ = (n-1)/n W + B/n, W the mean
+ *     within-chain variance, B/n the variance of the chain means;
+ *   - R-hat = max(bulk, folded): bulk on the rank-normalised draws, folded
+ *     on the rank-normalised |x - median(x)|;
+ *   - ESS = S / tau, tau = -1 + 2 sum_t rho_t, rho_t = 1 - (W - mean_m
+ *     acov_m(t)) / var+ (acov divides by n), summed over pairs
+ *     rho_{2k} + rho_{2k+1} while positive (Geyer's initial positive
+ *     sequence) and made monotone (initial monotone sequence), tau at least
+ *     1 / log10(S);
+ *   - bulk ESS on the rank-normalised split chains; tail ESS the smaller of
+ *     the ESS of the indicators x <= q05 and x <= q95 (split chains).
+ * A draw that is not finite, or a constant input, gives NaN figures. */
+typedef struct {
+    double rhat;        /* max(rhat_bulk, rhat_folded) */
+    double rhat_bulk, rhat_folded;
+    double rhat_basic;  /* split R-hat on the raw draws */
+    double ess_bulk, ess_tail;
+    double ess_basic;   /* ESS of the raw split chains */
+    double mean, sd;    /* of all draws */
+} jem_chain_diag;
+
+/* N >= 4, M >= 1; JEM_ERR_ARG otherwise, JEM_ERR_NOMEM. */
+jem_status jem_chain_diag_compute(const double *x /* (N, M) */, int N, int M,
+                                  jem_chain_diag *out);
+/* The pieces, on chains as given (no splitting): R-hat and ESS of
+ * x (N, M), N >= 2 (R-hat needs M >= 2: NaN otherwise). */
+double jem_rhat(const double *x /* (N, M) */, int N, int M);
+double jem_ess(const double *x /* (N, M) */, int N, int M);
+/* Rank normalisation of n values into z (n) (see above). */
+jem_status jem_rank_normalize(const double *x /* (n) */, size_t n, double *z /* (n) */);
+/* The standard normal quantile function: Abramowitz & Stegun 26.2.23 as
+ * the start, then Halley steps on erfc to about 1e-15 relative error; 0 and
+ * 1 give -inf and +inf, outside [0, 1] or NaN gives NaN. */
+double jem_norm_ppf(double p);
+
+/* ------------------------------------------- annealed importance sampling */
+
+/* A normalised base distribution for AIS:
+ *   JEM_BASE_UNIFORM  U(lo, hi)^D (always bounded);
+ *   JEM_BASE_GAUSS    an equal-weight mixture of K diagonal Gaussians
+ *                     N(mu_k, sd_k^2) (sd floored at sd_min > 0), e.g. the
+ *                     per-class Gaussians of the informative init
+ *                     (jem_buffer_fit: mu, sd); when bounded, each
+ *                     component is truncated to the box [lo, hi]^D and
+ *                     renormalised there. */
+typedef enum { JEM_BASE_UNIFORM = 0, JEM_BASE_GAUSS } jem_base_kind;
+
+typedef struct {
+    jem_base_kind kind;
+    int          D, K;
+    const float *mu;      /* (K, D) borrowed */
+    const float *sd;      /* (K, D) borrowed */
+    float        sd_min;
+    int          bounded;
+    float        lo, hi;
+} jem_base;
+
+/* A Gaussian base from the replay buffer's fitted informative init
+ * (jem_buffer_fit): its per-class means and standard deviations, borrowed
+ * (b must outlive q), sd floored at sd_min, on the box [-1, 1]^D. A buffer
+ * that was not fitted is JEM_ERR_ARG. */
+jem_status jem_base_from_buffer(jem_base *q, const jem_buffer *b, float sd_min);
+/* log q(x) of a batch x (B, D) and (nullable) its gradient. JEM_ERR_ARG
+ * for a malformed base. Points outside a bounded base's box get -inf. */
+jem_status jem_base_logpdf(const jem_base *q, const float *x, int B,
+                           double *logq /* (B) */, float *grad /* (B, D) */);
+/* One exact draw x (D) from the base. */
+void       jem_base_sample(const jem_base *q, float *x, jem_rng *rng);
+
+/* Annealed importance sampling (Neal 2001) of Z = integral of p~(x) (over
+ * the box when the base is bounded) on the geometric path
+ * log p_t = (1 - beta_t) log q + beta_t log p~, 0 = beta_0 < ... < beta_T = 1:
+ * each chain starts from an exact draw of q, and for t = 1..T adds
+ * (beta_t - beta_{t-1}) (log p~(x) - log q(x)) to its log weight and then
+ * moves x by `steps_per` HMC transitions that leave p_t invariant
+ * (leapfrog = 1: MALA), reflecting at the box's walls when bounded.
+ * Z-hat = mean of the weights, unbiased; log Z-hat = log-mean-exp of the log
+ * weights (biased low by about var(w)/(2 n mean(w)^2)), its standard error
+ * by the delta method: sd(w) / (sqrt(n) mean(w)), with the sample sd of the
+ * weights scaled by their maximum.
+ * Schedules: linear beta_t = t/T, or sigmoid (Grosse et al. 2015):
+ * s_t = sigmoid(delta (2t/T - 1)), beta_t = (s_t - s_0) / (s_T - s_0).
+ * Step size: a fixed eps for every t, or (pilot_chains > 0) a pilot run of
+ * pilot_chains chains over the same schedule with its own noise, whose
+ * log step size follows the mean acceptance towards target_accept
+ * (log eps += 0.5 (mean acceptance - target) after each t); the main run
+ * then uses the pilot's step size at each t. The pilot's choices do not
+ * depend on the main run's chains, so its weights stay unbiased. */
+typedef enum { JEM_AIS_SIGMOID = 0, JEM_AIS_LINEAR } jem_ais_schedule;
+
+typedef struct {
+    int      chains;        /* independent runs (weights) */
+    int      T;             /* intermediate distributions */
+    jem_ais_schedule schedule;
+    double   delta;         /* sigmoid steepness */
+    int      leapfrog;      /* L of the transitions (1: MALA) */
+    int      steps_per;     /* transitions per distribution */
+    float    step_size;     /* eps (the pilot's start) */
+    float    target_accept; /* the pilot's target */
+    int      pilot_chains;  /* 0: no pilot, eps fixed */
+    uint64_t seed;
+    int      batch;         /* chains evaluated together (0: all) */
+    /* nullable: called now and then with (work done, work in all), e.g.
+     * to draw a progress bar; it must not call jem */
+    void   (*progress)(void *ud, int done, int total);
+    void    *progress_ud;
+    volatile int *stop;     /* nullable; non-zero stops with JEM_ERR_INTERRUPTED */
+} jem_ais_cfg;
+
+typedef struct {
+    double logz;          /* log-mean-exp of the log weights */
+    double logz_se;       /* delta-method standard error of logz */
+    double ess;           /* effective sample size of the weights: (sum w)^2 / sum w^2 */
+    double logw_mean, logw_sd;
+    double accept;        /* mean acceptance probability of the main run */
+    double step_min, step_max; /* range of the step sizes used */
+    int    T, chains;
+    long   grad_evals;    /* energy evaluations (images, with gradient), pilot included */
+} jem_ais_result;
+
+/* chains 32, T 1000, sigmoid with delta 4, leapfrog 5, steps_per 1,
+ * step_size 0.01, target 0.65, pilot_chains 8, seed 1, batch 0 */
+void       jem_ais_defaults(jem_ais_cfg *c);
+/* Run AIS on f (called with y = NULL) from the base q. logw (nullable,
+ * (chains)) receives the log weights, x (nullable, (chains, D)) the final
+ * states (approximate draws from p~). */
+jem_status jem_ais_run(jem_energy_fn f, void *ctx, const jem_base *q,
+                       const jem_ais_cfg *cfg, double *logw, float *x,
+                       jem_ais_result *res);
+/* The schedule beta_0 .. beta_T (T + 1 values). */
+jem_status jem_ais_betas(const jem_ais_cfg *cfg, double *beta /* (T + 1) */);
+
+/* Bits per dimension of a log density (nats) of a D-dimensional point.
+ * bits = 0: of the continuous density itself, -logp / (D ln 2). bits > 0:
+ * of the discrete data, with the image in [lo, hi] coming from
+ * 2^bits levels under uniform dequantisation (bins of width
+ * (hi - lo) / 2^bits): -(logp + D log((hi - lo) / 2^bits)) / (D ln 2); on
+ * [-1, 1] with 8 bits this adds 7 to the continuous figure. */
+double jem_bits_per_dim(double logp, int D, int bits, double lo, double hi);
 
 
 /* ---------------------------------------------------------------- training */
@@ -687,6 +983,10 @@ jem_status jem_ckpt_add_model(jem_st *st, jem_net *net);
 jem_status jem_ckpt_from_st(const jem_st *st, const char *path, jem_net **net);
 
 typedef enum { JEM_MODE_SOFTMAX = 0, JEM_MODE_JEM } jem_mode;
+/* The sampler of the training chains: SGLD (jem_sgld_run with
+ * jem_train_cfg.sgld; sgld.mala makes it MALA) or HMC (jem_hmc_run with
+ * jem_train_cfg.hmc). */
+typedef enum { JEM_SAMPLER_SGLD = 0, JEM_SAMPLER_HMC } jem_sampler;
 
 typedef struct {
     int64_t iter;          /* iterations done */
@@ -727,7 +1027,19 @@ typedef struct {
                                    (0: off); see jem_train */
     float       w_y, w_x, w_xy, l2;   /* loss weights */
     int         gen_warmup;     /* the generative weights (w_x, w_xy, l2) ramp up linearly over this many iterations (0: off) */
-    jem_sgld_cfg sgld;
+    jem_sampler sampler;        /* the chains' sampler (SGLD) */
+    jem_sgld_cfg sgld;          /* sampler SGLD: steps (K), step size, noise, mala, clamp */
+    jem_hmc_cfg hmc;            /* sampler HMC: hmc.steps iterations of hmc.leapfrog
+                                   leapfrog steps per training iteration, at
+                                   hmc.temperature, reflecting at the walls of
+                                   [-1, 1] when sgld.clamp (hmc.warmup, bounded,
+                                   lo, hi and progress are not used). One step
+                                   size for all chains: hmc.step_size at first,
+                                   then after each iteration log eps += 0.5
+                                   (mean acceptance - hmc.target_accept), the
+                                   acceptance averaged over the iteration's
+                                   chains (and ranks); target_accept 0 keeps it
+                                   fixed. It is part of the training state. */
     int         buffer_size;    /* replay buffer (10000) */
     float       reinit;         /* 0.05 */
     jem_init_kind init;

@@ -133,8 +133,8 @@ cmds=$("$JEM" --help | awk '/^commands:/ {on = 1; next} on && /^  [a-z]/ {print 
 check "[ \$(wc -w <<< '$cmds') -ge 5 ]"
 for c in $cmds; do
     awk -v c="$c" '$0 == ".SS " c {on = 1; next} /^\.S[SH] / {on = 0} on' "$man1" |
-        sed -n 's/^\\fB\\-\\-\([a-z0-9-]*\)\\fR.*/\1/p' | sort > "$tmp/man.opts"
-    "$JEM" "$c" --help | sed -n 's/^  --\([a-z0-9-]*\).*/\1/p' | grep -vx help | sort > "$tmp/help.opts"
+        sed -n 's/^\\fB\\-\\-\([A-Za-z0-9-]*\)\\fR.*/\1/p' | sort > "$tmp/man.opts"
+    "$JEM" "$c" --help | sed -n 's/^  --\([A-Za-z0-9-]*\).*/\1/p' | grep -vx help | sort > "$tmp/help.opts"
     cat "$tmp/help.opts" >> "$tmp/all.opts"
     if cmp -s "$tmp/man.opts" "$tmp/help.opts"; then
         ok

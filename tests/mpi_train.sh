@@ -4,7 +4,8 @@
 #  - one SGD step on 2 ranks with per-rank batch 32 equals one step of a
 #    single process with batch 64 on the same images (to float tolerance);
 #  - a short JEM run on 2 ranks writes a checkpoint that resumes on 1 rank,
-#    also with a moving average of the weights and crop/flip;
+#    also with a moving average of the weights and crop/flip, and with HMC
+#    chains (the buffer's ages gathered from the ranks);
 #  - evaluation split across 2 ranks gives the single-process figures;
 #  - a rank killed mid-run ends the job with an error (no hang) and the last
 #    checkpoint still loads.
@@ -52,6 +53,19 @@ check "'$JEM' info '$tmp/m.safetensors' --json | grep -q '_train.params'"
 "$JEM" train "${common[@]}" "${jem[@]}" --ema 0.9 --crop 2 --flip --iters 6 --resume "$tmp/m.safetensors" \
     --out "$tmp/m.safetensors" > /dev/null 2> "$tmp/e8"
 check "[ $? -eq 0 ] && [ \"\$(iter_of '$tmp/m.safetensors')\" = 6 ]"
+
+# 2c. HMC chains on 2 ranks: one step size (the acceptance is averaged over
+# the ranks), the buffer's ages gathered from both ranks' slices (none is 0
+# after an iteration, the oldest are as old as the run), resumed on 1 rank
+mpi 2 "$JEM" train "${common[@]}" "${jem[@]/--sgld-steps/--hmc-steps}" --sampler hmc --leapfrog 2 --iters 4 \
+    --log "$tmp/l9" --out "$tmp/h.safetensors" > /dev/null 2> "$tmp/e9"
+check "[ $? -eq 0 ] && [ \$(grep -c '\"hmc_step\"' '$tmp/l9') -eq 4 ]"
+check "tail -n 1 '$tmp/l9' | grep -q '\"buffer_age_q\":\[[1-4],[1-4],[1-4],[1-4],[1-4],[1-4],4\]'"
+check "tail -n 1 '$tmp/l9' | grep -q '\"e_sample_q\":\['"
+"$JEM" train "${common[@]}" "${jem[@]/--sgld-steps/--hmc-steps}" --sampler hmc --leapfrog 2 --iters 6 \
+    --resume "$tmp/h.safetensors" --log "$tmp/l10" --out "$tmp/h.safetensors" > /dev/null 2> "$tmp/e10"
+check "[ $? -eq 0 ] && [ \"\$(iter_of '$tmp/h.safetensors')\" = 6 ]"
+check "tail -n 1 '$tmp/l10' | grep -q '\"buffer_age_q\":\[[1-6],[1-6],[1-6],[1-6],[1-6],[1-6],6\]'"
 
 # 3. evaluation split across ranks
 a1=$("$JEM" eval --model "$tmp/j.safetensors" --data fmnist:test --limit 1000 --no-temperature --json 2> /dev/null | num accuracy)

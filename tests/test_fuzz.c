@@ -41,6 +41,9 @@
 #define LLVMFuzzerTestOneInput fuzz_spec
 #include "fuzz/fuzz_spec.c"
 #undef LLVMFuzzerTestOneInput
+#define LLVMFuzzerTestOneInput fuzz_compose
+#include "fuzz/fuzz_compose.c"
+#undef LLVMFuzzerTestOneInput
 
 #include <dirent.h>
 #include <ftw.h>
@@ -51,6 +54,7 @@ static const struct { const char *name; harness_fn fn; } targets[] = {
     {"idx", fuzz_idx}, {"cifar", fuzz_cifar}, {"png", fuzz_png}, {"pngdir", fuzz_pngdir},
     {"ckpt", fuzz_ckpt}, {"arch", fuzz_arch}, {"cli", fuzz_cli}, {"cmd", fuzz_cmd}, {"json", fuzz_json},
     {"spec", fuzz_spec},
+    {"compose", fuzz_compose},
 };
 
 static uint64_t mix_state;

@@ -225,9 +225,9 @@ static void check_buffer(void)
     int part_ok = 1;
     for (int t = 0; t < rounds; t++) {
         for (int i = 0; i < B; i++) y[i] = (i + t) % 5;
-        restarted += jem_buffer_draw(&b, B, y, x, idx, yc, &r);
+        restarted += jem_buffer_draw(&b, B, y, x, idx, yc, NULL, &r);
         for (int i = 0; i < B; i++) part_ok &= idx[i] % 5 == y[i] && yc[i] == y[i] && idx[i] >= 0 && idx[i] < 1000;
-        jem_buffer_store(&b, x, idx, B);
+        jem_buffer_store(&b, x, idx, NULL, B);
     }
     ASSERT_MSG(part_ok, "per-class draws left their partition");
     double n = (double)B * rounds, mean = 0.05 * n, sd = sqrt(n * 0.05 * 0.95);
@@ -235,11 +235,68 @@ static void check_buffer(void)
     /* store puts chains back where they came from */
     for (int i = 0; i < 4; i++) x[i] = 0.123f;
     idx[0] = 7;
-    jem_buffer_store(&b, x, idx, 1);
+    jem_buffer_store(&b, x, idx, NULL, 1);
     ASSERT(b.x[28] == 0.123f && b.x[31] == 0.123f);
     jem_buffer_free(&b);
     ASSERT_ERR(jem_buffer_create(&b, 3, 1, 2, 2, 5, JEM_INIT_UNIFORM, 0.05f, 1), JEM_ERR_ARG);
     ASSERT_ERR(jem_buffer_create(&b, 30, 1, 2, 2, 5, JEM_INIT_UNIFORM, 1.5f, 0), JEM_ERR_ARG);
+}
+
+/* Ages: a restarted chain is 0, a drawn one carries its slot's age back,
+ * every known age grows by one per tick; checked against a bookkeeping of
+ * the same draws kept here (a chain whose pixels differ from its slot's was
+ * restarted: a fresh uniform draw never repeats them). */
+static void check_buffer_age(void)
+{
+    enum { N = 40, B = 12, ROUNDS = 60 };
+    jem_buffer b;
+    ASSERT_OK(jem_buffer_create(&b, N, 1, 2, 2, 4, JEM_INIT_UNIFORM, 0.25f, 0));
+    jem_rng r;
+    jem_rng_seed(&r, 5, 0);
+    jem_buffer_reset(&b, &r);
+    int64_t ref[N], at_draw[N], age[B];
+    int zero = 1;
+    for (int i = 0; i < N; i++) zero &= b.age[i] == 0;
+    ASSERT_MSG(zero, "ages after a reset are not all 0");
+    for (int i = 0; i < N; i++) ref[i] = 0;
+    float x[B * 4];
+    int32_t idx[B];
+    long restarted = 0, carried = 0;
+    int draw_ok = 1;
+    for (int t = 0; t < ROUNDS; t++) {
+        memcpy(at_draw, ref, sizeof ref);
+        restarted += jem_buffer_draw(&b, B, NULL, x, idx, NULL, age, &r);
+        for (int i = 0; i < B; i++) {
+            const int fresh = memcmp(x + 4 * i, b.x + 4 * idx[i], sizeof(float) * 4) != 0;
+            draw_ok &= age[i] == (fresh ? 0 : at_draw[idx[i]]);
+            carried += !fresh && age[i] > 0;
+            ref[idx[i]] = fresh ? 0 : at_draw[idx[i]];
+            x[4 * i] = 0.5f * x[4 * i]; /* the chain moved */
+        }
+        jem_buffer_store(&b, x, idx, age, B);
+        jem_buffer_tick(&b);
+        for (int i = 0; i < N; i++) ref[i]++;
+    }
+    ASSERT_MSG(draw_ok, "a drawn chain's age is neither 0 (restarted) nor its slot's");
+    ASSERT_MSG(restarted > 0 && carried > 0, "restarted %ld, carried %ld: both cases must occur", restarted, carried);
+    int same = 1;
+    for (int i = 0; i < N; i++) same &= b.age[i] == ref[i];
+    ASSERT_MSG(same, "slot ages differ from the bookkeeping");
+    /* a slot stored twice keeps the last chain's age */
+    int32_t twice[2] = {3, 3};
+    int64_t ages2[2] = {0, 17};
+    jem_buffer_store(&b, x, twice, ages2, 2);
+    ASSERT_EQ_INT(b.age[3], 17);
+    /* ticks touch the slice [lo, hi) only, and unknown ages stay unknown */
+    b.age[11] = -1;
+    b.lo = 10;
+    b.hi = 20;
+    const int64_t a5 = b.age[5], a12 = b.age[12];
+    jem_buffer_tick(&b);
+    ASSERT_EQ_INT(b.age[5], a5);
+    ASSERT_EQ_INT(b.age[12], a12 + 1);
+    ASSERT_EQ_INT(b.age[11], -1);
+    jem_buffer_free(&b);
 }
 
 static void check_informative(void)
@@ -295,6 +352,7 @@ int main(void)
     check_mask_and_clamp();
     check_net_energy();
     check_buffer();
+    check_buffer_age();
     check_informative();
     return t_finish();
 }

@@ -2,7 +2,10 @@
  * training continues; a resumed run equals a straight one bit for bit; the
  * moving average of the weights is the hand-computed one, resumes exactly,
  * is validated and saved as the model; in JEM mode crop and flip reach the
- * cross-entropy rows only; softmax augmentation is reproducible per seed. */
+ * cross-entropy rows only; softmax augmentation is reproducible per seed;
+ * HMC chains resume exactly with their adapted step size; the replay
+ * buffer's ages are saved, restored, and unknown after resuming an older
+ * checkpoint without them. */
 #include "jem.h"
 #include "ebm/train.h"
 #include "tmpdir.h"
@@ -525,6 +528,225 @@ static void check_softmax_augment(const jem_dataset *ds)
     for (int i = 0; i < 4; i++) jem_net_free(n[i]);
 }
 
+/* ---- HMC chains and the replay buffer's ages ---- */
+
+/* the tensor name of a checkpoint as int64 values (n of them; NULL if not so) */
+static int64_t *st_i64(const char *path, const char *name, size_t n)
+{
+    jem_st *st = NULL;
+    if (jem_st_open(path, &st)) return NULL;
+    jem_dtype dt;
+    int nd;
+    int64_t shp[8];
+    const void *d = jem_st_get(st, name, &dt, &nd, shp);
+    int64_t *out = NULL;
+    if (d && dt == JEM_DT_I64 && nd == 1 && shp[0] == (int64_t)n && (out = malloc(sizeof(int64_t) * n)))
+        memcpy(out, d, sizeof(int64_t) * n);
+    jem_st_free(st);
+    return out;
+}
+
+/* A copy of checkpoint src at dst without the tensor drop and the metadata
+ * key drop_meta (either NULL), and with age_slot's "_buffer.age" set to
+ * age_value when age_slot >= 0: an older or a damaged checkpoint. */
+static jem_status st_copy(const char *src, const char *dst, const char *drop, const char *drop_meta, int age_slot,
+                          int64_t age_value)
+{
+    jem_st *in = NULL, *out = NULL;
+    int64_t *age = NULL;
+    jem_status s = jem_st_open(src, &in);
+    if (!s) s = jem_st_new(&out);
+    for (int i = 0; !s && i < jem_st_count(in); i++) {
+        const char *name = jem_st_name(in, i);
+        if (drop && !strcmp(name, drop)) continue;
+        jem_dtype dt;
+        int nd;
+        int64_t shp[8];
+        const void *d = jem_st_get(in, name, &dt, &nd, shp);
+        if (age_slot >= 0 && !strcmp(name, "_buffer.age")) {
+            age = malloc(sizeof(int64_t) * (size_t)shp[0]);
+            if (!age) s = JEM_ERR_NOMEM;
+            else {
+                memcpy(age, d, sizeof(int64_t) * (size_t)shp[0]);
+                age[age_slot] = age_value;
+                d = age;
+            }
+        }
+        if (!s) s = jem_st_add(out, name, dt, nd, shp, d);
+    }
+    for (int i = 0; !s && i < jem_st_meta_count(in); i++) {
+        const char *k = jem_st_meta_key(in, i);
+        if (!drop_meta || strcmp(k, drop_meta)) s = jem_st_meta(out, k, jem_st_get_meta(in, k));
+    }
+    if (!s) s = jem_st_commit(out, dst);
+    jem_st_free(out);
+    jem_st_free(in);
+    free(age);
+    return s;
+}
+
+static void hmc_cfg(jem_train_cfg *c)
+{
+    jem_cfg(c);
+    c->sampler = JEM_SAMPLER_HMC;
+    c->hmc.steps = 2;
+    c->hmc.leapfrog = 3;
+    c->hmc.step_size = 0.02f;
+    c->sgld.clamp = 1; /* reflecting walls */
+    c->w_xy = 0.5f;    /* conditional chains too */
+}
+
+/* HMC chains: a run stopped at a checkpoint and resumed equals a straight
+ * one bit for bit; the step size adapts (and is saved) unless the target is
+ * 0; a resume that lost the step size differs, so the step size is part of
+ * what makes it exact. */
+static void check_hmc_resume(const jem_dataset *ds)
+{
+    char ck[512], old[512];
+    t_tmpdir("hmc");
+    snprintf(ck, sizeof ck, "%s", t_path("run.safetensors"));
+    snprintf(old, sizeof old, "%s", t_path("nostep.safetensors"));
+    jem_train_cfg c;
+    hmc_cfg(&c);
+    jem_net *a = tiny_net(5), *b = tiny_net(5), *b2 = NULL, *b3 = NULL;
+    c.iters = 8;
+    ASSERT_OK(jem_train(a, ds, NULL, &c, NULL));
+    c.iters = 5;
+    c.ckpt_path = ck;
+    ASSERT_OK(jem_train(b, ds, NULL, &c, NULL));
+    jem_st *st = NULL;
+    ASSERT_OK(jem_st_open(ck, &st));
+    const char *sampler = st ? jem_st_get_meta(st, "jem.train.sampler") : NULL;
+    const char *eps = st ? jem_st_get_meta(st, "jem.train.hmc_step") : NULL;
+    ASSERT_STR_CONTAINS(sampler, "hmc");
+    ASSERT_MSG(eps && strtod(eps, NULL) > 0 && (float)strtod(eps, NULL) != c.hmc.step_size,
+               "the step size was not adapted: %s", eps ? eps : "(none)");
+    jem_st_free(st);
+    ASSERT_OK(st_copy(ck, old, NULL, "jem.train.hmc_step", -1, 0));
+    ASSERT_OK(jem_ckpt_load(ck, &b2));
+    ASSERT_OK(jem_ckpt_load(old, &b3));
+    if (b2 && b3) {
+        c.iters = 8;
+        c.ckpt_path = NULL;
+        ASSERT_OK(jem_train(b2, ds, NULL, &c, ck));
+        ASSERT_MSG(same_params(a, jem_net_params(b2)), "resumed HMC run differs from the straight run");
+        ASSERT_OK(jem_train(b3, ds, NULL, &c, old));
+        ASSERT_MSG(!same_params(a, jem_net_params(b3)), "a resume at the initial step size matched the straight run");
+    }
+    /* target 0: the step size stays what was given */
+    jem_net *f = tiny_net(5);
+    c.hmc.target_accept = 0;
+    c.iters = 3;
+    c.ckpt_path = ck;
+    ASSERT_OK(jem_train(f, ds, NULL, &c, NULL));
+    ASSERT_OK(jem_st_open(ck, &st));
+    eps = st ? jem_st_get_meta(st, "jem.train.hmc_step") : NULL;
+    ASSERT_MSG(eps && (float)strtod(eps, NULL) == c.hmc.step_size, "fixed step size saved as %s", eps ? eps : "(none)");
+    jem_st_free(st);
+    /* bad HMC settings are refused */
+    jem_train_cfg bad;
+    hmc_cfg(&bad);
+    bad.iters = 1;
+    bad.hmc.leapfrog = 0;
+    ASSERT_ERR(jem_train(f, ds, NULL, &bad, NULL), JEM_ERR_ARG);
+    hmc_cfg(&bad);
+    bad.iters = 1;
+    bad.hmc.target_accept = 1;
+    ASSERT_ERR(jem_train(f, ds, NULL, &bad, NULL), JEM_ERR_ARG);
+    jem_net_free(a);
+    jem_net_free(b);
+    jem_net_free(b2);
+    jem_net_free(b3);
+    jem_net_free(f);
+}
+
+/* The replay buffer's ages in the checkpoint: all equal the iteration
+ * without restarts; with every drawn chain restarted, the youngest are the
+ * last iteration's (age 1); saved and restored so a resumed run's ages equal
+ * a straight run's; a checkpoint without ages (an older one) resumes to the
+ * same weights with the unknown ages -1 until their slots restart; ages
+ * beyond the iteration are refused as corrupt. */
+static void check_buffer_age(const jem_dataset *ds)
+{
+    char ck[512], straight[512], old[512], bad[512];
+    t_tmpdir("age");
+    snprintf(ck, sizeof ck, "%s", t_path("run.safetensors"));
+    snprintf(straight, sizeof straight, "%s", t_path("straight.safetensors"));
+    snprintf(old, sizeof old, "%s", t_path("old.safetensors"));
+    snprintf(bad, sizeof bad, "%s", t_path("bad.safetensors"));
+    jem_train_cfg c;
+    jem_cfg(&c);
+    const int N = c.buffer_size;
+    for (int r = 0; r < 2; r++) {
+        jem_net *n = tiny_net(6);
+        c.reinit = (float)r;
+        c.iters = 6;
+        c.ckpt_path = ck;
+        ASSERT_OK(jem_train(n, ds, NULL, &c, NULL));
+        int64_t *age = st_i64(ck, "_buffer.age", (size_t)N);
+        ASSERT(age != NULL);
+        int64_t lo = 1 << 30, hi = -1;
+        for (int i = 0; age && i < N; i++) {
+            lo = age[i] < lo ? age[i] : lo;
+            hi = age[i] > hi ? age[i] : hi;
+        }
+        if (r == 0)
+            ASSERT_MSG(lo == 6 && hi == 6, "reinit 0: ages from %lld to %lld, want all 6", (long long)lo,
+                       (long long)hi);
+        else
+            ASSERT_MSG(lo == 1 && hi == 6, "reinit 1: ages from %lld to %lld, want 1 to 6", (long long)lo,
+                       (long long)hi);
+        free(age);
+        jem_net_free(n);
+    }
+    /* 10 straight against 6 and resumed to 10 */
+    c.reinit = 0.2f;
+    jem_net *a = tiny_net(7), *b = tiny_net(7), *b2 = NULL, *b3 = NULL, *b4 = NULL;
+    c.iters = 10;
+    c.ckpt_path = straight;
+    ASSERT_OK(jem_train(a, ds, NULL, &c, NULL));
+    c.iters = 6;
+    c.ckpt_path = ck;
+    ASSERT_OK(jem_train(b, ds, NULL, &c, NULL));
+    ASSERT_OK(st_copy(ck, old, "_buffer.age", NULL, -1, 0));
+    ASSERT_OK(st_copy(ck, bad, NULL, NULL, 3, 7)); /* age 7 at iteration 6 */
+    ASSERT_OK(jem_ckpt_load(ck, &b2));
+    ASSERT_OK(jem_ckpt_load(old, &b3));
+    ASSERT_OK(jem_ckpt_load(bad, &b4));
+    if (b2 && b3 && b4) {
+        c.iters = 10;
+        ASSERT_OK(jem_train(b2, ds, NULL, &c, ck));
+        ASSERT(same_params(a, jem_net_params(b2)));
+        int64_t *want = st_i64(straight, "_buffer.age", (size_t)N), *got = st_i64(ck, "_buffer.age", (size_t)N);
+        ASSERT_MSG(want && got && !memcmp(want, got, sizeof(int64_t) * (size_t)N),
+                   "resumed ages differ from the straight run's");
+        /* the older checkpoint: same weights, ages unknown where no restart happened since */
+        c.ckpt_path = old;
+        ASSERT_OK(jem_train(b3, ds, NULL, &c, old));
+        ASSERT(same_params(a, jem_net_params(b3)));
+        int64_t *part = st_i64(old, "_buffer.age", (size_t)N);
+        int unknown = 0, agree = 1;
+        for (int i = 0; part && want && i < N; i++) {
+            unknown += part[i] == -1;
+            agree &= part[i] == -1 ? want[i] > 4 : part[i] == want[i];
+        }
+        ASSERT(part != NULL);
+        ASSERT_MSG(unknown > 0 && unknown < N, "%d of %d ages unknown after resuming without ages", unknown, N);
+        ASSERT_MSG(agree, "known ages after resuming without ages differ from the straight run's");
+        free(want);
+        free(got);
+        free(part);
+        c.ckpt_path = NULL;
+        ASSERT_ERR(jem_train(b4, ds, NULL, &c, bad), JEM_ERR_FORMAT);
+        ASSERT_STR_CONTAINS(jem_last_error(), "_buffer.age");
+    }
+    jem_net_free(a);
+    jem_net_free(b);
+    jem_net_free(b2);
+    jem_net_free(b3);
+    jem_net_free(b4);
+}
+
 int main(void)
 {
     TEST_MAIN_BEGIN("test_train");
@@ -543,6 +765,8 @@ int main(void)
     check_px_rows(&ds);
     check_softmax_augment(&ds);
     check_exact_resume(&ds);
+    check_hmc_resume(&ds);
+    check_buffer_age(&ds);
     check_semi_supervised(&ds);
     jem_dataset_free(&ds);
     return t_finish();

@@ -217,6 +217,7 @@ typedef struct {
     double      xmin, xmax;       /* axis range; xmin >= xmax = automatic */
     double      ymin, ymax;       /* likewise */
     int         bins;             /* histograms: number of bins; 0 = 40 */
+    int         no_markers;       /* line charts: lines without point markers */
 } jem_plot_opts;
 
 /* A line series: points (x[i], y[i]); non-finite points break the line. */
@@ -269,6 +270,13 @@ jem_status jem_plot_lines(const jem_series *series /* (n_series) */,
  * column left of row r (e.g. class names). */
 jem_status jem_plot_grid(const float *x /* (N, C, H, W) */, int n, int c, int h, int w, int cols,
                          int pad, const char *const *row_labels, int n_labels, jem_image *out);
+
+/* Energy traces of MCMC chains: trace (N, M) as jem_hmc_run writes it
+ * (row n = iteration n, one column per chain), a line per chain (at most
+ * the first 31), the iteration on the x axis; warmup > 0 marks the end of
+ * warm-up with a vertical line. Legend "chain m" for up to 8 chains. */
+jem_status jem_plot_traces(const double *trace /* (N, M) */, int N, int M,
+                           int warmup, const jem_plot_opts *o, jem_image *out);
 
 /* ----------------------------------------------------- drawing primitives */
 

@@ -18,7 +18,9 @@ static const command commands[] = {
     {"score", cmd_score, "per-input scores (log p(x), max softmax, max logit, gradient norm), predicted class", 0},
     {"attack", cmd_attack, "robust accuracy under FGSM/PGD, undefended and with SGLD purification", 0},
     {"report", cmd_report, "the whole evaluation as one HTML page and JSON", 1},
-    {"sample", cmd_sample, "draw samples from a model with SGLD or MALA (PNG grid)", 1},
+    {"sample", cmd_sample, "draw samples from a model or a composition with SGLD, MALA or HMC (PNG grid, chain "
+               "diagnostics)", 1},
+    {"logz", cmd_logz, "log Z by annealed importance sampling; normalised log p(x) and bits/dim of a data set", 1},
     {"info", cmd_info, "what a checkpoint holds", 0},
     {"export", cmd_export, "copy a checkpoint's model weights without the training state", 1},
     {"bench", cmd_bench, "images/s of forward, training step, SGLD step and JEM iteration", 1},

@@ -125,11 +125,18 @@ void cli_attack_json(jem_jw *w, const cli_ctx *cx, const cli_attack_args *a, con
 
 typedef struct {
     const char *out, *from, *data, *raw, *inpaint;
+    const char *sampler;         /* sgld, mala or hmc */
+    const char *energy, *models; /* a composed energy and its models (NULL: --model's) */
+    const char *trace;           /* PNG of the energy traces, or NULL */
     int n, conditional, cls, mala, noclamp;
+    int warmup; /* steps before those the diagnostics use (-1: 50 for HMC, else 0) */
     float denoise;
     double mask_p;
     uint64_t seed;
     jem_sgld_cfg sc;
+    jem_hmc_cfg hc;
+    jem_compose comp;  /* energy, parsed by the command's checks */
+    jem_model_list ml; /* models, parsed by the command's checks */
 } cli_sample_args;
 
 typedef struct {
@@ -137,8 +144,17 @@ typedef struct {
     float *x;           /* (total, D) the images the chains end at */
     int32_t *y;         /* (total) their classes (-1: unconditional) */
     float *orig, *corr; /* (total, D) --inpaint, --denoise: the originals, the corrupted starts */
-    jem_sgld_cfg sc;    /* what ran */
+    jem_sgld_cfg sc;    /* what ran (SGLD, MALA; steps counts the warm-up too) */
+    jem_hmc_cfg hc;     /* what ran (HMC) */
+    int hmc, warmup, kept; /* HMC chains; steps before and after the warm-up */
     double grad_norm, accept, logp_start, logp_end; /* means over the chains */
+    double step_size, dh_mean, dh_abs, dh_max;      /* HMC: mean adapted step, energy errors */
+    long divergent;                                 /* HMC: divergent transitions */
+    double seconds;                                 /* in the chains */
+    double *trace;                                  /* (warmup + kept, trace_n) log p~ of the first chains */
+    int trace_n;
+    int have_diag; /* diag holds R-hat and ESS over the kept steps */
+    jem_chain_diag diag;
 } cli_sample_res;
 
 void cli_sample_defaults(cli_sample_args *a);

@@ -65,8 +65,9 @@ static int parse_milestones(const char *s, jem_sched *sc)
 
 typedef struct {
     jem_train_cfg c;
-    const char *mode, *opt, *init, *milestones, *data, *test, *out, *resume, *init_from, *log, *samples;
+    const char *mode, *opt, *init, *milestones, *data, *test, *out, *resume, *init_from, *log, *samples, *sampler;
     int val, flip, crop, full_cov, mala, clamp, nesterov, force;
+    float temperature; /* MALA and HMC */
     int64_t blowup_at; /* --inject-blowup (testing) */
     char outbuf[256];
 } train_args;
@@ -87,6 +88,26 @@ static int check(cli_ctx *cx, void *ud)
         for (const cli_opt *o = sp->opts; o->name; o++)
             if ((o->flags & OPT_JEM) && o->seen)
                 return cli_usage_error("train", "--%s applies to --mode jem only", o->name);
+    /* the chains' sampler and the options that belong to it */
+    if (t->mala) {
+        if (cli_given(sp, "sampler") && strcmp(t->sampler, "mala"))
+            return cli_usage_error("train", "--mala and --sampler %s exclude each other", t->sampler);
+        t->sampler = "mala";
+    }
+    const int hmc = !strcmp(t->sampler, "hmc");
+    static const char *const hmc_only[] = {"hmc-steps", "leapfrog", "hmc-step", "target-accept"};
+    static const char *const sgld_only[] = {"sgld-steps", "sgld-step", "sgld-noise", "sgld-max-step"};
+    for (int i = 0; i < 4; i++) {
+        if (!hmc && cli_given(sp, hmc_only[i]))
+            return cli_usage_error("train", "--%s needs --sampler hmc", hmc_only[i]);
+        if (hmc && cli_given(sp, sgld_only[i]))
+            return cli_usage_error("train",
+                                   "--%s is for SGLD and MALA chains; HMC's are --hmc-steps, --leapfrog, --hmc-step "
+                                   "and --target-accept",
+                                   sgld_only[i]);
+    }
+    if (!strcmp(t->sampler, "sgld") && cli_given(sp, "temperature"))
+        return cli_usage_error("train", "--temperature needs --sampler mala or hmc");
     if (parse_milestones(t->milestones, &t->c.sched))
         return cli_usage_error("train",
                                "--milestones '%s': want up to 16 increasing iterations >= 1, "
@@ -204,7 +225,9 @@ static int run(cli_ctx *cx, train_args *t, int argc, char **argv)
     c->aug.crop_pad = t->crop;
     c->aug.hflip = t->flip;
     c->sgld.clamp = t->clamp;
-    c->sgld.mala = t->mala;
+    c->sampler = !strcmp(t->sampler, "hmc") ? JEM_SAMPLER_HMC : JEM_SAMPLER_SGLD;
+    c->sgld.mala = !strcmp(t->sampler, "mala");
+    c->sgld.temperature = c->hmc.temperature = t->temperature;
     c->log_path = t->log;
     c->sample_path = t->samples;
     c->ckpt_path = t->out;
@@ -297,6 +320,13 @@ static int run(cli_ctx *cx, train_args *t, int argc, char **argv)
         } else if (t->init_from) {
             fprintf(stderr, "jem train: starting from the weights of %s\n", t->init_from);
         }
+        if (is_jem && c->sampler == JEM_SAMPLER_HMC)
+            fprintf(stderr,
+                    "jem train: HMC chains: %d iterations of %d leapfrog steps per training iteration, step size %g "
+                    "%s\n",
+                    c->hmc.steps, c->hmc.leapfrog, (double)c->hmc.step_size,
+                    c->hmc.target_accept > 0 ? "at first, then adapted to the acceptance asked (--target-accept)"
+                                             : "(fixed)");
         if (is_jem && c->init == JEM_INIT_INFORMATIVE && !t->resume) {
             const int D = a->in_c * a->in_h * a->in_w;
             if (c->full_cov)
@@ -384,6 +414,8 @@ int cmd_train(int argc, char **argv)
     t.full_cov = t.c.full_cov;
     t.mala = t.c.sgld.mala;
     t.clamp = t.c.sgld.clamp;
+    t.sampler = t.c.sampler == JEM_SAMPLER_HMC ? "hmc" : t.c.sgld.mala ? "mala" : "sgld";
+    t.temperature = t.c.sgld.temperature;
     t.nesterov = t.c.opt.nesterov;
     jem_train_cfg *c = &t.c;
     cli_opt opts[] = {
@@ -430,14 +462,30 @@ int cmd_train(int argc, char **argv)
              "ramp the generative terms in linearly over this many "
              "iterations"),
          ATLEAST(0), .flags = OPT_JEM},
+        {OPT("sampler", OPT_STR, &t.sampler,
+             "the chains' sampler: Langevin, Metropolis-adjusted Langevin or Hamiltonian Monte Carlo"),
+         .choices = "sgld|mala|hmc", .flags = OPT_JEM},
         {OPT("sgld-steps", OPT_INT, &c->sgld.steps, "SGLD steps per iteration (K)"), RANGE(1, 100000),
          .flags = OPT_JEM},
         {OPT("sgld-step", OPT_FLOAT, &c->sgld.step_size, "SGLD step size (alpha)"), ABOVE(0, 1e6), .flags = OPT_JEM},
         {OPT("sgld-noise", OPT_FLOAT, &c->sgld.noise, "SGLD noise (sigma)"), RANGE(0, 100), .flags = OPT_JEM},
-        {OPT("sgld-clamp", OPT_FLAG, &t.clamp, "clamp chains to [-1, 1] after each step"), .flags = OPT_JEM},
+        {OPT("sgld-clamp", OPT_FLAG, &t.clamp,
+             "keep chains in [-1, 1] (SGLD, MALA: clamped; HMC: reflected at the walls)"),
+         .flags = OPT_JEM},
         {OPT("sgld-max-step", OPT_FLOAT, &c->sgld.max_step, "clip each pixel's drift to this (0: off)"), RANGE(0, 100),
          .flags = OPT_JEM},
-        {OPT("mala", OPT_FLAG, &t.mala, "Metropolis-adjusted chains (MALA) instead of SGLD"), .flags = OPT_JEM},
+        {OPT("mala", OPT_FLAG, &t.mala, "the same as --sampler mala"), .flags = OPT_JEM},
+        {OPT("hmc-steps", OPT_INT, &c->hmc.steps, "HMC iterations per training iteration"), RANGE(1, 100000),
+         .flags = OPT_JEM},
+        {OPT("leapfrog", OPT_INT, &c->hmc.leapfrog, "HMC leapfrog steps per iteration"), RANGE(1, 10000),
+         .flags = OPT_JEM},
+        {OPT("hmc-step", OPT_FLOAT, &c->hmc.step_size, "HMC leapfrog step size to start from"), ABOVE(0, 100),
+         .flags = OPT_JEM},
+        {OPT("target-accept", OPT_FLOAT, &c->hmc.target_accept,
+             "HMC: acceptance the step size adapts to (0: a fixed step)"),
+         BELOW(0, 1), .flags = OPT_JEM},
+        {OPT("temperature", OPT_FLOAT, &t.temperature, "MALA and HMC chains: target p~(x)^(1/T)"), ABOVE(0, 1e6),
+         .flags = OPT_JEM},
         {OPT("buffer", OPT_INT, &c->buffer_size, "replay buffer size (images)"), RANGE(1, 10000000), .flags = OPT_JEM},
         {OPT("reinit", OPT_FLOAT, &c->reinit, "probability a chain restarts from the init distribution"), RANGE(0, 1),
          .flags = OPT_JEM},

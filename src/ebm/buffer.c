@@ -21,7 +21,8 @@ jem_status jem_buffer_create(jem_buffer *b, int n, int c, int h, int w,
     b->init = init; b->reinit = reinit; b->per_class = per_class;
     b->x = malloc(sizeof(float) * D * n);
     b->y = malloc(sizeof(int32_t) * n);
-    if (!b->x || !b->y) {
+    b->age = calloc((size_t)n, sizeof(int64_t));
+    if (!b->x || !b->y || !b->age) {
         jem_buffer_free(b);
         return jem_fail(JEM_ERR_NOMEM, "replay buffer: out of memory for %d images", n);
     }
@@ -34,7 +35,7 @@ jem_status jem_buffer_create(jem_buffer *b, int n, int c, int h, int w,
 void jem_buffer_free(jem_buffer *b)
 {
     if (!b) return;
-    free(b->x); free(b->y);
+    free(b->x); free(b->y); free(b->age);
     if (b->prior) { free(b->prior->mu); free(b->prior->sd); free(b->prior->chol); free(b->prior); }
     memset(b, 0, sizeof *b);
 }
@@ -196,10 +197,11 @@ void jem_buffer_reset(jem_buffer *b, jem_rng *rng)
 {
     const size_t D = (size_t)b->c * b->h * b->w;
     for (int i = 0; i < b->n; i++) jem_buffer_init_one(b, b->y[i], b->x + i * D, rng);
+    memset(b->age, 0, sizeof(int64_t) * (size_t)b->n);
 }
 
 int jem_buffer_draw(jem_buffer *b, int B, const int32_t *y, float *x,
-                    int32_t *idx, int32_t *ycls, jem_rng *rng)
+                    int32_t *idx, int32_t *ycls, int64_t *age, jem_rng *rng)
 {
     const size_t D = (size_t)b->c * b->h * b->w;
     int restarted = 0;
@@ -221,15 +223,26 @@ int jem_buffer_draw(jem_buffer *b, int B, const int32_t *y, float *x,
         if (jem_rng_uniform(rng) < b->reinit) {
             jem_buffer_init_one(b, b->y[slot], x + i * D, rng);
             restarted++;
+            if (age) age[i] = 0;
         } else {
             memcpy(x + i * D, b->x + (size_t)slot * D, sizeof(float) * D);
+            if (age) age[i] = b->age[slot];
         }
     }
     return restarted;
 }
 
-void jem_buffer_store(jem_buffer *b, const float *x, const int32_t *idx, int B)
+void jem_buffer_store(jem_buffer *b, const float *x, const int32_t *idx, const int64_t *age, int B)
 {
     const size_t D = (size_t)b->c * b->h * b->w;
-    for (int i = 0; i < B; i++) memcpy(b->x + (size_t)idx[i] * D, x + i * D, sizeof(float) * D);
+    for (int i = 0; i < B; i++) {
+        memcpy(b->x + (size_t)idx[i] * D, x + i * D, sizeof(float) * D);
+        if (age) b->age[idx[i]] = age[i];
+    }
+}
+
+void jem_buffer_tick(jem_buffer *b)
+{
+    for (int i = b->lo; i < b->hi; i++)
+        if (b->age[i] >= 0) b->age[i]++;
 }

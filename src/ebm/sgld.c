@@ -1,5 +1,5 @@
 /* The network as an energy model, and SGLD / MALA samplers. */
-#include "jem.h"
+#include "ebm/mcmc.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -29,6 +29,11 @@ jem_status jem_net_energy(void *ctx, const float *x, int B, const int32_t *y,
     if (grad) s = jem_net_backward(net, dl, grad, 0);
     free(logits);
     return s;
+}
+
+void jem_mc_chain_rng(jem_rng *r, uint64_t seed, uint64_t counter, uint64_t salt, int b)
+{
+    jem_rng_seed(r, seed ^ (counter * 0x9e3779b97f4a7c15ULL) ^ salt, (uint64_t)b);
 }
 
 void jem_sgld_defaults(jem_sgld_cfg *c)
@@ -79,7 +84,7 @@ jem_status jem_sgld_run(jem_energy_fn f, void *ctx, float *x, int B, int D,
         goto done;
     }
     float *lpp = lp + B;
-    for (int b = 0; b < B; b++) jem_rng_seed(&rng[b], seed ^ (counter * 0x9e3779b97f4a7c15ULL), (uint64_t)b);
+    for (int b = 0; b < B; b++) jem_mc_chain_rng(&rng[b], seed, counter, 0, b);
     double gsum = 0, lp0 = 0;
     long acc = 0, prop = 0;
     s = f(ctx, x, B, y, lp, g);
@@ -88,6 +93,8 @@ jem_status jem_sgld_run(jem_energy_fn f, void *ctx, float *x, int B, int D,
     for (int k = 0; k < c->steps; k++) {
         if (c->progress) c->progress(c->progress_ud, k, c->steps);
         for (int b = 0; b < B; b++) gsum += norm2(g + (size_t)b * D, D);
+        if (c->trace)
+            for (int b = 0; b < B; b++) c->trace[(size_t)k * B + b] = lp[b];
         if (!c->mala) {
 #pragma omp parallel for schedule(static)
             for (int b = 0; b < B; b++) {

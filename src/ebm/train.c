@@ -2,7 +2,9 @@
  * The trainer: softmax cross-entropy, or the JEM hybrid
  *   loss = w_y CE(f(x), y) + w_x [E(x_data) - E(x_sample)]
  *        + w_xy [E(x_data, y) - E(x_sample_y, y)] + l2 (E(x_data)^2 + E(x_sample)^2)
- * with negative samples from SGLD chains kept in a persistent replay buffer.
+ * with negative samples from SGLD, MALA or HMC chains kept in a persistent
+ * replay buffer (each slot with its age: iterations since it was last
+ * (re)initialised).
  * Divergence (non-finite or runaway loss or energies) rolls the model,
  * optimiser, buffer and RNG back to the last good state, lowers the learning
  * rate, and continues. Checkpoints hold everything needed to resume exactly.
@@ -40,6 +42,12 @@ void jem_train_defaults(jem_train_cfg *c, jem_mode mode)
     c->w_xy = 0.0f;
     c->l2 = 0.0f;
     jem_sgld_defaults(&c->sgld);
+    c->sampler = JEM_SAMPLER_SGLD;
+    /* about SGLD's cost: 4 x 5 leapfrog steps and one more gradient */
+    jem_hmc_defaults(&c->hmc);
+    c->hmc.steps = 4;
+    c->hmc.warmup = 0;
+    c->hmc.leapfrog = 5;
     c->buffer_size = 10000;
     c->reinit = 0.05f;
     c->init = JEM_INIT_UNIFORM;
@@ -114,6 +122,8 @@ typedef struct {
     float *ema; /* NULL when the trainer keeps no moving average */
     int64_t opt_t;
     float *buf_x;
+    int64_t *buf_age;
+    float hmc_eps;
     jem_rng rng;
     int64_t iter;
     int epoch, pos;
@@ -127,6 +137,7 @@ typedef struct {
     float *logits; /* (N, K) */
     float *dl;     /* (N, K) */
     int32_t *idx;  /* (2S) buffer slots */
+    int64_t *age;  /* (2S) the chains' ages */
     float *lse;    /* (N) */
 } iter_bufs;
 
@@ -145,17 +156,30 @@ typedef struct {
 /* what an iteration reports; sec_*: seconds spent in its parts */
 typedef struct {
     double loss, ce, e_data, e_sample, grad_norm;
+    double accept; /* the chains' mean acceptance probability (SGLD: 1) */
     int correct, labelled;
     double sec_data, sec_sgld, sec_fwd_bwd, sec_opt;
 } iter_out;
 
+/* a log group's energies of one side (data rows or chains), for their
+ * quantiles: the iterations' blocks of `block` values; when cap values are
+ * held, every second block is dropped and from then on only every
+ * stride-th iteration's block is kept, so the blocks stay spread evenly
+ * over the group */
+typedef struct {
+    float *v; /* (cap) */
+    int n, cap, block, stride;
+    long iters; /* iterations offered in this group */
+} energies;
+
 /* running sums over the iterations of one log group */
 typedef struct {
-    double loss, ce, e_data, e_sample, grad_norm;
+    double loss, ce, e_data, e_sample, grad_norm, accept;
     long correct, labelled, n;
     double sec_data, sec_sgld, sec_fwd_bwd, sec_opt;
-    double t0;    /* when the group started */
-    double comm0; /* this rank's time in collectives when it started */
+    double t0;       /* when the group started */
+    double comm0;    /* this rank's time in collectives when it started */
+    energies ed, es; /* energies of the data rows and of the chains */
 } group;
 
 typedef struct {
@@ -184,6 +208,10 @@ typedef struct {
     iter_bufs ib;
     row_plan rows;
     float *ema;                      /* (np) moving average of the weights, NULL when off */
+    jem_hmc_cfg hmc;                 /* sampler HMC: the chains' settings */
+    float *e_all;                    /* (ranks x energies' cap) a log group's energies of every rank */
+    int64_t *age_sorted;             /* (buffer) the known ages, sorted for their quantiles */
+    float hmc_eps;                   /* sampler HMC: the step size (training state) */
     double t0;                       /* when this run started */
     int64_t start_iter, iter_budget; /* iter_budget 0: time only */
     int64_t gbatch;                  /* images per iteration over all ranks */
@@ -200,6 +228,7 @@ static void snap_free(snapshot *s)
     free(s->v);
     free(s->ema);
     free(s->buf_x);
+    free(s->buf_age);
     free(s->perm);
     memset(s, 0, sizeof *s);
 }
@@ -214,8 +243,10 @@ static jem_status snap_take(trainer *t)
         s->v = t->opt.v ? malloc(sizeof(float) * t->np) : NULL;
         s->ema = t->ema ? malloc(sizeof(float) * t->np) : NULL;
         s->buf_x = bn ? malloc(sizeof(float) * bn) : NULL;
+        s->buf_age = bn ? malloc(sizeof(int64_t) * (size_t)t->buf.n) : NULL;
         s->perm = malloc(sizeof(int32_t) * t->ds->n);
-        if (!s->params || !s->m || (t->opt.v && !s->v) || (t->ema && !s->ema) || (bn && !s->buf_x) || !s->perm) {
+        if (!s->params || !s->m || (t->opt.v && !s->v) || (t->ema && !s->ema) || (bn && (!s->buf_x || !s->buf_age)) ||
+            !s->perm) {
             snap_free(s);
             return jem_fail(JEM_ERR_NOMEM, "out of memory for the rollback snapshot");
         }
@@ -225,7 +256,9 @@ static jem_status snap_take(trainer *t)
     if (s->v) memcpy(s->v, t->opt.v, sizeof(float) * t->np);
     if (s->ema) memcpy(s->ema, t->ema, sizeof(float) * t->np);
     if (bn) memcpy(s->buf_x, t->buf.x, sizeof(float) * bn);
+    if (bn) memcpy(s->buf_age, t->buf.age, sizeof(int64_t) * (size_t)t->buf.n);
     memcpy(s->perm, t->perm, sizeof(int32_t) * t->ds->n);
+    s->hmc_eps = t->hmc_eps;
     s->opt_t = t->opt.t;
     s->rng = t->rng;
     s->iter = t->iter;
@@ -243,7 +276,9 @@ static void snap_restore(trainer *t)
     if (s->v) memcpy(t->opt.v, s->v, sizeof(float) * t->np);
     if (s->ema) memcpy(t->ema, s->ema, sizeof(float) * t->np);
     if (bn) memcpy(t->buf.x, s->buf_x, sizeof(float) * bn);
+    if (bn) memcpy(t->buf.age, s->buf_age, sizeof(int64_t) * (size_t)t->buf.n);
     memcpy(t->perm, s->perm, sizeof(int32_t) * t->ds->n);
+    t->hmc_eps = s->hmc_eps;
     t->opt.t = s->opt_t;
     t->rng = s->rng;
     t->iter = s->iter;
@@ -271,7 +306,10 @@ static jem_status save_ckpt(trainer *t, const char *path)
 {
     const jem_train_cfg *c = t->cfg;
     if (t->size > 1) {
-        if (t->use_buf) jem_dist_gather_rows(t->buf.x, t->D, t->buf.n);
+        if (t->use_buf) {
+            jem_dist_gather_rows(t->buf.x, t->D, t->buf.n);
+            jem_dist_allgather(t->buf.age, sizeof(int64_t), t->buf.n);
+        }
         if (t->rank != 0) return JEM_OK;
     }
     jem_st *st = NULL;
@@ -306,6 +344,9 @@ static jem_status save_ckpt(trainer *t, const char *path)
         META("jem.train.val_n", "%d", t->val->n);
         META("jem.train.val_iter", "%lld", (long long)t->val_iter);
     }
+    if (c->mode == JEM_MODE_JEM)
+        META("jem.train.sampler", "%s", c->sampler == JEM_SAMPLER_HMC ? "hmc" : c->sgld.mala ? "mala" : "sgld");
+    if (c->sampler == JEM_SAMPLER_HMC && t->use_buf) META("jem.train.hmc_step", "%a", (double)t->hmc_eps);
 #undef META
     shp[0] = (int64_t)t->np;
     if (!s) s = jem_st_add(st, "_opt.m", JEM_DT_F32, 1, shp, t->opt.m);
@@ -322,6 +363,7 @@ static jem_status save_ckpt(trainer *t, const char *path)
         shp[3] = t->buf.w;
         s = jem_st_add(st, "_buffer.x", JEM_DT_F32, 4, shp, t->buf.x);
         if (!s) s = jem_st_add(st, "_buffer.y", JEM_DT_I32, 1, shp, t->buf.y);
+        if (!s) s = jem_st_add(st, "_buffer.age", JEM_DT_I64, 1, shp, t->buf.age);
     }
     if (!s) s = jem_st_commit(st, path);
     if (t->ema) swap_ema(t);
@@ -382,6 +424,31 @@ static jem_status load_state(trainer *t, const char *path)
     if (t->use_buf) {
         NEED("_buffer.x", JEM_DT_F32, (size_t)t->buf.n * t->D, t->buf.x, sizeof(float));
         NEED("_buffer.y", JEM_DT_I32, t->buf.n, t->buf.y, sizeof(int32_t));
+        /* the slots' ages: not known from a checkpoint written before they
+         * were kept */
+        if (jem_st_get(st, "_buffer.age", NULL, NULL, NULL))
+            NEED("_buffer.age", JEM_DT_I64, t->buf.n, t->buf.age, sizeof(int64_t));
+        else
+            for (int i = 0; i < t->buf.n; i++) t->buf.age[i] = -1;
+        for (int i = 0; i < t->buf.n; i++)
+            if (t->buf.age[i] < -1 || t->buf.age[i] > t->iter) {
+                jem_st_free(st);
+                return jem_fail(JEM_ERR_FORMAT,
+                                "%s: training state \"_buffer.age\" is corrupt (slot %d: age %lld at "
+                                "iteration %lld)",
+                                path, i, (long long)t->buf.age[i], (long long)t->iter);
+            }
+    }
+    /* the HMC step size; a run that did not use HMC starts it afresh */
+    const char *eps = jem_st_get_meta(st, "jem.train.hmc_step");
+    if (eps && t->cfg->sampler == JEM_SAMPLER_HMC) {
+        char *end;
+        const double e = strtod(eps, &end);
+        if (end == eps || *end || !(e > 0) || !isfinite(e) || (float)e <= 0 || !isfinite((float)e)) {
+            jem_st_free(st);
+            return jem_fail(JEM_ERR_FORMAT, "%s: jem.train.hmc_step '%s' is not a step size", path, eps);
+        }
+        t->hmc_eps = (float)e;
     }
 #undef NEED
     for (int i = 0; i < t->ds->n; i++)
@@ -418,6 +485,16 @@ static jem_status check_args(jem_net *net, const jem_dataset *ds, const jem_trai
     if (!(c->ema >= 0 && c->ema < 1))
         return jem_fail(JEM_ERR_ARG, "moving-average decay %g: must be in [0, 1) (0: off)", (double)c->ema);
     if (c->px_rows < -1) return jem_fail(JEM_ERR_ARG, "p(x) data rows %d: must be -1, 0 or a row count", c->px_rows);
+    if (c->sampler != JEM_SAMPLER_SGLD && c->sampler != JEM_SAMPLER_HMC)
+        return jem_fail(JEM_ERR_ARG, "sampler %d: want SGLD or HMC", (int)c->sampler);
+    const jem_hmc_cfg *h = &c->hmc;
+    if (c->sampler == JEM_SAMPLER_HMC &&
+        (h->steps < 1 || h->leapfrog < 1 || h->leapfrog > 100000 || !(h->step_size > 0) || !isfinite(h->step_size) ||
+         !(h->target_accept >= 0 && h->target_accept < 1) || !(h->temperature > 0) || !isfinite(h->temperature)))
+        return jem_fail(JEM_ERR_ARG,
+                        "HMC chains: %d iterations of %d leapfrog steps of %g, target acceptance %g (0: fixed step), "
+                        "temperature %g",
+                        h->steps, h->leapfrog, (double)h->step_size, (double)h->target_accept, (double)h->temperature);
     return JEM_OK;
 }
 
@@ -489,6 +566,47 @@ static row_plan plan_rows(const jem_train_cfg *c)
     return r;
 }
 
+/* energies' capacity (values per side and rank) */
+#define ENERGIES_CAP 16384
+
+static jem_status energies_alloc(energies *e, int block)
+{
+    memset(e, 0, sizeof *e);
+    e->block = block;
+    e->stride = 1;
+    if (block < 1) return JEM_OK;
+    e->cap = block > ENERGIES_CAP ? block : ENERGIES_CAP / block * block;
+    e->v = malloc(sizeof(float) * (size_t)e->cap);
+    return e->v ? JEM_OK : jem_fail(JEM_ERR_NOMEM, "out of memory for the log's energies");
+}
+
+static void energies_clear(energies *e)
+{
+    e->n = 0;
+    e->stride = 1;
+    e->iters = 0;
+}
+
+/* Where the group's next iteration writes its block of energies (NULL: not
+ * kept): the blocks of iterations 0, s, 2s, ... of the group (s = stride). */
+static float *energies_slot(energies *e)
+{
+    if (!e->v) return NULL;
+    const long i = e->iters++;
+    if (i % e->stride) return NULL;
+    while (e->n + e->block > e->cap) {
+        int kept = 0;
+        for (int b = 0; b < e->n / e->block; b += 2, kept++)
+            memmove(e->v + (size_t)kept * e->block, e->v + (size_t)b * e->block, sizeof(float) * e->block);
+        e->n = kept * e->block;
+        e->stride *= 2;
+        if (i % e->stride) return NULL;
+    }
+    float *p = e->v + e->n;
+    e->n += e->block;
+    return p;
+}
+
 static jem_status alloc_bufs(trainer *t)
 {
     const jem_train_cfg *c = t->cfg;
@@ -502,10 +620,23 @@ static jem_status alloc_bufs(trainer *t)
     ib->logits = malloc(sizeof(float) * N * t->K);
     ib->dl = malloc(sizeof(float) * N * t->K);
     ib->idx = malloc(sizeof(int32_t) * 2 * S);
+    ib->age = malloc(sizeof(int64_t) * 2 * S);
     ib->lse = malloc(sizeof(float) * N);
     if (c->ema > 0 && (t->ema = malloc(sizeof(float) * t->np))) /* starts at the weights */
         memcpy(t->ema, jem_net_params(t->net), sizeof(float) * t->np);
-    if (!t->perm || !t->labels || !ib->x || !ib->y || !ib->logits || !ib->dl || !ib->idx || !ib->lse ||
+    /* JEM mode: the log groups' energies, and the buffer's ages for their
+     * quantiles */
+    if (c->mode == JEM_MODE_JEM) {
+        const row_plan *r = &t->rows;
+        jem_status s = energies_alloc(&t->grp.ed, r->nd);
+        if (!s) s = energies_alloc(&t->grp.es, r->nu ? r->nu : r->nc);
+        if (s) return s;
+        const int cap = t->grp.ed.cap > t->grp.es.cap ? t->grp.ed.cap : t->grp.es.cap;
+        t->e_all = malloc(sizeof(float) * (size_t)cap * (size_t)t->size);
+        t->age_sorted = malloc(sizeof(int64_t) * (size_t)(c->buffer_size > 0 ? c->buffer_size : 1));
+        if (!t->e_all || !t->age_sorted) return jem_fail(JEM_ERR_NOMEM, "out of memory for the log's statistics");
+    }
+    if (!t->perm || !t->labels || !ib->x || !ib->y || !ib->logits || !ib->dl || !ib->idx || !ib->age || !ib->lse ||
         (c->ema > 0 && !t->ema))
         return jem_fail(JEM_ERR_NOMEM, "out of memory for training buffers");
     return JEM_OK;
@@ -526,6 +657,16 @@ static jem_status trainer_init(trainer *t, jem_net *net, const jem_dataset *ds, 
     t->val_acc = -1;
     t->seed = c->seed;
     t->use_buf = c->mode == JEM_MODE_JEM && (c->w_x != 0 || c->l2 != 0 || c->w_xy != 0);
+    /* HMC: no warm-up inside an iteration (the step size adapts between
+     * them), reflecting walls as SGLD's clamp */
+    t->hmc = c->hmc;
+    t->hmc.warmup = 0;
+    t->hmc.bounded = c->sgld.clamp;
+    t->hmc.lo = -1.0f;
+    t->hmc.hi = 1.0f;
+    t->hmc.progress = NULL;
+    if (!(t->hmc.target_accept > 0)) t->hmc.target_accept = 0.65f; /* unused with warm-up 0 */
+    t->hmc_eps = c->hmc.step_size;
     jem_rng_seed(&t->rng, c->seed, 0x7472);
     t->rank = jem_dist_rank();
     t->size = jem_dist_size();
@@ -567,7 +708,12 @@ static void trainer_free(trainer *t)
     free(t->ib.logits);
     free(t->ib.dl);
     free(t->ib.idx);
+    free(t->ib.age);
     free(t->ib.lse);
+    free(t->grp.ed.v);
+    free(t->grp.es.v);
+    free(t->e_all);
+    free(t->age_sorted);
 }
 
 /* ---- one iteration ---- */
@@ -656,12 +802,43 @@ static jem_status iter_softmax(trainer *t, iter_out *o)
     return s;
 }
 
-/* Draw the unconditional and conditional chains from the replay buffer into
- * their rows, run SGLD on them and store them back. Conditional chains take
- * the batch's labels (random classes where unlabelled). */
-static jem_status run_chains(trainer *t, jem_sgld_stats *ss)
+/* what a batch of chains reports */
+typedef struct {
+    double grad_norm; /* SGLD, MALA: mean ||grad log p~|| (HMC: 0) */
+    double accept;    /* mean acceptance probability (SGLD: 1) */
+} chain_stats;
+
+/* Run the configured sampler on B chains x (B, D) in place (y: the classes
+ * of conditional chains, NULL for p(x)); HMC at the current step size. */
+static jem_status sample_chains(trainer *t, float *x, int B, const int32_t *y, uint64_t seed, uint64_t counter,
+                                chain_stats *cs)
 {
     const jem_train_cfg *c = t->cfg;
+    jem_status s;
+    if (c->sampler == JEM_SAMPLER_HMC) {
+        jem_hmc_stats hs;
+        float eps = t->hmc_eps;
+        s = jem_hmc_run(jem_net_energy, t->net, x, B, (int)t->D, y, NULL, &t->hmc, seed, counter, &eps, NULL, &hs);
+        if (s) return s;
+        cs->grad_norm = 0;
+        cs->accept = hs.accept;
+    } else {
+        jem_sgld_stats ss;
+        s = jem_sgld_run(jem_net_energy, t->net, x, B, (int)t->D, y, NULL, &c->sgld, seed, counter, &ss);
+        if (s) return s;
+        cs->grad_norm = ss.grad_norm;
+        cs->accept = ss.accept;
+    }
+    return JEM_OK;
+}
+
+/* Draw the unconditional and conditional chains from the replay buffer into
+ * their rows, run the sampler on them and store them back with their ages.
+ * Conditional chains take the batch's labels (random classes where
+ * unlabelled). The gradient norm is the unconditional chains' (else the
+ * conditional ones'), the acceptance the mean over all chains. */
+static jem_status run_chains(trainer *t, chain_stats *cs)
+{
     const row_plan *r = &t->rows;
     const int B = r->B, nu = r->nu, nc = r->nc;
     iter_bufs *ib = &t->ib;
@@ -669,13 +846,13 @@ static jem_status run_chains(trainer *t, jem_sgld_stats *ss)
     float *xu = ib->x + (size_t)r->u0 * t->D, *xc = xu + (size_t)nu * t->D;
     int32_t *yu = ib->y + r->u0, *yc = yu + nu;
     jem_status s;
-    memset(ss, 0, sizeof *ss);
+    chain_stats su = {0, 0}, sc = {0, 0};
     if (nu) {
-        jem_buffer_draw(&t->buf, nu, NULL, xu, ib->idx, NULL, lr);
+        jem_buffer_draw(&t->buf, nu, NULL, xu, ib->idx, NULL, ib->age, lr);
         uint64_t sseed = jem_rng_u64(lr);
-        s = jem_sgld_run(jem_net_energy, t->net, xu, nu, (int)t->D, NULL, NULL, &c->sgld, sseed, (uint64_t)t->iter, ss);
+        s = sample_chains(t, xu, nu, NULL, sseed, (uint64_t)t->iter, &su);
         if (s) return s;
-        jem_buffer_store(&t->buf, xu, ib->idx, nu);
+        jem_buffer_store(&t->buf, xu, ib->idx, ib->age, nu);
         for (int i = 0; i < nu; i++) yu[i] = -1;
     }
     if (nc) {
@@ -683,15 +860,14 @@ static jem_status run_chains(trainer *t, jem_sgld_stats *ss)
             int32_t yy = ib->y[i % B];
             yc[i] = yy >= 0 ? yy : (int32_t)jem_rng_below(lr, (uint32_t)t->K);
         }
-        jem_buffer_draw(&t->buf, nc, yc, xc, ib->idx + nu, NULL, lr);
+        jem_buffer_draw(&t->buf, nc, yc, xc, ib->idx + nu, NULL, ib->age + nu, lr);
         uint64_t sseed = jem_rng_u64(lr);
-        jem_sgld_stats s2;
-        s = jem_sgld_run(jem_net_energy, t->net, xc, nc, (int)t->D, yc, NULL, &c->sgld, sseed,
-                         (uint64_t)t->iter ^ 0x5555555555ULL, &s2);
+        s = sample_chains(t, xc, nc, yc, sseed, (uint64_t)t->iter ^ 0x5555555555ULL, &sc);
         if (s) return s;
-        jem_buffer_store(&t->buf, xc, ib->idx + nu, nc);
-        if (!nu) *ss = s2;
+        jem_buffer_store(&t->buf, xc, ib->idx + nu, ib->age + nu, nc);
     }
+    cs->grad_norm = nu ? su.grad_norm : sc.grad_norm;
+    cs->accept = nu + nc ? (nu * su.accept + nc * sc.accept) / (nu + nc) : 0;
     return JEM_OK;
 }
 
@@ -771,8 +947,8 @@ static jem_status iter_jem(trainer *t, iter_out *o)
     double t0 = now_s();
     load_batch(t);
     double t1 = now_s();
-    jem_sgld_stats ss;
-    jem_status s = run_chains(t, &ss);
+    chain_stats cs;
+    jem_status s = run_chains(t, &cs);
     if (s) return s;
     double t2 = now_s();
     s = jem_net_forward(t->net, ib->x, N, ib->logits);
@@ -781,7 +957,8 @@ static jem_status iter_jem(trainer *t, iter_out *o)
     cross_entropy(t, o);
     o->loss = t->cfg->w_y * o->ce;
     generative_terms(t, o);
-    o->grad_norm = ss.grad_norm;
+    o->grad_norm = cs.grad_norm;
+    o->accept = cs.accept;
     s = backward(t);
     o->sec_data = t1 - t0;
     o->sec_sgld = t2 - t1;
@@ -798,9 +975,9 @@ static jem_status average_ranks(trainer *t, iter_out *o, jem_status s)
     jem_dist_sum_f32(g, t->np);
     const float inv = 1.0f / (float)t->size;
     for (size_t i = 0; i < t->np; i++) g[i] *= inv;
-    double f[8] = {o->loss,      o->ce,      o->e_data,   o->e_sample,
-                   o->grad_norm, o->correct, o->labelled, s == JEM_ERR_NONFINITE};
-    jem_dist_sum_f64(f, 8);
+    double f[9] = {o->loss,    o->ce,       o->e_data, o->e_sample,           o->grad_norm,
+                   o->correct, o->labelled, o->accept, s == JEM_ERR_NONFINITE};
+    jem_dist_sum_f64(f, 9);
     o->loss = f[0] / t->size;
     o->ce = f[1] / t->size;
     o->e_data = f[2] / t->size;
@@ -808,7 +985,8 @@ static jem_status average_ranks(trainer *t, iter_out *o, jem_status s)
     o->grad_norm = f[4] / t->size;
     o->correct = (int)f[5];
     o->labelled = (int)f[6];
-    return f[7] > 0 ? JEM_ERR_NONFINITE : JEM_OK;
+    o->accept = f[7] / t->size;
+    return f[8] > 0 ? JEM_ERR_NONFINITE : JEM_OK;
 }
 
 /* ---- divergence, the step, rollback ---- */
@@ -842,7 +1020,8 @@ static float current_lr(const trainer *t, double elapsed)
 static const char *divergence(const trainer *t, const iter_out *o, jem_status s, char *buf, size_t n)
 {
     const float th = t->cfg->div_threshold;
-    if (s == JEM_ERR_NONFINITE) return "non-finite SGLD chain";
+    if (s == JEM_ERR_NONFINITE)
+        return t->cfg->sampler == JEM_SAMPLER_HMC ? "non-finite HMC chain" : "non-finite SGLD chain";
     if (!isfinite(o->loss)) return "non-finite loss";
     if (fabs(o->loss) > th || fabs(o->e_data) > th || fabs(o->e_sample) > th) {
         snprintf(buf, n, "runaway loss %.3g or energies (data %.3g, sample %.3g) above %.3g", o->loss, o->e_data,
@@ -899,6 +1078,7 @@ static void group_add(group *g, const iter_out *o)
     g->e_data += o->e_data;
     g->e_sample += o->e_sample;
     g->grad_norm += o->grad_norm;
+    g->accept += o->accept;
     g->correct += o->correct;
     g->labelled += o->labelled;
     g->n++;
@@ -910,9 +1090,43 @@ static void group_add(group *g, const iter_out *o)
 
 static void group_reset(group *g)
 {
+    energies ed = g->ed, es = g->es; /* their buffers stay */
     memset(g, 0, sizeof *g);
+    g->ed = ed;
+    g->es = es;
+    energies_clear(&g->ed);
+    energies_clear(&g->es);
     g->t0 = now_s();
     g->comm0 = jem_dist_comm_seconds();
+}
+
+/* JEM mode: the iteration's energies into the log group: E(x) of the data
+ * rows, and of the chains as e_sample counts them (E(x) of the p(x)
+ * chains, else E(x, y) of the conditional ones). */
+static void group_energies(trainer *t)
+{
+    const row_plan *r = &t->rows;
+    const iter_bufs *ib = &t->ib;
+    float *p = energies_slot(&t->grp.ed);
+    for (int i = 0; p && i < r->nd; i++) p[i] = -ib->lse[r->d0 + i];
+    p = energies_slot(&t->grp.es);
+    const int c0 = r->u0 + r->nu;
+    for (int i = 0; p && i < t->grp.es.block; i++)
+        p[i] = r->nu ? -ib->lse[r->u0 + i] : -ib->logits[(size_t)(c0 + i) * t->K + ib->y[c0 + i]];
+}
+
+/* After an iteration that counts: the slots' ages grow by one, and the HMC
+ * step size moves towards the target acceptance (log eps += 0.5 (mean
+ * acceptance - target), within [1e-6, 1e3]). */
+static void chains_advance(trainer *t, const iter_out *o)
+{
+    const jem_train_cfg *c = t->cfg;
+    if (!t->use_buf) return;
+    jem_buffer_tick(&t->buf);
+    if (c->sampler == JEM_SAMPLER_HMC && c->hmc.target_accept > 0) {
+        const double e = t->hmc_eps * exp(0.5 * (o->accept - c->hmc.target_accept));
+        t->hmc_eps = (float)(e < 1e-6 ? 1e-6 : e > 1e3 ? 1e3 : e);
+    }
 }
 
 static void log_line(trainer *t, const char *json)
@@ -954,10 +1168,96 @@ static void buffer_stats(const jem_buffer *b, size_t D, double *mean, double *sd
     *sd = v > 0 ? sqrt(v) : 0;
 }
 
+/* The distributions a JEM log line summarises by quantiles at q_levels (the
+ * order statistics at p (n - 1), rounded): the log group's energies of the
+ * data rows and of the chains (from every rank), and the replay buffer's
+ * known ages. */
+static const double q_levels[] = {0, 0.1, 0.25, 0.5, 0.75, 0.9, 1};
+#define NQ ((int)(sizeof q_levels / sizeof *q_levels))
+
+typedef struct {
+    int has_ed, has_es, has_age;
+    double ed[NQ], es[NQ];
+    int64_t age[NQ];
+    double age_mean;
+    long age_unknown; /* slots whose age is not known (resumed from an older checkpoint) */
+} group_dists;
+
+static int cmp_f32(const void *a, const void *b)
+{
+    const float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    const int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static size_t q_index(int k, size_t n) { return (size_t)llround(q_levels[k] * (double)(n - 1)); }
+
+/* One side's energies of the group, from every rank, into t->e_all (sorted
+ * on rank 0); returns their number. Collective with several ranks (every
+ * rank holds as many). */
+static size_t gather_energies(trainer *t, const energies *e)
+{
+    if (!e->v || !e->n) return 0;
+    memcpy(t->e_all + (size_t)t->rank * e->n, e->v, sizeof(float) * e->n);
+    if (t->size > 1) jem_dist_allgather(t->e_all, sizeof(float) * e->n, t->size);
+    const size_t n = (size_t)e->n * t->size;
+    if (t->rank == 0) qsort(t->e_all, n, sizeof(float), cmp_f32);
+    return n;
+}
+
+/* The group's distributions (on rank 0). Collective with several ranks: the
+ * ranks' energies and the slices of the buffer's ages are gathered. */
+static void group_dists_get(trainer *t, group_dists *d)
+{
+    memset(d, 0, sizeof *d);
+    if (t->cfg->mode != JEM_MODE_JEM) return;
+    size_t n = gather_energies(t, &t->grp.ed);
+    for (int k = 0; n && k < NQ; k++) d->ed[k] = t->e_all[q_index(k, n)];
+    d->has_ed = n > 0;
+    n = gather_energies(t, &t->grp.es);
+    for (int k = 0; n && k < NQ; k++) d->es[k] = t->e_all[q_index(k, n)];
+    d->has_es = n > 0;
+    if (!t->use_buf) return;
+    if (t->size > 1) jem_dist_allgather(t->buf.age, sizeof(int64_t), t->buf.n);
+    if (t->rank != 0) return;
+    size_t m = 0;
+    double sum = 0;
+    for (int i = 0; i < t->buf.n; i++)
+        if (t->buf.age[i] >= 0) {
+            t->age_sorted[m++] = t->buf.age[i];
+            sum += (double)t->buf.age[i];
+        }
+    d->age_unknown = (long)(t->buf.n - (int)m);
+    if (!m) return;
+    qsort(t->age_sorted, m, sizeof(int64_t), cmp_i64);
+    for (int k = 0; k < NQ; k++) d->age[k] = t->age_sorted[q_index(k, m)];
+    d->age_mean = sum / (double)m;
+    d->has_age = 1;
+}
+
+/* "key": [q...] with 4 significant digits */
+static void jw_quantiles(jem_jw *w, const char *key, const double *q)
+{
+    jem_jw_key(w, key);
+    jem_jw_arr_begin(w);
+    for (int k = 0; k < NQ; k++) {
+        char b[32];
+        if (isfinite(q[k])) jem_jw_json(w, b, (size_t)snprintf(b, sizeof b, "%.4g", q[k]));
+        else jem_jw_null(w);
+    }
+    jem_jw_arr_end(w);
+}
+
 /* One JSON line per log group: the progress figures, then where an
  * iteration's time went (seconds per iteration, means over the group);
- * comm: the group's seconds in collectives, least and most over the ranks. */
-static void log_json(trainer *t, const jem_progress *p, const double comm[2], double sec_iter)
+ * comm: the group's seconds in collectives, least and most over the ranks;
+ * in JEM mode the chains' sampler figures and the distributions d. */
+static void log_json(trainer *t, const jem_progress *p, const double comm[2], double sec_iter, const group_dists *d)
 {
     const group *g = &t->grp;
     const int jem = t->cfg->mode == JEM_MODE_JEM;
@@ -971,12 +1271,29 @@ static void log_json(trainer *t, const jem_progress *p, const double comm[2], do
     jem_jw_kdouble(w, "ce", p->ce);
     jem_jw_kdouble(w, "acc", p->acc);
     if (jem) {
+        const jem_train_cfg *c = t->cfg;
+        const int hmc = c->sampler == JEM_SAMPLER_HMC;
         jem_jw_kdouble(w, "e_data", p->e_data);
         jem_jw_kdouble(w, "e_sample", p->e_sample);
         jem_jw_kdouble(w, "e_gap", p->e_data - p->e_sample);
-        jem_jw_kdouble(w, "sgld_grad_norm", p->grad_norm);
+        if (!hmc) jem_jw_kdouble(w, "sgld_grad_norm", p->grad_norm);
+        if (t->use_buf && (hmc || c->sgld.mala)) jem_jw_kdouble(w, "chain_accept", g->accept / g->n);
+        if (t->use_buf && hmc) {
+            jem_jw_key(w, "hmc_step");
+            jem_jw_float(w, t->hmc_eps);
+        }
         jem_jw_kdouble(w, "buffer_mean", p->buf_mean);
         jem_jw_kdouble(w, "buffer_std", p->buf_std);
+        if (d->has_age) {
+            jem_jw_kdouble(w, "buffer_age_mean", d->age_mean);
+            jem_jw_key(w, "buffer_age_q");
+            jem_jw_arr_begin(w);
+            for (int k = 0; k < NQ; k++) jem_jw_int(w, d->age[k]);
+            jem_jw_arr_end(w);
+        }
+        if (d->age_unknown) jem_jw_kint(w, "buffer_age_unknown", d->age_unknown);
+        if (d->has_ed) jw_quantiles(w, "e_data_q", d->ed);
+        if (d->has_es) jw_quantiles(w, "e_sample_q", d->es);
     }
     jem_jw_kdouble(w, "img_per_s", p->img_per_s);
     if (t->size > 1) {
@@ -1011,6 +1328,8 @@ static void log_group(trainer *t, double vacc, int epoch_end)
         comm[0] = 1e-9 * (double)-ns[0];
         comm[1] = 1e-9 * (double)ns[1];
     }
+    group_dists d;
+    group_dists_get(t, &d);
     if (t->rank == 0) {
         double dt = now_s() - g->t0;
         jem_progress p = progress_at(t, epoch_end ? JEM_EV_EPOCH : JEM_EV_ITER, NULL);
@@ -1033,7 +1352,7 @@ static void log_group(trainer *t, double vacc, int epoch_end)
         p.lr = current_lr(t, p.elapsed);
         p.val_acc = vacc;
         if (t->use_buf) buffer_stats(&t->buf, t->D, &p.buf_mean, &p.buf_std);
-        log_json(t, &p, comm, dt / g->n);
+        log_json(t, &p, comm, dt / g->n, &d);
         report(t, &p);
     }
     group_reset(&t->grp);
@@ -1175,7 +1494,9 @@ jem_status jem_train_hooked(jem_net *net, const jem_dataset *ds, const jem_datas
         }
         s = JEM_OK;
         t.iter++;
+        chains_advance(&t, &o);
         group_add(&t.grp, &o);
+        if (c->mode == JEM_MODE_JEM) group_energies(&t);
         const int epoch_end = t.epoch != last_epoch;
         last_epoch = t.epoch;
         double vacc = -1;

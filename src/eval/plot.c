@@ -906,8 +906,8 @@ jem_status jem_plot_lines(const jem_series *series, int n_series, const jem_plot
                 xs[i] = ok ? map_x(&p, e->x[i]) : NAN;
                 ys[i] = ok ? map_y(&p, e->y[i]) : NAN;
             }
-            polyline(out, xs, ys, e->n, 2.5, c, 1, 0, p.clip);
-            for (int i = 0; i < e->n; i++)
+            polyline(out, xs, ys, e->n, o->no_markers ? 1.5 : 2.5, c, 1, 0, p.clip);
+            for (int i = 0; i < e->n && !o->no_markers; i++)
                 if (isfinite(xs[i])) disc(out, xs[i], ys[i], 4, c, p.clip);
             free(xs);
             free(ys);

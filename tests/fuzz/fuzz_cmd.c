@@ -1,5 +1,5 @@
 /* Fuzz the commands' checks: the first byte picks a command (train, eval,
- * ood, score, attack, sample, info, export, bench, report), the rest is
+ * ood, score, attack, sample, info, export, bench, report, logz), the rest is
  * split at NUL bytes into its arguments: option values, data set specs,
  * paths. Each runs in check-only mode: parsed, every value checked against
  * its range, the specs' syntax and files, the output paths, the command's
@@ -8,10 +8,10 @@
 #include "fuzz.h"
 #include "cli/cli.h"
 
-static int (*const fuzz_cmds[])(int, char **) = {cmd_train,  cmd_eval, cmd_ood,    cmd_score, cmd_attack,
-                                                 cmd_sample, cmd_info, cmd_export, cmd_bench, cmd_report};
-static const char *const fuzz_cmd_names[] = {"train",  "eval", "ood",    "score", "attack",
-                                             "sample", "info", "export", "bench", "report"};
+static int (*const fuzz_cmds[])(int, char **) = {cmd_train, cmd_eval,   cmd_ood,   cmd_score,  cmd_attack, cmd_sample,
+                                                 cmd_info,  cmd_export, cmd_bench, cmd_report, cmd_logz};
+static const char *const fuzz_cmd_names[] = {"train", "eval",   "ood",   "score",  "attack", "sample",
+                                             "info",  "export", "bench", "report", "logz"};
 #define FUZZ_NCMDS ((int)(sizeof fuzz_cmds / sizeof *fuzz_cmds))
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
