@@ -12,8 +12,9 @@
 #   4. the AIS check on a Gaussian with a known log Z (tests/test_ais.c).
 # Usage: scripts/sampler_figures.sh [BUILD]
 # Sizes: CHAINS (16), EVALS energy evaluations per chain (1000), AIS_T1 and
-# AIS_T2 (1000, 4000), AIS_CHAINS (32). About 20 minutes on 2 cores with the
-# defaults.
+# AIS_T2 (1000, 4000), AIS_CHAINS (32), THREADS (0: all cores). About 20
+# minutes on 2 cores with the defaults; on a shared machine THREADS=1 keeps
+# the timings (ESS per second) comparable between samplers.
 set -euo pipefail
 build=${1:-build}
 cd "$(dirname "$0")/.."
@@ -26,6 +27,7 @@ evals=${EVALS:-1000}
 t1=${AIS_T1:-1000}
 t2=${AIS_T2:-4000}
 aisn=${AIS_CHAINS:-32}
+threads=${THREADS:-0}
 [ -f "$model" ] || { echo "sampler_figures: $model missing" >&2; exit 1; }
 
 # 1. equal evaluations: SGLD and MALA take one per step, HMC (L = 10) ten;
@@ -33,26 +35,26 @@ aisn=${AIS_CHAINS:-32}
 w=$((evals / 4)); s=$((evals - w))
 wh=$((evals / 40)); sh=$((evals / 10 - wh))
 for T in 1 5e-5; do
-    "$jem" sample --model "$model" --from informative --n "$chains" --sampler sgld --warmup "$w" --steps "$s" \
+    "$jem" sample --threads "$threads" --model "$model" --from informative --n "$chains" --sampler sgld --warmup "$w" --steps "$s" \
         --step-size 1 --noise "$(awk "BEGIN{print sqrt(2 * $T)}")" \
         --out "$out/sgld-T$T.png" --trace "$out/sgld-T$T-trace.png" --json > "$out/sgld-T$T.json"
-    "$jem" sample --model "$model" --from informative --n "$chains" --sampler hmc --leapfrog 1 --target-accept 0.57 \
+    "$jem" sample --threads "$threads" --model "$model" --from informative --n "$chains" --sampler hmc --leapfrog 1 --target-accept 0.57 \
         --temperature "$T" --warmup "$w" --steps "$s" \
         --out "$out/mala-T$T.png" --trace "$out/mala-T$T-trace.png" --json > "$out/mala-T$T.json"
-    "$jem" sample --model "$model" --from informative --n "$chains" --sampler hmc --leapfrog 10 \
+    "$jem" sample --threads "$threads" --model "$model" --from informative --n "$chains" --sampler hmc --leapfrog 10 \
         --temperature "$T" --warmup "$wh" --steps "$sh" \
         --out "$out/hmc-T$T.png" --trace "$out/hmc-T$T-trace.png" --json > "$out/hmc-T$T.json"
 done
 
 # 2. composed energies (SGLD's default chains, 100 steps from the informative init)
-"$jem" sample --model "$model" --from informative --n 36 --steps 100 --energy 'm1:class=5:1,m1:class=7:1' \
+"$jem" sample --threads "$threads" --model "$model" --from informative --n 36 --steps 100 --energy 'm1:class=5:1,m1:class=7:1' \
     --out "$out/sandal-and-sneaker.png" --json > "$out/sandal-and-sneaker.json"
-"$jem" sample --model "$model" --from informative --n 36 --steps 100 --energy 'm1:class=5:1,m1:class=7:-1' \
+"$jem" sample --threads "$threads" --model "$model" --from informative --n 36 --steps 100 --energy 'm1:class=5:1,m1:class=7:-1' \
     --out "$out/sandal-not-sneaker.png" --json > "$out/sandal-not-sneaker.json"
 
 # 3. log Z from a uniform base, two lengths
 for T in "$t1" "$t2"; do
-    "$jem" logz --model "$model" --data fmnist:test --T "$T" --chains "$aisn" --json > "$out/logz-T$T.json"
+    "$jem" logz --threads "$threads" --model "$model" --data fmnist:test --T "$T" --chains "$aisn" --json > "$out/logz-T$T.json"
 done
 
 # 4. the Gaussian check
