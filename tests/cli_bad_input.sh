@@ -96,6 +96,7 @@ expect 2 "--div-threshold -1: out of range (want a number above 0)" train --iter
 expect 2 "--sgld-step 1e-50: out of range (want a number above 0" train --mode jem --iters 1 --sgld-step 1e-50
 expect 2 "--out noise:uniform:0: 0 images: N must be 1 to" ood --model "$cut" --out noise:uniform:0
 expect 2 "--data noise:uniform:0: 0 images: N must be 1 to" score --model "$cut" --data noise:uniform:0
+expect 2 "--out interp:fmnist:test:0: 0 images: N must be 1 to" ood --model "$cut" --out interp:fmnist:test:0
 check "! grep -q '1x28x28' '$tmp/err'"
 expect 2 "--model $m: is a checkpoint; train --model takes a model description.*--resume.*--init-from" \
     train --model "$m" --iters 1
