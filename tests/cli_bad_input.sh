@@ -96,6 +96,7 @@ expect 2 "--div-threshold -1: out of range (want a number above 0)" train --iter
 expect 2 "--sgld-step 1e-50: out of range (want a number above 0" train --mode jem --iters 1 --sgld-step 1e-50
 expect 2 "--out noise:uniform:0: 0 images: N must be 1 to" ood --model "$cut" --out noise:uniform:0
 expect 2 "--data noise:uniform:0: 0 images: N must be 1 to" score --model "$cut" --data noise:uniform:0
+expect 2 "--out interp:fmnist:test:0: 0 images: N must be 1 to" ood --model "$cut" --out interp:fmnist:test:0
 check "! grep -q '1x28x28' '$tmp/err'"
 expect 2 "--model $m: is a checkpoint; train --model takes a model description.*--resume.*--init-from" \
     train --model "$m" --iters 1
@@ -140,6 +141,10 @@ expect 2 "--samples $tmp/none/s.png: folder $tmp/none does not exist" train --mo
 expect 2 "--log $tmp/none/l.jsonl: folder $tmp/none does not exist" train --iters 1 --out "$tmp/t3.safetensors" \
     --log "$tmp/none/l.jsonl"
 expect 2 "--out $tmp: is a folder" train --iters 1 --out "$tmp"
+# a --test set's labels are checked before the training, not after it
+expect 1 "--test idx:$tmp/l200: image 1 has label 200, but the model has 10 classes" train --model "$tmp/tiny.model" \
+    --data fmnist:test --val 0 --iters 1 --test "idx:$tmp/l200" --out "$tmp/t4.safetensors"
+check "[ ! -e '$tmp/t4.safetensors' ]"
 expect 2 "--reliability $tmp/none/r.png: folder $tmp/none does not exist" eval --model "$cut" \
     --reliability "$tmp/none/r.png"
 expect 2 "--curve $tmp/none/c.png: folder" attack --model "$cut" --curve "$tmp/none/c.png"

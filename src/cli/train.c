@@ -260,9 +260,10 @@ static int run(cli_ctx *cx, train_args *t, int argc, char **argv)
         cli_end(cx);
         return cli_usage_error("train", "--crop %d: want less than the image's %dx%d", t->crop, a->in_h, a->in_w);
     }
-    jem_dataset all, tr, va;
+    jem_dataset all, tr, va, te;
     memset(&va, 0, sizeof va);
     memset(&tr, 0, sizeof tr);
+    memset(&te, 0, sizeof te);
     char *classes = NULL;
     int rc = 0;
     s = cli_open_data(cx, "data", t->data, &all);
@@ -272,6 +273,11 @@ static int run(cli_ctx *cx, train_args *t, int argc, char **argv)
     if (!s && c->batch > all.n - t->val)
         s = jem_fail(JEM_ERR_ARG, "--batch %d: larger than the %d training images of %s", c->batch, all.n - t->val,
                      all.name);
+    /* the test set is read and its labels checked now, not after the training it would follow */
+    if (!s && t->test) {
+        s = cli_open_data(cx, "test", t->test, &te);
+        if (!s) s = cli_check_labels(cx, "test", &te, 1);
+    }
     if (s) {
         jem_dataset_free(&all);
         rc = cli_fail("train", s);
@@ -348,13 +354,7 @@ static int run(cli_ctx *cx, train_args *t, int argc, char **argv)
     }
     double vacc = -1, tacc = -1, tnll = -1;
     if (va.n) s = jem_evaluate(net, &va, &vacc, NULL);
-    if (!s && t->test) {
-        jem_dataset te;
-        s = cli_open_data(cx, "test", t->test, &te);
-        if (!s) s = cli_check_labels(cx, "test", &te, 1);
-        if (!s) s = jem_evaluate(net, &te, &tacc, &tnll);
-        jem_dataset_free(&te);
-    }
+    if (!s && t->test) s = jem_evaluate(net, &te, &tacc, &tnll);
     if (s) {
         rc = cli_fail("train", s);
     } else if (!rank0) {
@@ -387,6 +387,7 @@ done:
     free(classes);
     jem_dataset_free(&tr);
     jem_dataset_free(&va);
+    jem_dataset_free(&te);
     return rc;
 }
 

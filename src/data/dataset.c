@@ -518,6 +518,8 @@ static jem_status open_interp(const char *spec, const char *rest, jem_dataset *d
         const char *t = colon + 1;
         if (!have_seed && !have_n && parse_seed(t, &seed)) have_seed = 1;
         else if (!have_n && parse_int(t, 1, INT_MAX, &n)) have_n = 1;
+        else if (!have_n && all_digits(t))
+            return jem_fail(JEM_ERR_ARG, "%s: %s images: N must be 1 to %d", spec, t, INT_MAX);
         else break;
         *colon = 0;
     }
