@@ -23,6 +23,14 @@ for k in $(seq 1 "$KILLS"); do
     if [ -f "$ck" ]; then resume=(--resume "$ck"); else resume=(); fi
     "$JEM" train "${common[@]}" "${resume[@]}" > /dev/null 2> "$tmp/err" &
     pid=$!
+    # the first run goes on until its first checkpoint exists (start-up takes
+    # longer on a loaded machine), so that later kills have one to resume from
+    if [ ${#resume[@]} -eq 0 ]; then
+        for _ in $(seq 1 1200); do
+            [ -f "$ck" ] || ! kill -0 "$pid" 2>/dev/null && break
+            sleep 0.1
+        done
+    fi
     # 0.3 s to 2.3 s: after start-up, across iterations and checkpoint writes
     sleep "$(printf '0.%03d' $((RANDOM % 1000)))"; sleep 0.3; [ $((RANDOM % 2)) -eq 1 ] && sleep 1
     kill -9 "$pid" 2>/dev/null
