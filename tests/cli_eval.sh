@@ -63,6 +63,32 @@ check "grep -q '\"jem_iteration\":{\"batch\":64' '$tmp/bench.json' && grep -q '\
 # the planner's choice for every layer, pass and block; bad kernel settings
 # refused before anything is loaded
 check "grep -q '\"kernel_backward_weight\":\"[a-z]*\",\"tile_backward_weight\":[024]' '$tmp/bench.json' && grep -q '\"blocks\":\[{\"name\":\"b1\",\"shape\":\"[^\"]*\",\"fused\":' '$tmp/bench.json'"
+# the multiply-add peak: positive and finite (JSON writes NaN and infinities
+# as null), the threads' product, bf16 measured exactly when the CPU has
+# AVX512_BF16; every layer's and fused block's passes as % of the fp32 peak
+num='[0-9][0-9.e+-]*'
+check "grep -q '\"fma_peak\":{\"threads\":[1-9][0-9]*,\"fp32_isa\":\"\(avx512f\|avx2\|sse2\|scalar\)\",\"fp32_gflops_per_thread\":$num,\"fp32_gflops\":$num,\"bf16_supported\":\(true\|false\),\"bf16_gflops_per_thread\":\($num\|null\),\"bf16_gflops\":\($num\|null\),\"forward_pct_fp32_peak\":$num}' '$tmp/bench.json'"
+pk=$(sed -n 's/.*"fma_peak":{"threads":\([0-9]*\),[^}]*"fp32_gflops_per_thread":\([^,]*\),"fp32_gflops":\([^,]*\),"bf16_supported":\([a-z]*\),"bf16_gflops_per_thread":\([^,]*\),"bf16_gflops":\([^,]*\),.*/\1 \2 \3 \4 \5 \6/p' "$tmp/bench.json")
+# (no CPU thread does 1e5 GFLOP/s: a loop the compiler removed would)
+check "awk '{exit !(NF == 6 && \$2 > 0 && \$2 < 1e5 && (\$3 - \$1 * \$2) ^ 2 < 1e-12 * \$3 ^ 2)}' <<< '$pk'"
+if grep -qw avx512f /proc/cpuinfo && grep -qw avx512_bf16 /proc/cpuinfo; then
+    check "awk '{exit !(\$4 == \"true\" && \$5 > 0 && \$5 < 1e5 && (\$6 - \$1 * \$5) ^ 2 < 1e-12 * \$6 ^ 2)}' <<< '$pk'"
+else
+    check "awk '{exit !(\$4 == \"false\" && \$5 == \"null\" && \$6 == \"null\")}' <<< '$pk'"
+fi
+nl=$(grep -o '"kernel_backward_weight":' "$tmp/bench.json" | wc -l)
+nb=$(grep -o '"fused":true' "$tmp/bench.json" | wc -l)
+check "[ $nl -ge 4 ] && [ $nb -ge 1 ]"
+check "[ \$(grep -o '\"backward_weight_gflops\":$num,\"forward_pct_fp32_peak\":$num,\"backward_input_pct_fp32_peak\":$num,\"backward_weight_pct_fp32_peak\":$num,' '$tmp/bench.json' | wc -l) -eq $nl ]"
+check "[ \$(grep -o '\"backward_input_weight_gflops\":$num,\"forward_pct_fp32_peak\":$num,\"backward_input_pct_fp32_peak\":$num,\"backward_input_weight_pct_fp32_peak\":$num,' '$tmp/bench.json' | wc -l) -eq $nb ]"
+# the first layer's rates and their percentages agree with the peak
+fl=$(sed -n 's/.*"layers":\[{[^}]*"forward_gflops":\([^,]*\),"backward_input_gflops":\([^,]*\),"backward_weight_gflops":\([^,]*\),"forward_pct_fp32_peak":\([^,]*\),"backward_input_pct_fp32_peak":\([^,]*\),"backward_weight_pct_fp32_peak":\([^,]*\),.*/\1 \2 \3 \4 \5 \6/p' "$tmp/bench.json")
+check "awk -v p=\"\$(cut -d' ' -f3 <<< '$pk')\" '{for (k = 1; k <= 3; k++) if ((\$(k + 3) - 100 * \$k / p) ^ 2 > 1e-12 * \$(k + 3) ^ 2 + 1e-30) exit 1; exit !(NF == 6)}' <<< '$fl'"
+# the table: the peak line and a "% of peak" column on every layer's row
+"$JEM" bench --model "$tmp/tiny.model" --reps 1 --sgld-steps 1 --layers > "$tmp/bench.txt"
+check "[ $? -eq 0 ] && grep -q '^multiply-add peak (register-only loops, [0-9]* threads\?): fp32 [0-9.]* GFLOP/s' '$tmp/bench.txt'"
+check "grep -q '^layer .* fwd .* bwd-in .* bwd-w  *% of peak   plan' '$tmp/bench.txt' && grep -q '^block .* % of peak   plan' '$tmp/bench.txt'"
+check "[ \$(grep -c '^\(stem\|b[0-9]*\.\(c1\|c2\|sc\)\) .*[0-9.]  *[0-9 ]*[0-9]/ *[0-9]*/ *[0-9]*   [a-z]' '$tmp/bench.txt') -eq \$(grep -c '^\(stem\|b[0-9]*\.\(c1\|c2\|sc\)\) ' '$tmp/bench.txt') ]"
 JEM_WINOGRAD_TILE=3 "$JEM" bench --model "$tmp/fast.model" --reps 1 > /dev/null 2> "$tmp/bench.err"
 check "[ $? -eq 2 ] && grep -q 'JEM_WINOGRAD_TILE=3' '$tmp/bench.err'"
 

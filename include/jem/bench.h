@@ -40,6 +40,29 @@ typedef struct {
                               rows time its convolutions) */
 } jem_conv_time;
 
+/* The machine's multiply-add ceiling, measured: a loop of independent
+ * vector multiply-adds on registers only (no loads or stores), run at once
+ * on the threads, each thread timing its own loop (best of reps after one
+ * untimed run, a few milliseconds each). The fastest thread's rate times
+ * the threads is the peak: what kernels on that many threads could reach
+ * at most. Instruction sets are chosen at run time from the CPU's features.
+ * GFLOP/s count 2 FLOPs per multiply-add. */
+typedef struct {
+    int threads;            /* threads the loops ran on */
+    const char *fp32_isa;   /* static string: "avx512f" (zmm vfmadd231ps), "avx2" (ymm
+                                vfmadd231ps), "sse2" (mulps + addps), "scalar" (not x86-64) */
+    double fp32_per_thread; /* GFLOP/s, fp32, one thread */
+    double fp32;            /* GFLOP/s, fp32: fp32_per_thread x threads */
+    int has_bf16;           /* 1 when the CPU has AVX512_BF16 (vdpbf16ps), 0 otherwise */
+    double bf16_per_thread; /* GFLOP/s of zmm vdpbf16ps (bf16 products, fp32 sums: 16 lanes x 2
+                                multiply-adds each, 64 FLOPs), one thread; 0 without AVX512_BF16 */
+    double bf16;            /* bf16_per_thread x threads; 0 without AVX512_BF16 */
+} jem_fma_peak;
+
+/* Measure *out on `threads` threads (>= 1), best of reps (>= 1).
+ * JEM_ERR_ARG for a count below 1. */
+jem_status jem_bench_peak(int threads, int reps, jem_fma_peak *out);
+
 /* The rate of OpenBLAS sgemm on n x n x n single-precision matrices. */
 double jem_bench_sgemm(int n, int reps, jem_rng *rng);
 /* Every convolution of the model a, layer by layer, each pass on the

@@ -1,5 +1,6 @@
 /* jem bench: images/s of the four workloads that decide training speed,
- * per-layer convolution GFLOP/s against the measured sgemm rate with the
+ * per-layer convolution GFLOP/s against the machine's measured multiply-add
+ * peak (fp32, and bf16 where the CPU has it) and the sgemm rate, with the
  * kernel and tile the planner chose for each pass, peak memory. Medians of
  * several repetitions after a warm-up. */
 #include "cli/cli.h"
@@ -105,9 +106,13 @@ static const char *plan_str(const char *kernel, int tile, char *buf, size_t n)
 /* the kernels' rows (jem_bench_convs, jem_bench_blocks) as a table and
  * JSON, each with the planner's choice: a layer's kernel and tile for each
  * pass; a block's for conv1, conv2 and the shortcut, or that it runs layer
- * by layer */
-static void conv_rows(jem_jw *jw, const jem_conv_time *r, int n, int blocks, int json)
+ * by layer; each pass's rate as a percentage of peak (the fp32 multiply-add
+ * peak, GFLOP/s) */
+static void conv_rows(jem_jw *jw, const jem_conv_time *r, int n, int blocks, int json, double peak)
 {
+    static const char *const pkeys[2][3] = {
+        {"forward_pct_fp32_peak", "backward_input_pct_fp32_peak", "backward_weight_pct_fp32_peak"},
+        {"forward_pct_fp32_peak", "backward_input_pct_fp32_peak", "backward_input_weight_pct_fp32_peak"}};
     static const char *const lkeys[3][2] = {{"kernel_forward", "tile_forward"},
                                             {"kernel_backward_input", "tile_backward_input"},
                                             {"kernel_backward_weight", "tile_backward_weight"}};
@@ -118,16 +123,21 @@ static void conv_rows(jem_jw *jw, const jem_conv_time *r, int n, int blocks, int
         jem_jw_kstr(jw, "name", r[l].name);
         jem_jw_kstr(jw, "shape", r[l].shape);
         if (blocks && !r[l].fused) {
-            if (!json) printf("%-10s %-22s %9s %9s %9s   layer by layer\n", r[l].name, r[l].shape, "-", "-", "-");
+            if (!json)
+                printf("%-10s %-22s %9s %9s %9s  %11s   layer by layer\n", r[l].name, r[l].shape, "-", "-", "-", "-");
             jem_jw_kbool(jw, "fused", 0);
             jem_jw_obj_end(jw);
             continue;
         }
         char kp[3][48];
-        for (int k = 0; k < 3; k++) plan_str(r[l].kernel[k], r[l].tile[k], kp[k], sizeof kp[k]);
+        double pct[3];
+        for (int k = 0; k < 3; k++) {
+            plan_str(r[l].kernel[k], r[l].tile[k], kp[k], sizeof kp[k]);
+            pct[k] = peak > 0 ? 100.0 * r[l].gflops[k] / peak : 0;
+        }
         if (!json)
-            printf("%-10s %-22s %9.1f %9.1f %9.1f   %s / %s / %s\n", r[l].name, r[l].shape, r[l].gflops[0],
-                   r[l].gflops[1], r[l].gflops[2], kp[0], kp[1], kp[2]);
+            printf("%-10s %-22s %9.1f %9.1f %9.1f  %3.0f/%3.0f/%3.0f   %s / %s / %s\n", r[l].name, r[l].shape,
+                   r[l].gflops[0], r[l].gflops[1], r[l].gflops[2], pct[0], pct[1], pct[2], kp[0], kp[1], kp[2]);
         if (blocks) {
             jem_jw_kbool(jw, "fused", 1);
             for (int k = 0; k < 3; k++) {
@@ -137,11 +147,11 @@ static void conv_rows(jem_jw *jw, const jem_conv_time *r, int n, int blocks, int
         }
         jem_jw_kdouble(jw, "forward_gflops", r[l].gflops[0]);
         jem_jw_kdouble(jw, "backward_input_gflops", r[l].gflops[1]);
+        jem_jw_kdouble(jw, blocks ? "backward_input_weight_gflops" : "backward_weight_gflops", r[l].gflops[2]);
+        for (int k = 0; k < 3; k++) jem_jw_kdouble(jw, pkeys[blocks][k], pct[k]);
         if (blocks) {
-            jem_jw_kdouble(jw, "backward_input_weight_gflops", r[l].gflops[2]);
             jem_jw_kdouble(jw, "mflop_forward", r[l].mflop);
         } else {
-            jem_jw_kdouble(jw, "backward_weight_gflops", r[l].gflops[2]);
             jem_jw_kdouble(jw, "mflop", r[l].mflop);
             for (int k = 0; k < 3; k++) {
                 jem_jw_kstr(jw, lkeys[k][0], r[l].kernel[k]);
@@ -157,7 +167,9 @@ int cmd_bench(int argc, char **argv)
     int reps = 5, layers = 0, scaling = 0, K = 20;
     cli_opt opts[] = {{OPT("reps", OPT_INT, &reps, "repetitions per workload (median reported)"), RANGE(1, 1000)},
                       {OPT("sgld-steps", OPT_INT, &K, "SGLD steps in the JEM iteration"), RANGE(1, 10000)},
-                      {OPT("layers", OPT_FLAG, &layers, "per-layer and per-block convolution GFLOP/s and sgemm rates")},
+                      {OPT("layers", OPT_FLAG, &layers,
+                           "per-layer and per-block convolution GFLOP/s, their % of the measured multiply-add peak "
+                           "(fp32; bf16 too), sgemm")},
                       {OPT("scaling", OPT_FLAG, &scaling,
                            "JEM iteration time against batch size and K, images/s at 1 and 2 "
                            "threads")},
@@ -249,8 +261,39 @@ int cmd_bench(int argc, char **argv)
     if (!json) printf("\nforward: %.1f GFLOP/s effective\n", flops * res[0].img_s / 1e9);
 
     if (layers) {
-        /* sgemm reference rates, then every convolution of the model and
-         * every block at batch 64 (the fused ones timed) */
+        /* the machine's multiply-add peak on the threads used, the sgemm
+         * reference rates, then every convolution of the model and every
+         * block at batch 64 (the fused ones timed), each against the peak */
+        jem_fma_peak pk;
+        s = jem_bench_peak(jem_get_threads(), 10, &pk);
+        if (s) {
+            jem_jw_free(&jw);
+            goto fail;
+        }
+        jem_jw_key(&jw, "fma_peak");
+        jem_jw_obj_begin(&jw);
+        jem_jw_kint(&jw, "threads", pk.threads);
+        jem_jw_kstr(&jw, "fp32_isa", pk.fp32_isa);
+        jem_jw_kdouble(&jw, "fp32_gflops_per_thread", pk.fp32_per_thread);
+        jem_jw_kdouble(&jw, "fp32_gflops", pk.fp32);
+        jem_jw_kbool(&jw, "bf16_supported", pk.has_bf16);
+        jem_jw_key(&jw, "bf16_gflops_per_thread");
+        if (pk.has_bf16) jem_jw_double(&jw, pk.bf16_per_thread);
+        else jem_jw_null(&jw);
+        jem_jw_key(&jw, "bf16_gflops");
+        if (pk.has_bf16) jem_jw_double(&jw, pk.bf16);
+        else jem_jw_null(&jw);
+        jem_jw_kdouble(&jw, "forward_pct_fp32_peak", pk.fp32 > 0 ? 100.0 * flops * res[0].img_s / 1e9 / pk.fp32 : 0);
+        jem_jw_obj_end(&jw);
+        if (!json) {
+            printf("\nmultiply-add peak (register-only loops, %d thread%s): fp32 %.1f GFLOP/s (%s, %.1f per thread)",
+                   pk.threads, pk.threads > 1 ? "s" : "", pk.fp32, pk.fp32_isa, pk.fp32_per_thread);
+            if (pk.has_bf16)
+                printf(", bf16 %.1f GFLOP/s (avx512_bf16 vdpbf16ps, %.1f per thread)\n", pk.bf16, pk.bf16_per_thread);
+            else printf(", bf16: no avx512_bf16 on this CPU\n");
+            printf("forward: %.0f %% of the fp32 peak\n",
+                   pk.fp32 > 0 ? 100.0 * flops * res[0].img_s / 1e9 / pk.fp32 : 0);
+        }
         double sg[2];
         sg[0] = jem_bench_sgemm(128, reps, &rng);
         sg[1] = jem_bench_sgemm(2048, reps, &rng);
@@ -261,28 +304,31 @@ int cmd_bench(int argc, char **argv)
         jem_jw_obj_end(&jw);
         if (!json)
             printf("\nsgemm: %.1f GFLOP/s at 128^3, %.1f at 2048^3\n\n"
-                   "convolutions: effective GFLOP/s (direct-convolution FLOPs / time) and the planner's kernels\n"
-                   "%-10s %-22s %9s %9s %9s   %s\n",
-                   sg[0], sg[1], "layer", "shape (batch 64)", "fwd", "bwd-in", "bwd-w", "plan: fwd / bwd-in / bwd-w");
+                   "convolutions: effective GFLOP/s (direct-convolution FLOPs / time), each pass's %% of the fp32\n"
+                   "peak (Winograd can pass 100 %%: it does fewer multiplies) and the planner's kernels\n"
+                   "%-10s %-22s %9s %9s %9s  %11s   %s\n",
+                   sg[0], sg[1], "layer", "shape (batch 64)", "fwd", "bwd-in", "bwd-w", "% of peak",
+                   "plan: fwd / bwd-in / bwd-w");
         jem_conv_time rows[3 * JEM_MAX_BLOCKS + 1];
         int nr = 0;
         s = jem_bench_convs(&a, reps, &rng, rows, 3 * JEM_MAX_BLOCKS + 1, &nr);
         jem_jw_key(&jw, "layers");
         jem_jw_arr_begin(&jw);
-        conv_rows(&jw, rows, nr, 0, json);
+        conv_rows(&jw, rows, nr, 0, json, pk.fp32);
         jem_jw_arr_end(&jw);
         if (s) {
             jem_jw_free(&jw);
             goto fail;
         }
         if (!json)
-            printf("\nfused blocks (per image; forward with the shortcut): effective GFLOP/s\n"
-                   "%-10s %-22s %9s %9s %9s   %s\n",
-                   "block", "shape (batch 64)", "fwd", "bwd-in", "bwd-in+w", "plan: conv1 / conv2 / shortcut");
+            printf("\nfused blocks (per image; forward with the shortcut): effective GFLOP/s, %% of the fp32 peak\n"
+                   "%-10s %-22s %9s %9s %9s  %11s   %s\n",
+                   "block", "shape (batch 64)", "fwd", "bwd-in", "bwd-in+w", "% of peak",
+                   "plan: conv1 / conv2 / shortcut");
         s = jem_bench_blocks(&a, reps, &rng, rows, JEM_MAX_BLOCKS, &nr);
         jem_jw_key(&jw, "blocks");
         jem_jw_arr_begin(&jw);
-        conv_rows(&jw, rows, nr, 1, json);
+        conv_rows(&jw, rows, nr, 1, json, pk.fp32);
         jem_jw_arr_end(&jw);
         if (s) {
             jem_jw_free(&jw);

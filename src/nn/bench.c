@@ -1,6 +1,8 @@
 /* bench.c: timings of the convolution kernels on a model's shapes, layer
  * by layer and per fused block, with the kernel and tile the planner chose
- * for each (jem/bench.h). Medians of several repetitions after a warm-up. */
+ * for each (jem/bench.h). Medians of several repetitions after a warm-up.
+ * And the machine's multiply-add peak, fp32 and bf16, from register-only
+ * loops (best of several runs), the ceiling those rates are read against. */
 #include "jem.h"
 #include "nn/nn.h"
 #include "nn/plan.h"
@@ -11,6 +13,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define PEAK_X86 1
+#else
+#define PEAK_X86 0
+#endif
 
 #define BATCH 64
 
@@ -36,6 +45,208 @@ static double median(double *v, int n)
 static void fill(float *x, size_t n, jem_rng *r)
 {
     for (size_t i = 0; i < n; i++) x[i] = 2.0f * jem_rng_uniform(r) - 1.0f;
+}
+
+/* ---- the multiply-add peak (jem_bench_peak). Each loop keeps its
+ * accumulators in registers and does nothing but independent multiply-adds:
+ * acc = acc * a + b (fp32) or acc += a . b over bf16 pairs (vdpbf16ps).
+ * Enough accumulators to cover the instruction's latency at two per cycle
+ * (16 zmm: latency 4-6 cycles x 2 ports). Each starts at its own value so
+ * that no compiler can merge them; the sum of all is returned so that none
+ * is dead. a < 1 keeps the fp32 values bounded and away from denormals. The
+ * empty volatile asm makes each loop a function with side effects: without
+ * it the compiler may treat the loop as a pure function of n, run it once
+ * for all repetitions, or move it out of the timed span. */
+#define PEAK_ITERS (1L << 19) /* about 1-3 ms per loop */
+#define PEAK_FENCE __asm__ __volatile__("" ::: "memory")
+
+#if PEAK_X86
+#define REP16(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13) X(14) X(15)
+#define REP12(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+
+/* 16 zmm FMAs per iteration: 512 FLOPs */
+__attribute__((target("avx512f"), noinline)) static float peak_avx512(long n)
+{
+    PEAK_FENCE;
+    const __m512 a = _mm512_set1_ps(0.999f), b = _mm512_set1_ps(1e-3f);
+#define DECL(i) __m512 c##i = _mm512_set1_ps(0.01f * (i));
+#define STEP(i) c##i = _mm512_fmadd_ps(c##i, a, b);
+#define SUM(i)  s = _mm512_add_ps(s, c##i);
+    REP16(DECL)
+    for (long it = 0; it < n; it++) {
+        REP16(STEP)
+    }
+    __m512 s = _mm512_setzero_ps();
+    REP16(SUM)
+    return _mm512_reduce_add_ps(s);
+#undef DECL
+#undef STEP
+#undef SUM
+}
+
+/* 16 zmm vdpbf16ps per iteration: 16 lanes x 2 multiply-adds each, 1024 FLOPs */
+__attribute__((target("avx512f,avx512bw,avx512bf16"), noinline)) static float peak_bf16(long n)
+{
+    PEAK_FENCE;
+    const __m512bh a = _mm512_cvtne2ps_pbh(_mm512_set1_ps(0.5f), _mm512_set1_ps(-0.5f));
+    const __m512bh b = _mm512_cvtne2ps_pbh(_mm512_set1_ps(0.25f), _mm512_set1_ps(0.25f));
+#define DECL(i) __m512 c##i = _mm512_set1_ps(0.01f * (i));
+#define STEP(i) c##i = _mm512_dpbf16_ps(c##i, a, b);
+#define SUM(i)  s = _mm512_add_ps(s, c##i);
+    REP16(DECL)
+    for (long it = 0; it < n; it++) {
+        REP16(STEP)
+    }
+    __m512 s = _mm512_setzero_ps();
+    REP16(SUM)
+    return _mm512_reduce_add_ps(s);
+#undef DECL
+#undef STEP
+#undef SUM
+}
+
+/* 12 ymm FMAs per iteration (16 ymm registers): 192 FLOPs */
+__attribute__((target("avx2,fma"), noinline)) static float peak_avx2(long n)
+{
+    PEAK_FENCE;
+    const __m256 a = _mm256_set1_ps(0.999f), b = _mm256_set1_ps(1e-3f);
+#define DECL(i) __m256 c##i = _mm256_set1_ps(0.01f * (i));
+#define STEP(i) c##i = _mm256_fmadd_ps(c##i, a, b);
+#define SUM(i)  s = _mm256_add_ps(s, c##i);
+    REP12(DECL)
+    for (long it = 0; it < n; it++) {
+        REP12(STEP)
+    }
+    __m256 s = _mm256_setzero_ps();
+    REP12(SUM)
+    float v[8];
+    _mm256_storeu_ps(v, s);
+    return v[0] + v[1] + v[2] + v[3] + v[4] + v[5] + v[6] + v[7];
+#undef DECL
+#undef STEP
+#undef SUM
+}
+
+/* 12 xmm multiply-add pairs per iteration: 96 FLOPs */
+__attribute__((noinline)) static float peak_sse2(long n)
+{
+    PEAK_FENCE;
+    const __m128 a = _mm_set1_ps(0.999f), b = _mm_set1_ps(1e-3f);
+#define DECL(i) __m128 c##i = _mm_set1_ps(0.01f * (i));
+#define STEP(i) c##i = _mm_add_ps(_mm_mul_ps(c##i, a), b);
+#define SUM(i)  s = _mm_add_ps(s, c##i);
+    REP12(DECL)
+    for (long it = 0; it < n; it++) {
+        REP12(STEP)
+    }
+    __m128 s = _mm_setzero_ps();
+    REP12(SUM)
+    float v[4];
+    _mm_storeu_ps(v, s);
+    return v[0] + v[1] + v[2] + v[3];
+#undef DECL
+#undef STEP
+#undef SUM
+}
+#else
+/* elsewhere: 8 scalar multiply-add chains per iteration, 16 FLOPs */
+__attribute__((noinline)) static float peak_scalar(long n)
+{
+    PEAK_FENCE;
+    float c[8];
+    for (int i = 0; i < 8; i++) c[i] = 0.01f * i;
+    for (long it = 0; it < n; it++)
+        for (int i = 0; i < 8; i++) c[i] = c[i] * 0.999f + 1e-3f;
+    return c[0] + c[1] + c[2] + c[3] + c[4] + c[5] + c[6] + c[7];
+}
+#endif
+
+typedef enum { PEAK_AVX512, PEAK_AVX2, PEAK_SSE2, PEAK_SCALAR, PEAK_BF16 } peak_kind;
+
+static float peak_run(peak_kind k, long n)
+{
+#if PEAK_X86
+    switch (k) {
+    case PEAK_AVX512: return peak_avx512(n);
+    case PEAK_BF16: return peak_bf16(n);
+    case PEAK_AVX2: return peak_avx2(n);
+    default: return peak_sse2(n);
+    }
+#else
+    (void)k;
+    return peak_scalar(n);
+#endif
+}
+
+/* FLOPs per iteration of each loop */
+static double peak_flops(peak_kind k)
+{
+    switch (k) {
+    case PEAK_AVX512: return 16 * 16 * 2;
+    case PEAK_BF16: return 16 * 16 * 2 * 2;
+    case PEAK_AVX2: return 12 * 8 * 2;
+    case PEAK_SSE2: return 12 * 4 * 2;
+    default: return 8 * 2;
+    }
+}
+
+/* the loop of kind k on `threads` threads at once, each timing its own,
+ * best of reps: the fastest thread's GFLOP/s, the threads that ran into
+ * *nth */
+static double peak_measure(peak_kind k, int threads, int reps, int *nth)
+{
+    double best = 0;
+    int got = 1;
+#pragma omp parallel num_threads(threads) reduction(max : best)
+    {
+#pragma omp single
+        got = omp_get_num_threads();
+        double tb = 0;
+        volatile float sink = 0; /* the loops' results, kept so that they run */
+        for (int rep = -1; rep < reps; rep++) {
+#pragma omp barrier
+            const double t0 = now_s();
+            const float v = peak_run(k, PEAK_ITERS);
+            const double dt = now_s() - t0;
+            sink = v;
+            if (rep >= 0 && dt > 0 && (tb == 0 || dt < tb)) tb = dt;
+        }
+        (void)sink;
+        if (tb > 0) best = peak_flops(k) * PEAK_ITERS / tb / 1e9;
+    }
+    *nth = got;
+    return best;
+}
+
+jem_status jem_bench_peak(int threads, int reps, jem_fma_peak *out)
+{
+    memset(out, 0, sizeof *out);
+    if (threads < 1 || reps < 1) return jem_fail(JEM_ERR_ARG, "bench: peak on %d threads, %d reps", threads, reps);
+    peak_kind k = PEAK_SCALAR;
+    out->fp32_isa = "scalar";
+#if PEAK_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) {
+        k = PEAK_AVX512;
+        out->fp32_isa = "avx512f";
+    } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        k = PEAK_AVX2;
+        out->fp32_isa = "avx2";
+    } else {
+        k = PEAK_SSE2;
+        out->fp32_isa = "sse2";
+    }
+    out->has_bf16 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+#endif
+    int nth = 1;
+    out->fp32_per_thread = peak_measure(k, threads, reps, &nth);
+    out->threads = nth;
+    out->fp32 = out->fp32_per_thread * nth;
+    if (out->has_bf16) {
+        out->bf16_per_thread = peak_measure(PEAK_BF16, threads, reps, &nth);
+        out->bf16 = out->bf16_per_thread * nth;
+    }
+    return JEM_OK;
 }
 
 double jem_bench_sgemm(int n, int reps, jem_rng *rng)
