@@ -59,7 +59,7 @@ write_model "$tmp/fast.model" fast 1x16x16 16 "16/1 32/2"
 "$JEM" bench --model "$tmp/fast.model" --reps 1 --sgld-steps 2 --layers --json > "$tmp/bench.json"
 check "[ $? -eq 0 ]"
 check "json_ok '$tmp/bench.json'"
-check "grep -q '\"jem_iteration\":{\"batch\":64' '$tmp/bench.json' && grep -q '\"layers\":\[{' '$tmp/bench.json' && grep -q '\"blocks\":\[' '$tmp/bench.json' && grep -q '\"peak_rss_mb\":' '$tmp/bench.json'"
+check "grep -q '\"jem_iteration\":{\"batch\":64,\"images_per_s\":[0-9][^,]*,\"ms\":[0-9][^,]*,\"minor_faults\":[0-9]' '$tmp/bench.json' && grep -q '\"layers\":\[{' '$tmp/bench.json' && grep -q '\"blocks\":\[' '$tmp/bench.json' && grep -q '\"peak_rss_mb\":' '$tmp/bench.json'"
 # the planner's choice for every layer, pass and block; bad kernel settings
 # refused before anything is loaded
 check "grep -q '\"kernel_backward_weight\":\"[a-z]*\",\"tile_backward_weight\":[024]' '$tmp/bench.json' && grep -q '\"blocks\":\[{\"name\":\"b1\",\"shape\":\"[^\"]*\",\"fused\":' '$tmp/bench.json'"

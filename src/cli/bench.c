@@ -93,7 +93,16 @@ typedef struct {
     const char *name;
     int batch;
     double img_s, ms;
+    double faults; /* minor page faults per timed run (median) */
 } wres;
+
+/* the process's minor page faults so far (first touches of fresh pages) */
+static double minor_faults(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_minflt;
+}
 
 /* a planned kernel and its tile as text: "winograd F(4x4)", "indirect" */
 static const char *plan_str(const char *kernel, int tile, char *buf, size_t n)
@@ -210,8 +219,8 @@ int cmd_bench(int argc, char **argv)
     b.logits = malloc(sizeof(float) * b.K * NMAX);
     b.dl = malloc(sizeof(float) * b.K * NMAX);
     b.y = malloc(sizeof(int32_t) * NMAX);
-    double *t = malloc(sizeof(double) * reps);
-    if (!b.x || !b.logits || !b.dl || !b.y || !t) {
+    double *t = malloc(sizeof(double) * reps), *nf = malloc(sizeof(double) * reps);
+    if (!b.x || !b.logits || !b.dl || !b.y || !t || !nf) {
         s = jem_fail(JEM_ERR_NOMEM, "out of memory");
         goto fail;
     }
@@ -219,18 +228,24 @@ int cmd_bench(int argc, char **argv)
     for (int i = 0; i < NMAX; i++) b.y[i] = (int32_t)jem_rng_below(&rng, (uint32_t)b.K);
 
     const double flops = 2.0 * jem_net_macs(b.net);
-    wres res[4] = {
-        {"forward", 256, 0, 0}, {"train_step", 64, 0, 0}, {"sgld_step", 64, 0, 0}, {"jem_iteration", 64, 0, 0}};
+    wres res[4] = {{"forward", 256, 0, 0, 0},
+                   {"train_step", 64, 0, 0, 0},
+                   {"sgld_step", 64, 0, 0, 0},
+                   {"jem_iteration", 64, 0, 0, 0}};
     for (int w = 0; w < 4; w++) {
         for (int rep = -1; rep < reps; rep++) {
-            double t0 = now_s();
+            const double f0 = minor_faults(), t0 = now_s();
             s = run_workload(&b, w, K);
             if (s) goto fail;
-            if (rep >= 0) t[rep] = now_s() - t0;
+            if (rep >= 0) {
+                t[rep] = now_s() - t0;
+                nf[rep] = minor_faults() - f0;
+            }
         }
         double m = median(t, reps);
         res[w].ms = m * 1e3;
         res[w].img_s = res[w].batch / m;
+        res[w].faults = median(nf, reps);
     }
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
@@ -245,16 +260,19 @@ int cmd_bench(int argc, char **argv)
     jem_jw_key(&jw, "workloads");
     jem_jw_obj_begin(&jw);
     if (!json)
-        printf("jem bench: model %s, %d threads, median of %d\n\n%-14s %6s %10s %10s\n", a.name, jem_get_threads(),
-               reps, "workload", "batch", "images/s", "ms");
+        printf("jem bench: model %s, %d threads, median of %d\n\n%-14s %6s %10s %10s %12s\n", a.name, jem_get_threads(),
+               reps, "workload", "batch", "images/s", "ms", "page faults");
     for (int w = 0; w < 4; w++) {
         jem_jw_key(&jw, res[w].name);
         jem_jw_obj_begin(&jw);
         jem_jw_kint(&jw, "batch", res[w].batch);
         jem_jw_kdouble(&jw, "images_per_s", res[w].img_s);
         jem_jw_kdouble(&jw, "ms", res[w].ms);
+        jem_jw_kdouble(&jw, "minor_faults", res[w].faults);
         jem_jw_obj_end(&jw);
-        if (!json) printf("%-14s %6d %10.1f %10.2f\n", res[w].name, res[w].batch, res[w].img_s, res[w].ms);
+        if (!json)
+            printf("%-14s %6d %10.1f %10.2f %12.0f\n", res[w].name, res[w].batch, res[w].img_s, res[w].ms,
+                   res[w].faults);
     }
     jem_jw_obj_end(&jw);
     jem_jw_kdouble(&jw, "forward_gflops", flops * res[0].img_s / 1e9);
@@ -402,6 +420,7 @@ fail:
     rc = cli_fail("bench", s);
 done:
     free(t);
+    free(nf);
     free(b.x);
     free(b.logits);
     free(b.dl);
