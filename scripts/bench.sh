@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # make bench: jem against PyTorch (Debian's python3-torch) on the same
-# workloads, same model, same thread count, alternating in one run, then the
-# per-layer table and the scaling figures of jem alone.
+# workloads, same model, same thread count, alternating in one run, PyTorch
+# both as installed and with glibc malloc keeping freed memory (see
+# scripts/bench_compare.sh), then the per-layer table against the measured
+# multiply-add peak and the scaling figures of jem alone.
 set -euo pipefail
 build=${1:-build}
 cd "$(dirname "$0")/.."

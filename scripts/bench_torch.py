@@ -3,8 +3,26 @@
 model, same math, same thread count: forward (batch 256, no grad), classifier
 training step (batch 64, Adam), one SGLD step (batch 64, gradient w.r.t. the
 input only) and one JEM iteration (K SGLD steps on 64 chains + a training step
-on 64 data + 64 samples). Prints JSON like `jem bench --json`."""
-import argparse, json, resource, statistics, sys, time
+on 64 data + 64 samples). Prints JSON like `jem bench --json`.
+
+PyTorch's documented CPU performance settings, as used here:
+- intra-op threads: torch.set_num_threads(--threads), the same count jem
+  runs on (checked with torch.get_num_threads(); recorded in the JSON);
+- forward-only work under torch.inference_mode() (no autograd records, no
+  version counters); the SGLD steps ask autograd for the input's gradient
+  only (torch.autograd.grad(..., [x])), so no weight gradients are computed;
+- optimizer.zero_grad(set_to_none=True): gradients dropped rather than
+  zeroed (the performance tuning guide's advice);
+- memory format: plain contiguous NCHW tensors, not channels_last; PyTorch
+  1.13 runs these convolutions through oneDNN (mkldnn) either way, and
+  NCHW is what jem takes as input, so both see the same data layout;
+- the allocator: glibc malloc as the process finds it. scripts/bench_compare.sh
+  runs this script twice per round, once as installed and once with
+  GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4294967295:glibc.malloc.trim_threshold=4294967295
+  (large blocks kept in the heap instead of being mapped and unmapped per
+  tensor); the variable is recorded in the JSON, with the minor page faults
+  of each workload's timed runs."""
+import argparse, json, os, resource, statistics, sys, time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -51,6 +69,8 @@ def main():
     ap.add_argument("--sgld-steps", type=int, default=20)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    if torch.get_num_threads() != a.threads:
+        sys.exit("bench_torch: torch.get_num_threads() = %d, not %d" % (torch.get_num_threads(), a.threads))
     torch.manual_seed(1)
     m = WRN()
     opt = torch.optim.Adam(m.parameters(), lr=1e-6)
@@ -60,11 +80,11 @@ def main():
     y128 = torch.randint(0, 10, (128,))
 
     def forward():
-        with torch.no_grad():
+        with torch.inference_mode():
             m(x256)
 
     def train(x, y):
-        opt.zero_grad()
+        opt.zero_grad(set_to_none=True)
         F.cross_entropy(m(x), y).backward()
         opt.step()
 
@@ -81,16 +101,23 @@ def main():
 
     work = [("forward", 256, forward), ("train_step", 64, lambda: train(x64, y64)),
             ("sgld_step", 64, lambda: sgld(x64, 1)), ("jem_iteration", 64, lambda: jem(a.sgld_steps))]
-    out = {"threads": a.threads, "reps": a.reps, "torch": torch.__version__, "workloads": {}}
+    out = {"threads": torch.get_num_threads(), "reps": a.reps, "torch": torch.__version__,
+           "settings": {"forward": "inference_mode", "memory_format": "contiguous (NCHW)",
+                        "mkldnn": bool(torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled),
+                        "zero_grad": "set_to_none", "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")},
+           "workloads": {}}
     for name, batch, fn in work:
         fn()
-        ts = []
+        ts, faults = [], []
         for _ in range(a.reps):
+            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             t0 = time.perf_counter()
             fn()
             ts.append(time.perf_counter() - t0)
+            faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
         med = statistics.median(ts)
-        out["workloads"][name] = {"batch": batch, "images_per_s": batch / med, "ms": med * 1e3}
+        out["workloads"][name] = {"batch": batch, "images_per_s": batch / med, "ms": med * 1e3,
+                                  "minor_faults": statistics.median(faults)}
     out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     json.dump(out, sys.stdout)
     print()
