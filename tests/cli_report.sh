@@ -2,7 +2,8 @@
 # jem report end to end on a small model with small sizes: the page and
 # report.json (version, date, the checkpoint's metadata, image counts, sets
 # named by what was used, undefended and defended results apart), --quick
-# against explicit sizes, --no-defence, --json and quiet progress; one
+# against explicit sizes, --no-defence, --json and quiet progress; the
+# replay buffer's section (and its note for a file without one); one
 # error and nothing written for a bad checkpoint or a failing step; options
 # refused before any work.
 set -u
@@ -61,6 +62,48 @@ check "grep -q '\"attack_l2\":{[^}]*\"undefended\":\[' '$r2/report.json' && ! gr
 check "! grep -q 'not run)</p>\|\"samples\":' '$r2/report.json' '$r2/report.html'"
 check "[ \$(grep -o '<img ' '$r2/report.html' | wc -l) -eq 5 ]"
 check "[ ! -s '$tmp/r2.err' ]"
+
+# a softmax run holds no replay buffer: the section says so in one line
+check "grep -q '\"buffer\":{\"present\":false,' '$j' && grep -q 'Not shown: <code>[^<]*</code> holds no replay buffer' '$h'"
+
+# --- the replay buffer of a JEM training checkpoint (8 iterations, 64 slots):
+# its ages (known, in [0, 8], quantiles in order) and the energies of the
+# buffer's first --limit images and of --data's (finite; the data's mean as
+# the logits of jem eval give it); an exported copy: a note, no failure
+jm="$tmp/jem.safetensors"
+"$JEM" train --mode jem --model "$tmp/tiny.model" --data fmnist:test --val 0 --iters 8 --batch 16 --sgld-steps 2 \
+    --buffer 64 --reinit 0.3 --out "$jm" --threads 1 > /dev/null 2>&1
+check "[ -f '$jm' ] && [ '$(iter_of "$jm")' = 8 ]"
+rb="$tmp/rb"
+"$JEM" report --model "$jm" --out "$rb" --limit 30 --attack-n 2 --steps 1 --no-defence --sample-n 0 --no-temperature \
+    --ood noise:uniform:30 --threads 1 > /dev/null 2> "$tmp/rb.err"
+check "[ $? -eq 0 ] && [ ! -s '$tmp/rb.err' ]"
+bj=$(grep -o '"buffer":{"present":true.*' "$rb/report.json")
+check "grep -q '^\"buffer\":{\"present\":true,\"slots\":64,\"iteration\":8,\"ages\":{\"n\":64,\"known\":64,\"unknown\":0,' <<< '$bj'"
+ages=$(sed -n 's/.*"ages":{[^}]*"min":\([0-9-]*\),"median":\([0-9-]*\),"max":\([0-9-]*\),"mean":\([-0-9.e]*\),.*/\1 \2 \3 \4/p' <<< "$bj")
+check "awk '{exit !(NF == 4 && \$1 >= 0 && \$1 <= \$2 && \$2 <= \$3 && \$3 <= 8 && \$4 >= \$1 && \$4 <= \$3)}' <<< '$ages'"
+qs=$(sed -n 's/.*"quantiles":{"levels":\[0,0.1,0.25,0.5,0.75,0.9,1\],"values":\[\([0-9,]*\)\].*/\1/p' <<< "$bj")
+check "awk -F, '{for (i = 1; i <= NF; i++) if (\$i < 0 || \$i > 8 || (i > 1 && \$i < \$(i - 1))) exit 1; exit !(NF == 7)}' <<< '$qs'"
+num='-\{0,1\}[0-9][0-9.e+-]*'
+check "grep -q '\"energy\":{\"data_set\":\"fmnist:test\",\"buffer_images\":30,\"buffer\":{\"n\":30,\"nonfinite\":0,\"mean\":$num,\"sd\":$num,' <<< '$bj'"
+check "grep -q '\"data\":{\"n\":30,\"nonfinite\":0,\"mean\":$num,\"sd\":$num,\"min\":$num,\"median\":$num,\"max\":$num},\"gap\":$num}' <<< '$bj'"
+dmean=$(sed -n 's/.*"data":{"n":30,"nonfinite":0,"mean":\([^,]*\),.*/\1/p' <<< "$bj")
+"$JEM" eval --model "$jm" --data fmnist:test --limit 30 --no-temperature --dump-logits "$tmp/lg.bin" --threads 1 \
+    > /dev/null 2>&1
+emean=$(od -An -v -f -w40 "$tmp/lg.bin" | awk '{m = $1; for (i = 2; i <= NF; i++) if ($i > m) m = $i; s = 0
+    for (i = 1; i <= NF; i++) s += exp($i - m); e -= m + log(s); n++} END {if (n == 30) printf "%.9g", e / n}')
+check "awk 'BEGIN{exit !(\"$emean\" != \"\" && ($dmean - ($emean)) ^ 2 < 1e-10 * ($emean) ^ 2)}'"
+check "grep -q '\"buffer_age_median\":[0-8],\"buffer_energy_mean\":{\"buffer\":$num,\"data\":$num}' '$rb/report.json'"
+hb="$rb/report.html"
+check "grep -q '<section id=\"buffer\"><h2>Replay buffer</h2><p class=cap>64 chains of 1x28x28 images saved at iteration 8' '$hb'"
+check "grep -q 'the replay buffer&#39;s 64 slots of known age' '$hb' && grep -q '(the first 30 of its 64) and of 30 images of fmnist:test' '$hb'"
+check "[ \$(grep -o '<img ' '$hb' | wc -l) -eq 7 ]"   # the 5 of the run above and the ages' and energies' histograms
+"$JEM" export "$jm" "$tmp/jx.safetensors" > /dev/null 2>&1
+"$JEM" report --model "$tmp/jx.safetensors" --out "$tmp/rx" --limit 30 --attack-n 2 --steps 1 --no-defence \
+    --sample-n 0 --no-temperature --ood noise:uniform:30 --threads 1 > /dev/null 2> "$tmp/rx.err"
+check "[ $? -eq 0 ] && [ ! -s '$tmp/rx.err' ] && grep -q '\"buffer\":{\"present\":false,' '$tmp/rx/report.json'"
+check "grep -q 'Not shown: <code>[^<]*jx.safetensors</code> holds no replay buffer' '$tmp/rx/report.html'"
+check "[ \$(grep -o '<img ' '$tmp/rx/report.html' | wc -l) -eq 5 ] && ! grep -q 'buffer_age_median' '$tmp/rx/report.json'"
 
 # --- failures: one error line, exit 1, nothing written
 head -c 3000 "$m" > "$tmp/cut.safetensors"

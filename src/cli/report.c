@@ -44,6 +44,7 @@
 #include "cli/steps.h"
 
 #include <ctype.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -633,6 +634,357 @@ static jem_status sec_samples(report *r, part *p)
     return s;
 }
 
+/* --- the replay buffer */
+
+/* The checkpoint's replay buffer, as the trainer saves it (src/ebm/train.c):
+ * _buffer.x (N, C, H, W) the chains' images, _buffer.y (N) their classes and
+ * _buffer.age (N) the iterations since each chain was last (re)initialised
+ * (-1: not known; the tensor is missing from checkpoints written before the
+ * ages were kept). */
+typedef struct {
+    int n;              /* slots */
+    const float *x;     /* (n, C, H, W) */
+    const int64_t *age; /* (n), NULL when not kept */
+    long long iter;     /* the checkpoint's iteration (jem.train.iter), -1 when not recorded */
+} buffer_view;
+
+/* *found = 0 for a checkpoint without a replay buffer (a weights-only file,
+ * a softmax run); an error for a buffer that does not fit the model or whose
+ * ages cannot be (below -1, or above the iteration count). */
+static jem_status buffer_view_get(const cli_ctx *cx, buffer_view *b, int *found)
+{
+    const jem_arch *a = cx->arch;
+    memset(b, 0, sizeof *b);
+    *found = 0;
+    jem_dtype dt, dty, dta;
+    int nd, ndy, nda;
+    int64_t shp[8], shpy[8], shpa[8];
+    const float *x = jem_st_get(cx->st, "_buffer.x", &dt, &nd, shp);
+    const int32_t *y = jem_st_get(cx->st, "_buffer.y", &dty, &ndy, shpy);
+    const int64_t *age = jem_st_get(cx->st, "_buffer.age", &dta, &nda, shpa);
+    if (!x && !y && !age) return JEM_OK;
+    if (!x || dt != JEM_DT_F32 || nd != 4 || shp[0] < 1 || shp[0] > INT32_MAX || shp[1] != a->in_c ||
+        shp[2] != a->in_h || shp[3] != a->in_w || !y || dty != JEM_DT_I32 || ndy != 1 || shpy[0] != shp[0])
+        return jem_fail(JEM_ERR_FORMAT, "%s: the replay buffer (_buffer.x, _buffer.y) is not one of %dx%dx%d images",
+                        cx->model, a->in_c, a->in_h, a->in_w);
+    if (age && (dta != JEM_DT_I64 || nda != 1 || shpa[0] != shp[0]))
+        return jem_fail(JEM_ERR_FORMAT, "%s: _buffer.age is not one int64 per slot of the replay buffer", cx->model);
+    const char *it = jem_st_get_meta(cx->st, "jem.train.iter");
+    char *end = NULL;
+    b->iter = it ? strtoll(it, &end, 10) : -1;
+    if (!it || end == it || *end || b->iter < 0) b->iter = -1;
+    b->n = (int)shp[0];
+    b->x = x;
+    b->age = age;
+    for (int i = 0; age && i < b->n; i++)
+        if (age[i] < -1 || (b->iter >= 0 && age[i] > b->iter))
+            return jem_fail(JEM_ERR_FORMAT, "%s: _buffer.age is corrupt (slot %d: age %lld at iteration %lld)",
+                            cx->model, i, (long long)age[i], b->iter);
+    *found = 1;
+    return JEM_OK;
+}
+
+/* E(x) = -logsumexp_y f(x)[y] of n images x (n, C, H, W) into e (n), by
+ * forward passes over chunks of images. */
+#define ENERGY_CHUNK 1024
+static jem_status energies_of(const cli_ctx *cx, const float *x, int n, const char *what, double *e)
+{
+    const jem_arch *a = cx->arch;
+    const int K = a->n_classes;
+    const size_t D = (size_t)a->in_c * a->in_h * a->in_w;
+    float *lg = malloc(sizeof(float) * ENERGY_CHUNK * (size_t)K), *lse = malloc(sizeof(float) * ENERGY_CHUNK);
+    jem_status s = !lg || !lse ? jem_fail(JEM_ERR_NOMEM, "out of memory for the logits of %d images", n) : JEM_OK;
+    cli_bar bar = {0};
+    if (!s) cli_bar_start(&bar, cx, what, n);
+    for (int i = 0; i < n && !s; i += ENERGY_CHUNK) {
+        const int b = n - i < ENERGY_CHUNK ? n - i : ENERGY_CHUNK;
+        cli_bar_set(&bar, i);
+        s = jem_net_predict(cx->net, x + D * (size_t)i, b, lg);
+        if (s) break;
+        jem_logsumexp(lg, b, K, lse);
+        for (int k = 0; k < b; k++) e[i + k] = -(double)lse[k];
+    }
+    if (lg && lse) cli_bar_end(&bar);
+    free(lg);
+    free(lse);
+    return s;
+}
+
+static int cmp_double(const void *pa, const void *pb)
+{
+    const double u = *(const double *)pa, v = *(const double *)pb;
+    return (u > v) - (u < v);
+}
+
+static int cmp_int64(const void *pa, const void *pb)
+{
+    const int64_t u = *(const int64_t *)pa, v = *(const int64_t *)pb;
+    return (u > v) - (u < v);
+}
+
+/* A set of energies: the finite ones moved to the front and sorted (n of
+ * them), their mean, standard deviation (n - 1) and order statistics. */
+typedef struct {
+    int n, nonfinite;
+    double mean, sd, min, median, max;
+} energy_stats;
+
+static void energy_stats_of(double *e, int total, energy_stats *st)
+{
+    int n = 0;
+    for (int i = 0; i < total; i++)
+        if (isfinite(e[i])) e[n++] = e[i];
+    qsort(e, (size_t)n, sizeof *e, cmp_double);
+    double m = 0, ss = 0;
+    for (int i = 0; i < n; i++) m += e[i];
+    m = n ? m / n : NAN;
+    for (int i = 0; i < n; i++) ss += (e[i] - m) * (e[i] - m);
+    st->n = n;
+    st->nonfinite = total - n;
+    st->mean = m;
+    st->sd = n > 1 ? sqrt(ss / (n - 1)) : NAN;
+    st->min = n ? e[0] : NAN;
+    st->median = n ? (n % 2 ? e[n / 2] : 0.5 * (e[n / 2 - 1] + e[n / 2])) : NAN;
+    st->max = n ? e[n - 1] : NAN;
+}
+
+static void energy_stats_json(jem_jw *w, const char *key, const energy_stats *st)
+{
+    jem_jw_key(w, key);
+    jem_jw_obj_begin(w);
+    jem_jw_kint(w, "n", st->n);
+    jem_jw_kint(w, "nonfinite", st->nonfinite);
+    jem_jw_kdouble(w, "mean", st->mean);
+    jem_jw_kdouble(w, "sd", st->sd);
+    jem_jw_kdouble(w, "min", st->min);
+    jem_jw_kdouble(w, "median", st->median);
+    jem_jw_kdouble(w, "max", st->max);
+    jem_jw_obj_end(w);
+}
+
+static void energy_stats_row(html *h, const char *name, const energy_stats *st)
+{
+    h_put(h, "<tr><td>%s</td><td>%d</td>", name, st->n);
+    h_num(h, st->mean, 3, 0);
+    h_num(h, st->sd, 3, 0);
+    h_num(h, st->min, 3, 0);
+    h_num(h, st->median, 3, 0);
+    h_num(h, st->max, 3, 0);
+    h_put(h, "</tr>");
+}
+
+/* The ages' quantiles: the levels of the training log's buffer_age_q, each
+ * the order statistic at round(p (n - 1)) of the known ages. */
+static const double age_levels[] = {0, 0.1, 0.25, 0.5, 0.75, 0.9, 1};
+#define N_AGE_LEVELS ((int)(sizeof age_levels / sizeof *age_levels))
+
+static jem_status sec_buffer(report *r, part *p)
+{
+    const cli_ctx *cx = r->cx;
+    html *h = &p->html;
+    jem_jw *w = &p->json;
+    buffer_view b;
+    int found;
+    jem_status s = buffer_view_get(cx, &b, &found);
+    if (s) return s;
+    if (!found) {
+        h_put(h,
+              "<p class=cap>Not shown: <code>%s</code> holds no replay buffer (a weights-only file, such as an "
+              "exported model, or a softmax run).</p>",
+              cx->model);
+        jem_jw_obj_begin(w);
+        jem_jw_kbool(w, "present", 0);
+        jem_jw_kstr(w, "reason", "the checkpoint holds no replay buffer (weights only, or a softmax run)");
+        jem_jw_obj_end(w);
+        return h->err;
+    }
+    const jem_arch *a = cx->arch;
+    const int nb = r->o->limit > 0 && r->o->limit < b.n ? r->o->limit : b.n;
+    const char *spec = r->o->data;
+    jem_dataset ds;
+    memset(&ds, 0, sizeof ds);
+    int64_t *ages = malloc(sizeof(int64_t) * (size_t)b.n);
+    double *agev = malloc(sizeof(double) * (size_t)b.n), *eb = malloc(sizeof(double) * (size_t)nb), *ed = NULL;
+    if (!ages || !agev || !eb) {
+        s = jem_fail(JEM_ERR_NOMEM, "out of memory for a replay buffer of %d images", b.n);
+        goto done;
+    }
+    /* the ages: the known ones sorted, with their quantiles and mean */
+    int known = 0;
+    double age_sum = 0;
+    for (int i = 0; b.age && i < b.n; i++)
+        if (b.age[i] >= 0) {
+            ages[known] = b.age[i];
+            agev[known++] = (double)b.age[i];
+            age_sum += (double)b.age[i];
+        }
+    const int unknown = b.n - known;
+    qsort(ages, (size_t)known, sizeof *ages, cmp_int64);
+    long long q[N_AGE_LEVELS];
+    for (int k = 0; k < N_AGE_LEVELS; k++)
+        q[k] = known ? (long long)ages[(size_t)llround(age_levels[k] * (double)(known - 1))] : -1;
+    const double age_mean = known ? age_sum / known : NAN;
+    /* the energies of the buffer's first nb images and of the data */
+    char what[300];
+    snprintf(what, sizeof what, "energies of the replay buffer (%d images)", nb);
+    s = energies_of(cx, b.x, nb, what, eb);
+    if (!s) s = cli_open_data(cx, "data", spec, &ds);
+    if (s) goto done;
+    if (r->o->limit > 0) jem_dataset_truncate(&ds, r->o->limit);
+    ed = malloc(sizeof(double) * (size_t)(ds.n > 0 ? ds.n : 1));
+    if (!ed) {
+        s = jem_fail(JEM_ERR_NOMEM, "out of memory for the energies of %d images", ds.n);
+        goto done;
+    }
+    snprintf(what, sizeof what, "energies of %s (%d images)", spec, ds.n);
+    s = energies_of(cx, ds.x, ds.n, what, ed);
+    if (s) goto done;
+    energy_stats sb, sd;
+    energy_stats_of(eb, nb, &sb);
+    energy_stats_of(ed, ds.n, &sd);
+
+    /* the page */
+    char it[32] = "?", title[300], cap[600];
+    if (b.iter >= 0) snprintf(it, sizeof it, "%lld", b.iter);
+    h_put(h,
+          "<p class=cap>%d chain%s of %dx%dx%d images saved at iteration %s; an age is the number of iterations "
+          "since the chain was last (re)initialised.",
+          b.n, plural(b.n), a->in_c, a->in_h, a->in_w, it);
+    if (unknown)
+        h_put(h, " %d slot%s of unknown age (%s) left out of the ages.", unknown, plural(unknown),
+              b.age ? "resumed from a checkpoint written before the ages were kept"
+                    : "the checkpoint was written before the ages were kept");
+    h_put(h, "</p><table><tr><th>ages</th><th>slots</th><th>known</th>");
+    for (int k = 0; k < N_AGE_LEVELS; k++) {
+        if (k == 0) h_put(h, "<th>min</th>");
+        else if (k == N_AGE_LEVELS - 1) h_put(h, "<th>max</th>");
+        else if (age_levels[k] == 0.5) h_put(h, "<th>median</th>");
+        else h_put(h, "<th>q%d</th>", (int)lround(100 * age_levels[k]));
+    }
+    h_put(h, "<th>mean</th></tr><tr><td>iterations</td><td>%d</td><td>%d</td>", b.n, known);
+    for (int k = 0; k < N_AGE_LEVELS; k++) {
+        if (known) h_put(h, "<td>%lld</td>", q[k]);
+        else h_put(h, "<td>-</td>");
+    }
+    h_num(h, age_mean, 1, 0);
+    h_put(h, "</tr></table>");
+    h_put(h,
+          "<p class=cap>Energies E(x) = -logsumexp<sub>y</sub> f(x)[y] (lower: more likely under the model) of "
+          "%s%d of the buffer's %d images and of %d images of %s.",
+          nb < b.n ? "the first " : "", nb, b.n, ds.n, spec);
+    if (sb.nonfinite || sd.nonfinite)
+        h_put(h, " Not finite, left out: %d of the buffer's, %d of the data's.", sb.nonfinite, sd.nonfinite);
+    h_put(h, "</p><table><tr><th>E(x)</th><th>images</th><th>mean</th><th>sd</th><th>min</th><th>median</th>"
+             "<th>max</th></tr>");
+    energy_stats_row(h, "replay buffer", &sb);
+    energy_stats_row(h, spec, &sd);
+    h_put(h, "</table><div class=figs>");
+    jem_image im = {0};
+    jem_plot_opts po = plot_opts(title);
+    if (known) {
+        const jem_sample_set set = {"slots of known age", agev, known};
+        po.xlabel = "age (iterations since the chain was (re)initialised)";
+        if (q[N_AGE_LEVELS - 1] - q[0] < 40) { /* a bin per age */
+            po.bins = (int)(q[N_AGE_LEVELS - 1] - q[0] + 1);
+            po.xmin = (double)q[0] - 0.5;
+            po.xmax = (double)q[N_AGE_LEVELS - 1] + 0.5;
+        }
+        snprintf(title, sizeof title, "Replay buffer ages, %d slots at iteration %s", known, it);
+        char more[120] = "";
+        if (unknown) snprintf(more, sizeof more, "; %d more of unknown age not plotted", unknown);
+        snprintf(cap, sizeof cap,
+                 "Ages of the replay buffer's %d slot%s of known age (iterations since each chain was last "
+                 "(re)initialised), at iteration %s%s.",
+                 known, plural(known), it, more);
+        s = jem_plot_histograms(&set, 1, &po, &im);
+        if (!s) s = h_figure(h, &im, "replay buffer ages", cap);
+        jem_image_free(&im);
+    } else {
+        h_put(h, "<p>No slot's age is known: no histogram of ages.</p>");
+    }
+    if (!s) {
+        const jem_sample_set sets[2] = {{"replay buffer", eb, sb.n}, {spec, ed, sd.n}};
+        po = plot_opts(title);
+        po.xlabel = "E(x) = -logsumexp_y f(x)[y]";
+        snprintf(title, sizeof title, "E(x): replay buffer (%d) and %s (%d)", sb.n, spec, sd.n);
+        char which[80];
+        if (nb < b.n) snprintf(which, sizeof which, "the first %d of its %d", nb, b.n);
+        else snprintf(which, sizeof which, "all %d", b.n);
+        snprintf(cap, sizeof cap,
+                 "Histograms of E(x) of the replay buffer's images (%s) and of %d images of %s, each "
+                 "normalised to its own count (n in the legend).",
+                 which, sd.n, spec);
+        s = jem_plot_histograms(sets, 2, &po, &im);
+        if (!s) s = h_figure(h, &im, "energy histograms, replay buffer and data", cap);
+        jem_image_free(&im);
+    }
+    h_put(h, "</div>");
+    if (s) goto done;
+
+    /* report.json and the summary */
+    jem_jw_obj_begin(w);
+    jem_jw_kbool(w, "present", 1);
+    jem_jw_kint(w, "slots", b.n);
+    jem_jw_key(w, "iteration");
+    if (b.iter >= 0) jem_jw_int(w, b.iter);
+    else jem_jw_null(w);
+    jem_jw_key(w, "ages");
+    jem_jw_obj_begin(w);
+    jem_jw_kint(w, "n", b.n);
+    jem_jw_kint(w, "known", known);
+    jem_jw_kint(w, "unknown", unknown);
+#define AGE_Q(key, k)                   \
+    do {                                \
+        jem_jw_key(w, key);             \
+        if (known) jem_jw_int(w, q[k]); \
+        else jem_jw_null(w);            \
+    } while (0)
+    AGE_Q("min", 0);
+    AGE_Q("median", 3);
+    AGE_Q("max", N_AGE_LEVELS - 1);
+    jem_jw_kdouble(w, "mean", age_mean);
+    jem_jw_key(w, "quantiles");
+    jem_jw_obj_begin(w);
+    jem_jw_key(w, "levels");
+    jem_jw_arr_begin(w);
+    for (int k = 0; k < N_AGE_LEVELS; k++) jem_jw_double(w, age_levels[k]);
+    jem_jw_arr_end(w);
+    jem_jw_key(w, "values");
+    jem_jw_arr_begin(w);
+    for (int k = 0; k < N_AGE_LEVELS; k++) {
+        if (known) jem_jw_int(w, q[k]);
+        else jem_jw_null(w);
+    }
+    jem_jw_arr_end(w);
+    jem_jw_obj_end(w);
+#undef AGE_Q
+    jem_jw_obj_end(w);
+    jem_jw_key(w, "energy");
+    jem_jw_obj_begin(w);
+    jem_jw_kstr(w, "data_set", spec);
+    jem_jw_kint(w, "buffer_images", nb);
+    energy_stats_json(w, "buffer", &sb);
+    energy_stats_json(w, "data", &sd);
+    jem_jw_kdouble(w, "gap", sd.mean - sb.mean);
+    jem_jw_obj_end(w);
+    jem_jw_obj_end(w);
+    if (known)
+        sum_val(sum_add(r, "buffer_age_median", 0,
+                        "median age of the replay buffer's %d chains of known age (iterations)", known),
+                NULL, (double)q[3]);
+    sum_row *row =
+        sum_add(r, "buffer_energy_mean", 0, "mean E(x): replay buffer (%d images), %s (%d images)", sb.n, spec, sd.n);
+    sum_val(row, "buffer", sb.mean);
+    sum_val(row, "data", sd.mean);
+done:
+    jem_dataset_free(&ds);
+    free(ages);
+    free(agev);
+    free(eb);
+    free(ed);
+    return s ? s : h->err;
+}
+
 /* The sections, in the page's order. */
 static const section sections[] = {
     {"checkpoint", "model", "Model", sec_model, NULL, NULL},
@@ -641,6 +993,7 @@ static const section sections[] = {
     {"attack_linf", "L-inf attacks", "Adversarial robustness, PGD L-inf", sec_attack_linf, NULL, NULL},
     {"attack_l2", "L2 attacks", "Adversarial robustness, PGD L2", sec_attack_l2, NULL, NULL},
     {"samples", "samples", "Samples", sec_samples, samples_ready, samples_on},
+    {"buffer", "replay buffer", "Replay buffer", sec_buffer, NULL, NULL},
 };
 #define N_SECTIONS ((int)(sizeof sections / sizeof *sections))
 
