@@ -226,6 +226,14 @@ double jem_softmax_xent(const float *logits, const int32_t *y, int B, int K,
 /* logsumexp of each row: out (B) */
 void   jem_logsumexp(const float *logits, int B, int K, float *out);
 void   jem_softmax(const float *logits, int B, int K, float *probs);
+/* TRADES's robustness term (Zhang et al. 2019): the mean over the B rows of
+ * KL(softmax(zc) || softmax(za)), computed in double, between the logits of
+ * clean inputs zc (B, K) and of their adversarial versions za (B, K).
+ * dzc and dza (nullable) get `scale` times its gradient w.r.t. zc and za
+ * added (+=): scale p_k (log p_k - log q_k - KL_row) / B and
+ * scale (q_k - p_k) / B, with p = softmax(zc), q = softmax(za). Returns the
+ * mean KL (>= 0). */
+double jem_trades_kl(const float *zc, const float *za, int B, int K, float *dzc, float *dza, float scale);
 
 /* --------------------------------------------------------------- optimiser */
 
@@ -988,6 +996,23 @@ typedef enum { JEM_MODE_SOFTMAX = 0, JEM_MODE_JEM } jem_mode;
  * jem_train_cfg.hmc). */
 typedef enum { JEM_SAMPLER_SGLD = 0, JEM_SAMPLER_HMC } jem_sampler;
 
+/* Adversarial training of the cross-entropy branch (see jem_train). */
+typedef enum { JEM_ADV_NONE = 0, JEM_ADV_PGD, JEM_ADV_TRADES } jem_adv_kind;
+
+typedef struct {
+    jem_adv_kind kind;
+    int    norm;         /* 0: L-inf, 2: L2 */
+    double eps;          /* radius in the model's input units ([-1, 1] pixels: twice
+                            the [0, 1]-scale radius) */
+    double step;         /* PGD step size as a fraction of the current radius */
+    int    steps;        /* PGD steps per training iteration */
+    int    random_start; /* start PGD at a random point of the ball */
+    int    ramp;         /* the radius grows linearly, eps (i + 1) / ramp at
+                            iteration i, over the first ramp iterations (0: eps
+                            throughout) */
+    float  beta;         /* TRADES: weight of the KL term */
+} jem_adv_cfg;
+
 typedef struct {
     int64_t iter;          /* iterations done */
     int64_t iter_total;    /* the budget in iterations, or an estimate (0: unknown) */
@@ -998,6 +1023,11 @@ typedef struct {
     double  e_data, e_sample, grad_norm, buf_mean, buf_std;
     double  img_per_s, lr;
     double  val_acc;       /* < 0 when not evaluated at this point */
+    double  adv_acc;       /* adversarial training: accuracy on the batches'
+                              adversarial examples (running mean; acc is the
+                              clean batches') */
+    double  adv_eps;       /* adversarial training: the current radius on the
+                              [0, 1] pixel scale (half the model's units) */
     int     event;         /* JEM_EV_* */
     const char *msg;       /* for events (rollbacks, checkpoints) */
 } jem_progress;
@@ -1026,6 +1056,8 @@ typedef struct {
     float       ema;            /* moving average of the weights, decay in [0, 1)
                                    (0: off); see jem_train */
     float       w_y, w_x, w_xy, l2;   /* loss weights */
+    jem_adv_cfg adv;            /* adversarial training of the cross-entropy
+                                   branch (kind JEM_ADV_NONE: off); see jem_train */
     int         gen_warmup;     /* the generative weights (w_x, w_xy, l2) ramp up linearly over this many iterations (0: off) */
     jem_sampler sampler;        /* the chains' sampler (SGLD) */
     jem_sgld_cfg sgld;          /* sampler SGLD: steps (K), step size, noise, mala, clamp */
@@ -1085,6 +1117,23 @@ void jem_train_defaults(jem_train_cfg *c, jem_mode mode);
 jem_status jem_train(jem_net *net, const jem_dataset *train,
                      const jem_dataset *val, const jem_train_cfg *cfg,
                      const char *resume_path);
+/*
+ * Adversarial training (cfg->adv.kind): each iteration crafts adversarial
+ * versions of the labelled batch with jem_attack_batch at the current
+ * radius (cfg->adv.eps, ramped over the first adv.ramp iterations; step
+ * adv.step times the radius). JEM_ADV_PGD (Madry et al. 2018): the
+ * cross-entropy term is taken on them instead of the clean batch.
+ * JEM_ADV_TRADES (Zhang et al. 2019): the cross-entropy term on the clean
+ * batch plus beta KL(p(y|x) || p(y|x')) (jem_trades_kl), the attack
+ * ascending that KL; both branches carry w_y. In JEM mode the generative
+ * terms keep their clean data rows and chains. The log adds the radius
+ * (adv_eps, [0, 1] scale), the accuracy on the adversarial examples
+ * (adv_acc; acc stays the clean batches') and, for TRADES, the mean KL
+ * (trades_kl); a checkpoint records the settings (jem.train.adv,
+ * adv_norm, adv_eps on the [0, 1] scale, adv_steps, adv_step, adv_ramp,
+ * adv_random_start, trades_beta).
+ */
+
 /* Testing only (jem train --inject-blowup, the command-line tests of the
  * rollback): jem_train with a divergence on demand, the learning rate
  * multiplied by 1e6 at iteration blowup_at on that iteration's first try

@@ -374,6 +374,21 @@ typedef struct {
 jem_status jem_attack_run(const jem_classifier *c, const float *x, const int32_t *y, int n,
                           const jem_attack_cfg *cfg, uint8_t *robust, float *adv);
 
+/* Adversarial examples for training (PGD-AT, TRADES): PGD on the network
+ * itself from the batch x (B, D), its last iterate into xadv (B, D); there
+ * is no early stop and no restart. It ascends the cross-entropy against the
+ * labels y (B) (a row with y < 0 does not move from its start), or, when
+ * target (B, K) is non-NULL, KL(target || softmax(f(x'))) (TRADES's inner
+ * maximisation, target the clean prediction; y is then not read). Of cfg it
+ * uses norm, eps, step, steps, random_start and fgsm (one step of eps from
+ * x); the random start draws from rng (a seeded stream reproduces the
+ * examples). Iterates stay inside the box [-1, 1] and, for x inside it, the
+ * ball (a value of x beyond the box is pulled into it). The
+ * network's gradients are not touched; the state of its last forward pass
+ * is replaced. */
+jem_status jem_attack_batch(jem_net *net, const float *x, const int32_t *y, const float *target, int B,
+                            const jem_attack_cfg *cfg, jem_rng *rng, float *xadv);
+
 #ifdef __cplusplus
 }
 #endif

@@ -4,14 +4,16 @@
  *        + w_xy [E(x_data, y) - E(x_sample_y, y)] + l2 (E(x_data)^2 + E(x_sample)^2)
  * with negative samples from SGLD, MALA or HMC chains kept in a persistent
  * replay buffer (each slot with its age: iterations since it was last
- * (re)initialised).
+ * (re)initialised). Adversarial training replaces the CE term by CE on PGD
+ * examples of the batch (PGD-AT) or adds TRADES's KL between the clean and
+ * adversarial predictions; the generative terms stay on clean data.
  * Divergence (non-finite or runaway loss or energies) rolls the model,
  * optimiser, buffer and RNG back to the last good state, lowers the learning
  * rate, and continues. Checkpoints hold everything needed to resume exactly.
  *
  * Reading order: jem_train_hooked at the bottom is the loop; above it, one
  * function per step: set-up, an iteration per mode (iter_softmax,
- * iter_jem), divergence, the optimiser step with the weights' moving
+ * iter_jem; both through adversarial_rows and ce_branch), divergence, the optimiser step with the weights' moving
  * average, rollback, and the side effects (log line, progress, validation,
  * sample grid, checkpoint).
  */
@@ -41,6 +43,14 @@ void jem_train_defaults(jem_train_cfg *c, jem_mode mode)
     c->w_x = mode == JEM_MODE_JEM ? 1.0f : 0.0f;
     c->w_xy = 0.0f;
     c->l2 = 0.0f;
+    c->adv.kind = JEM_ADV_NONE;
+    c->adv.norm = 0;
+    c->adv.eps = 0.2; /* 0.1 on the [0, 1] scale */
+    c->adv.step = 0.25;
+    c->adv.steps = 7;
+    c->adv.random_start = 1;
+    c->adv.ramp = 0;
+    c->adv.beta = 6.0f;
     jem_sgld_defaults(&c->sgld);
     c->sampler = JEM_SAMPLER_SGLD;
     /* about SGLD's cost: 4 x 5 leapfrog steps and one more gradient */
@@ -139,6 +149,9 @@ typedef struct {
     int32_t *idx;  /* (2S) buffer slots */
     int64_t *age;  /* (2S) the chains' ages */
     float *lse;    /* (N) */
+    float *clean;  /* (B, K) adversarial training: the clean rows' logits before the attack */
+    float *target; /* (B, K) TRADES: their softmax, the attack's target */
+    float *center; /* (B, D) the clean rows clamped to [-1, 1]: the attack's ball's centres */
 } iter_bufs;
 
 /* Where an iteration's rows live (fixed for a run):
@@ -147,10 +160,14 @@ typedef struct {
  *                       rows themselves (d0 = 0, nd = B), or, when the
  *                       batch is cropped or flipped in JEM mode, clean
  *                       copies (noise only) of its first nd images (d0 = B);
+ *   [a0, a0 + na)       adversarial training: the batch's adversarial
+ *                       examples (na = B, else 0);
  *   [u0, u0 + nu)       unconditional chains;
- *   [u0 + nu, N)        conditional chains (nc). */
+ *   [u0 + nu, N)        conditional chains (nc).
+ * The training forward and backward run over rows [f0, N): f0 = B when the
+ * batch rows serve no term (PGD-AT without generative terms on them), else 0. */
 typedef struct {
-    int B, d0, nd, u0, nu, nc, N;
+    int B, d0, nd, a0, na, u0, nu, nc, N, f0;
 } row_plan;
 
 /* what an iteration reports; sec_*: seconds spent in its parts */
@@ -158,7 +175,9 @@ typedef struct {
     double loss, ce, e_data, e_sample, grad_norm;
     double accept; /* the chains' mean acceptance probability (SGLD: 1) */
     int correct, labelled;
-    double sec_data, sec_sgld, sec_fwd_bwd, sec_opt;
+    int adv_correct;    /* adversarial training: hits on the adversarial rows */
+    double adv_eps, kl; /* the radius (model units), TRADES's mean KL */
+    double sec_data, sec_sgld, sec_adv, sec_fwd_bwd, sec_opt;
 } iter_out;
 
 /* a log group's energies of one side (data rows or chains), for their
@@ -176,7 +195,9 @@ typedef struct {
 typedef struct {
     double loss, ce, e_data, e_sample, grad_norm, accept;
     long correct, labelled, n;
-    double sec_data, sec_sgld, sec_fwd_bwd, sec_opt;
+    long adv_correct;
+    double adv_eps, kl; /* the last iteration's radius; the sum of the KLs */
+    double sec_data, sec_sgld, sec_adv, sec_fwd_bwd, sec_opt;
     double t0;       /* when the group started */
     double comm0;    /* this rank's time in collectives when it started */
     energies ed, es; /* energies of the data rows and of the chains */
@@ -347,6 +368,16 @@ static jem_status save_ckpt(trainer *t, const char *path)
     if (c->mode == JEM_MODE_JEM)
         META("jem.train.sampler", "%s", c->sampler == JEM_SAMPLER_HMC ? "hmc" : c->sgld.mala ? "mala" : "sgld");
     if (c->sampler == JEM_SAMPLER_HMC && t->use_buf) META("jem.train.hmc_step", "%a", (double)t->hmc_eps);
+    if (c->adv.kind != JEM_ADV_NONE) {
+        META("jem.train.adv", "%s", c->adv.kind == JEM_ADV_TRADES ? "trades" : "pgd");
+        META("jem.train.adv_norm", "%s", c->adv.norm == 2 ? "l2" : "linf");
+        META("jem.train.adv_eps", "%g", c->adv.eps / 2); /* the [0, 1] scale */
+        META("jem.train.adv_steps", "%d", c->adv.steps);
+        META("jem.train.adv_step", "%g", c->adv.step);
+        META("jem.train.adv_ramp", "%d", c->adv.ramp);
+        META("jem.train.adv_random_start", "%d", c->adv.random_start != 0);
+        if (c->adv.kind == JEM_ADV_TRADES) META("jem.train.trades_beta", "%g", (double)c->adv.beta);
+    }
 #undef META
     shp[0] = (int64_t)t->np;
     if (!s) s = jem_st_add(st, "_opt.m", JEM_DT_F32, 1, shp, t->opt.m);
@@ -487,6 +518,16 @@ static jem_status check_args(jem_net *net, const jem_dataset *ds, const jem_trai
     if (c->px_rows < -1) return jem_fail(JEM_ERR_ARG, "p(x) data rows %d: must be -1, 0 or a row count", c->px_rows);
     if (c->sampler != JEM_SAMPLER_SGLD && c->sampler != JEM_SAMPLER_HMC)
         return jem_fail(JEM_ERR_ARG, "sampler %d: want SGLD or HMC", (int)c->sampler);
+    const jem_adv_cfg *av = &c->adv;
+    if (av->kind != JEM_ADV_NONE && av->kind != JEM_ADV_PGD && av->kind != JEM_ADV_TRADES)
+        return jem_fail(JEM_ERR_ARG, "adversarial training %d: want none, PGD or TRADES", (int)av->kind);
+    if (av->kind != JEM_ADV_NONE &&
+        ((av->norm != 0 && av->norm != 2) || !(av->eps > 0) || !isfinite(av->eps) || !(av->step > 0) ||
+         !isfinite(av->step) || av->steps < 1 || av->ramp < 0 || !(av->beta >= 0) || !isfinite(av->beta)))
+        return jem_fail(JEM_ERR_ARG,
+                        "adversarial training: norm %d (0: L-inf, 2: L2), radius %g (> 0), %d steps (>= 1) of %g "
+                        "(> 0) times the radius, ramp %d (>= 0), TRADES beta %g (>= 0)",
+                        av->norm, av->eps, av->steps, av->step, av->ramp, (double)av->beta);
     const jem_hmc_cfg *h = &c->hmc;
     if (c->sampler == JEM_SAMPLER_HMC &&
         (h->steps < 1 || h->leapfrog < 1 || h->leapfrog > 100000 || !(h->step_size > 0) || !isfinite(h->step_size) ||
@@ -552,17 +593,23 @@ static jem_status buffer_init(trainer *t)
 static row_plan plan_rows(const jem_train_cfg *c)
 {
     const int B = c->batch, S = c->n_samples > 0 ? c->n_samples : c->batch;
-    row_plan r = {B, 0, B, B, 0, 0, B};
-    if (c->mode != JEM_MODE_JEM) return r;
-    r.nu = c->w_x != 0 || c->l2 != 0 ? S : 0;
-    r.nc = c->w_xy != 0 ? S : 0;
-    if ((c->aug.crop_pad > 0 || c->aug.hflip) && c->px_rows >= 0 && (r.nu || r.nc)) {
-        int n = c->px_rows > 0 ? c->px_rows : S;
-        r.d0 = B;
-        r.nd = n < B ? n : B;
-        r.u0 = B + r.nd;
+    const int na = c->adv.kind != JEM_ADV_NONE ? B : 0;
+    row_plan r = {B, 0, B, B, na, B + na, 0, 0, B + na, 0};
+    if (c->mode == JEM_MODE_JEM) {
+        r.nu = c->w_x != 0 || c->l2 != 0 ? S : 0;
+        r.nc = c->w_xy != 0 ? S : 0;
+        if ((c->aug.crop_pad > 0 || c->aug.hflip) && c->px_rows >= 0 && (r.nu || r.nc)) {
+            int n = c->px_rows > 0 ? c->px_rows : S;
+            r.d0 = B;
+            r.nd = n < B ? n : B;
+        }
+        r.a0 = r.d0 + r.nd;
+        r.u0 = r.a0 + na;
+        r.N = r.u0 + r.nu + r.nc;
     }
-    r.N = r.u0 + r.nu + r.nc;
+    /* PGD-AT: the clean batch rows feed the generative terms' data side, or nothing */
+    const int batch_is_data = c->mode == JEM_MODE_JEM && r.d0 == 0 && (r.nu || r.nc);
+    if (c->adv.kind == JEM_ADV_PGD && !batch_is_data) r.f0 = B;
     return r;
 }
 
@@ -622,6 +669,13 @@ static jem_status alloc_bufs(trainer *t)
     ib->idx = malloc(sizeof(int32_t) * 2 * S);
     ib->age = malloc(sizeof(int64_t) * 2 * S);
     ib->lse = malloc(sizeof(float) * N);
+    if (t->rows.na) {
+        ib->clean = malloc(sizeof(float) * (size_t)c->batch * t->K);
+        ib->target = malloc(sizeof(float) * (size_t)c->batch * t->K);
+        ib->center = malloc(sizeof(float) * (size_t)c->batch * t->D);
+        if (!ib->clean || !ib->target || !ib->center)
+            return jem_fail(JEM_ERR_NOMEM, "out of memory for training buffers");
+    }
     if (c->ema > 0 && (t->ema = malloc(sizeof(float) * t->np))) /* starts at the weights */
         memcpy(t->ema, jem_net_params(t->net), sizeof(float) * t->np);
     /* JEM mode: the log groups' energies, and the buffer's ages for their
@@ -710,6 +764,9 @@ static void trainer_free(trainer *t)
     free(t->ib.idx);
     free(t->ib.age);
     free(t->ib.lse);
+    free(t->ib.clean);
+    free(t->ib.target);
+    free(t->ib.center);
     free(t->grp.ed.v);
     free(t->grp.es.v);
     free(t->e_all);
@@ -763,23 +820,113 @@ static void load_batch(trainer *t)
     if (t->hooks->batch) t->hooks->batch(t->hooks->ud, ib->x, ib->y, r->B, r->d0, r->nd);
 }
 
-/* Cross-entropy of rows [0, B): its mean, hits and labelled count into o,
- * its gradient w.r.t. the logits (weight w_y) into ib->dl. */
-static void cross_entropy(trainer *t, iter_out *o)
+/* Adversarial training: the radius at this iteration (model units), ramped
+ * linearly over the first adv.ramp iterations. */
+static double adv_radius(const trainer *t)
 {
-    const int B = t->cfg->batch;
+    const jem_adv_cfg *a = &t->cfg->adv;
+    if (a->ramp > 0 && t->iter < a->ramp) return a->eps * (double)(t->iter + 1) / a->ramp;
+    return a->eps;
+}
+
+static int hits(const float *logits, const int32_t *y, int B, int K)
+{
+    int n = 0;
+    for (int b = 0; b < B; b++) {
+        const float *l = logits + (size_t)b * K;
+        int am = 0;
+        for (int k = 1; k < K; k++)
+            if (l[k] > l[am]) am = k;
+        n += y[b] >= 0 && am == y[b];
+    }
+    return n;
+}
+
+/* Adversarial training: the clean rows' logits (their accuracy; TRADES's
+ * target), then the adversarial examples of rows [0, B) at the current
+ * radius into rows [a0, a0 + B), with the batch's labels. The balls are
+ * centred on the rows clamped to [-1, 1] (Gaussian noise can push a row
+ * beyond), so the examples lie in the ball and in the box. */
+static jem_status adversarial_rows(trainer *t, iter_out *o)
+{
+    const jem_adv_cfg *a = &t->cfg->adv;
+    const row_plan *r = &t->rows;
     iter_bufs *ib = &t->ib;
-    o->ce = jem_softmax_xent(ib->logits, ib->y, B, t->K, ib->dl, t->cfg->w_y, &o->correct);
+    const int B = r->B, K = t->K;
+    jem_status s = jem_net_predict(t->net, ib->x, B, ib->clean);
+    if (s) return s;
+    o->correct = hits(ib->clean, ib->y, B, K);
+    if (a->kind == JEM_ADV_TRADES) jem_softmax(ib->clean, B, K, ib->target);
+    const double eps = adv_radius(t);
+    const jem_attack_cfg ac = {.norm = a->norm,
+                               .eps = eps,
+                               .step = a->step * eps,
+                               .steps = a->steps,
+                               .restarts = 1,
+                               .random_start = a->random_start};
+    float *xa = ib->x + (size_t)r->a0 * t->D;
+    for (size_t i = 0; i < (size_t)B * t->D; i++) {
+        const float v = ib->x[i];
+        ib->center[i] = v < -1.0f ? -1.0f : v > 1.0f ? 1.0f : v;
+    }
+    memcpy(ib->y + r->a0, ib->y, sizeof(int32_t) * B);
+    s = jem_attack_batch(t->net, ib->center, ib->y, a->kind == JEM_ADV_TRADES ? ib->target : NULL, B, &ac, local_rng(t),
+                         xa);
+    if (s) return s;
+    o->adv_eps = eps;
+    if (t->hooks->adv) t->hooks->adv(t->hooks->ud, ib->center, xa, B, eps);
+    return JEM_OK;
+}
+
+/* The training forward over rows [f0, N), and the rows' log-sum-exps. */
+static jem_status forward(trainer *t)
+{
+    const row_plan *r = &t->rows;
+    iter_bufs *ib = &t->ib;
+    jem_status s =
+        jem_net_forward(t->net, ib->x + (size_t)r->f0 * t->D, r->N - r->f0, ib->logits + (size_t)r->f0 * t->K);
+    if (!s) jem_logsumexp(ib->logits + (size_t)r->f0 * t->K, r->N - r->f0, t->K, ib->lse + r->f0);
+    return s;
+}
+
+/* The cross-entropy branch, weight w_y: its loss into o (with hits and the
+ * labelled count) and its gradient w.r.t. the logits written to ib->dl's
+ * rows [f0, B) and the adversarial rows. Plain: CE of rows [0, B). PGD-AT:
+ * CE of the adversarial rows (the batch rows get 0). TRADES: CE of rows
+ * [0, B) + beta KL(rows [0, B) || adversarial rows). */
+static void ce_branch(trainer *t, iter_out *o)
+{
+    const jem_train_cfg *c = t->cfg;
+    const row_plan *r = &t->rows;
+    const int B = r->B, K = t->K;
+    iter_bufs *ib = &t->ib;
+    float *la = ib->logits + (size_t)r->a0 * K, *da = ib->dl + (size_t)r->a0 * K;
     for (int i = 0; i < B; i++) o->labelled += ib->y[i] >= 0;
+    switch (c->adv.kind) {
+    case JEM_ADV_NONE: o->ce = jem_softmax_xent(ib->logits, ib->y, B, K, ib->dl, c->w_y, &o->correct); break;
+    case JEM_ADV_PGD:
+        o->ce = jem_softmax_xent(la, ib->y, B, K, da, c->w_y, &o->adv_correct);
+        if (r->f0 == 0) memset(ib->dl, 0, sizeof(float) * B * K);
+        break;
+    case JEM_ADV_TRADES:
+        o->ce = jem_softmax_xent(ib->logits, ib->y, B, K, ib->dl, c->w_y, NULL);
+        o->adv_correct = hits(la, ib->y, B, K);
+        memset(da, 0, sizeof(float) * B * K);
+        o->kl = jem_trades_kl(ib->logits, la, B, K, ib->dl, da, c->w_y * c->adv.beta);
+        break;
+    }
+    o->loss = c->w_y * (o->ce + (c->adv.kind == JEM_ADV_TRADES ? c->adv.beta * o->kl : 0.0));
 }
 
 static jem_status backward(trainer *t)
 {
+    const row_plan *r = &t->rows;
     jem_net_zero_grad(t->net);
-    return jem_net_backward(t->net, t->ib.dl, NULL, 1);
+    return jem_net_backward(t->net, t->ib.dl + (size_t)r->f0 * t->K, NULL, 1);
 }
 
-/* softmax mode: cross-entropy on an augmented batch */
+/* softmax mode: cross-entropy on an augmented batch (or its adversarial
+ * examples) */
 static jem_status iter_softmax(trainer *t, iter_out *o)
 {
     const int B = t->cfg->batch;
@@ -788,17 +935,22 @@ static jem_status iter_softmax(trainer *t, iter_out *o)
     double t0 = now_s();
     load_batch(t);
     double t1 = now_s();
-    jem_status s = jem_net_forward(t->net, ib->x, B, ib->logits);
+    jem_status s = t->rows.na ? adversarial_rows(t, o) : JEM_OK;
     if (s) return s;
-    jem_logsumexp(ib->logits, B, t->K, ib->lse);
-    cross_entropy(t, o);
+    double t2 = now_s();
+    s = forward(t);
+    if (s) return s;
+    /* the clean rows' energies are watched for divergence (PGD-AT does not
+     * forward them again: from the logits before the attack) */
+    if (t->rows.f0) jem_logsumexp(ib->clean, B, t->K, ib->lse);
+    ce_branch(t, o);
     double ed = 0;
     for (int i = 0; i < B; i++) ed += -ib->lse[i];
-    o->e_data = ed / B; /* watched for divergence */
-    o->loss = t->cfg->w_y * o->ce;
+    o->e_data = ed / B;
     s = backward(t);
     o->sec_data = t1 - t0;
-    o->sec_fwd_bwd = now_s() - t1;
+    o->sec_adv = t2 - t1;
+    o->sec_fwd_bwd = now_s() - t2;
     return s;
 }
 
@@ -937,12 +1089,11 @@ static void generative_terms(trainer *t, iter_out *o)
     o->e_sample = nu ? eu : (nc ? ecy : 0);
 }
 
-/* JEM mode: the chains, then one forward and backward over the batch, the
- * data rows and the chains for cross-entropy plus the generative terms */
+/* JEM mode: the chains, the adversarial examples, then one forward and
+ * backward over the batch, the data rows, the adversarial rows and the
+ * chains for the cross-entropy branch plus the generative terms */
 static jem_status iter_jem(trainer *t, iter_out *o)
 {
-    const int N = t->rows.N;
-    iter_bufs *ib = &t->ib;
     memset(o, 0, sizeof *o);
     double t0 = now_s();
     load_batch(t);
@@ -951,18 +1102,20 @@ static jem_status iter_jem(trainer *t, iter_out *o)
     jem_status s = run_chains(t, &cs);
     if (s) return s;
     double t2 = now_s();
-    s = jem_net_forward(t->net, ib->x, N, ib->logits);
+    s = t->rows.na ? adversarial_rows(t, o) : JEM_OK;
     if (s) return s;
-    jem_logsumexp(ib->logits, N, t->K, ib->lse);
-    cross_entropy(t, o);
-    o->loss = t->cfg->w_y * o->ce;
+    double t3 = now_s();
+    s = forward(t);
+    if (s) return s;
+    ce_branch(t, o);
     generative_terms(t, o);
     o->grad_norm = cs.grad_norm;
     o->accept = cs.accept;
     s = backward(t);
     o->sec_data = t1 - t0;
     o->sec_sgld = t2 - t1;
-    o->sec_fwd_bwd = now_s() - t2;
+    o->sec_adv = t3 - t2;
+    o->sec_fwd_bwd = now_s() - t3;
     return s;
 }
 
@@ -975,9 +1128,10 @@ static jem_status average_ranks(trainer *t, iter_out *o, jem_status s)
     jem_dist_sum_f32(g, t->np);
     const float inv = 1.0f / (float)t->size;
     for (size_t i = 0; i < t->np; i++) g[i] *= inv;
-    double f[9] = {o->loss,    o->ce,       o->e_data, o->e_sample,           o->grad_norm,
-                   o->correct, o->labelled, o->accept, s == JEM_ERR_NONFINITE};
-    jem_dist_sum_f64(f, 9);
+    double f[11] = {o->loss,       o->ce,       o->e_data, o->e_sample, o->grad_norm,
+                    o->correct,    o->labelled, o->accept, o->kl,       s == JEM_ERR_NONFINITE,
+                    o->adv_correct};
+    jem_dist_sum_f64(f, 11);
     o->loss = f[0] / t->size;
     o->ce = f[1] / t->size;
     o->e_data = f[2] / t->size;
@@ -986,7 +1140,9 @@ static jem_status average_ranks(trainer *t, iter_out *o, jem_status s)
     o->correct = (int)f[5];
     o->labelled = (int)f[6];
     o->accept = f[7] / t->size;
-    return f[8] > 0 ? JEM_ERR_NONFINITE : JEM_OK;
+    o->kl = f[8] / t->size;
+    o->adv_correct = (int)f[10];
+    return f[9] > 0 ? JEM_ERR_NONFINITE : JEM_OK;
 }
 
 /* ---- divergence, the step, rollback ---- */
@@ -1081,9 +1237,13 @@ static void group_add(group *g, const iter_out *o)
     g->accept += o->accept;
     g->correct += o->correct;
     g->labelled += o->labelled;
+    g->adv_correct += o->adv_correct;
+    g->adv_eps = o->adv_eps;
+    g->kl += o->kl;
     g->n++;
     g->sec_data += o->sec_data;
     g->sec_sgld += o->sec_sgld;
+    g->sec_adv += o->sec_adv;
     g->sec_fwd_bwd += o->sec_fwd_bwd;
     g->sec_opt += o->sec_opt;
 }
@@ -1270,6 +1430,11 @@ static void log_json(trainer *t, const jem_progress *p, const double comm[2], do
     jem_jw_kdouble(w, "loss", p->loss);
     jem_jw_kdouble(w, "ce", p->ce);
     jem_jw_kdouble(w, "acc", p->acc);
+    if (t->rows.na) {
+        jem_jw_kdouble(w, "adv_eps", p->adv_eps);
+        jem_jw_kdouble(w, "adv_acc", p->adv_acc);
+        if (t->cfg->adv.kind == JEM_ADV_TRADES) jem_jw_kdouble(w, "trades_kl", g->kl / g->n);
+    }
     if (jem) {
         const jem_train_cfg *c = t->cfg;
         const int hmc = c->sampler == JEM_SAMPLER_HMC;
@@ -1305,6 +1470,7 @@ static void log_json(trainer *t, const jem_progress *p, const double comm[2], do
     jem_jw_kdouble(w, "sec_iter", sec_iter);
     jem_jw_kdouble(w, "sec_data", g->sec_data / g->n);
     if (jem) jem_jw_kdouble(w, "sec_sgld", g->sec_sgld / g->n);
+    if (t->rows.na) jem_jw_kdouble(w, "sec_adv", g->sec_adv / g->n);
     jem_jw_kdouble(w, "sec_fwd_bwd", g->sec_fwd_bwd / g->n);
     jem_jw_kdouble(w, "sec_opt", g->sec_opt / g->n);
     jem_jw_obj_end(w);
@@ -1343,6 +1509,10 @@ static void log_group(trainer *t, double vacc, int epoch_end)
         p.loss = g->loss / g->n;
         p.ce = g->ce / g->n;
         p.acc = g->labelled ? (double)g->correct / g->labelled : 0;
+        if (t->rows.na) {
+            p.adv_acc = g->labelled ? (double)g->adv_correct / g->labelled : 0;
+            p.adv_eps = g->adv_eps / 2; /* the [0, 1] scale */
+        }
         if (c->mode == JEM_MODE_JEM) {
             p.e_data = g->e_data / g->n;
             p.e_sample = g->e_sample / g->n;

@@ -18,6 +18,11 @@ typedef struct {
      * of the generative terms (px0 = 0: the cross-entropy's rows
      * themselves). NULL: not called. */
     void (*batch)(void *ud, const float *x, const int32_t *y, int batch, int px0, int npx);
+    /* Adversarial training: called each iteration once the adversarial
+     * examples are made, with the balls' centres x (batch, D: the clean
+     * rows clamped to [-1, 1]), the adversarial examples xadv (batch, D) and
+     * the radius they were made at (model units). NULL: not called. */
+    void (*adv)(void *ud, const float *x, const float *xadv, int batch, double eps);
     void *ud;
 } jem_train_hooks;
 

@@ -254,3 +254,81 @@ jem_status jem_attack_run(const jem_classifier *c, const float *x, const int32_t
     free(xa); free(g); free(lg); free(dl); free(ok);
     return s;
 }
+
+/* ---- adversarial examples for training ---- */
+
+/* a uniform point of the L-inf ball, or a uniformly scaled random direction
+ * of the L2 ball (scratch (D)), then into the ball and the box */
+static void start_in_ball(float *xb, const float *x0, int D, int norm, double eps, jem_rng *rng, float *scratch)
+{
+    if (norm == 0) {
+        for (int d = 0; d < D; d++) xb[d] += (float)((2 * jem_rng_uniform_d(rng) - 1) * eps);
+    } else {
+        double nn = 0;
+        for (int d = 0; d < D; d++) {
+            scratch[d] = jem_rng_normal(rng);
+            nn += (double)scratch[d] * scratch[d];
+        }
+        double rad = eps * jem_rng_uniform_d(rng) / (sqrt(nn) + 1e-12);
+        for (int d = 0; d < D; d++) xb[d] += (float)(scratch[d] * rad);
+    }
+    project(xb, x0, D, norm, eps);
+}
+
+jem_status jem_attack_batch(jem_net *net, const float *x, const int32_t *y, const float *target, int B,
+                            const jem_attack_cfg *cfg, jem_rng *rng, float *xadv)
+{
+    const jem_arch *a = jem_net_arch(net);
+    const int D = a->in_c * a->in_h * a->in_w, K = a->n_classes;
+    if (cfg->norm != 0 && cfg->norm != 2) return jem_fail(JEM_ERR_ARG, "attack: norm must be 0 (L-inf) or 2 (L2)");
+    if (!(cfg->eps >= 0) || !isfinite(cfg->eps) || cfg->steps < 0 || !(cfg->step >= 0))
+        return jem_fail(JEM_ERR_ARG, "attack: eps %g, step %g, steps %d", cfg->eps, cfg->step, cfg->steps);
+    for (int i = 0; !target && i < B; i++)
+        if (y[i] >= K)
+            return jem_fail(JEM_ERR_ARG, "attack: image %d has label %d, outside the model's classes 0..%d", i,
+                            (int)y[i], K - 1);
+    memcpy(xadv, x, sizeof(float) * (size_t)B * D);
+    if (cfg->eps == 0 || B < 1) return JEM_OK;
+    const int steps = cfg->fgsm ? 1 : cfg->steps;
+    const double step = cfg->fgsm ? cfg->eps : cfg->step;
+    float *g = malloc(sizeof(float) * (size_t)B * D);
+    float *lg = malloc(sizeof(float) * (size_t)B * K), *dl = malloc(sizeof(float) * (size_t)B * K);
+    jem_status s = g && lg && dl ? JEM_OK : jem_fail(JEM_ERR_NOMEM, "attack: out of memory");
+    if (!s && !cfg->fgsm && cfg->random_start)
+        for (int b = 0; b < B; b++)
+            start_in_ball(xadv + (size_t)b * D, x + (size_t)b * D, D, cfg->norm, cfg->eps, rng, g);
+    for (int t = 0; t < steps && !s; t++) {
+        s = jem_net_forward(net, xadv, B, lg);
+        if (s) break;
+        /* d/dlogits of CE(y) and of KL(target || softmax): softmax - onehot(y), softmax - target */
+        jem_softmax(lg, B, K, dl);
+        for (int b = 0; b < B; b++) {
+            float *d = dl + (size_t)b * K;
+            if (target) {
+                for (int k = 0; k < K; k++) d[k] -= target[(size_t)b * K + k];
+            } else if (y[b] >= 0) {
+                d[y[b]] -= 1.0f;
+            } else {
+                memset(d, 0, sizeof(float) * K);
+            }
+        }
+        s = jem_net_backward(net, dl, g, 0);
+        if (s) break;
+        for (int b = 0; b < B; b++) {
+            float *xb = xadv + (size_t)b * D, *gb = g + (size_t)b * D;
+            if (cfg->norm == 0) {
+                for (int d = 0; d < D; d++) xb[d] += (float)(step * ((gb[d] > 0) - (gb[d] < 0)));
+            } else {
+                double nn = 0;
+                for (int d = 0; d < D; d++) nn += (double)gb[d] * gb[d];
+                double f = nn > 0 ? step / sqrt(nn) : 0;
+                for (int d = 0; d < D; d++) xb[d] += (float)(gb[d] * f);
+            }
+            project(xb, x + (size_t)b * D, D, cfg->norm, cfg->eps);
+        }
+    }
+    free(g);
+    free(lg);
+    free(dl);
+    return s;
+}
