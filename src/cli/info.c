@@ -207,14 +207,16 @@ int cmd_export(int argc, char **argv)
         return cli_fail("export", s);
     }
     /* keep the descriptive metadata (with jem.train.ema: the weights are a
-     * moving average), drop the training state */
+     * moving average; the adversarial training's settings), drop the
+     * training state */
     const char *meta[64];
     int nm = 0;
     for (int i = 0; i < jem_st_meta_count(st) && nm < 62; i++) {
         const char *k = jem_st_meta_key(st, i);
         if (!strcmp(k, "jem.arch") || !strcmp(k, "jem.version") || !strcmp(k, "format")) continue;
         if (!strncmp(k, "jem.train.", 10) && strcmp(k, "jem.train.command") && strcmp(k, "jem.train.iter") &&
-            strcmp(k, "jem.train.mode") && strcmp(k, "jem.train.data") && strcmp(k, "jem.train.ema"))
+            strcmp(k, "jem.train.mode") && strcmp(k, "jem.train.data") && strcmp(k, "jem.train.ema") &&
+            strncmp(k, "jem.train.adv", 13) && strcmp(k, "jem.train.trades_beta"))
             continue;
         meta[nm++] = k;
         meta[nm++] = jem_st_get_meta(st, k);

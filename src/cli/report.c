@@ -281,6 +281,26 @@ static void meta_row(html *h, const jem_st *st, const char *key, const char *lab
     if (v) h_put(h, "<tr><th>%s</th><td>%s</td></tr>", label, v);
 }
 
+/* the adversarial training's settings, as jem train records them */
+static void adv_row(html *h, const jem_st *st)
+{
+    const char *kind = jem_st_get_meta(st, "jem.train.adv");
+    if (!kind) return;
+    const char *norm = jem_st_get_meta(st, "jem.train.adv_norm"), *eps = jem_st_get_meta(st, "jem.train.adv_eps");
+    const char *steps = jem_st_get_meta(st, "jem.train.adv_steps"), *step = jem_st_get_meta(st, "jem.train.adv_step");
+    const char *ramp = jem_st_get_meta(st, "jem.train.adv_ramp"), *beta = jem_st_get_meta(st, "jem.train.trades_beta");
+    const char *rs = jem_st_get_meta(st, "jem.train.adv_random_start");
+    h_put(h, "<tr><th>adversarial training</th><td>%s, %s eps %s ([0, 1] scale); PGD of %s steps of %s eps%s",
+          !strcmp(kind, "trades") ? "TRADES"
+          : !strcmp(kind, "pgd")  ? "PGD-AT"
+                                  : kind,
+          norm && !strcmp(norm, "l2") ? "L2" : "L-inf", eps ? eps : "?", steps ? steps : "?", step ? step : "?",
+          rs && !strcmp(rs, "0") ? "" : " from a random start");
+    if (beta) h_put(h, ", beta %s", beta);
+    if (ramp && strcmp(ramp, "0")) h_put(h, "; eps ramped up over the first %s iterations", ramp);
+    h_put(h, "</td></tr>");
+}
+
 static jem_status sec_model(report *r, part *p)
 {
     const cli_ctx *cx = r->cx;
@@ -302,6 +322,7 @@ static jem_status sec_model(report *r, part *p)
     meta_row(h, st, "jem.train.epoch", "epochs completed");
     meta_row(h, st, "jem.train.data", "training data");
     meta_row(h, st, "jem.train.ema", "weights: moving average, decay");
+    adv_row(h, st);
     const char *va = jem_st_get_meta(st, "jem.train.val_acc"), *vn = jem_st_get_meta(st, "jem.train.val_n");
     const char *vi = jem_st_get_meta(st, "jem.train.val_iter");
     if (va)

@@ -35,8 +35,10 @@ static void progress(void *ud, const jem_progress *p)
     char bar[32];
     cli_bar_text(bar, sizeof bar, p->iter_total > 0 ? (double)p->iter / p->iter_total : -1);
     char extra[160] = "";
+    size_t n = 0;
+    if (p->adv_eps > 0) n = (size_t)snprintf(extra, sizeof extra, " adv acc %.3f eps %.3g", p->adv_acc, p->adv_eps);
     if (p->e_data != 0 || p->e_sample != 0)
-        snprintf(extra, sizeof extra, " E(data) %.3g E(sample) %.3g", p->e_data, p->e_sample);
+        snprintf(extra + n, sizeof extra - n, " E(data) %.3g E(sample) %.3g", p->e_data, p->e_sample);
     fprintf(stderr, "%s%sit %lld ep %d loss %.4f acc %.3f%s %.0f img/s lr %.2g %s eta %s", pc->tty ? "\r\033[K" : "",
             bar, (long long)p->iter, p->epoch, p->loss, p->acc, extra, p->img_per_s, p->lr, el, eta);
     if (p->val_acc >= 0) fprintf(stderr, " | val acc %.4f", p->val_acc);
@@ -67,8 +69,10 @@ typedef struct {
     jem_train_cfg c;
     const char *mode, *opt, *init, *milestones, *data, *test, *out, *resume, *init_from, *log, *samples, *sampler;
     int val, flip, crop, full_cov, mala, clamp, nesterov, force;
-    float temperature; /* MALA and HMC */
-    int64_t blowup_at; /* --inject-blowup (testing) */
+    float temperature;          /* MALA and HMC */
+    const char *adv, *adv_norm; /* adversarial training: none|pgd|trades, linf|l2 */
+    double adv_eps;             /* its radius on the [0, 1] scale */
+    int64_t blowup_at;          /* --inject-blowup (testing) */
     char outbuf[256];
 } train_args;
 
@@ -108,6 +112,13 @@ static int check(cli_ctx *cx, void *ud)
     }
     if (!strcmp(t->sampler, "sgld") && cli_given(sp, "temperature"))
         return cli_usage_error("train", "--temperature needs --sampler mala or hmc");
+    /* adversarial training and the options that belong to it */
+    static const char *const adv_opts[] = {"adv-eps", "adv-norm", "adv-steps", "adv-step", "adv-ramp", "trades-beta"};
+    for (int i = 0; i < 6; i++)
+        if (!strcmp(t->adv, "none") && cli_given(sp, adv_opts[i]))
+            return cli_usage_error("train", "--%s applies with --adv pgd or --adv trades", adv_opts[i]);
+    if (strcmp(t->adv, "trades") && cli_given(sp, "trades-beta"))
+        return cli_usage_error("train", "--trades-beta applies with --adv trades only");
     if (parse_milestones(t->milestones, &t->c.sched))
         return cli_usage_error("train",
                                "--milestones '%s': want up to 16 increasing iterations >= 1, "
@@ -228,6 +239,9 @@ static int run(cli_ctx *cx, train_args *t, int argc, char **argv)
     c->sampler = !strcmp(t->sampler, "hmc") ? JEM_SAMPLER_HMC : JEM_SAMPLER_SGLD;
     c->sgld.mala = !strcmp(t->sampler, "mala");
     c->sgld.temperature = c->hmc.temperature = t->temperature;
+    c->adv.kind = !strcmp(t->adv, "pgd") ? JEM_ADV_PGD : !strcmp(t->adv, "trades") ? JEM_ADV_TRADES : JEM_ADV_NONE;
+    c->adv.norm = !strcmp(t->adv_norm, "l2") ? 2 : 0;
+    c->adv.eps = 2.0 * t->adv_eps; /* [0, 1] scale -> the model's [-1, 1] units */
     c->log_path = t->log;
     c->sample_path = t->samples;
     c->ckpt_path = t->out;
@@ -326,6 +340,18 @@ static int run(cli_ctx *cx, train_args *t, int argc, char **argv)
         } else if (t->init_from) {
             fprintf(stderr, "jem train: starting from the weights of %s\n", t->init_from);
         }
+        if (c->adv.kind != JEM_ADV_NONE) {
+            char ramp[96] = "";
+            if (c->adv.ramp > 0)
+                snprintf(ramp, sizeof ramp, ", rising linearly over the first %d iterations", c->adv.ramp);
+            char beta[48] = "";
+            if (c->adv.kind == JEM_ADV_TRADES) snprintf(beta, sizeof beta, ", beta %g", (double)c->adv.beta);
+            fprintf(stderr,
+                    "jem train: %s: %s eps %g ([0, 1] scale)%s; PGD of %d steps of %g eps from a random start%s%s\n",
+                    c->adv.kind == JEM_ADV_TRADES ? "TRADES" : "PGD adversarial training", c->adv.norm ? "L2" : "L-inf",
+                    t->adv_eps, ramp, c->adv.steps, c->adv.step, beta,
+                    is_jem ? "; the generative terms on clean data" : "");
+        }
         if (is_jem && c->sampler == JEM_SAMPLER_HMC)
             fprintf(stderr,
                     "jem train: HMC chains: %d iterations of %d leapfrog steps per training iteration, step size %g "
@@ -418,6 +444,9 @@ int cmd_train(int argc, char **argv)
     t.sampler = t.c.sampler == JEM_SAMPLER_HMC ? "hmc" : t.c.sgld.mala ? "mala" : "sgld";
     t.temperature = t.c.sgld.temperature;
     t.nesterov = t.c.opt.nesterov;
+    t.adv = t.c.adv.kind == JEM_ADV_PGD ? "pgd" : t.c.adv.kind == JEM_ADV_TRADES ? "trades" : "none";
+    t.adv_norm = t.c.adv.norm == 2 ? "l2" : "linf";
+    t.adv_eps = t.c.adv.eps / 2;
     jem_train_cfg *c = &t.c;
     cli_opt opts[] = {
         {OPT("mode", OPT_STR, &t.mode, "softmax (cross-entropy only) or jem (hybrid with SGLD)"),
@@ -454,6 +483,17 @@ int cmd_train(int argc, char **argv)
              "moving average of the weights, decay e.g. 0.999 (0: off); evaluated and saved"),
          BELOW(0, 1)},
         {OPT("noise", OPT_FLOAT, &c->aug.noise, "Gaussian noise sigma on training inputs"), RANGE(0, 10)},
+        {OPT("adv", OPT_STR, &t.adv,
+             "adversarial training of the cross-entropy: PGD-AT (CE on PGD examples) or TRADES (clean CE + beta KL)"),
+         .choices = "none|pgd|trades"},
+        {OPT("adv-eps", OPT_DOUBLE, &t.adv_eps, "--adv: attack radius on the [0, 1] pixel scale"), ABOVE(0, 1000)},
+        {OPT("adv-norm", OPT_STR, &t.adv_norm, "--adv: threat model"), .choices = "linf|l2"},
+        {OPT("adv-steps", OPT_INT, &c->adv.steps, "--adv: PGD steps per iteration"), RANGE(1, 10000)},
+        {OPT("adv-step", OPT_DOUBLE, &c->adv.step, "--adv: PGD step as a fraction of the current radius"),
+         ABOVE(0, 10)},
+        {OPT("adv-ramp", OPT_INT, &c->adv.ramp, "--adv: the radius rises linearly over this many iterations (0: off)"),
+         ATLEAST(0)},
+        {OPT("trades-beta", OPT_FLOAT, &c->adv.beta, "--adv trades: weight of the KL term"), RANGE(0, 1e6)},
         {OPT("w-y", OPT_FLOAT, &c->w_y, "weight of the cross-entropy term"), RANGE(0, 1e6)},
         {OPT("w-x", OPT_FLOAT, &c->w_x, "weight of the p(x) term"), RANGE(0, 1e6), .flags = OPT_JEM},
         {OPT("w-xy", OPT_FLOAT, &c->w_xy, "weight of the class-conditional p(x|y) term"), RANGE(0, 1e6),
