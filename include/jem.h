@@ -1119,14 +1119,17 @@ jem_status jem_train(jem_net *net, const jem_dataset *train,
                      const char *resume_path);
 /*
  * Adversarial training (cfg->adv.kind): each iteration crafts adversarial
- * versions of the labelled batch with jem_attack_batch at the current
- * radius (cfg->adv.eps, ramped over the first adv.ramp iterations; step
- * adv.step times the radius). JEM_ADV_PGD (Madry et al. 2018): the
- * cross-entropy term is taken on them instead of the clean batch.
- * JEM_ADV_TRADES (Zhang et al. 2019): the cross-entropy term on the clean
- * batch plus beta KL(p(y|x) || p(y|x')) (jem_trades_kl), the attack
- * ascending that KL; both branches carry w_y. In JEM mode the generative
- * terms keep their clean data rows and chains. The log adds the radius
+ * versions of the batch with jem_attack_batch at the current radius
+ * (cfg->adv.eps, ramped over the first adv.ramp iterations; step adv.step
+ * times the radius), the balls centred on the batch rows clamped to
+ * [-1, 1]. JEM_ADV_PGD (Madry et al. 2018): the cross-entropy term is
+ * taken on them instead of the clean batch. JEM_ADV_TRADES (Zhang et al.
+ * 2019): the cross-entropy term on the clean batch plus
+ * beta KL(p(y|x) || p(y|x')) (jem_trades_kl), the attack ascending that
+ * KL; both branches carry w_y (with labels_per_class the KL covers the
+ * unlabelled rows too, PGD-AT's cross-entropy only the labelled ones). In
+ * JEM mode the generative terms keep their clean data rows and chains.
+ * The log adds the radius
  * (adv_eps, [0, 1] scale), the accuracy on the adversarial examples
  * (adv_acc; acc stays the clean batches') and, for TRADES, the mean KL
  * (trades_kl); a checkpoint records the settings (jem.train.adv,
