@@ -31,6 +31,8 @@ last="--adv-norm .l1.: want linf or l2"; expect2 --adv pgd --adv-norm l1
 last="--adv-eps applies with --adv pgd or --adv trades"; expect2 --adv-eps 0.1
 last="--adv-ramp applies with --adv pgd or --adv trades"; expect2 --adv none --adv-ramp 10
 last="--trades-beta applies with --adv trades only"; expect2 --adv pgd --trades-beta 3
+last="--adv-no-random-start applies with --adv pgd or --adv trades"; expect2 --adv-no-random-start
+last="--adv-no-random-start with --adv trades: the KL"; expect2 --adv trades --adv-no-random-start
 
 # softmax with TRADES, the radius ramped over 4 iterations, a line per iteration
 "$JEM" train "${common[@]}" --adv trades --adv-eps 0.1 --adv-ramp 4 --adv-steps 2 --trades-beta 3 --iters 6 \
@@ -65,6 +67,11 @@ check "[ $? -eq 0 ] && [ \$('$JEM' info '$tmp/x.safetensors' | grep -c 'jem.trai
 check "[ $? -eq 0 ]"
 check "grep -q '<th>adversarial training</th><td>TRADES, L-inf eps 0.1 (\[0, 1\] scale); PGD of 2 steps of 0.25 eps from a random start, beta 3; eps ramped up over the first 4 iterations</td>' '$tmp/r/report.html'"
 check "grep -q '\"jem.train.adv\":\"trades\"' '$tmp/r/report.json'"
+# PGD-AT from the clean image: said at the start, recorded in the checkpoint
+"$JEM" train "${common[@]}" --adv pgd --adv-no-random-start --adv-steps 1 --iters 1 --out "$tmp/n.safetensors" \
+    > /dev/null 2> "$tmp/err"
+check "[ $? -eq 0 ] && grep -q 'PGD of 1 steps of 0.25 eps from the clean image' '$tmp/err'"
+check "'$JEM' info '$tmp/n.safetensors' --json | grep -q '\"jem.train.adv_random_start\":\"0\"'"
 
 # JEM with PGD-AT under L2: 3 iterations then resumed to 6 equals 6 straight
 jem=(--mode jem --sgld-steps 2 --buffer 100 --n-samples 8 --adv pgd --adv-norm l2 --adv-eps 1 --adv-steps 2 --adv-ramp 4)

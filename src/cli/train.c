@@ -72,6 +72,7 @@ typedef struct {
     float temperature;          /* MALA and HMC */
     const char *adv, *adv_norm; /* adversarial training: none|pgd|trades, linf|l2 */
     double adv_eps;             /* its radius on the [0, 1] scale */
+    int adv_no_rs;              /* PGD starts at the clean image */
     int64_t blowup_at;          /* --inject-blowup (testing) */
     char outbuf[256];
 } train_args;
@@ -113,12 +114,17 @@ static int check(cli_ctx *cx, void *ud)
     if (!strcmp(t->sampler, "sgld") && cli_given(sp, "temperature"))
         return cli_usage_error("train", "--temperature needs --sampler mala or hmc");
     /* adversarial training and the options that belong to it */
-    static const char *const adv_opts[] = {"adv-eps", "adv-norm", "adv-steps", "adv-step", "adv-ramp", "trades-beta"};
-    for (int i = 0; i < 6; i++)
+    static const char *const adv_opts[] = {"adv-eps",  "adv-norm",    "adv-steps",          "adv-step",
+                                           "adv-ramp", "trades-beta", "adv-no-random-start"};
+    for (int i = 0; i < 7; i++)
         if (!strcmp(t->adv, "none") && cli_given(sp, adv_opts[i]))
             return cli_usage_error("train", "--%s applies with --adv pgd or --adv trades", adv_opts[i]);
     if (strcmp(t->adv, "trades") && cli_given(sp, "trades-beta"))
         return cli_usage_error("train", "--trades-beta applies with --adv trades only");
+    if (!strcmp(t->adv, "trades") && t->adv_no_rs)
+        return cli_usage_error("train",
+                               "--adv-no-random-start with --adv trades: the KL to the clean prediction has no "
+                               "gradient at the clean image, the attack would never move");
     if (parse_milestones(t->milestones, &t->c.sched))
         return cli_usage_error("train",
                                "--milestones '%s': want up to 16 increasing iterations >= 1, "
@@ -242,6 +248,7 @@ static int run(cli_ctx *cx, train_args *t, int argc, char **argv)
     c->adv.kind = !strcmp(t->adv, "pgd") ? JEM_ADV_PGD : !strcmp(t->adv, "trades") ? JEM_ADV_TRADES : JEM_ADV_NONE;
     c->adv.norm = !strcmp(t->adv_norm, "l2") ? 2 : 0;
     c->adv.eps = 2.0 * t->adv_eps; /* [0, 1] scale -> the model's [-1, 1] units */
+    c->adv.random_start = !t->adv_no_rs;
     c->log_path = t->log;
     c->sample_path = t->samples;
     c->ckpt_path = t->out;
@@ -346,10 +353,10 @@ static int run(cli_ctx *cx, train_args *t, int argc, char **argv)
                 snprintf(ramp, sizeof ramp, ", rising linearly over the first %d iterations", c->adv.ramp);
             char beta[48] = "";
             if (c->adv.kind == JEM_ADV_TRADES) snprintf(beta, sizeof beta, ", beta %g", (double)c->adv.beta);
-            fprintf(stderr,
-                    "jem train: %s: %s eps %g ([0, 1] scale)%s; PGD of %d steps of %g eps from a random start%s%s\n",
+            fprintf(stderr, "jem train: %s: %s eps %g ([0, 1] scale)%s; PGD of %d steps of %g eps from %s%s%s\n",
                     c->adv.kind == JEM_ADV_TRADES ? "TRADES" : "PGD adversarial training", c->adv.norm ? "L2" : "L-inf",
-                    t->adv_eps, ramp, c->adv.steps, c->adv.step, beta,
+                    t->adv_eps, ramp, c->adv.steps, c->adv.step,
+                    c->adv.random_start ? "a random start" : "the clean image", beta,
                     is_jem ? "; the generative terms on clean data" : "");
         }
         if (is_jem && c->sampler == JEM_SAMPLER_HMC)
@@ -494,6 +501,7 @@ int cmd_train(int argc, char **argv)
         {OPT("adv-ramp", OPT_INT, &c->adv.ramp, "--adv: the radius rises linearly over this many iterations (0: off)"),
          ATLEAST(0)},
         {OPT("trades-beta", OPT_FLOAT, &c->adv.beta, "--adv trades: weight of the KL term"), RANGE(0, 1e6)},
+        {OPT("adv-no-random-start", OPT_FLAG, &t.adv_no_rs, "--adv pgd: start PGD at the clean image")},
         {OPT("w-y", OPT_FLOAT, &c->w_y, "weight of the cross-entropy term"), RANGE(0, 1e6)},
         {OPT("w-x", OPT_FLOAT, &c->w_x, "weight of the p(x) term"), RANGE(0, 1e6), .flags = OPT_JEM},
         {OPT("w-xy", OPT_FLOAT, &c->w_xy, "weight of the class-conditional p(x|y) term"), RANGE(0, 1e6),
