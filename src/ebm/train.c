@@ -13,9 +13,9 @@
  *
  * Reading order: jem_train_hooked at the bottom is the loop; above it, one
  * function per step: set-up, an iteration per mode (iter_softmax,
- * iter_jem; both through adversarial_rows and ce_branch), divergence, the optimiser step with the weights' moving
- * average, rollback, and the side effects (log line, progress, validation,
- * sample grid, checkpoint).
+ * iter_jem; both through adversarial_rows and ce_branch), divergence, the
+ * optimiser step with the weights' moving average, rollback, and the side
+ * effects (log line, progress, validation, sample grid, checkpoint).
  */
 #include "jem.h"
 #include "ebm/train.h"
