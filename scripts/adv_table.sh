@@ -4,7 +4,7 @@
 # eps 0.1, the radius ramped over the first RAMP iterations), then
 # `jem report` on each (accuracy, ECE, NLL, OOD AUROC of every score against
 # MNIST and the synthetic sets, PGD L-inf and L2 undefended and through SGLD
-# purification) and the tables of scripts/report_table.py.
+# purification) and, on stdout, the tables of scripts/report_table.py.
 #   scripts/adv_table.sh [BUILD]
 # Environment: MINUTES (60), RUNS (all five: softmax softmax-pgd
 # softmax-trades jem jem-pgd), OUT (runs/adv), STEPS (PGD steps in
@@ -42,10 +42,10 @@ for r in $runs; do
         echo "adv_table: training $r for $minutes minutes" >&2
         rm -f "$out/$r.jsonl"
         "$jem" train "${args[@]}" --minutes "$minutes" --val 0 --force --log "$out/$r.jsonl" --out "$ckpt" \
-            --test fmnist:test
+            --test fmnist:test >&2
     fi
     # shellcheck disable=SC2086
-    "$jem" report --model "$ckpt" --out "$out/report-$r" ${REPORT:-}
+    "$jem" report --model "$ckpt" --out "$out/report-$r" ${REPORT:-} >&2
 done
 tables=()
 for r in $runs; do tables+=("$r=$out/report-$r"); done
