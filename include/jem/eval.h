@@ -389,6 +389,112 @@ jem_status jem_attack_run(const jem_classifier *c, const float *x, const int32_t
 jem_status jem_attack_batch(jem_net *net, const float *x, const int32_t *y, const float *target, int B,
                             const jem_attack_cfg *cfg, jem_rng *rng, float *xadv);
 
+/* ------------------------------------------ APGD (Croce and Hein, 2020) */
+
+/* The losses APGD ascends:
+ *   CE     cross-entropy, untargeted (AutoAttack's apgd-ce);
+ *   DLR    -(z_y - max_{i != y} z_i) / (z_p1 - z_p3), untargeted;
+ *   DLR_T  -(z_y - z_t) / (z_p1 - (z_p3 + z_p4) / 2), targeted at each of the
+ *          `targets` classes with the highest clean logits other than y in
+ *          turn (AutoAttack's apgd-t);
+ * z_p1 >= z_p2 >= ... are the sorted logits; 1e-12 is added to each
+ * denominator. DLR needs K >= 3 classes, DLR_T K >= 4 (JEM_ERR_ARG). */
+enum { JEM_APGD_CE = 0, JEM_APGD_DLR, JEM_APGD_DLR_T };
+
+typedef struct {
+    int      norm;     /* 0: L-inf, 2: L2 */
+    double   eps;      /* radius in the model's input units */
+    int      steps;    /* iterations per run (AutoAttack: 100) */
+    int      restarts; /* >= 1 runs from random points of the ball (per target with DLR_T) */
+    int      loss;     /* JEM_APGD_* */
+    int      targets;  /* DLR_T: target classes (0: min(K - 1, 9)); capped at K - 1 */
+    double   rho;      /* step-size check: halve when at most rho of the last steps raised the loss (0: 0.75) */
+    uint64_t seed;
+    /* nullable: (work done, total work) in iterations over chunks of images */
+    void   (*progress)(void *ud, int64_t done, int64_t total);
+    void    *progress_ud;
+} jem_apgd_cfg;
+
+/* APGD as in the paper and AutoAttack: a random start at the sphere of
+ * radius eps (clipped to the box), a first step of 2 eps (L-inf: the sign of
+ * the gradient; L2: the normalised gradient), momentum 0.75, and checkpoints
+ * at 0, 0.22, 0.22 + 0.19, ... of the iterations (gaps shrinking by 0.03,
+ * at least 0.06) where the step is halved and the run goes back to its
+ * highest-loss point if at most rho of the steps since the last checkpoint
+ * raised the loss, or if neither the step nor the best loss changed since
+ * then. Each restart and target runs on the images still robust.
+ * robust (n) and adv (nullable, (n, D)) as jem_attack_run: a deterministic
+ * classifier is judged at every iterate; a stochastic one (c->stochastic)
+ * once at the end of each run, at its highest-loss point. */
+jem_status jem_apgd_run(const jem_classifier *c, const float *x, const int32_t *y, int n, const jem_apgd_cfg *cfg,
+                        uint8_t *robust, float *adv);
+
+/* ---------------------------------- Square attack (Andriushchenko et al., 2020) */
+
+typedef struct {
+    int      norm;    /* 0: L-inf, 2: L2 */
+    double   eps;     /* radius in the model's input units */
+    int      queries; /* budget per image: classifier evaluations, the clean one included (>= 2) */
+    double   p_init;  /* fraction of the pixels the first windows cover (0: 0.8), then AutoAttack's schedule */
+    int      c, h, w; /* the images' shape (c * h * w = the classifier's D); windows are squares in h x w */
+    uint64_t seed;
+    /* nullable: (work done, total work) in iterations over chunks of images */
+    void   (*progress)(void *ud, int64_t done, int64_t total);
+    void    *progress_ud;
+} jem_square_cfg;
+
+/* Square attack, score-based and gradient-free (it calls c->logits only):
+ * random search over square windows on the margin z_y - max_{i != y} z_i,
+ * keeping a candidate when it lowers the margin, until the image is
+ * misclassified or its budget is spent. L-inf: vertical stripes of +-eps to
+ * start, then windows set to +-eps per channel; L2: the paper's start of
+ * centred bumps and its updates that move mass between two windows, every
+ * iterate on the sphere of radius eps (then clipped to the box).
+ * robust (n) and adv (nullable, (n, D)) as jem_attack_run (an image counts
+ * as broken at the first query that misclassifies it; for a stochastic
+ * classifier that is one draw of its noise); queries (nullable, (n)) gets
+ * the classifier evaluations each image used: 1 for an image misclassified
+ * clean, at most cfg->queries. */
+jem_status jem_square_run(const jem_classifier *c, const float *x, const int32_t *y, int n,
+                          const jem_square_cfg *cfg, uint8_t *robust, float *adv, int64_t *queries);
+
+/* ------------------------------------------------ gradient-masking checks */
+
+/* Checks on a table of robust accuracies (fractions) that catch an
+ * evaluation fooled by masked or obfuscated gradients (Athalye et al. 2018,
+ * Carlini et al. 2019):
+ *   MONOTONE   accuracy does not rise with eps by more than tol
+ *              (value: the largest rise; e: the epsilon where it rose);
+ *   UNBOUNDED  an attack at a radius covering the whole box leaves at most
+ *              tol (value: that accuracy);
+ *   GRADFREE   the gradient-free attack breaks at most tol of the images
+ *              the gradient attacks left (value: the largest such fraction
+ *              over eps; e: where);
+ *   STRONGER   more steps and restarts lower accuracy by at most tol
+ *              (value: how much they lowered it). */
+enum { JEM_CHECK_MONOTONE = 0, JEM_CHECK_UNBOUNDED, JEM_CHECK_GRADFREE, JEM_CHECK_STRONGER, JEM_NCHECKS };
+
+typedef struct {
+    int    ran;   /* 0: not measured (the check's pass is then 1) */
+    int    pass;  /* value <= tol */
+    double value; /* see above */
+    double tol;
+    int    e;     /* index of the epsilon it concerns, -1: none */
+} jem_check;
+
+/* "monotone", "unbounded", "gradient_free", "stronger" */
+const char *jem_check_name(int k);
+/* acc (ne): robust accuracy per epsilon (eps non-decreasing), each epsilon
+ * attacked on its own (not made monotone by carrying broken images over). */
+void jem_check_monotone(const double *acc, int ne, double tol, jem_check *out);
+void jem_check_unbounded(double acc, double tol, jem_check *out);
+/* grad (ne): accuracy after the gradient attacks; all (ne): after those and
+ * the gradient-free one on the images they left. */
+void jem_check_gradfree(const double *grad, const double *all, int ne, double tol, jem_check *out);
+/* base, stronger: accuracy at epsilon index e under the attack and under
+ * its stronger version on the same images. */
+void jem_check_stronger(double base, double stronger, int e, double tol, jem_check *out);
+
 #ifdef __cplusplus
 }
 #endif

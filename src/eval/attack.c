@@ -125,7 +125,7 @@ void jem_purifier_init(jem_purifier *p, jem_net *net, int steps, int chains, int
 
 /* ---- attacks ---- */
 
-static void project(float *xa, const float *x0, int D, int norm, double eps)
+void jem_atk_project(float *xa, const float *x0, int D, int norm, double eps)
 {
     if (norm == 0) {
         for (int d = 0; d < D; d++) {
@@ -151,8 +151,8 @@ static void project(float *xa, const float *x0, int D, int norm, double eps)
     }
 }
 
-static jem_status correct_of(const jem_classifier *c, const float *x, const int32_t *y, int B, float *lg,
-                             uint8_t *ok)
+jem_status jem_atk_correct(const jem_classifier *c, const float *x, const int32_t *y, int B, float *lg,
+                           uint8_t *ok)
 {
     jem_status s = c->logits(c->ctx, x, B, lg);
     if (s) return s;
@@ -165,19 +165,29 @@ static jem_status correct_of(const jem_classifier *c, const float *x, const int3
     return JEM_OK;
 }
 
+/* every image needs a label the classifier can output: the losses index
+ * the logits with it */
+jem_status jem_atk_labels(const int32_t *y, int n, int K)
+{
+    for (int i = 0; i < n; i++)
+        if (y[i] < 0 || y[i] >= K)
+            return jem_fail(JEM_ERR_ARG,
+                            "attack: image %d has label %d, outside the model's classes 0..%d "
+                            "(attacks need labelled data)",
+                            i, (int)y[i], K - 1);
+    return JEM_OK;
+}
+
 jem_status jem_attack_run(const jem_classifier *c, const float *x, const int32_t *y, int n,
                           const jem_attack_cfg *cfg, uint8_t *robust, float *adv)
 {
     const int D = c->D, K = c->K, chunk = 128;
+    jem_status s0;
     if (cfg->norm != 0 && cfg->norm != 2) return jem_fail(JEM_ERR_ARG, "attack: norm must be 0 (L-inf) or 2 (L2)");
     if (!(cfg->eps >= 0) || cfg->steps < 0 || cfg->restarts < 1)
         return jem_fail(JEM_ERR_ARG, "attack: eps %g, steps %d, restarts %d", cfg->eps, cfg->steps, cfg->restarts);
-    /* every image needs a label the classifier can output: the loss indexes
-     * the logits with it */
-    for (int i = 0; i < n; i++)
-        if (y[i] < 0 || y[i] >= K)
-            return jem_fail(JEM_ERR_ARG, "attack: image %d has label %d, outside the model's classes 0..%d "
-                            "(attacks need labelled data)", i, (int)y[i], K - 1);
+    s0 = jem_atk_labels(y, n, K);
+    if (s0) return s0;
     float *xa = malloc(sizeof(float) * (size_t)chunk * D), *g = malloc(sizeof(float) * (size_t)chunk * D);
     float *lg = malloc(sizeof(float) * (size_t)chunk * K), *dl = malloc(sizeof(float) * (size_t)chunk * K);
     uint8_t *ok = malloc(chunk);
@@ -194,7 +204,7 @@ jem_status jem_attack_run(const jem_classifier *c, const float *x, const int32_t
         const float *x0 = x + (size_t)i0 * D;
         const int32_t *yb = y + i0;
         /* clean prediction first: an image already wrong is not robust */
-        s = correct_of(c, x0, yb, B, lg, ok);
+        s = jem_atk_correct(c, x0, yb, B, lg, ok);
         if (s) break;
         for (int b = 0; b < B; b++) robust[i0 + b] = ok[b];
         if (adv) memcpy(adv + (size_t)i0 * D, x0, sizeof(float) * (size_t)B * D);
@@ -212,7 +222,7 @@ jem_status jem_attack_run(const jem_classifier *c, const float *x, const int32_t
                         double rad = cfg->eps * jem_rng_uniform_d(&rng) / (sqrt(nn) + 1e-12);
                         for (int d = 0; d < D; d++) xb[d] += (float)(g[d] * rad);
                     }
-                    project(xb, x0 + (size_t)b * D, D, cfg->norm, cfg->eps);
+                    jem_atk_project(xb, x0 + (size_t)b * D, D, cfg->norm, cfg->eps);
                 }
             }
             for (int t = 0; t < steps && !s; t++) {
@@ -235,12 +245,12 @@ jem_status jem_attack_run(const jem_classifier *c, const float *x, const int32_t
                         double f = nn > 0 ? step / sqrt(nn) : 0;
                         for (int d = 0; d < D; d++) xb[d] += (float)(gb[d] * f);
                     }
-                    project(xb, x0 + (size_t)b * D, D, cfg->norm, cfg->eps);
+                    jem_atk_project(xb, x0 + (size_t)b * D, D, cfg->norm, cfg->eps);
                 }
                 /* an image counts as broken if any iterate is misclassified
                  * (a stochastic classifier: the last iterate of a restart) */
                 if (c->stochastic && t + 1 < steps) continue;
-                s = correct_of(c, xa, yb, B, lg, ok);
+                s = jem_atk_correct(c, xa, yb, B, lg, ok);
                 if (s) break;
                 for (int b = 0; b < B; b++)
                     if (!ok[b] && robust[i0 + b]) {
@@ -272,7 +282,7 @@ static void start_in_ball(float *xb, const float *x0, int D, int norm, double ep
         double rad = eps * jem_rng_uniform_d(rng) / (sqrt(nn) + 1e-12);
         for (int d = 0; d < D; d++) xb[d] += (float)(scratch[d] * rad);
     }
-    project(xb, x0, D, norm, eps);
+    jem_atk_project(xb, x0, D, norm, eps);
 }
 
 jem_status jem_attack_batch(jem_net *net, const float *x, const int32_t *y, const float *target, int B,
@@ -324,7 +334,7 @@ jem_status jem_attack_batch(jem_net *net, const float *x, const int32_t *y, cons
                 double f = nn > 0 ? step / sqrt(nn) : 0;
                 for (int d = 0; d < D; d++) xb[d] += (float)(gb[d] * f);
             }
-            project(xb, x + (size_t)b * D, D, cfg->norm, cfg->eps);
+            jem_atk_project(xb, x + (size_t)b * D, D, cfg->norm, cfg->eps);
         }
     }
     free(g);
