@@ -112,6 +112,19 @@ expect 2 "--eps '0,x': want" attack --model "$cut" --eps 0,x
 expect 2 "--norm 'l1': want linf or l2" attack --model "$cut" --norm l1
 expect 2 "--eot needs --defence sgld" attack --model "$cut" --eot 3
 expect 2 "--defence-n 50: more than the 10 images of --n" attack --model "$cut" --n 10 --defence sgld --defence-n 50
+expect 2 "--attack 'cw': want pgd, fgsm, apgd-ce, apgd-dlr or square" attack --model "$cut" --attack cw
+expect 2 "--suite 'standard': want auto" attack --model "$cut" --suite standard
+expect 2 "--suite auto runs apgd-ce, apgd-dlr and square: --attack does not apply" attack --model "$cut" --suite auto \
+    --attack pgd
+expect 2 "--fgsm is --attack fgsm: it does not go with --attack square" attack --model "$cut" --fgsm --attack square
+expect 2 "--queries is the budget of square: it needs --attack square or --suite auto" attack --model "$cut" \
+    --queries 100
+expect 2 "--queries 1: out of range" attack --model "$cut" --attack square --queries 1
+expect 2 "--targets needs --attack apgd-dlr or --suite auto" attack --model "$cut" --attack apgd-ce --targets 3
+expect 2 "--step-size applies to pgd only" attack --model "$cut" --attack apgd-ce --step-size 0.5
+expect 2 "--steps does not apply to square (its budget is --queries)" attack --model "$cut" --attack square --steps 5
+expect 2 "--check-n does not apply with --no-checks" attack --model "$cut" --no-checks --check-n 10
+expect 2 "--check-tol 101: out of range" attack --model "$cut" --check-tol 101
 expect 2 "--hist-score 'logp': want logpx, max_softmax" ood --model "$cut" --hist-score logp
 expect 2 "--bins 0: out of range (want an integer from 1 to 1000)" eval --model "$cut" --bins 0
 expect 2 "--steps '1.5': not a valid value (want an integer" sample --model "$cut" --steps 1.5

@@ -89,31 +89,63 @@ void cli_ood_free(cli_ood_res *r);
 /* ---------------------------------------------------------- jem attack */
 
 #define CLI_MAX_EPS 32
+#define CLI_MAX_ATK 3 /* attacks in a run: one, or the suite's */
+
+/* The attacks (--attack, and the suite's members). */
+enum { CLI_ATK_PGD = 0, CLI_ATK_FGSM, CLI_ATK_APGD_CE, CLI_ATK_APGD_DLR, CLI_ATK_SQUARE, CLI_NATK };
+/* "pgd", "fgsm", "apgd-ce", "apgd-dlr", "square" */
+const char *cli_attack_name(int k);
 
 typedef struct {
     const char *data, *norm_s, *eps_s, *defence;
-    const char *curve, *save; /* the command's PNG and folder of adversarial grids (nullable) */
+    const char *attack_s, *suite; /* --attack (a cli_attack_name), --suite (NULL or "auto") */
+    const char *curve, *save;     /* the command's PNG and folder of adversarial grids (nullable) */
     int n, dn, steps, restarts, fgsm, dsteps, dchains, eot, no_random;
-    int norm, ne; /* set by cli_attack_eps */
+    int zero_grad;              /* a testing hook: the gradients reported as 0 (a masked model) */
+    int queries, targets;       /* Square's budget per image; targeted DLR's target classes */
+    int no_checks, check_n;     /* masking checks off; images their extra runs use (the first N) */
+    double check_tol;           /* percentage points a check allows */
+    int norm, ne;               /* set by cli_attack_eps */
+    int natk, atk[CLI_MAX_ATK]; /* set by cli_attack_eps: the attacks in order (CLI_ATK_*) */
     double step_frac, eps[CLI_MAX_EPS];
     uint64_t seed;
 } cli_attack_args;
 
+/* One side's results (undefended, or through the defence). Robust accuracy
+ * per epsilon is made monotone (an image broken at a smaller epsilon counts
+ * as broken at every larger one) except in raw, where each epsilon stands
+ * alone (the monotonicity check's input). */
+typedef struct {
+    double after[CLI_MAX_ATK][CLI_MAX_EPS]; /* after attacks 0..k, each on the images the earlier ones left */
+    double raw[CLI_MAX_EPS];                /* after all of them, each epsilon on its own */
+    double raw_grad[CLI_MAX_EPS];           /* the same after the gradient attacks only */
+    double queries[CLI_MAX_EPS];            /* Square: mean queries per image it attacked (0: not run) */
+    jem_check chk[JEM_NCHECKS];             /* the masking checks (ran = 0: not run) */
+    int check_n;                            /* images behind the unbounded and stronger checks */
+    double unb_eps;                         /* the unbounded check's radius ([0, 1] scale) */
+} cli_attack_side;
+
 typedef struct {
     int n, dn, ne; /* images attacked, through the defence (the first dn), epsilons */
     double eps[CLI_MAX_EPS];
-    double accu[CLI_MAX_EPS];    /* undefended robust accuracy on the n images */
+    double accu[CLI_MAX_EPS];    /* undefended robust accuracy on the n images (after every attack) */
     double accu_dn[CLI_MAX_EPS]; /* the same on the first dn (the defence's images) */
     double acct[CLI_MAX_EPS];    /* the defence under transfer from the undefended model */
-    double accd[CLI_MAX_EPS];    /* the defence under BPDA + EOT */
+    double accd[CLI_MAX_EPS];    /* the defence under the attacks through it (BPDA + EOT; Square's queries) */
     double accdef[CLI_MAX_EPS];  /* the defence, per-image worst of both */
+    cli_attack_side u, d;        /* per attack and the checks: undefended, through the defence */
+    int nwarn;                   /* failed checks, as sentences naming the figure */
+    char warn[2 * JEM_NCHECKS][400];
 } cli_attack_res;
 
 void cli_attack_defaults(cli_attack_args *a);
-/* norm from norm_s and the epsilons from eps_s (NULL: the norm's default);
- * 0, or a usage error printed as cmd and 2. */
+/* norm from norm_s, the attacks from attack_s, fgsm and suite, and the
+ * epsilons from eps_s (NULL: the norm's default); 0, or a usage error
+ * printed as cmd and 2. */
 int cli_attack_eps(const char *cmd, cli_attack_args *a);
 jem_status cli_attack_run(const cli_ctx *cx, const cli_attack_args *a, cli_attack_res *r);
+/* "PGD", "APGD-CE, APGD-DLR, Square (AutoAttack order)", ... */
+const char *cli_attack_title(const cli_attack_args *a, char *buf, size_t n);
 /* Robust accuracy against epsilon: the undefended curve and, with the
  * defence, its worst case (the command's plot). */
 jem_status cli_attack_curve(const cli_attack_args *a, const cli_attack_res *r, const jem_plot_opts *po, jem_image *im);
