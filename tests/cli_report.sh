@@ -35,7 +35,7 @@ check "grep -q '\"jem.train.command\":\"jem train --model ' '$j' && grep -q '\"j
 check "grep -q '\"jem.train.val_acc\":\"0\\.[0-9]*\",\"jem.train.val_n\":\"500\",\"jem.train.val_iter\":\"40\"' '$j'"
 check "grep -q '\"training_state\":true' '$j' && grep -q '\"jem.train.mode\":\"softmax\"' '$j'"
 # the settings: explicit sizes kept, --quick's for the others
-check "grep -q '\"limit\":100,.*\"attack_n\":20,\"steps\":3,\"defence\":true,\"defence_n\":5,\"defence_steps\":2,\"defence_chains\":1,\"eot\":1,\"sample_n\":2,\"sample_steps\":10,.*\"quick\":true' '$j'"
+check "grep -q '\"limit\":100,.*\"attack_n\":20,\"steps\":3,\"suite\":true,\"queries\":50,\"defence\":true,\"defence_n\":5,\"defence_steps\":2,\"defence_chains\":1,\"eot\":1,\"sample_n\":2,\"sample_steps\":10,.*\"quick\":true' '$j'"
 # image counts behind every table; a synthetic set named by the images used
 check "grep -q '\"calibration\":{\"model\":\"[^\"]*\",\"data\":\"fmnist:test\",\"n\":100,' '$j'"
 check "grep -q '\"n_in\":100,\"sets\":{\"mnist:test\":{\"n\":100,' '$j' && grep -q '\"noise:uniform:100\":{\"n\":100,' '$j'"
@@ -43,6 +43,10 @@ check "! grep -q 'noise:uniform:2000' '$j' '$r1/report.html'"
 check "grep -q '\"attack_linf\":{[^}]*\"n\":20,' '$j' && grep -q '\"attack_l2\":{[^}]*\"n\":20,' '$j'"
 check "grep -q '\"defence\":{\"n\":5,.*\"worst\":\[[^]]*\],\"undefended\":\[' '$j'"
 check "grep -q '\"samples\":{\"from\":\"noise\",\"per_class\":2,\"chains\":20,\"steps\":10,' '$j'"
+# the worst case over APGD-CE, APGD-DLR and Square, with the masking checks of both sides
+check "grep -q '\"worst_linf\":{[^}]*\"n\":20,\"attack\":\"auto\",\"suite\":\[\"apgd-ce\",\"apgd-dlr\",\"square\"\],\"norm\":\"linf\",\"steps\":3,' '$j'"
+check "grep -q '\"worst_l2\":{.*\"queries\":50,' '$j' && grep -q '\"worst_linf\":{.*\"defence\":{\"n\":5,.*\"checks\":{\"n\":5,' '$j'"
+check "grep -q '\"worst_linf_undefended\":{' '$tmp/r1.out' && grep -q '\"worst_l2_defended\":{' '$tmp/r1.out'"
 # the page: self-contained, every picture inline, counts in captions, the name escaped
 h="$r1/report.html"
 check "[ \$(grep -o '<img ' '$h' | wc -l) -eq 8 ] && [ \$(grep -o 'src=\"data:image/png;base64,[A-Za-z0-9+/]*=*\"' '$h' | wc -l) -eq 8 ]"
@@ -51,12 +55,15 @@ check "grep -q 'm&amp;&lt;b&gt;.safetensors' '$h' && ! grep -q 'm&<b>' '$h'"
 check "grep -q '100 images of fmnist:test' '$h' && grep -q 'Undefended: the first 20 images of fmnist:test' '$h'"
 check "grep -q 'the first 5 images, attacked with BPDA' '$h' && grep -q 'accuracy at save</th><td>0\\.[0-9]* on 500' '$h'"
 check "grep -q 'Accuracy and calibration' '$h' && grep -q 'Out-of-distribution detection' '$h' && grep -q 'Adversarial robustness' '$h'"
+check "grep -q 'Worst case over a stronger attacker, L-inf' '$h' && grep -q '<th>+ APGD-DLR</th><th>+ Square</th><th>worst case</th>' '$h'"
+check "[ \$(grep -o 'Gradient-masking checks, undefended' '$h' | wc -l) -eq 4 ] && [ \$(grep -o 'Gradient-masking checks, SGLD purification' '$h' | wc -l) -eq 4 ]"
 
 # --- --no-defence keeps the undefended results; text mode says what it wrote
 r2="$tmp/r2"
 "$JEM" report --model "$m" --out "$r2" --limit 50 --attack-n 10 --steps 1 --no-defence --sample-n 0 --no-temperature \
     --ood noise:constant:50 --threads 1 > "$tmp/r2.out" 2> "$tmp/r2.err"
 check "[ $? -eq 0 ] && grep -q '^wrote $r2/report.html and $r2/report.json$' '$tmp/r2.out'"
+check "grep -q '\"worst_linf\":{[^}]*\"n\":10,' '$r2/report.json' && grep -q '\"queries\":1000,' '$r2/report.json'"
 check "grep -q '\"attack_linf\":{[^}]*\"n\":10,[^}]*\"undefended\":\[0[.0-9]*,' '$r2/report.json'"
 check "grep -q '\"attack_l2\":{[^}]*\"undefended\":\[' '$r2/report.json' && ! grep -q '\"defence\":{' '$r2/report.json'"
 check "! grep -q 'not run)</p>\|\"samples\":' '$r2/report.json' '$r2/report.html'"
@@ -142,6 +149,8 @@ expect 2 "--defence-n 30: more than the 20 images of --attack-n" report --model 
 expect 2 "--eot and --no-defence exclude each other" report --model "$m" --out "$tmp/r6" --no-defence --eot 2
 expect 2 "--sample-steps: --sample-n 0 leaves the samples out" report --model "$m" --out "$tmp/r6" --sample-n 0 \
     --sample-steps 5
+expect 2 "--queries: --no-suite leaves the worst-case sections (and Square) out" report --model "$m" --out "$tmp/r6" \
+    --no-suite --queries 10
 expect 2 "--data noise:uniform:10: the set has no labels" report --model "$m" --out "$tmp/r6" --data noise:uniform:10
 expect 2 "--ood nosuch:thing" report --model "$m" --out "$tmp/r6" --ood mnist:test,nosuch:thing
 expect 2 "--sample-from buffer: .* holds no replay buffer" report --model "$m" --out "$tmp/r6" --sample-from buffer

@@ -3,6 +3,8 @@
  * folder: the model and its training, accuracy and calibration,
  * out-of-distribution detection, robustness to L-inf and L2 PGD (undefended,
  * and through SGLD purification attacked with BPDA + EOT and by transfer),
+ * the worst case over APGD-CE, APGD-DLR and Square in AutoAttack's order,
+ * the gradient-masking checks of every attack table with their warnings,
  * and class-conditional samples.
  *
  * How it runs
@@ -39,8 +41,7 @@
  *   the loaded model to check its options gets a `ready` function (it prints
  *   a usage error and returns 2); one that can be switched off gets an `on`
  *   function. Sections planned: fitted OOD detectors (include/jem/ood.h),
- *   covariate shift, the attack suite's worst case with masking checks,
- *   chain diagnostics, adversarial-training settings. */
+ *   covariate shift, chain diagnostics, adversarial-training settings. */
 #include "cli/steps.h"
 
 #include <ctype.h>
@@ -56,7 +57,8 @@
 typedef struct {
     const char *out, *data, *ood, *sample_from;
     int limit, an, dn, steps, dsteps, dchains, eot, no_def, quick, sample_n, sample_steps, no_temp;
-    char ood_used[4096]; /* the OOD sets run: --ood (or the default) with synthetic sets' sizes cut to --limit */
+    int queries, no_suite; /* Square's budget in the worst-case sections; those sections off */
+    char ood_used[4096];   /* the OOD sets run: --ood (or the default) with synthetic sets' sizes cut to --limit */
 } report_opts;
 
 /* ----------------------------------------------------------------- HTML */
@@ -482,22 +484,62 @@ static jem_status sec_ood(report *r, part *p)
 
 /* --- adversarial robustness */
 
+/* the attack's options from the report's (suite: the worst-case suite) */
+static int attack_args(const report *r, const char *norm, int suite, cli_attack_args *a)
+{
+    const report_opts *ro = r->o;
+    cli_attack_defaults(a);
+    a->data = ro->data;
+    a->norm_s = norm;
+    a->n = ro->an;
+    a->steps = ro->steps;
+    a->defence = ro->no_def ? NULL : "sgld";
+    a->dn = ro->dn;
+    a->dsteps = ro->dsteps;
+    a->dchains = ro->dchains;
+    a->eot = ro->eot;
+    a->queries = ro->queries;
+    if (suite) a->suite = "auto";
+    return cli_attack_eps("report", a);
+}
+
+/* the masking checks of one side as a table, pass or FAIL */
+static void checks_html(html *h, const cli_attack_args *a, const char *side, const cli_attack_side *sd)
+{
+    h_put(h,
+          "<p class=cap>Gradient-masking checks, %s (tolerance %.1f points; the unbounded and stronger runs on "
+          "the first %d images):</p><table><tr><th>check</th><th>result</th><th>value</th><th>at eps</th></tr>",
+          side, a->check_tol, sd->check_n);
+    static const char *const what[JEM_NCHECKS] = {
+        "accuracy falls with eps (largest rise, each eps on its own)", "unbounded eps (the whole box) reaches 0 %",
+        "Square breaks no more than the gradient attacks left", "4x the steps, 2x the restarts lower nothing"};
+    for (int k = 0; k < JEM_NCHECKS; k++) {
+        const jem_check *c = &sd->chk[k];
+        h_put(h, "<tr><td class=t>%s</td>", what[k]);
+        if (!c->ran) {
+            h_put(h, "<td>not run</td><td>-</td><td>-</td></tr>");
+            continue;
+        }
+        if (c->pass) h_put(h, "<td>pass</td>");
+        else h_put(h, "<td class=warn>FAIL</td>");
+        h_num(h, c->value, 1, 1);
+        if (k == JEM_CHECK_UNBOUNDED) h_put(h, "<td>%g</td></tr>", sd->unb_eps);
+        else if (c->e >= 0) h_put(h, "<td>%g</td></tr>", a->eps[c->e]);
+        else h_put(h, "<td>-</td></tr>");
+    }
+    h_put(h, "</table>");
+}
+
+static void warnings_html(html *h, const cli_attack_res *res)
+{
+    for (int i = 0; i < res->nwarn; i++) h_put(h, "<p class=warn>Warning: %s.</p>", res->warn[i]);
+}
+
 static jem_status attack_section(report *r, part *p, const char *norm)
 {
     const cli_ctx *cx = r->cx;
-    const report_opts *ro = r->o;
     cli_attack_args a;
-    cli_attack_defaults(&a);
-    a.data = ro->data;
-    a.norm_s = norm;
-    a.n = ro->an;
-    a.steps = ro->steps;
-    a.defence = ro->no_def ? NULL : "sgld";
-    a.dn = ro->dn;
-    a.dsteps = ro->dsteps;
-    a.dchains = ro->dchains;
-    a.eot = ro->eot;
-    if (cli_attack_eps("report", &a)) return jem_fail(JEM_ERR_ARG, "bad epsilons"); /* the defaults */
+    if (attack_args(r, norm, 0, &a)) return jem_fail(JEM_ERR_ARG, "bad epsilons"); /* the defaults */
     const char *nn = a.norm ? "L2" : "L-inf", *key = a.norm ? "l2" : "linf";
     cli_attack_res res;
     jem_status s = cli_attack_run(cx, &a, &res);
@@ -537,6 +579,9 @@ static jem_status attack_section(report *r, part *p, const char *norm)
         }
         h_put(h, "</table>");
     }
+    checks_html(h, &a, "undefended", &res.u);
+    if (a.defence) checks_html(h, &a, "SGLD purification", &res.d);
+    warnings_html(h, &res);
     h_put(h, "<div class=figs>");
     jem_plot_opts po = plot_opts(title);
     po.xlabel = "epsilon ([0, 1] pixel scale)";
@@ -588,6 +633,81 @@ static jem_status attack_section(report *r, part *p, const char *norm)
 
 static jem_status sec_attack_linf(report *r, part *p) { return attack_section(r, p, "linf"); }
 static jem_status sec_attack_l2(report *r, part *p) { return attack_section(r, p, "l2"); }
+
+/* --- the worst case over a stronger attacker: APGD-CE, targeted APGD-DLR
+ * and Square in AutoAttack's order, with the masking checks */
+
+static void suite_table(html *h, const cli_attack_args *a, const cli_attack_res *res, const cli_attack_side *sd,
+                        int def)
+{
+    static const char *const title[CLI_NATK] = {"PGD", "FGSM", "APGD-CE", "+ APGD-DLR", "+ Square"};
+    h_put(h, "<table><tr><th>epsilon</th>");
+    if (def) h_put(h, "<th>transfer</th>");
+    for (int k = 0; k < a->natk; k++) h_put(h, "<th>%s</th>", title[a->atk[k]]);
+    h_put(h, "<th>worst case</th><th>Square queries (mean)</th></tr>");
+    for (int e = 0; e < res->ne; e++) {
+        h_put(h, "<tr><td>%g</td>", res->eps[e]);
+        if (def) h_num(h, res->acct[e], 1, 1);
+        for (int k = 0; k < a->natk; k++) h_num(h, sd->after[k][e], 1, 1);
+        int flagged = 0;
+        for (int k = 0; k < JEM_NCHECKS; k++) flagged |= sd->chk[k].ran && !sd->chk[k].pass && sd->chk[k].e == e;
+        char cell[64];
+        snprintf(cell, sizeof cell, "%.1f %%", 100 * (def ? res->accdef[e] : res->accu[e]));
+        if (flagged) h_put(h, "<td class=warn>%s (see the warnings)</td>", cell);
+        else h_put(h, "<td>%s</td>", cell);
+        h_put(h, "<td>%.1f</td></tr>", sd->queries[e]);
+    }
+    h_put(h, "</table>");
+}
+
+static jem_status worst_section(report *r, part *p, const char *norm)
+{
+    const cli_ctx *cx = r->cx;
+    cli_attack_args a;
+    if (attack_args(r, norm, 1, &a)) return jem_fail(JEM_ERR_ARG, "bad epsilons");
+    const char *nn = a.norm ? "L2" : "L-inf", *key = a.norm ? "l2" : "linf";
+    cli_attack_res res;
+    jem_status s = cli_attack_run(cx, &a, &res);
+    if (s) return s;
+    html *h = &p->html;
+    h_put(h,
+          "<p>APGD with the cross-entropy loss, then APGD with the targeted DLR loss (the top %d classes), then the "
+          "gradient-free Square attack (%d queries per image), each on the images the ones before left, as "
+          "AutoAttack runs them; APGD %d step%s, %d restart%s; %s; epsilons on the [0, 1] pixel scale. The worst case "
+          "is the figure to quote; each column is robust accuracy after that attack and the ones before it.</p>",
+          a.targets, a.queries, a.steps, plural(a.steps), a.restarts, plural(a.restarts), nn);
+    h_put(h, "<p class=cap>Undefended: the first %d images of %s.</p>", res.n, a.data);
+    suite_table(h, &a, &res, &res.u, 0);
+    if (a.defence) {
+        h_put(h,
+              "<p class=cap>Through SGLD purification (%d step%s, %d chain%s): the first %d images; APGD by BPDA + "
+              "EOT (%d draw%s), Square by plain queries of the defence, transfer of the undefended attack's "
+              "examples; the worst case per image over all of them.</p>",
+              a.dsteps, plural(a.dsteps), a.dchains, plural(a.dchains), res.dn, a.eot, plural(a.eot));
+        suite_table(h, &a, &res, &res.d, 1);
+    }
+    checks_html(h, &a, "undefended", &res.u);
+    if (a.defence) checks_html(h, &a, "SGLD purification", &res.d);
+    warnings_html(h, &res);
+    jem_jw *w = &p->json;
+    cli_attack_json(w, cx, &a, &res, 1);
+    char k[64], en[32];
+    snprintf(k, sizeof k, "worst_%s_undefended", key);
+    sum_row *row =
+        sum_add(r, k, 1, "%s worst-case robust accuracy (APGD-CE, APGD-DLR, Square), undefended (%d images)%s", nn,
+                res.n, res.u.chk[0].ran && res.nwarn ? ", masking checks failed" : "");
+    for (int e = 0; e < res.ne; e++) sum_val(row, eps_name(res.eps[e], en, sizeof en), res.accu[e]);
+    if (a.defence) {
+        snprintf(k, sizeof k, "worst_%s_defended", key);
+        row = sum_add(r, k, 1, "%s worst-case robust accuracy, SGLD purification (%d images)", nn, res.dn);
+        for (int e = 0; e < res.ne; e++) sum_val(row, eps_name(res.eps[e], en, sizeof en), res.accdef[e]);
+    }
+    return jem_jw_status(w);
+}
+
+static int worst_on(const report *r) { return !r->o->no_suite; }
+static jem_status sec_worst_linf(report *r, part *p) { return worst_section(r, p, "linf"); }
+static jem_status sec_worst_l2(report *r, part *p) { return worst_section(r, p, "l2"); }
 
 /* --- samples */
 
@@ -1013,6 +1133,8 @@ static const section sections[] = {
     {"ood", "OOD", "Out-of-distribution detection", sec_ood, NULL, NULL},
     {"attack_linf", "L-inf attacks", "Adversarial robustness, PGD L-inf", sec_attack_linf, NULL, NULL},
     {"attack_l2", "L2 attacks", "Adversarial robustness, PGD L2", sec_attack_l2, NULL, NULL},
+    {"worst_linf", "L-inf worst case", "Worst case over a stronger attacker, L-inf", sec_worst_linf, NULL, worst_on},
+    {"worst_l2", "L2 worst case", "Worst case over a stronger attacker, L2", sec_worst_l2, NULL, worst_on},
     {"samples", "samples", "Samples", sec_samples, samples_ready, samples_on},
     {"buffer", "replay buffer", "Replay buffer", sec_buffer, NULL, NULL},
 };
@@ -1029,7 +1151,7 @@ static const char *const CSS =
     "figure img{max-width:100%;height:auto}figcaption{color:#444;font-size:90%;max-width:800px}"
     ".figs{display:flex;flex-wrap:wrap;gap:1em}pre{background:#f4f4f4;padding:.5em}"
     "code{background:#f4f4f4;padding:1px 4px}.meta{color:#555}nav a{margin-right:1em}.cap{color:#444;margin-bottom:0}"
-    "td.t,table.summary td{text-align:left}img.pix{image-rendering:pixelated}";
+    "td.t,table.summary td{text-align:left}img.pix{image-rendering:pixelated}.warn{color:#a00;font-weight:bold}";
 
 static void settings_json(jem_jw *w, const report *r)
 {
@@ -1041,6 +1163,8 @@ static void settings_json(jem_jw *w, const report *r)
     jem_jw_kbool(w, "temperature_scaling", !o->no_temp);
     jem_jw_kint(w, "attack_n", o->an);
     jem_jw_kint(w, "steps", o->steps);
+    jem_jw_kbool(w, "suite", !o->no_suite);
+    if (!o->no_suite) jem_jw_kint(w, "queries", o->queries);
     jem_jw_kbool(w, "defence", !o->no_def);
     if (!o->no_def) {
         jem_jw_kint(w, "defence_n", o->dn);
@@ -1075,6 +1199,12 @@ static void settings_html(html *h, const report *r)
     if (o->limit) h_put(h, "<tr><th>images per set</th><td>at most %d (--limit)</td></tr>", o->limit);
     h_put(h, "<tr><th>attacks</th><td>PGD, %d step%s, on the first %d images</td></tr>", o->steps, plural(o->steps),
           o->an);
+    if (o->no_suite) h_put(h, "<tr><th>worst case</th><td>not run (--no-suite)</td></tr>");
+    else
+        h_put(h,
+              "<tr><th>worst case</th><td>APGD-CE, APGD-DLR (%d step%s), Square (%d queries), on the same images</td>"
+              "</tr>",
+              o->steps, plural(o->steps), o->queries);
     if (o->no_def) h_put(h, "<tr><th>defence</th><td>not run (--no-defence)</td></tr>");
     else
         h_put(h,
@@ -1200,9 +1330,16 @@ static int report_check(cli_ctx *cx, void *ud)
         struct {
             const char *name;
             int *v, q;
-        } qs[] = {{"limit", &o->limit, 300}, {"attack-n", &o->an, 50},         {"defence-n", &o->dn, 10},
-                  {"steps", &o->steps, 3},   {"defence-steps", &o->dsteps, 2}, {"defence-chains", &o->dchains, 1},
-                  {"eot", &o->eot, 1},       {"sample-n", &o->sample_n, 2},    {"sample-steps", &o->sample_steps, 10}};
+        } qs[] = {{"limit", &o->limit, 300},
+                  {"attack-n", &o->an, 50},
+                  {"defence-n", &o->dn, 10},
+                  {"steps", &o->steps, 3},
+                  {"defence-steps", &o->dsteps, 2},
+                  {"defence-chains", &o->dchains, 1},
+                  {"eot", &o->eot, 1},
+                  {"sample-n", &o->sample_n, 2},
+                  {"queries", &o->queries, 50},
+                  {"sample-steps", &o->sample_steps, 10}};
         for (size_t i = 0; i < sizeof qs / sizeof *qs; i++)
             if (!cli_given(sp, qs[i].name)) *qs[i].v = qs[i].q;
     }
@@ -1211,6 +1348,8 @@ static int report_check(cli_ctx *cx, void *ud)
             return cli_usage_error("report", "--defence-n %d: more than the %d images of --attack-n", o->dn, o->an);
         o->dn = o->an; /* the default follows a smaller --attack-n */
     }
+    if (o->no_suite && cli_given(sp, "queries"))
+        return cli_usage_error("report", "--queries: --no-suite leaves the worst-case sections (and Square) out");
     if (!o->sample_n && (cli_given(sp, "sample-steps") || cli_given(sp, "sample-from")))
         return cli_usage_error("report", "--%s: --sample-n 0 leaves the samples out",
                                cli_given(sp, "sample-steps") ? "sample-steps" : "sample-from");
@@ -1399,6 +1538,7 @@ int cmd_report(int argc, char **argv)
     o.dsteps = 5;
     o.dchains = 2;
     o.eot = 2;
+    o.queries = 1000;
     o.sample_n = 8;
     o.sample_steps = 100;
     o.sample_from = "noise";
@@ -1416,7 +1556,10 @@ int cmd_report(int argc, char **argv)
         {OPT("attack-n", OPT_INT, &o.an, "test images attacked"), RANGE(1, 1 << 30)},
         {OPT("defence-n", OPT_INT, &o.dn, "test images attacked through the SGLD defence (at most --attack-n)"),
          RANGE(1, 1 << 30)},
-        {OPT("steps", OPT_INT, &o.steps, "PGD steps"), RANGE(1, 100000)},
+        {OPT("steps", OPT_INT, &o.steps, "PGD and APGD steps"), RANGE(1, 100000)},
+        {OPT("queries", OPT_INT, &o.queries, "Square's queries per image in the worst-case sections"),
+         RANGE(2, 1000000)},
+        {OPT("no-suite", OPT_FLAG, &o.no_suite, "leave out the worst-case sections (APGD-CE, APGD-DLR, Square)")},
         {OPT("defence-steps", OPT_INT, &o.dsteps, "SGLD purification steps"), RANGE(0, 100000)},
         {OPT("defence-chains", OPT_INT, &o.dchains, "purification chains per image"), RANGE(1, 1000)},
         {OPT("eot", OPT_INT, &o.eot, "EOT draws per gradient"), RANGE(1, 1000)},
@@ -1435,8 +1578,8 @@ int cmd_report(int argc, char **argv)
                              "Runs calibration, OOD detection, L-inf and L2 attacks and sampling on the model, then "
                              "writes DIR/report.html (self-contained)\nand DIR/report.json; nothing is written "
                              "if a step fails. --quick sets every size not given on the command line to\n"
-                             "--limit 300 --attack-n 50 --defence-n 10 --steps 3 --defence-steps 2 "
-                             "--defence-chains 1 --eot 1 --sample-n 2 --sample-steps 10\n(sizes given keep "
+                             "--limit 300 --attack-n 50 --defence-n 10 --steps 3 --queries 50 --defence-steps 2 "
+                             "--defence-chains 1 --eot 1 --sample-n 2\n--sample-steps 10 (sizes given keep "
                              "their values).",
                          .opts = opts,
                          .model = CLI_MODEL_CKPT,
