@@ -717,6 +717,11 @@ static void print_text(const cli_ctx *cx, const cli_attack_args *a, const cli_at
 
 static int run(cli_ctx *cx, cli_attack_args *a)
 {
+    /* the model's classes, before any data loads: targeted DLR needs 4 */
+    for (int k = 0; k < a->natk; k++)
+        if (a->atk[k] == CLI_ATK_APGD_DLR && cx->arch->n_classes < 4)
+            return cli_usage_error("attack", "%s: the targeted DLR loss needs at least 4 classes, %s has %d",
+                                   a->suite ? "--suite auto" : "--attack apgd-dlr", cx->model, cx->arch->n_classes);
     cli_attack_res r;
     jem_status s = cli_attack_run(cx, a, &r);
     if (!s && a->curve) {
