@@ -9,7 +9,8 @@
 #   scripts/attack_tables.sh [BUILD] [N] [DN]
 # Environment: STEPS (PGD and APGD iterations; default each attack's own,
 # PGD 20, APGD 100), QUERIES (Square, default 5000), MODELS ("softmax jem"),
-# NORMS ("linf l2"), ATTACKS ("pgd apgd-dlr square auto"), OUT
+# NORMS ("linf l2"), ATTACKS ("pgd apgd-dlr square auto"), DN=0 for no
+# defence, THREADS (jem's --threads, default all cores), OUT
 # (out/attack-tables). The JSON of every run is kept in OUT; a run whose
 # JSON is already there is not repeated (delete it to run it again).
 # Slow: the suite with the defence is hours at N 500, DN 100 on 2 cores.
@@ -22,6 +23,8 @@ cd "$(dirname "$0")/.."
 mkdir -p "$out"
 extra=()
 [ -n "${STEPS:-}" ] && extra+=(--steps "$STEPS")
+def=(--defence sgld --defence-n "$dn" --defence-steps 5 --defence-chains 2 --eot 2)
+[ "$dn" = 0 ] && def=()
 for m in ${MODELS:-softmax jem}; do
     ckpt=models/$m-fmnist.safetensors
     [ -f "$ckpt" ] || { echo "attack_tables: $ckpt missing" >&2; exit 1; }
@@ -36,7 +39,7 @@ for m in ${MODELS:-softmax jem}; do
             [ "$a" = square ] || args+=("${extra[@]}")
             echo "attack_tables: $m $norm $a" >&2
             "$build/jem" attack --model "$ckpt" --data fmnist:test --n "$n" --norm "$norm" --eps "$eps" "${args[@]}" \
-                --defence sgld --defence-n "$dn" --defence-steps 5 --defence-chains 2 --eot 2 --json > "$f.tmp"
+                "${def[@]}" --threads "${THREADS:-0}" --json > "$f.tmp"
             mv "$f.tmp" "$f"
         done
     done
@@ -57,16 +60,17 @@ def checks(c):
 for norm in ('linf', 'l2'):
     keys = [k for k in runs if k[1] == norm]
     if not keys: continue
-    eps = runs[keys[0]]['eps']
-    print('\n%s, robust accuracy (%%); undefended on %d images, SGLD purification on %d\n'
-          % ('L-inf' if norm == 'linf' else 'L2', runs[keys[0]]['n'], runs[keys[0]]['defence']['n']))
+    r0 = runs[keys[0]]
+    eps = r0['eps']
+    print('\n%s, robust accuracy (%%); undefended on %d images%s\n' % ('L-inf' if norm == 'linf' else 'L2', r0['n'],
+          ', SGLD purification on %d' % r0['defence']['n'] if 'defence' in r0 else ''))
     print('| model | defence | attack | ' + ' | '.join('%g' % e for e in eps) + ' | checks |')
     print('|---|---|---|' + '---|' * len(eps) + '---|')
     for m in ('softmax', 'jem'):
         for side in ('none', 'SGLD'):
             for a in ('pgd', 'apgd-dlr', 'square', 'auto'):
                 r = runs.get((m, norm, a))
-                if not r: continue
+                if not r or (side == 'SGLD' and 'defence' not in r): continue
                 d = r if side == 'none' else r['defence']
                 rows = []
                 if a == 'auto':
