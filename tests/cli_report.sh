@@ -38,7 +38,9 @@ check "grep -q '\"training_state\":true' '$j' && grep -q '\"jem.train.mode\":\"s
 check "grep -q '\"limit\":100,.*\"attack_n\":20,\"steps\":3,\"suite\":true,\"queries\":50,\"defence\":true,\"defence_n\":5,\"defence_steps\":2,\"defence_chains\":1,\"eot\":1,\"sample_n\":2,\"sample_steps\":10,.*\"quick\":true' '$j'"
 # image counts behind every table; a synthetic set named by the images used
 check "grep -q '\"calibration\":{\"model\":\"[^\"]*\",\"data\":\"fmnist:test\",\"n\":100,' '$j'"
-check "grep -q '\"n_in\":100,\"sets\":{\"mnist:test\":{\"n\":100,' '$j' && grep -q '\"noise:uniform:100\":{\"n\":100,' '$j'"
+check "grep -q '\"n_in\":100,\"detector\":\"logpx\",\"sets\":{\"mnist:test\":{\"n\":100,' '$j' && grep -q '\"noise:uniform:100\":{\"n\":100,' '$j'"
+# covariate shift: --quick's 100 images, 11 corruptions by 6 severities (clean first)
+check "grep -q '\"shift\":{\"model\":\"[^\"]*\",\"data\":\"fmnist:test\",\"n\":100,' '$j' && grep -q '\"jpeg\":{\"accuracy\":\[[^],]*,[^],]*,[^],]*,[^],]*,[^],]*,[^],]*\]' '$j'"
 check "! grep -q 'noise:uniform:2000' '$j' '$r1/report.html'"
 check "grep -q '\"attack_linf\":{[^}]*\"n\":20,' '$j' && grep -q '\"attack_l2\":{[^}]*\"n\":20,' '$j'"
 check "grep -q '\"defence\":{\"n\":5,.*\"worst\":\[[^]]*\],\"undefended\":\[' '$j'"
@@ -49,7 +51,7 @@ check "grep -q '\"worst_l2\":{.*\"queries\":50,' '$j' && grep -q '\"worst_linf\"
 check "grep -q '\"worst_linf_undefended\":{' '$tmp/r1.out' && grep -q '\"worst_l2_defended\":{' '$tmp/r1.out'"
 # the page: self-contained, every picture inline, counts in captions, the name escaped
 h="$r1/report.html"
-check "[ \$(grep -o '<img ' '$h' | wc -l) -eq 8 ] && [ \$(grep -o 'src=\"data:image/png;base64,[A-Za-z0-9+/]*=*\"' '$h' | wc -l) -eq 8 ]"
+check "[ \$(grep -o '<img ' '$h' | wc -l) -eq 11 ] && [ \$(grep -o 'src=\"data:image/png;base64,[A-Za-z0-9+/]*=*\"' '$h' | wc -l) -eq 11 ]"
 check "! grep -qi 'src=\"http\|href=\"http\|<script\|<link' '$h'"
 check "grep -q 'm&amp;&lt;b&gt;.safetensors' '$h' && ! grep -q 'm&<b>' '$h'"
 check "grep -q '100 images of fmnist:test' '$h' && grep -q 'Undefended: the first 20 images of fmnist:test' '$h'"
@@ -67,7 +69,7 @@ check "grep -q '\"worst_linf\":{[^}]*\"n\":10,' '$r2/report.json' && grep -q '\"
 check "grep -q '\"attack_linf\":{[^}]*\"n\":10,[^}]*\"undefended\":\[0[.0-9]*,' '$r2/report.json'"
 check "grep -q '\"attack_l2\":{[^}]*\"undefended\":\[' '$r2/report.json' && ! grep -q '\"defence\":{' '$r2/report.json'"
 check "! grep -q 'not run)</p>\|\"samples\":' '$r2/report.json' '$r2/report.html'"
-check "[ \$(grep -o '<img ' '$r2/report.html' | wc -l) -eq 5 ]"
+check "[ \$(grep -o '<img ' '$r2/report.html' | wc -l) -eq 8 ] && grep -q '\"shift_n\":50,' '$r2/report.json'"
 check "[ ! -s '$tmp/r2.err' ]"
 
 # a softmax run holds no replay buffer: the section says so in one line

@@ -213,5 +213,7 @@ int cmd_ood(int argc, char **argv);
 int cmd_score(int argc, char **argv);
 int cmd_attack(int argc, char **argv);
 int cmd_report(int argc, char **argv);
+int cmd_fit_ood(int argc, char **argv);
+int cmd_shift(int argc, char **argv);
 
 #endif

@@ -55,10 +55,12 @@
 /* ------------------------------------------------------------- options */
 
 typedef struct {
-    const char *out, *data, *ood, *sample_from;
-    int limit, an, dn, steps, dsteps, dchains, eot, no_def, quick, sample_n, sample_steps, no_temp;
+    const char *out, *data, *ood, *sample_from, *ood_det, *shift;
+    int limit, an, dn, steps, dsteps, dchains, eot, no_def, quick, sample_n, sample_steps, no_temp, shift_n;
     int queries, no_suite; /* Square's budget in the worst-case sections; those sections off */
-    char ood_used[4096];   /* the OOD sets run: --ood (or the default) with synthetic sets' sizes cut to --limit */
+    double tpr;
+    cli_shift_args sa;   /* the shift section's arguments (report_check) */
+    char ood_used[4096]; /* the OOD sets run: --ood (or the default) with synthetic sets' sizes cut to --limit */
 } report_opts;
 
 /* ----------------------------------------------------------------- HTML */
@@ -421,52 +423,92 @@ static jem_status sec_calibration(report *r, part *p)
 
 /* --- out-of-distribution detection */
 
+static void ood_args(const report *r, cli_ood_args *o)
+{
+    cli_ood_defaults(o);
+    o->in = r->o->data;
+    o->in_opt = "data";
+    o->outs = r->o->ood_used;
+    o->out_opt = "ood";
+    o->det_given = r->o->ood_det;
+    o->det_opt = "ood-detector";
+    o->limit = r->o->limit;
+    o->tpr = r->o->tpr;
+}
+
 static jem_status sec_ood(report *r, part *p)
 {
     const cli_ctx *cx = r->cx;
     cli_ood_args o;
-    cli_ood_defaults(&o);
-    o.in = r->o->data;
-    o.in_opt = "data";
-    o.outs = r->o->ood_used;
-    o.out_opt = "ood";
-    o.limit = r->o->limit;
-    if (cli_ood_check("report", &o)) return jem_fail(JEM_ERR_ARG, "--ood: bad set list"); /* sets o.hs; passed before */
+    ood_args(r, &o);
+    if (cli_ood_check("report", cx, &o)) return jem_fail(JEM_ERR_ARG, "--ood: bad set list"); /* passed before */
     cli_ood_res res;
     jem_status s = cli_ood_run(cx, &o, &res);
     html *h = &p->html;
+    const int kind = res.det ? (int)res.det->kind : -1;
+    const char *dname = cli_score_col_name(o.col, kind);
     if (!s) {
         h_put(h,
               "<p class=cap>In-distribution: %d images of %s; higher scores mean more in-distribution; each OOD "
-              "set's images counted beside it.</p><table>",
-              res.n_in, o.in);
+              "set's images counted beside it. Detector: <b>%s</b>",
+              res.n_in, o.in, dname);
+        if (res.det) {
+            char lname[32];
+            jem_ood_layer_name(res.det->layer, lname, sizeof lname);
+            h_put(h, " (fitted on layer %s, %lld images of %s; file %s)", lname, (long long)res.det->n_fit,
+                  res.det->data, o.det_path);
+        } else {
+            h_put(h, " (no fitted detector: jem fit-ood --model %s writes one beside the model)", cx->model);
+        }
+        h_put(h, ".</p><table>");
         h_put(h, "<tr><th>OOD set</th><th>images</th><th>score</th><th>AUROC</th><th>AUPR-in</th>"
                  "<th>AUPR-out</th><th>FPR at 95 %% TPR</th></tr>");
         for (int i = 0; i < res.nsets; i++)
-            for (int k = 0; k < JEM_NSCORES; k++) {
+            for (int k = 0, first = 1; k < CLI_NSCORES; k++) {
+                if (!res.have[k]) continue;
                 const jem_ood_metrics *m = &res.m[i][k];
-                if (k == 0) h_put(h, "<tr class=first><td>%s</td><td>%d</td>", res.names[i], res.n_out[i]);
+                if (first) h_put(h, "<tr class=first><td>%s</td><td>%d</td>", res.names[i], res.n_out[i]);
                 else h_put(h, "<tr><td></td><td></td>");
-                h_put(h, "<td class=t>%s</td>", jem_score_name(k));
+                first = 0;
+                h_put(h, k == o.col ? "<td class=t><b>%s</b></td>" : "<td class=t>%s</td>",
+                      cli_score_col_name(k, kind));
                 h_num(h, m->auroc, 4, 0);
                 h_num(h, m->aupr_in, 4, 0);
                 h_num(h, m->aupr_out, 4, 0);
                 h_num(h, m->fpr95, 4, 0);
                 h_put(h, "</tr>");
             }
-        h_put(h, "</table><div class=figs>");
+        h_put(h, "</table>");
+        if (res.have_thr) {
+            h_put(h,
+                  "<p class=cap>Decision: in-distribution iff %s &ge; %g, the threshold that keeps %.1f %% of %d "
+                  "held-out images of %s (kept %.2f %%); the fraction of each set it keeps:</p><table><tr><th>set"
+                  "</th><th>images</th><th>kept</th></tr>",
+                  dname, res.thr, 100 * o.tpr, res.val_n, o.val, 100 * res.kept);
+            h_put(h, "<tr><td>%s (in-distribution: true-positive rate)</td><td>%d</td>", o.in, res.n_in);
+            h_num(h, res.tpr_in, 2, 1);
+            h_put(h, "</tr>");
+            for (int i = 0; i < res.nsets; i++) {
+                h_put(h, "<tr><td>%s (false-positive rate)</td><td>%d</td>", res.names[i], res.n_out[i]);
+                h_num(h, res.fpr[i], 2, 1);
+                h_put(h, "</tr>");
+            }
+            h_put(h, "</table>");
+        }
+        h_put(h, "<div class=figs>");
         jem_image im = {0};
         char title[200], cap[300];
+        const char *hname = cli_score_col_name(o.hs, kind);
         jem_plot_opts po = plot_opts(title);
-        snprintf(title, sizeof title, "%s score: %s (%d) and OOD sets", jem_score_name(o.hs), o.in, res.n_in);
+        snprintf(title, sizeof title, "%s score: %s (%d) and OOD sets", hname, o.in, res.n_in);
         snprintf(cap, sizeof cap, "Histograms of the %s score, each set normalised to its own count (n in the legend).",
-                 jem_score_name(o.hs));
+                 hname);
         s = cli_ood_hist(&o, &res, &po, &im);
         if (!s) s = h_figure(h, &im, "score histograms", cap);
         jem_image_free(&im);
-        snprintf(title, sizeof title, "ROC, %s (in: %d of %s)", jem_score_name(o.hs), res.n_in, o.in);
-        snprintf(cap, sizeof cap, "ROC curves of the %s score: %d in-distribution images against each OOD set.",
-                 jem_score_name(o.hs), res.n_in);
+        snprintf(title, sizeof title, "ROC, %s (in: %d of %s)", hname, res.n_in, o.in);
+        snprintf(cap, sizeof cap, "ROC curves of the %s score: %d in-distribution images against each OOD set.", hname,
+                 res.n_in);
         if (!s) s = cli_ood_roc(&o, &res, &po, &im);
         if (!s) s = h_figure(h, &im, "ROC curves", cap);
         jem_image_free(&im);
@@ -477,9 +519,84 @@ static jem_status sec_ood(report *r, part *p)
         sum_row *w = sum_add(r, "ood_auroc_logpx", 0,
                              "OOD AUROC of log p(x) against each set (%d in-distribution images)", res.n_in);
         for (int i = 0; i < res.nsets; i++) sum_val(w, res.names[i], res.m[i][JEM_SCORE_LOGPX].auroc);
+        if (o.col != JEM_SCORE_LOGPX) {
+            char key[64];
+            snprintf(key, sizeof key, "ood_auroc_%s", dname);
+            w = sum_add(r, key, 0, "OOD AUROC of the detector, %s, against each set (%d in-distribution images)", dname,
+                        res.n_in);
+            for (int i = 0; i < res.nsets; i++) sum_val(w, res.names[i], res.m[i][o.col].auroc);
+        }
+        if (res.have_thr) {
+            w = sum_add(r, "ood_fpr_at_threshold", 1,
+                        "OOD sets kept by %s at the threshold keeping %.0f %% of held-out images (%.1f %% of %s kept)",
+                        dname, 100 * o.tpr, 100 * res.tpr_in, o.in);
+            for (int i = 0; i < res.nsets; i++) sum_val(w, res.names[i], res.fpr[i]);
+        }
     }
     cli_ood_free(&res);
     return s;
+}
+
+/* --- covariate shift */
+
+static int shift_on(const report *r) { return r->o->shift_n > 0; }
+
+static jem_status sec_shift(report *r, part *p)
+{
+    const cli_ctx *cx = r->cx;
+    cli_shift_args a = r->o->sa;
+    cli_shift_res res;
+    jem_status s = cli_shift_run(cx, &a, &res);
+    if (s) return s;
+    html *h = &p->html;
+    h_put(h,
+          "<p class=cap>The first %d images of %s, clean (severity 0) and corrupted at severities 1 to 5 (the sets "
+          "corrupt:%s:KIND:SEVERITY:seed=%lld); ECE with %d equal-width bins; the mean is over the %d "
+          "corruptions.</p>",
+          res.n, a.data, a.data, (long long)a.seed, a.bins, res.nk);
+    const char *names[3] = {"accuracy", "ECE", "NLL"};
+    for (int m = 0; m < 3; m++) {
+        h_put(h, "<table><caption>%s</caption><tr><th>corruption</th><th>clean</th>", names[m]);
+        for (int v = 1; v <= JEM_CORRUPT_SEVERITIES; v++) h_put(h, "<th>%d</th>", v);
+        h_put(h, "</tr>");
+        for (int i = 0; i <= res.nk; i++) {
+            const cli_shift_row *w = i < res.nk ? &res.row[i] : &res.mean;
+            const double *v = m == 0 ? w->acc : m == 1 ? w->ece : w->nll;
+            h_put(h, i < res.nk ? "<tr><td>%s</td>" : "<tr class=first><td><b>%s</b></td>",
+                  i < res.nk ? jem_corrupt_name(a.kinds[i]) : "mean");
+            for (int k = 0; k <= JEM_CORRUPT_SEVERITIES; k++) h_num(h, v[k], m == 2 ? 3 : 1, m != 2);
+            h_put(h, "</tr>");
+        }
+        h_put(h, "</table>");
+    }
+    h_put(h, "<div class=figs>");
+    for (int m = 0; m < 3 && !s; m++) {
+        char title[200], cap[300];
+        jem_plot_opts po = plot_opts(title);
+        snprintf(title, sizeof title, "%s against severity, %d images of %s", names[m], res.n, a.data);
+        snprintf(cap, sizeof cap, "%s against severity (0: clean), a line per corruption and their mean; %d images.",
+                 names[m], res.n);
+        jem_image im = {0};
+        s = cli_shift_plot(cx, &a, &res, m, &po, &im);
+        if (!s) s = h_figure(h, &im, names[m], cap);
+        jem_image_free(&im);
+    }
+    h_put(h, "</div>");
+    if (s) return s;
+    cli_shift_json(&p->json, cx, &a, &res);
+    sum_row *w =
+        sum_add(r, "shift_accuracy", 1, "accuracy under corruption by severity, mean of %d (%d images)", res.nk, res.n);
+    char nm[16];
+    for (int v = 0; v <= JEM_CORRUPT_SEVERITIES; v++) {
+        snprintf(nm, sizeof nm, v ? "%d" : "clean", v);
+        sum_val(w, nm, res.mean.acc[v]);
+    }
+    w = sum_add(r, "shift_ece", 1, "ECE under corruption by severity, mean of %d", res.nk);
+    for (int v = 0; v <= JEM_CORRUPT_SEVERITIES; v++) {
+        snprintf(nm, sizeof nm, v ? "%d" : "clean", v);
+        sum_val(w, nm, res.mean.ece[v]);
+    }
+    return jem_jw_status(&p->json);
 }
 
 /* --- adversarial robustness */
@@ -1130,6 +1247,7 @@ done:
 static const section sections[] = {
     {"checkpoint", "model", "Model", sec_model, NULL, NULL},
     {"calibration", "calibration", "Accuracy and calibration", sec_calibration, NULL, NULL},
+    {"shift", "shift", "Accuracy and calibration under covariate shift", sec_shift, NULL, shift_on},
     {"ood", "OOD", "Out-of-distribution detection", sec_ood, NULL, NULL},
     {"attack_linf", "L-inf attacks", "Adversarial robustness, PGD L-inf", sec_attack_linf, NULL, NULL},
     {"attack_l2", "L2 attacks", "Adversarial robustness, PGD L2", sec_attack_l2, NULL, NULL},
@@ -1177,6 +1295,10 @@ static void settings_json(jem_jw *w, const report *r)
         jem_jw_kint(w, "sample_steps", o->sample_steps);
         jem_jw_kstr(w, "sample_from", o->sample_from);
     }
+    jem_jw_kstr(w, "ood_detector", o->ood_det ? o->ood_det : "beside the model");
+    jem_jw_kdouble(w, "threshold_tpr", o->tpr);
+    jem_jw_kint(w, "shift_n", o->shift_n);
+    if (o->shift_n) jem_jw_kstr(w, "shift", o->shift);
     jem_jw_kbool(w, "quick", o->quick);
     jem_jw_kint(w, "threads", jem_get_threads());
     jem_jw_obj_end(w);
@@ -1211,6 +1333,12 @@ static void settings_html(html *h, const report *r)
               "<tr><th>defence</th><td>SGLD purification, %d step%s, %d chain%s, EOT %d, on the first %d images</td>"
               "</tr>",
               o->dsteps, plural(o->dsteps), o->dchains, plural(o->dchains), o->eot, o->dn);
+    if (o->tpr > 0)
+        h_put(h, "<tr><th>OOD decision</th><td>threshold keeping %.1f %% of held-out in-distribution images</td></tr>",
+              100 * o->tpr);
+    if (o->shift_n)
+        h_put(h, "<tr><th>covariate shift</th><td>%s, severities 1 to 5, %d images each</td></tr>", o->shift,
+              o->shift_n);
     if (o->sample_n)
         h_put(h, "<tr><th>samples</th><td>%d per class, %d steps, from %s</td></tr>", o->sample_n, o->sample_steps,
               o->sample_from);
@@ -1339,7 +1467,8 @@ static int report_check(cli_ctx *cx, void *ud)
                   {"eot", &o->eot, 1},
                   {"sample-n", &o->sample_n, 2},
                   {"queries", &o->queries, 50},
-                  {"sample-steps", &o->sample_steps, 10}};
+                  {"sample-steps", &o->sample_steps, 10},
+                  {"shift-n", &o->shift_n, 100}};
         for (size_t i = 0; i < sizeof qs / sizeof *qs; i++)
             if (!cli_given(sp, qs[i].name)) *qs[i].v = qs[i].q;
     }
@@ -1377,11 +1506,24 @@ static int report_check(cli_ctx *cx, void *ud)
         snprintf(o->ood_used + used, sizeof o->ood_used - used, "%s%s", used ? "," : "", cut);
         p += len + (p[len] == ',');
     }
+    /* the decision needs held-out in-distribution images: by default those
+     * of fmnist:train, so other data leave it out unless asked for */
+    if (strncmp(o->data, "fmnist:", 7) && !cli_given(sp, "threshold-tpr")) o->tpr = 0;
+    if (!o->shift_n && cli_given(sp, "shift"))
+        return cli_usage_error("report", "--shift: --shift-n 0 leaves the shift section out");
+    /* the shift section's images follow a smaller --limit unless given */
+    if (o->limit > 0 && o->shift_n > o->limit && !cli_given(sp, "shift-n")) o->shift_n = o->limit;
+    cli_shift_defaults(&o->sa);
+    o->sa.data = o->data;
+    o->sa.corruptions = o->shift;
+    o->sa.limit = o->shift_n;
+    if (o->shift_n && cli_shift_check("report", "shift", &o->sa)) return 2;
+    static report rr; /* ood_args reads the options through a report */
+    rr.cx = cx;
+    rr.o = o;
     cli_ood_args oa;
-    cli_ood_defaults(&oa);
-    oa.outs = o->ood_used;
-    oa.out_opt = "ood";
-    return cli_ood_check("report", &oa);
+    ood_args(&rr, &oa);
+    return cli_ood_check("report", cx, &oa);
 }
 
 static void local_date(char *buf, size_t n)
@@ -1542,6 +1684,9 @@ int cmd_report(int argc, char **argv)
     o.sample_n = 8;
     o.sample_steps = 100;
     o.sample_from = "noise";
+    o.tpr = 0.95;
+    o.shift = "all";
+    o.shift_n = 1000;
     cli_opt opts[] = {
         {OPT("out", OPT_STR, &o.out, "output folder (report.html, report.json; made if missing)"),
          .flags = OPT_OUT_DIR},
@@ -1552,6 +1697,13 @@ int cmd_report(int argc, char **argv)
         {OPT("limit", OPT_INT, &o.limit,
              "images per set for calibration and OOD (0: all; synthetic sets are made this size)"),
          ATLEAST(0)},
+        {OPT("ood-detector", OPT_STR, &o.ood_det, "fitted OOD detector file (jem fit-ood)"), .flags = OPT_IN_FILE,
+         .def = "MODEL.ood.safetensors beside the model, when it exists"},
+        {OPT("threshold-tpr", OPT_DOUBLE, &o.tpr, "OOD decision keeping this fraction of held-out images (0: none)"),
+         RANGE(0, 1), .def = "0.95 for fmnist data, else 0"},
+        {OPT("shift", OPT_STR, &o.shift, "corruptions of the covariate-shift section (comma-separated, or all)")},
+        {OPT("shift-n", OPT_INT, &o.shift_n, "images per corruption and severity (0: no shift section)"), ATLEAST(0),
+         .def = "1000, or a smaller --limit"},
         {OPT("no-temperature", OPT_FLAG, &o.no_temp, "skip temperature scaling (it fits on 5000 fmnist:train images)")},
         {OPT("attack-n", OPT_INT, &o.an, "test images attacked"), RANGE(1, 1 << 30)},
         {OPT("defence-n", OPT_INT, &o.dn, "test images attacked through the SGLD defence (at most --attack-n)"),
@@ -1579,8 +1731,8 @@ int cmd_report(int argc, char **argv)
                              "writes DIR/report.html (self-contained)\nand DIR/report.json; nothing is written "
                              "if a step fails. --quick sets every size not given on the command line to\n"
                              "--limit 300 --attack-n 50 --defence-n 10 --steps 3 --queries 50 --defence-steps 2 "
-                             "--defence-chains 1 --eot 1 --sample-n 2\n--sample-steps 10 (sizes given keep "
-                             "their values).",
+                             "--defence-chains 1 --eot 1 --sample-n 2\n--sample-steps 10 --shift-n 100 (sizes given "
+                             "keep their values).",
                          .opts = opts,
                          .model = CLI_MODEL_CKPT,
                          .json = 1,
