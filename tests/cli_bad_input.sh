@@ -187,7 +187,7 @@ check "'$JEM' info '$m' --diff '$tmp/lr0.safetensors' --json | grep -q '\"max_ab
 # --- help and documentation
 "$JEM" attack --help > "$tmp/h"
 check "grep -q -- '--eps.*default linf 0,0.02,0.05,0.1,0.2; l2 0,0.5,1,2' '$tmp/h'"
-for c in train eval ood score attack sample logz info export bench report; do
+for c in train eval ood score attack sample logz info export bench report fit-ood shift; do
     "$JEM" $c --help > "$tmp/h" 2>&1
     check "[ \$(grep -c 'default.*default' '$tmp/h') -eq 0 ]"
     check "[ \$(awk 'length > 160' '$tmp/h' | wc -l) -eq 0 ]"
