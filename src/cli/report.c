@@ -1,11 +1,12 @@
 /* jem report: the evaluation of a checkpoint as one self-contained HTML page
  * (pictures inline as PNG data URIs, no outside links) and report.json, in a
- * folder: the model and its training, accuracy and calibration,
- * out-of-distribution detection, robustness to L-inf and L2 PGD (undefended,
- * and through SGLD purification attacked with BPDA + EOT and by transfer),
- * the worst case over APGD-CE, APGD-DLR and Square in AutoAttack's order,
- * the gradient-masking checks of every attack table with their warnings,
- * and class-conditional samples.
+ * folder: the model and its training, accuracy and calibration, calibration
+ * under covariate shift (jem shift), out-of-distribution detection (with the
+ * fitted detector beside the model and its decision threshold), robustness
+ * to L-inf and L2 PGD (undefended, and through SGLD purification attacked
+ * with BPDA + EOT and by transfer), the worst case over APGD-CE, APGD-DLR
+ * and Square in AutoAttack's order, the gradient-masking checks of every
+ * attack table with their warnings, and class-conditional samples.
  *
  * How it runs
  *   Every option is checked (the table in cmd_report, then report_check)
@@ -40,8 +41,8 @@
  *   anything loads) and write them in settings_json. A section that needs
  *   the loaded model to check its options gets a `ready` function (it prints
  *   a usage error and returns 2); one that can be switched off gets an `on`
- *   function. Sections planned: fitted OOD detectors (include/jem/ood.h),
- *   covariate shift, chain diagnostics, adversarial-training settings. */
+ *   function. Sections planned: chain diagnostics, adversarial-training
+ *   settings. */
 #include "cli/steps.h"
 
 #include <ctype.h>
