@@ -67,6 +67,7 @@ check "bad shift --model '$tmp/cut.safetensors' --corruptions fog && grep -q -- 
 check "bad shift --model '$tmp/cut.safetensors' --corruptions jpeg,jpeg && grep -q 'listed twice' '$tmp/e'"
 check "bad shift --model '$tmp/cut.safetensors' --data noise:uniform:5 && grep -q 'no labels' '$tmp/e'"
 check "bad report --model '$tmp/cut.safetensors' --shift fog && grep -q -- \"--shift: unknown corruption 'fog'\" '$tmp/e'"
+check "bad report --model '$tmp/cut.safetensors' --data mnist:test --threshold-tpr 0.9 && grep -q -- '--threshold-tpr: the report fits' '$tmp/e'"
 
 # ---- ood: the fitted detector found beside the model, in the table and the
 # default detector; a decision fitted on held-out images, applied to each set
@@ -110,7 +111,7 @@ check "grep -q '\"odin\":{\"T\":10,\"eps\":0.002}' '$tmp/k2.json' && grep -q '\"
 check "[ $? -eq 1 ] && grep -q 'the detector was fitted on model .small. (checksum [0-9a-f]*), not on this model' '$tmp/e'"
 # without a fitted detector: log p(x) decides, and ood says how to fit one
 "$JEM" ood --model "$tmp/m2.safetensors" --limit 20 --out noise:uniform:20 --no-grad > "$tmp/o2.txt"
-check "[ $? -eq 0 ] && grep -q 'detector logpx (no fitted detector at MODEL.ood.safetensors: jem fit-ood makes one)' '$tmp/o2.txt'"
+check "[ $? -eq 0 ] && grep -q 'detector logpx (no fitted detector $tmp/m2.ood.safetensors: jem fit-ood makes one)' '$tmp/o2.txt'"
 
 # ---- shift: clean accuracy as jem eval measures it; rotation hurts; deterministic
 "$JEM" shift --model "$m" --corruptions gaussian_noise,rotation --limit 300 --plot "$tmp/sh.png" --plot-metric accuracy \

@@ -149,6 +149,11 @@ int cli_ood_check(const char *cmd, const cli_ctx *cx, cli_ood_args *o)
         return cli_usage_error(cmd, "--%s: %d data sets, at most %d", o->out_opt, n, CLI_OOD_MAX_SETS);
     if (o->tpr > 0) {
         o->val = default_val(o->in, o->val, &o->val_heldout);
+        if (!o->val && !strcmp(cmd, "report"))
+            return cli_usage_error(cmd,
+                                   "--threshold-tpr: the report fits the threshold on the 5000 held-out images "
+                                   "of fmnist:train, for fmnist --%s only (not %s)",
+                                   o->in_opt, o->in);
         if (!o->val)
             return cli_usage_error(cmd,
                                    "--threshold-tpr needs --val SPEC: in-distribution images, not those of --%s "
@@ -423,8 +428,9 @@ static int ood_run(cli_ctx *cx, cli_ood_args *o)
             printf(" (%s: layer %s, fitted on %" PRId64 " images of %s)", o->det_path, lname, r.det->n_fit,
                    r.det->data);
         } else if (!o->detector) {
-            printf(" (no fitted detector at %s: jem fit-ood makes one)",
-                   o->det_path[0] ? o->det_path : "MODEL.ood.safetensors");
+            char beside[4096];
+            cli_det_beside(cx->model, beside, sizeof beside);
+            printf(" (no fitted detector %s: jem fit-ood makes one)", beside);
         }
         printf("\n\n%-28s %-14s %7s %8s %9s %7s\n", "OOD set", "score", "AUROC", "AUPR-in", "AUPR-out", "FPR95");
         for (int i = 0; i < r.nsets; i++)
