@@ -28,9 +28,12 @@ for m in $models; do
         --hist "$out/$n.maha-hist.png" --roc "$out/$n.maha-roc.png" --json > "$out/$n.ood-maha.json"
     run "$jem" ood --model "$m" --out "$sets" --ood "$out/$n.knn.safetensors" --detector knn --no-grad \
         --threshold-tpr 0.95 --json > "$out/$n.ood-knn.json"
-    run "$jem" shift --model "$m" --data fmnist:test --plot "$out/$n.shift-ece.png" --plot-metric ece --json \
-        > "$out/$n.shift.json"
 done
+# covariate shift: every model on the same corrupted images, a line per model
+first=${models%% *}
+rest=$(echo $models | cut -s -d' ' -f2- | tr ' ' ',')
+run "$jem" shift --model "$first" ${rest:+--compare "$rest"} --data fmnist:test --plot "$out/shift-ece.png" \
+    --plot-metric ece --json > "$out/shift.json"
 
 python3 - "$out" $models > "$out/tables.md" <<'EOF'
 import json, os, sys
@@ -65,19 +68,21 @@ for n, name, d in dec:
 print("\nCovariate shift, Fashion-MNIST test (10 000 per set), mean over the eleven corruptions, severity 0 (clean) to 5\n")
 print("| model | metric | clean | 1 | 2 | 3 | 4 | 5 |")
 print("|---|---|---|---|---|---|---|---|")
-for m in models:
-    n = os.path.basename(m)[: -len(".safetensors")]
-    j = json.load(open(f"{out}/{n}.shift.json"))
+shift = json.load(open(f"{out}/shift.json"))
+if isinstance(shift, dict):
+    shift = [shift]
+for j in shift:
+    n = os.path.basename(j["model"])[: -len(".safetensors")]
     for key, name, pct in (("accuracy", "accuracy", 1), ("ece", "ECE (15)", 1), ("nll", "NLL", 0)):
         v = j["mean"][key]
         print(f"| {n} | {name} | " + " | ".join(f"{100*x:.1f} %" if pct else f"{x:.3f}" for x in v) + " |")
 print("\nPer corruption at severity 5 (accuracy / ECE / NLL)\n")
-names = list(json.load(open(f"{out}/{os.path.basename(models[0])[:-12]}.shift.json"))["corruptions"].keys())
+names = list(shift[0]["corruptions"].keys())
 print("| model | " + " | ".join(names) + " |")
 print("|---|" + "---|" * len(names))
-for m in models:
-    n = os.path.basename(m)[: -len(".safetensors")]
-    c = json.load(open(f"{out}/{n}.shift.json"))["corruptions"]
+for j in shift:
+    n = os.path.basename(j["model"])[: -len(".safetensors")]
+    c = j["corruptions"]
     print(f"| {n} | " + " | ".join(f"{100*c[k]['accuracy'][5]:.1f} / {100*c[k]['ece'][5]:.1f} / {c[k]['nll'][5]:.2f}" for k in names) + " |")
 EOF
 cat "$out/tables.md"

@@ -125,6 +125,13 @@ acc=$(num accuracy "$tmp/ev.json")
 check "awk -v r='$rot' 'BEGIN{split(r, a, \",\"); exit !(a[1] == $acc && a[6] < a[1])}'"
 "$JEM" shift --model "$m" --corruptions gaussian_noise,rotation --limit 300 --json > "$tmp/sh2.json"
 check "cmp -s '$tmp/sh.json' '$tmp/sh2.json'"
+# --compare: the same numbers for --model, and a line per model
+"$JEM" shift --model "$m" --compare "$tmp/m2.safetensors" --corruptions gaussian_noise,rotation --limit 300 \
+    --plot "$tmp/cmp.png" --json > "$tmp/cmp.json"
+check "[ $? -eq 0 ] && png '$tmp/cmp.png' && grep -q '^\[{\"model\":\"$m\".*},{\"model\":\"$tmp/m2.safetensors\",' '$tmp/cmp.json'"
+check "grep -qF \"\$(sed 's/^{\"model\":\"[^\"]*\"//; s/}\$//' '$tmp/sh.json')\" '$tmp/cmp.json'"
+"$JEM" shift --model "$m" --compare "$tmp/none.safetensors" > /dev/null 2> "$tmp/e"
+check "[ $? -eq 2 ] && grep -q -- '--compare $tmp/none.safetensors' '$tmp/e'"
 "$JEM" shift --model "$m" --corruptions jpeg --limit 100 > "$tmp/sh.txt"
 check "grep -q '^jpeg  *[0-9.]* ' '$tmp/sh.txt' && grep -c '^jpeg' '$tmp/sh.txt' | grep -q 3"
 

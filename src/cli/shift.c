@@ -5,9 +5,11 @@
  * plot of one metric against severity. */
 #include "cli/steps.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define SEV     JEM_CORRUPT_SEVERITIES
 #define CHUNK   1024
@@ -215,10 +217,34 @@ static void print_table(const cli_shift_args *a, const cli_shift_res *r, int m)
     }
 }
 
+#define MAX_COMPARE 7
+
+/* the --compare list: each an existing file; 0, or a usage error and 2 */
+static int compare_check(const char *list, char paths[][4096], int *n)
+{
+    *n = 0;
+    if (!list) return 0;
+    for (const char *p = list;;) {
+        const size_t len = strcspn(p, ",");
+        if (!len || len >= 4096)
+            return cli_usage_error("shift", "--compare '%s': an empty or overlong file name", list);
+        if (*n == MAX_COMPARE) return cli_usage_error("shift", "--compare: at most %d checkpoints", MAX_COMPARE);
+        snprintf(paths[*n], 4096, "%.*s", (int)len, p);
+        if (access(paths[*n], R_OK) != 0)
+            return cli_usage_error("shift", "--compare %s: %s", paths[*n], strerror(errno));
+        (*n)++;
+        if (!p[len]) return 0;
+        p += len + 1;
+    }
+}
+
+static char cmp_paths[MAX_COMPARE][4096];
+static int n_cmp;
+
 static int shift_check(cli_ctx *cx, void *ud)
 {
-    (void)cx;
     cli_shift_args *a = ud;
+    if (compare_check(a->compare, cmp_paths, &n_cmp)) return 2;
     if (cli_spec_unlabelled(a->data))
         return cli_usage_error("shift", "--data %s: the set has no labels to measure accuracy on", a->data);
     if (!a->plot && cli_given(cx->spec, "plot-metric"))
@@ -226,10 +252,105 @@ static int shift_check(cli_ctx *cx, void *ud)
     return cli_shift_check("shift", "corruptions", a);
 }
 
+/* the mean of one metric against severity, a line per model (--compare) */
+static jem_status compare_plot(const cli_shift_args *a, const cli_shift_res *res, const char *const *names, int n,
+                               int metric, jem_image *im)
+{
+    static const double sev[SEV + 1] = {0, 1, 2, 3, 4, 5};
+    jem_series ser[MAX_COMPARE + 1];
+    for (int i = 0; i < n; i++) ser[i] = (jem_series){names[i], sev, metric_of(&res[i].mean, metric), SEV + 1};
+    char title[300];
+    snprintf(title, sizeof title, "%s under corruption, mean of %d, by model (%d images of %s)", metric_names[metric],
+             res[0].nk, res[0].n, a->data);
+    jem_plot_opts po;
+    memset(&po, 0, sizeof po);
+    po.title = title;
+    po.xlabel = "severity (0: clean)";
+    po.ylabel = metric_names[metric];
+    if (metric == 0) {
+        po.ymin = 0;
+        po.ymax = 1;
+    }
+    return jem_plot_lines(ser, n, &po, im);
+}
+
+/* every --compare model on the same images; res[0] is --model's */
+static jem_status compare_run(cli_ctx *cx, const cli_shift_args *a, cli_shift_res *res)
+{
+    jem_status s = JEM_OK;
+    for (int i = 0; i < n_cmp && !s; i++) {
+        jem_net *net = NULL;
+        s = jem_ckpt_load(cmp_paths[i], &net);
+        if (s) {
+            char msg[1200];
+            snprintf(msg, sizeof msg, "%s", jem_last_error());
+            return jem_fail(s, "--compare %s", msg);
+        }
+        const jem_arch *ar = jem_net_arch(net);
+        if (ar->in_c != cx->arch->in_c || ar->in_h != cx->arch->in_h || ar->in_w != cx->arch->in_w ||
+            ar->n_classes != cx->arch->n_classes)
+            s = jem_fail(JEM_ERR_SHAPE,
+                         "--compare %s: model '%s' takes %dx%dx%d images into %d classes, --model's "
+                         "%dx%dx%d into %d",
+                         cmp_paths[i], ar->name, ar->in_c, ar->in_h, ar->in_w, ar->n_classes, cx->arch->in_c,
+                         cx->arch->in_h, cx->arch->in_w, cx->arch->n_classes);
+        cli_ctx c2 = *cx;
+        c2.net = net;
+        c2.arch = ar;
+        c2.model = cmp_paths[i];
+        if (!s) s = cli_shift_run(&c2, a, &res[i + 1]);
+        jem_net_free(net);
+    }
+    return s;
+}
+
 static int shift_run(cli_ctx *cx, cli_shift_args *a)
 {
-    cli_shift_res r;
-    jem_status s = cli_shift_run(cx, a, &r);
+    static cli_shift_res res[MAX_COMPARE + 1];
+    cli_shift_res *rp = &res[0];
+    jem_status s = cli_shift_run(cx, a, rp);
+    if (!s && n_cmp) s = compare_run(cx, a, res);
+    const char *names[MAX_COMPARE + 1] = {cx->model};
+    for (int i = 0; i < n_cmp; i++) names[i + 1] = cmp_paths[i];
+    if (!s && a->plot && n_cmp) {
+        const int m = !strcmp(a->plot_metric, "accuracy") ? 0 : !strcmp(a->plot_metric, "ece") ? 1 : 2;
+        jem_image im = {0};
+        s = compare_plot(a, res, names, n_cmp + 1, m, &im);
+        if (!s) s = jem_image_write_png(a->plot, &im);
+        jem_image_free(&im);
+        if (s) return cli_fail("shift", s);
+    }
+    if (s) return cli_fail("shift", s);
+    if (n_cmp) {
+        if (cx->json) {
+            jem_jw w;
+            jem_jw_init(&w);
+            jem_jw_arr_begin(&w);
+            for (int i = 0; i <= n_cmp; i++) {
+                cli_ctx c2 = *cx;
+                c2.model = names[i];
+                cli_shift_json(&w, &c2, a, &res[i]);
+            }
+            jem_jw_arr_end(&w);
+            printf("%s\n", jem_jw_cstr(&w));
+            jem_jw_free(&w);
+            return 0;
+        }
+        printf("%d images of %s, each corrupted at severities 1 to 5 (corrupt:%s:KIND:SEVERITY:seed=%llu); the mean "
+               "over %d corruptions; ECE with %d bins\n\n%-40s %-9s %8s",
+               res[0].n, a->data, a->data, (unsigned long long)a->seed, a->nk, a->bins, "model", "metric", "clean");
+        for (int v = 1; v <= SEV; v++) printf(" %7s%d", "sev ", v);
+        printf("\n");
+        for (int i = 0; i <= n_cmp; i++)
+            for (int m = 0; m < 3; m++) {
+                printf("%-40s %-9s", m ? "" : names[i], metric_names[m]);
+                for (int v = 0; v <= SEV; v++) printf(" %8.4f", metric_of(&res[i].mean, m)[v]);
+                printf("\n");
+            }
+        if (a->plot) printf("\nplot: %s\n", a->plot);
+        return 0;
+    }
+    cli_shift_res r = res[0];
     if (!s && a->plot) {
         const int m = !strcmp(a->plot_metric, "accuracy") ? 0 : !strcmp(a->plot_metric, "ece") ? 1 : 2;
         jem_image im = {0};
@@ -267,6 +388,8 @@ int cmd_shift(int argc, char **argv)
         {OPT("plot", OPT_STR, &a.plot, "PNG: a metric against severity, a line per corruption and their mean"),
          .flags = OPT_OUT_FILE},
         {OPT("plot-metric", OPT_STR, &a.plot_metric, "the plot's metric"), .choices = METRICS},
+        {OPT("compare", OPT_STR, &a.compare,
+             "other checkpoints on the same images: the mean over the corruptions, a line per model")},
         CLI_END};
     const cli_spec sp = {.name = "shift",
                          .usage = "--model CKPT [--data SPEC] [--corruptions LIST] [--plot FILE] [options]",

@@ -168,6 +168,7 @@ typedef struct {
     uint64_t seed;           /* the corruptions' seed */
     const char *plot;        /* the command's PNG (nullable; not used by cli_shift_run) */
     const char *plot_metric; /* accuracy, ece or nll */
+    const char *compare;     /* jem shift: other checkpoints, comma-separated (nullable; not used by cli_shift_run) */
     /* set by cli_shift_check */
     int nk, kinds[CLI_SHIFT_MAX];
 } cli_shift_args;
