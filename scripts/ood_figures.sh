@@ -8,7 +8,7 @@
 # severities 1 to 5. JSON, PNG and the markdown tables go to OUT
 # (default out/ood-figures); the tables are printed at the end.
 #   scripts/ood_figures.sh [BUILD]      MODELS="a.safetensors b.safetensors" to choose the models
-# About 20 minutes on two cores.
+# About 35 minutes on two cores (33 measured on a shared machine).
 set -euo pipefail
 build=${1:-build}
 cd "$(dirname "$0")/.."
