@@ -106,13 +106,13 @@ check "grep -q '\"buffer_age_median\":[0-8],\"buffer_energy_mean\":{\"buffer\":$
 hb="$rb/report.html"
 check "grep -q '<section id=\"buffer\"><h2>Replay buffer</h2><p class=cap>64 chains of 1x28x28 images saved at iteration 8' '$hb'"
 check "grep -q 'the replay buffer&#39;s 64 slots of known age' '$hb' && grep -q '(the first 30 of its 64) and of 30 images of fmnist:test' '$hb'"
-check "[ \$(grep -o '<img ' '$hb' | wc -l) -eq 7 ]"   # the 5 of the run above and the ages' and energies' histograms
+check "[ \$(grep -o '<img ' '$hb' | wc -l) -eq 10 ]"   # the 8 of the run above and the ages' and energies' histograms
 "$JEM" export "$jm" "$tmp/jx.safetensors" > /dev/null 2>&1
 "$JEM" report --model "$tmp/jx.safetensors" --out "$tmp/rx" --limit 30 --attack-n 2 --steps 1 --no-defence \
     --sample-n 0 --no-temperature --ood noise:uniform:30 --threads 1 > /dev/null 2> "$tmp/rx.err"
 check "[ $? -eq 0 ] && [ ! -s '$tmp/rx.err' ] && grep -q '\"buffer\":{\"present\":false,' '$tmp/rx/report.json'"
 check "grep -q 'Not shown: <code>[^<]*jx.safetensors</code> holds no replay buffer' '$tmp/rx/report.html'"
-check "[ \$(grep -o '<img ' '$tmp/rx/report.html' | wc -l) -eq 5 ] && ! grep -q 'buffer_age_median' '$tmp/rx/report.json'"
+check "[ \$(grep -o '<img ' '$tmp/rx/report.html' | wc -l) -eq 8 ] && ! grep -q 'buffer_age_median' '$tmp/rx/report.json'"
 
 # --- failures: one error line, exit 1, nothing written
 head -c 3000 "$m" > "$tmp/cut.safetensors"
