@@ -144,6 +144,26 @@ check "grep -q '\"ood\":{[^{]*\"detector\":\"mahalanobis\",\"fitted\":' '$rj' &&
 check "grep -q '\"ood_auroc_mahalanobis\":{\"noise:uniform:100\":' '$tmp/rep.out' && grep -q '\"ood_fpr_at_threshold\":{' '$tmp/rep.out'"
 check "grep -q '\"shift\":{[^{]*\"n\":100,.*\"corruptions\":{\"contrast\":' '$rj' && grep -q 'Accuracy and calibration under covariate shift' '$tmp/rep/report.html'"
 
+# ---- open set: a 6-class model of classes 0-5; the held-out images of
+# temperature scaling, fit-ood and the threshold come from the same classes
+printf 'name = six\ninput = 1x28x28\nclasses = 6\nstem = 8\nblocks = 16/2 16/2\n' > "$tmp/six.model"
+m6="$tmp/six.safetensors"
+"$JEM" train --model "$tmp/six.model" --data fmnist:test:classes=0-5 --val 0 --iters 40 --batch 32 --lr 3e-3 \
+    --out "$m6" --threads 1 > /dev/null 2>&1
+check "[ -f '$m6' ]"
+"$JEM" fit-ood --model "$m6" --data fmnist:train:classes=0-5 --limit 500 --threads 1 > "$tmp/f6.out" 2> "$tmp/f6.err"
+check "[ $? -eq 0 ] && grep -q 'fitted on 500 images of fmnist:train:classes=0-5 (5000 held out' '$tmp/f6.out'"
+"$JEM" eval --model "$m6" --data fmnist:test:classes=0-5 --limit 200 --json > "$tmp/e6.json" 2> "$tmp/e6.err"
+check "[ $? -eq 0 ] && grep -q '\"val\":\"fmnist:train:classes=0-5\"' '$tmp/e6.json'"
+"$JEM" ood --model "$m6" --in fmnist:test:classes=0-5 --out fmnist:test:classes=6-9 --limit 200 --threshold-tpr 0.9 \
+    --no-grad --json > "$tmp/o6.json" 2> "$tmp/o6.err"
+check "[ $? -eq 0 ] && grep -q '\"val\":\"fmnist:train:classes=0-5\",\"val_held_out\":5000,\"val_n\":200,' '$tmp/o6.json'"
+check "grep -q '\"fmnist:test:classes=6-9\":{\"n\":200,' '$tmp/o6.json'"
+# the held-out images carry only the model's classes: none of 6-9 reaches it
+"$JEM" ood --model "$m6" --in fmnist:test:classes=0-5 --out noise:uniform:20 --limit 20 --threshold-tpr 0.9 \
+    --val fmnist:train:classes=6-9 --no-grad > /dev/null 2> "$tmp/e"
+check "[ $? -eq 1 ] && grep -q 'label 6, but the model has 6 classes' '$tmp/e'"
+
 # the manual and --help know both commands
 "$JEM" --help > "$tmp/help"
 check "grep -q '^  fit-ood ' '$tmp/help' && grep -q '^  shift ' '$tmp/help'"

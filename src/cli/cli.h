@@ -145,6 +145,15 @@ void cli_man_tail(void);
 /* Open a data set for the model (noise takes its shape; converted to its
  * channels); opt names the option in error messages. */
 jem_status cli_open_data(const cli_ctx *cx, const char *opt, const char *spec, jem_dataset *ds);
+/* The training set behind an fmnist spec, with the spec's class filter:
+ * "fmnist:train" for fmnist:train and fmnist:test, "fmnist:train:classes=0-5"
+ * for fmnist:test:classes=0-5; NULL for other data (or a buf too short).
+ * Temperature scaling, thresholds and jem fit-ood hold out its first
+ * CLI_FMNIST_HELDOUT images of the trainer's split by default, as jem train
+ * --val does on the same --data. */
+const char *cli_fmnist_train_of(const char *spec, char *buf, size_t n);
+/* spec names that training set itself (cli_fmnist_train_of gives it back) */
+int cli_is_fmnist_train(const char *spec);
 /* Labels against the model's K classes: need_all: every image labelled in
  * [0, K) (attack, eval); else labels in [0, K) or -1 and at least one
  * labelled image (train). */

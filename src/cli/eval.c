@@ -117,9 +117,9 @@ jem_status cli_eval_run(const cli_ctx *cx, const cli_eval_args *e, cli_eval_res 
     /* temperature scaling on the validation split */
     const char *vspec = e->val;
     int from_train = 0;
-    if (!vspec && !e->noval && !strncmp(e->data, "fmnist:", 7)) {
-        vspec = "fmnist:train";
-        from_train = 1;
+    if (!vspec && !e->noval) {
+        vspec = cli_fmnist_train_of(e->data, r->val_buf, sizeof r->val_buf);
+        from_train = vspec != NULL;
     }
     if (vspec && !e->noval) {
         jem_dataset all;
@@ -128,7 +128,7 @@ jem_status cli_eval_run(const cli_ctx *cx, const cli_eval_args *e, cli_eval_res 
         if (from_train) {
             /* the same 5000 the trainer holds out with its default seed */
             jem_dataset tr;
-            s = jem_dataset_split(&all, 5000, 1, &tr, &vds);
+            s = jem_dataset_split(&all, CLI_FMNIST_HELDOUT, 1, &tr, &vds);
             jem_dataset_free(&tr);
         } else {
             vds = all;
@@ -282,7 +282,7 @@ int cmd_eval(int argc, char **argv)
         {OPT("reliability", OPT_STR, &e.rel, "PNG: reliability diagram"), .flags = OPT_OUT_FILE},
         {OPT("val", OPT_STR, &e.val,
              "validation set for temperature scaling (default: the trainer's held-out "
-             "5000 of fmnist:train when evaluating on fmnist)"),
+             "5000 of fmnist:train, with --data's class filter, when evaluating on fmnist)"),
          .flags = OPT_SPEC},
         {OPT("no-temperature", OPT_FLAG, &e.noval, "skip temperature scaling")},
         {OPT("refine", OPT_INT, &e.refine, "test-time SGLD steps on the inputs before classifying (0: off)"),

@@ -134,8 +134,9 @@ typedef struct {
     int layer_i;
 } fit_args;
 
-/* the held-out images of a spec by default: the trainer's split of fmnist:train */
-static int default_holdout(const char *spec) { return !strcmp(spec, "fmnist:train") ? CLI_FMNIST_HELDOUT : 0; }
+/* the held-out images of a spec by default: the trainer's split of the
+ * fmnist training set (with or without a class filter) */
+static int default_holdout(const char *spec) { return cli_is_fmnist_train(spec) ? CLI_FMNIST_HELDOUT : 0; }
 
 /* the blocks of a checkpoint's model from its description in the header
  * (-1 when it does not say: the layer is checked once the model loads) */
@@ -317,7 +318,7 @@ int cmd_fit_ood(int argc, char **argv)
          RANGE(0, 1)},
         {OPT("k", OPT_INT, &a.k, "knn: the neighbour whose distance scores"), RANGE(1, 1 << 20)},
         {OPT("holdout", OPT_INT, &a.holdout, "images held out of the fit (trainer's split) for thresholds"), ATLEAST(0),
-         .def = "5000 for fmnist:train, else 0"},
+         .def = "5000 for fmnist:train and its class filters, else 0"},
         {OPT("limit", OPT_INT, &a.limit, "fit on the first N images only (0: all)"), ATLEAST(0)},
         CLI_END};
     const cli_spec sp = {.name = "fit-ood",

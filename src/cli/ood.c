@@ -108,18 +108,20 @@ void cli_ood_defaults(cli_ood_args *o)
 }
 
 /* The set a threshold is fitted on when --val is not given: the 5000
- * images of fmnist:train the trainer's split (and jem fit-ood) hold out,
- * for fmnist in-distribution sets; NULL otherwise. A --val of fmnist:train
- * means those too. */
-static const char *default_val(const char *in, const char *val, int *heldout)
+ * images the trainer's split (and jem fit-ood) hold out of the fmnist
+ * training set behind an fmnist in-distribution set, with its class
+ * filter (cli_fmnist_train_of); NULL for other data. A --val naming that
+ * training set means those held-out images too. */
+static const char *default_val(const char *in, const char *val, int *heldout, char *buf, size_t n)
 {
     *heldout = 0;
-    if (!val && strncmp(in, "fmnist:", 7)) return NULL;
-    if (!val || !strcmp(val, "fmnist:train")) {
-        *heldout = CLI_FMNIST_HELDOUT;
-        return "fmnist:train";
+    if (val) {
+        if (cli_is_fmnist_train(val)) *heldout = CLI_FMNIST_HELDOUT;
+        return val;
     }
-    return val;
+    const char *v = cli_fmnist_train_of(in, buf, n);
+    if (v) *heldout = CLI_FMNIST_HELDOUT;
+    return v;
 }
 
 int cli_ood_check(const char *cmd, const cli_ctx *cx, cli_ood_args *o)
@@ -148,7 +150,7 @@ int cli_ood_check(const char *cmd, const cli_ctx *cx, cli_ood_args *o)
     if (n > CLI_OOD_MAX_SETS)
         return cli_usage_error(cmd, "--%s: %d data sets, at most %d", o->out_opt, n, CLI_OOD_MAX_SETS);
     if (o->tpr > 0) {
-        o->val = default_val(o->in, o->val, &o->val_heldout);
+        o->val = default_val(o->in, o->val, &o->val_heldout, o->val_buf, sizeof o->val_buf);
         if (!o->val && !strcmp(cmd, "report"))
             return cli_usage_error(cmd,
                                    "--threshold-tpr: the report fits the threshold on the 5000 held-out images "
@@ -518,7 +520,7 @@ typedef struct {
     const char *detector, *det_given, *val;
     int odin, val_heldout;
     double odin_T, odin_eps, thr, tpr;
-    char det_path[4096];
+    char det_path[4096], val_buf[1100];
     int det_kind, col, decide;
 } score_args;
 
@@ -543,7 +545,7 @@ static int score_check(cli_ctx *cx, void *ud)
         return cli_usage_error("score", "--val is the threshold's set: it needs --threshold-tpr");
     a->decide = cli_given(sp, "threshold") || a->tpr > 0;
     /* without --val: the fmnist held-out images (the models jem ships) */
-    if (a->tpr > 0) a->val = default_val("fmnist:", a->val, &a->val_heldout);
+    if (a->tpr > 0) a->val = default_val("fmnist:test", a->val, &a->val_heldout, a->val_buf, sizeof a->val_buf);
     return 0;
 }
 

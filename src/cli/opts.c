@@ -641,6 +641,27 @@ jem_status cli_open_data(const cli_ctx *cx, const char *opt, const char *spec, j
     return JEM_OK;
 }
 
+const char *cli_fmnist_train_of(const char *spec, char *buf, size_t n)
+{
+    const char *rest;
+    if (!strncmp(spec, "fmnist:train", 12))
+        rest = spec + 12;
+    else if (!strncmp(spec, "fmnist:test", 11))
+        rest = spec + 11;
+    else
+        return NULL;
+    if (*rest && strncmp(rest, ":classes=", 9)) return NULL;
+    int len = snprintf(buf, n, "fmnist:train%s", rest);
+    return len > 0 && (size_t)len < n ? buf : NULL;
+}
+
+int cli_is_fmnist_train(const char *spec)
+{
+    char buf[1100];
+    const char *t = cli_fmnist_train_of(spec, buf, sizeof buf);
+    return t && !strcmp(t, spec);
+}
+
 jem_status cli_check_labels(const cli_ctx *cx, const char *opt, const jem_dataset *ds, int need_all)
 {
     const int K = cx->arch->n_classes;

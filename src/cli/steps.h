@@ -33,6 +33,7 @@ typedef struct {
     jem_calib_bin *tb; /* (bins) c's equal-width table */
     int have_t;        /* temperature scaling ran: */
     const char *val;   /*   fitted on this set (a spec) */
+    char val_buf[1100]; /*   (its default spec) */
     int val_n;         /*   of so many images */
     jem_temp_fit tf;
     jem_calib ct; /*   the calibration after it */
@@ -120,6 +121,7 @@ typedef struct {
     double tpr;             /* --threshold-tpr (0: no decision) */
     const char *val;        /* the set the threshold is fitted on (NULL: see cli_ood_check) */
     int val_heldout;        /* its held-out part (cli_open_heldout) */
+    char val_buf[1100];     /* the default val's spec */
     /* set by cli_ood_check */
     char det_path[4096];    /* the fitted detector's file ("" when none) */
     int det_kind;           /* its kind (-1: none) */
