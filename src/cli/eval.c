@@ -282,7 +282,7 @@ int cmd_eval(int argc, char **argv)
         {OPT("reliability", OPT_STR, &e.rel, "PNG: reliability diagram"), .flags = OPT_OUT_FILE},
         {OPT("val", OPT_STR, &e.val,
              "validation set for temperature scaling (default: the trainer's held-out "
-             "5000 of fmnist:train, with --data's class filter, when evaluating on fmnist)"),
+             "5000 of fmnist:train (--data's classes) for fmnist data)"),
          .flags = OPT_SPEC},
         {OPT("no-temperature", OPT_FLAG, &e.noval, "skip temperature scaling")},
         {OPT("refine", OPT_INT, &e.refine, "test-time SGLD steps on the inputs before classifying (0: off)"),

@@ -317,8 +317,8 @@ int cmd_fit_ood(int argc, char **argv)
         {OPT("shrinkage", OPT_DOUBLE, &a.shrinkage, "mahalanobis: shrink the covariance towards the identity by this"),
          RANGE(0, 1)},
         {OPT("k", OPT_INT, &a.k, "knn: the neighbour whose distance scores"), RANGE(1, 1 << 20)},
-        {OPT("holdout", OPT_INT, &a.holdout, "images held out of the fit (trainer's split) for thresholds"), ATLEAST(0),
-         .def = "5000 for fmnist:train and its class filters, else 0"},
+        {OPT("holdout", OPT_INT, &a.holdout, "images held out of the fit (the trainer's split)"), ATLEAST(0),
+         .def = "5000 for fmnist:train[:classes=...], else 0"},
         {OPT("limit", OPT_INT, &a.limit, "fit on the first N images only (0: all)"), ATLEAST(0)},
         CLI_END};
     const cli_spec sp = {.name = "fit-ood",

@@ -1705,7 +1705,7 @@ int cmd_report(int argc, char **argv)
         {OPT("shift", OPT_STR, &o.shift, "corruptions of the covariate-shift section (comma-separated, or all)")},
         {OPT("shift-n", OPT_INT, &o.shift_n, "images per corruption and severity (0: no shift section)"), ATLEAST(0),
          .def = "1000, or a smaller --limit"},
-        {OPT("no-temperature", OPT_FLAG, &o.no_temp, "skip temperature scaling (it fits on the 5000 images the trainer holds out of fmnist:train, with --data's class filter)")},
+        {OPT("no-temperature", OPT_FLAG, &o.no_temp, "skip temperature scaling (it fits on the 5000 images the trainer holds out of fmnist:train)")},
         {OPT("attack-n", OPT_INT, &o.an, "test images attacked"), RANGE(1, 1 << 30)},
         {OPT("defence-n", OPT_INT, &o.dn, "test images attacked through the SGLD defence (at most --attack-n)"),
          RANGE(1, 1 << 30)},
