@@ -55,7 +55,7 @@ static void check_linear(int norm)
     for (int k = 0; k < 2; k++)
         for (int d = 0; d < 16; d++) m.w[k][d] = 2 * jem_rng_uniform(&r) - 1;
     m.b[0] = 0.1f; m.b[1] = -0.1f;
-    jem_classifier c = {lin_logits, lin_grad, &m, 16, 2, 0};
+    jem_classifier c = {.logits = lin_logits, .grad = lin_grad, .ctx = &m, .D = 16, .K = 2};
     /* the margin of class y over the other shrinks by at most eps * ||w_y - w_o||_dual */
     double dn = 0;
     for (int d = 0; d < 16; d++) {
@@ -210,13 +210,119 @@ static void check_network(void)
     jem_net_free(net);
 }
 
+/* the network as a classifier that counts its passes: forward/backward
+ * (one pass each) beside logits and grad (grad: a forward and a backward) */
+typedef struct {
+    jem_classifier in;
+    int logits, grad, forward, backward;
+} counted;
+
+static jem_status cnt_logits(void *ctx, const float *x, int B, float *lg)
+{
+    counted *c = ctx;
+    c->logits++;
+    return c->in.logits(c->in.ctx, x, B, lg);
+}
+static jem_status cnt_grad(void *ctx, const float *x, int B, const float *dl, float *dx, uint64_t seed)
+{
+    counted *c = ctx;
+    c->grad++;
+    return c->in.grad(c->in.ctx, x, B, dl, dx, seed);
+}
+static jem_status cnt_forward(void *ctx, const float *x, int B, float *lg)
+{
+    counted *c = ctx;
+    c->forward++;
+    return c->in.forward(c->in.ctx, x, B, lg);
+}
+static jem_status cnt_backward(void *ctx, const float *dl, float *dx)
+{
+    counted *c = ctx;
+    c->backward++;
+    return c->in.backward(c->in.ctx, dl, dx);
+}
+
+/* PGD and APGD through forward/backward (one forward pass per step) give
+ * bit for bit the robust flags and adversarial images of logits/grad, and
+ * do call one forward pass per step */
+static void check_forward_backward(void)
+{
+    jem_arch a;
+    ASSERT_OK(jem_arch_parse("input = 1x8x8\nclasses = 4\nstem = 4\nblocks = 8/2\n", "t", &a));
+    jem_net *net = NULL;
+    ASSERT_OK(jem_net_create(&a, &net));
+    if (!net) return;
+    jem_rng r;
+    jem_rng_seed(&r, 21, 0);
+    jem_net_init(net, &r);
+    for (size_t i = 0; i < jem_net_nparams(net); i++) jem_net_params(net)[i] *= 4.0f;
+    enum { N = 150, D = 64 }; /* two chunks */
+    static float x[N * D], lg[N * 4], adv1[N * D], adv2[N * D];
+    int32_t y[N];
+    for (int i = 0; i < N * D; i++) x[i] = 2 * jem_rng_uniform(&r) - 1;
+    ASSERT_OK(jem_net_predict(net, x, N, lg));
+    for (int i = 0; i < N; i++) {
+        int am = 0;
+        for (int k = 1; k < 4; k++) if (lg[i * 4 + k] > lg[i * 4 + am]) am = k;
+        y[i] = am;
+    }
+    counted fb, lgr;
+    memset(&fb, 0, sizeof fb);
+    memset(&lgr, 0, sizeof lgr);
+    jem_classifier_net(&fb.in, net);
+    ASSERT(fb.in.forward && fb.in.backward);
+    lgr.in = fb.in;
+    jem_classifier cf = {.logits = cnt_logits, .grad = cnt_grad, .ctx = &fb, .D = D, .K = 4, .forward = cnt_forward,
+                         .backward = cnt_backward};
+    jem_classifier cg = {.logits = cnt_logits, .grad = cnt_grad, .ctx = &lgr, .D = D, .K = 4};
+    uint8_t rob1[N], rob2[N];
+    for (int norm = 0; norm <= 2; norm += 2) {
+        const double eps = norm ? 0.8 : 0.08;
+        jem_attack_cfg ac = {.norm = norm, .eps = eps, .step = eps / 4, .steps = 7, .restarts = 2,
+                             .random_start = 1, .seed = 3};
+        memset(&fb.logits, 0, 4 * sizeof(int));
+        memset(&lgr.logits, 0, 4 * sizeof(int));
+        ASSERT_OK(jem_attack_run(&cf, x, y, N, &ac, rob1, adv1));
+        ASSERT_OK(jem_attack_run(&cg, x, y, N, &ac, rob2, adv2));
+        int broken = 0;
+        for (int i = 0; i < N; i++) broken += !rob1[i];
+        ASSERT_MSG(broken > 0 && broken < N, "PGD norm %d breaks %d of %d: the comparison needs both kinds", norm,
+                   broken, N);
+        ASSERT(!memcmp(rob1, rob2, N) && !memcmp(adv1, adv2, sizeof adv1));
+        /* per chunk: the clean check and a final check per restart through
+         * logits, one forward and one backward per step */
+        ASSERT_EQ_INT(fb.logits, 2 * (1 + 2));
+        ASSERT_EQ_INT(fb.forward, 2 * 2 * 7);
+        ASSERT_EQ_INT(fb.backward, 2 * 2 * 7);
+        ASSERT_EQ_INT(fb.grad, 0);
+        ASSERT_EQ_INT(lgr.grad, 2 * 2 * 7);
+        ASSERT_EQ_INT(lgr.logits, 2 * (1 + 2 * 7 * 2));
+        for (int loss = JEM_APGD_CE; loss <= JEM_APGD_DLR_T; loss += JEM_APGD_DLR_T - JEM_APGD_CE) {
+            jem_apgd_cfg gc = {.norm = norm, .eps = eps, .steps = 9, .restarts = 1, .loss = loss, .targets = 2,
+                               .seed = 5};
+            memset(&fb.logits, 0, 4 * sizeof(int));
+            ASSERT_OK(jem_apgd_run(&cf, x, y, N, &gc, rob1, adv1));
+            ASSERT_OK(jem_apgd_run(&cg, x, y, N, &gc, rob2, adv2));
+            ASSERT_MSG(!memcmp(rob1, rob2, N) && !memcmp(adv1, adv2, sizeof adv1), "APGD loss %d norm %d", loss,
+                       norm);
+            ASSERT_MSG(fb.grad == 0 && fb.forward > 0 && fb.forward == fb.backward, "APGD: %d grad, %d forward",
+                       fb.grad, fb.forward);
+        }
+    }
+    /* the defence is stochastic: it never offers forward/backward */
+    jem_purifier p;
+    jem_purifier_init(&p, net, 2, 2, 2, 1);
+    ASSERT(!p.c.forward && !p.c.backward);
+    jem_net_free(net);
+}
+
 /* labels outside the classifier's classes (unlabelled sets: -1) are
  * refused before any image is touched, not used as an index */
 static void check_bad_labels(void)
 {
     linear m = {0};
     m.D = 16;
-    jem_classifier c = {lin_logits, lin_grad, &m, 16, 2, 0};
+    jem_classifier c = {.logits = lin_logits, .grad = lin_grad, .ctx = &m, .D = 16, .K = 2};
     float x[4 * 16] = {0};
     int32_t y[4] = {0, 1, -1, 0};
     uint8_t robust[4];
@@ -372,7 +478,7 @@ static void check_apgd_linear(int norm)
     /* CE on two classes: the gradient points along w_o - w_y, so APGD meets
      * the closed form exactly */
     link_setup(&m, 2, norm, 11, x, y, N, eps, expect);
-    jem_classifier c = {link_logits, link_grad, &m, 16, 2, 0};
+    jem_classifier c = {.logits = link_logits, .grad = link_grad, .ctx = &m, .D = 16, .K = 2};
     jem_apgd_cfg ac = {.norm = norm, .eps = eps, .steps = 30, .restarts = 1, .loss = JEM_APGD_CE, .seed = 4};
     ASSERT_OK(jem_apgd_run(&c, x, y, N, &ac, rob, adv));
     int unsound, breakable, agree = agree_count(rob, expect, N, &unsound, &breakable);
@@ -430,7 +536,8 @@ static void check_square_linear(int norm)
     const char *nn = norm ? "L2" : "L-inf";
     lin_k m;
     link_setup(&m, 2, norm, 21, x, y, N, eps, expect);
-    jem_classifier c = {link_logits, NULL, &m, 16, 2, 0}; /* no gradient: Square must not need one */
+    /* no gradient: Square must not need one */
+    jem_classifier c = {.logits = link_logits, .grad = NULL, .ctx = &m, .D = 16, .K = 2};
     jem_square_cfg sc = {.norm = norm, .eps = eps, .queries = 1000, .c = 1, .h = 4, .w = 4, .seed = 7};
     ASSERT_OK(jem_square_run(&c, x, y, N, &sc, rob, adv, q));
     const int64_t evaluated = m.evaluated;
@@ -498,7 +605,7 @@ static void masked_table(int zero_grad, jem_check *chk)
     lin_k m;
     link_setup(&m, 4, 0, 31, x, y, N, 0.1, expect);
     m.zero_grad = zero_grad;
-    jem_classifier c = {link_logits, link_grad, &m, 16, 4, 0};
+    jem_classifier c = {.logits = link_logits, .grad = link_grad, .ctx = &m, .D = 16, .K = 4};
     for (int e = 0; e < NE; e++) {
         /* APGD-CE, then targeted DLR on the images it left (as the suite) */
         jem_apgd_cfg ac = {.norm = 0, .eps = eps[e], .steps = 20, .restarts = 1, .loss = JEM_APGD_CE, .seed = 1};
@@ -573,6 +680,7 @@ int main(void)
     check_linear(0);
     check_linear(2);
     check_network();
+    check_forward_backward();
     check_bad_labels();
     check_apgd_linear(0);
     check_apgd_linear(2);

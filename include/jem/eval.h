@@ -335,6 +335,13 @@ typedef struct {
     void *ctx;
     int   D, K;
     int   stochastic;   /* judge each restart at its last iterate only */
+    /* Optional (NULL: the attacks use logits and grad), deterministic
+     * classifiers only: forward gives the logits of x (B, D) and keeps what
+     * backward needs; backward gives dx (B, D) for dlogits at the x of the
+     * last forward. PGD and APGD then pay one forward pass per step, not
+     * two or three. */
+    jem_status (*forward)(void *ctx, const float *x, int B, float *logits);
+    jem_status (*backward)(void *ctx, const float *dlogits, float *dx);
 } jem_classifier;
 
 void jem_classifier_net(jem_classifier *c, jem_net *net);

@@ -447,6 +447,7 @@ jem_status cli_attack_run(const cli_ctx *cx, const cli_attack_args *a, cli_attac
         md.in = &cd0;
         cu.logits = masked_logits, cu.grad = masked_grad, cu.ctx = &mu;
         pur.c.logits = masked_logits, pur.c.grad = masked_grad, pur.c.ctx = &md;
+        cu.forward = NULL, cu.backward = NULL;
     }
     scratch w = {malloc(sizeof(float) * (size_t)n * D),
                  malloc(sizeof(float) * (size_t)n * D),

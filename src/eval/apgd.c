@@ -93,7 +93,9 @@ static jem_status eval_at(const jem_classifier *c, const jem_apgd_cfg *cfg, bufs
                           uint64_t seed, uint8_t *robust, float *adv)
 {
     const int D = c->D, K = c->K;
-    jem_status s = c->logits(c->ctx, xa, M, w->lg);
+    /* with forward and backward, the gradient reuses this forward pass */
+    const int fb = c->forward && c->backward && !c->stochastic;
+    jem_status s = fb ? c->forward(c->ctx, xa, M, w->lg) : c->logits(c->ctx, xa, M, w->lg);
     if (s) return s;
     for (int j = 0; j < M; j++) {
         const float *z = w->lg + (size_t)j * K;
@@ -105,7 +107,7 @@ static jem_status eval_at(const jem_classifier *c, const jem_apgd_cfg *cfg, bufs
             if (adv) memcpy(adv + (size_t)w->idx[j] * D, xa + (size_t)j * D, sizeof(float) * D);
         }
     }
-    return c->grad(c->ctx, xa, M, w->dl, w->g, seed);
+    return fb ? c->backward(c->ctx, w->dl, w->g) : c->grad(c->ctx, xa, M, w->dl, w->g, seed);
 }
 
 /* a step of size st from x along g (L-inf: its sign, L2: normalised) into out */

@@ -33,12 +33,24 @@ static jem_status net_grad(void *ctx, const float *x, int B, const float *dlogit
     return s;
 }
 
+static jem_status net_forward(void *ctx, const float *x, int B, float *logits)
+{
+    return jem_net_forward(ctx, x, B, logits);
+}
+
+static jem_status net_backward(void *ctx, const float *dlogits, float *dx)
+{
+    return jem_net_backward(ctx, dlogits, dx, 0);
+}
+
 void jem_classifier_net(jem_classifier *c, jem_net *net)
 {
     const jem_arch *a = jem_net_arch(net);
     memset(c, 0, sizeof *c);
     c->logits = net_logits;
     c->grad = net_grad;
+    c->forward = net_forward;
+    c->backward = net_backward;
     c->ctx = net;
     c->D = a->in_c * a->in_h * a->in_w;
     c->K = a->n_classes;
@@ -112,6 +124,8 @@ void jem_purifier_init(jem_purifier *p, jem_net *net, int steps, int chains, int
     jem_classifier_net(&p->c, net);
     p->c.logits = pur_logits;
     p->c.grad = pur_grad;
+    p->c.forward = NULL; /* stochastic: each gradient draws its own noise */
+    p->c.backward = NULL;
     p->c.ctx = p;
     p->c.stochastic = 1;
     p->net = net;
@@ -151,18 +165,34 @@ void jem_atk_project(float *xa, const float *x0, int D, int norm, double eps)
     }
 }
 
+/* ok[b]: the logits lg (B, K) put image b in its class y[b] */
+static void judge(const float *lg, const int32_t *y, int B, int K, uint8_t *ok)
+{
+    for (int b = 0; b < B; b++) {
+        const float *l = lg + (size_t)b * K;
+        int am = 0;
+        for (int k = 1; k < K; k++) if (l[k] > l[am]) am = k;
+        ok[b] = am == y[b];
+    }
+}
+
 jem_status jem_atk_correct(const jem_classifier *c, const float *x, const int32_t *y, int B, float *lg,
                            uint8_t *ok)
 {
     jem_status s = c->logits(c->ctx, x, B, lg);
-    if (s) return s;
-    for (int b = 0; b < B; b++) {
-        const float *l = lg + (size_t)b * c->K;
-        int am = 0;
-        for (int k = 1; k < c->K; k++) if (l[k] > l[am]) am = k;
-        ok[b] = am == y[b];
-    }
-    return JEM_OK;
+    if (!s) judge(lg, y, B, c->K, ok);
+    return s;
+}
+
+/* the images of a chunk that ok says are misclassified at xa are broken:
+ * robust and adv (nullable) from the chunk's first image */
+static void mark_broken(const uint8_t *ok, const float *xa, int B, int D, uint8_t *robust, float *adv)
+{
+    for (int b = 0; b < B; b++)
+        if (!ok[b] && robust[b]) {
+            robust[b] = 0;
+            if (adv) memcpy(adv + (size_t)b * D, xa + (size_t)b * D, sizeof(float) * D);
+        }
 }
 
 /* every image needs a label the classifier can output: the losses index
@@ -225,15 +255,25 @@ jem_status jem_attack_run(const jem_classifier *c, const float *x, const int32_t
                     jem_atk_project(xb, x0 + (size_t)b * D, D, cfg->norm, cfg->eps);
                 }
             }
+            /* a deterministic classifier with forward and backward: the
+             * logits that judge an iterate also give the next step's loss
+             * and gradient (one forward pass per step, not three) */
+            const int fb = c->forward && c->backward && !c->stochastic;
+            float *adv0 = adv ? adv + (size_t)i0 * D : NULL;
             for (int t = 0; t < steps && !s; t++) {
                 if (cfg->progress && t)
                     cfg->progress(cfg->progress_ud, (int64_t)(i0 / chunk) * per_chunk + (int64_t)r * steps + t, work);
                 /* ascend the cross-entropy: dCE/dlogits = softmax - onehot */
-                s = c->logits(c->ctx, xa, B, lg);
+                s = fb ? c->forward(c->ctx, xa, B, lg) : c->logits(c->ctx, xa, B, lg);
                 if (s) break;
+                if (fb && t > 0) {
+                    judge(lg, yb, B, K, ok);
+                    mark_broken(ok, xa, B, D, robust + i0, adv0);
+                }
                 jem_softmax(lg, B, K, dl);
                 for (int b = 0; b < B; b++) dl[(size_t)b * K + yb[b]] -= 1.0f;
-                s = c->grad(c->ctx, xa, B, dl, g, cfg->seed + (uint64_t)(r * 100003 + t) * 7919u + (uint64_t)i0);
+                s = fb ? c->backward(c->ctx, dl, g)
+                       : c->grad(c->ctx, xa, B, dl, g, cfg->seed + (uint64_t)(r * 100003 + t) * 7919u + (uint64_t)i0);
                 if (s) break;
                 for (int b = 0; b < B; b++) {
                     float *xb = xa + (size_t)b * D, *gb = g + (size_t)b * D;
@@ -248,15 +288,12 @@ jem_status jem_attack_run(const jem_classifier *c, const float *x, const int32_t
                     jem_atk_project(xb, x0 + (size_t)b * D, D, cfg->norm, cfg->eps);
                 }
                 /* an image counts as broken if any iterate is misclassified
-                 * (a stochastic classifier: the last iterate of a restart) */
-                if (c->stochastic && t + 1 < steps) continue;
+                 * (a stochastic classifier: the last iterate of a restart;
+                 * with fb, the next step's forward judges this iterate) */
+                if ((c->stochastic || fb) && t + 1 < steps) continue;
                 s = jem_atk_correct(c, xa, yb, B, lg, ok);
                 if (s) break;
-                for (int b = 0; b < B; b++)
-                    if (!ok[b] && robust[i0 + b]) {
-                        robust[i0 + b] = 0;
-                        if (adv) memcpy(adv + (size_t)(i0 + b) * D, xa + (size_t)b * D, sizeof(float) * D);
-                    }
+                mark_broken(ok, xa, B, D, robust + i0, adv0);
             }
         }
     }
