@@ -5,7 +5,9 @@
 # order), L-inf (eps 0.02, 0.05, 0.1) and L2 (0.5, 1), undefended on the
 # first N images and through SGLD purification (5 steps x 2 chains, BPDA +
 # EOT 2 for the gradient attacks, plain queries for Square) on the first DN,
-# with the masking checks of every run; then one markdown table per norm.
+# with the masking checks of every run; then one markdown table per norm,
+# with the lowest figure of any attack per epsilon (the per-image worst
+# over all the runs can only be lower: the runs keep no per-image flags).
 #   scripts/attack_tables.sh [BUILD] [N] [DN]
 # Environment: STEPS (PGD and APGD iterations; default each attack's own,
 # PGD 20, APGD 100), QUERIES (Square, default 5000), MODELS ("softmax jem"),
@@ -68,6 +70,7 @@ for norm in ('linf', 'l2'):
     print('|---|---|---|' + '---|' * len(eps) + '---|')
     for m in ('softmax', 'jem'):
         for side in ('none', 'SGLD'):
+            low = None  # per epsilon, the lowest robust accuracy of any row
             for a in ('pgd', 'apgd-dlr', 'square', 'auto'):
                 r = runs.get((m, norm, a))
                 if not r or (side == 'SGLD' and 'defence' not in r): continue
@@ -81,4 +84,7 @@ for norm in ('linf', 'l2'):
                 for name, v, c in rows:
                     print('| %s | %s | %s | %s | %s |' % (m, side, name, ' | '.join('%.1f' % (100 * x) for x in v),
                           checks(c) if c is not None else ''))
+                    low = list(v) if low is None else [min(a, b) for a, b in zip(low, v)]
+            if low is not None:
+                print('| %s | %s | lowest of the rows | %s | |' % (m, side, ' | '.join('%.1f' % (100 * x) for x in low)))
 EOF
