@@ -144,29 +144,38 @@ static void check_linear(int norm)
     ASSERT(inbox);
 }
 
-static void check_network(void)
+/* a random 4-class network on 8 x 8 images (NULL on failure, asserted),
+ * weights 4x the default init so the input matters; n uniform images x
+ * (n, 64) drawn from r and labelled with its own predictions (lg: (n, 4)
+ * scratch), so clean accuracy is 1 */
+static jem_net *random_net(jem_rng *r, float *x, int32_t *y, float *lg, int n)
 {
     jem_arch a;
     ASSERT_OK(jem_arch_parse("input = 1x8x8\nclasses = 4\nstem = 4\nblocks = 8/2\n", "t", &a));
     jem_net *net = NULL;
     ASSERT_OK(jem_net_create(&a, &net));
-    if (!net) return;
-    jem_rng r;
-    jem_rng_seed(&r, 9, 0);
-    jem_net_init(net, &r);
-    /* larger weights than the default init, so the input matters */
+    if (!net) return NULL;
+    jem_net_init(net, r);
     for (size_t i = 0; i < jem_net_nparams(net); i++) jem_net_params(net)[i] *= 4.0f;
-    const int n = 64;
-    float x[64 * 64], lg[64 * 4];
-    int32_t y[64];
-    for (int i = 0; i < n * 64; i++) x[i] = 2 * jem_rng_uniform(&r) - 1;
-    /* labels = the model's own predictions: clean accuracy 1 */
+    for (int i = 0; i < n * 64; i++) x[i] = 2 * jem_rng_uniform(r) - 1;
     ASSERT_OK(jem_net_predict(net, x, n, lg));
     for (int i = 0; i < n; i++) {
         int am = 0;
         for (int k = 1; k < 4; k++) if (lg[i * 4 + k] > lg[i * 4 + am]) am = k;
         y[i] = am;
     }
+    return net;
+}
+
+static void check_network(void)
+{
+    jem_rng r;
+    jem_rng_seed(&r, 9, 0);
+    const int n = 64;
+    float x[64 * 64], lg[64 * 4];
+    int32_t y[64];
+    jem_net *net = random_net(&r, x, y, lg, n);
+    if (!net) return;
     jem_classifier c;
     jem_classifier_net(&c, net);
     uint8_t rob[64];
@@ -247,25 +256,13 @@ static jem_status cnt_backward(void *ctx, const float *dl, float *dx)
  * do call one forward pass per step */
 static void check_forward_backward(void)
 {
-    jem_arch a;
-    ASSERT_OK(jem_arch_parse("input = 1x8x8\nclasses = 4\nstem = 4\nblocks = 8/2\n", "t", &a));
-    jem_net *net = NULL;
-    ASSERT_OK(jem_net_create(&a, &net));
-    if (!net) return;
     jem_rng r;
     jem_rng_seed(&r, 21, 0);
-    jem_net_init(net, &r);
-    for (size_t i = 0; i < jem_net_nparams(net); i++) jem_net_params(net)[i] *= 4.0f;
     enum { N = 150, D = 64 }; /* two chunks */
     static float x[N * D], lg[N * 4], adv1[N * D], adv2[N * D];
     int32_t y[N];
-    for (int i = 0; i < N * D; i++) x[i] = 2 * jem_rng_uniform(&r) - 1;
-    ASSERT_OK(jem_net_predict(net, x, N, lg));
-    for (int i = 0; i < N; i++) {
-        int am = 0;
-        for (int k = 1; k < 4; k++) if (lg[i * 4 + k] > lg[i * 4 + am]) am = k;
-        y[i] = am;
-    }
+    jem_net *net = random_net(&r, x, y, lg, N);
+    if (!net) return;
     counted fb, lgr;
     memset(&fb, 0, sizeof fb);
     memset(&lgr, 0, sizeof lgr);

@@ -208,6 +208,39 @@ jem_status jem_atk_labels(const int32_t *y, int n, int K)
     return JEM_OK;
 }
 
+/* a uniform point of the L-inf ball, or a uniformly scaled random direction
+ * of the L2 ball (scratch (D)), then into the ball and the box */
+static void start_in_ball(float *xb, const float *x0, int D, int norm, double eps, jem_rng *rng, float *scratch)
+{
+    if (norm == 0) {
+        for (int d = 0; d < D; d++) xb[d] += (float)((2 * jem_rng_uniform_d(rng) - 1) * eps);
+    } else {
+        double nn = 0;
+        for (int d = 0; d < D; d++) {
+            scratch[d] = jem_rng_normal(rng);
+            nn += (double)scratch[d] * scratch[d];
+        }
+        double rad = eps * jem_rng_uniform_d(rng) / (sqrt(nn) + 1e-12);
+        for (int d = 0; d < D; d++) xb[d] += (float)(scratch[d] * rad);
+    }
+    jem_atk_project(xb, x0, D, norm, eps);
+}
+
+/* a step of size step from xb along gb (L-inf: its sign, L2: normalised),
+ * then into the ball around x0 and the box */
+static void ascend(float *xb, const float *gb, const float *x0, int D, int norm, double step, double eps)
+{
+    if (norm == 0) {
+        for (int d = 0; d < D; d++) xb[d] += (float)(step * ((gb[d] > 0) - (gb[d] < 0)));
+    } else {
+        double nn = 0;
+        for (int d = 0; d < D; d++) nn += (double)gb[d] * gb[d];
+        double f = nn > 0 ? step / sqrt(nn) : 0;
+        for (int d = 0; d < D; d++) xb[d] += (float)(gb[d] * f);
+    }
+    jem_atk_project(xb, x0, D, norm, eps);
+}
+
 jem_status jem_attack_run(const jem_classifier *c, const float *x, const int32_t *y, int n,
                           const jem_attack_cfg *cfg, uint8_t *robust, float *adv)
 {
@@ -242,18 +275,8 @@ jem_status jem_attack_run(const jem_classifier *c, const float *x, const int32_t
         for (int r = 0; r < cfg->restarts && !s; r++) {
             memcpy(xa, x0, sizeof(float) * (size_t)B * D);
             if (!cfg->fgsm && cfg->random_start) {
-                for (int b = 0; b < B; b++) {
-                    float *xb = xa + (size_t)b * D;
-                    if (cfg->norm == 0) {
-                        for (int d = 0; d < D; d++) xb[d] += (float)((2 * jem_rng_uniform_d(&rng) - 1) * cfg->eps);
-                    } else {
-                        double nn = 0;
-                        for (int d = 0; d < D; d++) { g[d] = jem_rng_normal(&rng); nn += (double)g[d] * g[d]; }
-                        double rad = cfg->eps * jem_rng_uniform_d(&rng) / (sqrt(nn) + 1e-12);
-                        for (int d = 0; d < D; d++) xb[d] += (float)(g[d] * rad);
-                    }
-                    jem_atk_project(xb, x0 + (size_t)b * D, D, cfg->norm, cfg->eps);
-                }
+                for (int b = 0; b < B; b++)
+                    start_in_ball(xa + (size_t)b * D, x0 + (size_t)b * D, D, cfg->norm, cfg->eps, &rng, g);
             }
             /* a deterministic classifier with forward and backward: the
              * logits that judge an iterate also give the next step's loss
@@ -275,18 +298,8 @@ jem_status jem_attack_run(const jem_classifier *c, const float *x, const int32_t
                 s = fb ? c->backward(c->ctx, dl, g)
                        : c->grad(c->ctx, xa, B, dl, g, cfg->seed + (uint64_t)(r * 100003 + t) * 7919u + (uint64_t)i0);
                 if (s) break;
-                for (int b = 0; b < B; b++) {
-                    float *xb = xa + (size_t)b * D, *gb = g + (size_t)b * D;
-                    if (cfg->norm == 0) {
-                        for (int d = 0; d < D; d++) xb[d] += (float)(step * ((gb[d] > 0) - (gb[d] < 0)));
-                    } else {
-                        double nn = 0;
-                        for (int d = 0; d < D; d++) nn += (double)gb[d] * gb[d];
-                        double f = nn > 0 ? step / sqrt(nn) : 0;
-                        for (int d = 0; d < D; d++) xb[d] += (float)(gb[d] * f);
-                    }
-                    jem_atk_project(xb, x0 + (size_t)b * D, D, cfg->norm, cfg->eps);
-                }
+                for (int b = 0; b < B; b++)
+                    ascend(xa + (size_t)b * D, g + (size_t)b * D, x0 + (size_t)b * D, D, cfg->norm, step, cfg->eps);
                 /* an image counts as broken if any iterate is misclassified
                  * (a stochastic classifier: the last iterate of a restart;
                  * with fb, the next step's forward judges this iterate) */
@@ -303,24 +316,6 @@ jem_status jem_attack_run(const jem_classifier *c, const float *x, const int32_t
 }
 
 /* ---- adversarial examples for training ---- */
-
-/* a uniform point of the L-inf ball, or a uniformly scaled random direction
- * of the L2 ball (scratch (D)), then into the ball and the box */
-static void start_in_ball(float *xb, const float *x0, int D, int norm, double eps, jem_rng *rng, float *scratch)
-{
-    if (norm == 0) {
-        for (int d = 0; d < D; d++) xb[d] += (float)((2 * jem_rng_uniform_d(rng) - 1) * eps);
-    } else {
-        double nn = 0;
-        for (int d = 0; d < D; d++) {
-            scratch[d] = jem_rng_normal(rng);
-            nn += (double)scratch[d] * scratch[d];
-        }
-        double rad = eps * jem_rng_uniform_d(rng) / (sqrt(nn) + 1e-12);
-        for (int d = 0; d < D; d++) xb[d] += (float)(scratch[d] * rad);
-    }
-    jem_atk_project(xb, x0, D, norm, eps);
-}
 
 jem_status jem_attack_batch(jem_net *net, const float *x, const int32_t *y, const float *target, int B,
                             const jem_attack_cfg *cfg, jem_rng *rng, float *xadv)
@@ -361,18 +356,8 @@ jem_status jem_attack_batch(jem_net *net, const float *x, const int32_t *y, cons
         }
         s = jem_net_backward(net, dl, g, 0);
         if (s) break;
-        for (int b = 0; b < B; b++) {
-            float *xb = xadv + (size_t)b * D, *gb = g + (size_t)b * D;
-            if (cfg->norm == 0) {
-                for (int d = 0; d < D; d++) xb[d] += (float)(step * ((gb[d] > 0) - (gb[d] < 0)));
-            } else {
-                double nn = 0;
-                for (int d = 0; d < D; d++) nn += (double)gb[d] * gb[d];
-                double f = nn > 0 ? step / sqrt(nn) : 0;
-                for (int d = 0; d < D; d++) xb[d] += (float)(gb[d] * f);
-            }
-            jem_atk_project(xb, x + (size_t)b * D, D, cfg->norm, cfg->eps);
-        }
+        for (int b = 0; b < B; b++)
+            ascend(xadv + (size_t)b * D, g + (size_t)b * D, x + (size_t)b * D, D, cfg->norm, step, cfg->eps);
     }
     free(g);
     free(lg);
