@@ -66,22 +66,24 @@ void jem_assert_fail(const char *expr, const char *file, int line);
 /* -------------------------------------------------------------------- rng */
 
 /* xoshiro256** with explicit state; a seed (and stream) reproduces a run. */
-typedef struct { uint64_t s[4]; } jem_rng;
+typedef struct {
+    uint64_t s[4];
+} jem_rng;
 
-void     jem_rng_seed(jem_rng *r, uint64_t seed, uint64_t stream);
+void jem_rng_seed(jem_rng *r, uint64_t seed, uint64_t stream);
 uint64_t jem_rng_u64(jem_rng *r);
-uint32_t jem_rng_below(jem_rng *r, uint32_t n);   /* uniform in [0, n) */
-float    jem_rng_uniform(jem_rng *r);             /* uniform in [0, 1) */
-float    jem_rng_normal(jem_rng *r);              /* standard normal */
-double   jem_rng_uniform_d(jem_rng *r);
-double   jem_rng_normal_d(jem_rng *r);
-void     jem_rng_shuffle(jem_rng *r, int32_t *a, size_t n);
+uint32_t jem_rng_below(jem_rng *r, uint32_t n); /* uniform in [0, n) */
+float jem_rng_uniform(jem_rng *r);              /* uniform in [0, 1) */
+float jem_rng_normal(jem_rng *r);               /* standard normal */
+double jem_rng_uniform_d(jem_rng *r);
+double jem_rng_normal_d(jem_rng *r);
+void jem_rng_shuffle(jem_rng *r, int32_t *a, size_t n);
 
 /* ---------------------------------------------------------------- threads */
 
 /* Set the thread count used by OpenMP loops and BLAS (n <= 0: all cores). */
 void jem_set_threads(int n);
-int  jem_get_threads(void);
+int jem_get_threads(void);
 
 /* ---------------------------------------------------------------- kernels */
 
@@ -103,33 +105,33 @@ jem_status jem_conv_settings_check(void);
  * reductions do nothing). jem_dist_init is called once from main before any
  * other jem call; every other function is collective where it says so: all
  * ranks must call it in the same order. */
-void     jem_dist_init(int *argc, char ***argv);
-void     jem_dist_finalize(void);
-int      jem_dist_rank(void);
-int      jem_dist_size(void);
-int      jem_dist_enabled(void);            /* 1 when built with MPI */
+void jem_dist_init(int *argc, char ***argv);
+void jem_dist_finalize(void);
+int jem_dist_rank(void);
+int jem_dist_size(void);
+int jem_dist_enabled(void); /* 1 when built with MPI */
 /* Collective: in-place sums over ranks. */
-void     jem_dist_sum_f32(float *x, size_t n);
-void     jem_dist_sum_f64(double *x, size_t n);
+void jem_dist_sum_f32(float *x, size_t n);
+void jem_dist_sum_f64(double *x, size_t n);
 /* Collective: in-place maximum over ranks. */
-void     jem_dist_max_i64(int64_t *x, size_t n);
+void jem_dist_max_i64(int64_t *x, size_t n);
 /* Collective: 1 when v is the same on every rank. */
-int      jem_dist_same_u64(uint64_t v);
+int jem_dist_same_u64(uint64_t v);
 /* Collective: rank 0's bytes copied to every rank. */
-void     jem_dist_bcast(void *p, size_t n);
+void jem_dist_bcast(void *p, size_t n);
 /* Collective: rows [lo(r), lo(r+1)) of x (n_rows rows of `row` floats, lo(r)
  * = r * n_rows / size) are gathered from rank r into rank 0's x. */
-void     jem_dist_gather_rows(float *x, size_t row, int n_rows);
+void jem_dist_gather_rows(float *x, size_t row, int n_rows);
 /* Collective: every rank's slice of rows (as jem_dist_gather_rows, rows of
  * row_bytes bytes) copied into every rank's x. */
-void     jem_dist_allgather(void *x, size_t row_bytes, int n_rows);
+void jem_dist_allgather(void *x, size_t row_bytes, int n_rows);
 /* The slice of n items owned by this rank: [*lo, *hi). */
-void     jem_dist_slice(int64_t n, int64_t *lo, int64_t *hi);
+void jem_dist_slice(int64_t n, int64_t *lo, int64_t *hi);
 /* Seconds spent inside the collectives so far (this rank). */
-double   jem_dist_comm_seconds(void);
+double jem_dist_comm_seconds(void);
 /* With several ranks, end the whole job with this exit code (MPI_Abort does
  * not return); with one process it does nothing and the caller returns. */
-void     jem_dist_abort(int code);
+void jem_dist_abort(int code);
 
 /* ----------------------------------------------------------- architecture */
 
@@ -140,15 +142,15 @@ typedef enum { JEM_ACT_LRELU = 0, JEM_ACT_RELU, JEM_ACT_SILU } jem_act;
 /* Pre-activation wide-ResNet: stem conv3x3 -> wide blocks -> act -> global
  * average pool -> linear. */
 typedef struct {
-    char    name[64];
-    int     in_c, in_h, in_w;          /* input image shape */
-    int     n_classes;                 /* K */
-    int     stem;                      /* stem conv output channels */
-    int     n_blocks;
-    int     width[JEM_MAX_BLOCKS];     /* block output channels */
-    int     stride[JEM_MAX_BLOCKS];    /* block stride (1 or 2) */
+    char name[64];
+    int in_c, in_h, in_w; /* input image shape */
+    int n_classes;        /* K */
+    int stem;             /* stem conv output channels */
+    int n_blocks;
+    int width[JEM_MAX_BLOCKS];  /* block output channels */
+    int stride[JEM_MAX_BLOCKS]; /* block stride (1 or 2) */
     jem_act act;
-    float   slope;                     /* LeakyReLU negative slope */
+    float slope; /* LeakyReLU negative slope */
 } jem_arch;
 
 /* Parse a model description ("key = value" lines, '#' comments). fname is
@@ -157,7 +159,7 @@ jem_status jem_arch_parse(const char *text, const char *fname, jem_arch *a);
 jem_status jem_arch_load(const char *path, jem_arch *a);
 /* Write the description in the text form jem_arch_parse reads.
  * Returns the length it needs (like snprintf). */
-int        jem_arch_format(const jem_arch *a, char *buf, size_t n);
+int jem_arch_format(const jem_arch *a, char *buf, size_t n);
 const char *jem_act_name(jem_act a);
 
 /* ---------------------------------------------------------------- network */
@@ -165,34 +167,34 @@ const char *jem_act_name(jem_act a);
 #define JEM_MAX_PARAMS 128
 
 typedef struct {
-    char   name[48];   /* PyTorch state_dict name, e.g. "b1.c1.weight" */
-    int    ndim;
-    int    shape[4];   /* PyTorch layout: conv (OC, IC, KH, KW), linear (OUT, IN) */
-    size_t offset;     /* in floats, into params / grads */
+    char name[48]; /* PyTorch state_dict name, e.g. "b1.c1.weight" */
+    int ndim;
+    int shape[4];  /* PyTorch layout: conv (OC, IC, KH, KW), linear (OUT, IN) */
+    size_t offset; /* in floats, into params / grads */
     size_t numel;
 } jem_param;
 
 typedef struct jem_net jem_net; /* opaque */
 
 jem_status jem_net_create(const jem_arch *a, jem_net **out);
-void       jem_net_free(jem_net *net);
+void jem_net_free(jem_net *net);
 const jem_arch *jem_net_arch(const jem_net *net);
 
 /* Parameters and gradients: one flat block each. */
-size_t     jem_net_nparams(const jem_net *net);
-float     *jem_net_params(jem_net *net);
-float     *jem_net_grads(jem_net *net);
-int        jem_net_ntensors(const jem_net *net);
+size_t jem_net_nparams(const jem_net *net);
+float *jem_net_params(jem_net *net);
+float *jem_net_grads(jem_net *net);
+int jem_net_ntensors(const jem_net *net);
 const jem_param *jem_net_tensor(const jem_net *net, int i);
 const jem_param *jem_net_find(const jem_net *net, const char *name);
 
 /* PyTorch's default initialisation for conv and linear layers
  * (Kaiming-uniform a = sqrt(5): U(+-1/sqrt(fan_in)) for weights and biases). */
-void       jem_net_init(jem_net *net, jem_rng *rng);
-void       jem_net_zero_grad(jem_net *net);
+void jem_net_init(jem_net *net, jem_rng *rng);
+void jem_net_zero_grad(jem_net *net);
 
 /* Multiply-adds of one forward pass for one image. */
-double     jem_net_macs(const jem_net *net);
+double jem_net_macs(const jem_net *net);
 
 /* Forward a batch x (B, C, H, W) to logits (B, K), keeping what backward
  * needs. Batches larger than any seen before grow the activation store. */
@@ -200,8 +202,7 @@ jem_status jem_net_forward(jem_net *net, const float *x, int B, float *logits);
 /* Backward from dlogits (B, K) of the last forward. dx (B, C, H, W): written
  * (not accumulated) when non-NULL. Parameter gradients are accumulated (+=)
  * into jem_net_grads() when param_grads != 0 and not computed otherwise. */
-jem_status jem_net_backward(jem_net *net, const float *dlogits, float *dx,
-                            int param_grads);
+jem_status jem_net_backward(jem_net *net, const float *dlogits, float *dx, int param_grads);
 /* Forward without keeping activations for backward (any batch size, chunked
  * internally). */
 jem_status jem_net_predict(jem_net *net, const float *x, int n, float *logits);
@@ -214,18 +215,17 @@ jem_status jem_net_predict(jem_net *net, const float *x, int n, float *logits);
  * jem_net_backward after it would not match any earlier forward). */
 jem_status jem_net_features(jem_net *net, const float *x, int n, int layer, float *feats);
 /* D of jem_net_features for a layer; 0 when the model has no such layer. */
-int        jem_net_feature_dim(const jem_net *net, int layer);
+int jem_net_feature_dim(const jem_net *net, int layer);
 
 /* ------------------------------------------------------------------ losses */
 
 /* Mean softmax cross-entropy over a batch. dlogits (nullable) receives
  * d(mean loss)/d(logits) scaled by `scale`. Returns the mean loss; *correct
  * (nullable) receives the number of argmax hits. Labels < 0 are skipped. */
-double jem_softmax_xent(const float *logits, const int32_t *y, int B, int K,
-                        float *dlogits, float scale, int *correct);
+double jem_softmax_xent(const float *logits, const int32_t *y, int B, int K, float *dlogits, float scale, int *correct);
 /* logsumexp of each row: out (B) */
-void   jem_logsumexp(const float *logits, int B, int K, float *out);
-void   jem_softmax(const float *logits, int B, int K, float *probs);
+void jem_logsumexp(const float *logits, int B, int K, float *out);
+void jem_softmax(const float *logits, int B, int K, float *probs);
 /* TRADES's robustness term (Zhang et al. 2019): the mean over the B rows of
  * KL(softmax(zc) || softmax(za)), computed in double, between the logits of
  * clean inputs zc (B, K) and of their adversarial versions za (B, K).
@@ -242,35 +242,35 @@ typedef enum { JEM_OPT_ADAM = 0, JEM_OPT_SGD } jem_opt_kind;
 typedef struct {
     jem_opt_kind kind;
     float lr;
-    float beta1, beta2, eps;     /* Adam */
-    float momentum;              /* SGD */
-    int   nesterov;              /* SGD */
-    float weight_decay;          /* L2 added to the gradient (PyTorch semantics) */
+    float beta1, beta2, eps; /* Adam */
+    float momentum;          /* SGD */
+    int nesterov;            /* SGD */
+    float weight_decay;      /* L2 added to the gradient (PyTorch semantics) */
 } jem_opt_cfg;
 
 typedef struct {
     jem_opt_cfg cfg;
-    size_t  n;
-    float  *m;      /* (n) first moment / momentum buffer */
-    float  *v;      /* (n) second moment (Adam) */
-    int64_t t;      /* steps taken */
+    size_t n;
+    float *m;  /* (n) first moment / momentum buffer */
+    float *v;  /* (n) second moment (Adam) */
+    int64_t t; /* steps taken */
 } jem_opt;
 
-void       jem_opt_defaults(jem_opt_cfg *c, jem_opt_kind kind);
+void jem_opt_defaults(jem_opt_cfg *c, jem_opt_kind kind);
 jem_status jem_opt_init(jem_opt *o, const jem_opt_cfg *c, size_t n);
-void       jem_opt_free(jem_opt *o);
+void jem_opt_free(jem_opt *o);
 /* One step with learning rate lr (schedules are the caller's). */
-void       jem_opt_step(jem_opt *o, float *params, const float *grads, float lr);
+void jem_opt_step(jem_opt *o, float *params, const float *grads, float lr);
 
 /* Learning rate schedule: linear warm-up, then x gamma at each milestone
  * (iterations), and optionally a cosine decay to zero over the budget. */
 typedef struct {
     float lr;
-    int   warmup;
-    int   n_milestones;
-    int   milestones[16];
+    int warmup;
+    int n_milestones;
+    int milestones[16];
     float gamma;
-    int   cosine;       /* multiply by (1 + cos(pi * frac)) / 2 */
+    int cosine; /* multiply by (1 + cos(pi * frac)) / 2 */
 } jem_sched;
 /* frac: the fraction of the training budget spent, in [0, 1] (used by the
  * cosine decay; pass 0 when unknown). */
@@ -279,13 +279,13 @@ float jem_sched_lr(const jem_sched *s, int64_t iter, double frac);
 /* -------------------------------------------------------------------- data */
 
 typedef struct {
-    int      n, c, h, w;
-    int      n_classes;
-    float   *x;          /* (N, C, H, W), pixels scaled to [-1, 1] */
-    int32_t *y;          /* (N) labels in [0, n_classes), -1 = unlabelled */
-    char     name[256];  /* where it came from (spec) */
-    char   **classes;    /* (n_classes) class names, or NULL when unknown */
-    char   **files;      /* (N) the file each image came from (png: folders,
+    int n, c, h, w;
+    int n_classes;
+    float *x;       /* (N, C, H, W), pixels scaled to [-1, 1] */
+    int32_t *y;     /* (N) labels in [0, n_classes), -1 = unlabelled */
+    char name[256]; /* where it came from (spec) */
+    char **classes; /* (n_classes) class names, or NULL when unknown */
+    char **files;   /* (N) the file each image came from (png: folders,
                             relative to ROOT), or NULL */
 } jem_dataset;
 
@@ -368,13 +368,13 @@ jem_status jem_dataset_check(const char *spec, int c, int h, int w);
  * these once, before opening sets (not while another thread opens one).
  * Opening fmnist:... or mnist:... with no folder set -> JEM_ERR_IO. */
 jem_status jem_data_set_dir(const char *name, const char *dir);
-const char *jem_data_dir(const char *name);   /* NULL when not set */
+const char *jem_data_dir(const char *name); /* NULL when not set */
 /* The class names the library knows for a spec's set (fmnist, mnist,
  * cifar10: by the spec's prefix), static strings; NULL otherwise. *n
  * (nullable) receives their number. */
 const char *const *jem_known_classes(const char *spec, int *n);
 /* Free x, y, the names and files, and zero *ds (NULL is fine). */
-void       jem_dataset_free(jem_dataset *ds);
+void jem_dataset_free(jem_dataset *ds);
 /* Make a data set fit a model's input (c = 1 or 3), in place: channels
  * converted (grey -> RGB by repetition, RGB -> grey by ITU-R BT.601 luma
  * 0.299 R + 0.587 G + 0.114 B); H and W must already match, else
@@ -386,8 +386,7 @@ jem_status jem_dataset_conform(jem_dataset *ds, int c, int h, int w);
  * the indices; both parts keep src's order. src is consumed: its buffers
  * move to train and *src is zeroed (train may be src itself). n_val = 0
  * gives an empty val (n 0, x and y NULL). On failure src is untouched. */
-jem_status jem_dataset_split(jem_dataset *src, int n_val, uint64_t seed,
-                             jem_dataset *train, jem_dataset *val);
+jem_status jem_dataset_split(jem_dataset *src, int n_val, uint64_t seed, jem_dataset *train, jem_dataset *val);
 /* Synthetic out-of-distribution sets of n images shaped (c, h, w), labels
  * -1, reproducible from the seed:
  *   "uniform"  every value U(-1, 1)
@@ -397,12 +396,11 @@ jem_status jem_dataset_split(jem_dataset *src, int n_val, uint64_t seed,
  *              (required; JEM's "Interp"); c = h = w = 0 takes base's shape,
  *              another shape -> JEM_ERR_SHAPE.
  * n_classes is 0, or base's for "interp". */
-jem_status jem_dataset_synthetic(const char *kind, int n, int c, int h, int w,
-                                 const jem_dataset *base, uint64_t seed,
+jem_status jem_dataset_synthetic(const char *kind, int n, int c, int h, int w, const jem_dataset *base, uint64_t seed,
                                  jem_dataset *ds);
 /* Keep the first n images (n < 0 or n >= ds->n: nothing changes; n = 0
  * frees the pixels). */
-void       jem_dataset_truncate(jem_dataset *ds, int n);
+void jem_dataset_truncate(jem_dataset *ds, int n);
 /* Keep the images whose label is in list (the LIST of the classes= spec:
  * "0-5", "0,2,4-6"), in order, in place; relabel != 0 renumbers the listed
  * classes 0, 1, ... (see jem_dataset_open for n_classes). On failure
@@ -437,14 +435,13 @@ jem_status jem_dataset_filter_classes(jem_dataset *ds, const char *list, int rel
  * (seed, kind, severity, i), so the result does not depend on threads.
  * A bad kind, severity or shape -> JEM_ERR_ARG. */
 #define JEM_CORRUPT_SEVERITIES 5
-int         jem_corrupt_count(void);
-const char *jem_corrupt_name(int kind);        /* NULL when out of range */
-int         jem_corrupt_find(const char *name); /* -1 when unknown */
+int jem_corrupt_count(void);
+const char *jem_corrupt_name(int kind); /* NULL when out of range */
+int jem_corrupt_find(const char *name); /* -1 when unknown */
 /* The parameter of the table above (the first one for defocus_blur); NaN
  * when kind or severity is out of range. */
-double      jem_corrupt_param(int kind, int severity);
-jem_status  jem_corrupt_apply(int kind, int severity, float *x, int n, int c, int h, int w,
-                              uint64_t seed);
+double jem_corrupt_param(int kind, int severity);
+jem_status jem_corrupt_apply(int kind, int severity, float *x, int n, int c, int h, int w, uint64_t seed);
 
 /* Training augmentation, applied in place to a batch x (B, C, H, W). Per
  * image, in batch order, random numbers are drawn in a fixed order so a seed
@@ -452,14 +449,13 @@ jem_status  jem_corrupt_apply(int kind, int severity, float *x, int n, int c, in
  * then the flip bit (jem_rng_below(2)), then one jem_rng_normal per value in
  * (C, H, W) order; a disabled step draws nothing. */
 typedef struct {
-    int   crop_pad;      /* P > 0: random crop of the image padded by P pixels
+    int crop_pad; /* P > 0: random crop of the image padded by P pixels
                             of -1 (black) on each side, i.e. a shift by up to
                             P pixels in each direction; 0 = off */
-    int   hflip;         /* random horizontal flip, probability 1/2 */
-    float noise;         /* Gaussian noise sigma added (not clipped); 0 = off */
+    int hflip;    /* random horizontal flip, probability 1/2 */
+    float noise;  /* Gaussian noise sigma added (not clipped); 0 = off */
 } jem_augment;
-void jem_augment_batch(const jem_augment *a, float *x, int B, int C, int H,
-                       int W, jem_rng *rng);
+void jem_augment_batch(const jem_augment *a, float *x, int B, int C, int H, int W, jem_rng *rng);
 
 /* ------------------------------------------------------------------ images */
 
@@ -475,14 +471,12 @@ void jem_augment_batch(const jem_augment *a, float *x, int B, int C, int H,
  * cols * cols >= n; at most n), images in row-major order, `pad` pixels of
  * mid-grey (128) around and between images, and in empty cells. A value v
  * becomes round((v + 1) * 127.5), clamped to [0, 255]; NaN becomes 0. */
-jem_status jem_png_write_grid(const char *path, const float *x, int n, int c,
-                              int h, int w, int cols, int pad);
+jem_status jem_png_write_grid(const char *path, const float *x, int n, int c, int h, int w, int cols, int pad);
 /* Write an 8-bit RGB image rgb (H, W, 3). */
 jem_status jem_png_write_rgb(const char *path, const uint8_t *rgb, int w, int h);
 /* The PNG file jem_png_write_rgb would write, in memory: *out (malloc'd, the
  * caller frees it; NULL on failure) holds *n bytes. */
-jem_status jem_png_encode_rgb(const uint8_t *rgb /* (H, W, 3) */, int w, int h, uint8_t **out,
-                              size_t *n);
+jem_status jem_png_encode_rgb(const uint8_t *rgb /* (H, W, 3) */, int w, int h, uint8_t **out, size_t *n);
 /* Read a PNG into (C, H, W) floats in [-1, 1] with C = want_c (1 or 3;
  * 0 = the file's own: palette, RGB and RGBA files are colour (3), grey and
  * grey + alpha files are 1). Any colour type and bit depth: palette and
@@ -492,8 +486,7 @@ jem_status jem_png_encode_rgb(const uint8_t *rgb /* (H, W, 3) */, int w, int h, 
  * grey is BT.601 luma. Gamma and colour profiles are ignored. c, h, w may be
  * NULL. Caller frees *out (NULL on failure). A malformed or truncated file ->
  * JEM_ERR_FORMAT naming it. */
-jem_status jem_png_read(const char *path, int want_c, float **out, int *c,
-                        int *h, int *w);
+jem_status jem_png_read(const char *path, int want_c, float **out, int *c, int *h, int *w);
 
 /* ------------------------------------------------------------- checkpoints */
 
@@ -504,8 +497,8 @@ jem_status jem_png_read(const char *path, int want_c, float **out, int *c,
 
 typedef enum { JEM_DT_F32 = 0, JEM_DT_F64, JEM_DT_I32, JEM_DT_I64, JEM_DT_U8 } jem_dtype;
 
-size_t      jem_dtype_size(jem_dtype dt);   /* bytes per element, 0 if unknown */
-const char *jem_dtype_name(jem_dtype dt);   /* "F32", "F64", "I32", "I64", "U8" */
+size_t jem_dtype_size(jem_dtype dt);      /* bytes per element, 0 if unknown */
+const char *jem_dtype_name(jem_dtype dt); /* "F32", "F64", "I32", "I64", "U8" */
 
 typedef struct jem_st jem_st; /* a safetensors file being written or read */
 
@@ -519,8 +512,7 @@ typedef struct jem_st jem_st; /* a safetensors file being written or read */
  * second call with the same key replaces the value. Bad arguments ->
  * JEM_ERR_ARG. jem_st_commit may be called more than once. */
 jem_status jem_st_new(jem_st **out);
-jem_status jem_st_add(jem_st *st, const char *name, jem_dtype dt, int ndim,
-                      const int64_t *shape, const void *data);
+jem_status jem_st_add(jem_st *st, const char *name, jem_dtype dt, int ndim, const int64_t *shape, const void *data);
 jem_status jem_st_meta(jem_st *st, const char *key, const char *value);
 jem_status jem_st_commit(jem_st *st, const char *path);
 /* Reading: the whole file is read into memory and validated before this
@@ -536,18 +528,17 @@ jem_status jem_st_open(const char *path, jem_st **out);
  * dtype, valid until jem_st_free) or NULL if there is none. dt, ndim and
  * shape (room for 8) are filled in when non-NULL. Works on a handle being
  * written too. */
-const void *jem_st_get(const jem_st *st, const char *name, jem_dtype *dt,
-                       int *ndim, int64_t *shape /* [8] */);
+const void *jem_st_get(const jem_st *st, const char *name, jem_dtype *dt, int *ndim, int64_t *shape /* [8] */);
 /* Metadata value for key, or NULL. Owned by st. */
 const char *jem_st_get_meta(const jem_st *st, const char *key);
 /* Metadata keys in file (or insertion) order: i in [0, jem_st_meta_count). */
-int         jem_st_meta_count(const jem_st *st);
+int jem_st_meta_count(const jem_st *st);
 const char *jem_st_meta_key(const jem_st *st, int i);
 /* Tensor names: in data order for a file read (the order a jem file was
  * written in), in insertion order for a file being written. */
-int         jem_st_count(const jem_st *st);
+int jem_st_count(const jem_st *st);
 const char *jem_st_name(const jem_st *st, int i);
-void        jem_st_free(jem_st *st);
+void jem_st_free(jem_st *st);
 
 /* Model checkpoint: architecture in metadata ("jem.arch"), weights by name. */
 jem_status jem_ckpt_save(const char *path, jem_net *net, const char *const *meta_kv);
@@ -581,14 +572,14 @@ jem_status jem_write_file_atomic(const char *path, const void *data, size_t n);
  * the link itself is replaced by a regular file. Ownership: path and tmp are
  * the struct's own copies, released by commit and abort. */
 typedef struct {
-    FILE *fp;    /* write here (binary mode) */
-    char *path;  /* target (owned copy) */
-    char *tmp;   /* temporary file beside it (owned) */
+    FILE *fp;   /* write here (binary mode) */
+    char *path; /* target (owned copy) */
+    char *tmp;  /* temporary file beside it (owned) */
 } jem_atomic;
 
 jem_status jem_atomic_open(jem_atomic *a, const char *path);
 jem_status jem_atomic_commit(jem_atomic *a);
-void       jem_atomic_abort(jem_atomic *a);
+void jem_atomic_abort(jem_atomic *a);
 
 /* Read a whole file; caller frees *out, which is NUL-terminated (so text can
  * be used as a string; *n excludes the NUL, n may be NULL). Refuses files
@@ -599,44 +590,41 @@ jem_status jem_read_file(const char *path, size_t max_bytes, char **out, size_t 
  * *len characters (len nullable), 4 * ceil(n / 3) of them. */
 jem_status jem_base64_encode(const void *data, size_t n, char **out, size_t *len);
 
-
 /* ---------------------------------------------------------- energy models */
 
 /* An energy model seen by the samplers: for a batch x (B, D) it fills
  * logp (B) with log p~(x) = -E(x) (or -E(x, y[b]) when y is non-NULL and
  * y[b] >= 0) and grad (B, D) with its gradient w.r.t. x. The network's energy
  * is jem_net_energy; tests plug in analytic energies. */
-typedef jem_status (*jem_energy_fn)(void *ctx, const float *x, int B,
-                                    const int32_t *y, float *logp, float *grad);
+typedef jem_status (*jem_energy_fn)(void *ctx, const float *x, int B, const int32_t *y, float *logp, float *grad);
 
 /* The network as an energy model: log p~(x) = logsumexp_y f(x)[y],
  * log p~(x, y) = f(x)[y]. Gradients from the input backward only (no
  * parameter gradients). ctx is the jem_net. */
-jem_status jem_net_energy(void *net, const float *x, int B, const int32_t *y,
-                          float *logp, float *grad);
+jem_status jem_net_energy(void *net, const float *x, int B, const int32_t *y, float *logp, float *grad);
 
 typedef struct {
-    int   steps;        /* K */
-    float step_size;    /* alpha: x += alpha * grad log p~(x) */
-    float noise;        /* sigma: + sigma * N(0, I) */
-    int   clamp;        /* clamp x to [lo, hi] after each step */
+    int steps;       /* K */
+    float step_size; /* alpha: x += alpha * grad log p~(x) */
+    float noise;     /* sigma: + sigma * N(0, I) */
+    int clamp;       /* clamp x to [lo, hi] after each step */
     float lo, hi;
-    float max_step;     /* clip each pixel's drift alpha*grad to +-max_step (0: off) */
-    int   mala;         /* Metropolis-adjusted: accept/reject each proposal */
-    float temperature;  /* MALA target p~(x)^(1/T) */
-    int   final_logp;   /* SGLD: one more forward to report log p~ at the end */
+    float max_step;    /* clip each pixel's drift alpha*grad to +-max_step (0: off) */
+    int mala;          /* Metropolis-adjusted: accept/reject each proposal */
+    float temperature; /* MALA target p~(x)^(1/T) */
+    int final_logp;    /* SGLD: one more forward to report log p~ at the end */
     /* nullable: called before each step and once at the end with (steps
      * done, steps), e.g. to draw a progress bar; it must not call jem. */
     void (*progress)(void *ud, int done, int total);
-    void  *progress_ud;
-    double *trace;      /* (steps, B) nullable: log p~ of each chain at the
+    void *progress_ud;
+    double *trace; /* (steps, B) nullable: log p~ of each chain at the
                          * start of each step (the states after 0 .. steps-1
                          * steps), for chain diagnostics */
 } jem_sgld_cfg;
 
 typedef struct {
-    double grad_norm;   /* mean ||grad log p~|| per chain over all steps */
-    double accept;      /* MALA acceptance rate (1 for SGLD) */
+    double grad_norm;            /* mean ||grad log p~|| per chain over all steps */
+    double accept;               /* MALA acceptance rate (1 for SGLD) */
     double logp_start, logp_end; /* mean log p~ before and after (SGLD: after
                                   * only with final_logp, else the last step's) */
 } jem_sgld_stats;
@@ -646,59 +634,53 @@ void jem_sgld_defaults(jem_sgld_cfg *c);
  * pixels with mask != 0 move (inpainting). Noise for chain b at step k comes
  * from the stream (seed, counter, b, k), so results do not depend on the
  * thread count. */
-jem_status jem_sgld_run(jem_energy_fn f, void *ctx, float *x, int B, int D,
-                        const int32_t *y, const float *mask,
-                        const jem_sgld_cfg *cfg, uint64_t seed,
-                        uint64_t counter, jem_sgld_stats *st);
+jem_status jem_sgld_run(jem_energy_fn f, void *ctx, float *x, int B, int D, const int32_t *y, const float *mask,
+                        const jem_sgld_cfg *cfg, uint64_t seed, uint64_t counter, jem_sgld_stats *st);
 
 /* Persistent replay buffer of SGLD chains. */
 typedef enum { JEM_INIT_UNIFORM = 0, JEM_INIT_INFORMATIVE } jem_init_kind;
 
 typedef struct {
-    int      n, c, h, w;     /* n images of (C, H, W) */
-    int      n_classes;
-    float   *x;              /* (n, C, H, W) */
-    int32_t *y;              /* (n) class of each slot (per-class partitions) */
-    int      per_class;      /* draws for class k come from slots with y == k */
+    int n, c, h, w; /* n images of (C, H, W) */
+    int n_classes;
+    float *x;      /* (n, C, H, W) */
+    int32_t *y;    /* (n) class of each slot (per-class partitions) */
+    int per_class; /* draws for class k come from slots with y == k */
     jem_init_kind init;
-    float    reinit;         /* probability a drawn chain restarts */
-    int      full_cov;       /* informative init: full covariance (else diagonal) */
+    float reinit;                   /* probability a drawn chain restarts */
+    int full_cov;                   /* informative init: full covariance (else diagonal) */
     struct jem_buffer_prior *prior; /* the fitted init (private; NULL until jem_buffer_fit) */
-    int      lo, hi;         /* draws come from slots [lo, hi) (a rank's slice;
+    int lo, hi;                     /* draws come from slots [lo, hi) (a rank's slice;
                                 0 and n after jem_buffer_create) */
-    int64_t *age;            /* (n) iterations since each slot's chain was last
+    int64_t *age;                   /* (n) iterations since each slot's chain was last
                                 (re)initialised, counted by jem_buffer_tick; -1:
                                 not known (a buffer restored without ages) */
 } jem_buffer;
 
-jem_status jem_buffer_create(jem_buffer *b, int n, int c, int h, int w,
-                             int n_classes, jem_init_kind init, float reinit,
+jem_status jem_buffer_create(jem_buffer *b, int n, int c, int h, int w, int n_classes, jem_init_kind init, float reinit,
                              int per_class);
-void       jem_buffer_free(jem_buffer *b);
+void jem_buffer_free(jem_buffer *b);
 /* Fit the informative init (per-class mean and variance, and the Cholesky
  * factor of the covariance when full_cov) to labelled data. */
 jem_status jem_buffer_fit(jem_buffer *b, const jem_dataset *ds, int full_cov);
 /* Fill every slot with a fresh draw from the init distribution (every age 0). */
-void       jem_buffer_reset(jem_buffer *b, jem_rng *rng);
+void jem_buffer_reset(jem_buffer *b, jem_rng *rng);
 /* One fresh image from the init distribution for class k (k < 0: a random
  * class), x (D). */
-void       jem_buffer_init_one(const jem_buffer *b, int k, float *x, jem_rng *rng);
+void jem_buffer_init_one(const jem_buffer *b, int k, float *x, jem_rng *rng);
 /* Draw B chains: x (B, D) copied from random slots (class y[i] when y is
  * non-NULL and the buffer is per-class), each restarted with probability
  * reinit; idx (B) receives the slots; ycls (nullable, B) the slot classes;
  * age (nullable, B) each chain's age: 0 when restarted, else its slot's.
  * Returns the number restarted. */
-int        jem_buffer_draw(jem_buffer *b, int B, const int32_t *y, float *x,
-                           int32_t *idx, int32_t *ycls, int64_t *age,
-                           jem_rng *rng);
+int jem_buffer_draw(jem_buffer *b, int B, const int32_t *y, float *x, int32_t *idx, int32_t *ycls, int64_t *age,
+                    jem_rng *rng);
 /* Put B chains back into their slots idx (B) with their ages (nullable, B:
  * as jem_buffer_draw gave them; NULL leaves the slots' ages). A slot drawn
  * twice keeps the last chain stored, and that chain's age. */
-void       jem_buffer_store(jem_buffer *b, const float *x, const int32_t *idx,
-                            const int64_t *age, int B);
+void jem_buffer_store(jem_buffer *b, const float *x, const int32_t *idx, const int64_t *age, int B);
 /* One iteration more on the known ages of the slots [lo, hi). */
-void       jem_buffer_tick(jem_buffer *b);
-
+void jem_buffer_tick(jem_buffer *b);
 
 /* -------------------------------------------------------------------- HMC */
 
@@ -726,31 +708,31 @@ void       jem_buffer_tick(jem_buffer *b);
  * then one uniform per iteration), so the chains do not depend on the
  * thread count, and after warm-up (or with warmup 0) not on each other. */
 typedef struct {
-    int   steps;          /* iterations after warm-up */
-    int   warmup;         /* iterations adapting the step size (0: eps fixed) */
-    int   leapfrog;       /* L >= 1 */
-    float step_size;      /* eps, the start value when adapting */
-    float target_accept;  /* in (0, 1): 0.65 suits HMC, 0.57 MALA */
-    float temperature;    /* target p~(x)^(1/T) */
-    int   bounded;        /* reflect at the walls of [lo, hi]^D */
+    int steps;           /* iterations after warm-up */
+    int warmup;          /* iterations adapting the step size (0: eps fixed) */
+    int leapfrog;        /* L >= 1 */
+    float step_size;     /* eps, the start value when adapting */
+    float target_accept; /* in (0, 1): 0.65 suits HMC, 0.57 MALA */
+    float temperature;   /* target p~(x)^(1/T) */
+    int bounded;         /* reflect at the walls of [lo, hi]^D */
     float lo, hi;
     /* nullable: called after each iteration with (iterations done,
      * warmup + steps), e.g. to draw a progress bar; it must not call jem */
     void (*progress)(void *ud, int done, int total);
-    void  *progress_ud;
+    void *progress_ud;
 } jem_hmc_cfg;
 
 typedef struct {
-    double accept;        /* mean acceptance probability over chains and iterations after warm-up */
-    double accept_rate;   /* fraction of those proposals taken */
-    double dh_mean;       /* mean energy error dH (finite, <= 1000) */
-    double dh_abs;        /* mean |dH| */
-    double dh_max;        /* largest |dH| */
-    long   divergent;     /* proposals with dH > 1000 or not finite */
-    double step_size;     /* eps after warm-up */
-    double warmup_accept; /* mean acceptance probability during warm-up */
+    double accept;               /* mean acceptance probability over chains and iterations after warm-up */
+    double accept_rate;          /* fraction of those proposals taken */
+    double dh_mean;              /* mean energy error dH (finite, <= 1000) */
+    double dh_abs;               /* mean |dH| */
+    double dh_max;               /* largest |dH| */
+    long divergent;              /* proposals with dH > 1000 or not finite */
+    double step_size;            /* eps after warm-up */
+    double warmup_accept;        /* mean acceptance probability during warm-up */
     double logp_start, logp_end; /* mean log p~ before and after */
-    long   grad_evals;    /* energy evaluations per chain: 1 + L (warmup + steps) */
+    long grad_evals;             /* energy evaluations per chain: 1 + L (warmup + steps) */
 } jem_hmc_stats;
 
 /* steps 100, warmup 100, leapfrog 10, step_size 0.01, target 0.65,
@@ -762,10 +744,9 @@ void jem_hmc_defaults(jem_hmc_cfg *c);
  * cfg->step_size) and, on return, the step size after warm-up, so a later
  * call can go on with it (warmup 0). trace (nullable, (warmup + steps, B)):
  * log p~ of every chain after every iteration. st nullable. */
-jem_status jem_hmc_run(jem_energy_fn f, void *ctx, float *x, int B, int D,
-                       const int32_t *y, const float *mask,
-                       const jem_hmc_cfg *cfg, uint64_t seed, uint64_t counter,
-                       float *eps, double *trace, jem_hmc_stats *st);
+jem_status jem_hmc_run(jem_energy_fn f, void *ctx, float *x, int B, int D, const int32_t *y, const float *mask,
+                       const jem_hmc_cfg *cfg, uint64_t seed, uint64_t counter, float *eps, double *trace,
+                       jem_hmc_stats *st);
 
 /* ----------------------------------------------------- composed energies */
 
@@ -789,18 +770,18 @@ jem_status jem_hmc_run(jem_energy_fn f, void *ctx, float *x, int B, int D,
 #define JEM_COMPOSE_NAME 32
 
 typedef struct {
-    char   model[JEM_COMPOSE_NAME];  /* model name */
-    int    cls;                      /* class, or -1: unconditional */
-    double weight;                   /* finite, non-zero */
+    char model[JEM_COMPOSE_NAME]; /* model name */
+    int cls;                      /* class, or -1: unconditional */
+    double weight;                /* finite, non-zero */
 } jem_term;
 
 typedef struct {
-    int      n_terms;
+    int n_terms;
     jem_term terms[JEM_COMPOSE_MAX];
     /* filled by jem_compose_bind: */
-    int      n_models;
-    jem_net *nets[JEM_COMPOSE_MAX];        /* borrowed, not freed here */
-    int      term_model[JEM_COMPOSE_MAX];  /* index into nets per term */
+    int n_models;
+    jem_net *nets[JEM_COMPOSE_MAX];  /* borrowed, not freed here */
+    int term_model[JEM_COMPOSE_MAX]; /* index into nets per term */
 } jem_compose;
 
 /* Parse the text form; JEM_ERR_ARG naming the term and what is wrong.
@@ -808,23 +789,21 @@ typedef struct {
 jem_status jem_compose_parse(const char *spec, jem_compose *c);
 /* The canonical text form (parses back to the same terms); returns the
  * length it needs, like snprintf. */
-int        jem_compose_format(const jem_compose *c, char *buf, size_t n);
+int jem_compose_format(const jem_compose *c, char *buf, size_t n);
 /* Attach networks: model names[i] is nets[i] (n <= JEM_COMPOSE_MAX). Every
  * term's model must be named, its class below that model's class count,
  * and every model used must share one input shape; else JEM_ERR_ARG or
  * JEM_ERR_SHAPE. Models named but unused are left out. */
-jem_status jem_compose_bind(jem_compose *c, int n, const char *const *names,
-                            jem_net *const *nets);
+jem_status jem_compose_bind(jem_compose *c, int n, const char *const *names, jem_net *const *nets);
 /* The composed energy as a jem_energy_fn (ctx: a bound jem_compose): one
  * forward and one input backward per model used. y must be NULL or all
  * negative (the classes are in the terms), else JEM_ERR_ARG. */
-jem_status jem_compose_energy(void *ctx, const float *x, int B, const int32_t *y,
-                              float *logp, float *grad);
+jem_status jem_compose_energy(void *ctx, const float *x, int B, const int32_t *y, float *logp, float *grad);
 
 /* Models by name: "name=PATH { , name=PATH }" (names as above, paths up to
  * 1023 bytes without ','; spaces around names allowed, not in paths). */
 typedef struct {
-    int  n;
+    int n;
     char name[JEM_COMPOSE_MAX][JEM_COMPOSE_NAME];
     char path[JEM_COMPOSE_MAX][1024];
 } jem_model_list;
@@ -854,17 +833,16 @@ jem_status jem_model_list_parse(const char *spec, jem_model_list *l);
  *     the ESS of the indicators x <= q05 and x <= q95 (split chains).
  * A draw that is not finite, or a constant input, gives NaN figures. */
 typedef struct {
-    double rhat;        /* max(rhat_bulk, rhat_folded) */
+    double rhat; /* max(rhat_bulk, rhat_folded) */
     double rhat_bulk, rhat_folded;
-    double rhat_basic;  /* split R-hat on the raw draws */
+    double rhat_basic; /* split R-hat on the raw draws */
     double ess_bulk, ess_tail;
-    double ess_basic;   /* ESS of the raw split chains */
-    double mean, sd;    /* of all draws */
+    double ess_basic; /* ESS of the raw split chains */
+    double mean, sd;  /* of all draws */
 } jem_chain_diag;
 
 /* N >= 4, M >= 1; JEM_ERR_ARG otherwise, JEM_ERR_NOMEM. */
-jem_status jem_chain_diag_compute(const double *x /* (N, M) */, int N, int M,
-                                  jem_chain_diag *out);
+jem_status jem_chain_diag_compute(const double *x /* (N, M) */, int N, int M, jem_chain_diag *out);
 /* The pieces, on chains as given (no splitting): R-hat and ESS of
  * x (N, M), N >= 2 (R-hat needs M >= 2: NaN otherwise). */
 double jem_rhat(const double *x /* (N, M) */, int N, int M);
@@ -890,12 +868,12 @@ typedef enum { JEM_BASE_UNIFORM = 0, JEM_BASE_GAUSS } jem_base_kind;
 
 typedef struct {
     jem_base_kind kind;
-    int          D, K;
-    const float *mu;      /* (K, D) borrowed */
-    const float *sd;      /* (K, D) borrowed */
-    float        sd_min;
-    int          bounded;
-    float        lo, hi;
+    int D, K;
+    const float *mu; /* (K, D) borrowed */
+    const float *sd; /* (K, D) borrowed */
+    float sd_min;
+    int bounded;
+    float lo, hi;
 } jem_base;
 
 /* A Gaussian base from the replay buffer's fitted informative init
@@ -905,10 +883,9 @@ typedef struct {
 jem_status jem_base_from_buffer(jem_base *q, const jem_buffer *b, float sd_min);
 /* log q(x) of a batch x (B, D) and (nullable) its gradient. JEM_ERR_ARG
  * for a malformed base. Points outside a bounded base's box get -inf. */
-jem_status jem_base_logpdf(const jem_base *q, const float *x, int B,
-                           double *logq /* (B) */, float *grad /* (B, D) */);
+jem_status jem_base_logpdf(const jem_base *q, const float *x, int B, double *logq /* (B) */, float *grad /* (B, D) */);
 /* One exact draw x (D) from the base. */
-void       jem_base_sample(const jem_base *q, float *x, jem_rng *rng);
+void jem_base_sample(const jem_base *q, float *x, jem_rng *rng);
 
 /* Annealed importance sampling (Neal 2001) of Z = integral of p~(x) (over
  * the box when the base is bounded) on the geometric path
@@ -932,43 +909,42 @@ void       jem_base_sample(const jem_base *q, float *x, jem_rng *rng);
 typedef enum { JEM_AIS_SIGMOID = 0, JEM_AIS_LINEAR } jem_ais_schedule;
 
 typedef struct {
-    int      chains;        /* independent runs (weights) */
-    int      T;             /* intermediate distributions */
+    int chains; /* independent runs (weights) */
+    int T;      /* intermediate distributions */
     jem_ais_schedule schedule;
-    double   delta;         /* sigmoid steepness */
-    int      leapfrog;      /* L of the transitions (1: MALA) */
-    int      steps_per;     /* transitions per distribution */
-    float    step_size;     /* eps (the pilot's start) */
-    float    target_accept; /* the pilot's target */
-    int      pilot_chains;  /* 0: no pilot, eps fixed */
+    double delta;        /* sigmoid steepness */
+    int leapfrog;        /* L of the transitions (1: MALA) */
+    int steps_per;       /* transitions per distribution */
+    float step_size;     /* eps (the pilot's start) */
+    float target_accept; /* the pilot's target */
+    int pilot_chains;    /* 0: no pilot, eps fixed */
     uint64_t seed;
-    int      batch;         /* chains evaluated together (0: all) */
+    int batch; /* chains evaluated together (0: all) */
     /* nullable: called now and then with (work done, work in all), e.g.
      * to draw a progress bar; it must not call jem */
-    void   (*progress)(void *ud, int done, int total);
-    void    *progress_ud;
-    volatile int *stop;     /* nullable; non-zero stops with JEM_ERR_INTERRUPTED */
+    void (*progress)(void *ud, int done, int total);
+    void *progress_ud;
+    volatile int *stop; /* nullable; non-zero stops with JEM_ERR_INTERRUPTED */
 } jem_ais_cfg;
 
 typedef struct {
-    double logz;          /* log-mean-exp of the log weights */
-    double logz_se;       /* delta-method standard error of logz */
-    double ess;           /* effective sample size of the weights: (sum w)^2 / sum w^2 */
+    double logz;    /* log-mean-exp of the log weights */
+    double logz_se; /* delta-method standard error of logz */
+    double ess;     /* effective sample size of the weights: (sum w)^2 / sum w^2 */
     double logw_mean, logw_sd;
-    double accept;        /* mean acceptance probability of the main run */
+    double accept;             /* mean acceptance probability of the main run */
     double step_min, step_max; /* range of the step sizes used */
-    int    T, chains;
-    long   grad_evals;    /* energy evaluations (images, with gradient), pilot included */
+    int T, chains;
+    long grad_evals; /* energy evaluations (images, with gradient), pilot included */
 } jem_ais_result;
 
 /* chains 32, T 1000, sigmoid with delta 4, leapfrog 5, steps_per 1,
  * step_size 0.01, target 0.65, pilot_chains 8, seed 1, batch 0 */
-void       jem_ais_defaults(jem_ais_cfg *c);
+void jem_ais_defaults(jem_ais_cfg *c);
 /* Run AIS on f (called with y = NULL) from the base q. logw (nullable,
  * (chains)) receives the log weights, x (nullable, (chains, D)) the final
  * states (approximate draws from p~). */
-jem_status jem_ais_run(jem_energy_fn f, void *ctx, const jem_base *q,
-                       const jem_ais_cfg *cfg, double *logw, float *x,
+jem_status jem_ais_run(jem_energy_fn f, void *ctx, const jem_base *q, const jem_ais_cfg *cfg, double *logw, float *x,
                        jem_ais_result *res);
 /* The schedule beta_0 .. beta_T (T + 1 values). */
 jem_status jem_ais_betas(const jem_ais_cfg *cfg, double *beta /* (T + 1) */);
@@ -980,7 +956,6 @@ jem_status jem_ais_betas(const jem_ais_cfg *cfg, double *beta /* (T + 1) */);
  * (hi - lo) / 2^bits): -(logp + D log((hi - lo) / 2^bits)) / (D ln 2); on
  * [-1, 1] with 8 bits this adds 7 to the continuous figure. */
 double jem_bits_per_dim(double logp, int D, int bits, double lo, double hi);
-
 
 /* ---------------------------------------------------------------- training */
 
@@ -1001,50 +976,50 @@ typedef enum { JEM_ADV_NONE = 0, JEM_ADV_PGD, JEM_ADV_TRADES } jem_adv_kind;
 
 typedef struct {
     jem_adv_kind kind;
-    int    norm;         /* 0: L-inf, 2: L2 */
-    double eps;          /* radius in the model's input units ([-1, 1] pixels: twice
+    int norm;         /* 0: L-inf, 2: L2 */
+    double eps;       /* radius in the model's input units ([-1, 1] pixels: twice
                             the [0, 1]-scale radius) */
-    double step;         /* PGD step size as a fraction of the current radius */
-    int    steps;        /* PGD steps per training iteration */
-    int    random_start; /* start PGD at a random point of the ball */
-    int    ramp;         /* the radius grows linearly, eps (i + 1) / ramp at
+    double step;      /* PGD step size as a fraction of the current radius */
+    int steps;        /* PGD steps per training iteration */
+    int random_start; /* start PGD at a random point of the ball */
+    int ramp;         /* the radius grows linearly, eps (i + 1) / ramp at
                             iteration i, over the first ramp iterations (0: eps
                             throughout) */
-    float  beta;         /* TRADES: weight of the KL term */
+    float beta;       /* TRADES: weight of the KL term */
 } jem_adv_cfg;
 
 typedef struct {
-    int64_t iter;          /* iterations done */
-    int64_t iter_total;    /* the budget in iterations, or an estimate (0: unknown) */
-    int     epoch;
-    double  elapsed;       /* seconds in this run */
-    double  eta;           /* seconds left (estimate; < 0: unknown) */
-    double  loss, ce, acc; /* running means over the last log group */
-    double  e_data, e_sample, grad_norm, buf_mean, buf_std;
-    double  img_per_s, lr;
-    double  val_acc;       /* < 0 when not evaluated at this point */
-    double  adv_acc;       /* adversarial training: accuracy on the batches'
+    int64_t iter;       /* iterations done */
+    int64_t iter_total; /* the budget in iterations, or an estimate (0: unknown) */
+    int epoch;
+    double elapsed;       /* seconds in this run */
+    double eta;           /* seconds left (estimate; < 0: unknown) */
+    double loss, ce, acc; /* running means over the last log group */
+    double e_data, e_sample, grad_norm, buf_mean, buf_std;
+    double img_per_s, lr;
+    double val_acc;  /* < 0 when not evaluated at this point */
+    double adv_acc;  /* adversarial training: accuracy on the batches'
                               adversarial examples (running mean; acc is the
                               clean batches') */
-    double  adv_eps;       /* adversarial training: the current radius on the
+    double adv_eps;  /* adversarial training: the current radius on the
                               [0, 1] pixel scale (half the model's units) */
-    int     event;         /* JEM_EV_* */
-    const char *msg;       /* for events (rollbacks, checkpoints) */
+    int event;       /* JEM_EV_* */
+    const char *msg; /* for events (rollbacks, checkpoints) */
 } jem_progress;
 
 enum { JEM_EV_ITER = 0, JEM_EV_EPOCH, JEM_EV_ROLLBACK, JEM_EV_CKPT, JEM_EV_DONE };
 
 typedef struct {
-    jem_mode    mode;
-    int         batch;          /* labelled images per iteration (64) */
-    int         epochs;         /* budgets: 0 = none; training stops at the first reached */
-    double      minutes;
-    int64_t     iters;
+    jem_mode mode;
+    int batch;  /* labelled images per iteration (64) */
+    int epochs; /* budgets: 0 = none; training stops at the first reached */
+    double minutes;
+    int64_t iters;
     jem_opt_cfg opt;
-    jem_sched   sched;          /* lr, warm-up, milestones (iterations), gamma */
-    jem_augment aug;            /* augmentation of the cross-entropy rows; in JEM
+    jem_sched sched;          /* lr, warm-up, milestones (iterations), gamma */
+    jem_augment aug;          /* augmentation of the cross-entropy rows; in JEM
                                    mode with crop or flip see px_rows */
-    int         px_rows;        /* JEM mode, when aug crops or flips: the data side
+    int px_rows;              /* JEM mode, when aug crops or flips: the data side
                                    of the generative terms (E(x_data) in the p(x)
                                    and p(x|y) terms and the l2 penalty) takes this
                                    many extra rows, clean copies of the batch's
@@ -1053,15 +1028,15 @@ typedef struct {
                                    -1: no extra rows, the augmented batch rows
                                    themselves (JEM's original). Without crop and
                                    flip the data side is always the batch rows. */
-    float       ema;            /* moving average of the weights, decay in [0, 1)
+    float ema;                /* moving average of the weights, decay in [0, 1)
                                    (0: off); see jem_train */
-    float       w_y, w_x, w_xy, l2;   /* loss weights */
-    jem_adv_cfg adv;            /* adversarial training of the cross-entropy
+    float w_y, w_x, w_xy, l2; /* loss weights */
+    jem_adv_cfg adv;          /* adversarial training of the cross-entropy
                                    branch (kind JEM_ADV_NONE: off); see jem_train */
-    int         gen_warmup;     /* the generative weights (w_x, w_xy, l2) ramp up linearly over this many iterations (0: off) */
-    jem_sampler sampler;        /* the chains' sampler (SGLD) */
-    jem_sgld_cfg sgld;          /* sampler SGLD: steps (K), step size, noise, mala, clamp */
-    jem_hmc_cfg hmc;            /* sampler HMC: hmc.steps iterations of hmc.leapfrog
+    int gen_warmup; /* the generative weights (w_x, w_xy, l2) ramp up linearly over this many iterations (0: off) */
+    jem_sampler sampler; /* the chains' sampler (SGLD) */
+    jem_sgld_cfg sgld;   /* sampler SGLD: steps (K), step size, noise, mala, clamp */
+    jem_hmc_cfg hmc;     /* sampler HMC: hmc.steps iterations of hmc.leapfrog
                                    leapfrog steps per training iteration, at
                                    hmc.temperature, reflecting at the walls of
                                    [-1, 1] when sgld.clamp (hmc.warmup, bounded,
@@ -1072,28 +1047,28 @@ typedef struct {
                                    acceptance averaged over the iteration's
                                    chains (and ranks); target_accept 0 keeps it
                                    fixed. It is part of the training state. */
-    int         buffer_size;    /* replay buffer (10000) */
-    float       reinit;         /* 0.05 */
+    int buffer_size;     /* replay buffer (10000) */
+    float reinit;        /* 0.05 */
     jem_init_kind init;
-    int         full_cov;       /* informative init with full covariance */
-    int         n_samples;      /* chains per iteration (= batch when 0) */
-    float       div_threshold;  /* |loss| or |energy| above this counts as divergence */
-    int         max_retries;    /* rollbacks before giving up */
-    float       retry_lr_factor;/* lr multiplier after each rollback */
-    int         snapshot_every; /* iterations between in-memory good states */
-    int         labels_per_class; /* semi-supervised: 0 = every label used */
-    uint64_t    seed;
-    const char *ckpt_path;      /* NULL: no checkpoints */
-    int         ckpt_every;     /* iterations (0: at each epoch and at the end) */
-    const char *log_path;       /* JSON lines, NULL: none */
-    int         log_every;      /* iterations per log group (default 20) */
-    const char *sample_path;    /* PNG grid of buffer samples, NULL: none */
-    int         sample_every;
-    int         eval_every;     /* validation every N iterations (0: per epoch) */
-    const char *const *meta;    /* extra checkpoint metadata, key/value, NULL-terminated */
-    void      (*progress)(void *ud, const jem_progress *p);
-    void       *ud;
-    volatile int *stop;         /* set non-zero (e.g. from a signal handler) to stop cleanly */
+    int full_cov;          /* informative init with full covariance */
+    int n_samples;         /* chains per iteration (= batch when 0) */
+    float div_threshold;   /* |loss| or |energy| above this counts as divergence */
+    int max_retries;       /* rollbacks before giving up */
+    float retry_lr_factor; /* lr multiplier after each rollback */
+    int snapshot_every;    /* iterations between in-memory good states */
+    int labels_per_class;  /* semi-supervised: 0 = every label used */
+    uint64_t seed;
+    const char *ckpt_path;   /* NULL: no checkpoints */
+    int ckpt_every;          /* iterations (0: at each epoch and at the end) */
+    const char *log_path;    /* JSON lines, NULL: none */
+    int log_every;           /* iterations per log group (default 20) */
+    const char *sample_path; /* PNG grid of buffer samples, NULL: none */
+    int sample_every;
+    int eval_every;          /* validation every N iterations (0: per epoch) */
+    const char *const *meta; /* extra checkpoint metadata, key/value, NULL-terminated */
+    void (*progress)(void *ud, const jem_progress *p);
+    void *ud;
+    volatile int *stop; /* set non-zero (e.g. from a signal handler) to stop cleanly */
 } jem_train_cfg;
 
 void jem_train_defaults(jem_train_cfg *c, jem_mode mode);
@@ -1114,8 +1089,7 @@ void jem_train_defaults(jem_train_cfg *c, jem_mode mode);
  * "_train.params" starts the average at its weights; resuming without
  * cfg->ema from one with it continues the trained weights and drops the
  * average. Rollbacks restore the average with the weights. */
-jem_status jem_train(jem_net *net, const jem_dataset *train,
-                     const jem_dataset *val, const jem_train_cfg *cfg,
+jem_status jem_train(jem_net *net, const jem_dataset *train, const jem_dataset *val, const jem_train_cfg *cfg,
                      const char *resume_path);
 /*
  * Adversarial training (cfg->adv.kind): each iteration crafts adversarial
@@ -1144,8 +1118,7 @@ jem_status jem_train(jem_net *net, const jem_dataset *train,
 jem_status jem_train_test_blowup(jem_net *net, const jem_dataset *train, const jem_dataset *val,
                                  const jem_train_cfg *cfg, const char *resume_path, int64_t blowup_at);
 /* Accuracy of net on a data set (top-1), and mean NLL (nullable). */
-jem_status jem_evaluate(jem_net *net, const jem_dataset *ds, double *acc,
-                        double *nll);
+jem_status jem_evaluate(jem_net *net, const jem_dataset *ds, double *acc, double *nll);
 
 #ifdef __cplusplus
 }
@@ -1155,9 +1128,9 @@ jem_status jem_evaluate(jem_net *net, const jem_dataset *ds, double *acc,
 #endif
 
 /* The rest of the public API, one header per area. */
-#include "jem/eval.h"   /* metrics, calibration, OOD scores, attacks, plots */
-#include "jem/ood.h"    /* OOD detectors on features (Mahalanobis, kNN, ODIN), thresholds */
-#include "jem/json.h"   /* JSON writer and parser */
-#include "jem/bench.h"  /* timings of the convolution kernels */
+#include "jem/eval.h"  /* metrics, calibration, OOD scores, attacks, plots */
+#include "jem/ood.h"   /* OOD detectors on features (Mahalanobis, kNN, ODIN), thresholds */
+#include "jem/json.h"  /* JSON writer and parser */
+#include "jem/bench.h" /* timings of the convolution kernels */
 
 #endif /* JEM_H */

@@ -11,7 +11,11 @@
 #include <math.h>
 
 /* f(x) = W x + b, K = 2 */
-typedef struct { int D; float w[2][16]; float b[2]; } linear;
+typedef struct {
+    int D;
+    float w[2][16];
+    float b[2];
+} linear;
 
 static jem_status lin_logits(void *ctx, const float *x, int B, float *logits)
 {
@@ -27,15 +31,19 @@ static jem_status lin_logits(void *ctx, const float *x, int B, float *logits)
 
 static jem_status lin_grad(void *ctx, const float *x, int B, const float *dl, float *dx, uint64_t seed)
 {
-    (void)x; (void)seed;
+    (void)x;
+    (void)seed;
     const linear *m = ctx;
     for (int i = 0; i < B; i++)
-        for (int d = 0; d < m->D; d++)
-            dx[(size_t)i * m->D + d] = dl[i * 2] * m->w[0][d] + dl[i * 2 + 1] * m->w[1][d];
+        for (int d = 0; d < m->D; d++) dx[(size_t)i * m->D + d] = dl[i * 2] * m->w[0][d] + dl[i * 2 + 1] * m->w[1][d];
     return JEM_OK;
 }
 
-typedef struct { int calls; int64_t last, total; int monotone; } prog_rec;
+typedef struct {
+    int calls;
+    int64_t last, total;
+    int monotone;
+} prog_rec;
 
 static void on_progress(void *ud, int64_t done, int64_t total)
 {
@@ -54,7 +62,8 @@ static void check_linear(int norm)
     jem_rng_seed(&r, 5, (uint64_t)norm);
     for (int k = 0; k < 2; k++)
         for (int d = 0; d < 16; d++) m.w[k][d] = 2 * jem_rng_uniform(&r) - 1;
-    m.b[0] = 0.1f; m.b[1] = -0.1f;
+    m.b[0] = 0.1f;
+    m.b[1] = -0.1f;
     jem_classifier c = {.logits = lin_logits, .grad = lin_grad, .ctx = &m, .D = 16, .K = 2};
     /* the margin of class y over the other shrinks by at most eps * ||w_y - w_o||_dual */
     double dn = 0;
@@ -76,22 +85,29 @@ static void check_linear(int norm)
         lin_logits(&m, x + i * 16, 1, l);
         y[i] = jem_rng_uniform(&r) < 0.9 ? (l[0] >= l[1] ? 0 : 1) : (l[0] >= l[1] ? 1 : 0);
     }
-    jem_attack_cfg ac = {.norm = norm, .eps = eps, .step = eps / 4, .steps = 20, .restarts = 1, .random_start = 1,
-                         .fgsm = 0, .seed = 3};
+    jem_attack_cfg ac = {
+        .norm = norm, .eps = eps, .step = eps / 4, .steps = 20, .restarts = 1, .random_start = 1, .fgsm = 0, .seed = 3};
     ASSERT_OK(jem_attack_run(&c, x, y, n, &ac, robust, NULL));
     for (int i = 0; i < n; i++) {
         float l[2];
         lin_logits(&m, x + i * 16, 1, l);
         double margin = y[i] == 0 ? l[0] - l[1] : l[1] - l[0];
-        if (margin <= 0) { wrong_clean++; agree += robust[i] == 0; continue; }
+        if (margin <= 0) {
+            wrong_clean++;
+            agree += robust[i] == 0;
+            continue;
+        }
         double after = margin - eps * dn;
-        if (fabs(after) < 1e-3) { agree++; continue; } /* on the boundary: either answer */
+        if (fabs(after) < 1e-3) {
+            agree++;
+            continue;
+        } /* on the boundary: either answer */
         int expect = after > 0;
         predicted += !expect;
         agree += robust[i] == expect;
     }
-    ASSERT_MSG(agree == n, "%s: PGD agrees with the closed form on %d of %d (%d should break)",
-               norm ? "L2" : "L-inf", agree, n, predicted);
+    ASSERT_MSG(agree == n, "%s: PGD agrees with the closed form on %d of %d (%d should break)", norm ? "L2" : "L-inf",
+               agree, n, predicted);
     ASSERT(predicted > 20 && predicted < n - 20); /* the test exercises both outcomes */
     ASSERT(wrong_clean > 0);
     /* FGSM is exact for a linear model under L-inf */
@@ -161,7 +177,8 @@ static jem_net *random_net(jem_rng *r, float *x, int32_t *y, float *lg, int n)
     ASSERT_OK(jem_net_predict(net, x, n, lg));
     for (int i = 0; i < n; i++) {
         int am = 0;
-        for (int k = 1; k < 4; k++) if (lg[i * 4 + k] > lg[i * 4 + am]) am = k;
+        for (int k = 1; k < 4; k++)
+            if (lg[i * 4 + k] > lg[i * 4 + am]) am = k;
         y[i] = am;
     }
     return net;
@@ -179,13 +196,14 @@ static void check_network(void)
     jem_classifier c;
     jem_classifier_net(&c, net);
     uint8_t rob[64];
-    jem_attack_cfg ac = {.norm = 0, .eps = 0, .step = 0, .steps = 10, .restarts = 1, .random_start = 1, .fgsm = 0,
-                         .seed = 1};
+    jem_attack_cfg ac = {
+        .norm = 0, .eps = 0, .step = 0, .steps = 10, .restarts = 1, .random_start = 1, .fgsm = 0, .seed = 1};
     ASSERT_OK(jem_attack_run(&c, x, y, n, &ac, rob, NULL));
     int k0 = 0;
     for (int i = 0; i < n; i++) k0 += rob[i];
     ASSERT_EQ_INT(k0, n);
-    ac.eps = 1.0; ac.step = 0.25;
+    ac.eps = 1.0;
+    ac.step = 0.25;
     ASSERT_OK(jem_attack_run(&c, x, y, n, &ac, rob, NULL));
     int k1 = 0;
     for (int i = 0; i < n; i++) k1 += rob[i];
@@ -269,14 +287,19 @@ static void check_forward_backward(void)
     jem_classifier_net(&fb.in, net);
     ASSERT(fb.in.forward && fb.in.backward);
     lgr.in = fb.in;
-    jem_classifier cf = {.logits = cnt_logits, .grad = cnt_grad, .ctx = &fb, .D = D, .K = 4, .forward = cnt_forward,
+    jem_classifier cf = {.logits = cnt_logits,
+                         .grad = cnt_grad,
+                         .ctx = &fb,
+                         .D = D,
+                         .K = 4,
+                         .forward = cnt_forward,
                          .backward = cnt_backward};
     jem_classifier cg = {.logits = cnt_logits, .grad = cnt_grad, .ctx = &lgr, .D = D, .K = 4};
     uint8_t rob1[N], rob2[N];
     for (int norm = 0; norm <= 2; norm += 2) {
         const double eps = norm ? 0.8 : 0.08;
-        jem_attack_cfg ac = {.norm = norm, .eps = eps, .step = eps / 4, .steps = 7, .restarts = 2,
-                             .random_start = 1, .seed = 3};
+        jem_attack_cfg ac = {
+            .norm = norm, .eps = eps, .step = eps / 4, .steps = 7, .restarts = 2, .random_start = 1, .seed = 3};
         memset(&fb.logits, 0, 4 * sizeof(int));
         memset(&lgr.logits, 0, 4 * sizeof(int));
         ASSERT_OK(jem_attack_run(&cf, x, y, N, &ac, rob1, adv1));
@@ -295,13 +318,12 @@ static void check_forward_backward(void)
         ASSERT_EQ_INT(lgr.grad, 2 * 2 * 7);
         ASSERT_EQ_INT(lgr.logits, 2 * (1 + 2 * 7 * 2));
         for (int loss = JEM_APGD_CE; loss <= JEM_APGD_DLR_T; loss += JEM_APGD_DLR_T - JEM_APGD_CE) {
-            jem_apgd_cfg gc = {.norm = norm, .eps = eps, .steps = 9, .restarts = 1, .loss = loss, .targets = 2,
-                               .seed = 5};
+            jem_apgd_cfg gc = {
+                .norm = norm, .eps = eps, .steps = 9, .restarts = 1, .loss = loss, .targets = 2, .seed = 5};
             memset(&fb.logits, 0, 4 * sizeof(int));
             ASSERT_OK(jem_apgd_run(&cf, x, y, N, &gc, rob1, adv1));
             ASSERT_OK(jem_apgd_run(&cg, x, y, N, &gc, rob2, adv2));
-            ASSERT_MSG(!memcmp(rob1, rob2, N) && !memcmp(adv1, adv2, sizeof adv1), "APGD loss %d norm %d", loss,
-                       norm);
+            ASSERT_MSG(!memcmp(rob1, rob2, N) && !memcmp(adv1, adv2, sizeof adv1), "APGD loss %d norm %d", loss, norm);
             ASSERT_MSG(fb.grad == 0 && fb.forward > 0 && fb.forward == fb.backward, "APGD: %d grad, %d forward",
                        fb.grad, fb.forward);
         }
@@ -336,7 +358,6 @@ static void check_bad_labels(void)
     y[2] = 1;
     ASSERT_OK(jem_attack_run(&c, x, y, 4, &ac, robust, NULL));
 }
-
 
 /* ---- K-class linear models: f(x) = W x + b, images 1 x 4 x 4 */
 

@@ -30,13 +30,15 @@ static void write_gz(const char *path, const void *data, size_t n)
 
 static size_t put_be32(uint8_t *p, uint32_t v)
 {
-    p[0] = (uint8_t)(v >> 24); p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
     return 4;
 }
 
 /* Build an IDX file image in buf: magic, dims, data (+ extra bytes). */
-static size_t make_idx(uint8_t *buf, uint32_t magic, const uint32_t *dims, int nd,
-                       const uint8_t *data, size_t n)
+static size_t make_idx(uint8_t *buf, uint32_t magic, const uint32_t *dims, int nd, const uint8_t *data, size_t n)
 {
     size_t k = put_be32(buf, magic);
     for (int d = 0; d < nd; d++) k += put_be32(buf + k, dims[d]);
@@ -45,22 +47,23 @@ static size_t make_idx(uint8_t *buf, uint32_t magic, const uint32_t *dims, int n
 }
 
 /* A small valid pair: 3 images 2x3, labels {0, 4, 2}, at PREFIX-... */
-static const uint8_t small_px[18] = { 0, 255, 128, 1, 2, 3, 10, 20, 30, 40, 50, 60,
-                                      255, 254, 253, 252, 251, 0 };
-static const uint8_t small_lab[3] = { 0, 4, 2 };
+static const uint8_t small_px[18] = {0, 255, 128, 1, 2, 3, 10, 20, 30, 40, 50, 60, 255, 254, 253, 252, 251, 0};
+static const uint8_t small_lab[3] = {0, 4, 2};
 
 static void write_small_pair(const char *prefix, int gz, int bad_label)
 {
     uint8_t buf[256];
     char p[512];
-    uint32_t di[3] = { 3, 2, 3 }, dl[1] = { 3 };
-    uint8_t lab[3] = { small_lab[0], small_lab[1], (uint8_t)(bad_label ? 10 : small_lab[2]) };
+    uint32_t di[3] = {3, 2, 3}, dl[1] = {3};
+    uint8_t lab[3] = {small_lab[0], small_lab[1], (uint8_t)(bad_label ? 10 : small_lab[2])};
     size_t n = make_idx(buf, 0x803, di, 3, small_px, 18);
     snprintf(p, sizeof p, "%s-images-idx3-ubyte%s", prefix, gz ? ".gz" : "");
-    if (gz) write_gz(p, buf, n); else write_bytes(p, buf, n);
+    if (gz) write_gz(p, buf, n);
+    else write_bytes(p, buf, n);
     n = make_idx(buf, 0x801, dl, 1, lab, 3);
     snprintf(p, sizeof p, "%s-labels-idx1-ubyte%s", prefix, gz ? ".gz" : "");
-    if (gz) write_gz(p, buf, n); else write_bytes(p, buf, n);
+    if (gz) write_gz(p, buf, n);
+    else write_bytes(p, buf, n);
 }
 
 static void check_small(const jem_dataset *ds, int n_classes)
@@ -81,9 +84,9 @@ static void check_small(const jem_dataset *ds, int n_classes)
 /* ------------------------------------------------------------- real sets */
 
 typedef struct {
-    char   name[32];
-    long   n, h, w, label_sum, last_label;
-    int    first[10];
+    char name[32];
+    long n, h, w, label_sum, last_label;
+    int first[10];
     double first_sum, last_sum, all_sum;
 } idx_stats;
 
@@ -96,9 +99,8 @@ static int read_stats(const char *want, idx_stats *s)
     while (fgets(line, sizeof line, f)) {
         if (line[0] == '#') continue;
         char labels[64];
-        if (sscanf(line, "%31s %ld %ld %ld %63s %ld %ld %lf %lf %lf", s->name, &s->n, &s->h, &s->w,
-                   labels, &s->label_sum, &s->last_label, &s->first_sum, &s->last_sum,
-                   &s->all_sum) != 10)
+        if (sscanf(line, "%31s %ld %ld %ld %63s %ld %ld %lf %lf %lf", s->name, &s->n, &s->h, &s->w, labels,
+                   &s->label_sum, &s->last_label, &s->first_sum, &s->last_sum, &s->all_sum) != 10)
             continue;
         if (strcmp(s->name, want)) continue;
         char *save = NULL, *t = strtok_r(labels, ",", &save);
@@ -126,9 +128,12 @@ static void check_real(const char *spec, int balanced)
     ASSERT(strcmp(ds.name, spec) == 0);
     for (int i = 0; i < 10; i++) ASSERT_EQ_INT(ds.y[i], s.first[i]);
     ASSERT_EQ_INT(ds.y[ds.n - 1], s.last_label);
-    long count[10] = { 0 }, lsum = 0, out = 0;
+    long count[10] = {0}, lsum = 0, out = 0;
     for (int i = 0; i < ds.n; i++) {
-        if (ds.y[i] < 0 || ds.y[i] > 9) { out++; continue; }
+        if (ds.y[i] < 0 || ds.y[i] > 9) {
+            out++;
+            continue;
+        }
         count[ds.y[i]]++;
         lsum += ds.y[i];
     }
@@ -215,7 +220,7 @@ static void test_idx(void)
     jem_dataset ds;
     char spec[1024];
     uint8_t buf[4096];
-    uint32_t di[3] = { 3, 2, 3 }, dl[1] = { 3 };
+    uint32_t di[3] = {3, 2, 3}, dl[1] = {3};
 
     /* plain by prefix; n_classes = max label + 1 */
     write_small_pair(t_path("plain"), 0, 0);
@@ -231,20 +236,19 @@ static void test_idx(void)
     ASSERT_OK(jem_dataset_open(spec, &ds));
     check_small(&ds, 5);
     jem_dataset_free(&ds);
-    snprintf(spec, sizeof spec, "idx:%s,%s", t_path("gz-images-idx3-ubyte.gz"),
-             t_path("plain-labels-idx1-ubyte"));
+    snprintf(spec, sizeof spec, "idx:%s,%s", t_path("gz-images-idx3-ubyte.gz"), t_path("plain-labels-idx1-ubyte"));
     ASSERT_OK(jem_dataset_open(spec, &ds));
     check_small(&ds, 5);
     jem_dataset_free(&ds);
 
     const char *lab = t_path("plain-labels-idx1-ubyte");
     const char *img = t_path("bad-images");
-#define OPEN_BAD(want, ...)                                                    \
-    do {                                                                       \
-        snprintf(spec, sizeof spec, "idx:%s,%s", img, lab);                    \
-        ASSERT_ERR(jem_dataset_open(spec, &ds), want);                         \
-        ASSERT_STR_CONTAINS(jem_last_error(), __VA_ARGS__);                    \
-        ASSERT(ds.x == NULL && ds.y == NULL && ds.n == 0);                     \
+#define OPEN_BAD(want, ...)                                 \
+    do {                                                    \
+        snprintf(spec, sizeof spec, "idx:%s,%s", img, lab); \
+        ASSERT_ERR(jem_dataset_open(spec, &ds), want);      \
+        ASSERT_STR_CONTAINS(jem_last_error(), __VA_ARGS__); \
+        ASSERT(ds.x == NULL && ds.y == NULL && ds.n == 0);  \
     } while (0)
 
     /* truncated: one pixel byte short */
@@ -271,13 +275,13 @@ static void test_idx(void)
     write_bytes(img, buf, make_idx(buf, 0x801, dl, 1, small_lab, 3));
     OPEN_BAD(JEM_ERR_FORMAT, "bad-images: bad magic 0x00000801");
     /* zero and absurd dimensions: refused before allocating */
-    uint32_t dz[3] = { 3, 0, 3 }, dbig[3] = { 100000, 1000, 1000 };
+    uint32_t dz[3] = {3, 0, 3}, dbig[3] = {100000, 1000, 1000};
     write_bytes(img, buf, make_idx(buf, 0x803, dz, 3, small_px, 0));
     OPEN_BAD(JEM_ERR_FORMAT, "bad-images: dimension 1 is 0");
     write_bytes(img, buf, make_idx(buf, 0x803, dbig, 3, small_px, 18));
     OPEN_BAD(JEM_ERR_FORMAT, "bad-images: header declares more than");
     /* count mismatch: 2 images, 3 labels */
-    uint32_t d2[3] = { 2, 3, 3 };
+    uint32_t d2[3] = {2, 3, 3};
     write_bytes(img, buf, make_idx(buf, 0x803, d2, 3, small_px, 18));
     OPEN_BAD(JEM_ERR_FORMAT, "3 labels, but");
     ASSERT_STR_CONTAINS(jem_last_error(), "plain-labels-idx1-ubyte");
@@ -291,7 +295,7 @@ static void test_idx(void)
     /* gzip: truncated stream and corrupt stream */
     img = t_path("cut.gz");
     uint8_t big[4096];
-    uint32_t dbg[3] = { 3, 20, 20 };
+    uint32_t dbg[3] = {3, 20, 20};
     for (int i = 0; i < 2000; i++) big[i] = (uint8_t)(i * 7 + (i >> 3));
     n = make_idx(buf, 0x803, dbg, 3, big, 1200);
     write_gz(img, buf, n);
@@ -324,7 +328,7 @@ static void test_idx_multimember(void)
     const uint32_t n = t_quick() ? 5000000 : 20000000; /* 1x1 images */
     uint8_t *b = malloc(n + 16);
     for (uint32_t i = 0; i < n; i++) b[16 + i] = (uint8_t)(i % 251);
-    uint32_t d[3] = { n, 1, 1 };
+    uint32_t d[3] = {n, 1, 1};
     put_be32(b, 0x803);
     for (int k = 0; k < 3; k++) put_be32(b + 4 + 4 * k, d[k]);
     const char *img = t_path("mm-images.gz"), *lab = t_path("mm-labels");
@@ -332,8 +336,7 @@ static void test_idx_multimember(void)
     gzFile g = gzopen(img, "wb");
     ASSERT(g && gzwrite(g, b, (unsigned)half) == (int)half && gzclose(g) == Z_OK);
     g = gzopen(img, "ab");
-    ASSERT(g && gzwrite(g, b + half, (unsigned)(n + 16 - half)) == (int)(n + 16 - half) &&
-           gzclose(g) == Z_OK);
+    ASSERT(g && gzwrite(g, b + half, (unsigned)(n + 16 - half)) == (int)(n + 16 - half) && gzclose(g) == Z_OK);
     for (uint32_t i = 0; i < n; i++) b[8 + i] = (uint8_t)(i % 7);
     put_be32(b, 0x801);
     put_be32(b + 4, n);
@@ -376,8 +379,7 @@ static void write_cifar(const char *path, int nrec, int nlab, int first_label, i
 static void check_cifar_px(const jem_dataset *ds, int i, int r)
 {
     int bad = 0;
-    for (int k = 0; k < 3072; k++)
-        bad += ds->x[(size_t)i * 3072 + k] != (float)((uint8_t)(k + 3 * r) / 255.0 * 2 - 1);
+    for (int k = 0; k < 3072; k++) bad += ds->x[(size_t)i * 3072 + k] != (float)((uint8_t)(k + 3 * r) / 255.0 * 2 - 1);
     ASSERT_EQ_INT(bad, 0);
 }
 
@@ -399,7 +401,10 @@ static void test_cifar(void)
     ASSERT_EQ_INT(ds.w, 32);
     ASSERT_EQ_INT(ds.n_classes, 10);
     for (int i = 0; i < ds.n && ds.n == 10; i++) ASSERT_EQ_INT(ds.y[i], i);
-    if (ds.n == 10) { check_cifar_px(&ds, 0, 0); check_cifar_px(&ds, 9, 1); }
+    if (ds.n == 10) {
+        check_cifar_px(&ds, 0, 0);
+        check_cifar_px(&ds, 9, 1);
+    }
     ASSERT(ds.classes && !strcmp(ds.classes[0], "airplane") && !strcmp(ds.classes[9], "truck"));
     jem_dataset_free(&ds);
     /* names from the archive's batches.meta.txt when it is there */
@@ -413,7 +418,10 @@ static void test_cifar(void)
     snprintf(spec, sizeof spec, "cifar10:%s:test", t_path("c10"));
     ASSERT_OK(jem_dataset_open(spec, &ds));
     ASSERT_EQ_INT(ds.n, 3);
-    if (ds.n == 3) { ASSERT_EQ_INT(ds.y[2], 9); check_cifar_px(&ds, 2, 2); }
+    if (ds.n == 3) {
+        ASSERT_EQ_INT(ds.y[2], 9);
+        check_cifar_px(&ds, 2, 2);
+    }
     jem_dataset_free(&ds);
     /* the folder the archive unpacks into */
     mkdir(t_path("c10up"), 0755);
@@ -449,7 +457,10 @@ static void test_cifar(void)
     ASSERT_OK(jem_dataset_open(spec, &ds));
     ASSERT_EQ_INT(ds.n, 4);
     ASSERT_EQ_INT(ds.n_classes, 100);
-    if (ds.n == 4) { ASSERT_EQ_INT(ds.y[3], 99); check_cifar_px(&ds, 3, 3); }
+    if (ds.n == 4) {
+        ASSERT_EQ_INT(ds.y[3], 99);
+        check_cifar_px(&ds, 3, 3);
+    }
     jem_dataset_free(&ds);
     snprintf(spec, sizeof spec, "cifar100:%s:test", t_path("c100"));
     ASSERT_OK(jem_dataset_open(spec, &ds));
@@ -470,23 +481,25 @@ static void test_cifar(void)
 static void test_specs(void)
 {
     jem_dataset ds;
-    static const struct { const char *spec, *msg; } bad[] = {
-        { "foo:bar", "foo:bar: unknown data set spec" },
-        { "fmnist", "want fmnist:train or fmnist:test" },
-        { "fmnist:valid", "want fmnist:train or fmnist:test" },
-        { "mnist:", "want mnist:train or mnist:test" },
-        { "idx:", "want idx:PREFIX" },
-        { "idx:a,", "want idx:IMAGES,LABELS" },
-        { "png:", "want png:ROOT" },
-        { "cifar10:", "want cifar10:DIR" },
-        { "cifar100::test", "want cifar100:DIR" },
-        { "noise:uniform:100", "needs an image shape" },
-        { "noise:pink:10:1x2x2", "unknown noise kind" },
-        { "noise:uniform:10:1x2x", "cannot parse '1x2x'" },
-        { "noise:uniform:0:1x2x2", "0 images: N must be 1 to" },
-        { "noise:uniform:10:1x2x2:seed=x", "cannot parse 'seed=x'" },
-        { "interp:", "want interp:SPEC" },
-        { "interp:bogus:3", "bogus: unknown data set spec" },
+    static const struct {
+        const char *spec, *msg;
+    } bad[] = {
+        {"foo:bar", "foo:bar: unknown data set spec"},
+        {"fmnist", "want fmnist:train or fmnist:test"},
+        {"fmnist:valid", "want fmnist:train or fmnist:test"},
+        {"mnist:", "want mnist:train or mnist:test"},
+        {"idx:", "want idx:PREFIX"},
+        {"idx:a,", "want idx:IMAGES,LABELS"},
+        {"png:", "want png:ROOT"},
+        {"cifar10:", "want cifar10:DIR"},
+        {"cifar100::test", "want cifar100:DIR"},
+        {"noise:uniform:100", "needs an image shape"},
+        {"noise:pink:10:1x2x2", "unknown noise kind"},
+        {"noise:uniform:10:1x2x", "cannot parse '1x2x'"},
+        {"noise:uniform:0:1x2x2", "0 images: N must be 1 to"},
+        {"noise:uniform:10:1x2x2:seed=x", "cannot parse 'seed=x'"},
+        {"interp:", "want interp:SPEC"},
+        {"interp:bogus:3", "bogus: unknown data set spec"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         ASSERT_ERR(jem_dataset_open(bad[i].spec, &ds), JEM_ERR_ARG);
@@ -507,8 +520,7 @@ static void test_specs(void)
     ASSERT(strstr(jem_last_error(), "1x28x28") == NULL);
     ASSERT_ERR(jem_dataset_open_as("noise:uniform:3:1x4x4", 1, 28, 28, &ds), JEM_ERR_SHAPE);
     ASSERT_ERR(jem_dataset_check("png:/nonexistent/jem", 0, 0, 0), JEM_ERR_IO);
-    ASSERT_ERR(jem_dataset_open("interp:interp:interp:interp:interp:interp:noise:uniform:4:1x2x2", &ds),
-               JEM_ERR_ARG);
+    ASSERT_ERR(jem_dataset_open("interp:interp:interp:interp:interp:interp:noise:uniform:4:1x2x2", &ds), JEM_ERR_ARG);
     ASSERT_STR_CONTAINS(jem_last_error(), "nested too deeply");
     ASSERT_ERR(jem_dataset_open("png:/nonexistent/jem", &ds), JEM_ERR_IO);
     ASSERT_STR_CONTAINS(jem_last_error(), "/nonexistent/jem");
@@ -656,7 +668,7 @@ static void test_split(void)
     ASSERT_EQ_INT(va.w, 4);
     ASSERT_EQ_INT(va.n_classes, 100);
     ASSERT_STR_CONTAINS(va.name, "indexed");
-    int seen[100] = { 0 }, order = 1, match = 1;
+    int seen[100] = {0}, order = 1, match = 1;
     for (int i = 0; i < tr.n; i++) {
         seen[tr.y[i]]++;
         match &= tr.x[(size_t)i * 24] == (float)tr.y[i];
@@ -719,8 +731,7 @@ static void test_conform(void)
     int bad = 0;
     for (int i = 0; i < 7; i++)
         for (int k = 0; k < 3; k++)
-            for (size_t p = 0; p < hw; p++)
-                bad += ds.x[(size_t)i * 3 * hw + k * hw + p] != orig[i * hw + p];
+            for (size_t p = 0; p < hw; p++) bad += ds.x[(size_t)i * 3 * hw + k * hw + p] != orig[i * hw + p];
     ASSERT_EQ_INT(bad, 0);
     ASSERT_OK(jem_dataset_conform(&ds, 1, 5, 6));
     ASSERT_EQ_INT(ds.c, 1);
@@ -731,9 +742,9 @@ static void test_conform(void)
     /* RGB -> grey is BT.601 luma */
     ASSERT_OK(jem_dataset_conform(&ds, 3, 5, 6));
     for (size_t p = 0; p < hw; p++) {
-        ds.x[p] = 1.0f;              /* R */
-        ds.x[hw + p] = -1.0f;        /* G */
-        ds.x[2 * hw + p] = 0.5f;     /* B */
+        ds.x[p] = 1.0f;          /* R */
+        ds.x[hw + p] = -1.0f;    /* G */
+        ds.x[2 * hw + p] = 0.5f; /* B */
     }
     ASSERT_OK(jem_dataset_conform(&ds, 1, 5, 6));
     ASSERT_NEAR(ds.x[0], 0.299 - 0.587 + 0.114 * 0.5, 1e-6);
@@ -767,14 +778,13 @@ static void test_augment(void)
 {
     enum { B = 64, C = 3, H = 7, W = 6 };
     size_t chw = C * H * W, N = B * chw;
-    float *x0 = malloc(sizeof(float) * N), *x1 = malloc(sizeof(float) * N),
-          *x2 = malloc(sizeof(float) * N);
+    float *x0 = malloc(sizeof(float) * N), *x1 = malloc(sizeof(float) * N), *x2 = malloc(sizeof(float) * N);
     jem_rng r;
     jem_rng_seed(&r, 11, 0);
     for (size_t p = 0; p < N; p++) x0[p] = jem_rng_uniform(&r) * 1.8f - 0.9f; /* never -1 */
 
     /* everything off: identity, no draws */
-    jem_augment off = { 0, 0, 0.0f };
+    jem_augment off = {0, 0, 0.0f};
     memcpy(x1, x0, sizeof(float) * N);
     jem_rng_seed(&r, 1, 0);
     jem_rng r_before = r;
@@ -783,7 +793,7 @@ static void test_augment(void)
     ASSERT(memcmp(&r, &r_before, sizeof r) == 0);
 
     /* determinism */
-    jem_augment all = { 2, 1, 0.05f };
+    jem_augment all = {2, 1, 0.05f};
     memcpy(x1, x0, sizeof(float) * N);
     memcpy(x2, x0, sizeof(float) * N);
     jem_rng_seed(&r, 42, 3);
@@ -797,7 +807,7 @@ static void test_augment(void)
     ASSERT(memcmp(x1, x2, sizeof(float) * N) != 0);
 
     /* flip only: each image unchanged or mirrored; twice with one seed = identity */
-    jem_augment flip = { 0, 1, 0.0f };
+    jem_augment flip = {0, 1, 0.0f};
     memcpy(x1, x0, sizeof(float) * N);
     jem_rng_seed(&r, 5, 0);
     jem_augment_batch(&flip, x1, B, C, H, W, &r);
@@ -820,7 +830,7 @@ static void test_augment(void)
 
     /* crop only: image b is x0 shifted by the documented draws, -1 outside */
     const int P = 2;
-    jem_augment crop = { P, 0, 0.0f };
+    jem_augment crop = {P, 0, 0.0f};
     memcpy(x1, x0, sizeof(float) * N);
     jem_rng_seed(&r, 8, 1);
     jem_rng ref = r;
@@ -848,18 +858,21 @@ static void test_augment(void)
     /* noise: mean 0, std sigma */
     enum { NB = 200 };
     float *z = calloc((size_t)NB * chw, sizeof(float));
-    jem_augment noise = { 0, 0, 0.1f };
+    jem_augment noise = {0, 0, 0.1f};
     jem_rng_seed(&r, 9, 0);
     jem_augment_batch(&noise, z, NB, C, H, W, &r);
     double s = 0, s2 = 0;
     size_t M = (size_t)NB * chw;
-    for (size_t p = 0; p < M; p++) { s += z[p]; s2 += (double)z[p] * z[p]; }
+    for (size_t p = 0; p < M; p++) {
+        s += z[p];
+        s2 += (double)z[p] * z[p];
+    }
     ASSERT_NEAR(s / M, 0, 0.002);
     ASSERT_NEAR(sqrt(s2 / M), 0.1, 0.002);
     free(z);
 
     /* huge padding: nothing survives but -1 */
-    jem_augment huge = { 1000, 0, 0.0f };
+    jem_augment huge = {1000, 0, 0.0f};
     memcpy(x1, x0, sizeof(float) * chw);
     jem_rng_seed(&r, 1, 0);
     jem_augment_batch(&huge, x1, 1, C, H, W, &r);

@@ -24,7 +24,7 @@ static void test_write_replace(void)
     ASSERT(file_is(p, "first"));
     ASSERT_OK(jem_write_file_atomic(p, "second version", 14));
     ASSERT(file_is(p, "second version"));
-    ASSERT_OK(jem_write_file_atomic(p, NULL, 0));          /* empty file */
+    ASSERT_OK(jem_write_file_atomic(p, NULL, 0)); /* empty file */
     ASSERT(file_is(p, ""));
     ASSERT_EQ_INT(t_count_temps(NULL), 0);
 
@@ -54,15 +54,15 @@ static void test_helper_commit_abort(void)
     ASSERT_EQ_INT(t_count_temps(NULL), 1);
     ASSERT(fputs("half-written new contents", a.fp) >= 0);
     fflush(a.fp);
-    ASSERT(file_is(p, "old contents"));                      /* not visible yet */
+    ASSERT(file_is(p, "old contents")); /* not visible yet */
     jem_atomic_abort(&a);
     ASSERT(a.fp == NULL && a.tmp == NULL && a.path == NULL);
-    jem_atomic_abort(&a);                                    /* second abort: no-op */
+    jem_atomic_abort(&a); /* second abort: no-op */
     ASSERT(file_is(p, "old contents"));
     ASSERT_EQ_INT(t_count_temps(NULL), 0);
 
     /* a zero-initialised struct can be aborted */
-    jem_atomic z = { 0 };
+    jem_atomic z = {0};
     jem_atomic_abort(&z);
     jem_atomic_abort(NULL);
     ASSERT_ERR(jem_atomic_commit(&z), JEM_ERR_ARG);
@@ -158,7 +158,10 @@ static void test_read(void)
     /* binary data of 1 MB, exact bytes and a terminating NUL */
     size_t big = 1u << 20;
     unsigned char *data = malloc(big);
-    if (!data) { ASSERT(0); return; }
+    if (!data) {
+        ASSERT(0);
+        return;
+    }
     jem_rng r;
     jem_rng_seed(&r, 3, 0);
     for (size_t i = 0; i < big; i++) data[i] = (unsigned char)jem_rng_u64(&r);
@@ -203,8 +206,7 @@ static void test_base64(void)
         char *s = NULL;
         size_t n = 99;
         ASSERT_OK(jem_base64_encode(plain[i], strlen(plain[i]), &s, &n));
-        ASSERT_MSG(s && !strcmp(s, coded[i]), "base64('%s') = '%s', want '%s'", plain[i], s ? s : "(null)",
-                   coded[i]);
+        ASSERT_MSG(s && !strcmp(s, coded[i]), "base64('%s') = '%s', want '%s'", plain[i], s ? s : "(null)", coded[i]);
         ASSERT_EQ_INT((int)n, (int)strlen(coded[i]));
         free(s);
     }

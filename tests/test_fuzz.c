@@ -50,11 +50,13 @@
 
 typedef int (*harness_fn)(const uint8_t *, size_t);
 
-static const struct { const char *name; harness_fn fn; } targets[] = {
-    {"idx", fuzz_idx}, {"cifar", fuzz_cifar}, {"png", fuzz_png}, {"pngdir", fuzz_pngdir},
-    {"ckpt", fuzz_ckpt}, {"arch", fuzz_arch}, {"cli", fuzz_cli}, {"cmd", fuzz_cmd}, {"json", fuzz_json},
-    {"spec", fuzz_spec},
-    {"compose", fuzz_compose},
+static const struct {
+    const char *name;
+    harness_fn fn;
+} targets[] = {
+    {"idx", fuzz_idx},   {"cifar", fuzz_cifar}, {"png", fuzz_png},         {"pngdir", fuzz_pngdir},
+    {"ckpt", fuzz_ckpt}, {"arch", fuzz_arch},   {"cli", fuzz_cli},         {"cmd", fuzz_cmd},
+    {"json", fuzz_json}, {"spec", fuzz_spec},   {"compose", fuzz_compose},
 };
 
 static uint64_t mix_state;
@@ -67,8 +69,7 @@ static uint64_t mix(void) /* splitmix64: a fixed sequence, so runs repeat */
 }
 
 /* Run fn on data and on n_mut mutations of it; count acceptances. */
-static void replay(harness_fn fn, const uint8_t *data, size_t n, int n_mut,
-                   long *seed_ok, long *mut_ok, long *mut_runs)
+static void replay(harness_fn fn, const uint8_t *data, size_t n, int n_mut, long *seed_ok, long *mut_ok, long *mut_runs)
 {
     long before = fuzz_accepted;
     fn(data, n);
@@ -80,18 +81,18 @@ static void replay(harness_fn fn, const uint8_t *data, size_t n, int n_mut,
         size_t len = n;
         memcpy(m, data, n);
         int op = (int)(mix() % 5);
-        if (op == 0 || n == 0) {                 /* truncate */
+        if (op == 0 || n == 0) { /* truncate */
             len = n ? (size_t)(mix() % n) : 0;
-        } else if (op == 1) {                    /* flip 1-4 bits */
+        } else if (op == 1) { /* flip 1-4 bits */
             for (int b = 1 + (int)(mix() % 4); b > 0; b--) m[mix() % n] ^= (uint8_t)(1u << (mix() % 8));
-        } else if (op == 2) {                    /* boundary bytes */
+        } else if (op == 2) { /* boundary bytes */
             for (int b = 1 + (int)(mix() % 4); b > 0; b--) m[mix() % n] = special[mix() % sizeof special];
-        } else if (op == 3) {                    /* insert up to 16 bytes */
+        } else if (op == 3) { /* insert up to 16 bytes */
             size_t at = mix() % (n + 1), k2 = 1 + mix() % 16;
             memmove(m + at + k2, m + at, n - at);
             for (size_t i = 0; i < k2; i++) m[at + i] = (uint8_t)mix();
             len = n + k2;
-        } else {                                 /* delete up to 16 bytes */
+        } else { /* delete up to 16 bytes */
             size_t at = mix() % n, k2 = 1 + mix() % 16;
             if (k2 > n - at) k2 = n - at;
             memmove(m + at, m + at + k2, n - at - k2);
@@ -107,7 +108,9 @@ static void replay(harness_fn fn, const uint8_t *data, size_t n, int n_mut,
 
 static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
 {
-    (void)sb; (void)flag; (void)ftw;
+    (void)sb;
+    (void)flag;
+    (void)ftw;
     return remove(p);
 }
 
@@ -135,7 +138,10 @@ int main(void)
                 snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
                 char *buf = NULL;
                 size_t n = 0;
-                if (jem_read_file(path, 1 << 24, &buf, &n) != JEM_OK) { ASSERT_MSG(0, "cannot read %s", path); continue; }
+                if (jem_read_file(path, 1 << 24, &buf, &n) != JEM_OK) {
+                    ASSERT_MSG(0, "cannot read %s", path);
+                    continue;
+                }
                 long ok0 = seed_ok;
                 replay(targets[t].fn, (const uint8_t *)buf, n, n_mut, &seed_ok, &mut_ok, &mut_runs);
                 if (kd == 0) seeds++;
@@ -144,8 +150,8 @@ int main(void)
             }
             closedir(d);
         }
-        printf("  %-7s %ld seeds (%ld accepted), %ld mutations (%ld accepted)\n", targets[t].name,
-               seeds, seed_ok, mut_runs, mut_ok);
+        printf("  %-7s %ld seeds (%ld accepted), %ld mutations (%ld accepted)\n", targets[t].name, seeds, seed_ok,
+               mut_runs, mut_ok);
         ASSERT_MSG(seeds > 0 && seed_ok > 0, "%s: no seed accepted (%ld of %ld)", targets[t].name, seed_ok, seeds);
         ASSERT_MSG(mut_ok < mut_runs, "%s: every mutation accepted: error paths never reached", targets[t].name);
         total += mut_runs;

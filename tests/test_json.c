@@ -8,11 +8,10 @@
 #include <stdint.h>
 
 /* Write with a fresh writer, compare the text. */
-#define EXPECT_TEXT(w, want)                                                 \
-    do {                                                                     \
-        ASSERT_OK(jem_jw_status(&(w)));                                      \
-        ASSERT_MSG(strcmp(jem_jw_cstr(&(w)), (want)) == 0, "got %s want %s", \
-                   jem_jw_cstr(&(w)), (want));                               \
+#define EXPECT_TEXT(w, want)                                                                             \
+    do {                                                                                                 \
+        ASSERT_OK(jem_jw_status(&(w)));                                                                  \
+        ASSERT_MSG(strcmp(jem_jw_cstr(&(w)), (want)) == 0, "got %s want %s", jem_jw_cstr(&(w)), (want)); \
     } while (0)
 
 static void test_writer_basic(void)
@@ -61,11 +60,11 @@ static void test_writer_basic(void)
     char *t = jem_jw_take(&w, &n);
     ASSERT(t && n == strlen("{\"iter\":3}\n{\"iter\":4}"));
     free(t);
-    ASSERT(strcmp(jem_jw_cstr(&w), "") == 0);  /* writer is empty after take */
+    ASSERT(strcmp(jem_jw_cstr(&w), "") == 0); /* writer is empty after take */
     jem_jw_int(&w, 7);
     EXPECT_TEXT(w, "7");
     jem_jw_free(&w);
-    jem_jw_free(&w);                             /* twice is harmless */
+    jem_jw_free(&w); /* twice is harmless */
 }
 
 static void test_writer_escaping(void)
@@ -90,7 +89,10 @@ static void test_writer_escaping(void)
     EXPECT_TEXT(w, "\"\xc3\xa9\xd0\xb6\xe2\x82\xac\xf0\x9f\x98\x80\x7f/\"");
     /* invalid UTF-8 becomes U+FFFD, one per bad byte */
     jem_jw_reset(&w);
-    jem_jw_str(&w, "a\xff" "b\xc0\xaf" "c\xed\xa0\x80" "d\xe2\x82");
+    jem_jw_str(&w, "a\xff"
+                   "b\xc0\xaf"
+                   "c\xed\xa0\x80"
+                   "d\xe2\x82");
     EXPECT_TEXT(w, "\"a\\ufffdb\\ufffd\\ufffdc\\ufffd\\ufffd\\ufffdd\\ufffd\\ufffd\"");
     /* keys are escaped the same way */
     jem_jw_reset(&w);
@@ -109,10 +111,18 @@ static void test_writer_escaping(void)
 
 static void test_writer_numbers(void)
 {
-    static const struct { double v; const char *want; } dcases[] = {
-        { 0.1, "0.1" }, { -2.5, "-2.5" }, { 1e300, "1e+300" }, { 0.0, "0" },
-        { -0.0, "-0" }, { 1.0 / 3.0, "0.3333333333333333" }, { 123456789.0, "123456789" },
-        { 5e-324, "4.94065645841247e-324" },
+    static const struct {
+        double v;
+        const char *want;
+    } dcases[] = {
+        {0.1, "0.1"},
+        {-2.5, "-2.5"},
+        {1e300, "1e+300"},
+        {0.0, "0"},
+        {-0.0, "-0"},
+        {1.0 / 3.0, "0.3333333333333333"},
+        {123456789.0, "123456789"},
+        {5e-324, "4.94065645841247e-324"},
     };
     jem_jw w;
     jem_jw_init(&w);
@@ -144,8 +154,8 @@ static void test_writer_numbers(void)
         jem_json *v = NULL;
         jem_jw_reset(&w);
         jem_jw_double(&w, d);
-        if (jem_json_parse(jem_jw_cstr(&w), jem_jw_len(&w), "num", &v) != JEM_OK ||
-            v->type != JEM_JSON_NUMBER || memcmp(&v->num, &d, sizeof d) != 0)
+        if (jem_json_parse(jem_jw_cstr(&w), jem_jw_len(&w), "num", &v) != JEM_OK || v->type != JEM_JSON_NUMBER ||
+            memcmp(&v->num, &d, sizeof d) != 0)
             dbad++;
         jem_json_free(v);
 
@@ -168,37 +178,37 @@ static void test_writer_misuse(void)
     jem_jw w;
     jem_jw_init(&w);
     jem_jw_obj_begin(&w);
-    jem_jw_int(&w, 1);                       /* value without a key */
+    jem_jw_int(&w, 1); /* value without a key */
     ASSERT_EQ_INT(jem_jw_status(&w), JEM_ERR_ARG);
-    jem_jw_obj_end(&w);                      /* sticky: ignored */
+    jem_jw_obj_end(&w); /* sticky: ignored */
     ASSERT_EQ_INT(jem_jw_status(&w), JEM_ERR_ARG);
     ASSERT(jem_jw_take(&w, NULL) == NULL);
 
     jem_jw_reset(&w);
     ASSERT_OK(jem_jw_status(&w));
     jem_jw_arr_begin(&w);
-    jem_jw_obj_end(&w);                      /* mismatched end */
+    jem_jw_obj_end(&w); /* mismatched end */
     ASSERT_EQ_INT(jem_jw_status(&w), JEM_ERR_ARG);
 
     jem_jw_reset(&w);
     jem_jw_arr_begin(&w);
-    jem_jw_key(&w, "k");                     /* key in an array */
+    jem_jw_key(&w, "k"); /* key in an array */
     ASSERT_EQ_INT(jem_jw_status(&w), JEM_ERR_ARG);
 
     jem_jw_reset(&w);
     jem_jw_obj_begin(&w);
     jem_jw_key(&w, "k");
-    jem_jw_obj_end(&w);                      /* key without value */
+    jem_jw_obj_end(&w); /* key without value */
     ASSERT_EQ_INT(jem_jw_status(&w), JEM_ERR_ARG);
 
     jem_jw_reset(&w);
-    jem_jw_arr_end(&w);                      /* end at top level */
+    jem_jw_arr_end(&w); /* end at top level */
     ASSERT_EQ_INT(jem_jw_status(&w), JEM_ERR_ARG);
 
     jem_jw_reset(&w);
     for (int i = 0; i < JEM_JW_MAX_DEPTH; i++) jem_jw_arr_begin(&w);
     ASSERT_OK(jem_jw_status(&w));
-    jem_jw_arr_begin(&w);                    /* one too deep */
+    jem_jw_arr_begin(&w); /* one too deep */
     ASSERT_EQ_INT(jem_jw_status(&w), JEM_ERR_ARG);
     jem_jw_free(&w);
 }
@@ -213,11 +223,10 @@ static jem_json *parse_ok(const char *s)
 
 static void test_parser_values(void)
 {
-    const char *doc =
-        " {\"name\": \"jem\", \"n\": -42, \"x\": 2.5e-3, \"ok\": true, \"no\": false,\n"
-        "  \"nothing\": null, \"list\": [1, [2, []], {}], \"nested\": {\"a\": {\"b\": [0]}},\n"
-        "  \"big\": 9223372036854775807, \"small\": -9223372036854775808,\n"
-        "  \"huge\": 9223372036854775808, \"exp\": 1E2, \"zero\": -0, \"dup\": 1, \"dup\": 2} \r\n\t";
+    const char *doc = " {\"name\": \"jem\", \"n\": -42, \"x\": 2.5e-3, \"ok\": true, \"no\": false,\n"
+                      "  \"nothing\": null, \"list\": [1, [2, []], {}], \"nested\": {\"a\": {\"b\": [0]}},\n"
+                      "  \"big\": 9223372036854775807, \"small\": -9223372036854775808,\n"
+                      "  \"huge\": 9223372036854775808, \"exp\": 1E2, \"zero\": -0, \"dup\": 1, \"dup\": 2} \r\n\t";
     jem_json *v = parse_ok(doc);
     if (!v) return;
     ASSERT_EQ_INT(v->type, JEM_JSON_OBJECT);
@@ -229,12 +238,12 @@ static void test_parser_values(void)
     ASSERT(jem_json_int(jem_json_get(v, "n"), &i) && i == -42);
     ASSERT(!jem_json_int(jem_json_get(v, "x"), &i));
     ASSERT(jem_json_num(jem_json_get(v, "x"), &d) && d == 2.5e-3);
-    ASSERT(strcmp(jem_json_get(v, "x")->str, "2.5e-3") == 0);   /* literal kept */
+    ASSERT(strcmp(jem_json_get(v, "x")->str, "2.5e-3") == 0); /* literal kept */
     ASSERT(jem_json_bool(jem_json_get(v, "ok"), &b) && b == 1);
     ASSERT(jem_json_bool(jem_json_get(v, "no"), &b) && b == 0);
     ASSERT_EQ_INT(jem_json_get(v, "nothing")->type, JEM_JSON_NULL);
     ASSERT(jem_json_get(v, "absent") == NULL);
-    ASSERT(jem_json_string(jem_json_get(v, "n")) == NULL);     /* wrong type */
+    ASSERT(jem_json_string(jem_json_get(v, "n")) == NULL); /* wrong type */
     const jem_json *list = jem_json_get(v, "list");
     ASSERT(list && list->type == JEM_JSON_ARRAY && list->n == 3);
     ASSERT(jem_json_at(list, 1)->type == JEM_JSON_ARRAY && jem_json_at(list, 1)->n == 2);
@@ -245,15 +254,15 @@ static void test_parser_values(void)
     ASSERT(nb && nb->n == 1 && jem_json_int(nb->child, &i) && i == 0);
     ASSERT(jem_json_int(jem_json_get(v, "big"), &i) && i == INT64_MAX);
     ASSERT(jem_json_int(jem_json_get(v, "small"), &i) && i == INT64_MIN);
-    ASSERT(!jem_json_int(jem_json_get(v, "huge"), &i));         /* out of int64 */
+    ASSERT(!jem_json_int(jem_json_get(v, "huge"), &i)); /* out of int64 */
     ASSERT(jem_json_num(jem_json_get(v, "huge"), &d) && d == 9223372036854775808.0);
     ASSERT(jem_json_num(jem_json_get(v, "exp"), &d) && d == 100.0);
     ASSERT(!jem_json_int(jem_json_get(v, "exp"), &i));
     ASSERT(jem_json_int(jem_json_get(v, "zero"), &i) && i == 0);
-    ASSERT(jem_json_int(jem_json_get(v, "dup"), &i) && i == 1);  /* first wins */
+    ASSERT(jem_json_int(jem_json_get(v, "dup"), &i) && i == 1); /* first wins */
     /* members in document order with keys */
-    const char *order[] = { "name", "n", "x", "ok", "no", "nothing", "list", "nested",
-                            "big", "small", "huge", "exp", "zero", "dup", "dup" };
+    const char *order[] = {"name", "n",     "x",    "ok",  "no",   "nothing", "list", "nested",
+                           "big",  "small", "huge", "exp", "zero", "dup",     "dup"};
     int k = 0, good = 1;
     for (const jem_json *c = v->child; c; c = c->next, k++)
         if (k >= 15 || strcmp(c->key, order[k]) != 0) good = 0;
@@ -268,7 +277,7 @@ static void test_parser_values(void)
     ASSERT(v && jem_json_int(v, &i) && i == 7);
     jem_json_free(v);
     /* not NUL-terminated input: only n bytes are read */
-    char buf[4] = { '1', '2', '3', '4' };
+    char buf[4] = {'1', '2', '3', '4'};
     v = NULL;
     ASSERT_OK(jem_json_parse(buf, 2, "t", &v));
     ASSERT(v && jem_json_int(v, &i) && i == 12);
@@ -320,20 +329,31 @@ static void test_round_trip(void)
             case 0: cp = jem_rng_below(&r, 0x20); break;
             case 1: cp = "\"\\/ab"[jem_rng_below(&r, 5)]; break;
             case 2: cp = 0x80 + jem_rng_below(&r, 0x780); break;
-            case 3: cp = 0x800 + jem_rng_below(&r, 0xF800 - 0x800); if (cp >= 0xD800 && cp < 0xE000) cp = 0x41; break;
+            case 3:
+                cp = 0x800 + jem_rng_below(&r, 0xF800 - 0x800);
+                if (cp >= 0xD800 && cp < 0xE000) cp = 0x41;
+                break;
             default: cp = 0x10000 + jem_rng_below(&r, 0x100000); break;
             }
             if (cp < 0x80) s[n++] = (char)cp;
-            else if (cp < 0x800) { s[n++] = (char)(0xC0 | cp >> 6); s[n++] = (char)(0x80 | (cp & 63)); }
-            else if (cp < 0x10000) {
-                s[n++] = (char)(0xE0 | cp >> 12); s[n++] = (char)(0x80 | ((cp >> 6) & 63));
+            else if (cp < 0x800) {
+                s[n++] = (char)(0xC0 | cp >> 6);
+                s[n++] = (char)(0x80 | (cp & 63));
+            } else if (cp < 0x10000) {
+                s[n++] = (char)(0xE0 | cp >> 12);
+                s[n++] = (char)(0x80 | ((cp >> 6) & 63));
                 s[n++] = (char)(0x80 | (cp & 63));
             } else {
-                s[n++] = (char)(0xF0 | cp >> 18); s[n++] = (char)(0x80 | ((cp >> 12) & 63));
-                s[n++] = (char)(0x80 | ((cp >> 6) & 63)); s[n++] = (char)(0x80 | (cp & 63));
+                s[n++] = (char)(0xF0 | cp >> 18);
+                s[n++] = (char)(0x80 | ((cp >> 12) & 63));
+                s[n++] = (char)(0x80 | ((cp >> 6) & 63));
+                s[n++] = (char)(0x80 | (cp & 63));
             }
         }
-        if (!jem_utf8_valid(s, n)) { bad++; continue; }
+        if (!jem_utf8_valid(s, n)) {
+            bad++;
+            continue;
+        }
         jem_jw_reset(&w);
         jem_jw_obj_begin(&w);
         jem_jw_keyn(&w, s, n);
@@ -343,12 +363,14 @@ static void test_round_trip(void)
         jem_jw_arr_end(&w);
         jem_jw_obj_end(&w);
         jem_json *v = NULL;
-        if (jem_jw_status(&w) || jem_json_parse(jem_jw_cstr(&w), jem_jw_len(&w), "rt", &v)) { bad++; continue; }
+        if (jem_jw_status(&w) || jem_json_parse(jem_jw_cstr(&w), jem_jw_len(&w), "rt", &v)) {
+            bad++;
+            continue;
+        }
         const jem_json *m = v->child;
         int64_t i;
-        if (!m || m->key_len != n || memcmp(m->key, s, n) != 0 || m->n != 2 ||
-            m->child->len != n || memcmp(m->child->str, s, n) != 0 ||
-            !jem_json_int(m->child->next, &i) || i != it)
+        if (!m || m->key_len != n || memcmp(m->key, s, n) != 0 || m->n != 2 || m->child->len != n ||
+            memcmp(m->child->str, s, n) != 0 || !jem_json_int(m->child->next, &i) || i != it)
             bad++;
         jem_json_free(v);
     }
@@ -359,19 +381,67 @@ static void test_round_trip(void)
 static void test_malformed(void)
 {
     static const char *const bad[] = {
-        "", "   ", "{", "}", "[", "]", "[1,]", "[,1]", "{\"a\"}", "{\"a\":}", "{\"a\" 1}",
-        "{\"a\":1,}", "{,}", "{1:2}", "{a:1}", "['a']", "01", "-01", "1.", ".5", "-", "1e",
-        "1e+", "+1", "0x10", "tru", "nul", "falsey", "True", "NaN", "Infinity", "-Infinity",
-        "\"abc", "\"\\x\"", "\"\\u12\"", "\"\\u12g4\"", "\"\\ud800\"", "\"\\udc00\"",
-        "\"\\ud800\\u0041\"", "\"\\ud800x\"", "\"a\x01\"", "\"tab\there\"", "[1 2]", "1 2",
-        "{} {}", "\xff", "\"\xff\"", "\"\xc0\xaf\"", "\"\xed\xa0\x80\"", "\"\xf4\x90\x80\x80\"",
-        "\"\xe2\x82\"", "[\"\\", "\"\\", "/* c */ 1", "[1]x", "\xef\xbb\xbf{}",
+        "",
+        "   ",
+        "{",
+        "}",
+        "[",
+        "]",
+        "[1,]",
+        "[,1]",
+        "{\"a\"}",
+        "{\"a\":}",
+        "{\"a\" 1}",
+        "{\"a\":1,}",
+        "{,}",
+        "{1:2}",
+        "{a:1}",
+        "['a']",
+        "01",
+        "-01",
+        "1.",
+        ".5",
+        "-",
+        "1e",
+        "1e+",
+        "+1",
+        "0x10",
+        "tru",
+        "nul",
+        "falsey",
+        "True",
+        "NaN",
+        "Infinity",
+        "-Infinity",
+        "\"abc",
+        "\"\\x\"",
+        "\"\\u12\"",
+        "\"\\u12g4\"",
+        "\"\\ud800\"",
+        "\"\\udc00\"",
+        "\"\\ud800\\u0041\"",
+        "\"\\ud800x\"",
+        "\"a\x01\"",
+        "\"tab\there\"",
+        "[1 2]",
+        "1 2",
+        "{} {}",
+        "\xff",
+        "\"\xff\"",
+        "\"\xc0\xaf\"",
+        "\"\xed\xa0\x80\"",
+        "\"\xf4\x90\x80\x80\"",
+        "\"\xe2\x82\"",
+        "[\"\\",
+        "\"\\",
+        "/* c */ 1",
+        "[1]x",
+        "\xef\xbb\xbf{}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         jem_json *v = (jem_json *)1;
         jem_status s = jem_json_parse(bad[i], strlen(bad[i]), "bad.json", &v);
-        ASSERT_MSG(s == JEM_ERR_FORMAT && v == NULL, "accepted or wrong status for [%s]: %s",
-                   bad[i], jem_strerror(s));
+        ASSERT_MSG(s == JEM_ERR_FORMAT && v == NULL, "accepted or wrong status for [%s]: %s", bad[i], jem_strerror(s));
         ASSERT_STR_CONTAINS(jem_last_error(), "bad.json");
     }
     /* the message locates the error */
@@ -387,7 +457,7 @@ static void test_malformed(void)
     const char *doc = "{\"a\": [1, 2.5e3, \"x\\u00e9\\ud83d\\ude00\", true, null, {\"b\": false}], \"c\": -0.5}";
     size_t n = strlen(doc), fails = 0;
     for (size_t k = 0; k < n; k++) {
-        char *cp = malloc(k ? k : 1);     /* exact size: ASan sees any over-read */
+        char *cp = malloc(k ? k : 1); /* exact size: ASan sees any over-read */
         if (!cp) continue;
         memcpy(cp, doc, k);
         if (jem_json_parse(cp, k, "prefix", &v) == JEM_ERR_FORMAT) fails++;
@@ -404,27 +474,44 @@ static void test_caps(void)
     /* nesting: 64 levels accepted, 65 refused, a deep bomb refused */
     size_t big = 200000;
     char *s = malloc(2 * big + 1);
-    if (!s) { ASSERT(0); return; }
+    if (!s) {
+        ASSERT(0);
+        return;
+    }
     jem_json *v = NULL;
     for (int depth = JEM_JSON_MAX_DEPTH; depth <= JEM_JSON_MAX_DEPTH + 1; depth++) {
-        for (int i = 0; i < depth; i++) { s[i] = '['; s[2 * depth - 1 - i] = ']'; }
+        for (int i = 0; i < depth; i++) {
+            s[i] = '[';
+            s[2 * depth - 1 - i] = ']';
+        }
         jem_status st = jem_json_parse(s, (size_t)(2 * depth), "deep", &v);
-        if (depth == JEM_JSON_MAX_DEPTH) { ASSERT_OK(st); jem_json_free(v); }
-        else { ASSERT_EQ_INT(st, JEM_ERR_FORMAT); ASSERT_STR_CONTAINS(jem_last_error(), "nesting"); }
+        if (depth == JEM_JSON_MAX_DEPTH) {
+            ASSERT_OK(st);
+            jem_json_free(v);
+        } else {
+            ASSERT_EQ_INT(st, JEM_ERR_FORMAT);
+            ASSERT_STR_CONTAINS(jem_last_error(), "nesting");
+        }
     }
     memset(s, '[', big);
     ASSERT_ERR(jem_json_parse(s, big, "bomb", &v), JEM_ERR_FORMAT);
-    for (size_t i = 0; i < big; i++) s[i] = "{\"a\":"[i % 5];   /* {"a":{"a":... */
+    for (size_t i = 0; i < big; i++) s[i] = "{\"a\":"[i % 5]; /* {"a":{"a":... */
     ASSERT_ERR(jem_json_parse(s, big, "bomb2", &v), JEM_ERR_FORMAT);
     free(s);
 
     /* node count: JEM_JSON_MAX_NODES values accepted, one more refused */
-    size_t nz = JEM_JSON_MAX_NODES - 1;   /* zeros, plus the array itself */
+    size_t nz = JEM_JSON_MAX_NODES - 1; /* zeros, plus the array itself */
     s = malloc(2 * nz + 8);
-    if (!s) { ASSERT(0); return; }
+    if (!s) {
+        ASSERT(0);
+        return;
+    }
     size_t k = 0;
     s[k++] = '[';
-    for (size_t i = 0; i < nz; i++) { s[k++] = '0'; s[k++] = ','; }
+    for (size_t i = 0; i < nz; i++) {
+        s[k++] = '0';
+        s[k++] = ',';
+    }
     s[k - 1] = ']';
     ASSERT_OK(jem_json_parse(s, k, "many", &v));
     ASSERT(v && v->n == nz);
@@ -443,20 +530,20 @@ static void test_utf8(void)
     ASSERT(jem_utf8_valid("abc\x7f", 4));
     ASSERT(jem_utf8_valid("\xc2\x80\xdf\xbf\xe0\xa0\x80\xef\xbf\xbf\xf0\x90\x80\x80\xf4\x8f\xbf\xbf", 18));
     ASSERT(!jem_utf8_valid("\x80", 1));
-    ASSERT(!jem_utf8_valid("\xc1\xbf", 2));            /* overlong */
-    ASSERT(!jem_utf8_valid("\xe0\x9f\xbf", 3));        /* overlong */
-    ASSERT(!jem_utf8_valid("\xed\xa0\x80", 3));        /* surrogate */
-    ASSERT(!jem_utf8_valid("\xf0\x8f\xbf\xbf", 4));    /* overlong */
-    ASSERT(!jem_utf8_valid("\xf4\x90\x80\x80", 4));    /* > U+10FFFF */
+    ASSERT(!jem_utf8_valid("\xc1\xbf", 2));         /* overlong */
+    ASSERT(!jem_utf8_valid("\xe0\x9f\xbf", 3));     /* overlong */
+    ASSERT(!jem_utf8_valid("\xed\xa0\x80", 3));     /* surrogate */
+    ASSERT(!jem_utf8_valid("\xf0\x8f\xbf\xbf", 4)); /* overlong */
+    ASSERT(!jem_utf8_valid("\xf4\x90\x80\x80", 4)); /* > U+10FFFF */
     ASSERT(!jem_utf8_valid("\xf5\x80\x80\x80", 4));
-    ASSERT(!jem_utf8_valid("\xe2\x82", 2));            /* truncated */
-    ASSERT(!jem_utf8_valid("\xe2\x82\xac", 2));        /* truncated by n */
+    ASSERT(!jem_utf8_valid("\xe2\x82", 2));     /* truncated */
+    ASSERT(!jem_utf8_valid("\xe2\x82\xac", 2)); /* truncated by n */
 }
 
 /* Under a locale with a decimal comma, numbers stay in JSON notation. */
 static void test_locale(void)
 {
-    static const char *const names[] = { "de_DE.UTF-8", "de_DE.utf8", "fr_FR.UTF-8", "fr_FR.utf8" };
+    static const char *const names[] = {"de_DE.UTF-8", "de_DE.utf8", "fr_FR.UTF-8", "fr_FR.utf8"};
     const char *got = NULL;
     for (size_t i = 0; i < 4 && !got; i++) got = setlocale(LC_NUMERIC, names[i]);
     if (!got) {

@@ -33,18 +33,33 @@ static fixture fix_new(const jem_conv_shape *s, jem_rng *r)
     f.nx = (size_t)s->B * s->IC * s->H * s->W;
     f.nw = (size_t)s->OC * s->IC * s->KH * s->KW;
     f.no = (size_t)s->B * s->OC * OH * OW;
-    f.x = malloc(sizeof(float) * f.nx); f.w = malloc(sizeof(float) * f.nw); f.b = malloc(sizeof(float) * s->OC);
-    f.d = malloc(sizeof(float) * f.no); f.o1 = malloc(sizeof(float) * f.no); f.o2 = malloc(sizeof(float) * f.no);
-    f.g1 = malloc(sizeof(float) * f.nx); f.g2 = malloc(sizeof(float) * f.nx);
+    f.x = malloc(sizeof(float) * f.nx);
+    f.w = malloc(sizeof(float) * f.nw);
+    f.b = malloc(sizeof(float) * s->OC);
+    f.d = malloc(sizeof(float) * f.no);
+    f.o1 = malloc(sizeof(float) * f.no);
+    f.o2 = malloc(sizeof(float) * f.no);
+    f.g1 = malloc(sizeof(float) * f.nx);
+    f.g2 = malloc(sizeof(float) * f.nx);
     f.ws = malloc(sizeof(float) * (jem_conv2d_ws(s) + 1) * omp_get_max_threads());
-    fill_uniform(f.x, f.nx, r, -1, 1); fill_uniform(f.w, f.nw, r, -1, 1); fill_uniform(f.b, s->OC, r, -1, 1);
+    fill_uniform(f.x, f.nx, r, -1, 1);
+    fill_uniform(f.w, f.nw, r, -1, 1);
+    fill_uniform(f.b, s->OC, r, -1, 1);
     fill_uniform(f.d, f.no, r, -1, 1);
     return f;
 }
 
 static void fix_free(fixture *f)
 {
-    free(f->x); free(f->w); free(f->b); free(f->d); free(f->o1); free(f->o2); free(f->g1); free(f->g2); free(f->ws);
+    free(f->x);
+    free(f->w);
+    free(f->b);
+    free(f->d);
+    free(f->o1);
+    free(f->o2);
+    free(f->g1);
+    free(f->g2);
+    free(f->ws);
 }
 
 static void check(int B, int IC, int H, int W, int OC)
@@ -88,10 +103,14 @@ static void check_kernel(int wino, int B, int IC, int H, int W, int OC)
     fixture f = fix_new(&s, &r);
     const size_t nx = f.nx, nw = f.nw, no = f.no;
     float *x = f.x, *w = f.w, *b = f.b, *d = f.d, *o1 = f.o1, *o2 = f.o2, *g1 = f.g1, *g2 = f.g2, *ws = f.ws;
-    const char *name = wino == 0 ? "direct" : wino == 1 ? "winograd F(2x2)" : wino == 4 ? "winograd F(4x4)" : "indirect";
+    const char *name = wino == 0   ? "direct"
+                       : wino == 1 ? "winograd F(2x2)"
+                       : wino == 4 ? "winograd F(4x4)"
+                                   : "indirect";
     for (size_t i = 0; i < no; i++) o1[i] = NAN; /* every output must be written */
-    const jem_kernel_ops *k = wino == 0 ? &jem_kernel_direct : wino == 1 || wino == 4 ? &jem_kernel_winograd
-                                                                                     : &jem_kernel_indirect;
+    const jem_kernel_ops *k = wino == 0                ? &jem_kernel_direct
+                              : wino == 1 || wino == 4 ? &jem_kernel_winograd
+                                                       : &jem_kernel_indirect;
     const int m = wino == 1 ? 2 : wino == 4 ? 4 : 0;
     int rc = k->forward(o1, x, w, b, &s, &jem_store_set, m, ws);
     ASSERT_MSG(rc == 0, "%s forward refused B%d %dx%dx%d->%d", name, B, IC, H, W, OC);
@@ -121,7 +140,10 @@ static void check_kernel(int wino, int B, int IC, int H, int W, int OC)
         for (size_t i = 0; i < nw; i++) dw1[i] = 0.25f;
         ASSERT(k->backward(NULL, dw1, NULL, d, x, w, &s, &jem_store_add, m, ws) == 0);
         ASSERT_MSG(rel_err_ff(dw1, dw2, nw) < tol, "%s weight gradient without the bias", name);
-        free(dw1); free(dw2); free(db1); free(db2);
+        free(dw1);
+        free(dw2);
+        free(db1);
+        free(db2);
     }
     if (wino >= 2) {
         /* weight and bias gradients accumulate on what is there, alone and
@@ -143,7 +165,10 @@ static void check_kernel(int wino, int B, int IC, int H, int W, int OC)
         jem_conv2d_backward_ref(g2, NULL, NULL, d, x, w, &s);
         ASSERT_MSG(rel_err_ff(g1, g2, nx) < 2e-6 && rel_err_ff(dw1, dw2, nw) < 2e-6,
                    "indirect s%d input and weight gradients together", st);
-        free(dw1); free(dw2); free(db1); free(db2);
+        free(dw1);
+        free(dw2);
+        free(db1);
+        free(db2);
     }
     fix_free(&f);
 }
@@ -181,8 +206,8 @@ static void check_store(int B, int IC, int H, int W, int OC, int stride, float s
             a2[i] = o2[i] > 0.0f ? o2[i] : slope * o2[i];
         }
         ASSERT_MSG(rel_err_ff(o1, o2, no) < 1e-5 && rel_err_ff(a1, a2, no) < 1e-5,
-                   "%s forward, %s + act_out, B%d %dx%dx%d->%d s%d", k0, acc ? "accumulated" : "set", B, IC, H, W,
-                   OC, stride);
+                   "%s forward, %s + act_out, B%d %dx%dx%d->%d s%d", k0, acc ? "accumulated" : "set", B, IC, H, W, OC,
+                   stride);
     }
     /* input gradient, set and accumulated, times act'(gate) */
     for (int acc = 0; acc < 2; acc++) {
@@ -208,13 +233,14 @@ static void check_store(int B, int IC, int H, int W, int OC, int stride, float s
         for (size_t i = 0; i < nx; i++) g2[i] = 0.0f;
         jem_conv2d_backward_ref(g2, NULL, NULL, d, x, w, &s);
         ASSERT_MSG(rel_err_ff(o1, o2, no) < 1e-5 && rel_err_ff(g1, g2, nx) < 1e-5,
-                   "%s/%s with a weight cache, round %d, B%d %dx%dx%d->%d s%d", k0, k1, round, B, IC, H, W, OC,
-                   stride);
+                   "%s/%s with a weight cache, round %d, B%d %dx%dx%d->%d s%d", k0, k1, round, B, IC, H, W, OC, stride);
     }
     jem_wcache_free(wf);
     jem_wcache_free(wb);
     free(t);
-    free(a1); free(a2); free(gate);
+    free(a1);
+    free(a2);
+    free(gate);
     fix_free(&f);
 }
 
@@ -228,7 +254,9 @@ int main(void)
     const int cpu = set->avx512, avx = cpu && set->kernels != JEM_KERNELS_GEMM;
     const int wino = avx && set->kernels == JEM_KERNELS_AUTO;
     printf("AVX-512 kernels %s; in the dispatcher: %s\n", cpu ? "tested" : "not available here",
-           wino ? "Winograd, indirect, direct" : avx ? "indirect, direct (JEM_KERNELS=direct)" : "GEMM only");
+           wino  ? "Winograd, indirect, direct"
+           : avx ? "indirect, direct (JEM_KERNELS=direct)"
+                 : "GEMM only");
     check(1, 8, 28, 28, 16);
     check(3, 16, 14, 14, 32);
     check(2, 3, 7, 7, 8);
@@ -237,7 +265,7 @@ int main(void)
     check(1, 8, 40, 1, 16);
     check(5, 16, 16, 16, 8);
     check(2, 24, 3, 33, 40);
-    check(1, 7, 6, 6, 12);    /* OC not a multiple of 8: the GEMM path */
+    check(1, 7, 6, 6, 12); /* OC not a multiple of 8: the GEMM path */
     /* fused stores on every path: Winograd, indirect, direct, GEMM (3x3 and
      * a channel count no fast kernel takes), LeakyReLU and ReLU slopes */
     check_store(2, 32, 28, 28, 64, 1, 0.2f);
@@ -254,7 +282,10 @@ int main(void)
      * (14 x 14, 7 x 7) */
     const jem_conv_settings autoset = {1, JEM_KERNELS_AUTO, 0, 1};
     jem_conv_shape t28 = {1, 16, 28, 28, 16, 3, 3, 1, 1}, t14 = t28, t7 = t28, t812 = t28;
-    t14.H = t14.W = 14; t7.H = t7.W = 7; t812.H = 8; t812.W = 12;
+    t14.H = t14.W = 14;
+    t7.H = t7.W = 7;
+    t812.H = 8;
+    t812.W = 12;
     ASSERT(jem_conv_plan_layer(&t28, JEM_PASS_FORWARD, 0, 0, &autoset).tile == 4 &&
            jem_conv_plan_layer(&t812, JEM_PASS_FORWARD, 0, 0, &autoset).tile == 4);
     ASSERT(jem_conv_plan_layer(&t14, JEM_PASS_FORWARD, 0, 0, &autoset).tile == 2 &&
@@ -271,7 +302,7 @@ int main(void)
         check_kernel(1, 1, 16, 1, 1, 16);
         check_kernel(1, 1, 32, 1, 33, 16);
         check_kernel(1, 3, 16, 13, 1, 64);
-        check_kernel(1, 1, 16, 11, 11, 16);  /* 36 tiles: one full block and a partial one */
+        check_kernel(1, 1, 16, 11, 11, 16); /* 36 tiles: one full block and a partial one */
         /* F(4x4, 3x3) on the same shapes: partial 4x4 tiles, the balanced
          * blocks (49 tiles on 28x28), every product kernel and its tail */
         check_kernel(4, 1, 16, 28, 28, 32);
@@ -283,8 +314,8 @@ int main(void)
         check_kernel(4, 1, 16, 1, 1, 16);
         check_kernel(4, 1, 32, 1, 33, 16);
         check_kernel(4, 3, 16, 13, 1, 64);
-        check_kernel(4, 1, 16, 22, 23, 16);  /* 36 tiles */
-        check_kernel(4, 1, 16, 40, 36, 32);  /* 90 tiles: four blocks */
+        check_kernel(4, 1, 16, 22, 23, 16); /* 36 tiles */
+        check_kernel(4, 1, 16, 40, 36, 32); /* 90 tiles: four blocks */
         printf("worst relative error: F(2x2, 3x3) %.3g, F(4x4, 3x3) %.3g; weight gradient %.3g, %.3g\n", worst_f[1],
                worst_f[4], worst_w[0], worst_w[1]);
         /* shapes and tiles it refuses, writing nothing */
@@ -292,7 +323,8 @@ int main(void)
         ASSERT(jem_kernel_winograd.ws(&bad) == 0 &&
                jem_kernel_winograd.forward(NULL, NULL, NULL, NULL, &bad, &jem_store_set, 4, NULL) == -1);
         ASSERT(jem_conv_plan_layer(&bad, JEM_PASS_FORWARD, 0, 0, &autoset).kernel != JEM_KERNEL_WINOGRAD);
-        bad.IC = 16; bad.stride = 2;
+        bad.IC = 16;
+        bad.stride = 2;
         ASSERT(jem_kernel_winograd.backward(NULL, NULL, NULL, NULL, NULL, NULL, &bad, &jem_store_add, 4, NULL) == -1);
         ASSERT(jem_conv_plan_layer(&bad, JEM_PASS_FORWARD, 0, 0, &autoset).kernel != JEM_KERNEL_WINOGRAD);
         bad.stride = 1;

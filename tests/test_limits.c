@@ -26,7 +26,10 @@
 static void in_child(const char *what, int (*fn)(int *npass))
 {
     int pfd[2];
-    if (pipe(pfd)) { ASSERT_MSG(0, "pipe"); return; }
+    if (pipe(pfd)) {
+        ASSERT_MSG(0, "pipe");
+        return;
+    }
     fflush(NULL);
     pid_t pid = fork();
     if (pid == 0) {
@@ -48,7 +51,14 @@ static void in_child(const char *what, int (*fn)(int *npass))
     if (ok) t_pass += np;
 }
 
-#define CHILD_CHECK(c) do { if (c) (*npass)++; else { nf++; fprintf(stderr, "FAIL %s:%d: %s (%s)\n", __FILE__, __LINE__, #c, jem_last_error()); } } while (0)
+#define CHILD_CHECK(c)                                                                          \
+    do {                                                                                        \
+        if (c) (*npass)++;                                                                      \
+        else {                                                                                  \
+            nf++;                                                                               \
+            fprintf(stderr, "FAIL %s:%d: %s (%s)\n", __FILE__, __LINE__, #c, jem_last_error()); \
+        }                                                                                       \
+    } while (0)
 
 static jem_status make_net(jem_net **net, const char *desc)
 {

@@ -8,28 +8,30 @@
 
 #include <ctype.h>
 
-#define REL 1e-9     /* float64 inputs: agreement with the reference */
-#define REL32 1e-6   /* where the reference itself rounds through float32 */
+#define REL   1e-9 /* float64 inputs: agreement with the reference */
+#define REL32 1e-6 /* where the reference itself rounds through float32 */
 
-#define ASSERT_REL(a, b, rel)                                                         \
-    do { double _a = (double)(a), _b = (double)(b), _r = (double)(rel);               \
-         if (fabs(_a - _b) <= _r * fabs(_b) + 1e-15 || (isinf(_a) && _a == _b)) t_pass++; \
-         else T_REPORT_FAIL("%s ~ %s (%.17g vs %.17g, rel %.3g)", #a, #b, _a, _b, _r); } while (0)
+#define ASSERT_REL(a, b, rel)                                                            \
+    do {                                                                                 \
+        double _a = (double)(a), _b = (double)(b), _r = (double)(rel);                   \
+        if (fabs(_a - _b) <= _r * fabs(_b) + 1e-15 || (isinf(_a) && _a == _b)) t_pass++; \
+        else T_REPORT_FAIL("%s ~ %s (%.17g vs %.17g, rel %.3g)", #a, #b, _a, _b, _r);    \
+    } while (0)
 
 /* ------------------------------------------------------- fixture reader */
 
 #define FX_MAX 64
 
 typedef struct {
-    char    key[48];
+    char key[48];
     double *v;
-    int     n;
+    int n;
 } fx_rec;
 
 typedef struct {
-    char   name[96];
+    char name[96];
     fx_rec r[FX_MAX];
-    int    n;
+    int n;
 } fixture;
 
 static int is_key(const char *t)
@@ -66,7 +68,10 @@ static int fx_load(const char *name, fixture *f)
         char save = *e;
         *e = 0;
         if (is_key(p)) {
-            if (f->n == FX_MAX) { T_REPORT_FAIL("%s: too many records", path); break; }
+            if (f->n == FX_MAX) {
+                T_REPORT_FAIL("%s: too many records", path);
+                break;
+            }
             cur = &f->r[f->n++];
             snprintf(cur->key, sizeof cur->key, "%s", p);
             cap = 0;
@@ -138,8 +143,7 @@ static void check_ood_fixture(const char *name)
 
     jem_roc r;
     ASSERT_OK(jem_roc_curve(in->v, in->n, out->v, out->n, 0, &r));
-    const fx_rec *rf = fx_get(&f, "roc_fpr"), *rt = fx_get(&f, "roc_tpr"),
-                 *rh = fx_get(&f, "roc_thr");
+    const fx_rec *rf = fx_get(&f, "roc_fpr"), *rt = fx_get(&f, "roc_tpr"), *rh = fx_get(&f, "roc_thr");
     ASSERT_EQ_INT(r.n, rf->n);
     int bad = 0;
     for (int i = 0; i < r.n && i < rf->n; i++) {
@@ -189,17 +193,18 @@ static void brute(const double *si, int ni, const double *so, int no, jem_ood_me
 {
     double pairs = 0;
     for (int i = 0; i < ni; i++)
-        for (int j = 0; j < no; j++)
-            pairs += si[i] > so[j] ? 1 : si[i] == so[j] ? 0.5 : 0;
+        for (int j = 0; j < no; j++) pairs += si[i] > so[j] ? 1 : si[i] == so[j] ? 0.5 : 0;
     m->auroc = pairs / ((double)ni * no);
     /* distinct thresholds, descending */
     int n = ni + no;
     double *t = malloc(sizeof(double) * n);
     for (int i = 0; i < ni; i++) t[i] = si[i];
     for (int j = 0; j < no; j++) t[ni + j] = so[j];
-    for (int a = 1; a < n; a++)   /* insertion sort, descending */
+    for (int a = 1; a < n; a++) /* insertion sort, descending */
         for (int b = a; b > 0 && t[b] > t[b - 1]; b--) {
-            double x = t[b]; t[b] = t[b - 1]; t[b - 1] = x;
+            double x = t[b];
+            t[b] = t[b - 1];
+            t[b - 1] = x;
         }
     double ap_in = 0, ap_out = 0, rin_prev = 0, rout_prev = 0;
     int found = 0;
@@ -212,9 +217,12 @@ static void brute(const double *si, int ni, const double *so, int no, jem_ood_me
         double rec = (double)tp / ni;
         ap_in += (rec - rin_prev) * tp / (tp + fp);
         rin_prev = rec;
-        if (!found && rec >= 0.95) { found = 1; m->fpr95 = (double)fp / no; }
+        if (!found && rec >= 0.95) {
+            found = 1;
+            m->fpr95 = (double)fp / no;
+        }
     }
-    for (int k = n - 1; k >= 0; k--) {   /* OOD positive: score <= t */
+    for (int k = n - 1; k >= 0; k--) { /* OOD positive: score <= t */
         if (k < n - 1 && t[k] == t[k + 1]) continue;
         int tp = 0, fp = 0;
         for (int j = 0; j < no; j++) tp += so[j] <= t[k];
@@ -234,7 +242,7 @@ static void test_ood_brute(void)
     jem_rng_seed(&rng, 7, 0);
     for (int trial = 0; trial < 12; trial++) {
         int ni = 1 + (int)jem_rng_below(&rng, 150), no = 1 + (int)jem_rng_below(&rng, 150);
-        int levels = 2 + (int)jem_rng_below(&rng, 30);   /* few levels: many ties */
+        int levels = 2 + (int)jem_rng_below(&rng, 30); /* few levels: many ties */
         double *si = malloc(sizeof(double) * ni), *so = malloc(sizeof(double) * no);
         for (int i = 0; i < ni; i++) si[i] = (double)jem_rng_below(&rng, levels) + 3;
         for (int j = 0; j < no; j++) so[j] = (double)jem_rng_below(&rng, levels);
@@ -302,7 +310,7 @@ static void test_ood_properties(void)
     for (int i = 0; i < NI; i++) a[i] = round(10 * jem_rng_normal_d(&rng)) / 10 + 0.5;
     for (int i = 0; i < NO; i++) b[i] = round(10 * jem_rng_normal_d(&rng)) / 10;
     for (int i = 0; i < NI; i++) ea[NI - 1 - i] = 3 * a[i] + 1;
-    for (int i = 0; i < NO; i++) eb[(i * 7) % NO] = 3 * b[i] + 1;   /* 7 coprime to 400 */
+    for (int i = 0; i < NO; i++) eb[(i * 7) % NO] = 3 * b[i] + 1; /* 7 coprime to 400 */
     ASSERT_OK(jem_ood_metrics_compute(a, NI, b, NO, &m));
     ASSERT_OK(jem_ood_metrics_compute(ea, NI, eb, NO, &m2));
     ASSERT_NEAR(m.auroc, m2.auroc, 0);
@@ -346,7 +354,10 @@ static void check_calib_fixture(const char *name)
     int N = (int)sh->v[0], K = sh->n > 1 ? (int)sh->v[1] : 1;
     ASSERT_EQ_INT(pr->n, N * K);
     ASSERT_EQ_INT(lb->n, N);
-    if (pr->n != N * K || lb->n != N) { fx_free(&f); return; }
+    if (pr->n != N * K || lb->n != N) {
+        fx_free(&f);
+        return;
+    }
     float *p = malloc(sizeof(float) * N * K);
     int32_t *y = malloc(sizeof(int32_t) * N);
     for (int i = 0; i < N * K; i++) p[i] = (float)pr->v[i];
@@ -394,7 +405,8 @@ static void check_calib_fixture(const char *name)
         uint8_t *hit = malloc(N);
         for (int i = 0; i < N; i++) {
             int a = 0;
-            for (int j = 1; j < K; j++) if (p[i * K + j] > p[i * K + a]) a = j;
+            for (int j = 1; j < K; j++)
+                if (p[i * K + j] > p[i * K + a]) a = j;
             conf[i] = p[i * K + a];
             hit[i] = a == y[i];
         }
@@ -414,7 +426,7 @@ static void check_calib_fixture(const char *name)
     ASSERT_OK(jem_calibration(p, y, N, K, 15, &c, NULL, NULL));
     if (sk) ASSERT_REL(c.nll, sk->v[0], REL32);
     sk = fx_find(&f, "sk_brier_binary");
-    if (sk) ASSERT_REL(c.brier, 2 * sk->v[0], REL32);   /* K = 2: twice the binary score */
+    if (sk) ASSERT_REL(c.brier, 2 * sk->v[0], REL32); /* K = 2: twice the binary score */
     free(p);
     free(y);
     fx_free(&f);
@@ -448,7 +460,7 @@ static void test_calib_properties(void)
     ASSERT_EQ_INT(ab[0].count, PER);
     ASSERT_NEAR(ab[4].lo, 0.95f, 0);
     ASSERT_NEAR(ab[4].hi, 0.95f, 0);
-    ASSERT_EQ_INT(bins[5].count, PER);     /* 0.55 in (0.5, 0.6] */
+    ASSERT_EQ_INT(bins[5].count, PER); /* 0.55 in (0.5, 0.6] */
     ASSERT_EQ_INT(bins[0].count, 0);
 
     /* sampled: hits drawn with probability = confidence */
@@ -512,7 +524,7 @@ static void test_calib_properties(void)
     ASSERT_ERR(jem_calibration(pw, &yw, 1, 3, 15, &c, NULL, NULL), JEM_ERR_NONFINITE);
     pw[1] = 0;
     ASSERT_ERR(jem_calibration(pw, &yw, 1, 3, 0, &c, NULL, NULL), JEM_ERR_ARG);
-    float lg[3] = {2.5f, -1.0f, 0.3f};   /* logits, not probabilities */
+    float lg[3] = {2.5f, -1.0f, 0.3f}; /* logits, not probabilities */
     ASSERT_ERR(jem_calibration(lg, &yw, 1, 3, 15, &c, NULL, NULL), JEM_ERR_ARG);
     ASSERT_STR_CONTAINS(jem_last_error(), "not a probability vector");
     ASSERT_ERR(jem_calibration(pw, &yw, 0, 3, 15, &c, NULL, NULL), JEM_ERR_ARG);
@@ -546,7 +558,7 @@ static void check_temp_fixture(void)
     ASSERT_REL(t.T, fx_val(&f, "t_opt"), REL32);
     ASSERT_REL(t.nll_before, fx_val(&f, "nll_before"), REL);
     ASSERT_REL(t.nll_after, fx_val(&f, "nll_after"), REL);
-    ASSERT(t.nll_after <= fx_val(&f, "nll_after") * (1 + 1e-12));   /* at least as good */
+    ASSERT(t.nll_after <= fx_val(&f, "nll_after") * (1 + 1e-12)); /* at least as good */
     ASSERT_REL(jem_nll_logits(z, y, N, K, 2.5), fx_val(&f, "nll_t2_5"), REL);
     ASSERT(!t.at_bound);
     free(z);
@@ -606,7 +618,8 @@ static void test_temp_properties(void)
     /* separable: every label is the argmax, so T wants to go to 0 */
     for (int i = 0; i < 200; i++) {
         int a = 0;
-        for (int k = 1; k < K; k++) if (z[i * K + k] > z[i * K + a]) a = k;
+        for (int k = 1; k < K; k++)
+            if (z[i * K + k] > z[i * K + a]) a = k;
         y[i] = a;
     }
     jem_temp_fit t;
@@ -616,7 +629,8 @@ static void test_temp_properties(void)
     /* labels against the logits: T goes to the upper bound */
     for (int i = 0; i < 200; i++) {
         int a = 0;
-        for (int k = 1; k < K; k++) if (z[i * K + k] < z[i * K + a]) a = k;
+        for (int k = 1; k < K; k++)
+            if (z[i * K + k] < z[i * K + a]) a = k;
         y[i] = a;
     }
     ASSERT_OK(jem_temp_scale_fit(z, y, 200, K, &t));
@@ -650,8 +664,7 @@ static void test_temp_properties(void)
 int main(void)
 {
     TEST_MAIN_BEGIN("test_metrics");
-    const char *ood[] = {"ood_ties.txt", "ood_int.txt", "ood_cont.txt", "ood_f32.txt",
-                         "ood_collinear.txt"};
+    const char *ood[] = {"ood_ties.txt", "ood_int.txt", "ood_cont.txt", "ood_f32.txt", "ood_collinear.txt"};
     for (int i = 0; i < 5; i++) check_ood_fixture(ood[i]);
     test_ood_brute();
     test_ood_properties();

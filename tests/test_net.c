@@ -46,8 +46,14 @@ static void ref_forward(const jem_arch *a, jem_net *net, const double *pd, const
             memcpy(sc, cur, sizeof(double) * nout);
         }
         for (size_t k = 0; k < nout; k++) h2[k] += sc[k];
-        free(cur); free(a1); free(h1); free(sc);
-        cur = h2; C = OC; H = OH; W = OW;
+        free(cur);
+        free(a1);
+        free(h1);
+        free(sc);
+        cur = h2;
+        C = OC;
+        H = OH;
+        W = OW;
     }
     double *g = malloc(sizeof(double) * B * C);
     for (int bc = 0; bc < B * C; bc++) {
@@ -56,11 +62,17 @@ static void ref_forward(const jem_arch *a, jem_net *net, const double *pd, const
         g[bc] = acc / (H * W);
     }
     linear_d(logits, g, PD("fc.weight"), PD("fc.bias"), B, C, a->n_classes);
-    free(cur); free(g);
+    free(cur);
+    free(g);
 #undef PD
 }
 
-typedef struct { const jem_arch *a; jem_net *net; double *p, *x, *r, *logits; int B; } net_ctx;
+typedef struct {
+    const jem_arch *a;
+    jem_net *net;
+    double *p, *x, *r, *logits;
+    int B;
+} net_ctx;
 
 static double net_loss(net_ctx *c)
 {
@@ -73,8 +85,10 @@ static double net_loss(net_ctx *c)
 static double fdn(net_ctx *c, double *v, size_t i, double eps)
 {
     double keep = v[i];
-    v[i] = keep + eps; double lp = net_loss(c);
-    v[i] = keep - eps; double lm = net_loss(c);
+    v[i] = keep + eps;
+    double lp = net_loss(c);
+    v[i] = keep - eps;
+    double lm = net_loss(c);
     v[i] = keep;
     return (lp - lm) / (2 * eps);
 }
@@ -120,7 +134,8 @@ static void check_net(const char *desc, int B, int max_checks, uint64_t seed)
 
     /* input gradient */
     size_t nxc = max_checks > 0 && (size_t)max_checks < nx ? (size_t)max_checks : nx;
-    float *an = malloc(sizeof(float) * (nxc + np)); double *nu = malloc(sizeof(double) * (nxc + np));
+    float *an = malloc(sizeof(float) * (nxc + np));
+    double *nu = malloc(sizeof(double) * (nxc + np));
     for (size_t k = 0; k < nxc; k++) {
         size_t i = nxc == nx ? k : jem_rng_below(&rng, (uint32_t)nx);
         an[k] = dx[i];
@@ -154,8 +169,18 @@ static void check_net(const char *desc, int B, int max_checks, uint64_t seed)
     for (size_t i = 0; i < np; i++) acc_ok &= fabsf(jem_net_grads(net)[i] - 2 * g0[i]) <= 1e-5f * (1 + fabsf(g0[i]));
     ASSERT_MSG(acc_ok, "%s: parameter gradients do not accumulate", a.name);
 
-    free(x); free(r); free(logits); free(dx); free(an); free(nu); free(g0); free(dx2);
-    free(c.p); free(c.x); free(c.r); free(c.logits);
+    free(x);
+    free(r);
+    free(logits);
+    free(dx);
+    free(an);
+    free(nu);
+    free(g0);
+    free(dx2);
+    free(c.p);
+    free(c.x);
+    free(c.r);
+    free(c.logits);
     jem_net_free(net);
 }
 
@@ -185,7 +210,9 @@ static void check_threads_agree(void)
     ASSERT_OK(jem_net_predict(net, xb, 130, lp));
     ASSERT_OK(jem_net_forward(net, xb + 129 * 784, 1, lf));
     ASSERT(rel_err_ff(lf, lp + 129 * 10, 10) < 1e-6);
-    free(x); free(lp); free(xb);
+    free(x);
+    free(lp);
+    free(xb);
     jem_net_free(net);
 }
 
@@ -233,8 +260,13 @@ static void check_fused_agrees(const char *desc, int B, uint64_t seed)
     /* a backward pass after switching needs a new forward pass */
     jem_net_fuse(net, 1);
     ASSERT(jem_net_backward(net, dl, dx[0], 0) != JEM_OK);
-    for (int k = 0; k < 2; k++) { free(lg[k]); free(dx[k]); free(gr[k]); }
-    free(x); free(dl);
+    for (int k = 0; k < 2; k++) {
+        free(lg[k]);
+        free(dx[k]);
+        free(gr[k]);
+    }
+    free(x);
+    free(dl);
     jem_net_free(net);
 }
 
@@ -248,8 +280,10 @@ static void check_arch_errors(void)
     ASSERT_STR_CONTAINS(jem_last_error(), "colour");
     ASSERT_ERR(jem_arch_parse("input = 1x28\nclasses = 10\nstem = 16\nblocks = 32/1\n", "m.model", &a), JEM_ERR_FORMAT);
     ASSERT_STR_CONTAINS(jem_last_error(), "m.model:1");
-    ASSERT_ERR(jem_arch_parse("input = 1x28x28\nclasses = 10\nstem = 16\nblocks = 32/3\n", "m.model", &a), JEM_ERR_FORMAT);
-    ASSERT_ERR(jem_arch_parse("input = 1x28x28\nclasses = 0\nstem = 16\nblocks = 32/1\n", "m.model", &a), JEM_ERR_FORMAT);
+    ASSERT_ERR(jem_arch_parse("input = 1x28x28\nclasses = 10\nstem = 16\nblocks = 32/3\n", "m.model", &a),
+               JEM_ERR_FORMAT);
+    ASSERT_ERR(jem_arch_parse("input = 1x28x28\nclasses = 0\nstem = 16\nblocks = 32/1\n", "m.model", &a),
+               JEM_ERR_FORMAT);
     ASSERT_ERR(jem_arch_parse("input = 1x28x28\nclasses = 10\nblocks = 32/1\n", "m.model", &a), JEM_ERR_FORMAT);
     ASSERT_STR_CONTAINS(jem_last_error(), "stem");
     ASSERT_ERR(jem_arch_load("models/does-not-exist.model", &a), JEM_ERR_IO);
@@ -269,7 +303,11 @@ static void read_desc(const char *path, char *buf, size_t n)
 {
     buf[0] = 0;
     FILE *f = fopen(path, "r");
-    if (f) { size_t k = fread(buf, 1, n - 1, f); buf[k] = 0; fclose(f); }
+    if (f) {
+        size_t k = fread(buf, 1, n - 1, f);
+        buf[k] = 0;
+        fclose(f);
+    }
     ASSERT_MSG(buf[0] != 0, "%s: empty or unreadable", path);
 }
 
@@ -278,18 +316,23 @@ int main(void)
     TEST_MAIN_BEGIN("test_net");
     /* tiny nets: every gradient; each activation; identity and conv shortcuts */
     check_net("name = tiny-lrelu\ninput = 1x6x6\nclasses = 3\nstem = 3\nblocks = 3/1 4/2 5/1\n"
-              "activation = lrelu\nslope = 0.2\n", 2, 0, 1);
+              "activation = lrelu\nslope = 0.2\n",
+              2, 0, 1);
     check_net("name = tiny-silu\ninput = 2x5x7\nclasses = 4\nstem = 3\nblocks = 4/2 4/1\n"
-              "activation = silu\n", 2, 0, 2);
+              "activation = silu\n",
+              2, 0, 2);
     check_net("name = tiny-relu\ninput = 3x6x6\nclasses = 2\nstem = 2\nblocks = 3/1 3/2\n"
-              "activation = relu\n", 3, 0, 3);
+              "activation = relu\n",
+              3, 0, 3);
     /* channels the AVX-512 kernels take (multiples of 16), so that their
      * fused stores run: identity shortcuts into Winograd (16/1, 32/1), a
      * strided indirect block (32/2), LeakyReLU and ReLU; sampled coordinates */
     check_net("name = fast-lrelu\ninput = 1x9x8\nclasses = 3\nstem = 16\nblocks = 16/1 32/2 32/1\n"
-              "activation = lrelu\nslope = 0.2\n", 2, t_quick() ? 3 : 6, 5);
+              "activation = lrelu\nslope = 0.2\n",
+              2, t_quick() ? 3 : 6, 5);
     check_net("name = fast-relu\ninput = 1x8x8\nclasses = 2\nstem = 16\nblocks = 16/1 32/2\n"
-              "activation = relu\n", 2, t_quick() ? 3 : 6, 6);
+              "activation = relu\n",
+              2, t_quick() ? 3 : 6, 6);
     /* the reference model end to end, sampled coordinates */
     char desc[1024], cdesc[1024];
     read_desc("models/wrn-fmnist.model", desc, sizeof desc);
@@ -298,9 +341,11 @@ int main(void)
     read_desc("models/wrn-cifar.model", cdesc, sizeof cdesc);
     check_fused_agrees(cdesc, 2, 10);
     check_fused_agrees("name = fused-odd\ninput = 1x9x8\nclasses = 3\nstem = 16\nblocks = 16/1 32/2 48/2\n"
-                       "activation = lrelu\nslope = 0.1\n", 4, 8);
+                       "activation = lrelu\nslope = 0.1\n",
+                       4, 8);
     check_fused_agrees("name = fused-relu\ninput = 2x12x12\nclasses = 5\nstem = 16\nblocks = 32/1 32/1\n"
-                       "activation = relu\n", 2, 9);
+                       "activation = relu\n",
+                       2, 9);
     check_threads_agree();
     check_arch_errors();
     return t_finish();

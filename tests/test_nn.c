@@ -8,8 +8,8 @@
 
 #include <omp.h>
 
-#define FD_EPS 1e-6
-#define TOL_FWD 1e-5
+#define FD_EPS   1e-6
+#define TOL_FWD  1e-5
 #define TOL_GRAD 1e-4
 
 /* central difference of loss(ctx) with respect to x[i] */
@@ -49,8 +49,10 @@ static void check_conv(int B, int IC, int H, int W, int OC, int K, int stride, i
     size_t nx = (size_t)B * IC * H * W, nw = (size_t)OC * IC * K * K, no = (size_t)B * OC * OH * OW;
     float *x = malloc(sizeof(float) * nx), *w = malloc(sizeof(float) * nw), *b = malloc(sizeof(float) * OC);
     float *r = malloc(sizeof(float) * no), *o1 = malloc(sizeof(float) * no), *o2 = malloc(sizeof(float) * no);
-    fill_uniform(x, nx, rng, -1, 1); fill_uniform(w, nw, rng, -0.5f, 0.5f);
-    fill_uniform(b, OC, rng, -0.5f, 0.5f); fill_uniform(r, no, rng, -1, 1);
+    fill_uniform(x, nx, rng, -1, 1);
+    fill_uniform(w, nw, rng, -0.5f, 0.5f);
+    fill_uniform(b, OC, rng, -0.5f, 0.5f);
+    fill_uniform(r, no, rng, -1, 1);
     float *ws = malloc(sizeof(float) * jem_conv2d_ws(&s) * omp_get_max_threads());
     jem_conv2d_forward(o1, x, w, b, &s, NULL, ws);
     jem_conv2d_forward_ref(o2, x, w, b, &s);
@@ -85,14 +87,37 @@ static void check_conv(int B, int IC, int H, int W, int OC, int K, int stride, i
     jem_conv2d_backward(NULL, dw3, NULL, r, x, w, &s, NULL, ws);
     ASSERT_MSG(rel_err_ff(dw3, dw, nw) < 1e-6, "conv dw alone differs");
 
-    free(x); free(w); free(b); free(r); free(o1); free(o2); free(ws);
-    free(dx); free(dw); free(db); free(dx2); free(dw2); free(db2); free(dx3); free(dw3);
-    free(c.x); free(c.w); free(c.b); free(c.r); free(c.out); free(gx); free(gw); free(gb);
+    free(x);
+    free(w);
+    free(b);
+    free(r);
+    free(o1);
+    free(o2);
+    free(ws);
+    free(dx);
+    free(dw);
+    free(db);
+    free(dx2);
+    free(dw2);
+    free(db2);
+    free(dx3);
+    free(dw3);
+    free(c.x);
+    free(c.w);
+    free(c.b);
+    free(c.r);
+    free(c.out);
+    free(gx);
+    free(gw);
+    free(gb);
 }
 
 /* ---------------------------------------------------------------- linear */
 
-typedef struct { int B, IN, OUT; double *x, *w, *b, *r, *out; } lin_ctx;
+typedef struct {
+    int B, IN, OUT;
+    double *x, *w, *b, *r, *out;
+} lin_ctx;
 static double lin_loss(void *p)
 {
     lin_ctx *c = p;
@@ -107,8 +132,10 @@ static void check_linear(int B, int IN, int OUT, jem_rng *rng)
     size_t nx = (size_t)B * IN, nw = (size_t)IN * OUT, no = (size_t)B * OUT;
     float *x = malloc(sizeof(float) * nx), *w = malloc(sizeof(float) * nw), *b = malloc(sizeof(float) * OUT);
     float *r = malloc(sizeof(float) * no), *o1 = malloc(sizeof(float) * no), *o2 = malloc(sizeof(float) * no);
-    fill_uniform(x, nx, rng, -1, 1); fill_uniform(w, nw, rng, -1, 1);
-    fill_uniform(b, OUT, rng, -1, 1); fill_uniform(r, no, rng, -1, 1);
+    fill_uniform(x, nx, rng, -1, 1);
+    fill_uniform(w, nw, rng, -1, 1);
+    fill_uniform(b, OUT, rng, -1, 1);
+    fill_uniform(r, no, rng, -1, 1);
     jem_linear_forward(o1, x, w, b, B, IN, OUT);
     jem_linear_forward_ref(o2, x, w, b, B, IN, OUT);
     ASSERT(rel_err_ff(o1, o2, no) < TOL_FWD);
@@ -122,13 +149,33 @@ static void check_linear(int B, int IN, int OUT, jem_rng *rng)
     ASSERT_MSG(rel_err_fd(dx, gx, nx) < TOL_GRAD, "linear dx %.3g", rel_err_fd(dx, gx, nx));
     ASSERT_MSG(rel_err_fd(dw, gw, nw) < TOL_GRAD, "linear dw %.3g", rel_err_fd(dw, gw, nw));
     ASSERT_MSG(rel_err_fd(db, gb, OUT) < TOL_GRAD, "linear db %.3g", rel_err_fd(db, gb, OUT));
-    free(x); free(w); free(b); free(r); free(o1); free(o2); free(dx); free(dw); free(db);
-    free(c.x); free(c.w); free(c.b); free(c.r); free(c.out); free(gx); free(gw); free(gb);
+    free(x);
+    free(w);
+    free(b);
+    free(r);
+    free(o1);
+    free(o2);
+    free(dx);
+    free(dw);
+    free(db);
+    free(c.x);
+    free(c.w);
+    free(c.b);
+    free(c.r);
+    free(c.out);
+    free(gx);
+    free(gw);
+    free(gb);
 }
 
 /* ----------------------------------------------------------- activations */
 
-typedef struct { size_t n; jem_act a; double slope; double *x, *r; } act_ctx;
+typedef struct {
+    size_t n;
+    jem_act a;
+    double slope;
+    double *x, *r;
+} act_ctx;
 static double act_loss(void *p)
 {
     act_ctx *c = p;
@@ -161,12 +208,16 @@ static void check_act(jem_act a, float slope, jem_rng *rng)
     for (size_t i = 0; i < n; i++) g[i] = fd(act_loss, &c, c.x, i);
     ASSERT_MSG(rel_err_fd(dx, g, n) < TOL_GRAD, "%s backward %.3g", jem_act_name(a), rel_err_fd(dx, g, n));
     ASSERT_MSG(rel_err_ff(d2, dx, n) < 1e-7, "%s inplace", jem_act_name(a));
-    free(c.x); free(c.r);
+    free(c.x);
+    free(c.r);
 }
 
 /* --------------------------------------------------------------- pooling */
 
-typedef struct { int B, C, H, W, k, s, gap; double *x, *r; } pool_ctx;
+typedef struct {
+    int B, C, H, W, k, s, gap;
+    double *x, *r;
+} pool_ctx;
 static double pool_loss(void *p)
 {
     pool_ctx *c = p;
@@ -199,9 +250,15 @@ static void check_pool(int gap, int k, int st, jem_rng *rng)
     size_t nx = (size_t)B * C * H * W, no = (size_t)B * C * OH * OW;
     float *x = malloc(sizeof(float) * nx), *r = malloc(sizeof(float) * no), *o = malloc(sizeof(float) * no);
     float *dx = calloc(nx, sizeof(float));
-    fill_uniform(x, nx, rng, -1, 1); fill_uniform(r, no, rng, -1, 1);
-    if (gap) { jem_gap_forward(o, x, B, C, H * W); jem_gap_backward(dx, r, B, C, H * W); }
-    else { jem_avgpool_forward(o, x, B, C, H, W, k, st); jem_avgpool_backward(dx, r, B, C, H, W, k, st); }
+    fill_uniform(x, nx, rng, -1, 1);
+    fill_uniform(r, no, rng, -1, 1);
+    if (gap) {
+        jem_gap_forward(o, x, B, C, H * W);
+        jem_gap_backward(dx, r, B, C, H * W);
+    } else {
+        jem_avgpool_forward(o, x, B, C, H, W, k, st);
+        jem_avgpool_backward(dx, r, B, C, H, W, k, st);
+    }
     pool_ctx c = {B, C, H, W, k, st, gap, to_d(x, nx), to_d(r, no)};
     double L = 0;
     for (size_t i = 0; i < no; i++) L += (double)o[i] * r[i];
@@ -209,13 +266,21 @@ static void check_pool(int gap, int k, int st, jem_rng *rng)
     double *g = malloc(sizeof(double) * nx);
     for (size_t i = 0; i < nx; i++) g[i] = fd(pool_loss, &c, c.x, i);
     ASSERT_MSG(rel_err_fd(dx, g, nx) < TOL_GRAD, "%s backward", gap ? "gap" : "avgpool");
-    free(x); free(r); free(o); free(dx); free(c.x); free(c.r); free(g);
+    free(x);
+    free(r);
+    free(o);
+    free(dx);
+    free(c.x);
+    free(c.r);
+    free(g);
 }
 
 static void check_add(jem_rng *rng)
 {
     float a[50], b[50], o[50], da[50] = {0}, db[50] = {0}, d[50];
-    fill_uniform(a, 50, rng, -1, 1); fill_uniform(b, 50, rng, -1, 1); fill_uniform(d, 50, rng, -1, 1);
+    fill_uniform(a, 50, rng, -1, 1);
+    fill_uniform(b, 50, rng, -1, 1);
+    fill_uniform(d, 50, rng, -1, 1);
     jem_add_forward(o, a, b, 50);
     jem_add_backward(da, db, d, 50);
     int ok = 1;
@@ -229,13 +294,13 @@ int main(void)
     jem_rng rng;
     jem_rng_seed(&rng, 1234, 0);
     /* conv: the shapes the wide-ResNet uses and the general cases */
-    check_conv(2, 3, 7, 6, 4, 3, 1, 1, &rng);   /* 3x3 stride 1 pad 1 */
-    check_conv(2, 3, 7, 7, 5, 3, 2, 1, &rng);   /* 3x3 stride 2 */
-    check_conv(2, 4, 5, 5, 3, 1, 1, 0, &rng);   /* 1x1 (no im2col) */
-    check_conv(2, 4, 7, 6, 3, 1, 2, 0, &rng);   /* 1x1 stride 2 shortcut */
-    check_conv(1, 2, 8, 8, 3, 5, 1, 2, &rng);   /* 5x5 pad 2 */
-    check_conv(3, 2, 6, 5, 2, 3, 1, 0, &rng);   /* no padding */
-    check_conv(2, 2, 9, 9, 3, 3, 3, 2, &rng);   /* stride 3 */
+    check_conv(2, 3, 7, 6, 4, 3, 1, 1, &rng); /* 3x3 stride 1 pad 1 */
+    check_conv(2, 3, 7, 7, 5, 3, 2, 1, &rng); /* 3x3 stride 2 */
+    check_conv(2, 4, 5, 5, 3, 1, 1, 0, &rng); /* 1x1 (no im2col) */
+    check_conv(2, 4, 7, 6, 3, 1, 2, 0, &rng); /* 1x1 stride 2 shortcut */
+    check_conv(1, 2, 8, 8, 3, 5, 1, 2, &rng); /* 5x5 pad 2 */
+    check_conv(3, 2, 6, 5, 2, 3, 1, 0, &rng); /* no padding */
+    check_conv(2, 2, 9, 9, 3, 3, 3, 2, &rng); /* stride 3 */
     /* channels multiples of 16: the Winograd (stride 1) and indirect
      * (stride 2) kernels on AVX-512 CPUs, odd sizes for partial tiles */
     check_conv(1, 16, 5, 5, 16, 3, 1, 1, &rng);

@@ -21,7 +21,9 @@ static char tmpdir[64];
 
 static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
 {
-    (void)sb; (void)flag; (void)ftw;
+    (void)sb;
+    (void)flag;
+    (void)ftw;
     return remove(p);
 }
 
@@ -57,7 +59,7 @@ static void fill_uniform(float *x, size_t n, jem_rng *r, float lo, float hi)
 /* ================================================================ features */
 
 #define NET_FUSABLE "input = 1x8x8\nclasses = 3\nstem = 16\nblocks = 16/1 32/2 32/1\nactivation = lrelu\nslope = 0.2\n"
-#define NET_TINY "input = 1x6x6\nclasses = 3\nstem = 4\nblocks = 4/1 8/2\nactivation = lrelu\nslope = 0.2\n"
+#define NET_TINY    "input = 1x6x6\nclasses = 3\nstem = 4\nblocks = 4/1 8/2\nactivation = lrelu\nslope = 0.2\n"
 
 static void test_features(void)
 {
@@ -132,7 +134,10 @@ static void test_features(void)
         ASSERT_MSG(e < 1e-4, "positive last block: pool and b2 differ by %g", e);
         jem_net_free(net);
     }
-    free(x); free(lg); free(f); free(g);
+    free(x);
+    free(lg);
+    free(f);
+    free(g);
 }
 
 static void test_layer_names(void)
@@ -172,7 +177,7 @@ static void test_maha_closed_form(void)
         }
     jem_maha_acc acc;
     ASSERT_OK(jem_maha_acc_init(&acc, 2, 2));
-    ASSERT_OK(jem_maha_acc_add(&acc, f, y, 3));   /* uneven batches */
+    ASSERT_OK(jem_maha_acc_add(&acc, f, y, 3)); /* uneven batches */
     ASSERT_OK(jem_maha_acc_add(&acc, f + 6, y + 3, 5));
     jem_maha m;
     ASSERT_OK(jem_maha_fit(&acc, 0, &m));
@@ -195,12 +200,15 @@ static void test_maha_closed_form(void)
         for (int k = 0; k < 2; k++) {
             double dx = q[i * 2] - mu[k][0], dy = q[i * 2 + 1] - mu[k][1];
             double d = 2 * dx * dx / (a * a) + 2 * dy * dy / (b * b);
-            if (d < best) { best = d; bk = k; }
+            if (d < best) {
+                best = d;
+                bk = k;
+            }
         }
         ASSERT_NEAR(s[i], -best, 1e-10 * (1 + best));
         ASSERT_EQ_INT(km[i], bk);
     }
-    ASSERT_NEAR(s[0], 0, 1e-12);   /* a class mean */
+    ASSERT_NEAR(s[0], 0, 1e-12); /* a class mean */
     /* (0, 0): class 0 gives 2/4 + 2/0.25 = 8.5, class 1 gives 18/4 + 32 */
     ASSERT_NEAR(s[1], -8.5, 1e-10);
 
@@ -235,8 +243,13 @@ static void invert(const double *A, int D, double *inv)
         for (int j = 0; j < 2 * D; j++) M[i * 2 * D + j] = j < D ? A[i * D + j] : (j - D == i);
     for (int c = 0; c < D; c++) {
         int p = c;
-        for (int r = c + 1; r < D; r++) if (fabs(M[r * 2 * D + c]) > fabs(M[p * 2 * D + c])) p = r;
-        for (int j = 0; j < 2 * D; j++) { double t = M[c * 2 * D + j]; M[c * 2 * D + j] = M[p * 2 * D + j]; M[p * 2 * D + j] = t; }
+        for (int r = c + 1; r < D; r++)
+            if (fabs(M[r * 2 * D + c]) > fabs(M[p * 2 * D + c])) p = r;
+        for (int j = 0; j < 2 * D; j++) {
+            double t = M[c * 2 * D + j];
+            M[c * 2 * D + j] = M[p * 2 * D + j];
+            M[p * 2 * D + j] = t;
+        }
         double pv = M[c * 2 * D + c];
         for (int j = 0; j < 2 * D; j++) M[c * 2 * D + j] /= pv;
         for (int r = 0; r < D; r++) {
@@ -285,7 +298,8 @@ static void test_maha_gaussian(void)
         cnt[y[i]]++;
         for (int d = 0; d < D; d++) mean[y[i]][d] += f[i * D + d];
     }
-    for (int k = 0; k < K; k++) for (int d = 0; d < D; d++) mean[k][d] /= cnt[k];
+    for (int k = 0; k < K; k++)
+        for (int d = 0; d < D; d++) mean[k][d] /= cnt[k];
     for (int i = 0; i < N; i++)
         for (int d = 0; d < D; d++)
             for (int e = 0; e < D; e++)
@@ -486,7 +500,12 @@ static void test_knn_random(void)
     for (int j = 0; j < n; j++) e = fmax(e, fabs(s2[j] - s[j]));
     ASSERT_MSG(e < 1e-6, "scaled queries change knn scores by %g", e);
     jem_knn_free(&m);
-    free(tr); free(q); free(want); free(d); free(s); free(s2);
+    free(tr);
+    free(q);
+    free(want);
+    free(d);
+    free(s);
+    free(s2);
 }
 
 /* ============================================================ threshold */
@@ -497,25 +516,25 @@ static void test_threshold(void)
     const double s_out[5] = {0.85, 0.8, 0.4, 0.0, -1};
     double thr, kept;
     /* sorted: 0.9 0.8 0.8 0.7 0.5 0.3 0.2 0.1 0.05 0 */
-    ASSERT_OK(jem_ood_threshold(s_in, 10, 0.5, &thr, &kept));      /* m = 5 */
+    ASSERT_OK(jem_ood_threshold(s_in, 10, 0.5, &thr, &kept)); /* m = 5 */
     ASSERT_NEAR(thr, 0.5, 0);
     ASSERT_NEAR(kept, 0.5, 0);
-    ASSERT_NEAR(jem_ood_rate_at(s_out, 5, thr), 0.4, 0);           /* 0.85 and 0.8 */
-    ASSERT_OK(jem_ood_threshold(s_in, 10, 0.25, &thr, &kept));     /* m = 3: 0.8, a tie */
+    ASSERT_NEAR(jem_ood_rate_at(s_out, 5, thr), 0.4, 0);       /* 0.85 and 0.8 */
+    ASSERT_OK(jem_ood_threshold(s_in, 10, 0.25, &thr, &kept)); /* m = 3: 0.8, a tie */
     ASSERT_NEAR(thr, 0.8, 0);
     ASSERT_NEAR(kept, 0.3, 0);
-    ASSERT_OK(jem_ood_threshold(s_in, 10, 0.2, &thr, &kept));      /* m = 2: the same tie */
+    ASSERT_OK(jem_ood_threshold(s_in, 10, 0.2, &thr, &kept)); /* m = 2: the same tie */
     ASSERT_NEAR(thr, 0.8, 0);
     ASSERT_NEAR(kept, 0.3, 0);
-    ASSERT_NEAR(jem_ood_rate_at(s_out, 5, thr), 0.4, 0);           /* >= keeps the tie 0.8 */
-    ASSERT_OK(jem_ood_threshold(s_in, 10, 0.1, &thr, &kept));      /* m = 1 */
+    ASSERT_NEAR(jem_ood_rate_at(s_out, 5, thr), 0.4, 0);      /* >= keeps the tie 0.8 */
+    ASSERT_OK(jem_ood_threshold(s_in, 10, 0.1, &thr, &kept)); /* m = 1 */
     ASSERT_NEAR(thr, 0.9, 0);
     ASSERT_NEAR(kept, 0.1, 0);
-    ASSERT_OK(jem_ood_threshold(s_in, 10, 0.95, &thr, &kept));     /* m = 10 */
+    ASSERT_OK(jem_ood_threshold(s_in, 10, 0.95, &thr, &kept)); /* m = 10 */
     ASSERT_NEAR(thr, 0.0, 0);
     ASSERT_NEAR(kept, 1.0, 0);
     ASSERT_NEAR(jem_ood_rate_at(s_out, 5, thr), 0.8, 0);
-    ASSERT_OK(jem_ood_threshold(s_in, 10, 0.8, &thr, &kept));      /* m = 8 exactly */
+    ASSERT_OK(jem_ood_threshold(s_in, 10, 0.8, &thr, &kept)); /* m = 8 exactly */
     ASSERT_NEAR(thr, 0.1, 0);
     ASSERT_NEAR(kept, 0.8, 0);
     ASSERT_OK(jem_ood_threshold(s_in, 10, 1.0, &thr, &kept));
@@ -540,7 +559,7 @@ static void test_threshold(void)
     for (int rep = 0; rep < 20; rep++) {
         const int ni = 1 + (int)jem_rng_below(&rng, 300), no = 1 + (int)jem_rng_below(&rng, 300);
         double *a = malloc(sizeof(double) * ni), *b = malloc(sizeof(double) * no);
-        for (int i = 0; i < ni; i++) a[i] = (double)jem_rng_below(&rng, 40) + 3;  /* many ties */
+        for (int i = 0; i < ni; i++) a[i] = (double)jem_rng_below(&rng, 40) + 3; /* many ties */
         for (int i = 0; i < no; i++) b[i] = (double)jem_rng_below(&rng, 40);
         jem_ood_metrics mm;
         ASSERT_OK(jem_ood_metrics_compute(a, ni, b, no, &mm));
@@ -621,8 +640,8 @@ static void test_odin(void)
                 wrong += (step > 0) != (g[d] > 0);
             }
         }
-        ASSERT_MSG(checked > 20 && wrong == 0, "T %g: %d of %d perturbation signs disagree with the gradient", T,
-                   wrong, checked);
+        ASSERT_MSG(checked > 20 && wrong == 0, "T %g: %d of %d perturbation signs disagree with the gradient", T, wrong,
+                   checked);
         /* the score: max softmax(f(x') / T) */
         ASSERT_OK(jem_net_predict(net, xp, n, lg));
         e = 0;
@@ -644,7 +663,10 @@ static void test_odin(void)
     ASSERT_ERR(jem_odin_scores(net, x, n, 0, 0.1, s, NULL), JEM_ERR_ARG);
     ASSERT_ERR(jem_odin_scores(net, x, n, 1, -0.1, s, NULL), JEM_ERR_ARG);
     ASSERT_ERR(jem_odin_scores(net, x, n, 1, INFINITY, s, NULL), JEM_ERR_ARG);
-    free(x); free(xp); free(lg); free(s);
+    free(x);
+    free(xp);
+    free(lg);
+    free(s);
     jem_net_free(net);
 }
 
@@ -662,8 +684,8 @@ static void make_set(jem_dataset *ds, int n, int c, int h, int w, int K, uint64_
     for (int i = 0; i < n; i++) {
         ds->y[i] = i % K;
         for (size_t d = 0; d < D; d++)
-            ds->x[i * D + d] = 0.5f * (float)((d % (size_t)(K + 1)) == (size_t)ds->y[i]) - 0.25f +
-                               0.3f * jem_rng_normal(&rng);
+            ds->x[i * D + d] =
+                0.5f * (float)((d % (size_t)(K + 1)) == (size_t)ds->y[i]) - 0.25f + 0.3f * jem_rng_normal(&rng);
     }
     ds->n_classes = K;
 }
@@ -950,7 +972,9 @@ static void test_corrupt_deterministic(void)
     ASSERT_ERR(jem_corrupt_apply(0, 0, a, n, 1, H, W, 0), JEM_ERR_ARG);
     ASSERT_ERR(jem_corrupt_apply(0, 6, a, n, 1, H, W, 0), JEM_ERR_ARG);
     ASSERT_ERR(jem_corrupt_apply(0, 1, a, n, 0, H, W, 0), JEM_ERR_ARG);
-    free(x0); free(a); free(b);
+    free(x0);
+    free(a);
+    free(b);
 }
 
 static void test_corrupt_photometric(void)
@@ -1001,8 +1025,8 @@ static void test_corrupt_blur(void)
     for (int y = 0; y < H; y++)
         for (int x = 0; x < W; x++) {
             const int dy = y - 14, dx = x - 13;
-            const double want = abs(dy) <= 4 && abs(dx) <= 4
-                                    ? exp(-0.5 * (dy * dy + dx * dx) / (sigma * sigma)) / (z * z) : 0;
+            const double want =
+                abs(dy) <= 4 && abs(dx) <= 4 ? exp(-0.5 * (dy * dy + dx * dx) / (sigma * sigma)) / (z * z) : 0;
             e = fmax(e, fabs(dst[y * W + x] - want));
             sum += dst[y * W + x];
         }
@@ -1055,7 +1079,9 @@ static void test_corrupt_blur(void)
             free(x);
         }
     }
-    free(src); free(dst); free(tmp);
+    free(src);
+    free(dst);
+    free(tmp);
 }
 
 static void test_corrupt_geometric(void)
@@ -1105,7 +1131,9 @@ static void test_corrupt_geometric(void)
             for (int y = 0; y < H; y++)
                 for (int xx = 0; xx < W; xx++) {
                     const double u = u_of(x[i * H * W + y * W + xx]);
-                    m += u; cy += u * y; cx += u * xx;
+                    m += u;
+                    cy += u * y;
+                    cx += u * xx;
                 }
             cy /= m;
             cx /= m;
@@ -1132,9 +1160,12 @@ static void test_corrupt_geometric(void)
         }
         ASSERT_MSG(bad == 0, "rotation %d: %d images are not turned by +-%g degrees", sev, bad, ang[sev - 1]);
         ASSERT_MSG(plus > 0 && plus < n, "rotation %d: all %d images turned the same way", sev, n);
-        free(s0); free(rp); free(rm);
+        free(s0);
+        free(rp);
+        free(rm);
     }
-    free(x); free(x0);
+    free(x);
+    free(x0);
 
     /* area resampling: 28 -> 14 is the 2x2 means, 14 -> 28 repeats */
     double *half = malloc(sizeof(double) * 14 * 14);
@@ -1167,13 +1198,14 @@ static void test_corrupt_geometric(void)
         ASSERT(v < v0);
         free(im);
     }
-    free(src); free(dst);
+    free(src);
+    free(dst);
 }
 
 static void test_corrupt_jpeg(void)
 {
     int q[64];
-    jem_jpeg_table(50, q);   /* quality 50 is the standard table */
+    jem_jpeg_table(50, q); /* quality 50 is the standard table */
     ASSERT_EQ_INT(q[0], 16);
     ASSERT_EQ_INT(q[7], 61);
     ASSERT_EQ_INT(q[56], 72);
@@ -1308,11 +1340,19 @@ static void test_class_filter(void)
     ASSERT_STR_CONTAINS(jem_last_error(), "unlabelled");
 
     const char *bad[][2] = {
-        {"classes=", "empty class list"}, {"classes=a", "bad class list"}, {"classes=1-", "bad class list"},
-        {"classes=-1", "bad class list"}, {"classes=3-1", "empty range"}, {"classes=1,,2", "bad class list"},
-        {"classes=1;2", "bad class list"}, {"classes=1,", "bad class list"}, {"classes=99999999", "too large"},
-        {"classes=5", "class 5 is not in the set"}, {"classes=0-7", "class 5 is not in the set"},
-        {"classes=1:relabel:relabel", "no such file"}, {"classes=1:relabelx", "no such file"},
+        {"classes=", "empty class list"},
+        {"classes=a", "bad class list"},
+        {"classes=1-", "bad class list"},
+        {"classes=-1", "bad class list"},
+        {"classes=3-1", "empty range"},
+        {"classes=1,,2", "bad class list"},
+        {"classes=1;2", "bad class list"},
+        {"classes=1,", "bad class list"},
+        {"classes=99999999", "too large"},
+        {"classes=5", "class 5 is not in the set"},
+        {"classes=0-7", "class 5 is not in the set"},
+        {"classes=1:relabel:relabel", "no such file"},
+        {"classes=1:relabelx", "no such file"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         snprintf(spec, sizeof spec, "idx:%s:%s", tpath("s"), bad[i][0]);
@@ -1377,10 +1417,16 @@ static void test_corrupt_spec(void)
     jem_dataset_free(&a);
 
     const char *bad[][2] = {
-        {"fog:3", "unknown corruption 'fog'"}, {"jpeg:0", "severity '0'"}, {"jpeg:6", "severity '6'"},
-        {"jpeg:x", "severity 'x'"}, {"jpeg:33", "severity '33'"}, {"jpeg", "severity"},
-        {"jpeg:3:seed=", "cannot parse 'seed='"}, {"jpeg:3:seed=-1", "cannot parse"},
-        {"jpeg:3:seed=99999999999999999999999", "cannot parse"}, {"jpeg:3:4", "unknown corruption '3'"},
+        {"fog:3", "unknown corruption 'fog'"},
+        {"jpeg:0", "severity '0'"},
+        {"jpeg:6", "severity '6'"},
+        {"jpeg:x", "severity 'x'"},
+        {"jpeg:33", "severity '33'"},
+        {"jpeg", "severity"},
+        {"jpeg:3:seed=", "cannot parse 'seed='"},
+        {"jpeg:3:seed=-1", "cannot parse"},
+        {"jpeg:3:seed=99999999999999999999999", "cannot parse"},
+        {"jpeg:3:4", "unknown corruption '3'"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         snprintf(spec, sizeof spec, "corrupt:idx:%s:%s", tpath("c"), bad[i][0]);
@@ -1394,7 +1440,10 @@ static void test_corrupt_spec(void)
     ASSERT_ERR(jem_dataset_open("corrupt::jpeg:3", &a), JEM_ERR_ARG);
     ASSERT_ERR(jem_dataset_open("corrupt:bogus:jpeg:3", &a), JEM_ERR_ARG);
     ASSERT_STR_CONTAINS(jem_last_error(), "unknown data set spec");
-    ASSERT_ERR(jem_dataset_open("corrupt:corrupt:corrupt:corrupt:corrupt:corrupt:noise:uniform:1:2x2:jpeg:1:jpeg:1:jpeg:1:jpeg:1:jpeg:1:jpeg:1", &a), JEM_ERR_ARG);
+    ASSERT_ERR(jem_dataset_open("corrupt:corrupt:corrupt:corrupt:corrupt:corrupt:noise:uniform:1:2x2:jpeg:1:jpeg:1:"
+                                "jpeg:1:jpeg:1:jpeg:1:jpeg:1",
+                                &a),
+               JEM_ERR_ARG);
     ASSERT_STR_CONTAINS(jem_last_error(), "nested too deeply");
 }
 
@@ -1402,7 +1451,10 @@ int main(void)
 {
     TEST_MAIN_BEGIN("test_ood");
     snprintf(tmpdir, sizeof tmpdir, "/tmp/jem-test-ood-XXXXXX");
-    if (!mkdtemp(tmpdir)) { perror("mkdtemp"); return 1; }
+    if (!mkdtemp(tmpdir)) {
+        perror("mkdtemp");
+        return 1;
+    }
     test_layer_names();
     test_features();
     test_maha_closed_form();

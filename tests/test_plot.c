@@ -41,7 +41,10 @@ static double ink_fraction(const jem_image *im, int *n_colours)
             uint32_t c = px(im, x, y);
             ink += c != 0xffffff;
             int q = (int)(((c >> 20) & 15) << 8 | ((c >> 12) & 15) << 4 | ((c >> 4) & 15));
-            if (!seen[q]) { seen[q] = 1; nc++; }
+            if (!seen[q]) {
+                seen[q] = 1;
+                nc++;
+            }
         }
     *n_colours = nc;
     return (double)ink / ((double)im->w * im->h);
@@ -109,9 +112,15 @@ static void test_font(void)
             for (int c = 0; c < JEM_FONT_W; c++)
                 if (jem_font_pixel(ch, c, r)) b |= 1ull << (r * JEM_FONT_W + c);
         bits[ch] = b;
-        if (!b) { empty++; fprintf(stderr, "glyph '%c' is empty\n", ch); }
+        if (!b) {
+            empty++;
+            fprintf(stderr, "glyph '%c' is empty\n", ch);
+        }
         for (int o = 33; o < ch; o++)
-            if (bits[o] == b) { dup++; fprintf(stderr, "glyphs '%c' and '%c' are equal\n", o, ch); }
+            if (bits[o] == b) {
+                dup++;
+                fprintf(stderr, "glyphs '%c' and '%c' are equal\n", o, ch);
+            }
     }
     ASSERT_EQ_INT(empty, 0);
     ASSERT_EQ_INT(dup, 0);
@@ -127,10 +136,9 @@ static void test_font(void)
     ASSERT(desc > 0);
     /* outside the range: drawn as '?'; outside the cell: clear */
     for (int r = 0; r < JEM_FONT_H; r++)
-        for (int c = 0; c < JEM_FONT_W; c++)
-            ASSERT_EQ_INT(jem_font_pixel(200, c, r), jem_font_pixel('?', c, r));
-    ASSERT_EQ_INT(jem_font_pixel('A', -1, 0) + jem_font_pixel('A', JEM_FONT_W, 0) +
-                  jem_font_pixel('A', 0, JEM_FONT_H), 0);
+        for (int c = 0; c < JEM_FONT_W; c++) ASSERT_EQ_INT(jem_font_pixel(200, c, r), jem_font_pixel('?', c, r));
+    ASSERT_EQ_INT(jem_font_pixel('A', -1, 0) + jem_font_pixel('A', JEM_FONT_W, 0) + jem_font_pixel('A', 0, JEM_FONT_H),
+                  0);
 }
 
 /* ----------------------------------------------------------- primitives */
@@ -140,14 +148,14 @@ static void test_primitives(void)
     jem_image im;
     ASSERT_OK(jem_image_new(64, 48, 0xffffff, &im));
     ASSERT_EQ_INT(px(&im, 10, 10), 0xffffff);
-    jem_draw_rect(&im, -5, -5, 4, 3, 0x102030, 1);       /* clipped */
+    jem_draw_rect(&im, -5, -5, 4, 3, 0x102030, 1); /* clipped */
     ASSERT_EQ_INT(px(&im, 0, 0), 0x102030);
     ASSERT_EQ_INT(px(&im, 3, 2), 0x102030);
     ASSERT_EQ_INT(px(&im, 4, 2), 0xffffff);
     ASSERT_EQ_INT(px(&im, 3, 3), 0xffffff);
-    jem_draw_rect(&im, 10, 10, 11, 11, 0x000000, 0.5);   /* half over white */
+    jem_draw_rect(&im, 10, 10, 11, 11, 0x000000, 0.5); /* half over white */
     ASSERT_EQ_INT(px(&im, 10, 10), 0x808080);
-    jem_draw_rect(&im, 60, 40, 200, 200, 0xff0000, 1);    /* clipped at the far edge */
+    jem_draw_rect(&im, 60, 40, 200, 200, 0xff0000, 1); /* clipped at the far edge */
     ASSERT_EQ_INT(px(&im, 63, 47), 0xff0000);
 
     /* a horizontal line of width 3 covers rows y-1..y+1, nothing beyond */
@@ -161,7 +169,10 @@ static void test_primitives(void)
     /* dashed: dashes of 4 pixels, gaps of 4 */
     jem_draw_line(&im, 0, 20, 63, 20, 1, 0x000000, 1, 4);
     int on = 0, off = 0;
-    for (int x = 2; x < 60; x++) { if (px(&im, x, 20) == 0) on++; else off++; }
+    for (int x = 2; x < 60; x++) {
+        if (px(&im, x, 20) == 0) on++;
+        else off++;
+    }
     ASSERT_MSG(on > 20 && off > 20, "dashes: %d on, %d off", on, off);
     /* a line far outside does nothing */
     jem_draw_line(&im, -100, -100, -50, -60, 3, 0, 1, 0);
@@ -180,19 +191,25 @@ static void test_primitives(void)
     for (int y = 0; y < 60; y++)
         for (int x = 0; x < 80; x++) {
             int in = x >= 10 && x < 10 + tw && y >= 10 && y < 10 + JEM_FONT_ASC * 2;
-            if (px(&im, x, y) != 0xffffff) { if (in) inside++; else outside++; }
+            if (px(&im, x, y) != 0xffffff) {
+                if (in) inside++;
+                else outside++;
+            }
         }
     ASSERT(inside > 20);
     ASSERT_EQ_INT(outside, 0);
-    ASSERT_EQ_INT(px(&im, 10, 10), 0x000000);   /* top-left of 'E' */
+    ASSERT_EQ_INT(px(&im, 10, 10), 0x000000); /* top-left of 'E' */
     jem_image_free(&im);
     ASSERT_OK(jem_image_new(60, 80, 0xffffff, &im));
-    jem_draw_text(&im, 10, 70, "E1", 2, 0x000000, 1);  /* bottom-left at (10, 70) */
+    jem_draw_text(&im, 10, 70, "E1", 2, 0x000000, 1); /* bottom-left at (10, 70) */
     inside = outside = 0;
     for (int y = 0; y < 80; y++)
         for (int x = 0; x < 60; x++) {
             int in = x >= 10 && x < 10 + JEM_FONT_ASC * 2 && y > 70 - tw && y <= 70;
-            if (px(&im, x, y) != 0xffffff) { if (in) inside++; else outside++; }
+            if (px(&im, x, y) != 0xffffff) {
+                if (in) inside++;
+                else outside++;
+            }
         }
     ASSERT(inside > 20);
     ASSERT_EQ_INT(outside, 0);
@@ -210,10 +227,14 @@ static void test_reliability(jem_rng *rng)
     int32_t *y = malloc(sizeof(int32_t) * N);
     for (int i = 0; i < N; i++) {
         double s = 0, z[10];
-        for (int k = 0; k < K; k++) { z[k] = exp(2.5 * jem_rng_normal_d(rng)); s += z[k]; }
+        for (int k = 0; k < K; k++) {
+            z[k] = exp(2.5 * jem_rng_normal_d(rng));
+            s += z[k];
+        }
         for (int k = 0; k < K; k++) p[i * K + k] = (float)(z[k] / s);
         int a = 0;
-        for (int k = 1; k < K; k++) if (p[i * K + k] > p[i * K + a]) a = k;
+        for (int k = 1; k < K; k++)
+            if (p[i * K + k] > p[i * K + a]) a = k;
         double conf = p[i * K + a];
         y[i] = jem_rng_uniform_d(rng) < 0.85 * conf ? a : (a + 1) % K;
     }
@@ -242,12 +263,11 @@ static void test_reliability(jem_rng *rng)
 static void test_histograms(jem_rng *rng)
 {
     int n1 = 10000, n2 = 10000, n3 = 3000;
-    double *a = malloc(sizeof(double) * n1), *b = malloc(sizeof(double) * n2),
-           *c = malloc(sizeof(double) * n3);
+    double *a = malloc(sizeof(double) * n1), *b = malloc(sizeof(double) * n2), *c = malloc(sizeof(double) * n3);
     for (int i = 0; i < n1; i++) a[i] = 2 + 1.0 * jem_rng_normal_d(rng);
     for (int i = 0; i < n2; i++) b[i] = -1 + 1.5 * jem_rng_normal_d(rng);
     for (int i = 0; i < n3; i++) c[i] = -6 + 0.5 * jem_rng_normal_d(rng);
-    a[0] = NAN;       /* left out */
+    a[0] = NAN; /* left out */
     b[0] = -INFINITY;
     jem_sample_set sets[3] = {{"Fashion-MNIST", a, n1}, {"MNIST", b, n2}, {"uniform noise", c, n3}};
     jem_plot_opts o = {0};
@@ -267,7 +287,7 @@ static void test_histograms(jem_rng *rng)
     o.xmax = 4;
     o.bins = 24;
     o.ymin = 0;
-    o.ymax = 0.05;    /* lower than the tallest bar: clipped */
+    o.ymax = 0.05; /* lower than the tallest bar: clipped */
     ASSERT_OK(jem_plot_histograms(sets, 2, &o, &im));
     check_plot(&im, 800, 600, "hist_range.png");
     jem_image_free(&im);
@@ -280,18 +300,17 @@ static void test_histograms(jem_rng *rng)
 static void test_roc(jem_rng *rng)
 {
     int n = 2000;
-    double *in = malloc(sizeof(double) * n), *o1 = malloc(sizeof(double) * n),
-           *o2 = malloc(sizeof(double) * n);
+    double *in = malloc(sizeof(double) * n), *o1 = malloc(sizeof(double) * n), *o2 = malloc(sizeof(double) * n);
     for (int i = 0; i < n; i++) {
         in[i] = jem_rng_normal_d(rng) + 1.5;
         o1[i] = jem_rng_normal_d(rng);
-        o2[i] = round(4 * (jem_rng_normal_d(rng) + 1.2)) / 4;   /* ties */
+        o2[i] = round(4 * (jem_rng_normal_d(rng) + 1.2)) / 4; /* ties */
     }
     jem_roc r[3];
     ASSERT_OK(jem_roc_curve(in, n, o1, n, 1, &r[0]));
     ASSERT_OK(jem_roc_curve(in, n, o2, n, 1, &r[1]));
     const double two_in[] = {1}, two_out[] = {0};
-    ASSERT_OK(jem_roc_curve(two_in, 1, two_out, 1, 0, &r[2]));   /* perfect, 3 points */
+    ASSERT_OK(jem_roc_curve(two_in, 1, two_out, 1, 0, &r[2])); /* perfect, 3 points */
     const char *names[3] = {"MNIST", "Interp", "noise"};
     jem_image im;
     ASSERT_OK(jem_plot_roc(r, names, 3, NULL, &im));
@@ -305,7 +324,7 @@ static void test_roc(jem_rng *rng)
     check_plot(&im, 600, 600, "roc_square.png");
     jem_image_free(&im);
     for (int i = 0; i < 3; i++) jem_roc_free(&r[i]);
-    ASSERT_ERR(jem_plot_roc(r, names, 1, NULL, &im), JEM_ERR_ARG);   /* freed: empty */
+    ASSERT_ERR(jem_plot_roc(r, names, 1, NULL, &im), JEM_ERR_ARG); /* freed: empty */
     free(in);
     free(o1);
     free(o2);
@@ -316,9 +335,8 @@ static void test_lines(void)
     const double eps[] = {0, 0.02, 0.05, 0.1, 0.2};
     const double acc_a[] = {0.907, 0.46, 0.07, 0.0, 0.0};
     const double acc_b[] = {0.673, 0.60, 0.34, 0.06, 0.01};
-    const double acc_c[] = {0.80, 0.70, NAN, 0.30, 0.12};   /* a gap */
-    jem_series s[3] = {{"softmax", eps, acc_a, 5}, {"JEM", eps, acc_b, 5},
-                       {"JEM + purification", eps, acc_c, 5}};
+    const double acc_c[] = {0.80, 0.70, NAN, 0.30, 0.12}; /* a gap */
+    jem_series s[3] = {{"softmax", eps, acc_a, 5}, {"JEM", eps, acc_b, 5}, {"JEM + purification", eps, acc_c, 5}};
     jem_plot_opts o = {0};
     o.title = "PGD L-inf robust accuracy";
     o.xlabel = "epsilon ([0, 1] pixel scale)";

@@ -9,13 +9,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define DATA FIXTURES "/data"
+#define DATA   FIXTURES "/data"
 #define MAXIMG 32
 
 typedef struct {
-    char   rel[128];
-    int    c, h, w;
-    float *v;        /* (C, H, W) expected, in [-1, 1] */
+    char rel[128];
+    int c, h, w;
+    float *v; /* (C, H, W) expected, in [-1, 1] */
 } expected;
 
 static int load_expected(expected *e, int max)
@@ -37,7 +37,10 @@ static int load_expected(expected *e, int max)
             x->v[got] = strtof(p, &end);
             if (end == p) break;
         }
-        if (got != m) { free(x->v); break; }
+        if (got != m) {
+            free(x->v);
+            break;
+        }
         n++;
     }
     free(line);
@@ -68,8 +71,8 @@ static void test_read_fixtures(expected *e, int ne)
         jem_status st = jem_png_read(path, 0, &x, &c, &h, &w);
         ASSERT_MSG(st == JEM_OK, "%s: %s", path, jem_last_error());
         if (st) continue;
-        ASSERT_MSG(c == e[i].c && h == e[i].h && w == e[i].w, "%s: %dx%dx%d, expected %dx%dx%d",
-                   e[i].rel, c, h, w, e[i].c, e[i].h, e[i].w);
+        ASSERT_MSG(c == e[i].c && h == e[i].h && w == e[i].w, "%s: %dx%dx%d, expected %dx%dx%d", e[i].rel, c, h, w,
+                   e[i].c, e[i].h, e[i].w);
         double err = 0;
         size_t m = (size_t)e[i].c * e[i].h * e[i].w, hw = (size_t)h * w;
         if (c == e[i].c)
@@ -95,10 +98,8 @@ static void test_read_fixtures(expected *e, int ne)
     }
     /* spot checks of the rules: transparent -> black, 16-bit precision */
     for (int i = 0; i < ne; i++) {
-        if (!strcmp(e[i].rel, "b_colour/rgba.png"))
-            ASSERT(e[i].v[0] == -1.0f && e[i].v[1] > -1.0f);
-        if (!strcmp(e[i].rel, "a_grey/g16.png"))
-            ASSERT_NEAR(e[i].v[2], (257 * 77 + 1) / 65535.0 * 2 - 1, 1e-7);
+        if (!strcmp(e[i].rel, "b_colour/rgba.png")) ASSERT(e[i].v[0] == -1.0f && e[i].v[1] > -1.0f);
+        if (!strcmp(e[i].rel, "a_grey/g16.png")) ASSERT_NEAR(e[i].v[2], (257 * 77 + 1) / 65535.0 * 2 - 1, 1e-7);
     }
     float *x = (float *)1;
     int c;
@@ -205,13 +206,15 @@ static void test_bad(void)
 {
     float *x = (float *)1;
     int c, h, w;
-    static const struct { const char *path, *msg; jem_status st; } bad[] = {
-        { DATA "/bad/truncated.png", DATA "/bad/truncated.png: truncated PNG", JEM_ERR_FORMAT },
-        { DATA "/bad/badcrc.png", DATA "/bad/badcrc.png: corrupt PNG", JEM_ERR_FORMAT },
-        { DATA "/bad/notpng.png", DATA "/bad/notpng.png: not a PNG file (bad signature)",
-          JEM_ERR_FORMAT },
-        { DATA "/bad/none.png", DATA "/bad/none.png: cannot open", JEM_ERR_IO },
-        { DATA "/png_expected.txt", "png_expected.txt: not a PNG file", JEM_ERR_FORMAT },
+    static const struct {
+        const char *path, *msg;
+        jem_status st;
+    } bad[] = {
+        {DATA "/bad/truncated.png", DATA "/bad/truncated.png: truncated PNG", JEM_ERR_FORMAT},
+        {DATA "/bad/badcrc.png", DATA "/bad/badcrc.png: corrupt PNG", JEM_ERR_FORMAT},
+        {DATA "/bad/notpng.png", DATA "/bad/notpng.png: not a PNG file (bad signature)", JEM_ERR_FORMAT},
+        {DATA "/bad/none.png", DATA "/bad/none.png: cannot open", JEM_ERR_IO},
+        {DATA "/png_expected.txt", "png_expected.txt: not a PNG file", JEM_ERR_FORMAT},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         ASSERT_ERR(jem_png_read(bad[i].path, 0, &x, &c, &h, &w), bad[i].st);
@@ -257,9 +260,9 @@ static void test_roundtrip(void)
     for (int i = 0; i < N * C * H * W; i++) x[i] = 2 * jem_rng_uniform(&r) - 1;
     x[0] = -1.0f;
     x[1] = 1.0f;
-    x[2] = 5.0f;                 /* clamped to 1 */
-    x[3] = -5.0f;                /* clamped to -1 */
-    x[4] = NAN;                  /* written black */
+    x[2] = 5.0f;  /* clamped to 1 */
+    x[3] = -5.0f; /* clamped to -1 */
+    x[4] = NAN;   /* written black */
     const char *p = t_path("grid.png");
     ASSERT_OK(jem_png_write_grid(p, x, N, C, H, W, COLS, PAD));
     float *y = NULL;
@@ -269,7 +272,10 @@ static void test_roundtrip(void)
     ASSERT_EQ_INT(c, 3);
     ASSERT_EQ_INT(w, gw);
     ASSERT_EQ_INT(h, gh);
-    if (!y || c != 3 || w != gw || h != gh) { free(y); return; }
+    if (!y || c != 3 || w != gw || h != gh) {
+        free(y);
+        return;
+    }
     size_t ghw = (size_t)gw * gh;
     double err = 0;
     for (int i = 0; i < N; i++)
@@ -287,8 +293,8 @@ static void test_roundtrip(void)
     ASSERT(y[PAD * gw + PAD + 2] == 1.0f && y[PAD * gw + PAD + 3] == -1.0f);
     ASSERT(y[PAD * gw + PAD + 4] == -1.0f);
     float bg = (float)(128 / 255.0 * 2 - 1);
-    ASSERT(y[0] == bg && y[ghw - 1] == bg);                 /* border, empty cell */
-    ASSERT(y[2 * ghw + (size_t)(PAD + H) * gw + 3] == bg);  /* between rows */
+    ASSERT(y[0] == bg && y[ghw - 1] == bg);                /* border, empty cell */
+    ASSERT(y[2 * ghw + (size_t)(PAD + H) * gw + 3] == bg); /* between rows */
     free(y);
 
     /* grey grid; cols <= 0 picks a square-ish grid; overwriting works */

@@ -34,7 +34,10 @@ static void make_st_len(const char *path, uint64_t hlen, const char *header, siz
 {
     size_t hl = strlen(header);
     unsigned char *b = malloc(8 + hl + ndata + 1);
-    if (!b) { ASSERT(0); return; }
+    if (!b) {
+        ASSERT(0);
+        return;
+    }
     for (int i = 0; i < 8; i++) b[i] = (unsigned char)(hlen >> (8 * i));
     memcpy(b + 8, header, hl);
     for (size_t i = 0; i < ndata; i++) b[8 + hl + i] = (unsigned char)i;
@@ -76,8 +79,8 @@ static jem_status try_open(const char *path)
 /* ------------------------------------------------ the fixture's contents */
 
 #define UNICODE_NAME "unicode.\xd0\xb6\xe2\x82\xac\xf0\x9f\x98\x80"
-#define QUOTE_KEY "quote\"back\\slash"
-#define QUOTE_VAL "line1\nline2\ttab \"q\" \\ \xc3\xa9 \xd0\xb6 \xf0\x9f\x98\x80 \x01 end"
+#define QUOTE_KEY    "quote\"back\\slash"
+#define QUOTE_VAL    "line1\nline2\ttab \"q\" \\ \xc3\xa9 \xd0\xb6 \xf0\x9f\x98\x80 \x01 end"
 
 typedef struct {
     const char *name;
@@ -93,41 +96,40 @@ static int expect_tensors(expect_t *e)
 {
     memset(e, 0, 9 * sizeof *e);
     /* u8.odd (3, 5) */
-    e[0] = (expect_t){ "u8.odd", JEM_DT_U8, 2, { 3, 5 }, 15, { 0 } };
+    e[0] = (expect_t){"u8.odd", JEM_DT_U8, 2, {3, 5}, 15, {0}};
     for (int i = 0; i < 15; i++) e[0].data[i] = (unsigned char)((i * 37 + 11) % 256);
     /* f32.weight (2, 3, 4) */
-    e[1] = (expect_t){ "f32.weight", JEM_DT_F32, 3, { 2, 3, 4 }, 96, { 0 } };
+    e[1] = (expect_t){"f32.weight", JEM_DT_F32, 3, {2, 3, 4}, 96, {0}};
     for (int i = 0; i < 24; i++) {
         float v = (float)(i / 10.0 - 1.0);
         memcpy(e[1].data + 4 * i, &v, 4);
     }
     /* f64.values (5) */
-    e[2] = (expect_t){ "f64.values", JEM_DT_F64, 1, { 5 }, 40, { 0 } };
-    double d[5] = { 1.0 / 3.0, -2.5e-300, 3.141592653589793, 1e308, -0.0 };
+    e[2] = (expect_t){"f64.values", JEM_DT_F64, 1, {5}, 40, {0}};
+    double d[5] = {1.0 / 3.0, -2.5e-300, 3.141592653589793, 1e308, -0.0};
     memcpy(e[2].data, d, 40);
     /* scalar () */
-    e[3] = (expect_t){ "scalar", JEM_DT_F32, 0, { 0 }, 4, { 0 } };
+    e[3] = (expect_t){"scalar", JEM_DT_F32, 0, {0}, 4, {0}};
     float sc = 7.5f;
     memcpy(e[3].data, &sc, 4);
     /* empty (0, 4) */
-    e[4] = (expect_t){ "empty", JEM_DT_F32, 2, { 0, 4 }, 0, { 0 } };
+    e[4] = (expect_t){"empty", JEM_DT_F32, 2, {0, 4}, 0, {0}};
     /* i32.ids (2, 2) */
-    e[5] = (expect_t){ "i32.ids", JEM_DT_I32, 2, { 2, 2 }, 16, { 0 } };
-    int32_t ii[4] = { INT32_MIN, -1, 0, INT32_MAX };
+    e[5] = (expect_t){"i32.ids", JEM_DT_I32, 2, {2, 2}, 16, {0}};
+    int32_t ii[4] = {INT32_MIN, -1, 0, INT32_MAX};
     memcpy(e[5].data, ii, 16);
     /* f32.special (8): 0, -0, inf, -inf, nan, smallest denormal, max, 1/3 */
-    e[6] = (expect_t){ "f32.special", JEM_DT_F32, 1, { 8 }, 32, { 0 } };
-    uint32_t sb[8] = { 0x00000000u, 0x80000000u, 0x7f800000u, 0xff800000u,
-                       0x7fc00000u, 0x00000001u, 0x7f7fffffu, 0 };
+    e[6] = (expect_t){"f32.special", JEM_DT_F32, 1, {8}, 32, {0}};
+    uint32_t sb[8] = {0x00000000u, 0x80000000u, 0x7f800000u, 0xff800000u, 0x7fc00000u, 0x00000001u, 0x7f7fffffu, 0};
     float third = (float)(1.0 / 3.0);
     memcpy(&sb[7], &third, 4);
     memcpy(e[6].data, sb, 32);
     /* i64.big (3) */
-    e[7] = (expect_t){ "i64.big", JEM_DT_I64, 1, { 3 }, 24, { 0 } };
-    int64_t ll[3] = { INT64_MIN, -42, INT64_MAX };
+    e[7] = (expect_t){"i64.big", JEM_DT_I64, 1, {3}, 24, {0}};
+    int64_t ll[3] = {INT64_MIN, -42, INT64_MAX};
     memcpy(e[7].data, ll, 24);
     /* unicode name, U8 (1) */
-    e[8] = (expect_t){ UNICODE_NAME, JEM_DT_U8, 1, { 1 }, 1, { 200 } };
+    e[8] = (expect_t){UNICODE_NAME, JEM_DT_U8, 1, {1}, 1, {200}};
     return 9;
 }
 
@@ -148,11 +150,11 @@ static void check_fixture(const jem_st *st, const char *what)
     ASSERT_MSG(jem_st_count(st) == n, "%s: %d tensors", what, jem_st_count(st));
     for (int i = 0; i < n; i++) {
         const char *nm = jem_st_name(st, i);
-        ASSERT_MSG(nm && strcmp(nm, e[i].name) == 0, "%s: tensor %d is %s, want %s", what, i,
-                   nm ? nm : "(null)", e[i].name);
+        ASSERT_MSG(nm && strcmp(nm, e[i].name) == 0, "%s: tensor %d is %s, want %s", what, i, nm ? nm : "(null)",
+                   e[i].name);
         jem_dtype dt = (jem_dtype)-1;
         int nd = -1;
-        int64_t sh[8] = { -1, -1, -1, -1, -1, -1, -1, -1 };
+        int64_t sh[8] = {-1, -1, -1, -1, -1, -1, -1, -1};
         const void *p = jem_st_get(st, e[i].name, &dt, &nd, sh);
         ASSERT_MSG(p != NULL, "%s: %s missing", what, e[i].name);
         if (!p) continue;
@@ -162,8 +164,7 @@ static void check_fixture(const jem_st *st, const char *what)
         for (int k = 0; k < e[i].ndim; k++) shape_ok &= sh[k] == e[i].shape[k];
         ASSERT_MSG(shape_ok, "%s: %s shape", what, e[i].name);
         ASSERT_MSG((uintptr_t)p % jem_dtype_size(dt) == 0, "%s: %s misaligned", what, e[i].name);
-        ASSERT_MSG(e[i].nbytes == 0 || memcmp(p, e[i].data, e[i].nbytes) == 0,
-                   "%s: %s data differs", what, e[i].name);
+        ASSERT_MSG(e[i].nbytes == 0 || memcmp(p, e[i].data, e[i].nbytes) == 0, "%s: %s data differs", what, e[i].name);
     }
     char *lm = long_meta();
     ASSERT_EQ_INT(jem_st_meta_count(st), 3);
@@ -184,8 +185,7 @@ static jem_status write_fixture_set(const char *path)
     jem_st *st = NULL;
     jem_status s = jem_st_new(&st);
     if (s) return s;
-    for (int i = 0; i < n && !s; i++)
-        s = jem_st_add(st, e[i].name, e[i].dt, e[i].ndim, e[i].shape, e[i].data);
+    for (int i = 0; i < n && !s; i++) s = jem_st_add(st, e[i].name, e[i].dt, e[i].ndim, e[i].shape, e[i].data);
     char *lm = long_meta();
     if (!s) s = jem_st_meta(st, "format", "pt");
     if (!s) s = jem_st_meta(st, QUOTE_KEY, QUOTE_VAL);
@@ -227,11 +227,15 @@ static void test_round_trip(void)
     jem_rng_seed(&r, 11, 0);
     float w[4 * 3 * 3 * 3];
     for (int i = 0; i < 108; i++) w[i] = jem_rng_normal(&r);
-    w[0] = -0.0f; w[1] = INFINITY; w[2] = NAN; w[3] = FLT_MIN / 8; w[4] = -FLT_MAX;
+    w[0] = -0.0f;
+    w[1] = INFINITY;
+    w[2] = NAN;
+    w[3] = FLT_MIN / 8;
+    w[4] = -FLT_MAX;
     double b[10];
     for (int i = 0; i < 10; i++) b[i] = jem_rng_normal_d(&r) * 1e-200;
-    int32_t lab[7] = { 0, -1, 9, INT32_MIN, INT32_MAX, 12345, -54321 };
-    int64_t steps[4] = { INT64_MIN, INT64_MAX, 0, 1234567890123LL };
+    int32_t lab[7] = {0, -1, 9, INT32_MIN, INT32_MAX, 12345, -54321};
+    int64_t steps[4] = {INT64_MIN, INT64_MAX, 0, 1234567890123LL};
     uint8_t img[50];
     for (int i = 0; i < 50; i++) img[i] = (uint8_t)jem_rng_u64(&r);
     double scalar = -1.5;
@@ -243,24 +247,30 @@ static void test_round_trip(void)
     strcpy(ctl + 31, "\"\\end");
     size_t bign = 100000;
     char *bigval = malloc(bign + 1);
-    if (!bigval) { ASSERT(0); return; }
+    if (!bigval) {
+        ASSERT(0);
+        return;
+    }
     for (size_t i = 0; i < bign; i++) bigval[i] = "ab\"\\\n\x7f"[i % 6];
     bigval[bign] = 0;
     const char *opts = "{\"lr\": 0.0001, \"sgld\": {\"steps\": 20, \"sigma\": 0.01}, \"tags\": [\"a\", \"b\"]}";
 
     jem_st *st = NULL;
     ASSERT_OK(jem_st_new(&st));
-    if (!st) { free(bigval); return; }
-    ASSERT_OK(jem_st_add(st, "conv.weight", JEM_DT_F32, 4, (int64_t[]){ 4, 3, 3, 3 }, w));
-    ASSERT_OK(jem_st_add(st, "fc.bias", JEM_DT_F64, 1, (int64_t[]){ 10 }, b));
-    ASSERT_OK(jem_st_add(st, "labels", JEM_DT_I32, 1, (int64_t[]){ 7 }, lab));
-    ASSERT_OK(jem_st_add(st, "steps", JEM_DT_I64, 2, (int64_t[]){ 2, 2 }, steps));
-    ASSERT_OK(jem_st_add(st, "img", JEM_DT_U8, 3, (int64_t[]){ 2, 5, 5 }, img));
+    if (!st) {
+        free(bigval);
+        return;
+    }
+    ASSERT_OK(jem_st_add(st, "conv.weight", JEM_DT_F32, 4, (int64_t[]){4, 3, 3, 3}, w));
+    ASSERT_OK(jem_st_add(st, "fc.bias", JEM_DT_F64, 1, (int64_t[]){10}, b));
+    ASSERT_OK(jem_st_add(st, "labels", JEM_DT_I32, 1, (int64_t[]){7}, lab));
+    ASSERT_OK(jem_st_add(st, "steps", JEM_DT_I64, 2, (int64_t[]){2, 2}, steps));
+    ASSERT_OK(jem_st_add(st, "img", JEM_DT_U8, 3, (int64_t[]){2, 5, 5}, img));
     ASSERT_OK(jem_st_add(st, "scalar", JEM_DT_F64, 0, NULL, &scalar));
-    ASSERT_OK(jem_st_add(st, "empty", JEM_DT_U8, 1, (int64_t[]){ 0 }, NULL));
-    ASSERT_OK(jem_st_add(st, "empty2", JEM_DT_F32, 3, (int64_t[]){ 3, 0, 2 }, NULL));
-    ASSERT_OK(jem_st_add(st, weird, JEM_DT_U8, 1, (int64_t[]){ 1 }, &one));
-    ASSERT_OK(jem_st_add(st, "eight", JEM_DT_U8, 8, (int64_t[]){ 1, 1, 1, 1, 1, 1, 1, 1 }, &one));
+    ASSERT_OK(jem_st_add(st, "empty", JEM_DT_U8, 1, (int64_t[]){0}, NULL));
+    ASSERT_OK(jem_st_add(st, "empty2", JEM_DT_F32, 3, (int64_t[]){3, 0, 2}, NULL));
+    ASSERT_OK(jem_st_add(st, weird, JEM_DT_U8, 1, (int64_t[]){1}, &one));
+    ASSERT_OK(jem_st_add(st, "eight", JEM_DT_U8, 8, (int64_t[]){1, 1, 1, 1, 1, 1, 1, 1}, &one));
     ASSERT_OK(jem_st_meta(st, "jem.arch", "name = ref\nin_c = 1\n# comment\n"));
     ASSERT_OK(jem_st_meta(st, "opts", opts));
     ASSERT_OK(jem_st_meta(st, "quote\"key\\", "\"quoted\"\\"));
@@ -268,7 +278,7 @@ static void test_round_trip(void)
     ASSERT_OK(jem_st_meta(st, "unicode", "\xc3\xa9 \xd0\xb6 \xf0\x9f\x98\x80"));
     ASSERT_OK(jem_st_meta(st, "empty", ""));
     ASSERT_OK(jem_st_meta(st, "big", "to be replaced"));
-    ASSERT_OK(jem_st_meta(st, "big", bigval));          /* replaces */
+    ASSERT_OK(jem_st_meta(st, "big", bigval)); /* replaces */
 
     /* a handle being written answers queries too */
     ASSERT_EQ_INT(jem_st_count(st), 10);
@@ -278,7 +288,7 @@ static void test_round_trip(void)
 
     const char *p1 = t_path("rt1.safetensors"), *p2 = t_path("rt2.safetensors");
     ASSERT_OK(jem_st_commit(st, p1));
-    ASSERT_OK(jem_st_commit(st, p2));                   /* committing twice is allowed */
+    ASSERT_OK(jem_st_commit(st, p2)); /* committing twice is allowed */
     jem_st_free(st);
 
     /* identical bytes both times; layout as documented */
@@ -301,9 +311,12 @@ static void test_round_trip(void)
 
     st = NULL;
     ASSERT_OK(jem_st_open(p1, &st));
-    if (!st) { free(bigval); return; }
-    static const char *const order[] = { "conv.weight", "fc.bias", "labels", "steps", "img",
-                                         "scalar", "empty", "empty2", NULL, "eight" };
+    if (!st) {
+        free(bigval);
+        return;
+    }
+    static const char *const order[] = {"conv.weight", "fc.bias", "labels", "steps", "img",
+                                        "scalar",      "empty",   "empty2", NULL,    "eight"};
     ASSERT_EQ_INT(jem_st_count(st), 10);
     for (int i = 0; i < 10; i++) {
         const char *want = order[i] ? order[i] : weird;
@@ -340,7 +353,7 @@ static void test_round_trip(void)
     ASSERT(jem_st_get(st, "", NULL, NULL, NULL) == NULL);
 
     ASSERT_EQ_INT(jem_st_meta_count(st), 7);
-    static const char *const mkeys[] = { "jem.arch", "opts", "quote\"key\\", "ctl", "unicode", "empty", "big" };
+    static const char *const mkeys[] = {"jem.arch", "opts", "quote\"key\\", "ctl", "unicode", "empty", "big"};
     for (int i = 0; i < 7; i++)
         ASSERT_MSG(jem_st_meta_key(st, i) && strcmp(jem_st_meta_key(st, i), mkeys[i]) == 0, "meta key %d", i);
     ASSERT(jem_st_meta_key(st, 7) == NULL);
@@ -379,23 +392,23 @@ static void test_writer_args(void)
     jem_st *st = NULL;
     ASSERT_OK(jem_st_new(&st));
     if (!st) return;
-    float x[4] = { 1, 2, 3, 4 };
-    int64_t s4[1] = { 4 };
+    float x[4] = {1, 2, 3, 4};
+    int64_t s4[1] = {4};
     ASSERT_OK(jem_st_add(st, "x", JEM_DT_F32, 1, s4, x));
-    ASSERT_ERR(jem_st_add(st, "x", JEM_DT_F32, 1, s4, x), JEM_ERR_ARG);          /* duplicate */
+    ASSERT_ERR(jem_st_add(st, "x", JEM_DT_F32, 1, s4, x), JEM_ERR_ARG); /* duplicate */
     ASSERT_STR_CONTAINS(jem_last_error(), "duplicate");
     ASSERT_ERR(jem_st_add(st, "", JEM_DT_F32, 1, s4, x), JEM_ERR_ARG);
     ASSERT_ERR(jem_st_add(st, NULL, JEM_DT_F32, 1, s4, x), JEM_ERR_ARG);
     ASSERT_ERR(jem_st_add(st, "__metadata__", JEM_DT_F32, 1, s4, x), JEM_ERR_ARG);
     ASSERT_ERR(jem_st_add(st, "bad\xff", JEM_DT_F32, 1, s4, x), JEM_ERR_ARG);
     ASSERT_ERR(jem_st_add(st, "y", (jem_dtype)17, 1, s4, x), JEM_ERR_ARG);
-    ASSERT_ERR(jem_st_add(st, "y", JEM_DT_F32, 9, (int64_t[9]){ 1, 1, 1, 1, 1, 1, 1, 1, 1 }, x), JEM_ERR_ARG);
+    ASSERT_ERR(jem_st_add(st, "y", JEM_DT_F32, 9, (int64_t[9]){1, 1, 1, 1, 1, 1, 1, 1, 1}, x), JEM_ERR_ARG);
     ASSERT_ERR(jem_st_add(st, "y", JEM_DT_F32, -1, s4, x), JEM_ERR_ARG);
     ASSERT_ERR(jem_st_add(st, "y", JEM_DT_F32, 1, NULL, x), JEM_ERR_ARG);
-    ASSERT_ERR(jem_st_add(st, "y", JEM_DT_F32, 1, (int64_t[]){ -4 }, x), JEM_ERR_ARG);
-    ASSERT_ERR(jem_st_add(st, "y", JEM_DT_F32, 1, s4, NULL), JEM_ERR_ARG);       /* no data */
-    ASSERT_ERR(jem_st_add(st, "y", JEM_DT_F64, 3, (int64_t[]){ INT64_MAX, INT64_MAX, 2 }, x), JEM_ERR_ARG);
-    ASSERT_ERR(jem_st_add(st, "y", JEM_DT_F64, 1, (int64_t[]){ INT64_MAX / 4 }, x), JEM_ERR_ARG);
+    ASSERT_ERR(jem_st_add(st, "y", JEM_DT_F32, 1, (int64_t[]){-4}, x), JEM_ERR_ARG);
+    ASSERT_ERR(jem_st_add(st, "y", JEM_DT_F32, 1, s4, NULL), JEM_ERR_ARG); /* no data */
+    ASSERT_ERR(jem_st_add(st, "y", JEM_DT_F64, 3, (int64_t[]){INT64_MAX, INT64_MAX, 2}, x), JEM_ERR_ARG);
+    ASSERT_ERR(jem_st_add(st, "y", JEM_DT_F64, 1, (int64_t[]){INT64_MAX / 4}, x), JEM_ERR_ARG);
     ASSERT_ERR(jem_st_meta(st, NULL, "v"), JEM_ERR_ARG);
     ASSERT_ERR(jem_st_meta(st, "k", NULL), JEM_ERR_ARG);
     ASSERT_ERR(jem_st_meta(st, "k", "bad \xc0\xaf"), JEM_ERR_ARG);
@@ -418,96 +431,108 @@ static void test_writer_args(void)
 
 /* ---------------------------------------------------------- hostile input */
 
-#define GOOD_HDR "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}," \
-                 "\"b\":{\"dtype\":\"U8\",\"shape\":[3],\"data_offsets\":[8,11]}}"
+#define GOOD_HDR                                                       \
+    "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}," \
+    "\"b\":{\"dtype\":\"U8\",\"shape\":[3],\"data_offsets\":[8,11]}}"
 
 typedef struct {
     const char *header;
     size_t ndata;
     jem_status want;
-    const char *msg;      /* substring of the message, besides the file name */
+    const char *msg; /* substring of the message, besides the file name */
 } bad_case;
 
 static void test_bad_headers(void)
 {
     static const bad_case cases[] = {
-        { GOOD_HDR, 11, JEM_OK, NULL },
-        { GOOD_HDR "   \t\n ", 11, JEM_OK, NULL },
-        { "{}", 0, JEM_OK, NULL },
-        { "{\"__metadata__\":{}}", 0, JEM_OK, NULL },
+        {GOOD_HDR, 11, JEM_OK, NULL},
+        {GOOD_HDR "   \t\n ", 11, JEM_OK, NULL},
+        {"{}", 0, JEM_OK, NULL},
+        {"{\"__metadata__\":{}}", 0, JEM_OK, NULL},
         /* not JSON, not an object */
-        { "hello", 11, JEM_ERR_FORMAT, "JSON" },
-        { "", 0, JEM_ERR_FORMAT, "JSON" },
-        { "[]", 0, JEM_ERR_FORMAT, "not a JSON object" },
-        { "{\"a\":1", 0, JEM_ERR_FORMAT, "JSON" },
-        { GOOD_HDR "x", 11, JEM_ERR_FORMAT, "after the JSON" },
-        { "{\"a\":{\"dtype\":\"F32\xff\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, JEM_ERR_FORMAT, "UTF-8" },
+        {"hello", 11, JEM_ERR_FORMAT, "JSON"},
+        {"", 0, JEM_ERR_FORMAT, "JSON"},
+        {"[]", 0, JEM_ERR_FORMAT, "not a JSON object"},
+        {"{\"a\":1", 0, JEM_ERR_FORMAT, "JSON"},
+        {GOOD_HDR "x", 11, JEM_ERR_FORMAT, "after the JSON"},
+        {"{\"a\":{\"dtype\":\"F32\xff\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, JEM_ERR_FORMAT, "UTF-8"},
         /* dtype */
-        { "{\"a\":{\"dtype\":\"X99\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, JEM_ERR_FORMAT, "unknown dtype" },
-        { "{\"a\":{\"dtype\":\"f32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, JEM_ERR_FORMAT, "unknown dtype" },
-        { "{\"a\":{\"dtype\":\"F32\\u0000\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, JEM_ERR_FORMAT, "dtype" },
-        { "{\"a\":{\"dtype\":4,\"shape\":[2],\"data_offsets\":[0,8]}}", 8, JEM_ERR_FORMAT, "dtype" },
-        { "{\"a\":{\"dtype\":\"F16\",\"shape\":[4],\"data_offsets\":[0,8]}}", 8, JEM_ERR_UNSUPPORTED, "F16" },
-        { "{\"a\":{\"dtype\":\"BF16\",\"shape\":[4],\"data_offsets\":[0,8]}}", 8, JEM_ERR_UNSUPPORTED, "BF16" },
+        {"{\"a\":{\"dtype\":\"X99\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, JEM_ERR_FORMAT, "unknown dtype"},
+        {"{\"a\":{\"dtype\":\"f32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, JEM_ERR_FORMAT, "unknown dtype"},
+        {"{\"a\":{\"dtype\":\"F32\\u0000\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, JEM_ERR_FORMAT, "dtype"},
+        {"{\"a\":{\"dtype\":4,\"shape\":[2],\"data_offsets\":[0,8]}}", 8, JEM_ERR_FORMAT, "dtype"},
+        {"{\"a\":{\"dtype\":\"F16\",\"shape\":[4],\"data_offsets\":[0,8]}}", 8, JEM_ERR_UNSUPPORTED, "F16"},
+        {"{\"a\":{\"dtype\":\"BF16\",\"shape\":[4],\"data_offsets\":[0,8]}}", 8, JEM_ERR_UNSUPPORTED, "BF16"},
         /* shape */
-        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", 8, JEM_ERR_FORMAT, "span" },
-        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[0,8]}}", 8, JEM_ERR_FORMAT, "span" },
-        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[-2],\"data_offsets\":[0,8]}}", 8, JEM_ERR_FORMAT, "shape[0]" },
-        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[2.0],\"data_offsets\":[0,8]}}", 8, JEM_ERR_FORMAT, "shape[0]" },
-        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[1,\"2\"],\"data_offsets\":[0,8]}}", 8, JEM_ERR_FORMAT, "shape[1]" },
-        { "{\"a\":{\"dtype\":\"F32\",\"shape\":2,\"data_offsets\":[0,8]}}", 8, JEM_ERR_FORMAT, "shape" },
-        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,2],\"data_offsets\":[0,8]}}", 8, JEM_ERR_FORMAT, "dimensions" },
-        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,4],\"data_offsets\":[0,8]}}", 8, JEM_ERR_FORMAT, "overflow" },
-        { "{\"a\":{\"dtype\":\"F64\",\"shape\":[2305843009213693952],\"data_offsets\":[0,8]}}", 8, JEM_ERR_FORMAT, "overflow" },
-        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[99999999999999999999],\"data_offsets\":[0,8]}}", 8, JEM_ERR_FORMAT, "shape[0]" },
-        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[0,99999999999],\"data_offsets\":[0,8]}}", 8, JEM_ERR_FORMAT, "span" },
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", 8, JEM_ERR_FORMAT, "span"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[0,8]}}", 8, JEM_ERR_FORMAT, "span"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[-2],\"data_offsets\":[0,8]}}", 8, JEM_ERR_FORMAT, "shape[0]"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2.0],\"data_offsets\":[0,8]}}", 8, JEM_ERR_FORMAT, "shape[0]"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[1,\"2\"],\"data_offsets\":[0,8]}}", 8, JEM_ERR_FORMAT, "shape[1]"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":2,\"data_offsets\":[0,8]}}", 8, JEM_ERR_FORMAT, "shape"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,2],\"data_offsets\":[0,8]}}", 8, JEM_ERR_FORMAT,
+         "dimensions"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,4],\"data_offsets\":[0,8]}}", 8, JEM_ERR_FORMAT,
+         "overflow"},
+        {"{\"a\":{\"dtype\":\"F64\",\"shape\":[2305843009213693952],\"data_offsets\":[0,8]}}", 8, JEM_ERR_FORMAT,
+         "overflow"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[99999999999999999999],\"data_offsets\":[0,8]}}", 8, JEM_ERR_FORMAT,
+         "shape[0]"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[0,99999999999],\"data_offsets\":[0,8]}}", 8, JEM_ERR_FORMAT, "span"},
         /* data_offsets */
-        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 4, JEM_ERR_FORMAT, "run past" },
-        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,0]}}", 8, JEM_ERR_FORMAT, "reversed" },
-        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8.0]}}", 8, JEM_ERR_FORMAT, "data_offsets" },
-        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[-1,7]}}", 8, JEM_ERR_FORMAT, "data_offsets" },
-        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8,8]}}", 8, JEM_ERR_FORMAT, "data_offsets" },
-        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0]}}", 8, JEM_ERR_FORMAT, "data_offsets" },
-        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":\"0,8\"}}", 8, JEM_ERR_FORMAT, "data_offsets" },
-        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,18446744073709551615]}}", 8, JEM_ERR_FORMAT, "data_offsets" },
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 4, JEM_ERR_FORMAT, "run past"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,0]}}", 8, JEM_ERR_FORMAT, "reversed"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8.0]}}", 8, JEM_ERR_FORMAT, "data_offsets"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[-1,7]}}", 8, JEM_ERR_FORMAT, "data_offsets"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8,8]}}", 8, JEM_ERR_FORMAT, "data_offsets"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0]}}", 8, JEM_ERR_FORMAT, "data_offsets"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":\"0,8\"}}", 8, JEM_ERR_FORMAT, "data_offsets"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,18446744073709551615]}}", 8, JEM_ERR_FORMAT,
+         "data_offsets"},
         /* tiling: overlap, gap, trailing bytes, nothing covering the data */
-        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
-          "\"b\":{\"dtype\":\"U8\",\"shape\":[3],\"data_offsets\":[4,7]}}", 11, JEM_ERR_FORMAT, "overlap" },
-        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
-          "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, JEM_ERR_FORMAT, "overlap" },
-        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
-          "\"b\":{\"dtype\":\"U8\",\"shape\":[3],\"data_offsets\":[9,12]}}", 12, JEM_ERR_FORMAT, "gap" },
-        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", 12, JEM_ERR_FORMAT, "gap" },
-        { GOOD_HDR, 12, JEM_ERR_FORMAT, "after the last tensor" },
-        { GOOD_HDR, 4096, JEM_ERR_FORMAT, "after the last tensor" },
-        { "{}", 3, JEM_ERR_FORMAT, "after the last tensor" },
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+         "\"b\":{\"dtype\":\"U8\",\"shape\":[3],\"data_offsets\":[4,7]}}",
+         11, JEM_ERR_FORMAT, "overlap"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+         "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}",
+         8, JEM_ERR_FORMAT, "overlap"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+         "\"b\":{\"dtype\":\"U8\",\"shape\":[3],\"data_offsets\":[9,12]}}",
+         12, JEM_ERR_FORMAT, "gap"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}", 12, JEM_ERR_FORMAT, "gap"},
+        {GOOD_HDR, 12, JEM_ERR_FORMAT, "after the last tensor"},
+        {GOOD_HDR, 4096, JEM_ERR_FORMAT, "after the last tensor"},
+        {"{}", 3, JEM_ERR_FORMAT, "after the last tensor"},
         /* names */
-        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
-          "\"a\":{\"dtype\":\"U8\",\"shape\":[3],\"data_offsets\":[8,11]}}", 11, JEM_ERR_FORMAT, "given twice" },
-        { "{\"a\\u0000b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, JEM_ERR_FORMAT, "NUL" },
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+         "\"a\":{\"dtype\":\"U8\",\"shape\":[3],\"data_offsets\":[8,11]}}",
+         11, JEM_ERR_FORMAT, "given twice"},
+        {"{\"a\\u0000b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, JEM_ERR_FORMAT, "NUL"},
         /* entry fields */
-        { "{\"a\":[1]}", 0, JEM_ERR_FORMAT, "not an object" },
-        { "{\"a\":{\"shape\":[2],\"data_offsets\":[0,8]}}", 8, JEM_ERR_FORMAT, "missing \"dtype\"" },
-        { "{\"a\":{\"dtype\":\"F32\",\"data_offsets\":[0,8]}}", 8, JEM_ERR_FORMAT, "missing \"shape\"" },
-        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[2]}}", 8, JEM_ERR_FORMAT, "missing \"data_offsets\"" },
-        { "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8],\"extra\":1}}", 8, JEM_ERR_FORMAT, "unknown field" },
-        { "{\"a\":{\"dtype\":\"F32\",\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, JEM_ERR_FORMAT, "twice" },
+        {"{\"a\":[1]}", 0, JEM_ERR_FORMAT, "not an object"},
+        {"{\"a\":{\"shape\":[2],\"data_offsets\":[0,8]}}", 8, JEM_ERR_FORMAT, "missing \"dtype\""},
+        {"{\"a\":{\"dtype\":\"F32\",\"data_offsets\":[0,8]}}", 8, JEM_ERR_FORMAT, "missing \"shape\""},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2]}}", 8, JEM_ERR_FORMAT, "missing \"data_offsets\""},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8],\"extra\":1}}", 8, JEM_ERR_FORMAT,
+         "unknown field"},
+        {"{\"a\":{\"dtype\":\"F32\",\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, JEM_ERR_FORMAT,
+         "twice"},
         /* metadata */
-        { "{\"__metadata__\":{\"k\":1}}", 0, JEM_ERR_FORMAT, "not a string" },
-        { "{\"__metadata__\":{\"k\":null}}", 0, JEM_ERR_FORMAT, "not a string" },
-        { "{\"__metadata__\":[]}", 0, JEM_ERR_FORMAT, "__metadata__" },
-        { "{\"__metadata__\":\"x\"}", 0, JEM_ERR_FORMAT, "__metadata__" },
-        { "{\"__metadata__\":{\"k\":\"v\",\"k\":\"w\"}}", 0, JEM_ERR_FORMAT, "twice" },
-        { "{\"__metadata__\":{},\"__metadata__\":{}}", 0, JEM_ERR_FORMAT, "twice" },
-        { "{\"__metadata__\":{\"k\":\"a\\u0000b\"}}", 0, JEM_ERR_FORMAT, "NUL" },
+        {"{\"__metadata__\":{\"k\":1}}", 0, JEM_ERR_FORMAT, "not a string"},
+        {"{\"__metadata__\":{\"k\":null}}", 0, JEM_ERR_FORMAT, "not a string"},
+        {"{\"__metadata__\":[]}", 0, JEM_ERR_FORMAT, "__metadata__"},
+        {"{\"__metadata__\":\"x\"}", 0, JEM_ERR_FORMAT, "__metadata__"},
+        {"{\"__metadata__\":{\"k\":\"v\",\"k\":\"w\"}}", 0, JEM_ERR_FORMAT, "twice"},
+        {"{\"__metadata__\":{},\"__metadata__\":{}}", 0, JEM_ERR_FORMAT, "twice"},
+        {"{\"__metadata__\":{\"k\":\"a\\u0000b\"}}", 0, JEM_ERR_FORMAT, "NUL"},
     };
     const char *path = t_path("bad.safetensors");
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         const bad_case *c = &cases[i];
         make_st(path, c->header, c->ndata);
         jem_status s = try_open(path);
-        ASSERT_MSG(s == c->want, "case %zu [%s]: %s (want %s): %s", i, c->header,
-                   jem_strerror(s), jem_strerror(c->want), jem_last_error());
+        ASSERT_MSG(s == c->want, "case %zu [%s]: %s (want %s): %s", i, c->header, jem_strerror(s),
+                   jem_strerror(c->want), jem_last_error());
         if (c->want != JEM_OK && s != JEM_OK) {
             ASSERT_STR_CONTAINS(jem_last_error(), path);
             ASSERT_STR_CONTAINS(jem_last_error(), c->msg);
@@ -517,7 +542,7 @@ static void test_bad_headers(void)
     /* a header with a NUL byte inside its declared length */
     {
         char h[] = "{}\0 ";
-        unsigned char b[12] = { 4, 0, 0, 0, 0, 0, 0, 0 };
+        unsigned char b[12] = {4, 0, 0, 0, 0, 0, 0, 0};
         memcpy(b + 8, h, 4);
         ASSERT(put_file(path, b, 12, NULL, 0));
         ASSERT_ERR(try_open(path), JEM_ERR_FORMAT);
@@ -530,7 +555,8 @@ static void test_bad_headers(void)
 
     /* names that are hostile to print are shown safely and shortened */
     char hdr[600];
-    snprintf(hdr, sizeof hdr, "{\"%s\\n\\u001b[31m%0200d\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", "x", 0);
+    snprintf(hdr, sizeof hdr, "{\"%s\\n\\u001b[31m%0200d\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}",
+             "x", 0);
     make_st(path, hdr, 8);
     ASSERT_ERR(try_open(path), JEM_ERR_FORMAT);
     ASSERT(strchr(jem_last_error(), '\033') == NULL && strchr(jem_last_error(), '\n') == NULL);
@@ -626,18 +652,18 @@ static void test_truncation(void)
     int stride = t_quick() ? 7 : 1;
     /* a small jem file with every dtype and escaped metadata */
     const char *small = t_path("small.safetensors");
-    float f[3] = { 1, -2, 3 };
-    double d[2] = { 0.5, -0.25 };
-    int32_t i32[2] = { -7, 7 };
-    int64_t i64[1] = { -1 };
-    uint8_t u8[5] = { 1, 2, 3, 4, 5 };
+    float f[3] = {1, -2, 3};
+    double d[2] = {0.5, -0.25};
+    int32_t i32[2] = {-7, 7};
+    int64_t i64[1] = {-1};
+    uint8_t u8[5] = {1, 2, 3, 4, 5};
     jem_st *st = NULL;
     ASSERT_OK(jem_st_new(&st));
-    ASSERT_OK(jem_st_add(st, "f", JEM_DT_F32, 1, (int64_t[]){ 3 }, f));
-    ASSERT_OK(jem_st_add(st, "d", JEM_DT_F64, 2, (int64_t[]){ 1, 2 }, d));
-    ASSERT_OK(jem_st_add(st, "i\"32", JEM_DT_I32, 1, (int64_t[]){ 2 }, i32));
+    ASSERT_OK(jem_st_add(st, "f", JEM_DT_F32, 1, (int64_t[]){3}, f));
+    ASSERT_OK(jem_st_add(st, "d", JEM_DT_F64, 2, (int64_t[]){1, 2}, d));
+    ASSERT_OK(jem_st_add(st, "i\"32", JEM_DT_I32, 1, (int64_t[]){2}, i32));
     ASSERT_OK(jem_st_add(st, "i64", JEM_DT_I64, 0, NULL, i64));
-    ASSERT_OK(jem_st_add(st, "u8", JEM_DT_U8, 1, (int64_t[]){ 5 }, u8));
+    ASSERT_OK(jem_st_add(st, "u8", JEM_DT_U8, 1, (int64_t[]){5}, u8));
     ASSERT_OK(jem_st_meta(st, "k\n", "v\"\\\x01\xc3\xa9"));
     ASSERT_OK(jem_st_commit(st, small));
     jem_st_free(st);
@@ -651,9 +677,16 @@ static void test_mutations(void)
 {
     size_t n = 0;
     unsigned char *full = slurp(FIXTURES "/st/python.safetensors", &n);
-    if (!full) { ASSERT(0); return; }
+    if (!full) {
+        ASSERT(0);
+        return;
+    }
     unsigned char *buf = malloc(n);
-    if (!buf) { free(full); ASSERT(0); return; }
+    if (!buf) {
+        free(full);
+        ASSERT(0);
+        return;
+    }
     uint64_t hl = 0;
     for (int i = 7; i >= 0; i--) hl = hl << 8 | full[i];
     const char *path = t_path("mut.safetensors");
@@ -666,8 +699,7 @@ static void test_mutations(void)
         int nm = 1 + (int)jem_rng_below(&r, 4);
         for (int m = 0; m < nm; m++) {
             /* mostly inside the header, where the structure is */
-            size_t pos = jem_rng_below(&r, 4) ? 8 + jem_rng_below(&r, (uint32_t)hl)
-                                              : jem_rng_below(&r, (uint32_t)n);
+            size_t pos = jem_rng_below(&r, 4) ? 8 + jem_rng_below(&r, (uint32_t)hl) : jem_rng_below(&r, (uint32_t)n);
             buf[pos] = jem_rng_below(&r, 2) ? (unsigned char)pool[jem_rng_below(&r, sizeof pool - 1)]
                                             : (unsigned char)jem_rng_u64(&r);
         }

@@ -7,7 +7,10 @@
 #include <math.h>
 
 /* log p~(x) = -1/2 (x - mu)^T P (x - mu), P the precision matrix (D x D) */
-typedef struct { int D; const double *mu, *P; } gauss;
+typedef struct {
+    int D;
+    const double *mu, *P;
+} gauss;
 
 static jem_status gauss_energy(void *ctx, const float *x, int B, const int32_t *y, float *logp, float *grad)
 {
@@ -69,7 +72,8 @@ static void check_sampler(int mala, float alpha, double tol_var, double *accept_
     moments(x, B, D, m, cv);
     for (int i = 0; i < D; i++) {
         double se = sqrt(Sigma[i * D + i] / B);
-        ASSERT_MSG(fabs(m[i] - mu[i]) < 5 * se + 0.01, "%s mean[%d] %.4f vs %.4f", mala ? "MALA" : "SGLD", i, m[i], mu[i]);
+        ASSERT_MSG(fabs(m[i] - mu[i]) < 5 * se + 0.01, "%s mean[%d] %.4f vs %.4f", mala ? "MALA" : "SGLD", i, m[i],
+                   mu[i]);
     }
     for (int i = 0; i < D; i++)
         for (int j = 0; j < D; j++) {
@@ -96,12 +100,16 @@ static void check_mala_acceptance(void)
     for (int i = 0; i < B; i++) x[i] = jem_rng_normal(&r);
     jem_sgld_cfg c;
     jem_sgld_defaults(&c);
-    c.steps = 50; c.step_size = 1.5f; c.noise = sqrtf(3.0f); c.mala = 1;
+    c.steps = 50;
+    c.step_size = 1.5f;
+    c.noise = sqrtf(3.0f);
+    c.mala = 1;
     jem_sgld_stats st;
     ASSERT_OK(jem_sgld_run(gauss_energy, &g, x, B, 1, NULL, NULL, &c, 8, 0, &st));
     a_large = st.accept;
     ASSERT_MSG(a_small > 0.9, "MALA acceptance at a small step %.3f", a_small);
-    ASSERT_MSG(a_large < a_small && a_large > 0.01, "MALA acceptance at a large step %.3f (small %.3f)", a_large, a_small);
+    ASSERT_MSG(a_large < a_small && a_large > 0.01, "MALA acceptance at a large step %.3f (small %.3f)", a_large,
+               a_small);
     double m = 0, v = 0;
     for (int i = 0; i < B; i++) m += x[i];
     m /= B;
@@ -114,7 +122,8 @@ static void check_mala_acceptance(void)
     for (int i = 0; i < B; i++) x[i] = jem_rng_normal(&r);
     c.mala = 0;
     ASSERT_OK(jem_sgld_run(gauss_energy, &g, x, B, 1, NULL, NULL, &c, 8, 0, &st));
-    m = 0; v = 0;
+    m = 0;
+    v = 0;
     for (int i = 0; i < B; i++) m += x[i];
     m /= B;
     for (int i = 0; i < B; i++) v += (x[i] - m) * (x[i] - m);
@@ -139,10 +148,15 @@ static void check_mask_and_clamp(void)
     float x[4] = {0, 0, 0, 0}, mask[4] = {1, 0, 0, 1};
     jem_sgld_cfg c;
     jem_sgld_defaults(&c);
-    c.steps = 50; c.step_size = 0.1f; c.noise = 0.01f; c.clamp = 1; c.lo = -1; c.hi = 1;
+    c.steps = 50;
+    c.step_size = 0.1f;
+    c.noise = 0.01f;
+    c.clamp = 1;
+    c.lo = -1;
+    c.hi = 1;
     ASSERT_OK(jem_sgld_run(gauss_energy, &g, x, 2, 2, NULL, mask, &c, 1, 0, NULL));
-    ASSERT(x[1] == 0 && x[2] == 0);         /* unmasked pixels never move */
-    ASSERT(x[0] <= 1 && x[0] > 0.9f);       /* pulled to mu = 5, clamped at 1 */
+    ASSERT(x[1] == 0 && x[2] == 0);   /* unmasked pixels never move */
+    ASSERT(x[0] <= 1 && x[0] > 0.9f); /* pulled to mu = 5, clamped at 1 */
     ASSERT(x[3] <= 1 && x[3] > 0.9f);
     /* the result does not depend on the thread count */
     float a[64], b[64];
@@ -197,8 +211,10 @@ static void check_net_energy(void)
     for (int i = 0; i < 72; i += 7) {
         float keep = x[i], lpp[2], lpm[2];
         const float h = 1e-2f;
-        x[i] = keep + h; ASSERT_OK(jem_net_energy(net, x, 2, NULL, lpp, NULL));
-        x[i] = keep - h; ASSERT_OK(jem_net_energy(net, x, 2, NULL, lpm, NULL));
+        x[i] = keep + h;
+        ASSERT_OK(jem_net_energy(net, x, 2, NULL, lpp, NULL));
+        x[i] = keep - h;
+        ASSERT_OK(jem_net_energy(net, x, 2, NULL, lpm, NULL));
         x[i] = keep;
         double fdv = (lpp[i / 36] - lpm[i / 36]) / (2.0 * h);
         double e = fabs(fdv - g[i]) / (fabs(fdv) + 1e-2);
@@ -304,7 +320,11 @@ static void check_informative(void)
     /* two classes of 2-pixel images with known mean and covariance */
     jem_dataset ds;
     memset(&ds, 0, sizeof ds);
-    ds.n = 20000; ds.c = 1; ds.h = 1; ds.w = 2; ds.n_classes = 2;
+    ds.n = 20000;
+    ds.c = 1;
+    ds.h = 1;
+    ds.w = 2;
+    ds.n_classes = 2;
     ds.x = malloc(sizeof(float) * ds.n * 2);
     ds.y = malloc(sizeof(int32_t) * ds.n);
     snprintf(ds.name, sizeof ds.name, "synthetic");
@@ -332,7 +352,11 @@ static void check_informative(void)
     for (int i = 0; i < n; i++) {
         float v[2];
         jem_buffer_init_one(&b, 1, v, &r);
-        sx += v[0]; sy += v[1]; sxy += v[0] * v[1]; sxx += v[0] * v[0]; syy += v[1] * v[1];
+        sx += v[0];
+        sy += v[1];
+        sxy += v[0] * v[1];
+        sxx += v[0] * v[0];
+        syy += v[1] * v[1];
     }
     double mx = sx / n, my = sy / n;
     double corr = (sxy / n - mx * my) / sqrt((sxx / n - mx * mx) * (syy / n - my * my));
@@ -346,8 +370,8 @@ static void check_informative(void)
 int main(void)
 {
     TEST_MAIN_BEGIN("test_sgld");
-    check_sampler(1, 0.05f, 0.12, NULL);  /* MALA: the right moments */
-    check_sampler(0, 0.01f, 0.12, NULL);  /* SGLD at a small step: close */
+    check_sampler(1, 0.05f, 0.12, NULL); /* MALA: the right moments */
+    check_sampler(0, 0.01f, 0.12, NULL); /* SGLD at a small step: close */
     check_mala_acceptance();
     check_mask_and_clamp();
     check_net_energy();

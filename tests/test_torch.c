@@ -24,7 +24,11 @@ static void check_fixture(const char *path)
     jem_st *st = NULL;
     ASSERT_OK(jem_ckpt_load(path, &net));
     ASSERT_OK(jem_st_open(path, &st));
-    if (!net || !st) { jem_net_free(net); jem_st_free(st); return; }
+    if (!net || !st) {
+        jem_net_free(net);
+        jem_st_free(st);
+        return;
+    }
     const jem_arch *a = jem_net_arch(net);
     jem_dtype dt;
     int nd;
@@ -35,7 +39,11 @@ static void check_fixture(const char *path)
     const float *x = get(st, "_x", nx), *r = get(st, "_r", nl), *ref_l = get(st, "_logits", nl);
     const float *ref_dx = get(st, "_dx", nx);
     ASSERT(x && r && ref_l && ref_dx);
-    if (!x || !r || !ref_l || !ref_dx) { jem_net_free(net); jem_st_free(st); return; }
+    if (!x || !r || !ref_l || !ref_dx) {
+        jem_net_free(net);
+        jem_st_free(st);
+        return;
+    }
     float *logits = malloc(sizeof(float) * nl), *dx = malloc(sizeof(float) * nx);
     ASSERT_OK(jem_net_forward(net, x, B, logits));
     double el = rel_err_ff(logits, ref_l, nl);
@@ -56,7 +64,8 @@ static void check_fixture(const char *path)
         ASSERT_MSG(e < 1e-4, "%s: gradient of %s differs from PyTorch's: %.3g", path, p->name, e);
     }
     ASSERT_MSG(ngrads >= 4, "%s: only %d parameter gradients in the fixture", path, ngrads);
-    free(logits); free(dx);
+    free(logits);
+    free(dx);
     jem_net_free(net);
     jem_st_free(st);
 }

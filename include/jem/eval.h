@@ -81,40 +81,38 @@ extern "C" {
 /* ============================================================ OOD metrics */
 
 typedef struct {
-    double auroc;      /* in = positive */
-    double aupr_in;    /* average precision, in = positive */
-    double aupr_out;   /* average precision, OOD = positive, scores negated */
-    double fpr95;      /* FPR at the first threshold with TPR >= 0.95 */
-    double thr95;      /* that threshold (a score: in-distribution iff >= it) */
+    double auroc;    /* in = positive */
+    double aupr_in;  /* average precision, in = positive */
+    double aupr_out; /* average precision, OOD = positive, scores negated */
+    double fpr95;    /* FPR at the first threshold with TPR >= 0.95 */
+    double thr95;    /* that threshold (a score: in-distribution iff >= it) */
 } jem_ood_metrics;
 
 /* All four metrics in one O(n log n) pass. Scores may be +-inf (they sort
  * as usual); NaN is JEM_ERR_NONFINITE; an empty set is JEM_ERR_ARG. */
-jem_status jem_ood_metrics_compute(const double *s_in /* (n_in) */, int n_in,
-                                   const double *s_out /* (n_out) */, int n_out,
-                                   jem_ood_metrics *out);
+jem_status jem_ood_metrics_compute(const double *s_in /* (n_in) */, int n_in, const double *s_out /* (n_out) */,
+                                   int n_out, jem_ood_metrics *out);
 
 /* ROC curve points for plotting (in = positive). */
 typedef struct {
-    int     n;      /* points, the first is (0, 0) */
-    double *fpr;    /* (n) non-decreasing, ends at 1 */
-    double *tpr;    /* (n) non-decreasing, ends at 1 */
-    double *thr;    /* (n) decreasing; thr[0] = +inf; score >= thr[i] -> "in" */
+    int n;       /* points, the first is (0, 0) */
+    double *fpr; /* (n) non-decreasing, ends at 1 */
+    double *tpr; /* (n) non-decreasing, ends at 1 */
+    double *thr; /* (n) decreasing; thr[0] = +inf; score >= thr[i] -> "in" */
 } jem_roc;
 
 /* drop_intermediate != 0 removes points collinear with their neighbours,
  * exactly as sklearn's roc_curve(drop_intermediate=True) (the area is
  * unchanged). The arrays are one allocation owned by *out: jem_roc_free. */
-jem_status jem_roc_curve(const double *s_in /* (n_in) */, int n_in,
-                         const double *s_out /* (n_out) */, int n_out,
+jem_status jem_roc_curve(const double *s_in /* (n_in) */, int n_in, const double *s_out /* (n_out) */, int n_out,
                          int drop_intermediate, jem_roc *out);
-void       jem_roc_free(jem_roc *r);
+void jem_roc_free(jem_roc *r);
 /* Trapezoid area under a curve (= AUROC for a curve from jem_roc_curve). */
-double     jem_roc_area(const jem_roc *r);
+double jem_roc_area(const jem_roc *r);
 /* FPR at the first point with TPR >= level (on a curve computed with
  * drop_intermediate = 0 this is the FPR95 definition above for level 0.95).
  * Returns 1 if no point reaches it. */
-double     jem_roc_fpr_at_tpr(const jem_roc *r, double level);
+double jem_roc_fpr_at_tpr(const jem_roc *r, double level);
 
 /* ============================================================ calibration */
 
@@ -124,22 +122,22 @@ double     jem_roc_fpr_at_tpr(const jem_roc *r, double level);
 #define JEM_NLL_FLOOR 1e-12
 
 typedef struct {
-    double lo, hi;  /* confidence range: (lo, hi]; equal-mass bins: [lo, hi]
+    double lo, hi; /* confidence range: (lo, hi]; equal-mass bins: [lo, hi]
                        = smallest and largest confidence in the bin */
-    int    count;   /* samples in the bin */
-    double conf;    /* mean confidence (0 if empty) */
-    double acc;     /* accuracy (0 if empty) */
+    int count;     /* samples in the bin */
+    double conf;   /* mean confidence (0 if empty) */
+    double acc;    /* accuracy (0 if empty) */
 } jem_calib_bin;
 
 typedef struct {
-    int    n;          /* samples */
-    int    n_bins;     /* B */
-    double accuracy;   /* fraction of argmax hits */
-    double nll;        /* mean -log max(p[y], JEM_NLL_FLOOR) */
-    double brier;      /* mean sum_k (p_k - onehot_k)^2 */
-    double ece;        /* equal-width bins */
-    double mce;        /* max |acc - conf| over non-empty equal-width bins */
-    double ace;        /* adaptive (equal-mass) ECE */
+    int n;           /* samples */
+    int n_bins;      /* B */
+    double accuracy; /* fraction of argmax hits */
+    double nll;      /* mean -log max(p[y], JEM_NLL_FLOOR) */
+    double brier;    /* mean sum_k (p_k - onehot_k)^2 */
+    double ece;      /* equal-width bins */
+    double mce;      /* max |acc - conf| over non-empty equal-width bins */
+    double ace;      /* adaptive (equal-mass) ECE */
 } jem_calib;
 
 /* Rows of a probability matrix may deviate from a distribution by this much
@@ -152,20 +150,15 @@ typedef struct {
  * otherwise); they are used as given, not renormalised. bins (B, nullable)
  * receives the equal-width table, ada_bins (B, nullable) the equal-mass
  * table. */
-jem_status jem_calibration(const float *probs /* (N, K) */,
-                           const int32_t *y /* (N) */, int N, int K,
-                           int n_bins, jem_calib *out,
-                           jem_calib_bin *bins /* (B) */,
-                           jem_calib_bin *ada_bins /* (B) */);
+jem_status jem_calibration(const float *probs /* (N, K) */, const int32_t *y /* (N) */, int N, int K, int n_bins,
+                           jem_calib *out, jem_calib_bin *bins /* (B) */, jem_calib_bin *ada_bins /* (B) */);
 
 /* The binning step alone, on per-sample confidences and hits (for scores
  * that do not come from a probability matrix). adaptive = 0: equal-width
  * bins (ece, mce); adaptive = 1: equal-mass bins (ece = adaptive ECE, mce
  * over those bins). bins (B) nullable; ece and mce nullable. */
-jem_status jem_ece_bins(const double *conf /* (N) in [0, 1] */,
-                        const uint8_t *correct /* (N) 0 or 1 */, int N,
-                        int n_bins, int adaptive, jem_calib_bin *bins /* (B) */,
-                        double *ece, double *mce);
+jem_status jem_ece_bins(const double *conf /* (N) in [0, 1] */, const uint8_t *correct /* (N) 0 or 1 */, int N,
+                        int n_bins, int adaptive, jem_calib_bin *bins /* (B) */, double *ece, double *mce);
 
 /* ==================================================== temperature scaling */
 
@@ -173,11 +166,11 @@ jem_status jem_ece_bins(const double *conf /* (N) in [0, 1] */,
 #define JEM_TEMP_MAX 1e2
 
 typedef struct {
-    double T;           /* fitted temperature in [JEM_TEMP_MIN, JEM_TEMP_MAX] */
-    double nll_before;  /* mean NLL of softmax(logits) */
-    double nll_after;   /* mean NLL of softmax(logits / T) */
-    int    iters;       /* Newton / bisection steps taken */
-    int    at_bound;    /* 1 if the optimum lies at or beyond a bound */
+    double T;          /* fitted temperature in [JEM_TEMP_MIN, JEM_TEMP_MAX] */
+    double nll_before; /* mean NLL of softmax(logits) */
+    double nll_after;  /* mean NLL of softmax(logits / T) */
+    int iters;         /* Newton / bisection steps taken */
+    int at_bound;      /* 1 if the optimum lies at or beyond a bound */
 } jem_temp_fit;
 
 /* Fit T > 0 minimising the mean NLL of softmax(logits / T). The NLL is
@@ -185,54 +178,51 @@ typedef struct {
  * inside a bracket that shrinks each step (falling back to a geometric
  * bisection when a Newton step leaves it): the global minimum, to machine
  * precision. Labels in [0, K); non-finite logits are JEM_ERR_NONFINITE. */
-jem_status jem_temp_scale_fit(const float *logits /* (N, K) */,
-                              const int32_t *y /* (N) */, int N, int K,
+jem_status jem_temp_scale_fit(const float *logits /* (N, K) */, const int32_t *y /* (N) */, int N, int K,
                               jem_temp_fit *out);
 /* Mean NLL of softmax(logits / T), in double with log-sum-exp (no floor).
  * Labels must be in [0, K) (checked by the caller). */
-double jem_nll_logits(const float *logits /* (N, K) */, const int32_t *y,
-                      int N, int K, double T);
+double jem_nll_logits(const float *logits /* (N, K) */, const int32_t *y, int N, int K, double T);
 /* probs = softmax(logits / T), row by row, computed in double. */
-void   jem_softmax_temp(const float *logits /* (N, K) */, int N, int K,
-                        double T, float *probs /* (N, K) */);
+void jem_softmax_temp(const float *logits /* (N, K) */, int N, int K, double T, float *probs /* (N, K) */);
 
 /* ================================================================== plots */
 
 /* An 8-bit RGB image, rows top to bottom. */
 typedef struct {
-    int      w, h;
-    uint8_t *rgb;   /* (h, w, 3) */
+    int w, h;
+    uint8_t *rgb; /* (h, w, 3) */
 } jem_image;
 
 jem_status jem_image_new(int w, int h, uint32_t bg /* 0xRRGGBB */, jem_image *out);
-void       jem_image_free(jem_image *im);   /* frees rgb, zeroes the struct */
+void jem_image_free(jem_image *im); /* frees rgb, zeroes the struct */
 /* Write as PNG through jem_png_write_rgb (atomic). */
 jem_status jem_image_write_png(const char *path, const jem_image *im);
 
 /* Options shared by the plots; a zero-initialised struct gives the defaults. */
 typedef struct {
-    int         width, height;    /* pixels; 0 = 800 x 600 */
-    const char *title;            /* NULL = a default title per plot */
-    const char *xlabel, *ylabel;  /* NULL = a default per plot */
-    double      xmin, xmax;       /* axis range; xmin >= xmax = automatic */
-    double      ymin, ymax;       /* likewise */
-    int         bins;             /* histograms: number of bins; 0 = 40 */
-    int         no_markers;       /* line charts: lines without point markers */
+    int width, height;           /* pixels; 0 = 800 x 600 */
+    const char *title;           /* NULL = a default title per plot */
+    const char *xlabel, *ylabel; /* NULL = a default per plot */
+    double xmin, xmax;           /* axis range; xmin >= xmax = automatic */
+    double ymin, ymax;           /* likewise */
+    int bins;                    /* histograms: number of bins; 0 = 40 */
+    int no_markers;              /* line charts: lines without point markers */
 } jem_plot_opts;
 
 /* A line series: points (x[i], y[i]); non-finite points break the line. */
 typedef struct {
-    const char   *name;  /* legend text; NULL = not in the legend */
-    const double *x;     /* (n) */
-    const double *y;     /* (n) */
-    int           n;
+    const char *name; /* legend text; NULL = not in the legend */
+    const double *x;  /* (n) */
+    const double *y;  /* (n) */
+    int n;
 } jem_series;
 
 /* A sample of scores for a histogram. */
 typedef struct {
-    const char   *name;  /* legend text */
-    const double *v;     /* (n); non-finite values are left out */
-    int           n;
+    const char *name; /* legend text */
+    const double *v;  /* (n); non-finite values are left out */
+    int n;
 } jem_sample_set;
 
 /* Each plot allocates out->rgb (free with jem_image_free); *out is
@@ -242,24 +232,20 @@ typedef struct {
  * of per-bin accuracy at the bin positions, the gap to the bin's mean
  * confidence overlaid, the diagonal, and a panel below with the sample count
  * per bin. The title gets "ECE x.xx %" appended. */
-jem_status jem_plot_reliability(const jem_calib_bin *bins /* (B) */, int n_bins,
-                                double ece, const jem_plot_opts *o,
+jem_status jem_plot_reliability(const jem_calib_bin *bins /* (B) */, int n_bins, double ece, const jem_plot_opts *o,
                                 jem_image *out);
 /* Overlaid histograms of several score sets on common bins, each
  * normalised to fractions of its own set (y axis "fraction"): filled
  * semi-transparent with an opaque outline, and a legend "name (n = ...)". */
-jem_status jem_plot_histograms(const jem_sample_set *sets /* (n_sets) */,
-                               int n_sets, const jem_plot_opts *o,
+jem_status jem_plot_histograms(const jem_sample_set *sets /* (n_sets) */, int n_sets, const jem_plot_opts *o,
                                jem_image *out);
 /* ROC curves with the chance diagonal; the legend shows each name with the
  * curve's area ("name  AUC 0.953"). Axes are [0, 1] unless set. */
-jem_status jem_plot_roc(const jem_roc *curves /* (n_curves) */,
-                        const char *const *names /* (n_curves) */,
-                        int n_curves, const jem_plot_opts *o, jem_image *out);
+jem_status jem_plot_roc(const jem_roc *curves /* (n_curves) */, const char *const *names /* (n_curves) */, int n_curves,
+                        const jem_plot_opts *o, jem_image *out);
 /* Generic line chart (e.g. robust accuracy against epsilon), with markers
  * at the points and a legend. */
-jem_status jem_plot_lines(const jem_series *series /* (n_series) */,
-                          int n_series, const jem_plot_opts *o,
+jem_status jem_plot_lines(const jem_series *series /* (n_series) */, int n_series, const jem_plot_opts *o,
                           jem_image *out);
 
 /* Images x (N, C, H, W) in [-1, 1] (C = 1 or 3) as a grid, laid out as
@@ -268,44 +254,41 @@ jem_status jem_plot_lines(const jem_series *series /* (n_series) */,
  * clamped to [0, 255], NaN 0), in RGB. row_labels (nullable; n_labels
  * entries, NULL entries blank): text written in white, right-aligned, in a
  * column left of row r (e.g. class names). */
-jem_status jem_plot_grid(const float *x /* (N, C, H, W) */, int n, int c, int h, int w, int cols,
-                         int pad, const char *const *row_labels, int n_labels, jem_image *out);
+jem_status jem_plot_grid(const float *x /* (N, C, H, W) */, int n, int c, int h, int w, int cols, int pad,
+                         const char *const *row_labels, int n_labels, jem_image *out);
 
 /* Energy traces of MCMC chains: trace (N, M) as jem_hmc_run writes it
  * (row n = iteration n, one column per chain), a line per chain (at most
  * the first 31), the iteration on the x axis; warmup > 0 marks the end of
  * warm-up with a vertical line. Legend "chain m" for up to 8 chains. */
-jem_status jem_plot_traces(const double *trace /* (N, M) */, int N, int M,
-                           int warmup, const jem_plot_opts *o, jem_image *out);
+jem_status jem_plot_traces(const double *trace /* (N, M) */, int N, int M, int warmup, const jem_plot_opts *o,
+                           jem_image *out);
 
 /* ----------------------------------------------------- drawing primitives */
 
 /* Built-in bitmap font (font.c): printable ASCII 32..126 in a 5 x 9 cell
  * (7 rows above the baseline, 2 below for descenders); other characters
  * draw as '?'. */
-#define JEM_FONT_W    5   /* glyph columns */
-#define JEM_FONT_H    9   /* glyph rows */
-#define JEM_FONT_ASC  7   /* rows above the baseline (cap height) */
-#define JEM_FONT_ADV  6   /* horizontal advance per character */
+#define JEM_FONT_W   5 /* glyph columns */
+#define JEM_FONT_H   9 /* glyph rows */
+#define JEM_FONT_ASC 7 /* rows above the baseline (cap height) */
+#define JEM_FONT_ADV 6 /* horizontal advance per character */
 /* 1 if pixel (col, row) of character c is set. */
 int jem_font_pixel(int c, int col, int row);
 
 /* Colours are 0xRRGGBB; alpha in [0, 1] blends over what is there. */
 /* Filled rectangle covering pixels [x0, x1) x [y0, y1) (clipped). */
-void jem_draw_rect(jem_image *im, int x0, int y0, int x1, int y1,
-                   uint32_t color, double alpha);
+void jem_draw_rect(jem_image *im, int x0, int y0, int x1, int y1, uint32_t color, double alpha);
 /* Anti-aliased line of the given width (pixels), with coordinates at pixel
  * centres; dash > 0 draws dashes and gaps of that length. */
-void jem_draw_line(jem_image *im, double x0, double y0, double x1, double y1,
-                   double width, uint32_t color, double alpha, double dash);
+void jem_draw_line(jem_image *im, double x0, double y0, double x1, double y1, double width, uint32_t color,
+                   double alpha, double dash);
 /* Text with its top-left corner at (x, y), each font pixel a scale x scale
  * square; vertical != 0 draws it rotated 90 degrees counter-clockwise,
  * reading bottom to top, with (x, y) the bottom-left corner. */
-void jem_draw_text(jem_image *im, int x, int y, const char *s, int scale,
-                   uint32_t color, int vertical);
+void jem_draw_text(jem_image *im, int x, int y, const char *s, int scale, uint32_t color, int vertical);
 /* Width in pixels of s drawn at this scale (no trailing space). */
-int  jem_text_width(const char *s, int scale);
-
+int jem_text_width(const char *s, int scale);
 
 /* ================================================ scores of a network */
 
@@ -315,14 +298,18 @@ int  jem_text_width(const char *s, int scale);
  *   max_logit      max_y f(x)[y]
  *   neg_grad_norm  -||grad_x log p~(x)||_2
  *   energy_t       T logsumexp(f(x) / T) (the negative free energy at T) */
-enum { JEM_SCORE_LOGPX = 0, JEM_SCORE_MAXSOFTMAX, JEM_SCORE_MAXLOGIT, JEM_SCORE_GRADNORM,
-       JEM_SCORE_ENERGY_T, JEM_NSCORES };
+enum {
+    JEM_SCORE_LOGPX = 0,
+    JEM_SCORE_MAXSOFTMAX,
+    JEM_SCORE_MAXLOGIT,
+    JEM_SCORE_GRADNORM,
+    JEM_SCORE_ENERGY_T,
+    JEM_NSCORES
+};
 const char *jem_score_name(int k);
 /* out (n, JEM_NSCORES); the gradient score only when want_grad (0 otherwise);
  * logits_out (nullable, (n, K)). */
-jem_status jem_scores(jem_net *net, const float *x, int n, double T, int want_grad,
-                      double *out, float *logits_out);
-
+jem_status jem_scores(jem_net *net, const float *x, int n, double T, int want_grad, double *out, float *logits_out);
 
 /* ============================================================== attacks */
 
@@ -333,8 +320,8 @@ typedef struct {
     jem_status (*logits)(void *ctx, const float *x, int B, float *logits);
     jem_status (*grad)(void *ctx, const float *x, int B, const float *dlogits, float *dx, uint64_t seed);
     void *ctx;
-    int   D, K;
-    int   stochastic;   /* judge each restart at its last iterate only */
+    int D, K;
+    int stochastic; /* judge each restart at its last iterate only */
     /* Optional (NULL: the attacks use logits and grad), deterministic
      * classifiers only: forward gives the logits of x (B, D) and keeps what
      * backward needs; backward gives dx (B, D) for dlogits at the x of the
@@ -352,34 +339,34 @@ void jem_classifier_net(jem_classifier *c, jem_net *net);
  * draws of the chains' noise. Use p->c as the classifier. */
 typedef struct {
     jem_classifier c;
-    jem_net       *net;
-    jem_sgld_cfg   sgld;
-    int            chains, eot;
-    uint64_t       seed, calls;
+    jem_net *net;
+    jem_sgld_cfg sgld;
+    int chains, eot;
+    uint64_t seed, calls;
 } jem_purifier;
 void jem_purifier_init(jem_purifier *p, jem_net *net, int steps, int chains, int eot, uint64_t seed);
 
 typedef struct {
-    int      norm;         /* 0: L-inf, 2: L2 */
-    double   eps;          /* radius in the model's input units ([-1, 1] pixels) */
-    double   step;         /* PGD step size, same units */
-    int      steps;        /* PGD iterations */
-    int      restarts;     /* >= 1; an image is robust only if every restart fails */
-    int      random_start; /* start uniformly in the ball (L-inf) / at a random point of it (L2) */
-    int      fgsm;         /* one step of size eps from the clean image */
+    int norm;         /* 0: L-inf, 2: L2 */
+    double eps;       /* radius in the model's input units ([-1, 1] pixels) */
+    double step;      /* PGD step size, same units */
+    int steps;        /* PGD iterations */
+    int restarts;     /* >= 1; an image is robust only if every restart fails */
+    int random_start; /* start uniformly in the ball (L-inf) / at a random point of it (L2) */
+    int fgsm;         /* one step of size eps from the clean image */
     uint64_t seed;
     /* nullable: called as the attack advances with (work done, total work)
      * (units: gradient steps over chunks of images), e.g. for a progress bar */
-    void   (*progress)(void *ud, int64_t done, int64_t total);
-    void    *progress_ud;
+    void (*progress)(void *ud, int64_t done, int64_t total);
+    void *progress_ud;
 } jem_attack_cfg;
 
 /* Attack n images: robust (n) = 1 where the image is classified correctly
  * clean and at every iterate of every restart; adv (nullable, (n, D)) gets
  * the first misclassified point found (else the clean image). Iterates stay
  * inside the ball and the box [-1, 1]. */
-jem_status jem_attack_run(const jem_classifier *c, const float *x, const int32_t *y, int n,
-                          const jem_attack_cfg *cfg, uint8_t *robust, float *adv);
+jem_status jem_attack_run(const jem_classifier *c, const float *x, const int32_t *y, int n, const jem_attack_cfg *cfg,
+                          uint8_t *robust, float *adv);
 
 /* Adversarial examples for training (PGD-AT, TRADES): PGD on the network
  * itself from the batch x (B, D), its last iterate into xadv (B, D); there
@@ -409,17 +396,17 @@ jem_status jem_attack_batch(jem_net *net, const float *x, const int32_t *y, cons
 enum { JEM_APGD_CE = 0, JEM_APGD_DLR, JEM_APGD_DLR_T };
 
 typedef struct {
-    int      norm;     /* 0: L-inf, 2: L2 */
-    double   eps;      /* radius in the model's input units */
-    int      steps;    /* iterations per run (AutoAttack: 100) */
-    int      restarts; /* >= 1 runs from random points of the ball (per target with DLR_T) */
-    int      loss;     /* JEM_APGD_* */
-    int      targets;  /* DLR_T: target classes (0: min(K - 1, 9)); capped at K - 1 */
-    double   rho;      /* step-size check: halve when at most rho of the last steps raised the loss (0: 0.75) */
+    int norm;     /* 0: L-inf, 2: L2 */
+    double eps;   /* radius in the model's input units */
+    int steps;    /* iterations per run (AutoAttack: 100) */
+    int restarts; /* >= 1 runs from random points of the ball (per target with DLR_T) */
+    int loss;     /* JEM_APGD_* */
+    int targets;  /* DLR_T: target classes (0: min(K - 1, 9)); capped at K - 1 */
+    double rho;   /* step-size check: halve when at most rho of the last steps raised the loss (0: 0.75) */
     uint64_t seed;
     /* nullable: (work done, total work) in iterations over chunks of images */
-    void   (*progress)(void *ud, int64_t done, int64_t total);
-    void    *progress_ud;
+    void (*progress)(void *ud, int64_t done, int64_t total);
+    void *progress_ud;
 } jem_apgd_cfg;
 
 /* APGD as in the paper and AutoAttack: a random start at the sphere of
@@ -439,15 +426,15 @@ jem_status jem_apgd_run(const jem_classifier *c, const float *x, const int32_t *
 /* ---------------------------------- Square attack (Andriushchenko et al., 2020) */
 
 typedef struct {
-    int      norm;    /* 0: L-inf, 2: L2 */
-    double   eps;     /* radius in the model's input units */
-    int      queries; /* budget per image: classifier evaluations, the clean one included (>= 2) */
-    double   p_init;  /* fraction of the pixels the first windows cover (0: 0.8), then AutoAttack's schedule */
-    int      c, h, w; /* the images' shape (c * h * w = the classifier's D); windows are squares in h x w */
+    int norm;      /* 0: L-inf, 2: L2 */
+    double eps;    /* radius in the model's input units */
+    int queries;   /* budget per image: classifier evaluations, the clean one included (>= 2) */
+    double p_init; /* fraction of the pixels the first windows cover (0: 0.8), then AutoAttack's schedule */
+    int c, h, w;   /* the images' shape (c * h * w = the classifier's D); windows are squares in h x w */
     uint64_t seed;
     /* nullable: (work done, total work) in iterations over chunks of images */
-    void   (*progress)(void *ud, int64_t done, int64_t total);
-    void    *progress_ud;
+    void (*progress)(void *ud, int64_t done, int64_t total);
+    void *progress_ud;
 } jem_square_cfg;
 
 /* Square attack, score-based and gradient-free (it calls c->logits only):
@@ -462,8 +449,8 @@ typedef struct {
  * classifier that is one draw of its noise); queries (nullable, (n)) gets
  * the classifier evaluations each image used: 1 for an image misclassified
  * clean, at most cfg->queries. */
-jem_status jem_square_run(const jem_classifier *c, const float *x, const int32_t *y, int n,
-                          const jem_square_cfg *cfg, uint8_t *robust, float *adv, int64_t *queries);
+jem_status jem_square_run(const jem_classifier *c, const float *x, const int32_t *y, int n, const jem_square_cfg *cfg,
+                          uint8_t *robust, float *adv, int64_t *queries);
 
 /* ------------------------------------------------ gradient-masking checks */
 
@@ -482,11 +469,11 @@ jem_status jem_square_run(const jem_classifier *c, const float *x, const int32_t
 enum { JEM_CHECK_MONOTONE = 0, JEM_CHECK_UNBOUNDED, JEM_CHECK_GRADFREE, JEM_CHECK_STRONGER, JEM_NCHECKS };
 
 typedef struct {
-    int    ran;   /* 0: not measured (the check's pass is then 1) */
-    int    pass;  /* value <= tol */
+    int ran;      /* 0: not measured (the check's pass is then 1) */
+    int pass;     /* value <= tol */
     double value; /* see above */
     double tol;
-    int    e;     /* index of the epsilon it concerns, -1: none */
+    int e; /* index of the epsilon it concerns, -1: none */
 } jem_check;
 
 /* "monotone", "unbounded", "gradient_free", "stronger" */

@@ -55,26 +55,26 @@ extern "C" {
  * the caller (then free() it); jem_jw_free() releases it otherwise.
  */
 typedef struct {
-    char    *buf;                        /* NUL-terminated text (may be NULL before the first write) */
-    size_t   len, cap;
-    int      depth;                      /* open containers */
+    char *buf; /* NUL-terminated text (may be NULL before the first write) */
+    size_t len, cap;
+    int depth;                             /* open containers */
     unsigned char kind[JEM_JW_MAX_DEPTH];  /* 'o' object or 'a' array per level */
     unsigned char count[JEM_JW_MAX_DEPTH]; /* nonzero once the level has an element */
-    int      want_value;                 /* a key was written, its value is next */
-    jem_status err;                      /* sticky */
+    int want_value;                        /* a key was written, its value is next */
+    jem_status err;                        /* sticky */
 } jem_jw;
 
-void        jem_jw_init(jem_jw *w);
-void        jem_jw_free(jem_jw *w);
+void jem_jw_init(jem_jw *w);
+void jem_jw_free(jem_jw *w);
 /* Empty the text and the nesting state, keep the buffer and clear errors. */
-void        jem_jw_reset(jem_jw *w);
-jem_status  jem_jw_status(const jem_jw *w);
+void jem_jw_reset(jem_jw *w);
+jem_status jem_jw_status(const jem_jw *w);
 /* The text so far, always NUL-terminated ("" when empty). Owned by w. */
 const char *jem_jw_cstr(const jem_jw *w);
-size_t      jem_jw_len(const jem_jw *w);
+size_t jem_jw_len(const jem_jw *w);
 /* Hand the buffer to the caller (free() it) and reset w to empty. Returns
  * NULL (and w keeps its error) if the writer failed. *n (nullable) = length. */
-char       *jem_jw_take(jem_jw *w, size_t *n);
+char *jem_jw_take(jem_jw *w, size_t *n);
 
 void jem_jw_obj_begin(jem_jw *w);
 void jem_jw_obj_end(jem_jw *w);
@@ -132,17 +132,17 @@ typedef enum {
 typedef struct jem_json jem_json;
 struct jem_json {
     jem_json_type type;
-    int         boolean;   /* BOOL */
-    int         is_int;    /* NUMBER written without fraction/exponent and fitting int64 */
-    int64_t     ival;      /* NUMBER: exact value when is_int */
-    double      num;       /* NUMBER: value (strtod rounding) */
-    const char *str;       /* STRING: unescaped UTF-8, NUL-terminated; NUMBER: the literal text */
-    size_t      len;       /* STRING: bytes in str (str may contain NUL from \u0000) */
-    const char *key;       /* member of an OBJECT: its name, unescaped, NUL-terminated */
-    size_t      key_len;
-    size_t      n;         /* ARRAY/OBJECT: number of children */
-    jem_json   *child;     /* ARRAY/OBJECT: first child, in document order */
-    jem_json   *next;      /* next sibling */
+    int boolean;     /* BOOL */
+    int is_int;      /* NUMBER written without fraction/exponent and fitting int64 */
+    int64_t ival;    /* NUMBER: exact value when is_int */
+    double num;      /* NUMBER: value (strtod rounding) */
+    const char *str; /* STRING: unescaped UTF-8, NUL-terminated; NUMBER: the literal text */
+    size_t len;      /* STRING: bytes in str (str may contain NUL from \u0000) */
+    const char *key; /* member of an OBJECT: its name, unescaped, NUL-terminated */
+    size_t key_len;
+    size_t n;        /* ARRAY/OBJECT: number of children */
+    jem_json *child; /* ARRAY/OBJECT: first child, in document order */
+    jem_json *next;  /* next sibling */
 };
 
 /*
@@ -157,9 +157,8 @@ struct jem_json {
  * On success *out receives the root (free with jem_json_free); on failure
  * *out is NULL and the status is JEM_ERR_FORMAT or JEM_ERR_NOMEM.
  */
-jem_status jem_json_parse(const char *text, size_t n, const char *fname,
-                          jem_json **out);
-void       jem_json_free(jem_json *root);
+jem_status jem_json_parse(const char *text, size_t n, const char *fname, jem_json **out);
+void jem_json_free(jem_json *root);
 
 /* First member named key of an object (NULL if absent or v is not an object). */
 const jem_json *jem_json_get(const jem_json *obj, const char *key);

@@ -41,7 +41,7 @@ extern "C" {
 
 /* "pool" -> 0, "b1", "b2", ... -> 1, 2, ...; -1 when malformed (the
  * network decides whether the layer exists: jem_net_feature_dim). */
-int  jem_ood_layer_parse(const char *name);
+int jem_ood_layer_parse(const char *name);
 /* the name of a layer ("pool", "b3") into buf */
 void jem_ood_layer_name(int layer, char *buf, size_t n);
 
@@ -52,13 +52,13 @@ void jem_ood_layer_name(int layer, char *buf, size_t n);
  * its own mean is added, and the shift of the mean merged in (Chan et al.'s
  * pairwise update), so no sum of squares of raw values is ever formed. */
 typedef struct {
-    int      D, K;
-    int64_t  n;          /* samples so far */
-    int64_t *count;      /* (K) */
-    double  *mean;       /* (K, D) */
-    double  *scatter;    /* (D, D) sum over classes of sum (f - mu_k)(f - mu_k)^T; lower triangle */
-    double  *work;       /* (B_max, D) rows of one class of one batch */
-    int      work_rows;
+    int D, K;
+    int64_t n;       /* samples so far */
+    int64_t *count;  /* (K) */
+    double *mean;    /* (K, D) */
+    double *scatter; /* (D, D) sum over classes of sum (f - mu_k)(f - mu_k)^T; lower triangle */
+    double *work;    /* (B_max, D) rows of one class of one batch */
+    int work_rows;
 } jem_maha_acc;
 
 jem_status jem_maha_acc_init(jem_maha_acc *a, int D, int K);
@@ -66,7 +66,7 @@ jem_status jem_maha_acc_init(jem_maha_acc *a, int D, int K);
  * it is JEM_ERR_ARG (naming the row), a non-finite feature
  * JEM_ERR_NONFINITE. On failure nothing was added. */
 jem_status jem_maha_acc_add(jem_maha_acc *a, const float *f, const int32_t *y, int B);
-void       jem_maha_acc_free(jem_maha_acc *a);
+void jem_maha_acc_free(jem_maha_acc *a);
 
 /* A fitted Gaussian: Sigma = scatter / n (the maximum-likelihood estimate),
  * shrunk towards a multiple of the identity with the same trace,
@@ -74,12 +74,12 @@ void       jem_maha_acc_free(jem_maha_acc *a);
  * (scikit-learn's ShrunkCovariance). Classes without samples are left out
  * of the minimum. */
 typedef struct {
-    int      D, K;
-    double   shrinkage;
-    int64_t *count;      /* (K) */
-    double  *mean;       /* (K, D) */
-    double  *chol;       /* (D, D) L, lower triangular, L L^T = Sigma_s (row-major, upper part 0) */
-    double  *wmean;      /* (K, D) L^-1 mu_k */
+    int D, K;
+    double shrinkage;
+    int64_t *count; /* (K) */
+    double *mean;   /* (K, D) */
+    double *chol;   /* (D, D) L, lower triangular, L L^T = Sigma_s (row-major, upper part 0) */
+    double *wmean;  /* (K, D) L^-1 mu_k */
 } jem_maha;
 
 /* Relative pivot below which the covariance counts as singular: Cholesky
@@ -94,9 +94,9 @@ typedef struct {
 jem_status jem_maha_fit(const jem_maha_acc *a, double shrinkage, jem_maha *m);
 /* From stored means, counts and factor (copied; checked: finite, L lower
  * triangular with a positive diagonal). */
-jem_status jem_maha_from(const double *mean, const int64_t *count, const double *chol, int K, int D,
-                         double shrinkage, jem_maha *m);
-void       jem_maha_free(jem_maha *m);
+jem_status jem_maha_from(const double *mean, const int64_t *count, const double *chol, int K, int D, double shrinkage,
+                         jem_maha *m);
+void jem_maha_free(jem_maha *m);
 /* score (n) = -min_k squared distance of the rows of f (n, D); kmin
  * (nullable, n): the nearest class. */
 jem_status jem_maha_score(const jem_maha *m, const float *f, int n, double *score, int32_t *kmin);
@@ -108,13 +108,13 @@ jem_status jem_maha_score(const jem_maha *m, const float *f, int n, double *scor
 void jem_l2_normalise(float *f, int n, int D);
 
 typedef struct {
-    int    D, N, k;
-    float *train;        /* (N, D) unit rows */
+    int D, N, k;
+    float *train; /* (N, D) unit rows */
 } jem_knn;
 
 /* Copy and normalise N training rows (N, D); 1 <= k <= N. */
 jem_status jem_knn_init(const float *feats, int N, int D, int k, jem_knn *m);
-void       jem_knn_free(jem_knn *m);
+void jem_knn_free(jem_knn *m);
 /* Default working memory of a search. */
 #define JEM_KNN_MEM_DEFAULT ((size_t)64 << 20)
 /* score (n) = -(distance from the normalised row of f (n, D) to its k-th
@@ -131,8 +131,7 @@ jem_status jem_knn_score(const jem_knn *m, const float *f, int n, size_t mem_byt
  * (n, C, H, W)) receives x'. T > 0 and eps >= 0 (finite), else
  * JEM_ERR_ARG. Uses the network's input gradient (forward + backward per
  * chunk of 64 images; no parameter gradients). */
-jem_status jem_odin_scores(jem_net *net, const float *x, int n, double T, double eps, double *score,
-                           float *xp);
+jem_status jem_odin_scores(jem_net *net, const float *x, int n, double T, double eps, double *score, float *xp);
 
 /* ========================================================== decisions */
 
@@ -147,25 +146,25 @@ jem_status jem_odin_scores(jem_net *net, const float *x, int n, double T, double
 jem_status jem_ood_threshold(const double *s_in, int n, double tpr, double *thr, double *kept);
 /* The fraction of scores s (n) that are >= thr (the false-positive rate
  * when s are OOD scores); 0 when n < 1. */
-double     jem_ood_rate_at(const double *s, int n, double thr);
+double jem_ood_rate_at(const double *s, int n, double thr);
 
 /* ======================================================= fitted detector */
 
 typedef enum { JEM_DET_MAHALANOBIS = 0, JEM_DET_KNN, JEM_DET_NKINDS } jem_det_kind;
 
-const char *jem_det_kind_name(jem_det_kind k);   /* "mahalanobis", "knn" */
-int         jem_det_kind_parse(const char *name); /* -1 when unknown */
+const char *jem_det_kind_name(jem_det_kind k); /* "mahalanobis", "knn" */
+int jem_det_kind_parse(const char *name);      /* -1 when unknown */
 
 typedef struct {
     jem_det_kind kind;
-    int     layer;          /* feature layer (0: pool) */
-    double  shrinkage;      /* mahalanobis */
-    int     k;              /* knn: the neighbour whose distance scores (50) */
-    size_t  mem_bytes;      /* knn search memory (0: JEM_KNN_MEM_DEFAULT) */
-    int     chunk;          /* images per forward pass while fitting (1024) */
+    int layer;        /* feature layer (0: pool) */
+    double shrinkage; /* mahalanobis */
+    int k;            /* knn: the neighbour whose distance scores (50) */
+    size_t mem_bytes; /* knn search memory (0: JEM_KNN_MEM_DEFAULT) */
+    int chunk;        /* images per forward pass while fitting (1024) */
     /* called after each chunk while fitting (nullable) */
-    void  (*progress)(void *ud, int64_t done, int64_t total);
-    void   *ud;
+    void (*progress)(void *ud, int64_t done, int64_t total);
+    void *ud;
 } jem_det_cfg;
 
 void jem_det_defaults(jem_det_cfg *c);
@@ -174,14 +173,14 @@ void jem_det_defaults(jem_det_cfg *c);
  * model's checksum and is refused by any other model. */
 typedef struct {
     jem_det_kind kind;
-    int      layer;
-    uint64_t model_sum;      /* jem_net_checksum of the model it was fitted on */
-    char     model_name[64];
-    char     data[256];      /* the data set it was fitted on */
-    int64_t  n_fit;          /* images it was fitted on */
-    size_t   mem_bytes;
-    jem_maha maha;           /* kind mahalanobis */
-    jem_knn  knn;            /* kind knn */
+    int layer;
+    uint64_t model_sum; /* jem_net_checksum of the model it was fitted on */
+    char model_name[64];
+    char data[256]; /* the data set it was fitted on */
+    int64_t n_fit;  /* images it was fitted on */
+    size_t mem_bytes;
+    jem_maha maha; /* kind mahalanobis */
+    jem_knn knn;   /* kind knn */
 } jem_detector;
 
 /* FNV-1a (64 bit) over the model description and every parameter tensor
@@ -192,8 +191,7 @@ uint64_t jem_net_checksum(jem_net *net);
 /* Fit on a data set in one pass, chunk by chunk (features of cfg->layer;
  * mahalanobis needs labels in [0, K) of the model, knn stores the
  * normalised features of every image). */
-jem_status jem_detector_fit(jem_net *net, const jem_dataset *ds, const jem_det_cfg *cfg,
-                            jem_detector **out);
+jem_status jem_detector_fit(jem_net *net, const jem_dataset *ds, const jem_det_cfg *cfg, jem_detector **out);
 /* score (n) of images x (n, C, H, W) for the model the detector was
  * fitted on (the caller checks: jem_detector_load refuses others). */
 jem_status jem_detector_score(const jem_detector *d, jem_net *net, const float *x, int n, double *score);
@@ -208,7 +206,7 @@ jem_status jem_detector_save(const jem_detector *d, const char *path);
  * (missing or misshapen tensor, bad metadata, non-finite values) is
  * JEM_ERR_FORMAT naming the file and what is wrong. */
 jem_status jem_detector_load(const char *path, jem_net *net, jem_detector **out);
-void       jem_detector_free(jem_detector *d);
+void jem_detector_free(jem_detector *d);
 
 #ifdef __cplusplus
 }

@@ -16,13 +16,17 @@ static const command commands[] = {
     {"eval", cmd_eval, "accuracy and NLL of a checkpoint on a data set", 0},
     {"ood", cmd_ood, "out-of-distribution detection: AUROC/AUPR/FPR95 of every score, plots", 0},
     {"fit-ood", cmd_fit_ood, "fit an OOD detector (Mahalanobis or kNN on features) and store it beside the model", 1},
-    {"score", cmd_score, "per-input scores (log p(x), max softmax, max logit, gradient norm, a fitted detector), "
-               "predicted class, OOD decision", 0},
+    {"score", cmd_score,
+     "per-input scores (log p(x), max softmax, max logit, gradient norm, a fitted detector), "
+     "predicted class, OOD decision",
+     0},
     {"shift", cmd_shift, "accuracy, ECE and NLL under corruptions (covariate shift), by severity", 1},
     {"attack", cmd_attack, "robust accuracy under FGSM/PGD, undefended and with SGLD purification", 0},
     {"report", cmd_report, "the whole evaluation as one HTML page and JSON", 1},
-    {"sample", cmd_sample, "draw samples from a model or a composition with SGLD, MALA or HMC (PNG grid, chain "
-               "diagnostics)", 1},
+    {"sample", cmd_sample,
+     "draw samples from a model or a composition with SGLD, MALA or HMC (PNG grid, chain "
+     "diagnostics)",
+     1},
     {"logz", cmd_logz, "log Z by annealed importance sampling; normalised log p(x) and bits/dim of a data set", 1},
     {"info", cmd_info, "what a checkpoint holds", 0},
     {"export", cmd_export, "copy a checkpoint's model weights without the training state", 1},

@@ -644,12 +644,9 @@ jem_status cli_open_data(const cli_ctx *cx, const char *opt, const char *spec, j
 const char *cli_fmnist_train_of(const char *spec, char *buf, size_t n)
 {
     const char *rest;
-    if (!strncmp(spec, "fmnist:train", 12))
-        rest = spec + 12;
-    else if (!strncmp(spec, "fmnist:test", 11))
-        rest = spec + 11;
-    else
-        return NULL;
+    if (!strncmp(spec, "fmnist:train", 12)) rest = spec + 12;
+    else if (!strncmp(spec, "fmnist:test", 11)) rest = spec + 11;
+    else return NULL;
     if (*rest && strncmp(rest, ":classes=", 9)) return NULL;
     int len = snprintf(buf, n, "fmnist:train%s", rest);
     return len > 0 && (size_t)len < n ? buf : NULL;

@@ -34,10 +34,7 @@ static void make_mask(const char *kind, double p, float *m, int C, int H, int W,
 
 static int is_hmc(const cli_sample_args *a) { return !strcmp(a->sampler, "hmc"); }
 static int is_mala(const cli_sample_args *a) { return a->mala || !strcmp(a->sampler, "mala"); }
-static const char *sampler_name(const cli_sample_args *a)
-{
-    return is_hmc(a) ? "HMC" : is_mala(a) ? "MALA" : "SGLD";
-}
+static const char *sampler_name(const cli_sample_args *a) { return is_hmc(a) ? "HMC" : is_mala(a) ? "MALA" : "SGLD"; }
 
 static int check(cli_ctx *cx, void *ud)
 {
@@ -136,7 +133,8 @@ static double now(void)
 
 /* the models of --energy: m1 is the loaded --model unless --models names
  * it; the others are loaded here (nets[i] owned when owned[i]) */
-static jem_status load_models(const cli_ctx *cx, const cli_sample_args *a, jem_compose *comp, jem_net **nets, int *owned, const char **names, int *n)
+static jem_status load_models(const cli_ctx *cx, const cli_sample_args *a, jem_compose *comp, jem_net **nets,
+                              int *owned, const char **names, int *n)
 {
     int k = 0, m1 = 0;
     for (int i = 0; i < a->ml.n; i++) {
@@ -441,8 +439,7 @@ static int run(cli_ctx *cx, cli_sample_args *a)
         if (r.have_diag)
             snprintf(title, sizeof title, "Energy traces (%s, %d chains): R-hat %.3f, bulk ESS %.0f", sampler_name(a),
                      r.trace_n, r.diag.rhat, r.diag.ess_bulk);
-        else
-            snprintf(title, sizeof title, "Energy traces (%s, %d chains)", sampler_name(a), r.trace_n);
+        else snprintf(title, sizeof title, "Energy traces (%s, %d chains)", sampler_name(a), r.trace_n);
         po.title = title;
         jem_image im = {0};
         s = jem_plot_traces(r.trace, r.warmup + r.kept, r.trace_n, r.warmup, &po, &im);

@@ -28,13 +28,13 @@ typedef struct {
 } cli_eval_args;
 
 typedef struct {
-    int n;             /* images evaluated */
-    jem_calib c, c20;  /* as trained: with the args' bins, and with 20 */
-    jem_calib_bin *tb; /* (bins) c's equal-width table */
-    int have_t;        /* temperature scaling ran: */
-    const char *val;   /*   fitted on this set (a spec) */
+    int n;              /* images evaluated */
+    jem_calib c, c20;   /* as trained: with the args' bins, and with 20 */
+    jem_calib_bin *tb;  /* (bins) c's equal-width table */
+    int have_t;         /* temperature scaling ran: */
+    const char *val;    /*   fitted on this set (a spec) */
     char val_buf[1100]; /*   (its default spec) */
-    int val_n;         /*   of so many images */
+    int val_n;          /*   of so many images */
     jem_temp_fit tf;
     jem_calib ct; /*   the calibration after it */
 } cli_eval_res;
@@ -112,36 +112,36 @@ typedef struct {
     int nograd;             /* skip the gradient-norm score */
     double T;               /* temperature of the energy_t score */
     /* detectors */
-    const char *detector;   /* --detector (NULL: the default) */
-    const char *det_given;  /* --ood FILE (NULL: beside the model when there) */
-    const char *det_opt;    /* the option that names it in messages ("ood") */
-    int odin;               /* add ODIN to the table */
+    const char *detector;    /* --detector (NULL: the default) */
+    const char *det_given;   /* --ood FILE (NULL: beside the model when there) */
+    const char *det_opt;     /* the option that names it in messages ("ood") */
+    int odin;                /* add ODIN to the table */
     double odin_T, odin_eps; /* ODIN's temperature; perturbation on the [0, 1] pixel scale */
     /* the decision */
-    double tpr;             /* --threshold-tpr (0: no decision) */
-    const char *val;        /* the set the threshold is fitted on (NULL: see cli_ood_check) */
-    int val_heldout;        /* its held-out part (cli_open_heldout) */
-    char val_buf[1100];     /* the default val's spec */
+    double tpr;         /* --threshold-tpr (0: no decision) */
+    const char *val;    /* the set the threshold is fitted on (NULL: see cli_ood_check) */
+    int val_heldout;    /* its held-out part (cli_open_heldout) */
+    char val_buf[1100]; /* the default val's spec */
     /* set by cli_ood_check */
-    char det_path[4096];    /* the fitted detector's file ("" when none) */
-    int det_kind;           /* its kind (-1: none) */
-    int col;                /* the detector's column */
+    char det_path[4096]; /* the fitted detector's file ("" when none) */
+    int det_kind;        /* its kind (-1: none) */
+    int col;             /* the detector's column */
 } cli_ood_args;
 
 typedef struct {
     int nsets;
-    char *list;                                      /* a copy of outs; names point into it */
-    const char *names[CLI_OOD_MAX_SETS];             /* the OOD sets' specs */
-    int n_in, n_out[CLI_OOD_MAX_SETS];               /* images scored */
-    double *sin, *sout[CLI_OOD_MAX_SETS];            /* (n, CLI_NSCORES) the scores */
-    int have[CLI_NSCORES];                           /* the columns computed */
-    jem_detector *det;                               /* the fitted detector (nullable) */
+    char *list;                                       /* a copy of outs; names point into it */
+    const char *names[CLI_OOD_MAX_SETS];              /* the OOD sets' specs */
+    int n_in, n_out[CLI_OOD_MAX_SETS];                /* images scored */
+    double *sin, *sout[CLI_OOD_MAX_SETS];             /* (n, CLI_NSCORES) the scores */
+    int have[CLI_NSCORES];                            /* the columns computed */
+    jem_detector *det;                                /* the fitted detector (nullable) */
     jem_ood_metrics m[CLI_OOD_MAX_SETS][CLI_NSCORES]; /* set x column (those of have) */
     /* the decision (tpr > 0): "in-distribution iff score >= thr" on column col */
     int have_thr;
-    int val_n;          /* held-out in-distribution images it was fitted on */
-    double thr, kept;   /* the threshold, the fraction of them kept */
-    double tpr_in;      /* the fraction of the in-distribution (test) set kept */
+    int val_n;                    /* held-out in-distribution images it was fitted on */
+    double thr, kept;             /* the threshold, the fraction of them kept */
+    double tpr_in;                /* the fraction of the in-distribution (test) set kept */
     double fpr[CLI_OOD_MAX_SETS]; /* the fraction of each OOD set kept (false positives) */
 } cli_ood_res;
 
@@ -181,10 +181,10 @@ typedef struct {
 } cli_shift_row;
 
 typedef struct {
-    int n;                          /* images per set */
-    int nk;                         /* corruptions */
+    int n;                            /* images per set */
+    int nk;                           /* corruptions */
     cli_shift_row row[CLI_SHIFT_MAX]; /* per corruption (clean column the same in each) */
-    cli_shift_row mean;             /* averaged over the corruptions */
+    cli_shift_row mean;               /* averaged over the corruptions */
 } cli_shift_res;
 
 void cli_shift_defaults(cli_shift_args *a);
@@ -283,12 +283,12 @@ typedef struct {
 } cli_sample_args;
 
 typedef struct {
-    int total;          /* chains */
-    float *x;           /* (total, D) the images the chains end at */
-    int32_t *y;         /* (total) their classes (-1: unconditional) */
-    float *orig, *corr; /* (total, D) --inpaint, --denoise: the originals, the corrupted starts */
-    jem_sgld_cfg sc;    /* what ran (SGLD, MALA; steps counts the warm-up too) */
-    jem_hmc_cfg hc;     /* what ran (HMC) */
+    int total;             /* chains */
+    float *x;              /* (total, D) the images the chains end at */
+    int32_t *y;            /* (total) their classes (-1: unconditional) */
+    float *orig, *corr;    /* (total, D) --inpaint, --denoise: the originals, the corrupted starts */
+    jem_sgld_cfg sc;       /* what ran (SGLD, MALA; steps counts the warm-up too) */
+    jem_hmc_cfg hc;        /* what ran (HMC) */
     int hmc, warmup, kept; /* HMC chains; steps before and after the warm-up */
     double grad_norm, accept, logp_start, logp_end; /* means over the chains */
     double step_size, dh_mean, dh_abs, dh_max;      /* HMC: mean adapted step, energy errors */

@@ -50,7 +50,8 @@ void jem_dist_init(int *argc, char ***argv)
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_ARE_FATAL);
     d_inited = 1;
 #else
-    (void)argc; (void)argv;
+    (void)argc;
+    (void)argv;
 #endif
 }
 
@@ -86,7 +87,8 @@ void jem_dist_sum_f32(float *x, size_t n)
 #ifdef JEM_MPI
     reduce(x, n, sizeof *x, MPI_FLOAT, MPI_SUM);
 #else
-    (void)x; (void)n;
+    (void)x;
+    (void)n;
 #endif
 }
 
@@ -95,7 +97,8 @@ void jem_dist_sum_f64(double *x, size_t n)
 #ifdef JEM_MPI
     reduce(x, n, sizeof *x, MPI_DOUBLE, MPI_SUM);
 #else
-    (void)x; (void)n;
+    (void)x;
+    (void)n;
 #endif
 }
 
@@ -104,7 +107,8 @@ void jem_dist_max_i64(int64_t *x, size_t n)
 #ifdef JEM_MPI
     reduce(x, n, sizeof *x, MPI_INT64_T, MPI_MAX);
 #else
-    (void)x; (void)n;
+    (void)x;
+    (void)n;
 #endif
 }
 
@@ -132,7 +136,8 @@ void jem_dist_bcast(void *p, size_t n)
     MPI_Bcast(p, (int)n, MPI_BYTE, 0, MPI_COMM_WORLD);
     d_comm += wall() - t;
 #else
-    (void)p; (void)n;
+    (void)p;
+    (void)n;
 #endif
 }
 
@@ -160,15 +165,14 @@ static void rows_collective(void *x, size_t row_bytes, int n_rows, int all)
     MPI_Datatype rt;
     MPI_Type_contiguous((int)row_bytes, MPI_BYTE, &rt);
     MPI_Type_commit(&rt);
-    if (all)
-        MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, x, cnt, off, rt, MPI_COMM_WORLD);
-    else if (d_rank == 0)
-        MPI_Gatherv(MPI_IN_PLACE, cnt[0], rt, x, cnt, off, rt, 0, MPI_COMM_WORLD);
+    if (all) MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, x, cnt, off, rt, MPI_COMM_WORLD);
+    else if (d_rank == 0) MPI_Gatherv(MPI_IN_PLACE, cnt[0], rt, x, cnt, off, rt, 0, MPI_COMM_WORLD);
     else
         MPI_Gatherv((char *)x + (size_t)off[d_rank] * row_bytes, cnt[d_rank], rt, NULL, NULL, NULL, rt, 0,
                     MPI_COMM_WORLD);
     MPI_Type_free(&rt);
-    free(cnt); free(off);
+    free(cnt);
+    free(off);
     d_comm += wall() - t;
 }
 #endif
@@ -178,7 +182,9 @@ void jem_dist_gather_rows(float *x, size_t row, int n_rows)
 #ifdef JEM_MPI
     rows_collective(x, row * sizeof(float), n_rows, 0);
 #else
-    (void)x; (void)row; (void)n_rows;
+    (void)x;
+    (void)row;
+    (void)n_rows;
 #endif
 }
 
@@ -187,7 +193,9 @@ void jem_dist_allgather(void *x, size_t row_bytes, int n_rows)
 #ifdef JEM_MPI
     rows_collective(x, row_bytes, n_rows, 1);
 #else
-    (void)x; (void)row_bytes; (void)n_rows;
+    (void)x;
+    (void)row_bytes;
+    (void)n_rows;
 #endif
 }
 

@@ -71,8 +71,12 @@ uint64_t jem_rng_u64(jem_rng *r)
     uint64_t *s = r->s;
     uint64_t res = rotl(s[1] * 5, 7) * 9;
     uint64_t t = s[1] << 17;
-    s[2] ^= s[0]; s[3] ^= s[1]; s[1] ^= s[2]; s[0] ^= s[3];
-    s[2] ^= t; s[3] = rotl(s[3], 45);
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 45);
     return res;
 }
 
@@ -107,7 +111,9 @@ void jem_rng_shuffle(jem_rng *r, int32_t *a, size_t n)
 {
     for (size_t i = n; i > 1; i--) {
         size_t j = jem_rng_below(r, (uint32_t)i);
-        int32_t t = a[i - 1]; a[i - 1] = a[j]; a[j] = t;
+        int32_t t = a[i - 1];
+        a[i - 1] = a[j];
+        a[j] = t;
     }
 }
 

@@ -20,9 +20,9 @@
 static void shift_plane(float *p, int H, int W, int oy, int ox)
 {
     int ax = ox < 0 ? -ox : ox;
-    int keep = W - ax;                 /* columns copied per row */
-    int dst0 = ox < 0 ? -ox : 0;       /* first destination column */
-    int src0 = ox > 0 ? ox : 0;        /* first source column */
+    int keep = W - ax;           /* columns copied per row */
+    int dst0 = ox < 0 ? -ox : 0; /* first destination column */
+    int src0 = ox > 0 ? ox : 0;  /* first source column */
     for (int i = 0; i < H; i++) {
         /* rows in the direction that reads each source row before it is written */
         int y = oy >= 0 ? i : H - 1 - i;
@@ -50,8 +50,7 @@ static void flip_plane(float *p, int H, int W)
     }
 }
 
-void jem_augment_batch(const jem_augment *a, float *x, int B, int C, int H, int W,
-                       jem_rng *rng)
+void jem_augment_batch(const jem_augment *a, float *x, int B, int C, int H, int W, jem_rng *rng)
 {
     if (!a || !x || B <= 0 || C <= 0 || H <= 0 || W <= 0) return;
     size_t hw = (size_t)H * (size_t)W, chw = (size_t)C * hw;

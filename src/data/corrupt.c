@@ -28,29 +28,39 @@
 #define PI 3.14159265358979323846
 
 enum {
-    GAUSSIAN_NOISE, SHOT_NOISE, IMPULSE_NOISE, GAUSSIAN_BLUR, DEFOCUS_BLUR, CONTRAST, BRIGHTNESS,
-    ROTATION, TRANSLATION, PIXELATE, JPEG, NKINDS
+    GAUSSIAN_NOISE,
+    SHOT_NOISE,
+    IMPULSE_NOISE,
+    GAUSSIAN_BLUR,
+    DEFOCUS_BLUR,
+    CONTRAST,
+    BRIGHTNESS,
+    ROTATION,
+    TRANSLATION,
+    PIXELATE,
+    JPEG,
+    NKINDS
 };
 
 static const char *const names[NKINDS] = {
     "gaussian_noise", "shot_noise", "impulse_noise", "gaussian_blur", "defocus_blur", "contrast",
-    "brightness", "rotation", "translation", "pixelate", "jpeg",
+    "brightness",     "rotation",   "translation",   "pixelate",      "jpeg",
 };
 
 /* parameters per severity 1..5 (two for defocus: disk radius, then the
  * sigma of the Gaussian blur after it) */
 static const double param[NKINDS][5] = {
-    [GAUSSIAN_NOISE] = {0.04, 0.06, 0.08, 0.09, 0.10},   /* sigma on [0, 1] */
-    [SHOT_NOISE]     = {500, 250, 100, 75, 50},          /* photons at full scale */
-    [IMPULSE_NOISE]  = {0.01, 0.02, 0.03, 0.05, 0.07},   /* fraction of pixels */
-    [GAUSSIAN_BLUR]  = {0.4, 0.6, 0.7, 0.8, 1.0},        /* sigma in pixels */
-    [DEFOCUS_BLUR]   = {0.3, 0.4, 0.5, 1.0, 1.5},        /* disk radius in pixels */
-    [CONTRAST]       = {0.75, 0.5, 0.4, 0.3, 0.15},      /* factor towards the mean */
-    [BRIGHTNESS]     = {0.05, 0.1, 0.15, 0.2, 0.3},      /* added on [0, 1] */
-    [ROTATION]       = {10, 20, 30, 45, 60},             /* degrees, random sign */
-    [TRANSLATION]    = {1, 2, 3, 4, 5},                  /* pixels, random direction */
-    [PIXELATE]       = {0.95, 0.9, 0.85, 0.75, 0.65},    /* size factor of the coarse image */
-    [JPEG]           = {80, 65, 58, 50, 40},             /* quality */
+    [GAUSSIAN_NOISE] = {0.04, 0.06, 0.08, 0.09, 0.10}, /* sigma on [0, 1] */
+    [SHOT_NOISE] = {500, 250, 100, 75, 50},            /* photons at full scale */
+    [IMPULSE_NOISE] = {0.01, 0.02, 0.03, 0.05, 0.07},  /* fraction of pixels */
+    [GAUSSIAN_BLUR] = {0.4, 0.6, 0.7, 0.8, 1.0},       /* sigma in pixels */
+    [DEFOCUS_BLUR] = {0.3, 0.4, 0.5, 1.0, 1.5},        /* disk radius in pixels */
+    [CONTRAST] = {0.75, 0.5, 0.4, 0.3, 0.15},          /* factor towards the mean */
+    [BRIGHTNESS] = {0.05, 0.1, 0.15, 0.2, 0.3},        /* added on [0, 1] */
+    [ROTATION] = {10, 20, 30, 45, 60},                 /* degrees, random sign */
+    [TRANSLATION] = {1, 2, 3, 4, 5},                   /* pixels, random direction */
+    [PIXELATE] = {0.95, 0.9, 0.85, 0.75, 0.65},        /* size factor of the coarse image */
+    [JPEG] = {80, 65, 58, 50, 40},                     /* quality */
 };
 static const double defocus_alias[5] = {0.4, 0.5, 0.6, 0.2, 0.1};
 
@@ -135,8 +145,7 @@ static double sample(const double *p, int H, int W, int y, int x, double fill)
     return y < 0 || y >= H || x < 0 || x >= W ? fill : p[(size_t)y * W + x];
 }
 
-void jem_img_affine(double *dst, const double *src, int H, int W, double angle, double dy, double dx,
-                    double fill)
+void jem_img_affine(double *dst, const double *src, int H, int W, double angle, double dy, double dx, double fill)
 {
     const double cy = 0.5 * (H - 1), cx = 0.5 * (W - 1), c = cos(angle), s = sin(angle);
     for (int y = 0; y < H; y++)
@@ -194,10 +203,9 @@ void jem_img_resample_area(double *dst, int DH, int DW, const double *src, int S
 /* the luminance quantisation table of the JPEG standard (ITU T.81, annex
  * K.1), row-major over (vertical, horizontal) frequency */
 static const int jpeg_luma[64] = {
-    16, 11, 10, 16, 24, 40, 51, 61,     12, 12, 14, 19, 26, 58, 60, 55,
-    14, 13, 16, 24, 40, 57, 69, 56,     14, 17, 22, 29, 51, 87, 80, 62,
-    18, 22, 37, 56, 68, 109, 103, 77,   24, 35, 55, 64, 81, 104, 113, 92,
-    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
+    16, 11,  10,  16, 24, 40, 51, 61, 12,  12,  14,  19,  26, 58, 60, 55,  14,  13,  16,  24, 40, 57,
+    69, 56,  14,  17, 22, 29, 51, 87, 80,  62,  18,  22,  37, 56, 68, 109, 103, 77,  24,  35, 55, 64,
+    81, 104, 113, 92, 49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98,  112, 100, 103, 99,
 };
 
 void jem_jpeg_table(int quality, int q[64])
@@ -224,20 +232,20 @@ void jem_img_jpeg(double *u, int H, int W, int quality)
             for (int i = 0; i < 8; i++)
                 for (int j = 0; j < 8; j++)
                     b[i][j] = u[(size_t)clampi(by + i, 0, H - 1) * W + clampi(bx + j, 0, W - 1)] * 255.0 - 128.0;
-            for (int i = 0; i < 8; i++)          /* rows: t = b basis^T */
+            for (int i = 0; i < 8; i++) /* rows: t = b basis^T */
                 for (int k = 0; k < 8; k++) {
                     double s = 0;
                     for (int n = 0; n < 8; n++) s += b[i][n] * basis[k][n];
                     t[i][k] = s;
                 }
-            for (int k = 0; k < 8; k++)          /* columns: c = basis t, quantised */
+            for (int k = 0; k < 8; k++) /* columns: c = basis t, quantised */
                 for (int l = 0; l < 8; l++) {
                     double s = 0;
                     for (int n = 0; n < 8; n++) s += basis[k][n] * t[n][l];
                     const int Q = q[k * 8 + l];
                     c[k][l] = Q * nearbyint(s / Q);
                 }
-            for (int n = 0; n < 8; n++)          /* inverse: b = basis^T c basis */
+            for (int n = 0; n < 8; n++) /* inverse: b = basis^T c basis */
                 for (int l = 0; l < 8; l++) {
                     double s = 0;
                     for (int k = 0; k < 8; k++) s += basis[k][n] * c[k][l];
@@ -309,9 +317,7 @@ static void corrupt_image(int kind, int sev, double *u, int C, int H, int W, dou
             for (size_t i = 0; i < HW; i++)
                 if (jem_rng_uniform_d(r) < p) v[i] = (double)jem_rng_below(r, 2);
             break;
-        case GAUSSIAN_BLUR:
-            jem_img_gaussian_blur(v, v, w1, H, W, p);
-            break;
+        case GAUSSIAN_BLUR: jem_img_gaussian_blur(v, v, w1, H, W, p); break;
         case DEFOCUS_BLUR:
             disk_blur(w2, v, H, W, p);
             jem_img_gaussian_blur(v, w2, w1, H, W, defocus_alias[sev - 1]);
@@ -351,8 +357,7 @@ jem_status jem_corrupt_apply(int kind, int severity, float *x, int n, int c, int
 {
     if (kind < 0 || kind >= NKINDS) return jem_fail(JEM_ERR_ARG, "corruption %d: no such kind", kind);
     if (severity < 1 || severity > JEM_CORRUPT_SEVERITIES)
-        return jem_fail(JEM_ERR_ARG, "%s: severity %d (want 1 to %d)", names[kind], severity,
-                        JEM_CORRUPT_SEVERITIES);
+        return jem_fail(JEM_ERR_ARG, "%s: severity %d (want 1 to %d)", names[kind], severity, JEM_CORRUPT_SEVERITIES);
     if (n < 0 || c < 1 || h < 1 || w < 1)
         return jem_fail(JEM_ERR_ARG, "%s: bad image shape %dx%dx%dx%d", names[kind], n, c, h, w);
     const size_t HW = (size_t)h * w, chw = HW * (size_t)c;
@@ -383,8 +388,7 @@ jem_status jem_corrupt_apply(int kind, int severity, float *x, int n, int c, int
 /* ------------------------------------------------------------------ spec */
 
 /* corrupt:SPEC:KIND:SEVERITY[:seed=S]; rest = "SPEC:KIND:..." */
-jem_status jem_data_open_corrupt(const char *spec, const char *rest, jem_dataset *ds, int depth,
-                                 const jem_spec_mode *m)
+jem_status jem_data_open_corrupt(const char *spec, const char *rest, jem_dataset *ds, int depth, const jem_spec_mode *m)
 {
     memset(ds, 0, sizeof *ds);
     char buf[1024];
@@ -419,7 +423,10 @@ jem_status jem_data_open_corrupt(const char *spec, const char *rest, jem_dataset
         for (int k = 0; k < NKINDS; k++) {
             size_t len = strlen(names[k]);
             if (o + len + 3 >= sizeof list) break;
-            if (k) { list[o++] = ','; list[o++] = ' '; }
+            if (k) {
+                list[o++] = ',';
+                list[o++] = ' ';
+            }
             memcpy(list + o, names[k], len);
             o += len;
         }

@@ -29,8 +29,7 @@ static inline float jem_px8(unsigned v) { return (float)((double)v / 255.0 * 2.0
 
 /* Allocate ds->x (N, C, H, W) and ds->y (N) for n images; other fields are
  * set (n_classes 0, name copied). `what` names the set in error messages. */
-jem_status jem_data_alloc(jem_dataset *ds, int64_t n, int c, int h, int w,
-                          const char *what);
+jem_status jem_data_alloc(jem_dataset *ds, int64_t n, int c, int h, int w, const char *what);
 /* Copy name into ds->name, truncating to fit. */
 void jem_data_set_name(jem_dataset *ds, const char *name);
 
@@ -43,8 +42,7 @@ jem_status jem_cifar_check(const char *dir, int kind, int train);
 
 /* IDX image + label files (plain or gzip). n_classes > 0: labels must be
  * below it; n_classes == 0: n_classes = max label + 1. */
-jem_status jem_idx_load(const char *images, const char *labels, int n_classes,
-                        jem_dataset *ds);
+jem_status jem_idx_load(const char *images, const char *labels, int n_classes, jem_dataset *ds);
 
 /* CIFAR binary batches in dir: kind 10 (data_batch_1..5.bin / test_batch.bin)
  * or 100 (train.bin / test.bin, fine labels). */
@@ -66,9 +64,8 @@ jem_status jem_data_open_nested(const char *spec, jem_dataset *ds, int depth, co
 
 /* SPEC:classes=LIST[:relabel] (subset.c): the length of the SPEC part when
  * spec ends with a class filter, else 0; and opening such a spec. */
-size_t     jem_data_class_suffix(const char *spec);
-jem_status jem_data_open_classes(const char *spec, size_t base_len, jem_dataset *ds, int depth,
-                                 const jem_spec_mode *m);
+size_t jem_data_class_suffix(const char *spec);
+jem_status jem_data_open_classes(const char *spec, size_t base_len, jem_dataset *ds, int depth, const jem_spec_mode *m);
 
 /* corrupt:SPEC:KIND:SEVERITY[:seed=S] (corrupt.c); rest is what follows
  * "corrupt:". */
@@ -90,11 +87,10 @@ jem_status jem_data_open_corrupt(const char *spec, const char *rest, jem_dataset
  *   blocks (padded with edge pixels), orthonormal DCT-II, coefficients
  *   rounded to multiples of the standard luminance table scaled to
  *   `quality` as the IJG library does (jem_jpeg_table), inverse DCT. */
-void   jem_img_gaussian_blur(double *dst, const double *src, double *tmp, int H, int W, double sigma);
-void   jem_img_affine(double *dst, const double *src, int H, int W, double angle, double dy, double dx,
-                      double fill);
-void   jem_img_resample_area(double *dst, int DH, int DW, const double *src, int SH, int SW);
-void   jem_img_jpeg(double *u, int H, int W, int quality);
-void   jem_jpeg_table(int quality, int q[64]);
+void jem_img_gaussian_blur(double *dst, const double *src, double *tmp, int H, int W, double sigma);
+void jem_img_affine(double *dst, const double *src, int H, int W, double angle, double dy, double dx, double fill);
+void jem_img_resample_area(double *dst, int DH, int DW, const double *src, int SH, int SW);
+void jem_img_jpeg(double *u, int H, int W, int quality);
+void jem_jpeg_table(int quality, int q[64]);
 
 #endif /* JEM_DATA_H */

@@ -15,7 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define SPEC_MAX_DEPTH 4          /* interp:interp:... nesting */
+#define SPEC_MAX_DEPTH  4 /* interp:interp:... nesting */
 #define NOISE_DEFAULT_N 10000
 
 /* ------------------------------------------------------------------ basics */
@@ -32,18 +32,15 @@ jem_status jem_data_alloc(jem_dataset *ds, int64_t n, int c, int h, int w, const
 {
     memset(ds, 0, sizeof *ds);
     if (n <= 0 || c <= 0 || h <= 0 || w <= 0)
-        return jem_fail(JEM_ERR_ARG, "%s: bad data set shape %lldx%dx%dx%d", what,
-                        (long long)n, c, h, w);
+        return jem_fail(JEM_ERR_ARG, "%s: bad data set shape %lldx%dx%dx%d", what, (long long)n, c, h, w);
     uint64_t samples = (uint64_t)c * (uint64_t)h * (uint64_t)w;
     if (samples > JEM_DATA_MAX_SAMPLES || (uint64_t)n > JEM_DATA_MAX_SAMPLES / samples)
-        return jem_fail(JEM_ERR_ARG, "%s: data set of %lld x %dx%dx%d is too large", what,
-                        (long long)n, c, h, w);
+        return jem_fail(JEM_ERR_ARG, "%s: data set of %lld x %dx%dx%d is too large", what, (long long)n, c, h, w);
     ds->x = malloc(sizeof(float) * samples * (uint64_t)n);
     ds->y = malloc(sizeof(int32_t) * (size_t)n);
     if (!ds->x || !ds->y) {
         jem_dataset_free(ds);
-        return jem_fail(JEM_ERR_NOMEM, "%s: out of memory for %lld images of %dx%dx%d",
-                        what, (long long)n, c, h, w);
+        return jem_fail(JEM_ERR_NOMEM, "%s: out of memory for %lld images of %dx%dx%d", what, (long long)n, c, h, w);
     }
     ds->n = (int)n;
     ds->c = c;
@@ -76,7 +73,10 @@ static char **copy_names(const char *const *v, int n, int *ok)
     *ok = 1;
     if (!v || n <= 0) return NULL;
     char **c = calloc((size_t)n, sizeof *c);
-    if (!c) { *ok = 0; return NULL; }
+    if (!c) {
+        *ok = 0;
+        return NULL;
+    }
     for (int i = 0; i < n; i++)
         if (!(c[i] = strdup(v[i] ? v[i] : ""))) {
             free_names(c, n);
@@ -99,19 +99,21 @@ jem_status jem_dataset_set_classes(jem_dataset *ds, const char *const *names, in
     return JEM_OK;
 }
 
-static const char *const fmnist_classes[10] = {
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"
-};
-static const char *const mnist_classes[10] = { "0", "1", "2", "3", "4", "5", "6", "7", "8", "9" };
-static const char *const cifar10_classes[10] = {
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"
-};
+static const char *const fmnist_classes[10] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                               "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
+static const char *const mnist_classes[10] = {"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"};
+static const char *const cifar10_classes[10] = {"airplane", "automobile", "bird",  "cat",  "deer",
+                                                "dog",      "frog",       "horse", "ship", "truck"};
 
 const char *const *jem_known_classes(const char *spec, int *n)
 {
-    static const struct { const char *prefix; const char *const *names; } known[] = {
-        { "fmnist", fmnist_classes }, { "mnist", mnist_classes }, { "cifar10", cifar10_classes },
+    static const struct {
+        const char *prefix;
+        const char *const *names;
+    } known[] = {
+        {"fmnist", fmnist_classes},
+        {"mnist", mnist_classes},
+        {"cifar10", cifar10_classes},
     };
     if (n) *n = 0;
     if (!spec) return NULL;
@@ -144,7 +146,7 @@ void jem_dataset_truncate(jem_dataset *ds, int n)
     }
     size_t chw = (size_t)ds->c * (size_t)ds->h * (size_t)ds->w;
     float *x = realloc(ds->x, sizeof(float) * chw * (size_t)n);
-    if (x) ds->x = x;            /* a failed shrink keeps the larger block */
+    if (x) ds->x = x; /* a failed shrink keeps the larger block */
     int32_t *y = realloc(ds->y, sizeof(int32_t) * (size_t)n);
     if (y) ds->y = y;
 }
@@ -154,11 +156,10 @@ void jem_dataset_truncate(jem_dataset *ds, int n)
 jem_status jem_dataset_conform(jem_dataset *ds, int c, int h, int w)
 {
     if ((c != 1 && c != 3) || h <= 0 || w <= 0)
-        return jem_fail(JEM_ERR_ARG, "%s: cannot conform to %dx%dx%d (channels must be 1 or 3)",
-                        ds->name, c, h, w);
+        return jem_fail(JEM_ERR_ARG, "%s: cannot conform to %dx%dx%d (channels must be 1 or 3)", ds->name, c, h, w);
     if (ds->h != h || ds->w != w || (ds->c != c && ds->c != 1 && ds->c != 3))
-        return jem_fail(JEM_ERR_SHAPE, "%s: images are %dx%dx%d, the model wants %dx%dx%d",
-                        ds->name, ds->c, ds->h, ds->w, c, h, w);
+        return jem_fail(JEM_ERR_SHAPE, "%s: images are %dx%dx%d, the model wants %dx%dx%d", ds->name, ds->c, ds->h,
+                        ds->w, c, h, w);
     if (ds->c == c) return JEM_OK;
     if (ds->n == 0) {
         ds->c = c;
@@ -169,20 +170,19 @@ jem_status jem_dataset_conform(jem_dataset *ds, int c, int h, int w)
         /* grey -> RGB in place: grow, then fill from the last image back so
          * that no source is overwritten before it is read */
         float *x = realloc(ds->x, sizeof(float) * 3 * hw * n);
-        if (!x) return jem_fail(JEM_ERR_NOMEM, "%s: out of memory converting to RGB",
-                                     ds->name);
+        if (!x) return jem_fail(JEM_ERR_NOMEM, "%s: out of memory converting to RGB", ds->name);
         ds->x = x;
         for (size_t i = n; i-- > 0;) {
-            const float *src = x + i * hw;       /* (H, W) */
-            float *dst = x + i * 3 * hw;         /* (3, H, W) */
+            const float *src = x + i * hw; /* (H, W) */
+            float *dst = x + i * 3 * hw;   /* (3, H, W) */
             for (int k = 2; k >= 0; k--) memmove(dst + (size_t)k * hw, src, sizeof(float) * hw);
         }
     } else {
         /* RGB -> grey (BT.601 luma) in place, first image forwards */
         float *x = ds->x;
         for (size_t i = 0; i < n; i++) {
-            const float *src = x + i * 3 * hw;   /* (3, H, W) */
-            float *dst = x + i * hw;             /* (H, W) */
+            const float *src = x + i * 3 * hw; /* (3, H, W) */
+            float *dst = x + i * hw;           /* (H, W) */
             for (size_t p = 0; p < hw; p++) {
                 double r = src[p], g = src[hw + p], b = src[2 * hw + p];
                 dst[p] = (float)(JEM_LUMA_R * r + JEM_LUMA_G * g + JEM_LUMA_B * b);
@@ -205,13 +205,11 @@ static void split_name(jem_dataset *ds, const char *base, const char *part)
     jem_data_set_name(ds, buf);
 }
 
-jem_status jem_dataset_split(jem_dataset *src, int n_val, uint64_t seed,
-                             jem_dataset *train, jem_dataset *val)
+jem_status jem_dataset_split(jem_dataset *src, int n_val, uint64_t seed, jem_dataset *train, jem_dataset *val)
 {
     JEM_ASSERT(train != val && src != val);
     if (n_val < 0 || n_val >= src->n)
-        return jem_fail(JEM_ERR_ARG, "%s: cannot hold out %d of %d images", src->name, n_val,
-                        src->n);
+        return jem_fail(JEM_ERR_ARG, "%s: cannot hold out %d of %d images", src->name, n_val, src->n);
     jem_dataset s = *src; /* train may be src itself */
     size_t chw = (size_t)s.c * (size_t)s.h * (size_t)s.w, n = (size_t)s.n;
     int32_t *perm = malloc(sizeof(int32_t) * n);
@@ -279,8 +277,8 @@ jem_status jem_dataset_split(jem_dataset *src, int n_val, uint64_t seed,
 
 /* --------------------------------------------------------------- synthetic */
 
-jem_status jem_dataset_synthetic(const char *kind, int n, int c, int h, int w,
-                                 const jem_dataset *base, uint64_t seed, jem_dataset *ds)
+jem_status jem_dataset_synthetic(const char *kind, int n, int c, int h, int w, const jem_dataset *base, uint64_t seed,
+                                 jem_dataset *ds)
 {
     memset(ds, 0, sizeof *ds);
     enum { UNIFORM, GAUSSIAN, CONSTANT, INTERP } k;
@@ -289,8 +287,11 @@ jem_status jem_dataset_synthetic(const char *kind, int n, int c, int h, int w,
     else if (!strcmp(kind, "gaussian")) k = GAUSSIAN;
     else if (!strcmp(kind, "constant")) k = CONSTANT;
     else if (!strcmp(kind, "interp")) k = INTERP;
-    else return jem_fail(JEM_ERR_ARG, "synthetic data: unknown kind '%s' (uniform, gaussian, "
-                         "constant or interp)", kind);
+    else
+        return jem_fail(JEM_ERR_ARG,
+                        "synthetic data: unknown kind '%s' (uniform, gaussian, "
+                        "constant or interp)",
+                        kind);
     if (n <= 0) return jem_fail(JEM_ERR_ARG, "synthetic data %s: n = %d", kind, n);
     if (k == INTERP) {
         if (!base || base->n <= 0 || !base->x)
@@ -301,21 +302,21 @@ jem_status jem_dataset_synthetic(const char *kind, int n, int c, int h, int w,
             w = base->w;
         }
         if (c != base->c || h != base->h || w != base->w)
-            return jem_fail(JEM_ERR_SHAPE, "synthetic data interp: asked for %dx%dx%d but %s "
-                            "is %dx%dx%d", c, h, w, base->name, base->c, base->h, base->w);
+            return jem_fail(JEM_ERR_SHAPE,
+                            "synthetic data interp: asked for %dx%dx%d but %s "
+                            "is %dx%dx%d",
+                            c, h, w, base->name, base->c, base->h, base->w);
     }
     char name[sizeof ds->name];
-    if (k == INTERP)
-        snprintf(name, sizeof name, "interp:%.200s:%d", base->name, n);
-    else
-        snprintf(name, sizeof name, "noise:%s:%d:%dx%dx%d", kind, n, c, h, w);
+    if (k == INTERP) snprintf(name, sizeof name, "interp:%.200s:%d", base->name, n);
+    else snprintf(name, sizeof name, "noise:%s:%d:%dx%dx%d", kind, n, c, h, w);
     jem_status st = jem_data_alloc(ds, n, c, h, w, name);
     if (st) return st;
     size_t chw = (size_t)c * (size_t)h * (size_t)w;
     jem_rng rng;
     jem_rng_seed(&rng, seed, (uint64_t)k + 1);
     for (size_t i = 0; i < (size_t)n; i++) {
-        float *x = ds->x + i * chw;  /* (C, H, W) */
+        float *x = ds->x + i * chw; /* (C, H, W) */
         ds->y[i] = -1;
         switch (k) {
         case UNIFORM:
@@ -380,7 +381,7 @@ static jem_status idx_prefix_load(const char *prefix, int n_classes, jem_dataset
 /* ------------------------------------------------------ named set folders */
 
 /* The folders of the named sets (jem_data_set_dir); NULL until set. */
-static const char *const named_sets[] = { "fmnist", "mnist" };
+static const char *const named_sets[] = {"fmnist", "mnist"};
 #define N_NAMED ((int)(sizeof named_sets / sizeof *named_sets))
 static char *named_dirs[N_NAMED];
 
@@ -444,8 +445,18 @@ static int parse_shape(const char *s, int *c, int *h, int *w)
         nd++;
     }
     if (s[0] == 'x' || s[len - 1] == 'x' || strstr(s, "xx")) return 0;
-    if (nd == 2) { *c = 1; *h = (int)d[0]; *w = (int)d[1]; return 1; }
-    if (nd == 3) { *c = (int)d[0]; *h = (int)d[1]; *w = (int)d[2]; return 1; }
+    if (nd == 2) {
+        *c = 1;
+        *h = (int)d[0];
+        *w = (int)d[1];
+        return 1;
+    }
+    if (nd == 3) {
+        *c = (int)d[0];
+        *h = (int)d[1];
+        *w = (int)d[2];
+        return 1;
+    }
     return 0;
 }
 
@@ -474,8 +485,10 @@ static jem_status open_noise(const char *spec, const char *rest, jem_dataset *ds
     strcpy(buf, rest);
     char *save = NULL, *kind = strtok_r(buf, ":", &save);
     if (!kind || (strcmp(kind, "uniform") && strcmp(kind, "gaussian") && strcmp(kind, "constant")))
-        return jem_fail(JEM_ERR_ARG, "%s: unknown noise kind (noise:uniform, noise:gaussian "
-                        "or noise:constant)", spec);
+        return jem_fail(JEM_ERR_ARG,
+                        "%s: unknown noise kind (noise:uniform, noise:gaussian "
+                        "or noise:constant)",
+                        spec);
     long long n = NOISE_DEFAULT_N;
     int c = 0, h = 0, w = 0, have_n = 0;
     uint64_t seed = 0;
@@ -485,17 +498,18 @@ static jem_status open_noise(const char *spec, const char *rest, jem_dataset *ds
             return jem_fail(JEM_ERR_ARG, "%s: %s images: N must be 1 to %d", spec, t, INT_MAX);
         else if (!c && parse_shape(t, &c, &h, &w)) continue;
         else if (parse_seed(t, &seed)) continue;
-        else return jem_fail(JEM_ERR_ARG, "%s: cannot parse '%s' (want "
-                             "noise:KIND[:N][:CxHxW][:seed=S])", spec, t);
+        else
+            return jem_fail(JEM_ERR_ARG,
+                            "%s: cannot parse '%s' (want "
+                            "noise:KIND[:N][:CxHxW][:seed=S])",
+                            spec, t);
     }
     if (!c && m->c > 0) {
         c = m->c;
         h = m->h;
         w = m->w;
     }
-    if (!c)
-        return jem_fail(JEM_ERR_ARG, "%s: needs an image shape, e.g. noise:%s:%lld:1x28x28",
-                        spec, kind, n);
+    if (!c) return jem_fail(JEM_ERR_ARG, "%s: needs an image shape, e.g. noise:%s:%lld:1x28x28", spec, kind, n);
     if (m->check_only) return JEM_OK;
     jem_status st = jem_dataset_synthetic(kind, (int)n, c, h, w, NULL, seed, ds);
     if (!st) jem_data_set_name(ds, spec);
@@ -503,8 +517,7 @@ static jem_status open_noise(const char *spec, const char *rest, jem_dataset *ds
 }
 
 /* interp:SPEC[:N][:seed=S] */
-static jem_status open_interp(const char *spec, const char *rest, jem_dataset *ds, int depth,
-                              const spec_mode *m)
+static jem_status open_interp(const char *spec, const char *rest, jem_dataset *ds, int depth, const spec_mode *m)
 {
     char buf[1024];
     if (strlen(rest) >= sizeof buf) return jem_fail(JEM_ERR_ARG, "%s: spec too long", spec);
@@ -575,8 +588,7 @@ static jem_status open_spec(const char *spec, jem_dataset *ds, int depth, const 
         const char *file = !strcmp(rest, "train") ? "train" : !strcmp(rest, "test") ? "t10k" : NULL;
         if (!file) return jem_fail(JEM_ERR_ARG, "%s: want %s:train or %s:test", spec, set, set);
         const char *dir = jem_data_dir(set);
-        if (!dir)
-            return jem_fail(JEM_ERR_IO, "%s: no folder is set for %s (jem_data_set_dir)", spec, set);
+        if (!dir) return jem_fail(JEM_ERR_IO, "%s: no folder is set for %s (jem_data_set_dir)", spec, set);
         int r = snprintf(buf, sizeof buf, "%s/%s", dir, file);
         if (r < 0 || (size_t)r >= sizeof buf) return jem_fail(JEM_ERR_ARG, "%s: path too long", spec);
         if (m->check_only) {
@@ -624,8 +636,7 @@ static jem_status open_spec(const char *spec, jem_dataset *ds, int depth, const 
         if (m->check_only) return st;
     } else if (PREFIX_IS("png")) {
         if (!*rest) return jem_fail(JEM_ERR_ARG, "%s: want png:ROOT", spec);
-        if (m->check_only)
-            return is_dir(rest) ? JEM_OK : jem_fail(JEM_ERR_IO, "%s: no such folder", spec);
+        if (m->check_only) return is_dir(rest) ? JEM_OK : jem_fail(JEM_ERR_IO, "%s: no such folder", spec);
         st = jem_pngdir_load(rest, ds);
     } else if (PREFIX_IS("noise")) {
         st = open_noise(spec, rest, ds, m);
@@ -637,8 +648,10 @@ static jem_status open_spec(const char *spec, jem_dataset *ds, int depth, const 
         st = jem_data_open_corrupt(spec, rest, ds, depth, m);
         if (m->check_only) return st;
     } else {
-        return jem_fail(JEM_ERR_ARG, "%s: unknown data set spec (want fmnist:, mnist:, idx:, "
-                        "cifar10:, cifar100:, png:, noise:, interp: or corrupt:)", spec);
+        return jem_fail(JEM_ERR_ARG,
+                        "%s: unknown data set spec (want fmnist:, mnist:, idx:, "
+                        "cifar10:, cifar100:, png:, noise:, interp: or corrupt:)",
+                        spec);
     }
 #undef PREFIX_IS
     if (st) {
@@ -656,13 +669,13 @@ jem_status jem_data_open_nested(const char *spec, jem_dataset *ds, int depth, co
 
 jem_status jem_dataset_open(const char *spec, jem_dataset *ds)
 {
-    const spec_mode m = { 0, 0, 0, 0 };
+    const spec_mode m = {0, 0, 0, 0};
     return open_spec(spec, ds, 0, &m);
 }
 
 jem_status jem_dataset_open_as(const char *spec, int c, int h, int w, jem_dataset *ds)
 {
-    const spec_mode m = { 0, c, h, w };
+    const spec_mode m = {0, c, h, w};
     jem_status st = open_spec(spec, ds, 0, &m);
     if (st) return st;
     st = jem_dataset_conform(ds, c, h, w);
@@ -672,7 +685,7 @@ jem_status jem_dataset_open_as(const char *spec, int c, int h, int w, jem_datase
 
 jem_status jem_dataset_check(const char *spec, int c, int h, int w)
 {
-    const spec_mode m = { 1, c, h, w };
+    const spec_mode m = {1, c, h, w};
     jem_dataset ds;
     return open_spec(spec, &ds, 0, &m);
 }

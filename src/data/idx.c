@@ -20,20 +20,19 @@
 #define IDX_CHUNK ((size_t)1 << 20) /* bytes per gzread call */
 
 typedef struct {
-    gzFile      gz;
+    gzFile gz;
     const char *path;
-    uint32_t    dims[3];
-    uint64_t    pos;    /* uncompressed bytes read so far */
-    uint64_t    total;  /* uncompressed bytes the header declares */
-    int         sized;  /* 1: the file's size confirms total (see idx_check_size) */
+    uint32_t dims[3];
+    uint64_t pos;   /* uncompressed bytes read so far */
+    uint64_t total; /* uncompressed bytes the header declares */
+    int sized;      /* 1: the file's size confirms total (see idx_check_size) */
 } idx_file;
 
 static jem_status idx_gz_fail(idx_file *f)
 {
     int err = Z_OK;
     const char *msg = gzerror(f->gz, &err);
-    if (err == Z_ERRNO)
-        return jem_fail(JEM_ERR_IO, "%s: read failed: %s", f->path, strerror(errno));
+    if (err == Z_ERRNO) return jem_fail(JEM_ERR_IO, "%s: read failed: %s", f->path, strerror(errno));
     if (!msg) msg = "unknown zlib error";
     size_t pl = strlen(f->path); /* zlib's message starts with the path: drop it */
     if (!strncmp(msg, f->path, pl) && !strncmp(msg + pl, ": ", 2)) msg += pl + 2;
@@ -55,11 +54,9 @@ static jem_status idx_read(idx_file *f, uint8_t *buf, size_t n)
             if (f->total)
                 return jem_fail(JEM_ERR_FORMAT,
                                 "%s: truncated: holds %llu bytes (uncompressed) but its "
-                                "header declares %llu", f->path,
-                                (unsigned long long)(f->pos + got),
-                                (unsigned long long)f->total);
-            return jem_fail(JEM_ERR_FORMAT, "%s: truncated: too short for an IDX header",
-                            f->path);
+                                "header declares %llu",
+                                f->path, (unsigned long long)(f->pos + got), (unsigned long long)f->total);
+            return jem_fail(JEM_ERR_FORMAT, "%s: truncated: too short for an IDX header", f->path);
         }
         got += (size_t)r;
     }
@@ -85,21 +82,22 @@ static jem_status idx_check_size(idx_file *f)
     if (gzdirect(f->gz)) {
         uint64_t size = (uint64_t)sb.st_size;
         if (size < f->total)
-            return jem_fail(JEM_ERR_FORMAT, "%s: truncated: holds %llu bytes but its header "
-                            "declares %llu", f->path, (unsigned long long)size,
-                            (unsigned long long)f->total);
+            return jem_fail(JEM_ERR_FORMAT,
+                            "%s: truncated: holds %llu bytes but its header "
+                            "declares %llu",
+                            f->path, (unsigned long long)size, (unsigned long long)f->total);
         if (size > f->total)
-            return jem_fail(JEM_ERR_FORMAT, "%s: trailing data: holds %llu bytes but its "
-                            "header declares %llu", f->path, (unsigned long long)size,
-                            (unsigned long long)f->total);
+            return jem_fail(JEM_ERR_FORMAT,
+                            "%s: trailing data: holds %llu bytes but its "
+                            "header declares %llu",
+                            f->path, (unsigned long long)size, (unsigned long long)f->total);
         f->sized = 1;
         return JEM_OK;
     }
     FILE *raw = fopen(f->path, "rb");
     uint8_t t[4];
     if (raw && sb.st_size >= 18 && fseek(raw, -4, SEEK_END) == 0 && fread(t, 1, 4, raw) == 4) {
-        uint32_t isize = (uint32_t)t[0] | (uint32_t)t[1] << 8 | (uint32_t)t[2] << 16 |
-                         (uint32_t)t[3] << 24;
+        uint32_t isize = (uint32_t)t[0] | (uint32_t)t[1] << 8 | (uint32_t)t[2] << 16 | (uint32_t)t[3] << 24;
         f->sized = isize == (uint32_t)f->total;
     }
     if (raw) fclose(raw);
@@ -109,7 +107,7 @@ static jem_status idx_check_size(idx_file *f)
 /* Open path and read its header; ndim 3 for images, 1 for labels. */
 static jem_status idx_open(const char *path, int ndim, idx_file *f)
 {
-    static const char *const kind[4] = { "", "labels", "", "images" };
+    static const char *const kind[4] = {"", "labels", "", "images"};
     memset(f, 0, sizeof *f);
     f->path = path;
     errno = 0;
@@ -122,20 +120,20 @@ static jem_status idx_open(const char *path, int ndim, idx_file *f)
     uint8_t hdr[16];
     jem_status st = idx_read(f, hdr, 4);
     if (st) goto fail;
-    uint32_t magic = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 |
-                     (uint32_t)hdr[2] << 8 | hdr[3];
+    uint32_t magic = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 | hdr[3];
     uint32_t want = 0x00000800u | (uint32_t)ndim;
     if (magic != want) {
         if (magic == (0x00000800u | (uint32_t)(4 - ndim)))
-            st = jem_fail(JEM_ERR_FORMAT, "%s: bad magic 0x%08x: an IDX %s file where %s "
-                          "(0x%08x) were expected", path, magic, kind[4 - ndim], kind[ndim],
-                          want);
+            st = jem_fail(JEM_ERR_FORMAT,
+                          "%s: bad magic 0x%08x: an IDX %s file where %s "
+                          "(0x%08x) were expected",
+                          path, magic, kind[4 - ndim], kind[ndim], want);
         else if (hdr[0] == 0 && hdr[1] == 0 && hdr[2] != 0x08)
-            st = jem_fail(JEM_ERR_FORMAT, "%s: bad magic 0x%08x: IDX element type 0x%02x, "
-                          "only unsigned bytes (0x08) are supported", path, magic, hdr[2]);
-        else
-            st = jem_fail(JEM_ERR_FORMAT, "%s: bad magic 0x%08x (want 0x%08x, IDX %s)",
-                          path, magic, want, kind[ndim]);
+            st = jem_fail(JEM_ERR_FORMAT,
+                          "%s: bad magic 0x%08x: IDX element type 0x%02x, "
+                          "only unsigned bytes (0x08) are supported",
+                          path, magic, hdr[2]);
+        else st = jem_fail(JEM_ERR_FORMAT, "%s: bad magic 0x%08x (want 0x%08x, IDX %s)", path, magic, want, kind[ndim]);
         goto fail;
     }
     if ((st = idx_read(f, hdr + 4, 4 * (size_t)ndim))) goto fail;
@@ -149,9 +147,10 @@ static jem_status idx_open(const char *path, int ndim, idx_file *f)
         }
         total *= f->dims[d]; /* at most 3 factors below 2^32: checked below */
         if (total > JEM_DATA_MAX_SAMPLES) {
-            st = jem_fail(JEM_ERR_FORMAT, "%s: header declares more than %llu bytes of "
-                          "data (dimensions too large)", path,
-                          (unsigned long long)JEM_DATA_MAX_SAMPLES);
+            st = jem_fail(JEM_ERR_FORMAT,
+                          "%s: header declares more than %llu bytes of "
+                          "data (dimensions too large)",
+                          path, (unsigned long long)JEM_DATA_MAX_SAMPLES);
             goto fail;
         }
     }
@@ -175,13 +174,14 @@ static jem_status idx_expect_end(idx_file *f)
      * trailer) as Z_BUF_ERROR with a short, not failed, read */
     if (r == 0 && err != Z_OK) return idx_gz_fail(f);
     if (r > 0)
-        return jem_fail(JEM_ERR_FORMAT, "%s: trailing data after the %llu bytes its header "
-                        "declares", f->path, (unsigned long long)f->total);
+        return jem_fail(JEM_ERR_FORMAT,
+                        "%s: trailing data after the %llu bytes its header "
+                        "declares",
+                        f->path, (unsigned long long)f->total);
     return JEM_OK;
 }
 
-jem_status jem_idx_load(const char *images, const char *labels, int n_classes,
-                        jem_dataset *ds)
+jem_status jem_idx_load(const char *images, const char *labels, int n_classes, jem_dataset *ds)
 {
     idx_file fi, fl;
     uint8_t *buf = NULL;
@@ -192,8 +192,7 @@ jem_status jem_idx_load(const char *images, const char *labels, int n_classes,
     if (st) return st;
     if ((st = idx_open(labels, 1, &fl))) goto out;
     if (fl.dims[0] != fi.dims[0]) {
-        st = jem_fail(JEM_ERR_FORMAT, "%s: %u labels, but %s holds %u images", labels,
-                      fl.dims[0], images, fi.dims[0]);
+        st = jem_fail(JEM_ERR_FORMAT, "%s: %u labels, but %s holds %u images", labels, fl.dims[0], images, fi.dims[0]);
         goto out;
     }
     int n = (int)fi.dims[0], h = (int)fi.dims[1], w = (int)fi.dims[2];
@@ -247,8 +246,7 @@ jem_status jem_idx_load(const char *images, const char *labels, int n_classes,
     for (int i = 0; i < n; i++) {
         int l = buf[i];
         if (n_classes > 0 && l >= n_classes) {
-            st = jem_fail(JEM_ERR_FORMAT, "%s: label %d at index %d out of range [0, %d)",
-                          labels, l, i, n_classes);
+            st = jem_fail(JEM_ERR_FORMAT, "%s: label %d at index %d out of range [0, %d)", labels, l, i, n_classes);
             goto out;
         }
         if (l > maxl) maxl = l;

@@ -34,14 +34,14 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define PNG_MAX_SIDE (1 << 16)        /* width or height read or written */
+#define PNG_MAX_SIDE   (1 << 16) /* width or height read or written */
 #define PNG_MAX_PIXELS ((uint64_t)1 << 26)
 
 /* ------------------------------------------------------------ libpng errors */
 
 typedef struct {
     jmp_buf jb;
-    char    msg[200];
+    char msg[200];
 } png_err;
 
 static void png_err_fn(png_structp png, png_const_charp msg)
@@ -61,14 +61,14 @@ static void png_warn_fn(png_structp png, png_const_charp msg)
 
 typedef struct {
     int w, h;
-    int colour;   /* 1: RGB, RGBA or palette; 0: grey or grey + alpha */
+    int colour; /* 1: RGB, RGBA or palette; 0: grey or grey + alpha */
 } png_meta;
 
 /* Decode path. info_only: header only (meta). Otherwise pixels (want_c, H, W)
  * with want_c = 1, 3 or 0 (the file's own), into dst when non-NULL (the file
  * must then be exp_w x exp_h) or into a new buffer *out. */
-static jem_status png_load(const char *path, int info_only, int want_c, int exp_w,
-                           int exp_h, float *dst, float **out, png_meta *meta)
+static jem_status png_load(const char *path, int info_only, int want_c, int exp_w, int exp_h, float *dst, float **out,
+                           png_meta *meta)
 {
     if (out) *out = NULL;
     FILE *f = fopen(path, "rb");
@@ -80,14 +80,14 @@ static jem_status png_load(const char *path, int info_only, int want_c, int exp_
         fclose(f);
         if (rerr) return jem_fail(JEM_ERR_IO, "%s: read failed", path);
         return jem_fail(JEM_ERR_FORMAT, "%s: not a PNG file (%s)", path,
-                        got == 0 ? "empty" : got < sizeof sig ? "too short"
-                                                              : "bad signature");
+                        got == 0           ? "empty"
+                        : got < sizeof sig ? "too short"
+                                           : "bad signature");
     }
 
     png_err err;
     err.msg[0] = 0;
-    png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &err, png_err_fn,
-                                             png_warn_fn);
+    png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &err, png_err_fn, png_warn_fn);
     png_infop info = png ? png_create_info_struct(png) : NULL;
     if (!info) {
         png_destroy_read_struct(png ? &png : NULL, NULL, NULL);
@@ -95,9 +95,9 @@ static jem_status png_load(const char *path, int info_only, int want_c, int exp_
         return jem_fail(JEM_ERR_NOMEM, "%s: out of memory", path);
     }
     /* changed after setjmp: volatile, so the handler sees the current values */
-    uint8_t *volatile buf = NULL;      /* (H, W, nch) 16-bit big-endian samples */
-    png_bytep *volatile rows = NULL;   /* (H) */
-    float *volatile mine = NULL;       /* (C, H, W) when returned in *out */
+    uint8_t *volatile buf = NULL;    /* (H, W, nch) 16-bit big-endian samples */
+    png_bytep *volatile rows = NULL; /* (H) */
+    float *volatile mine = NULL;     /* (C, H, W) when returned in *out */
     if (setjmp(err.jb)) {
         int eof = feof(f);
         free(buf);
@@ -105,9 +105,7 @@ static jem_status png_load(const char *path, int info_only, int want_c, int exp_
         free(mine);
         png_destroy_read_struct(&png, &info, NULL);
         fclose(f);
-        if (eof)
-            return jem_fail(JEM_ERR_FORMAT, "%s: truncated PNG: the file ends early (%s)", path,
-                            err.msg);
+        if (eof) return jem_fail(JEM_ERR_FORMAT, "%s: truncated PNG: the file ends early (%s)", path, err.msg);
         return jem_fail(JEM_ERR_FORMAT, "%s: corrupt PNG: %s", path, err.msg);
     }
     jem_status st = JEM_OK;
@@ -122,13 +120,11 @@ static jem_status png_load(const char *path, int info_only, int want_c, int exp_
     meta->colour = (ctype & PNG_COLOR_MASK_COLOR) != 0;
     if (info_only) goto done;
     if ((uint64_t)w * h > PNG_MAX_PIXELS) {
-        st = jem_fail(JEM_ERR_UNSUPPORTED, "%s: %ux%u pixels is too large", path,
-                      (unsigned)w, (unsigned)h);
+        st = jem_fail(JEM_ERR_UNSUPPORTED, "%s: %ux%u pixels is too large", path, (unsigned)w, (unsigned)h);
         goto done;
     }
     if (dst && (meta->w != exp_w || meta->h != exp_h)) {
-        st = jem_fail(JEM_ERR_SHAPE, "%s: size %dx%d, expected %dx%d", path, meta->w,
-                      meta->h, exp_w, exp_h);
+        st = jem_fail(JEM_ERR_SHAPE, "%s: size %dx%d, expected %dx%d", path, meta->w, meta->h, exp_w, exp_h);
         goto done;
     }
     png_set_expand(png);
@@ -137,8 +133,7 @@ static jem_status png_load(const char *path, int info_only, int want_c, int exp_
     png_read_update_info(png, info);
     int nch = png_get_channels(png, info);
     size_t rowbytes = png_get_rowbytes(png, info);
-    if (png_get_bit_depth(png, info) != 16 || nch < 1 || nch > 4 ||
-        rowbytes != (size_t)w * (size_t)nch * 2) {
+    if (png_get_bit_depth(png, info) != 16 || nch < 1 || nch > 4 || rowbytes != (size_t)w * (size_t)nch * 2) {
         st = jem_fail(JEM_ERR_UNSUPPORTED, "%s: unexpected PNG layout after expansion", path);
         goto done;
     }
@@ -152,11 +147,11 @@ static jem_status png_load(const char *path, int info_only, int want_c, int exp_
     png_read_image(png, rows);
     png_read_end(png, NULL);
 
-    int fc = meta->colour ? 3 : 1;             /* file's channels without alpha */
+    int fc = meta->colour ? 3 : 1; /* file's channels without alpha */
     int alpha = nch == 2 || nch == 4;
     int c = want_c ? want_c : fc;
     size_t hw = (size_t)w * h;
-    float *o = dst;                            /* (C, H, W) */
+    float *o = dst; /* (C, H, W) */
     if (!o) {
         mine = malloc(sizeof(float) * (size_t)c * hw);
         if (!mine) {
@@ -175,7 +170,7 @@ static jem_status png_load(const char *path, int info_only, int want_c, int exp_
         } else if (c == 3) { /* grey -> RGB */
             float g = (float)(v[0] * a * 2.0 - 1.0);
             o[p] = o[hw + p] = o[2 * hw + p] = g;
-        } else {             /* RGB -> grey */
+        } else { /* RGB -> grey */
             double l = JEM_LUMA_R * v[0] + JEM_LUMA_G * v[1] + JEM_LUMA_B * v[2];
             o[p] = (float)(l * a * 2.0 - 1.0);
         }
@@ -212,8 +207,8 @@ jem_status jem_png_read(const char *path, int want_c, float **out, int *c, int *
 /* A growing buffer libpng writes into (jem_png_encode_rgb). */
 typedef struct {
     uint8_t *p;
-    size_t   n, cap;
-    int      nomem;
+    size_t n, cap;
+    int nomem;
 } png_mem;
 
 static void png_mem_write(png_structp png, png_bytep data, png_size_t len)
@@ -240,13 +235,11 @@ static void png_mem_flush(png_structp png) { (void)png; }
 /* Encode rows (H) of 8-bit pixels, each (W, c) with c = 1 (grey) or 3 (RGB),
  * as a PNG into f, or into mem when f is NULL; path only names the file in
  * messages. */
-static jem_status png_encode(FILE *f, png_mem *mem, const char *path, png_bytep *rows, int w,
-                             int h, int c)
+static jem_status png_encode(FILE *f, png_mem *mem, const char *path, png_bytep *rows, int w, int h, int c)
 {
     png_err err;
     err.msg[0] = 0;
-    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &err, png_err_fn,
-                                              png_warn_fn);
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, &err, png_err_fn, png_warn_fn);
     png_infop info = png ? png_create_info_struct(png) : NULL;
     if (!info) {
         png_destroy_write_struct(png ? &png : NULL, NULL);
@@ -262,9 +255,8 @@ static jem_status png_encode(FILE *f, png_mem *mem, const char *path, png_bytep 
     errno = 0;
     if (f) png_init_io(png, f);
     else png_set_write_fn(png, mem, png_mem_write, png_mem_flush);
-    png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, 8,
-                 c == 3 ? PNG_COLOR_TYPE_RGB : PNG_COLOR_TYPE_GRAY, PNG_INTERLACE_NONE,
-                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    png_set_IHDR(png, info, (png_uint_32)w, (png_uint_32)h, 8, c == 3 ? PNG_COLOR_TYPE_RGB : PNG_COLOR_TYPE_GRAY,
+                 PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
     png_write_info(png, info);
     png_write_image(png, rows);
     png_write_end(png, info);
@@ -291,17 +283,15 @@ static jem_status png_write_atomic(const char *path, const uint8_t *pix, int w, 
 
 static uint8_t to_u8(float v)
 {
-    if (!(v > -1.0f)) return 0;       /* also NaN */
+    if (!(v > -1.0f)) return 0; /* also NaN */
     if (v >= 1.0f) return 255;
     return (uint8_t)((v + 1.0f) * 127.5f + 0.5f);
 }
 
-jem_status jem_png_write_grid(const char *path, const float *x, int n, int c, int h,
-                              int w, int cols, int pad)
+jem_status jem_png_write_grid(const char *path, const float *x, int n, int c, int h, int w, int cols, int pad)
 {
     if (n <= 0 || (c != 1 && c != 3) || h <= 0 || w <= 0 || pad < 0)
-        return jem_fail(JEM_ERR_ARG, "%s: bad grid arguments (n %d, c %d, h %d, w %d, pad %d)",
-                        path, n, c, h, w, pad);
+        return jem_fail(JEM_ERR_ARG, "%s: bad grid arguments (n %d, c %d, h %d, w %d, pad %d)", path, n, c, h, w, pad);
     if (cols <= 0) {
         cols = 1;
         while ((int64_t)cols * cols < n) cols++;
@@ -311,12 +301,11 @@ jem_status jem_png_write_grid(const char *path, const float *x, int n, int c, in
     int64_t gw = (int64_t)cols * w + (int64_t)(cols + 1) * pad;
     int64_t gh = (int64_t)rows * h + (int64_t)(rows + 1) * pad;
     if (gw > PNG_MAX_SIDE || gh > PNG_MAX_SIDE || (uint64_t)(gw * gh) > PNG_MAX_PIXELS)
-        return jem_fail(JEM_ERR_ARG, "%s: grid of %lldx%lld pixels is too large", path,
-                        (long long)gw, (long long)gh);
+        return jem_fail(JEM_ERR_ARG, "%s: grid of %lldx%lld pixels is too large", path, (long long)gw, (long long)gh);
     size_t stride = (size_t)gw * (size_t)c;
     uint8_t *pix = malloc(stride * (size_t)gh); /* (GH, GW, C) */
     if (!pix) return jem_fail(JEM_ERR_NOMEM, "%s: out of memory", path);
-    memset(pix, 128, stride * (size_t)gh);      /* mid-grey background */
+    memset(pix, 128, stride * (size_t)gh); /* mid-grey background */
     size_t hw = (size_t)h * (size_t)w;
     for (int i = 0; i < n; i++) {
         const float *img = x + (size_t)i * (size_t)c * hw; /* (C, H, W) */
@@ -325,8 +314,7 @@ jem_status jem_png_write_grid(const char *path, const float *x, int n, int c, in
         for (int y = 0; y < h; y++) {
             uint8_t *row = pix + (oy + (size_t)y) * stride + ox * (size_t)c;
             for (int xx = 0; xx < w; xx++)
-                for (int k = 0; k < c; k++)
-                    row[(size_t)xx * c + k] = to_u8(img[k * hw + (size_t)y * w + xx]);
+                for (int k = 0; k < c; k++) row[(size_t)xx * c + k] = to_u8(img[k * hw + (size_t)y * w + xx]);
         }
     }
     jem_status st = png_write_atomic(path, pix, (int)gw, (int)gh, c);
@@ -336,8 +324,7 @@ jem_status jem_png_write_grid(const char *path, const float *x, int n, int c, in
 
 jem_status jem_png_write_rgb(const char *path, const uint8_t *rgb, int w, int h)
 {
-    if (w <= 0 || h <= 0 || w > PNG_MAX_SIDE || h > PNG_MAX_SIDE ||
-        (uint64_t)w * (uint64_t)h > PNG_MAX_PIXELS)
+    if (w <= 0 || h <= 0 || w > PNG_MAX_SIDE || h > PNG_MAX_SIDE || (uint64_t)w * (uint64_t)h > PNG_MAX_PIXELS)
         return jem_fail(JEM_ERR_ARG, "%s: bad image size %dx%d", path, w, h);
     return png_write_atomic(path, rgb, w, h, 3);
 }
@@ -346,8 +333,7 @@ jem_status jem_png_encode_rgb(const uint8_t *rgb, int w, int h, uint8_t **out, s
 {
     *out = NULL;
     *n = 0;
-    if (w <= 0 || h <= 0 || w > PNG_MAX_SIDE || h > PNG_MAX_SIDE ||
-        (uint64_t)w * (uint64_t)h > PNG_MAX_PIXELS)
+    if (w <= 0 || h <= 0 || w > PNG_MAX_SIDE || h > PNG_MAX_SIDE || (uint64_t)w * (uint64_t)h > PNG_MAX_PIXELS)
         return jem_fail(JEM_ERR_ARG, "PNG in memory: bad image size %dx%d", w, h);
     png_bytep *rows = malloc(sizeof(png_bytep) * (size_t)h); /* (H) */
     if (!rows) return jem_fail(JEM_ERR_NOMEM, "PNG in memory: out of memory");
@@ -368,7 +354,7 @@ jem_status jem_png_encode_rgb(const uint8_t *rgb, int w, int h, uint8_t **out, s
 
 typedef struct {
     char **v;
-    int    n, cap;
+    int n, cap;
 } strlist;
 
 static void strlist_free(strlist *l)
@@ -393,10 +379,7 @@ static int strlist_push(strlist *l, const char *s)
     return 0;
 }
 
-static int cmp_str(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 static int has_png_ext(const char *name)
 {
@@ -432,8 +415,7 @@ static jem_status list_dir(const char *dir, int dirs, strlist *out)
         }
         errno = 0;
     }
-    if (!st && errno)
-        st = jem_fail(JEM_ERR_IO, "%s: cannot read folder: %s", dir, strerror(errno));
+    if (!st && errno) st = jem_fail(JEM_ERR_IO, "%s: cannot read folder: %s", dir, strerror(errno));
     closedir(d);
     if (st) {
         strlist_free(out);
@@ -446,14 +428,13 @@ static jem_status list_dir(const char *dir, int dirs, strlist *out)
 jem_status jem_pngdir_load(const char *root, jem_dataset *ds)
 {
     memset(ds, 0, sizeof *ds);
-    strlist classes, files;   /* files: "class/image.png" over all classes */
+    strlist classes, files; /* files: "class/image.png" over all classes */
     memset(&files, 0, sizeof files);
-    int32_t *label = NULL;    /* (N) */
+    int32_t *label = NULL; /* (N) */
     jem_status st = list_dir(root, 1, &classes);
     if (st) return st;
     if (classes.n == 0) {
-        st = jem_fail(JEM_ERR_FORMAT, "%s: no class subfolders (want ROOT/<class>/<image>.png)",
-                      root);
+        st = jem_fail(JEM_ERR_FORMAT, "%s: no class subfolders (want ROOT/<class>/<image>.png)", root);
         goto out;
     }
     char path[4096];
@@ -481,17 +462,15 @@ jem_status jem_pngdir_load(const char *root, jem_dataset *ds)
             r = snprintf(path, sizeof path, "%s/%s", classes.v[k], imgs.v[i]);
             if (r < 0 || (size_t)r >= sizeof path)
                 st = jem_fail(JEM_ERR_ARG, "%s/%s: path too long", root, classes.v[k]);
-            else if (strlist_push(&files, path))
-                st = jem_fail(JEM_ERR_NOMEM, "%s: out of memory", root);
-            else
-                label[files.n - 1] = k;
+            else if (strlist_push(&files, path)) st = jem_fail(JEM_ERR_NOMEM, "%s: out of memory", root);
+            else label[files.n - 1] = k;
         }
         strlist_free(&imgs);
         if (st) goto out;
     }
 
     /* pass 1: headers; one size for all, channels 3 if any file is colour */
-    png_meta first = { 0, 0, 0 };
+    png_meta first = {0, 0, 0};
     int colour = 0, ifirst = 0;
     for (int i = 0; i < files.n; i++) {
         int r = snprintf(path, sizeof path, "%s/%s", root, files.v[i]);
@@ -504,9 +483,10 @@ jem_status jem_pngdir_load(const char *root, jem_dataset *ds)
         if (i == 0) {
             first = m;
         } else if (m.w != first.w || m.h != first.h) {
-            st = jem_fail(JEM_ERR_SHAPE, "%s: size %dx%d differs from %dx%d of %s/%s "
-                          "(all images of a folder must have one size)", path, m.w, m.h,
-                          first.w, first.h, root, files.v[ifirst]);
+            st = jem_fail(JEM_ERR_SHAPE,
+                          "%s: size %dx%d differs from %dx%d of %s/%s "
+                          "(all images of a folder must have one size)",
+                          path, m.w, m.h, first.w, first.h, root, files.v[ifirst]);
             goto out;
         }
         colour |= m.colour;
@@ -519,8 +499,7 @@ jem_status jem_pngdir_load(const char *root, jem_dataset *ds)
     for (int i = 0; i < files.n; i++) {
         snprintf(path, sizeof path, "%s/%s", root, files.v[i]); /* fitted in pass 1 */
         png_meta m;
-        if ((st = png_load(path, 0, c, first.w, first.h, ds->x + (size_t)i * chw, NULL, &m)))
-            goto out;
+        if ((st = png_load(path, 0, c, first.w, first.h, ds->x + (size_t)i * chw, NULL, &m))) goto out;
         ds->y[i] = label[i];
     }
     ds->n_classes = classes.n;

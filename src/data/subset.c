@@ -21,8 +21,10 @@ static jem_status parse_list(const char *what, const char *list, uint8_t *keep)
         int nv = 0;
         for (;;) {
             if (*p < '0' || *p > '9')
-                return jem_fail(JEM_ERR_ARG, "%s: bad class list '%s' (want numbers and ranges A-B "
-                                "separated by commas, e.g. 0,2,4-6)", what, list);
+                return jem_fail(JEM_ERR_ARG,
+                                "%s: bad class list '%s' (want numbers and ranges A-B "
+                                "separated by commas, e.g. 0,2,4-6)",
+                                what, list);
             long x = 0;
             while (*p >= '0' && *p <= '9') {
                 x = x * 10 + (*p++ - '0');
@@ -40,8 +42,10 @@ static jem_status parse_list(const char *what, const char *list, uint8_t *keep)
         for (long k = v[0]; k <= v[1]; k++) keep[k] = 1;
         if (!*p) break;
         if (*p != ',')
-            return jem_fail(JEM_ERR_ARG, "%s: bad class list '%s' (want numbers and ranges A-B separated by "
-                            "commas, e.g. 0,2,4-6)", what, list);
+            return jem_fail(JEM_ERR_ARG,
+                            "%s: bad class list '%s' (want numbers and ranges A-B separated by "
+                            "commas, e.g. 0,2,4-6)",
+                            what, list);
         p++;
     }
     return JEM_OK;
@@ -76,8 +80,9 @@ jem_status jem_dataset_filter_classes(jem_dataset *ds, const char *list, int rel
     }
     if (!st && kept == 0)
         st = jem_fail(JEM_ERR_ARG, "%s: no image of classes %s%s", ds->name, list,
-                      labelled ? "" : " (its images are unlabelled; filter the set they are made from, "
-                      "e.g. interp:SPEC:classes=LIST:N)");
+                      labelled ? ""
+                               : " (its images are unlabelled; filter the set they are made from, "
+                                 "e.g. interp:SPEC:classes=LIST:N)");
     if (st) {
         free(keep);
         free(map);
@@ -142,8 +147,7 @@ size_t jem_data_class_suffix(const char *spec)
     return st - 1;
 }
 
-jem_status jem_data_open_classes(const char *spec, size_t base_len, jem_dataset *ds, int depth,
-                                 const jem_spec_mode *m)
+jem_status jem_data_open_classes(const char *spec, size_t base_len, jem_dataset *ds, int depth, const jem_spec_mode *m)
 {
     memset(ds, 0, sizeof *ds);
     char base[1024], list[256];

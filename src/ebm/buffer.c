@@ -6,19 +6,24 @@
 #include <stdlib.h>
 #include <string.h>
 
-jem_status jem_buffer_create(jem_buffer *b, int n, int c, int h, int w,
-                             int n_classes, jem_init_kind init, float reinit,
+jem_status jem_buffer_create(jem_buffer *b, int n, int c, int h, int w, int n_classes, jem_init_kind init, float reinit,
                              int per_class)
 {
     memset(b, 0, sizeof *b);
     if (n < 1 || c < 1 || h < 1 || w < 1 || n_classes < 1 || !(reinit >= 0 && reinit <= 1))
-        return jem_fail(JEM_ERR_ARG, "replay buffer: size %d, shape %dx%dx%d, %d classes, reinit %g",
-                        n, c, h, w, n_classes, (double)reinit);
+        return jem_fail(JEM_ERR_ARG, "replay buffer: size %d, shape %dx%dx%d, %d classes, reinit %g", n, c, h, w,
+                        n_classes, (double)reinit);
     if (per_class && n < n_classes)
         return jem_fail(JEM_ERR_ARG, "replay buffer: %d slots cannot hold %d per-class partitions", n, n_classes);
     size_t D = (size_t)c * h * w;
-    b->n = n; b->c = c; b->h = h; b->w = w; b->n_classes = n_classes;
-    b->init = init; b->reinit = reinit; b->per_class = per_class;
+    b->n = n;
+    b->c = c;
+    b->h = h;
+    b->w = w;
+    b->n_classes = n_classes;
+    b->init = init;
+    b->reinit = reinit;
+    b->per_class = per_class;
     b->x = malloc(sizeof(float) * D * n);
     b->y = malloc(sizeof(int32_t) * n);
     b->age = calloc((size_t)n, sizeof(int64_t));
@@ -35,8 +40,15 @@ jem_status jem_buffer_create(jem_buffer *b, int n, int c, int h, int w,
 void jem_buffer_free(jem_buffer *b)
 {
     if (!b) return;
-    free(b->x); free(b->y); free(b->age);
-    if (b->prior) { free(b->prior->mu); free(b->prior->sd); free(b->prior->chol); free(b->prior); }
+    free(b->x);
+    free(b->y);
+    free(b->age);
+    if (b->prior) {
+        free(b->prior->mu);
+        free(b->prior->sd);
+        free(b->prior->chol);
+        free(b->prior);
+    }
     memset(b, 0, sizeof *b);
 }
 
@@ -66,19 +78,23 @@ jem_status jem_buffer_fit(jem_buffer *b, const jem_dataset *ds, int full_cov)
 {
     const int D = b->c * b->h * b->w, K = b->n_classes;
     if (ds->c != b->c || ds->h != b->h || ds->w != b->w)
-        return jem_fail(JEM_ERR_SHAPE, "informative init: data %s is %dx%dx%d, buffer %dx%dx%d", ds->name,
-                        ds->c, ds->h, ds->w, b->c, b->h, b->w);
+        return jem_fail(JEM_ERR_SHAPE, "informative init: data %s is %dx%dx%d, buffer %dx%dx%d", ds->name, ds->c, ds->h,
+                        ds->w, b->c, b->h, b->w);
     if (!b->prior && !(b->prior = calloc(1, sizeof *b->prior)))
         return jem_fail(JEM_ERR_NOMEM, "informative init: out of memory");
     struct jem_buffer_prior *pr = b->prior;
-    free(pr->mu); free(pr->sd); free(pr->chol);
+    free(pr->mu);
+    free(pr->sd);
+    free(pr->chol);
     pr->chol = NULL;
     pr->mu = calloc((size_t)K * D, sizeof(float));
     pr->sd = calloc((size_t)K * D, sizeof(float));
     long *cnt = calloc(K, sizeof(long));
     double *m = calloc((size_t)K * D, sizeof(double)), *v = calloc((size_t)K * D, sizeof(double));
     if (!pr->mu || !pr->sd || !cnt || !m || !v) {
-        free(cnt); free(m); free(v);
+        free(cnt);
+        free(m);
+        free(v);
         return jem_fail(JEM_ERR_NOMEM, "informative init: out of memory");
     }
     for (int i = 0; i < ds->n; i++) {
@@ -110,8 +126,10 @@ jem_status jem_buffer_fit(jem_buffer *b, const jem_dataset *ds, int full_cov)
         double *cov = malloc(sizeof(double) * (size_t)D * D);
         float *xc = malloc(sizeof(float) * (size_t)D * 4096);
         if (!pr->chol || !cov || !xc) {
-            free(cov); free(xc);
-            free(pr->chol); pr->chol = NULL;
+            free(cov);
+            free(xc);
+            free(pr->chol);
+            pr->chol = NULL;
             s = jem_fail(JEM_ERR_NOMEM, "informative init: out of memory for %d covariance matrices of %dx%d", K, D, D);
             goto out;
         }
@@ -152,12 +170,18 @@ jem_status jem_buffer_fit(jem_buffer *b, const jem_dataset *ds, int full_cov)
             float *L = pr->chol + (size_t)k * D * D;
             for (size_t i = 0; i < (size_t)D * D; i++) L[i] = (float)cov[i];
         }
-        free(cov); free(xc);
-        if (s) { free(pr->chol); pr->chol = NULL; }
+        free(cov);
+        free(xc);
+        if (s) {
+            free(pr->chol);
+            pr->chol = NULL;
+        }
     }
 out:
     b->full_cov = pr->chol != NULL;
-    free(cnt); free(m); free(v);
+    free(cnt);
+    free(m);
+    free(v);
     return s;
 }
 
@@ -200,8 +224,8 @@ void jem_buffer_reset(jem_buffer *b, jem_rng *rng)
     memset(b->age, 0, sizeof(int64_t) * (size_t)b->n);
 }
 
-int jem_buffer_draw(jem_buffer *b, int B, const int32_t *y, float *x,
-                    int32_t *idx, int32_t *ycls, int64_t *age, jem_rng *rng)
+int jem_buffer_draw(jem_buffer *b, int B, const int32_t *y, float *x, int32_t *idx, int32_t *ycls, int64_t *age,
+                    jem_rng *rng)
 {
     const size_t D = (size_t)b->c * b->h * b->w;
     int restarted = 0;

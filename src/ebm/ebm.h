@@ -7,9 +7,9 @@
 
 /* Dimension letters: K classes, D values per image (C * H * W). */
 struct jem_buffer_prior {
-    float *mu;    /* (K, D) per-class mean */
-    float *sd;    /* (K, D) per-class standard deviation (diagonal) */
-    float *chol;  /* (K, D, D) lower Cholesky factors of the covariances, or NULL */
+    float *mu;   /* (K, D) per-class mean */
+    float *sd;   /* (K, D) per-class standard deviation (diagonal) */
+    float *chol; /* (K, D, D) lower Cholesky factors of the covariances, or NULL */
 };
 
 #endif

@@ -5,8 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-jem_status jem_net_energy(void *ctx, const float *x, int B, const int32_t *y,
-                          float *logp, float *grad)
+jem_status jem_net_energy(void *ctx, const float *x, int B, const int32_t *y, float *logp, float *grad)
 {
     jem_net *net = ctx;
     const int K = jem_net_arch(net)->n_classes;
@@ -14,7 +13,10 @@ jem_status jem_net_energy(void *ctx, const float *x, int B, const int32_t *y,
     if (!logits) return jem_fail(JEM_ERR_NOMEM, "out of memory in the energy");
     float *dl = logits + (size_t)B * K;
     jem_status s = jem_net_forward(net, x, B, logits);
-    if (s) { free(logits); return s; }
+    if (s) {
+        free(logits);
+        return s;
+    }
     for (int b = 0; b < B; b++) {
         const float *l = logits + (size_t)b * K;
         float *d = dl + (size_t)b * K;
@@ -62,16 +64,14 @@ static double norm2(const float *g, int D)
     return sqrt(s);
 }
 
-jem_status jem_sgld_run(jem_energy_fn f, void *ctx, float *x, int B, int D,
-                        const int32_t *y, const float *mask,
-                        const jem_sgld_cfg *c, uint64_t seed, uint64_t counter,
-                        jem_sgld_stats *st)
+jem_status jem_sgld_run(jem_energy_fn f, void *ctx, float *x, int B, int D, const int32_t *y, const float *mask,
+                        const jem_sgld_cfg *c, uint64_t seed, uint64_t counter, jem_sgld_stats *st)
 {
     if (B < 1 || D < 1 || c->steps < 0)
         return jem_fail(JEM_ERR_ARG, "sampler: batch %d, dimension %d, steps %d", B, D, c->steps);
     if (!(c->step_size >= 0) || !(c->noise >= 0) || (c->mala && !(c->noise > 0 && c->temperature > 0)))
-        return jem_fail(JEM_ERR_ARG, "sampler: step size %g, noise %g, temperature %g",
-                        (double)c->step_size, (double)c->noise, (double)c->temperature);
+        return jem_fail(JEM_ERR_ARG, "sampler: step size %g, noise %g, temperature %g", (double)c->step_size,
+                        (double)c->noise, (double)c->temperature);
     const size_t n = (size_t)B * D;
     float *g = malloc(sizeof(float) * n);
     float *lp = malloc(sizeof(float) * B * 2);
@@ -117,7 +117,10 @@ jem_status jem_sgld_run(jem_energy_fn f, void *ctx, float *x, int B, int D,
         /* MALA: propose from N(x + d(x), sigma^2), accept with the
          * Metropolis-Hastings ratio of the tempered target */
         unsigned char *bad = malloc((size_t)B);
-        if (!bad) { s = jem_fail(JEM_ERR_NOMEM, "sampler: out of memory"); goto done; }
+        if (!bad) {
+            s = jem_fail(JEM_ERR_NOMEM, "sampler: out of memory");
+            goto done;
+        }
 #pragma omp parallel for schedule(static)
         for (int b = 0; b < B; b++) {
             const float *xb = x + (size_t)b * D, *gb = g + (size_t)b * D, *mb = mask ? mask + (size_t)b * D : NULL;
@@ -125,13 +128,19 @@ jem_status jem_sgld_run(jem_energy_fn f, void *ctx, float *x, int B, int D,
             bad[b] = 0;
             for (int i = 0; i < D; i++) {
                 float z = jem_rng_normal(&rng[b]);
-                if (mb && mb[i] == 0.0f) { pb[i] = xb[i]; continue; }
+                if (mb && mb[i] == 0.0f) {
+                    pb[i] = xb[i];
+                    continue;
+                }
                 pb[i] = xb[i] + drift(c, gb[i]) + c->noise * z;
                 if (c->clamp && (pb[i] < c->lo || pb[i] > c->hi)) bad[b] = 1;
             }
         }
         s = f(ctx, xp, B, y, lpp, gp);
-        if (s) { free(bad); goto done; }
+        if (s) {
+            free(bad);
+            goto done;
+        }
         const double inv2s2 = 1.0 / (2.0 * (double)c->noise * c->noise);
         for (int b = 0; b < B; b++) {
             float *xb = x + (size_t)b * D, *pb = xp + (size_t)b * D;
@@ -172,6 +181,10 @@ jem_status jem_sgld_run(jem_energy_fn f, void *ctx, float *x, int B, int D,
             break;
         }
 done:
-    free(g); free(lp); free(rng); free(xp); free(gp);
+    free(g);
+    free(lp);
+    free(rng);
+    free(xp);
+    free(gp);
     return s;
 }

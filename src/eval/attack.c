@@ -81,7 +81,8 @@ static jem_status pur_logits_seeded(jem_purifier *p, const float *x, int B, floa
                 for (int k = 0; k < nc; k++) acc += lg[((size_t)b * nc + k) * K + c];
                 logits[(size_t)b * K + c] = (float)(acc / nc);
             }
-    free(xs); free(lg);
+    free(xs);
+    free(lg);
     return s;
 }
 
@@ -114,7 +115,10 @@ static jem_status pur_grad(void *ctx, const float *x, int B, const float *dlogit
                 for (int k = 0; k < nc; k++)
                     for (int d = 0; d < D; d++) dx[(size_t)b * D + d] += g[((size_t)b * nc + k) * D + d] / M;
     }
-    free(xs); free(g); free(dl); free(lg);
+    free(xs);
+    free(g);
+    free(dl);
+    free(lg);
     return s;
 }
 
@@ -171,13 +175,13 @@ static void judge(const float *lg, const int32_t *y, int B, int K, uint8_t *ok)
     for (int b = 0; b < B; b++) {
         const float *l = lg + (size_t)b * K;
         int am = 0;
-        for (int k = 1; k < K; k++) if (l[k] > l[am]) am = k;
+        for (int k = 1; k < K; k++)
+            if (l[k] > l[am]) am = k;
         ok[b] = am == y[b];
     }
 }
 
-jem_status jem_atk_correct(const jem_classifier *c, const float *x, const int32_t *y, int B, float *lg,
-                           uint8_t *ok)
+jem_status jem_atk_correct(const jem_classifier *c, const float *x, const int32_t *y, int B, float *lg, uint8_t *ok)
 {
     jem_status s = c->logits(c->ctx, x, B, lg);
     if (!s) judge(lg, y, B, c->K, ok);
@@ -241,8 +245,8 @@ static void ascend(float *xb, const float *gb, const float *x0, int D, int norm,
     jem_atk_project(xb, x0, D, norm, eps);
 }
 
-jem_status jem_attack_run(const jem_classifier *c, const float *x, const int32_t *y, int n,
-                          const jem_attack_cfg *cfg, uint8_t *robust, float *adv)
+jem_status jem_attack_run(const jem_classifier *c, const float *x, const int32_t *y, int n, const jem_attack_cfg *cfg,
+                          uint8_t *robust, float *adv)
 {
     const int D = c->D, K = c->K, chunk = 128;
     jem_status s0;
@@ -311,7 +315,11 @@ jem_status jem_attack_run(const jem_classifier *c, const float *x, const int32_t
         }
     }
     if (!s && cfg->progress) cfg->progress(cfg->progress_ud, work, work);
-    free(xa); free(g); free(lg); free(dl); free(ok);
+    free(xa);
+    free(g);
+    free(lg);
+    free(dl);
+    free(ok);
     return s;
 }
 

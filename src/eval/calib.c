@@ -22,8 +22,8 @@ static int width_bin(double c, int B)
 }
 
 typedef struct {
-    double c;     /* confidence */
-    int    i;     /* sample index (tie break: keeps sample order) */
+    double c; /* confidence */
+    int i;    /* sample index (tie break: keeps sample order) */
 } conf_idx;
 
 static int cmp_conf(const void *a, const void *b)
@@ -49,18 +49,17 @@ static void finish_bins(jem_calib_bin *t, int B, int N, double *ece, double *mce
     if (mce) *mce = m;
 }
 
-jem_status jem_ece_bins(const double *conf, const uint8_t *correct, int N, int n_bins,
-                        int adaptive, jem_calib_bin *bins, double *ece, double *mce)
+jem_status jem_ece_bins(const double *conf, const uint8_t *correct, int N, int n_bins, int adaptive,
+                        jem_calib_bin *bins, double *ece, double *mce)
 {
     int B = n_bins;
     if (N <= 0 || B <= 0 || !conf || !correct)
-        return jem_fail(JEM_ERR_ARG, "ece: need N > 0 samples and B > 0 bins (got %d, %d)",
-                        N, B);
+        return jem_fail(JEM_ERR_ARG, "ece: need N > 0 samples and B > 0 bins (got %d, %d)", N, B);
     for (int i = 0; i < N; i++)
         if (!(conf[i] >= 0 && conf[i] <= 1))
             return jem_fail(isfinite(conf[i]) ? JEM_ERR_ARG : JEM_ERR_NONFINITE,
                             "ece: confidence %d is %g, outside [0, 1]", i, conf[i]);
-    jem_calib_bin *t = calloc((size_t)B, sizeof *t);   /* (B) */
+    jem_calib_bin *t = calloc((size_t)B, sizeof *t); /* (B) */
     if (!t) return jem_fail(JEM_ERR_NOMEM, "ece: %d bins", B);
 
     if (!adaptive) {
@@ -75,7 +74,7 @@ jem_status jem_ece_bins(const double *conf, const uint8_t *correct, int N, int n
             t[b].acc += correct[i] ? 1 : 0;
         }
     } else {
-        conf_idx *o = malloc((size_t)N * sizeof *o);   /* (N) */
+        conf_idx *o = malloc((size_t)N * sizeof *o); /* (N) */
         if (!o) {
             free(t);
             return jem_fail(JEM_ERR_NOMEM, "ece: %d samples", N);
@@ -114,23 +113,21 @@ static jem_status check_labels(const int32_t *y, int N, int K, const char *what)
 {
     for (int i = 0; i < N; i++)
         if (y[i] < 0 || y[i] >= K)
-            return jem_fail(JEM_ERR_ARG, "%s: label %d of sample %d is outside [0, %d)",
-                            what, (int)y[i], i, K);
+            return jem_fail(JEM_ERR_ARG, "%s: label %d of sample %d is outside [0, %d)", what, (int)y[i], i, K);
     return JEM_OK;
 }
 
-jem_status jem_calibration(const float *probs, const int32_t *y, int N, int K, int n_bins,
-                           jem_calib *out, jem_calib_bin *bins, jem_calib_bin *ada_bins)
+jem_status jem_calibration(const float *probs, const int32_t *y, int N, int K, int n_bins, jem_calib *out,
+                           jem_calib_bin *bins, jem_calib_bin *ada_bins)
 {
     memset(out, 0, sizeof *out);
     if (!probs || !y || N <= 0 || K <= 0 || n_bins <= 0)
-        return jem_fail(JEM_ERR_ARG, "calibration: need N, K, bins > 0 (got %d, %d, %d)",
-                        N, K, n_bins);
+        return jem_fail(JEM_ERR_ARG, "calibration: need N, K, bins > 0 (got %d, %d, %d)", N, K, n_bins);
     jem_status st = check_labels(y, N, K, "calibration");
     if (st) return st;
 
-    double  *conf = malloc((size_t)N * sizeof *conf);   /* (N) */
-    uint8_t *hit = malloc((size_t)N);                   /* (N) */
+    double *conf = malloc((size_t)N * sizeof *conf); /* (N) */
+    uint8_t *hit = malloc((size_t)N);                /* (N) */
     if (!conf || !hit) {
         free(conf);
         free(hit);
@@ -138,7 +135,7 @@ jem_status jem_calibration(const float *probs, const int32_t *y, int N, int K, i
     }
     double nll = 0, brier = 0, correct = 0;
     for (int i = 0; i < N; i++) {
-        const float *p = probs + (size_t)i * K;   /* (K) */
+        const float *p = probs + (size_t)i * K; /* (K) */
         int arg = 0;
         double best = p[0], sq = 0, rowsum = 0, vmin = 0;
         for (int k = 0; k < K; k++) {
@@ -146,8 +143,7 @@ jem_status jem_calibration(const float *probs, const int32_t *y, int N, int K, i
             if (!isfinite(v)) {
                 free(conf);
                 free(hit);
-                return jem_fail(JEM_ERR_NONFINITE, "calibration: probability (%d, %d) is %g",
-                                i, k, v);
+                return jem_fail(JEM_ERR_NONFINITE, "calibration: probability (%d, %d) is %g", i, k, v);
             }
             if (v > best) {
                 best = v;
@@ -161,7 +157,8 @@ jem_status jem_calibration(const float *probs, const int32_t *y, int N, int K, i
         if (fabs(rowsum - 1) > JEM_PROB_ROW_TOL || vmin < -JEM_PROB_ROW_TOL) {
             free(conf);
             free(hit);
-            return jem_fail(JEM_ERR_ARG, "calibration: row %d (sum %g, min %g) is not a "
+            return jem_fail(JEM_ERR_ARG,
+                            "calibration: row %d (sum %g, min %g) is not a "
                             "probability vector (logits passed instead of probabilities?)",
                             i, rowsum, vmin);
         }
@@ -189,12 +186,11 @@ jem_status jem_calibration(const float *probs, const int32_t *y, int N, int K, i
 
 /* Mean NLL of softmax(beta * z) and its first two derivatives in beta:
  * d/dbeta = mean(E_p[z] - z_y), d2/dbeta2 = mean(Var_p[z]) >= 0. */
-static double nll_beta(const float *logits, const int32_t *y, int N, int K, double beta,
-                       double *g, double *h)
+static double nll_beta(const float *logits, const int32_t *y, int N, int K, double beta, double *g, double *h)
 {
     double f = 0, gs = 0, hs = 0;
     for (int i = 0; i < N; i++) {
-        const float *z = logits + (size_t)i * K;   /* (K) */
+        const float *z = logits + (size_t)i * K; /* (K) */
         double mx = -INFINITY;
         for (int k = 0; k < K; k++)
             if (beta * z[k] > mx) mx = beta * z[k];
@@ -231,8 +227,8 @@ void jem_softmax_temp(const float *logits, int N, int K, double T, float *probs)
 {
     double beta = 1.0 / T;
     for (int i = 0; i < N; i++) {
-        const float *z = logits + (size_t)i * K;   /* (K) */
-        float *p = probs + (size_t)i * K;          /* (K) */
+        const float *z = logits + (size_t)i * K; /* (K) */
+        float *p = probs + (size_t)i * K;        /* (K) */
         double mx = -INFINITY, s = 0;
         for (int k = 0; k < K; k++)
             if (beta * z[k] > mx) mx = beta * z[k];
@@ -241,8 +237,7 @@ void jem_softmax_temp(const float *logits, int N, int K, double T, float *probs)
     }
 }
 
-jem_status jem_temp_scale_fit(const float *logits, const int32_t *y, int N, int K,
-                              jem_temp_fit *out)
+jem_status jem_temp_scale_fit(const float *logits, const int32_t *y, int N, int K, jem_temp_fit *out)
 {
     memset(out, 0, sizeof *out);
     if (!logits || !y || N <= 0 || K <= 0)
@@ -251,8 +246,8 @@ jem_status jem_temp_scale_fit(const float *logits, const int32_t *y, int N, int 
     if (st) return st;
     for (size_t i = 0; i < (size_t)N * K; i++)
         if (!isfinite(logits[i]))
-            return jem_fail(JEM_ERR_NONFINITE, "temperature scaling: logit (%zu, %zu) is %g",
-                            i / (size_t)K, i % (size_t)K, (double)logits[i]);
+            return jem_fail(JEM_ERR_NONFINITE, "temperature scaling: logit (%zu, %zu) is %g", i / (size_t)K,
+                            i % (size_t)K, (double)logits[i]);
 
     /* g(beta) is non-decreasing (the NLL is convex in beta): keep a bracket
      * [lo, hi] with g(lo) <= 0 <= g(hi) as far as is known, Newton inside it,
@@ -263,7 +258,8 @@ jem_status jem_temp_scale_fit(const float *logits, const int32_t *y, int N, int 
     int it;
     for (it = 0; it < 200; it++) {
         nll_beta(logits, y, N, K, beta, &g, &h);
-        if (g > 0) hi = beta; else lo = beta;
+        if (g > 0) hi = beta;
+        else lo = beta;
         if (g == 0) break;
         double next = (h > 0) ? beta - g / h : NAN;
         if (!(next > lo && next < hi)) next = sqrt(lo * hi);

@@ -81,6 +81,5 @@ int jem_font_pixel(int c, int col, int row)
     return line[(g % PER_BAND) * (JEM_FONT_W + 1) + col] == '#';
 }
 
-_Static_assert(sizeof sheet / sizeof sheet[0] ==
-                   (N_GLYPHS + PER_BAND - 1) / PER_BAND * JEM_FONT_H,
+_Static_assert(sizeof sheet / sizeof sheet[0] == (N_GLYPHS + PER_BAND - 1) / PER_BAND * JEM_FONT_H,
                "font sheet: one band of JEM_FONT_H rows per 16 glyphs");

@@ -12,8 +12,8 @@
 #include <string.h>
 
 typedef struct {
-    double s;    /* score */
-    int    pos;  /* 1 = in-distribution */
+    double s; /* score */
+    int pos;  /* 1 = in-distribution */
 } scored;
 
 /* descending by score; ties in any order (a tie group is treated as one) */
@@ -24,13 +24,14 @@ static int cmp_desc(const void *a, const void *b)
 }
 
 /* Pool and sort the scores. *out (n_in + n_out) is the caller's to free. */
-static jem_status pool_sorted(const double *s_in, int n_in, const double *s_out,
-                              int n_out, scored **out)
+static jem_status pool_sorted(const double *s_in, int n_in, const double *s_out, int n_out, scored **out)
 {
     *out = NULL;
     if (!s_in || !s_out || n_in <= 0 || n_out <= 0)
-        return jem_fail(JEM_ERR_ARG, "ood metrics: need at least one in-distribution "
-                        "and one OOD score (got %d and %d)", n_in, n_out);
+        return jem_fail(JEM_ERR_ARG,
+                        "ood metrics: need at least one in-distribution "
+                        "and one OOD score (got %d and %d)",
+                        n_in, n_out);
     size_t n = (size_t)n_in + (size_t)n_out;
     scored *a = malloc(n * sizeof *a);
     if (!a) return jem_fail(JEM_ERR_NOMEM, "ood metrics: %zu scores", n);
@@ -57,23 +58,22 @@ static jem_status pool_sorted(const double *s_in, int n_in, const double *s_out,
 
 /* Average precision walking a[] in the given direction with `positive` as the
  * positive label: sum over tie groups of (tp - tp_prev) * tp / (tp + fp), / P. */
-static double average_precision(const scored *a, size_t n, int reverse, int positive,
-                                double P)
+static double average_precision(const scored *a, size_t n, int reverse, int positive, double P)
 {
     double tp = 0, fp = 0, tp_prev = 0, sum = 0;
     for (size_t k = 0; k < n; k++) {
         size_t i = reverse ? n - 1 - k : k;
-        if (a[i].pos == positive) tp += 1; else fp += 1;
-        size_t j = reverse ? i - 1 : i + 1;    /* next element in walk order */
-        if (k + 1 < n && a[j].s == a[i].s) continue;   /* group continues */
+        if (a[i].pos == positive) tp += 1;
+        else fp += 1;
+        size_t j = reverse ? i - 1 : i + 1;          /* next element in walk order */
+        if (k + 1 < n && a[j].s == a[i].s) continue; /* group continues */
         sum += (tp - tp_prev) * (tp / (tp + fp));
         tp_prev = tp;
     }
     return sum / P;
 }
 
-jem_status jem_ood_metrics_compute(const double *s_in, int n_in, const double *s_out,
-                                   int n_out, jem_ood_metrics *out)
+jem_status jem_ood_metrics_compute(const double *s_in, int n_in, const double *s_out, int n_out, jem_ood_metrics *out)
 {
     scored *a;
     jem_status st = pool_sorted(s_in, n_in, s_out, n_out, &a);
@@ -85,10 +85,11 @@ jem_status jem_ood_metrics_compute(const double *s_in, int n_in, const double *s
     int found = 0;
     double fpr95 = 1, thr95 = -INFINITY;
     for (size_t i = 0; i < n; i++) {
-        if (a[i].pos) tp += 1; else fp += 1;
+        if (a[i].pos) tp += 1;
+        else fp += 1;
         if (i + 1 < n && a[i + 1].s == a[i].s) continue;
-        area2 += (fp - fp_prev) * (tp + tp_prev);     /* twice the trapezoid */
-        if (!found && tp / P >= 0.95) {               /* same division as tpr */
+        area2 += (fp - fp_prev) * (tp + tp_prev); /* twice the trapezoid */
+        if (!found && tp / P >= 0.95) {           /* same division as tpr */
             found = 1;
             fpr95 = fp / N;
             thr95 = a[i].s;
@@ -106,13 +107,12 @@ jem_status jem_ood_metrics_compute(const double *s_in, int n_in, const double *s
     return JEM_OK;
 }
 
-jem_status jem_roc_curve(const double *s_in, int n_in, const double *s_out, int n_out,
-                         int drop_intermediate, jem_roc *out)
+jem_status jem_roc_curve(const double *s_in, int n_in, const double *s_out, int n_out, int drop_intermediate,
+                         jem_roc *out)
 {
     memset(out, 0, sizeof *out);
     if ((size_t)n_in + (size_t)n_out >= (size_t)INT_MAX)
-        return jem_fail(JEM_ERR_ARG, "roc curve: %d + %d scores is too many for one curve",
-                        n_in, n_out);
+        return jem_fail(JEM_ERR_ARG, "roc curve: %d + %d scores is too many for one curve", n_in, n_out);
     scored *a;
     jem_status st = pool_sorted(s_in, n_in, s_out, n_out, &a);
     if (st) return st;
@@ -125,10 +125,11 @@ jem_status jem_roc_curve(const double *s_in, int n_in, const double *s_out, int 
         return jem_fail(JEM_ERR_NOMEM, "roc curve: %zu points", n + 1);
     }
     double *fps = buf, *tps = buf + (n + 1), *thr = buf + 2 * (n + 1);
-    size_t g = 0;                          /* groups so far */
+    size_t g = 0; /* groups so far */
     double tp = 0, fp = 0;
     for (size_t i = 0; i < n; i++) {
-        if (a[i].pos) tp += 1; else fp += 1;
+        if (a[i].pos) tp += 1;
+        else fp += 1;
         if (i + 1 < n && a[i + 1].s == a[i].s) continue;
         fps[1 + g] = fp;
         tps[1 + g] = tp;
@@ -142,7 +143,7 @@ jem_status jem_roc_curve(const double *s_in, int n_in, const double *s_out, int 
     size_t m = g;
     if (drop_intermediate && g > 2) {
         double *F = fps + 1, *T = tps + 1, *H = thr + 1;
-        double fa = F[0], ta = T[0];       /* original values of kept[i-1] */
+        double fa = F[0], ta = T[0]; /* original values of kept[i-1] */
         size_t k = 1;
         for (size_t i = 1; i + 1 < g; i++) {
             double fb = F[i], tb = T[i];
@@ -178,15 +179,14 @@ jem_status jem_roc_curve(const double *s_in, int n_in, const double *s_out, int 
 void jem_roc_free(jem_roc *r)
 {
     if (!r) return;
-    free(r->fpr);     /* the block holding all three arrays */
+    free(r->fpr); /* the block holding all three arrays */
     memset(r, 0, sizeof *r);
 }
 
 double jem_roc_area(const jem_roc *r)
 {
     double area = 0;
-    for (int i = 1; i < r->n; i++)
-        area += (r->fpr[i] - r->fpr[i - 1]) * (r->tpr[i] + r->tpr[i - 1]);
+    for (int i = 1; i < r->n; i++) area += (r->fpr[i] - r->fpr[i - 1]) * (r->tpr[i] + r->tpr[i - 1]);
     return 0.5 * area;
 }
 

@@ -17,12 +17,15 @@ jem_status jem_odin_scores(jem_net *net, const float *x, int n, double T, double
     const jem_arch *a = jem_net_arch(net);
     const int K = a->n_classes, chunk = 64;
     const size_t D = (size_t)a->in_c * a->in_h * a->in_w;
-    float *lg = malloc(sizeof(float) * (size_t)chunk * K);  /* (B, K) logits */
-    float *dl = malloc(sizeof(float) * (size_t)chunk * K);  /* (B, K) d log S_y* / d logits */
-    float *g = malloc(sizeof(float) * (size_t)chunk * D);   /* (B, D) input gradient */
-    float *xb = malloc(sizeof(float) * (size_t)chunk * D);  /* (B, D) perturbed inputs */
+    float *lg = malloc(sizeof(float) * (size_t)chunk * K); /* (B, K) logits */
+    float *dl = malloc(sizeof(float) * (size_t)chunk * K); /* (B, K) d log S_y* / d logits */
+    float *g = malloc(sizeof(float) * (size_t)chunk * D);  /* (B, D) input gradient */
+    float *xb = malloc(sizeof(float) * (size_t)chunk * D); /* (B, D) perturbed inputs */
     if (!lg || !dl || !g || !xb) {
-        free(lg); free(dl); free(g); free(xb);
+        free(lg);
+        free(dl);
+        free(g);
+        free(xb);
         return jem_fail(JEM_ERR_NOMEM, "odin: out of memory");
     }
     jem_status s = JEM_OK;
@@ -47,8 +50,7 @@ jem_status jem_odin_scores(jem_net *net, const float *x, int n, double T, double
         s = jem_net_backward(net, dl, g, 0);
         if (s) break;
         /* x' = x - eps sign(-grad) = x + eps sign(grad) */
-        for (size_t t = 0; t < (size_t)B * D; t++)
-            xb[t] = (float)(x0[t] + eps * ((g[t] > 0) - (g[t] < 0)));
+        for (size_t t = 0; t < (size_t)B * D; t++) xb[t] = (float)(x0[t] + eps * ((g[t] > 0) - (g[t] < 0)));
         if (xp) memcpy(xp + (size_t)i * D, xb, sizeof(float) * (size_t)B * D);
         s = jem_net_forward(net, xb, B, lg);
         if (s) break;
@@ -60,6 +62,9 @@ jem_status jem_odin_scores(jem_net *net, const float *x, int n, double T, double
             score[i + b] = 1.0 / se;
         }
     }
-    free(lg); free(dl); free(g); free(xb);
+    free(lg);
+    free(dl);
+    free(g);
+    free(xb);
     return s;
 }

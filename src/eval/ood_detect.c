@@ -69,12 +69,12 @@ jem_status jem_maha_acc_add(jem_maha_acc *a, const float *f, const int32_t *y, i
     if (B < 0) return jem_fail(JEM_ERR_ARG, "mahalanobis: batch of %d", B);
     for (int i = 0; i < B; i++) {
         if (y[i] < 0 || y[i] >= K)
-            return jem_fail(JEM_ERR_ARG, "mahalanobis: sample %" PRId64 " has label %d, want 0 to %d%s",
-                            a->n + i, y[i], K - 1, y[i] < 0 ? " (a class per sample is needed)" : "");
+            return jem_fail(JEM_ERR_ARG, "mahalanobis: sample %" PRId64 " has label %d, want 0 to %d%s", a->n + i, y[i],
+                            K - 1, y[i] < 0 ? " (a class per sample is needed)" : "");
         for (int d = 0; d < D; d++)
             if (!isfinite(f[(size_t)i * D + d]))
-                return jem_fail(JEM_ERR_NONFINITE, "mahalanobis: feature %d of sample %" PRId64 " is not finite",
-                                d, a->n + i);
+                return jem_fail(JEM_ERR_NONFINITE, "mahalanobis: feature %d of sample %" PRId64 " is not finite", d,
+                                a->n + i);
     }
     if (B > a->work_rows) {
         double *w = realloc(a->work, sizeof(double) * (size_t)B * D);
@@ -235,18 +235,24 @@ jem_status jem_maha_fit(const jem_maha_acc *a, double shrinkage, jem_maha *m)
     free(S);
     jem_maha_free(m);
     if (!(vbar > 0))
-        return jem_fail(JEM_ERR_ARG, "mahalanobis: every one of the %d features is constant over the %" PRId64
-                        " samples: no covariance to fit", D, a->n);
+        return jem_fail(JEM_ERR_ARG,
+                        "mahalanobis: every one of the %d features is constant over the %" PRId64
+                        " samples: no covariance to fit",
+                        D, a->n);
     if (fix > 0)
-        return jem_fail(JEM_ERR_ARG, "mahalanobis: the covariance of %d features from %" PRId64 " samples is "
+        return jem_fail(JEM_ERR_ARG,
+                        "mahalanobis: the covariance of %d features from %" PRId64 " samples is "
                         "singular or not positive definite (Cholesky pivot %d is %.3g); fit with shrinkage %g "
-                        "or more", D, a->n, bad, pivot, fix);
-    return jem_fail(JEM_ERR_ARG, "mahalanobis: the covariance of %d features from %" PRId64 " samples is "
-                    "singular (Cholesky pivot %d is %.3g) and no shrinkage below 1 helps", D, a->n, bad, pivot);
+                        "or more",
+                        D, a->n, bad, pivot, fix);
+    return jem_fail(JEM_ERR_ARG,
+                    "mahalanobis: the covariance of %d features from %" PRId64 " samples is "
+                    "singular (Cholesky pivot %d is %.3g) and no shrinkage below 1 helps",
+                    D, a->n, bad, pivot);
 }
 
-jem_status jem_maha_from(const double *mean, const int64_t *count, const double *chol, int K, int D,
-                         double shrinkage, jem_maha *m)
+jem_status jem_maha_from(const double *mean, const int64_t *count, const double *chol, int K, int D, double shrinkage,
+                         jem_maha *m)
 {
     memset(m, 0, sizeof *m);
     if (K < 1 || D < 1) return jem_fail(JEM_ERR_ARG, "mahalanobis: %d classes, %d features", K, D);
@@ -263,8 +269,10 @@ jem_status jem_maha_from(const double *mean, const int64_t *count, const double 
             const double v = chol[(size_t)i * D + j];
             if (!isfinite(v)) return jem_fail(JEM_ERR_NONFINITE, "mahalanobis: the Cholesky factor is not finite");
             if ((j > i && v != 0) || (j == i && !(v > 0)))
-                return jem_fail(JEM_ERR_ARG, "mahalanobis: the Cholesky factor is not lower triangular with a "
-                                "positive diagonal (entry %d,%d is %g)", i, j, v);
+                return jem_fail(JEM_ERR_ARG,
+                                "mahalanobis: the Cholesky factor is not lower triangular with a "
+                                "positive diagonal (entry %d,%d is %g)",
+                                i, j, v);
         }
     jem_status st = maha_alloc(m, K, D);
     if (st) return st;
@@ -390,17 +398,23 @@ jem_status jem_knn_score(const jem_knn *m, const float *f, int n, size_t mem, do
     size_t Bq = n < 256 ? (size_t)n : 256;
     while (Bq > 1 && Bq * (per_q + sizeof(float)) > mem) Bq /= 2;
     if (Bq * (per_q + sizeof(float)) > mem)
-        return jem_fail(JEM_ERR_ARG, "knn: k = %d with %d features needs more than the %zu bytes of search "
-                        "memory", k, D, mem);
+        return jem_fail(JEM_ERR_ARG,
+                        "knn: k = %d with %d features needs more than the %zu bytes of search "
+                        "memory",
+                        k, D, mem);
     size_t Bt = (mem - Bq * per_q) / (Bq * sizeof(float));
     if (Bt > (size_t)N) Bt = (size_t)N;
-    float *q = malloc(sizeof(float) * Bq * D);          /* (Bq, D) */
-    float *hs = malloc(sizeof(float) * Bq * k);         /* (Bq, k) */
-    int32_t *hi = malloc(sizeof(int32_t) * Bq * k);     /* (Bq, k) */
-    float *sim = malloc(sizeof(float) * Bq * Bt);       /* (Bq, Bt) */
+    float *q = malloc(sizeof(float) * Bq * D);      /* (Bq, D) */
+    float *hs = malloc(sizeof(float) * Bq * k);     /* (Bq, k) */
+    int32_t *hi = malloc(sizeof(int32_t) * Bq * k); /* (Bq, k) */
+    float *sim = malloc(sizeof(float) * Bq * Bt);   /* (Bq, Bt) */
     int *len = malloc(sizeof(int) * Bq);
     if (!q || !hs || !hi || !sim || !len) {
-        free(q); free(hs); free(hi); free(sim); free(len);
+        free(q);
+        free(hs);
+        free(hi);
+        free(sim);
+        free(len);
         return jem_fail(JEM_ERR_NOMEM, "knn: out of memory for the search");
     }
     jem_status st = JEM_OK;
@@ -417,8 +431,8 @@ jem_status jem_knn_score(const jem_knn *m, const float *f, int n, size_t mem, do
         for (int j = 0; j < bq; j++) len[j] = 0;
         for (int t0 = 0; t0 < N; t0 += (int)Bt) {
             const int bt = N - t0 < (int)Bt ? N - t0 : (int)Bt;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, bt, D, 1.0f, q, D,
-                        m->train + (size_t)t0 * D, D, 0.0f, sim, bt);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, bt, D, 1.0f, q, D, m->train + (size_t)t0 * D, D,
+                        0.0f, sim, bt);
 #pragma omp parallel for schedule(static)
             for (int j = 0; j < bq; j++)
                 for (int t = 0; t < bt; t++)
@@ -445,7 +459,11 @@ jem_status jem_knn_score(const jem_knn *m, const float *f, int n, size_t mem, do
             score[q0 + j] = -sqrt(worst);
         }
     }
-    free(q); free(hs); free(hi); free(sim); free(len);
+    free(q);
+    free(hs);
+    free(hi);
+    free(sim);
+    free(len);
     return st;
 }
 
@@ -499,10 +517,7 @@ double jem_ood_rate_at(const double *s, int n, double thr)
 
 static const char *const kind_names[JEM_DET_NKINDS] = {"mahalanobis", "knn"};
 
-const char *jem_det_kind_name(jem_det_kind k)
-{
-    return (int)k >= 0 && k < JEM_DET_NKINDS ? kind_names[k] : "?";
-}
+const char *jem_det_kind_name(jem_det_kind k) { return (int)k >= 0 && k < JEM_DET_NKINDS ? kind_names[k] : "?"; }
 
 int jem_det_kind_parse(const char *name)
 {
@@ -559,8 +574,8 @@ static jem_status check_input(jem_net *net, const jem_dataset *ds)
 {
     const jem_arch *a = jem_net_arch(net);
     if (ds->c != a->in_c || ds->h != a->in_h || ds->w != a->in_w)
-        return jem_fail(JEM_ERR_SHAPE, "%s: images are %dx%dx%d, model '%s' wants %dx%dx%d", ds->name, ds->c,
-                        ds->h, ds->w, a->name, a->in_c, a->in_h, a->in_w);
+        return jem_fail(JEM_ERR_SHAPE, "%s: images are %dx%dx%d, model '%s' wants %dx%dx%d", ds->name, ds->c, ds->h,
+                        ds->w, a->name, a->in_c, a->in_h, a->in_w);
     if (ds->n < 1) return jem_fail(JEM_ERR_ARG, "%s: no images to fit on", ds->name);
     return JEM_OK;
 }
@@ -586,8 +601,10 @@ jem_status jem_detector_fit(jem_net *net, const jem_dataset *ds, const jem_det_c
     if (cfg->kind == JEM_DET_MAHALANOBIS)
         for (int i = 0; i < ds->n; i++)
             if (ds->y[i] < 0 || ds->y[i] >= K)
-                return jem_fail(JEM_ERR_ARG, "%s: image %d has label %d; the Gaussian per class of model '%s' "
-                                "needs labels 0 to %d", ds->name, i, ds->y[i], a->name, K - 1);
+                return jem_fail(JEM_ERR_ARG,
+                                "%s: image %d has label %d; the Gaussian per class of model '%s' "
+                                "needs labels 0 to %d",
+                                ds->name, i, ds->y[i], a->name, K - 1);
     jem_detector *d = calloc(1, sizeof *d);
     if (!d) return jem_fail(JEM_ERR_NOMEM, "out of memory");
     d->kind = cfg->kind;
@@ -671,8 +688,10 @@ jem_status jem_detector_save(const jem_detector *d, const char *path)
         const int64_t K = d->maha.K, D = d->maha.D, km[2] = {K, D}, dd[2] = {D, D};
         snprintf(buf, sizeof buf, "%.17g", d->maha.shrinkage);
         if (!s) s = jem_st_meta(st, "jem.ood.shrinkage", buf);
-        if (!s) s = jem_st_meta(st, "jem.ood.score", "-min_k (f - mu_k)^T Sigma^-1 (f - mu_k), higher = more "
-                                "in-distribution");
+        if (!s)
+            s = jem_st_meta(st, "jem.ood.score",
+                            "-min_k (f - mu_k)^T Sigma^-1 (f - mu_k), higher = more "
+                            "in-distribution");
         if (!s) s = jem_st_add(st, "mean", JEM_DT_F64, 2, km, d->maha.mean);
         if (!s) s = jem_st_add(st, "count", JEM_DT_I64, 1, &K, d->maha.count);
         if (!s) s = jem_st_add(st, "chol", JEM_DT_F64, 2, dd, d->maha.chol);
@@ -680,8 +699,10 @@ jem_status jem_detector_save(const jem_detector *d, const char *path)
         const int64_t nd[2] = {d->knn.N, d->knn.D};
         snprintf(buf, sizeof buf, "%d", d->knn.k);
         if (!s) s = jem_st_meta(st, "jem.ood.k", buf);
-        if (!s) s = jem_st_meta(st, "jem.ood.score", "-(distance of the unit feature to its k-th nearest unit "
-                                "training feature), higher = more in-distribution");
+        if (!s)
+            s = jem_st_meta(st, "jem.ood.score",
+                            "-(distance of the unit feature to its k-th nearest unit "
+                            "training feature), higher = more in-distribution");
         if (!s) s = jem_st_add(st, "train", JEM_DT_F32, 2, nd, d->knn.train);
     }
     if (!s) s = jem_st_commit(st, path);
@@ -739,8 +760,10 @@ jem_status jem_detector_load(const char *path, jem_net *net, jem_detector **out)
     int64_t v = 0;
     char *end = NULL;
     if (!kind || !layer || !sum)
-        s = jem_fail(JEM_ERR_FORMAT, "%s: not a jem OOD detector (no \"jem.ood.kind\", \"jem.ood.layer\" or "
-                     "\"jem.ood.model\" in the metadata)", path);
+        s = jem_fail(JEM_ERR_FORMAT,
+                     "%s: not a jem OOD detector (no \"jem.ood.kind\", \"jem.ood.layer\" or "
+                     "\"jem.ood.model\" in the metadata)",
+                     path);
     else if (jem_det_kind_parse(kind) < 0)
         s = jem_fail(JEM_ERR_FORMAT, "%s: unknown detector kind \"%s\" (mahalanobis or knn)", path, kind);
     else if ((d->layer = jem_ood_layer_parse(layer)) < 0)
@@ -755,9 +778,10 @@ jem_status jem_detector_load(const char *path, jem_net *net, jem_detector **out)
         snprintf(d->data, sizeof d->data, "%s", data ? data : "?");
         const uint64_t mine = jem_net_checksum(net);
         if (mine != d->model_sum)
-            s = jem_fail(JEM_ERR_ARG, "%s: the detector was fitted on model '%s' (checksum %016" PRIx64 "), not "
-                         "on this model '%s' (checksum %016" PRIx64 "): fit it again for this model", path,
-                         d->model_name, d->model_sum, a->name, mine);
+            s = jem_fail(JEM_ERR_ARG,
+                         "%s: the detector was fitted on model '%s' (checksum %016" PRIx64 "), not "
+                         "on this model '%s' (checksum %016" PRIx64 "): fit it again for this model",
+                         path, d->model_name, d->model_sum, a->name, mine);
     }
     const int D = s ? 0 : jem_net_feature_dim(net, d->layer);
     if (!s && D < 1)
@@ -773,9 +797,11 @@ jem_status jem_detector_load(const char *path, jem_net *net, jem_detector **out)
         if (!s) s = get_tensor(st, path, "count", JEM_DT_I64, 1, sc, &count);
         if (!s) s = get_tensor(st, path, "chol", JEM_DT_F64, 2, sl, &chol);
         if (!s && (sm[1] != D || sl[0] != D || sl[1] != D || sc[0] != sm[0] || sm[0] < 1 || sm[0] > 1 << 20))
-            s = jem_fail(JEM_ERR_FORMAT, "%s: tensors mean (%lld, %lld), count (%lld) and chol (%lld, %lld) do not "
-                         "fit %d features of layer %s", path, (long long)sm[0], (long long)sm[1], (long long)sc[0],
-                         (long long)sl[0], (long long)sl[1], D, layer);
+            s = jem_fail(JEM_ERR_FORMAT,
+                         "%s: tensors mean (%lld, %lld), count (%lld) and chol (%lld, %lld) do not "
+                         "fit %d features of layer %s",
+                         path, (long long)sm[0], (long long)sm[1], (long long)sc[0], (long long)sl[0], (long long)sl[1],
+                         D, layer);
         if (!s) {
             s = jem_maha_from(mean, count, chol, (int)sm[0], D, shrink, &d->maha);
             if (s) s = refail(path);
@@ -788,8 +814,8 @@ jem_status jem_detector_load(const char *path, jem_net *net, jem_detector **out)
             s = jem_fail(JEM_ERR_FORMAT, "%s: bad or missing jem.ood.k \"%s\"", path, ks ? ks : "");
         if (!s) s = get_tensor(st, path, "train", JEM_DT_F32, 2, sh, &train);
         if (!s && (sh[1] != D || sh[0] < 1 || sh[0] > INT32_MAX))
-            s = jem_fail(JEM_ERR_FORMAT, "%s: tensor train (%lld, %lld) does not fit %d features of layer %s",
-                         path, (long long)sh[0], (long long)sh[1], D, layer);
+            s = jem_fail(JEM_ERR_FORMAT, "%s: tensor train (%lld, %lld) does not fit %d features of layer %s", path,
+                         (long long)sh[0], (long long)sh[1], D, layer);
         if (!s && v > sh[0])
             s = jem_fail(JEM_ERR_FORMAT, "%s: k = %lld but only %lld training features", path, (long long)v,
                          (long long)sh[0]);

@@ -13,16 +13,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define TS          2          /* text scale of labels */
-#define MAX_TICKS   24
-#define C_TEXT      0x222222u
-#define C_AXIS      0x333333u
-#define C_GRID      0xe6e6e6u  /* exact colour: the legend placement skips it */
-#define C_BG        0xffffffu
+#define TS        2 /* text scale of labels */
+#define MAX_TICKS 24
+#define C_TEXT    0x222222u
+#define C_AXIS    0x333333u
+#define C_GRID    0xe6e6e6u /* exact colour: the legend placement skips it */
+#define C_BG      0xffffffu
 
 static const uint32_t palette[] = {
-    0x1f77b4, 0xff7f0e, 0x2ca02c, 0xd62728, 0x9467bd,
-    0x8c564b, 0xe377c2, 0x7f7f7f, 0xbcbd22, 0x17becf,
+    0x1f77b4, 0xff7f0e, 0x2ca02c, 0xd62728, 0x9467bd, 0x8c564b, 0xe377c2, 0x7f7f7f, 0xbcbd22, 0x17becf,
 };
 #define N_PALETTE ((int)(sizeof palette / sizeof palette[0]))
 
@@ -33,8 +32,7 @@ static uint32_t series_color(int i) { return palette[i % N_PALETTE]; }
 jem_status jem_image_new(int w, int h, uint32_t bg, jem_image *out)
 {
     memset(out, 0, sizeof *out);
-    if (w <= 0 || h <= 0 || w > 16384 || h > 16384)
-        return jem_fail(JEM_ERR_ARG, "image: bad size %d x %d", w, h);
+    if (w <= 0 || h <= 0 || w > 16384 || h > 16384) return jem_fail(JEM_ERR_ARG, "image: bad size %d x %d", w, h);
     size_t n = (size_t)w * h;
     uint8_t *p = malloc(3 * n);
     if (!p) return jem_fail(JEM_ERR_NOMEM, "image: %d x %d", w, h);
@@ -75,12 +73,10 @@ static void blend(jem_image *im, int x, int y, uint32_t c, double a)
         return;
     }
     const int ch[3] = {(int)(c >> 16) & 255, (int)(c >> 8) & 255, (int)c & 255};
-    for (int k = 0; k < 3; k++)
-        p[k] = (uint8_t)lrint(p[k] * (1 - a) + ch[k] * a);
+    for (int k = 0; k < 3; k++) p[k] = (uint8_t)lrint(p[k] * (1 - a) + ch[k] * a);
 }
 
-void jem_draw_rect(jem_image *im, int x0, int y0, int x1, int y1, uint32_t color,
-                   double alpha)
+void jem_draw_rect(jem_image *im, int x0, int y0, int x1, int y1, uint32_t color, double alpha)
 {
     if (x0 < 0) x0 = 0;
     if (y0 < 0) y0 = 0;
@@ -91,8 +87,7 @@ void jem_draw_rect(jem_image *im, int x0, int y0, int x1, int y1, uint32_t color
 }
 
 /* 1-pixel outline of [x0, x1) x [y0, y1) */
-static void rect_outline(jem_image *im, int x0, int y0, int x1, int y1, uint32_t c,
-                         double a)
+static void rect_outline(jem_image *im, int x0, int y0, int x1, int y1, uint32_t c, double a)
 {
     if (x1 <= x0 || y1 <= y0) return;
     jem_draw_rect(im, x0, y0, x1, y0 + 1, c, a);
@@ -105,10 +100,10 @@ static void rect_outline(jem_image *im, int x0, int y0, int x1, int y1, uint32_t
  * maximum, or direct blending into the image when mask is NULL. */
 typedef struct {
     jem_image *im;
-    float     *mask;   /* (mh, mw) or NULL */
-    int        mx0, my0, mw, mh;
-    uint32_t   color;
-    double     alpha;
+    float *mask; /* (mh, mw) or NULL */
+    int mx0, my0, mw, mh;
+    uint32_t color;
+    double alpha;
 } cover;
 
 static void put_cov(cover *cv, int x, int y, double c)
@@ -127,8 +122,7 @@ static void put_cov(cover *cv, int x, int y, double c)
 
 /* One segment of width w with round caps; with dash > 0, only the parts
  * whose arc length (starting at `along`) falls in a dash are drawn. */
-static void segment(cover *cv, double x0, double y0, double x1, double y1, double w,
-                    double dash, double along)
+static void segment(cover *cv, double x0, double y0, double x1, double y1, double w, double dash, double along)
 {
     double r = 0.5 * w + 1;
     int ia = (int)floor(fmin(x0, x1) - r), ib = (int)ceil(fmax(x0, x1) + r);
@@ -154,8 +148,8 @@ static void segment(cover *cv, double x0, double y0, double x1, double y1, doubl
 
 /* Polyline through n points; non-finite points break it. clip (nullable):
  * {x0, y0, x1, y1}, the inclusive pixel box outside which nothing is drawn. */
-static void polyline(jem_image *im, const double *x, const double *y, int n, double w,
-                     uint32_t color, double alpha, double dash, const int *clip)
+static void polyline(jem_image *im, const double *x, const double *y, int n, double w, uint32_t color, double alpha,
+                     double dash, const int *clip)
 {
     double bx0 = INFINITY, by0 = INFINITY, bx1 = -INFINITY, by1 = -INFINITY;
     for (int i = 0; i < n; i++) {
@@ -182,7 +176,7 @@ static void polyline(jem_image *im, const double *x, const double *y, int n, dou
     cv.mw = mx1 - mx0 + 1;
     cv.mh = my1 - my0 + 1;
     cv.mask = calloc((size_t)cv.mw * cv.mh, sizeof *cv.mask);
-    if (!cv.mask && clip) return;   /* no memory: a clipped line is left out */
+    if (!cv.mask && clip) return; /* no memory: a clipped line is left out */
     /* no memory and no clip: blend segment by segment (darker joints) */
     double along = 0;
     for (int i = 0; i + 1 < n; i++) {
@@ -193,8 +187,7 @@ static void polyline(jem_image *im, const double *x, const double *y, int n, dou
         segment(&cv, x[i], y[i], x[i + 1], y[i + 1], w, dash, along);
         along += hypot(x[i + 1] - x[i], y[i + 1] - y[i]);
     }
-    if (n == 1 && isfinite(x[0]) && isfinite(y[0]))
-        segment(&cv, x[0], y[0], x[0], y[0], w, 0, 0);
+    if (n == 1 && isfinite(x[0]) && isfinite(y[0])) segment(&cv, x[0], y[0], x[0], y[0], w, 0, 0);
     if (cv.mask) {
         for (int j = 0; j < cv.mh; j++)
             for (int i = 0; i < cv.mw; i++) {
@@ -205,16 +198,15 @@ static void polyline(jem_image *im, const double *x, const double *y, int n, dou
     }
 }
 
-void jem_draw_line(jem_image *im, double x0, double y0, double x1, double y1, double width,
-                   uint32_t color, double alpha, double dash)
+void jem_draw_line(jem_image *im, double x0, double y0, double x1, double y1, double width, uint32_t color,
+                   double alpha, double dash)
 {
     const double x[2] = {x0, x1}, y[2] = {y0, y1};
     polyline(im, x, y, 2, width, color, alpha, dash, NULL);
 }
 
 /* Filled anti-aliased disc; clip as for polyline. */
-static void disc(jem_image *im, double cx, double cy, double rad, uint32_t color,
-                 const int *clip)
+static void disc(jem_image *im, double cx, double cy, double rad, uint32_t color, const int *clip)
 {
     for (int j = (int)floor(cy - rad - 1); j <= (int)ceil(cy + rad + 1); j++)
         for (int i = (int)floor(cx - rad - 1); i <= (int)ceil(cx + rad + 1); i++) {
@@ -232,20 +224,17 @@ int jem_text_width(const char *s, int scale)
     return n ? (int)n * JEM_FONT_ADV * scale - scale : 0;
 }
 
-void jem_draw_text(jem_image *im, int x, int y, const char *s, int scale, uint32_t color,
-                   int vertical)
+void jem_draw_text(jem_image *im, int x, int y, const char *s, int scale, uint32_t color, int vertical)
 {
-    int pen = 0;   /* font columns */
+    int pen = 0; /* font columns */
     for (const unsigned char *p = (const unsigned char *)s; *p; p++, pen += JEM_FONT_ADV) {
         if (*p == ' ') continue;
         for (int row = 0; row < JEM_FONT_H; row++)
             for (int col = 0; col < JEM_FONT_W; col++) {
                 if (!jem_font_pixel(*p, col, row)) continue;
                 int u = (pen + col) * scale, v = row * scale;
-                if (!vertical)
-                    jem_draw_rect(im, x + u, y + v, x + u + scale, y + v + scale, color, 1);
-                else
-                    jem_draw_rect(im, x + v, y - u - scale, x + v + scale, y - u, color, 1);
+                if (!vertical) jem_draw_rect(im, x + u, y + v, x + u + scale, y + v + scale, color, 1);
+                else jem_draw_rect(im, x + v, y - u - scale, x + v + scale, y - u, color, 1);
             }
     }
 }
@@ -258,8 +247,7 @@ static int fit_scale(const char *s, int want, int max_w)
     return sc;
 }
 
-static void text_centered(jem_image *im, int cx, int y, const char *s, int scale,
-                          uint32_t c)
+static void text_centered(jem_image *im, int cx, int y, const char *s, int scale, uint32_t c)
 {
     jem_draw_text(im, cx - jem_text_width(s, scale) / 2, y, s, scale, c, 0);
 }
@@ -267,11 +255,11 @@ static void text_centered(jem_image *im, int cx, int y, const char *s, int scale
 /* ================================================================== axes */
 
 typedef struct {
-    double lo, hi;                /* range shown */
-    int    n;                     /* ticks */
+    double lo, hi; /* range shown */
+    int n;         /* ticks */
     double v[MAX_TICKS];
-    char   lab[MAX_TICKS][32];
-    int    maxw;                  /* widest tick label, pixels */
+    char lab[MAX_TICKS][32];
+    int maxw; /* widest tick label, pixels */
 } axis;
 
 /* Tick label: fixed decimals, or a short exponent form ("1.2e6") for very
@@ -360,9 +348,9 @@ static void axis_pad(axis *a, double frac)
 static int y_ticks_for(int len) { return len / 48 < 3 ? 3 : len / 48 > 11 ? 11 : len / 48; }
 
 typedef struct {
-    int    px0, py0, px1, py1;    /* plot area, pixels (inclusive) */
-    int    clip[4];               /* the same box, for drawing data */
-    axis   ax, ay;
+    int px0, py0, px1, py1; /* plot area, pixels (inclusive) */
+    int clip[4];            /* the same box, for drawing data */
+    axis ax, ay;
 } panel;
 
 static double map_x(const panel *p, double x)
@@ -390,11 +378,10 @@ static void panel_grid(jem_image *im, const panel *p)
 
 #define TICK 6
 /* Frame, ticks, tick labels and axis labels (after the data). */
-static void panel_axes(jem_image *im, const panel *p, int x_labels, const char *xlabel,
-                       const char *ylabel)
+static void panel_axes(jem_image *im, const panel *p, int x_labels, const char *xlabel, const char *ylabel)
 {
     rect_outline(im, p->px0, p->py0, p->px1 + 1, p->py1 + 1, C_AXIS, 1);
-    int ch = JEM_FONT_ASC * TS;   /* cap height */
+    int ch = JEM_FONT_ASC * TS; /* cap height */
     for (int i = 0; i < p->ax.n; i++) {
         int x = (int)lrint(map_x(p, p->ax.v[i]));
         jem_draw_rect(im, x, p->py1 + 1, x + 1, p->py1 + 1 + TICK, C_AXIS, 1);
@@ -409,8 +396,7 @@ static void panel_axes(jem_image *im, const panel *p, int x_labels, const char *
     int lh = JEM_FONT_H * TS;
     if (x_labels && xlabel && *xlabel) {
         int sc = fit_scale(xlabel, TS, p->px1 - p->px0);
-        text_centered(im, (p->px0 + p->px1) / 2, p->py1 + TICK + 6 + lh + 10, xlabel, sc,
-                      C_TEXT);
+        text_centered(im, (p->px0 + p->px1) / 2, p->py1 + TICK + 6 + lh + 10, xlabel, sc, C_TEXT);
     }
     if (ylabel && *ylabel) {
         int sc = fit_scale(ylabel, TS, p->py1 - p->py0);
@@ -423,10 +409,10 @@ static void panel_axes(jem_image *im, const panel *p, int x_labels, const char *
 /* Page layout: title height and the margins around the plot area. */
 typedef struct {
     int W, H;
-    int top;        /* first row below the title */
-    int bottom;     /* last row of the plot area(s) */
-    int left_base;  /* pixels left of the y tick labels (y label and padding) */
-    int right;      /* last column of the plot area */
+    int top;       /* first row below the title */
+    int bottom;    /* last row of the plot area(s) */
+    int left_base; /* pixels left of the y tick labels (y label and padding) */
+    int right;     /* last column of the plot area */
 } page;
 
 static void page_begin(jem_image *im, page *pg, const char *title)
@@ -442,7 +428,7 @@ static void page_begin(jem_image *im, page *pg, const char *title)
          * space that makes both lines fit */
         snprintf(l1, sizeof l1, "%s", title);
         char *dbl = strstr(l1, "  ");
-        for (char *q = dbl ? dbl : strrchr(l1, ' '); q; ) {
+        for (char *q = dbl ? dbl : strrchr(l1, ' '); q;) {
             *q = 0;
             const char *rest = title + (q - l1) + 1;
             while (*rest == ' ') rest++;
@@ -453,7 +439,7 @@ static void page_begin(jem_image *im, page *pg, const char *title)
             q = strrchr(l1, ' ');
         }
         if (sp) {
-            size_t k = strlen(l1);   /* drop trailing spaces of the first line */
+            size_t k = strlen(l1); /* drop trailing spaces of the first line */
             while (k > 0 && l1[k - 1] == ' ') l1[--k] = 0;
         }
     }
@@ -491,10 +477,10 @@ static void panel_place(panel *p, const page *pg, int top, int bot, int ymaxw)
 enum { LEG_LINE, LEG_DASH, LEG_BOX, LEG_MARK };
 
 typedef struct {
-    int         kind;
-    uint32_t    color;
-    double      alpha;
-    char        text[96];
+    int kind;
+    uint32_t color;
+    double alpha;
+    char text[96];
 } legend_item;
 
 /* Count of "ink" pixels (neither background nor grid) in a rectangle. */
@@ -516,7 +502,7 @@ static void legend(jem_image *im, const panel *p, const legend_item *it, int n)
 {
     if (n <= 0) return;
     int ts = TS, lh, sw, pad, maxw, bw, bh;
-    for (;;) {   /* smaller text when the box would cover too much of the panel */
+    for (;;) { /* smaller text when the box would cover too much of the panel */
         lh = JEM_FONT_H * ts + 3 * ts;
         sw = 15 * ts;
         pad = 5 * ts;
@@ -527,8 +513,7 @@ static void legend(jem_image *im, const panel *p, const legend_item *it, int n)
         }
         bw = pad + sw + 4 * ts + maxw + pad;
         bh = pad + n * lh - 3 * ts + pad;
-        if (ts == 1 || (5 * bw <= 3 * (p->px1 - p->px0) && 9 * bh <= 4 * (p->py1 - p->py0)))
-            break;
+        if (ts == 1 || (5 * bw <= 3 * (p->px1 - p->px0) && 9 * bh <= 4 * (p->py1 - p->py0))) break;
         ts--;
     }
     int inset = 10;
@@ -536,7 +521,7 @@ static void legend(jem_image *im, const panel *p, const legend_item *it, int n)
     int ys[2] = {p->py0 + inset, p->py1 - inset - bh};
     int bx = xs[0], by = ys[0];
     long best = -1;
-    for (int yi = 0; yi < 2; yi++)       /* top-right, top-left, bottom-right, bottom-left */
+    for (int yi = 0; yi < 2; yi++) /* top-right, top-left, bottom-right, bottom-left */
         for (int xi = 0; xi < 2; xi++) {
             long c = ink(im, xs[xi], ys[yi], xs[xi] + bw, ys[yi] + bh);
             if (best < 0 || c < best) {
@@ -556,15 +541,12 @@ static void legend(jem_image *im, const panel *p, const legend_item *it, int n)
             jem_draw_rect(im, x0, y, x1, y + ch + 1, it[i].color, it[i].alpha);
             rect_outline(im, x0, y, x1, y + ch + 1, it[i].color, 1);
             break;
-        case LEG_DASH:
-            jem_draw_line(im, x0, cy, x1, cy, 2, it[i].color, 1, 5);
-            break;
+        case LEG_DASH: jem_draw_line(im, x0, cy, x1, cy, 2, it[i].color, 1, 5); break;
         case LEG_MARK:
             jem_draw_line(im, x0, cy, x1, cy, 2.5, it[i].color, 1, 0);
             disc(im, 0.5 * (x0 + x1), cy, 4, it[i].color, NULL);
             break;
-        default:
-            jem_draw_line(im, x0, cy, x1, cy, 2.5, it[i].color, 1, 0);
+        default: jem_draw_line(im, x0, cy, x1, cy, 2.5, it[i].color, 1, 0);
         }
         jem_draw_text(im, x1 + 4 * ts, y, it[i].text, ts, C_TEXT, 0);
     }
@@ -575,8 +557,7 @@ static void legend(jem_image *im, const panel *p, const legend_item *it, int n)
 static jem_status start_image(const jem_plot_opts *o, jem_image *out)
 {
     int w = o && o->width > 0 ? o->width : 800, h = o && o->height > 0 ? o->height : 600;
-    if (w < 240 || h < 200)
-        return jem_fail(JEM_ERR_ARG, "plot: %d x %d is too small (at least 240 x 200)", w, h);
+    if (w < 240 || h < 200) return jem_fail(JEM_ERR_ARG, "plot: %d x %d is too small (at least 240 x 200)", w, h);
     return jem_image_new(w, h, C_BG, out);
 }
 
@@ -584,25 +565,23 @@ static const char *pick(const char *s, const char *dflt) { return s ? s : dflt; 
 
 static int range_set(double lo, double hi) { return isfinite(lo) && isfinite(hi) && lo < hi; }
 
-jem_status jem_plot_reliability(const jem_calib_bin *bins, int n_bins, double ece,
-                                const jem_plot_opts *o, jem_image *out)
+jem_status jem_plot_reliability(const jem_calib_bin *bins, int n_bins, double ece, const jem_plot_opts *o,
+                                jem_image *out)
 {
     jem_plot_opts d = {0};
     if (!o) o = &d;
     memset(out, 0, sizeof *out);
-    if (!bins || n_bins <= 0)
-        return jem_fail(JEM_ERR_ARG, "reliability diagram: no bins (%d)", n_bins);
+    if (!bins || n_bins <= 0) return jem_fail(JEM_ERR_ARG, "reliability diagram: no bins (%d)", n_bins);
     jem_status st = start_image(o, out);
     if (st) return st;
 
     char title[256];
-    snprintf(title, sizeof title, "%s  ECE %.2f%%", pick(o->title, "Reliability diagram"),
-             100 * ece);
+    snprintf(title, sizeof title, "%s  ECE %.2f%%", pick(o->title, "Reliability diagram"), 100 * ece);
     page pg;
     page_begin(out, &pg, title);
 
     /* accuracy panel above, counts panel below */
-    int total = pg.bottom - pg.top, gap = JEM_FONT_H * TS + 8;   /* room for tick labels */
+    int total = pg.bottom - pg.top, gap = JEM_FONT_H * TS + 8; /* room for tick labels */
     int h_top = (int)(0.72 * (total - gap));
     panel pa, pc;
     make_axis(&pa.ay, 0, 1, y_ticks_for(h_top), 0);
@@ -638,8 +617,7 @@ jem_status jem_plot_reliability(const jem_calib_bin *bins, int n_bins, double ec
             jem_draw_rect(out, x0, ycb, x1, ycz + 1, c_cnt, 0.85);
         }
     }
-    jem_draw_line(out, map_x(&pa, 0), map_y(&pa, 0), map_x(&pa, 1), map_y(&pa, 1), 2,
-                  0x555555, 1, 6);
+    jem_draw_line(out, map_x(&pa, 0), map_y(&pa, 0), map_x(&pa, 1), map_y(&pa, 1), 2, 0x555555, 1, 6);
     legend_item it[3] = {
         {LEG_BOX, c_bar, 0.85, "accuracy"},
         {LEG_BOX, c_gap, 0.3, "gap to confidence"},
@@ -651,8 +629,7 @@ jem_status jem_plot_reliability(const jem_calib_bin *bins, int n_bins, double ec
     return JEM_OK;
 }
 
-jem_status jem_plot_histograms(const jem_sample_set *sets, int n_sets, const jem_plot_opts *o,
-                               jem_image *out)
+jem_status jem_plot_histograms(const jem_sample_set *sets, int n_sets, const jem_plot_opts *o, jem_image *out)
 {
     jem_plot_opts d = {0};
     if (!o) o = &d;
@@ -683,8 +660,8 @@ jem_status jem_plot_histograms(const jem_sample_set *sets, int n_sets, const jem
             hi += e;
         }
     }
-    double *frac = calloc((size_t)n_sets * nb, sizeof *frac);   /* (n_sets, nb) */
-    int *n_used = calloc((size_t)n_sets, sizeof *n_used);        /* (n_sets) */
+    double *frac = calloc((size_t)n_sets * nb, sizeof *frac); /* (n_sets, nb) */
+    int *n_used = calloc((size_t)n_sets, sizeof *n_used);     /* (n_sets) */
     if (!frac || !n_used) {
         free(frac);
         free(n_used);
@@ -720,10 +697,8 @@ jem_status jem_plot_histograms(const jem_sample_set *sets, int n_sets, const jem
     page_begin(out, &pg, pick(o->title, "Score histograms"));
     panel p;
     int ph = pg.bottom - pg.top;
-    if (range_set(o->ymin, o->ymax))
-        make_axis(&p.ay, o->ymin, o->ymax, y_ticks_for(ph), 0);
-    else
-        make_axis(&p.ay, 0, fmax_all > 0 ? fmax_all * 1.05 : 1, y_ticks_for(ph), 1);
+    if (range_set(o->ymin, o->ymax)) make_axis(&p.ay, o->ymin, o->ymax, y_ticks_for(ph), 0);
+    else make_axis(&p.ay, 0, fmax_all > 0 ? fmax_all * 1.05 : 1, y_ticks_for(ph), 1);
     panel_place(&p, &pg, pg.top, pg.bottom, p.ay.maxw);
     make_x_axis(&p.ax, lo, hi, p.px1 - p.px0, !range_set(o->xmin, o->xmax));
     panel_grid(out, &p);
@@ -750,8 +725,8 @@ jem_status jem_plot_histograms(const jem_sample_set *sets, int n_sets, const jem
                 double yv = map_y(&p, f[b]);
                 if (pass == 0) {
                     if (f[b] > 0)
-                        jem_draw_rect(out, (int)lrint(xa), (int)lrint(fmax(yv, p.py0)),
-                                      (int)lrint(xb), (int)lrint(fmin(yz, p.py1)), c, 0.28);
+                        jem_draw_rect(out, (int)lrint(xa), (int)lrint(fmax(yv, p.py0)), (int)lrint(xb),
+                                      (int)lrint(fmin(yz, p.py1)), c, 0.28);
                     continue;
                 }
                 if (b == 0) {
@@ -777,8 +752,7 @@ jem_status jem_plot_histograms(const jem_sample_set *sets, int n_sets, const jem
         it[s].kind = LEG_BOX;
         it[s].color = series_color(s);
         it[s].alpha = 0.28;
-        snprintf(it[s].text, sizeof it[s].text, "%s (n = %d)", pick(sets[s].name, "?"),
-                 n_used[s]);
+        snprintf(it[s].text, sizeof it[s].text, "%s (n = %d)", pick(sets[s].name, "?"), n_used[s]);
     }
     legend(out, &p, it, n_sets);
     panel_axes(out, &p, 1, pick(o->xlabel, "score"), pick(o->ylabel, "fraction"));
@@ -787,8 +761,8 @@ jem_status jem_plot_histograms(const jem_sample_set *sets, int n_sets, const jem
     return JEM_OK;
 }
 
-jem_status jem_plot_roc(const jem_roc *curves, const char *const *names, int n_curves,
-                        const jem_plot_opts *o, jem_image *out)
+jem_status jem_plot_roc(const jem_roc *curves, const char *const *names, int n_curves, const jem_plot_opts *o,
+                        jem_image *out)
 {
     jem_plot_opts d = {0};
     if (!o) o = &d;
@@ -810,8 +784,7 @@ jem_status jem_plot_roc(const jem_roc *curves, const char *const *names, int n_c
     if (range_set(o->xmin, o->xmax)) make_x_axis(&p.ax, o->xmin, o->xmax, p.px1 - p.px0, 0);
     else make_x_axis(&p.ax, -0.02, 1.02, p.px1 - p.px0, 0);
     panel_grid(out, &p);
-    jem_draw_line(out, map_x(&p, 0), map_y(&p, 0), map_x(&p, 1), map_y(&p, 1), 1.5, 0x888888,
-                  1, 6);
+    jem_draw_line(out, map_x(&p, 0), map_y(&p, 0), map_x(&p, 1), map_y(&p, 1), 1.5, 0x888888, 1, 6);
 
     legend_item it[33];
     for (int c = 0; c < n_curves; c++) {
@@ -833,8 +806,8 @@ jem_status jem_plot_roc(const jem_roc *curves, const char *const *names, int n_c
         it[c].kind = LEG_LINE;
         it[c].color = series_color(c);
         it[c].alpha = 1;
-        snprintf(it[c].text, sizeof it[c].text, "%s  AUC %.3f",
-                 names && names[c] ? names[c] : "curve", jem_roc_area(r));
+        snprintf(it[c].text, sizeof it[c].text, "%s  AUC %.3f", names && names[c] ? names[c] : "curve",
+                 jem_roc_area(r));
     }
     it[n_curves].kind = LEG_DASH;
     it[n_curves].color = 0x888888;
@@ -846,8 +819,7 @@ jem_status jem_plot_roc(const jem_roc *curves, const char *const *names, int n_c
     return JEM_OK;
 }
 
-jem_status jem_plot_lines(const jem_series *series, int n_series, const jem_plot_opts *o,
-                          jem_image *out)
+jem_status jem_plot_lines(const jem_series *series, int n_series, const jem_plot_opts *o, jem_image *out)
 {
     jem_plot_opts d = {0};
     if (!o) o = &d;
@@ -929,18 +901,17 @@ jem_status jem_plot_lines(const jem_series *series, int n_series, const jem_plot
 
 static uint8_t grid_u8(float v)
 {
-    if (!(v > -1.0f)) return 0;       /* also NaN */
+    if (!(v > -1.0f)) return 0; /* also NaN */
     if (v >= 1.0f) return 255;
     return (uint8_t)((v + 1.0f) * 127.5f + 0.5f);
 }
 
-jem_status jem_plot_grid(const float *x, int n, int c, int h, int w, int cols, int pad,
-                         const char *const *row_labels, int n_labels, jem_image *out)
+jem_status jem_plot_grid(const float *x, int n, int c, int h, int w, int cols, int pad, const char *const *row_labels,
+                         int n_labels, jem_image *out)
 {
     memset(out, 0, sizeof *out);
     if (n <= 0 || (c != 1 && c != 3) || h <= 0 || w <= 0 || pad < 0)
-        return jem_fail(JEM_ERR_ARG, "image grid: bad arguments (n %d, c %d, h %d, w %d, pad %d)", n, c, h,
-                        w, pad);
+        return jem_fail(JEM_ERR_ARG, "image grid: bad arguments (n %d, c %d, h %d, w %d, pad %d)", n, c, h, w, pad);
     if (cols <= 0) {
         cols = 1;
         while ((int64_t)cols * cols < n) cols++;

@@ -23,7 +23,9 @@ jem_status jem_scores(jem_net *net, const float *x, int n, double T, int want_gr
     float *g = want_grad ? malloc(sizeof(float) * (size_t)chunk * D) : NULL;
     float *lp = malloc(sizeof(float) * chunk);
     if (!lg || !lp || (want_grad && !g)) {
-        free(lg); free(g); free(lp);
+        free(lg);
+        free(g);
+        free(lp);
         return jem_fail(JEM_ERR_NOMEM, "scores: out of memory");
     }
     jem_status s = JEM_OK;
@@ -60,6 +62,8 @@ jem_status jem_scores(jem_net *net, const float *x, int n, double T, int want_gr
             }
         }
     }
-    free(lg); free(g); free(lp);
+    free(lg);
+    free(g);
+    free(lp);
     return s;
 }

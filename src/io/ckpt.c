@@ -41,8 +41,7 @@ jem_status jem_ckpt_from_st(const jem_st *st, const char *path, jem_net **out)
 {
     *out = NULL;
     const char *desc = jem_st_get_meta(st, "jem.arch");
-    if (!desc)
-        return jem_fail(JEM_ERR_FORMAT, "%s: not a jem checkpoint (no \"jem.arch\" in the metadata)", path);
+    if (!desc) return jem_fail(JEM_ERR_FORMAT, "%s: not a jem checkpoint (no \"jem.arch\" in the metadata)", path);
     jem_arch a;
     char where[1100];
     snprintf(where, sizeof where, "%s [jem.arch]", path);
@@ -69,13 +68,14 @@ jem_status jem_ckpt_from_st(const jem_st *st, const char *path, jem_net **out)
         if (!ok) {
             char want[64], got[96];
             int o = 0;
-            for (int k = 0; k < t->ndim; k++) o += snprintf(want + o, sizeof want - o, "%s%d", k ? "," : "", t->shape[k]);
+            for (int k = 0; k < t->ndim; k++)
+                o += snprintf(want + o, sizeof want - o, "%s%d", k ? "," : "", t->shape[k]);
             o = 0;
             got[0] = 0;
             for (int k = 0; k < nd && k < 8; k++)
                 o += snprintf(got + o, sizeof got - o, "%s%lld", k ? "," : "", (long long)shape[k]);
-            s = jem_fail(JEM_ERR_SHAPE, "%s: tensor \"%s\" is %s (%s), the model needs F32 (%s)", path,
-                         t->name, dt == JEM_DT_F32 ? "F32" : "not F32", got, want);
+            s = jem_fail(JEM_ERR_SHAPE, "%s: tensor \"%s\" is %s (%s), the model needs F32 (%s)", path, t->name,
+                         dt == JEM_DT_F32 ? "F32" : "not F32", got, want);
             jem_net_free(net);
             return s;
         }

@@ -56,8 +56,7 @@ jem_status jem_atomic_open(jem_atomic *a, const char *path)
     }
     if (fd < 0) {
         err = errno;
-        jem_status s = jem_fail(JEM_ERR_IO, "%s: cannot create temporary file %s: %s",
-                                path, a->tmp, strerror(err));
+        jem_status s = jem_fail(JEM_ERR_IO, "%s: cannot create temporary file %s: %s", path, a->tmp, strerror(err));
         atomic_clear(a);
         return s;
     }
@@ -92,14 +91,16 @@ static jem_status fsync_dir(const char *path)
     else {
         size_t n = (size_t)(slash - path);
         dir = malloc(n + 1);
-        if (dir) { memcpy(dir, path, n); dir[n] = 0; }
+        if (dir) {
+            memcpy(dir, path, n);
+            dir[n] = 0;
+        }
     }
     if (!dir) return jem_fail(JEM_ERR_NOMEM, "%s: out of memory", path);
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) {
         int e = errno;
-        jem_status s = jem_fail(JEM_ERR_IO, "%s: cannot open directory %s to fsync it: %s",
-                                path, dir, strerror(e));
+        jem_status s = jem_fail(JEM_ERR_IO, "%s: cannot open directory %s to fsync it: %s", path, dir, strerror(e));
         free(dir);
         return s;
     }
@@ -123,7 +124,10 @@ static void sweep_stale(const char *path)
     if (dlen + 2 > sizeof dir) return;
     if (!slash) strcpy(dir, ".");
     else if (dlen == 0) strcpy(dir, "/");
-    else { memcpy(dir, path, dlen); dir[dlen] = 0; }
+    else {
+        memcpy(dir, path, dlen);
+        dir[dlen] = 0;
+    }
     size_t blen = strlen(base), mlen = strlen(JEM_ATOMIC_TMP_MARK);
     DIR *d = opendir(dir);
     if (!d) return;
@@ -148,12 +152,18 @@ jem_status jem_atomic_commit(jem_atomic *a)
     if (!a || !a->fp) return jem_fail(JEM_ERR_ARG, "atomic write: commit without an open file");
     const char *step = NULL;
     int err = 0;
-    if (fflush(a->fp) != 0) { step = "write"; err = errno; }
-    else if (ferror(a->fp)) { step = "write"; err = EIO; }
-    else if (fsync(fileno(a->fp)) != 0) { step = "fsync"; err = errno; }
+    if (fflush(a->fp) != 0) {
+        step = "write";
+        err = errno;
+    } else if (ferror(a->fp)) {
+        step = "write";
+        err = EIO;
+    } else if (fsync(fileno(a->fp)) != 0) {
+        step = "fsync";
+        err = errno;
+    }
     if (step) {
-        jem_status s = jem_fail(JEM_ERR_IO, "%s: %s of temporary file failed: %s",
-                                a->path, step, strerror(err));
+        jem_status s = jem_fail(JEM_ERR_IO, "%s: %s of temporary file failed: %s", a->path, step, strerror(err));
         jem_atomic_abort(a);
         return s;
     }
@@ -161,16 +171,14 @@ jem_status jem_atomic_commit(jem_atomic *a)
     a->fp = NULL;
     if (fclose(fp) != 0) {
         err = errno;
-        jem_status s = jem_fail(JEM_ERR_IO, "%s: close of temporary file failed: %s",
-                                a->path, strerror(err));
+        jem_status s = jem_fail(JEM_ERR_IO, "%s: close of temporary file failed: %s", a->path, strerror(err));
         unlink(a->tmp);
         atomic_clear(a);
         return s;
     }
     if (rename(a->tmp, a->path) != 0) {
         err = errno;
-        jem_status s = jem_fail(JEM_ERR_IO, "%s: cannot rename %s over it: %s",
-                                a->path, a->tmp, strerror(err));
+        jem_status s = jem_fail(JEM_ERR_IO, "%s: cannot rename %s over it: %s", a->path, a->tmp, strerror(err));
         unlink(a->tmp);
         atomic_clear(a);
         return s;
@@ -218,10 +226,10 @@ jem_status jem_read_file(const char *path, size_t max_bytes, char **out, size_t 
         if (S_ISREG(st.st_mode)) {
             if ((uintmax_t)st.st_size > (uintmax_t)max_bytes) {
                 fclose(f);
-                return jem_fail(JEM_ERR_FORMAT, "%s: file too large (%jd bytes, limit %zu)",
-                                path, (intmax_t)st.st_size, max_bytes);
+                return jem_fail(JEM_ERR_FORMAT, "%s: file too large (%jd bytes, limit %zu)", path, (intmax_t)st.st_size,
+                                max_bytes);
             }
-            cap = (size_t)st.st_size + 1;   /* +1: EOF is seen without a regrow */
+            cap = (size_t)st.st_size + 1; /* +1: EOF is seen without a regrow */
         }
     }
     char *buf = malloc(cap + 1);
@@ -240,7 +248,10 @@ jem_status jem_read_file(const char *path, size_t max_bytes, char **out, size_t 
             size_t ncap = cap > (SIZE_MAX - 1) / 2 ? SIZE_MAX - 1 : cap * 2;
             if (ncap > max_bytes + 1) ncap = max_bytes + 1;
             char *nb = realloc(buf, ncap + 1);
-            if (!nb) { s = jem_fail(JEM_ERR_NOMEM, "%s: out of memory for %zu bytes", path, ncap); break; }
+            if (!nb) {
+                s = jem_fail(JEM_ERR_NOMEM, "%s: out of memory for %zu bytes", path, ncap);
+                break;
+            }
             buf = nb;
             cap = ncap;
         }
@@ -282,8 +293,8 @@ jem_status jem_base64_encode(const void *data, size_t n, char **out, size_t *len
     for (size_t i = 0; i < n; i += 3) {
         /* three bytes (zero past the end) as four 6-bit digits */
         const size_t left = n - i;
-        const uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)(left > 1 ? p[i + 1] : 0) << 8 |
-                           (uint32_t)(left > 2 ? p[i + 2] : 0);
+        const uint32_t v =
+            (uint32_t)p[i] << 16 | (uint32_t)(left > 1 ? p[i + 1] : 0) << 8 | (uint32_t)(left > 2 ? p[i + 2] : 0);
         s[k++] = abc[v >> 18 & 63];
         s[k++] = abc[v >> 12 & 63];
         s[k++] = left > 1 ? abc[v >> 6 & 63] : '=';

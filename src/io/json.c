@@ -22,20 +22,20 @@ static size_t utf8_seq(const unsigned char *s, size_t n)
 {
     unsigned c = s[0];
     if (c < 0x80) return 1;
-    if (c < 0xC2) return 0;                       /* continuation or overlong */
+    if (c < 0xC2) return 0; /* continuation or overlong */
     if (c < 0xE0) return (n >= 2 && (s[1] & 0xC0) == 0x80) ? 2 : 0;
     if (c < 0xF0) {
         if (n < 3 || (s[2] & 0xC0) != 0x80) return 0;
         unsigned lo = 0x80, hi = 0xBF;
-        if (c == 0xE0) lo = 0xA0;                 /* overlong */
-        if (c == 0xED) hi = 0x9F;                 /* surrogates */
+        if (c == 0xE0) lo = 0xA0; /* overlong */
+        if (c == 0xED) hi = 0x9F; /* surrogates */
         return (s[1] >= lo && s[1] <= hi) ? 3 : 0;
     }
     if (c < 0xF5) {
         if (n < 4 || (s[2] & 0xC0) != 0x80 || (s[3] & 0xC0) != 0x80) return 0;
         unsigned lo = 0x80, hi = 0xBF;
-        if (c == 0xF0) lo = 0x90;                 /* overlong */
-        if (c == 0xF4) hi = 0x8F;                 /* above U+10FFFF */
+        if (c == 0xF0) lo = 0x90; /* overlong */
+        if (c == 0xF4) hi = 0x8F; /* above U+10FFFF */
         return (s[1] >= lo && s[1] <= hi) ? 4 : 0;
     }
     return 0;
@@ -46,7 +46,10 @@ int jem_utf8_valid(const char *s, size_t n)
     const unsigned char *u = (const unsigned char *)s;
     size_t i = 0;
     while (i < n) {
-        if (u[i] < 0x80) { i++; continue; }
+        if (u[i] < 0x80) {
+            i++;
+            continue;
+        }
         size_t k = utf8_seq(u + i, n - i);
         if (!k) return 0;
         i += k;
@@ -60,8 +63,10 @@ static size_t utf8_put(char *out, uint32_t cp)
 {
     unsigned char b[4];
     size_t k;
-    if (cp < 0x80) { b[0] = (unsigned char)cp; k = 1; }
-    else if (cp < 0x800) {
+    if (cp < 0x80) {
+        b[0] = (unsigned char)cp;
+        k = 1;
+    } else if (cp < 0x800) {
         b[0] = (unsigned char)(0xC0 | (cp >> 6));
         b[1] = (unsigned char)(0x80 | (cp & 0x3F));
         k = 2;
@@ -91,10 +96,7 @@ static const char *locale_point(void)
 
 /* ------------------------------------------------------------------ writer */
 
-void jem_jw_init(jem_jw *w)
-{
-    memset(w, 0, sizeof *w);
-}
+void jem_jw_init(jem_jw *w) { memset(w, 0, sizeof *w); }
 
 void jem_jw_free(jem_jw *w)
 {
@@ -122,7 +124,10 @@ char *jem_jw_take(jem_jw *w, size_t *n)
     char *b = w->buf;
     if (!b) {
         b = malloc(1);
-        if (!b) { w->err = JEM_ERR_NOMEM; return NULL; }
+        if (!b) {
+            w->err = JEM_ERR_NOMEM;
+            return NULL;
+        }
         b[0] = 0;
     }
     if (n) *n = w->len;
@@ -133,13 +138,19 @@ char *jem_jw_take(jem_jw *w, size_t *n)
 static int jw_reserve(jem_jw *w, size_t extra)
 {
     if (w->err) return 0;
-    if (extra > SIZE_MAX - 1 - w->len) { w->err = JEM_ERR_NOMEM; return 0; }
+    if (extra > SIZE_MAX - 1 - w->len) {
+        w->err = JEM_ERR_NOMEM;
+        return 0;
+    }
     size_t need = w->len + extra + 1;
     if (need <= w->cap) return 1;
     size_t cap = w->cap ? w->cap : 256;
     while (cap < need) cap = cap > SIZE_MAX / 2 ? need : cap * 2;
     char *b = realloc(w->buf, cap);
-    if (!b) { w->err = JEM_ERR_NOMEM; return 0; }
+    if (!b) {
+        w->err = JEM_ERR_NOMEM;
+        return 0;
+    }
     w->buf = b;
     w->cap = cap;
     return 1;
@@ -162,7 +173,10 @@ static int jw_value_begin(jem_jw *w)
     if (w->depth > 0) {
         int d = w->depth - 1;
         if (w->kind[d] == 'o') {
-            if (!w->want_value) { w->err = JEM_ERR_ARG; return 0; }
+            if (!w->want_value) {
+                w->err = JEM_ERR_ARG;
+                return 0;
+            }
             w->want_value = 0;
         } else {
             if (w->count[d]) jw_putc(w, ',');
@@ -184,16 +198,23 @@ static void jw_escaped(jem_jw *w, const char *s, size_t n)
         while (j < n) {
             unsigned c = u[j];
             if (c == '"' || c == '\\' || c < 0x20) break;
-            if (c < 0x80) { j++; continue; }
+            if (c < 0x80) {
+                j++;
+                continue;
+            }
             size_t k = utf8_seq(u + j, n - j);
             if (!k) break;
             j += k;
         }
-        if (j > i) { jw_put(w, s + i, j - i); i = j; continue; }
+        if (j > i) {
+            jw_put(w, s + i, j - i);
+            i = j;
+            continue;
+        }
         unsigned c = u[i];
         char e[8];
         switch (c) {
-        case '"':  jw_put(w, "\\\"", 2); break;
+        case '"': jw_put(w, "\\\"", 2); break;
         case '\\': jw_put(w, "\\\\", 2); break;
         case '\n': jw_put(w, "\\n", 2); break;
         case '\r': jw_put(w, "\\r", 2); break;
@@ -205,7 +226,7 @@ static void jw_escaped(jem_jw *w, const char *s, size_t n)
                 e[5] = hex[c & 15];
                 jw_put(w, e, 6);
             } else {
-                jw_put(w, "\\ufffd", 6);  /* byte that is not valid UTF-8 */
+                jw_put(w, "\\ufffd", 6); /* byte that is not valid UTF-8 */
             }
         }
         i++;
@@ -216,7 +237,10 @@ static void jw_escaped(jem_jw *w, const char *s, size_t n)
 static void jw_open(jem_jw *w, char kind)
 {
     if (!jw_value_begin(w)) return;
-    if (w->depth >= JEM_JW_MAX_DEPTH) { w->err = JEM_ERR_ARG; return; }
+    if (w->depth >= JEM_JW_MAX_DEPTH) {
+        w->err = JEM_ERR_ARG;
+        return;
+    }
     w->kind[w->depth] = (unsigned char)kind;
     w->count[w->depth] = 0;
     w->depth++;
@@ -243,7 +267,10 @@ void jem_jw_keyn(jem_jw *w, const char *key, size_t n)
 {
     if (w->err) return;
     int d = w->depth - 1;
-    if (d < 0 || w->kind[d] != 'o' || w->want_value || !key) { w->err = JEM_ERR_ARG; return; }
+    if (d < 0 || w->kind[d] != 'o' || w->want_value || !key) {
+        w->err = JEM_ERR_ARG;
+        return;
+    }
     if (w->count[d]) jw_putc(w, ',');
     w->count[d] = 1;
     jw_escaped(w, key, n);
@@ -253,21 +280,24 @@ void jem_jw_keyn(jem_jw *w, const char *key, size_t n)
 
 void jem_jw_key(jem_jw *w, const char *key)
 {
-    if (!key) { if (!w->err) w->err = JEM_ERR_ARG; return; }
+    if (!key) {
+        if (!w->err) w->err = JEM_ERR_ARG;
+        return;
+    }
     jem_jw_keyn(w, key, strlen(key));
 }
 
 void jem_jw_strn(jem_jw *w, const char *s, size_t n)
 {
     if (!jw_value_begin(w)) return;
-    if (!s) { jw_put(w, "null", 4); return; }
+    if (!s) {
+        jw_put(w, "null", 4);
+        return;
+    }
     jw_escaped(w, s, n);
 }
 
-void jem_jw_str(jem_jw *w, const char *s)
-{
-    jem_jw_strn(w, s, s ? strlen(s) : 0);
-}
+void jem_jw_str(jem_jw *w, const char *s) { jem_jw_strn(w, s, s ? strlen(s) : 0); }
 
 void jem_jw_int(jem_jw *w, int64_t v)
 {
@@ -302,7 +332,10 @@ void jem_jw_double(jem_jw *w, double v)
 {
     char b[64];
     if (!jw_value_begin(w)) return;
-    if (!isfinite(v)) { jw_put(w, "null", 4); return; }
+    if (!isfinite(v)) {
+        jw_put(w, "null", 4);
+        return;
+    }
     int k = 0;
     for (int prec = 15; prec <= 17; prec++) {
         k = snprintf(b, sizeof b, "%.*g", prec, v);
@@ -315,7 +348,10 @@ void jem_jw_float(jem_jw *w, float v)
 {
     char b[64];
     if (!jw_value_begin(w)) return;
-    if (!isfinite(v)) { jw_put(w, "null", 4); return; }
+    if (!isfinite(v)) {
+        jw_put(w, "null", 4);
+        return;
+    }
     int k = 0;
     for (int prec = 6; prec <= 9; prec++) {
         k = snprintf(b, sizeof b, "%.*g", prec, (double)v);
@@ -337,32 +373,54 @@ void jem_jw_null(jem_jw *w)
     jw_put(w, "null", 4);
 }
 
-void jem_jw_rawn(jem_jw *w, const char *text, size_t n) { if (text) jw_put(w, text, n); }
-void jem_jw_raw(jem_jw *w, const char *text) { if (text) jw_put(w, text, strlen(text)); }
+void jem_jw_rawn(jem_jw *w, const char *text, size_t n)
+{
+    if (text) jw_put(w, text, n);
+}
+void jem_jw_raw(jem_jw *w, const char *text)
+{
+    if (text) jw_put(w, text, strlen(text));
+}
 
 void jem_jw_json(jem_jw *w, const char *json, size_t n)
 {
     if (jw_value_begin(w)) jw_put(w, json, n);
 }
 
-void jem_jw_kstr(jem_jw *w, const char *key, const char *s) { jem_jw_key(w, key); jem_jw_str(w, s); }
-void jem_jw_kint(jem_jw *w, const char *key, int64_t v) { jem_jw_key(w, key); jem_jw_int(w, v); }
-void jem_jw_kdouble(jem_jw *w, const char *key, double v) { jem_jw_key(w, key); jem_jw_double(w, v); }
-void jem_jw_kbool(jem_jw *w, const char *key, int v) { jem_jw_key(w, key); jem_jw_bool(w, v); }
+void jem_jw_kstr(jem_jw *w, const char *key, const char *s)
+{
+    jem_jw_key(w, key);
+    jem_jw_str(w, s);
+}
+void jem_jw_kint(jem_jw *w, const char *key, int64_t v)
+{
+    jem_jw_key(w, key);
+    jem_jw_int(w, v);
+}
+void jem_jw_kdouble(jem_jw *w, const char *key, double v)
+{
+    jem_jw_key(w, key);
+    jem_jw_double(w, v);
+}
+void jem_jw_kbool(jem_jw *w, const char *key, int v)
+{
+    jem_jw_key(w, key);
+    jem_jw_bool(w, v);
+}
 
 /* ------------------------------------------------------------------ parser */
 
 typedef struct {
     const unsigned char *s;
-    size_t    n, pos;
+    size_t n, pos;
     const char *fname;
-    int       build;          /* 0: count pass, 1: fill pass */
-    size_t    nodes;          /* values seen */
-    size_t    bytes;          /* string bytes seen, NULs included */
-    size_t    bytes_total;    /* fill pass: size of the string area */
-    jem_json *pool;           /* fill pass: node array */
-    char     *sbuf;           /* fill pass: string area */
-    jem_json  scratch;        /* count pass: stand-in node */
+    int build;          /* 0: count pass, 1: fill pass */
+    size_t nodes;       /* values seen */
+    size_t bytes;       /* string bytes seen, NULs included */
+    size_t bytes_total; /* fill pass: size of the string area */
+    jem_json *pool;     /* fill pass: node array */
+    char *sbuf;         /* fill pass: string area */
+    jem_json scratch;   /* count pass: stand-in node */
     jem_status err;
 } jparser;
 
@@ -372,10 +430,13 @@ static jem_status jp_fail(jparser *p, const char *what)
     /* line and column of the offending byte, for the message */
     size_t line = 1, col = 1, end = p->pos < p->n ? p->pos : p->n;
     for (size_t i = 0; i < end; i++) {
-        if (p->s[i] == '\n') { line++; col = 1; } else col++;
+        if (p->s[i] == '\n') {
+            line++;
+            col = 1;
+        } else col++;
     }
-    p->err = jem_fail(JEM_ERR_FORMAT, "%s: JSON line %zu column %zu: %s",
-                      p->fname ? p->fname : "(json)", line, col, what);
+    p->err =
+        jem_fail(JEM_ERR_FORMAT, "%s: JSON line %zu column %zu: %s", p->fname ? p->fname : "(json)", line, col, what);
     return p->err;
 }
 
@@ -406,7 +467,10 @@ static char *jp_bytes(jparser *p, size_t len)
 {
     char *r = NULL;
     if (p->build) {
-        if (len >= p->bytes_total - p->bytes) { jp_fail(p, "input changed while parsing"); return NULL; }
+        if (len >= p->bytes_total - p->bytes) {
+            jp_fail(p, "input changed while parsing");
+            return NULL;
+        }
         r = p->sbuf + p->bytes;
     }
     p->bytes += len + 1;
@@ -442,16 +506,28 @@ static int jp_hex4(jparser *p, uint32_t *out)
 static int jp_string_decode(jparser *p, char *out, size_t room, size_t *len)
 {
     size_t k = 0;
-    p->pos++;                                   /* opening quote */
+    p->pos++; /* opening quote */
     for (;;) {
-        if (p->pos >= p->n) { jp_fail(p, "unterminated string"); return 0; }
+        if (p->pos >= p->n) {
+            jp_fail(p, "unterminated string");
+            return 0;
+        }
         unsigned char c = p->s[p->pos];
-        if (c == '"') { p->pos++; break; }
-        if (c < 0x20) { jp_fail(p, "control character in string"); return 0; }
+        if (c == '"') {
+            p->pos++;
+            break;
+        }
+        if (c < 0x20) {
+            jp_fail(p, "control character in string");
+            return 0;
+        }
         char enc[4];
         size_t m;
         if (c == '\\') {
-            if (p->n - p->pos < 2) { jp_fail(p, "unterminated escape"); return 0; }
+            if (p->n - p->pos < 2) {
+                jp_fail(p, "unterminated escape");
+                return 0;
+            }
             unsigned char e = p->s[p->pos + 1];
             p->pos += 2;
             m = 1;
@@ -466,15 +542,24 @@ static int jp_string_decode(jparser *p, char *out, size_t room, size_t *len)
             case 't': enc[0] = '\t'; break;
             case 'u': {
                 uint32_t cp, lo;
-                if (!jp_hex4(p, &cp)) { jp_fail(p, "bad \\u escape"); return 0; }
-                if (cp >= 0xDC00 && cp <= 0xDFFF) { jp_fail(p, "lone low surrogate in \\u escape"); return 0; }
+                if (!jp_hex4(p, &cp)) {
+                    jp_fail(p, "bad \\u escape");
+                    return 0;
+                }
+                if (cp >= 0xDC00 && cp <= 0xDFFF) {
+                    jp_fail(p, "lone low surrogate in \\u escape");
+                    return 0;
+                }
                 if (cp >= 0xD800 && cp <= 0xDBFF) {
                     if (p->n - p->pos < 2 || p->s[p->pos] != '\\' || p->s[p->pos + 1] != 'u') {
                         jp_fail(p, "high surrogate not followed by a low surrogate");
                         return 0;
                     }
                     p->pos += 2;
-                    if (!jp_hex4(p, &lo)) { jp_fail(p, "bad \\u escape"); return 0; }
+                    if (!jp_hex4(p, &lo)) {
+                        jp_fail(p, "bad \\u escape");
+                        return 0;
+                    }
                     if (lo < 0xDC00 || lo > 0xDFFF) {
                         jp_fail(p, "high surrogate not followed by a low surrogate");
                         return 0;
@@ -490,7 +575,10 @@ static int jp_string_decode(jparser *p, char *out, size_t room, size_t *len)
                 return 0;
             }
             if (out) {
-                if (k + m >= room) { jp_fail(p, "input changed while parsing"); return 0; }
+                if (k + m >= room) {
+                    jp_fail(p, "input changed while parsing");
+                    return 0;
+                }
                 memcpy(out + k, enc, m);
             }
             k += m;
@@ -499,10 +587,16 @@ static int jp_string_decode(jparser *p, char *out, size_t room, size_t *len)
         m = 1;
         if (c >= 0x80) {
             m = utf8_seq(p->s + p->pos, p->n - p->pos);
-            if (!m) { jp_fail(p, "invalid UTF-8 in string"); return 0; }
+            if (!m) {
+                jp_fail(p, "invalid UTF-8 in string");
+                return 0;
+            }
         }
         if (out) {
-            if (k + m >= room) { jp_fail(p, "input changed while parsing"); return 0; }
+            if (k + m >= room) {
+                jp_fail(p, "input changed while parsing");
+                return 0;
+            }
             memcpy(out + k, p->s + p->pos, m);
         }
         k += m;
@@ -531,26 +625,39 @@ static int jp_number(jparser *p, jem_json *v)
     size_t start = p->pos, i = p->pos;
     int integral = 1;
     if (i < p->n && p->s[i] == '-') i++;
-    if (i >= p->n || !is_digit(p->s[i])) { p->pos = i; jp_fail(p, "bad number"); return 0; }
+    if (i >= p->n || !is_digit(p->s[i])) {
+        p->pos = i;
+        jp_fail(p, "bad number");
+        return 0;
+    }
     if (p->s[i] == '0') i++;
-    else while (i < p->n && is_digit(p->s[i])) i++;
+    else
+        while (i < p->n && is_digit(p->s[i])) i++;
     if (i < p->n && p->s[i] == '.') {
         integral = 0;
         i++;
-        if (i >= p->n || !is_digit(p->s[i])) { p->pos = i; jp_fail(p, "bad number: digits expected after '.'"); return 0; }
+        if (i >= p->n || !is_digit(p->s[i])) {
+            p->pos = i;
+            jp_fail(p, "bad number: digits expected after '.'");
+            return 0;
+        }
         while (i < p->n && is_digit(p->s[i])) i++;
     }
     if (i < p->n && (p->s[i] == 'e' || p->s[i] == 'E')) {
         integral = 0;
         i++;
         if (i < p->n && (p->s[i] == '+' || p->s[i] == '-')) i++;
-        if (i >= p->n || !is_digit(p->s[i])) { p->pos = i; jp_fail(p, "bad number: digits expected in exponent"); return 0; }
+        if (i >= p->n || !is_digit(p->s[i])) {
+            p->pos = i;
+            jp_fail(p, "bad number: digits expected in exponent");
+            return 0;
+        }
         while (i < p->n && is_digit(p->s[i])) i++;
     }
     size_t len = i - start;
     p->pos = i;
     char *lit = jp_bytes(p, len);
-    if (!p->build) return 1;                    /* count pass */
+    if (!p->build) return 1; /* count pass */
     if (!lit) return 0;
     memcpy(lit, p->s + start, len);
     lit[len] = 0;
@@ -566,7 +673,10 @@ static int jp_number(jparser *p, jem_json *v)
         int ok = 1;
         for (; *d; d++) {
             uint64_t dig = (uint64_t)(*d - '0');
-            if (acc > (lim - dig) / 10) { ok = 0; break; }
+            if (acc > (lim - dig) / 10) {
+                ok = 0;
+                break;
+            }
             acc = acc * 10 + dig;
         }
         if (ok) {
@@ -581,13 +691,16 @@ static int jp_number(jparser *p, jem_json *v)
     } else {
         size_t dl = strlen(dp);
         char small[128], *tmp = len + dl + 1 <= sizeof small ? small : malloc(len + dl + 1);
-        if (!tmp) { p->err = jem_fail(JEM_ERR_NOMEM, "%s: out of memory parsing JSON", p->fname ? p->fname : "(json)"); return 0; }
+        if (!tmp) {
+            p->err = jem_fail(JEM_ERR_NOMEM, "%s: out of memory parsing JSON", p->fname ? p->fname : "(json)");
+            return 0;
+        }
         char *dot = strchr(lit, '.');
         if (dot) {
             size_t a = (size_t)(dot - lit);
             memcpy(tmp, lit, a);
             memcpy(tmp + a, dp, dl);
-            memcpy(tmp + a + dl, dot + 1, len - a);   /* includes the NUL */
+            memcpy(tmp + a + dl, dot + 1, len - a); /* includes the NUL */
         } else {
             memcpy(tmp, lit, len + 1);
         }
@@ -632,10 +745,16 @@ static jem_json *jp_container(jparser *p, int depth, int is_obj)
         const char *key = NULL;
         size_t key_len = 0;
         if (is_obj) {
-            if (p->pos >= p->n || p->s[p->pos] != '"') { jp_fail(p, "expected a string (member name)"); return NULL; }
+            if (p->pos >= p->n || p->s[p->pos] != '"') {
+                jp_fail(p, "expected a string (member name)");
+                return NULL;
+            }
             if (!jp_string(p, &key, &key_len)) return NULL;
             jp_ws(p);
-            if (p->pos >= p->n || p->s[p->pos] != ':') { jp_fail(p, "expected ':'"); return NULL; }
+            if (p->pos >= p->n || p->s[p->pos] != ':') {
+                jp_fail(p, "expected ':'");
+                return NULL;
+            }
             p->pos++;
             jp_ws(p);
         }
@@ -644,15 +763,26 @@ static jem_json *jp_container(jparser *p, int depth, int is_obj)
         if (p->build) {
             c->key = key;
             c->key_len = key_len;
-            if (last) last->next = c; else v->child = c;
+            if (last) last->next = c;
+            else v->child = c;
             last = c;
         }
         count++;
         jp_ws(p);
-        if (p->pos >= p->n) { jp_fail(p, is_obj ? "unterminated object" : "unterminated array"); return NULL; }
+        if (p->pos >= p->n) {
+            jp_fail(p, is_obj ? "unterminated object" : "unterminated array");
+            return NULL;
+        }
         unsigned char ch = p->s[p->pos];
-        if (ch == ',') { p->pos++; jp_ws(p); continue; }
-        if (ch == (unsigned char)close) { p->pos++; break; }
+        if (ch == ',') {
+            p->pos++;
+            jp_ws(p);
+            continue;
+        }
+        if (ch == (unsigned char)close) {
+            p->pos++;
+            break;
+        }
         jp_fail(p, is_obj ? "expected ',' or '}'" : "expected ',' or ']'");
         return NULL;
     }
@@ -662,7 +792,10 @@ static jem_json *jp_container(jparser *p, int depth, int is_obj)
 
 static jem_json *jp_value(jparser *p, int depth)
 {
-    if (p->pos >= p->n) { jp_fail(p, "unexpected end of input"); return NULL; }
+    if (p->pos >= p->n) {
+        jp_fail(p, "unexpected end of input");
+        return NULL;
+    }
     unsigned char c = p->s[p->pos];
     jem_json *v;
     switch (c) {
@@ -697,15 +830,20 @@ static int jp_document(jparser *p)
     p->nodes = 0;
     p->bytes = 0;
     jp_ws(p);
-    if (p->pos >= p->n) { jp_fail(p, "empty input"); return 0; }
+    if (p->pos >= p->n) {
+        jp_fail(p, "empty input");
+        return 0;
+    }
     if (!jp_value(p, 0)) return 0;
     jp_ws(p);
-    if (p->pos != p->n) { jp_fail(p, "unexpected data after the JSON value"); return 0; }
+    if (p->pos != p->n) {
+        jp_fail(p, "unexpected data after the JSON value");
+        return 0;
+    }
     return 1;
 }
 
-jem_status jem_json_parse(const char *text, size_t n, const char *fname,
-                          jem_json **out)
+jem_status jem_json_parse(const char *text, size_t n, const char *fname, jem_json **out)
 {
     *out = NULL;
     jparser p;
@@ -721,8 +859,8 @@ jem_status jem_json_parse(const char *text, size_t n, const char *fname,
         return jem_fail(JEM_ERR_NOMEM, "%s: JSON document too large", fname ? fname : "(json)");
     void *block = malloc(nodes * sizeof(jem_json) + bytes);
     if (!block)
-        return jem_fail(JEM_ERR_NOMEM, "%s: out of memory for a JSON document of %zu values",
-                        fname ? fname : "(json)", nodes);
+        return jem_fail(JEM_ERR_NOMEM, "%s: out of memory for a JSON document of %zu values", fname ? fname : "(json)",
+                        nodes);
     p.build = 1;
     p.bytes_total = bytes;
     p.pool = block;
@@ -731,7 +869,7 @@ jem_status jem_json_parse(const char *text, size_t n, const char *fname,
         free(block);
         return p.err ? p.err : jem_fail(JEM_ERR_FORMAT, "%s: JSON parse inconsistency", fname ? fname : "(json)");
     }
-    *out = p.pool;      /* the root is the first node of the block */
+    *out = p.pool; /* the root is the first node of the block */
     return JEM_OK;
 }
 
@@ -775,10 +913,7 @@ int jem_json_bool(const jem_json *v, int *out)
     return 1;
 }
 
-const char *jem_json_string(const jem_json *v)
-{
-    return (v && v->type == JEM_JSON_STRING) ? v->str : NULL;
-}
+const char *jem_json_string(const jem_json *v) { return (v && v->type == JEM_JSON_STRING) ? v->str : NULL; }
 
 const char *jem_json_type_name(jem_json_type t)
 {

@@ -33,16 +33,16 @@
 #endif
 
 #define ST_MAX_DIMS   8
-#define ST_MAX_HEADER ((uint64_t)100 << 20)   /* same cap as the reference implementation */
+#define ST_MAX_HEADER ((uint64_t)100 << 20) /* same cap as the reference implementation */
 
 typedef struct {
-    const char *name;      /* writer: owned copy; reader: inside doc */
-    jem_dtype   dt;
-    int         ndim;
-    int64_t     shape[ST_MAX_DIMS];
-    uint64_t    begin, end; /* byte offsets into the data buffer */
+    const char *name; /* writer: owned copy; reader: inside doc */
+    jem_dtype dt;
+    int ndim;
+    int64_t shape[ST_MAX_DIMS];
+    uint64_t begin, end; /* byte offsets into the data buffer */
     const void *data;
-    void       *own;       /* reader: aligned copy of a misaligned tensor */
+    void *own; /* reader: aligned copy of a misaligned tensor */
 } st_tensor;
 
 typedef struct {
@@ -50,42 +50,36 @@ typedef struct {
 } st_meta;
 
 struct jem_st {
-    int        reading;
-    st_tensor *t;          /* reader: in data order (by offset) */
-    int        nt, tcap;
-    st_tensor **by_name;   /* reader: sorted by name, for lookups */
-    st_meta   *m;
-    int        nm, mcap;
-    unsigned char *data;   /* reader: the data buffer */
-    jem_json  *doc;        /* reader: the parsed header */
+    int reading;
+    st_tensor *t; /* reader: in data order (by offset) */
+    int nt, tcap;
+    st_tensor **by_name; /* reader: sorted by name, for lookups */
+    st_meta *m;
+    int nm, mcap;
+    unsigned char *data; /* reader: the data buffer */
+    jem_json *doc;       /* reader: the parsed header */
 };
 
 /* ------------------------------------------------------------------ dtypes */
 
-static const struct { const char *name; size_t size; } dtypes[] = {
-    [JEM_DT_F32] = { "F32", 4 },
-    [JEM_DT_F64] = { "F64", 8 },
-    [JEM_DT_I32] = { "I32", 4 },
-    [JEM_DT_I64] = { "I64", 8 },
-    [JEM_DT_U8]  = { "U8", 1 },
+static const struct {
+    const char *name;
+    size_t size;
+} dtypes[] = {
+    [JEM_DT_F32] = {"F32", 4}, [JEM_DT_F64] = {"F64", 8}, [JEM_DT_I32] = {"I32", 4},
+    [JEM_DT_I64] = {"I64", 8}, [JEM_DT_U8] = {"U8", 1},
 };
 #define N_DTYPES ((int)(sizeof dtypes / sizeof dtypes[0]))
 
 /* safetensors dtypes that are valid in the format but not handled by jem */
 static const char *const other_dtypes[] = {
-    "BOOL", "I8", "I16", "U16", "U32", "U64", "F16", "BF16", "C64",
-    "F8_E4M3", "F8_E5M2", "F8_E8M0", "F6_E2M3", "F6_E3M2", "F4",
+    "BOOL", "I8",      "I16",     "U16",     "U32",     "U64",     "F16", "BF16",
+    "C64",  "F8_E4M3", "F8_E5M2", "F8_E8M0", "F6_E2M3", "F6_E3M2", "F4",
 };
 
-size_t jem_dtype_size(jem_dtype dt)
-{
-    return ((int)dt >= 0 && (int)dt < N_DTYPES) ? dtypes[dt].size : 0;
-}
+size_t jem_dtype_size(jem_dtype dt) { return ((int)dt >= 0 && (int)dt < N_DTYPES) ? dtypes[dt].size : 0; }
 
-const char *jem_dtype_name(jem_dtype dt)
-{
-    return ((int)dt >= 0 && (int)dt < N_DTYPES) ? dtypes[dt].name : "?";
-}
+const char *jem_dtype_name(jem_dtype dt) { return ((int)dt >= 0 && (int)dt < N_DTYPES) ? dtypes[dt].name : "?"; }
 
 /* --------------------------------------------------------------- helpers */
 
@@ -99,7 +93,10 @@ static const char *shown(const char *s, char *buf, size_t cap)
         unsigned char c = (unsigned char)s[i];
         buf[k++] = (c >= 0x20 && c < 0x7F) ? (char)c : '?';
     }
-    if (s[i]) { memcpy(buf + k, "...", 3); k += 3; }
+    if (s[i]) {
+        memcpy(buf + k, "...", 3);
+        k += 3;
+    }
     buf[k] = 0;
     return buf;
 }
@@ -119,10 +116,16 @@ static uint64_t tensor_bytes(int ndim, const int64_t *shape, size_t size, int *o
     *ok = 1;
     for (int i = 0; i < ndim; i++) {
         uint64_t d = (uint64_t)shape[i];
-        if (shape[i] < 0 || (d && n > UINT64_MAX / d)) { *ok = 0; return 0; }
+        if (shape[i] < 0 || (d && n > UINT64_MAX / d)) {
+            *ok = 0;
+            return 0;
+        }
         n *= d;
     }
-    if (n > UINT64_MAX / size) { *ok = 0; return 0; }
+    if (n > UINT64_MAX / size) {
+        *ok = 0;
+        return 0;
+    }
     return n * size;
 }
 
@@ -142,8 +145,7 @@ static const st_tensor *find_linear(const jem_st *st, const char *name)
     return NULL;
 }
 
-jem_status jem_st_add(jem_st *st, const char *name, jem_dtype dt, int ndim,
-                      const int64_t *shape, const void *data)
+jem_status jem_st_add(jem_st *st, const char *name, jem_dtype dt, int ndim, const int64_t *shape, const void *data)
 {
     char sb[80];
     if (!st || st->reading) return jem_fail(JEM_ERR_ARG, "safetensors: add to a file opened for reading");
@@ -151,24 +153,21 @@ jem_status jem_st_add(jem_st *st, const char *name, jem_dtype dt, int ndim,
     const char *nm = shown(name, sb, sizeof sb);
     if (!jem_utf8_valid(name, strlen(name)))
         return jem_fail(JEM_ERR_ARG, "safetensors: tensor name \"%s\" is not valid UTF-8", nm);
-    if (strcmp(name, "__metadata__") == 0)
-        return jem_fail(JEM_ERR_ARG, "safetensors: \"__metadata__\" is reserved");
+    if (strcmp(name, "__metadata__") == 0) return jem_fail(JEM_ERR_ARG, "safetensors: \"__metadata__\" is reserved");
     if ((int)dt < 0 || (int)dt >= N_DTYPES)
         return jem_fail(JEM_ERR_ARG, "safetensors: tensor \"%s\": unknown dtype %d", nm, (int)dt);
     if (ndim < 0 || ndim > ST_MAX_DIMS || (ndim > 0 && !shape))
         return jem_fail(JEM_ERR_ARG, "safetensors: tensor \"%s\": bad rank %d (0 to %d)", nm, ndim, ST_MAX_DIMS);
     for (int i = 0; i < ndim; i++)
         if (shape[i] < 0)
-            return jem_fail(JEM_ERR_ARG, "safetensors: tensor \"%s\": negative dimension %lld",
-                            nm, (long long)shape[i]);
+            return jem_fail(JEM_ERR_ARG, "safetensors: tensor \"%s\": negative dimension %lld", nm,
+                            (long long)shape[i]);
     int ok;
     uint64_t nbytes = tensor_bytes(ndim, shape, dtypes[dt].size, &ok);
     if (!ok || nbytes > (uint64_t)INT64_MAX)
         return jem_fail(JEM_ERR_ARG, "safetensors: tensor \"%s\": size overflows", nm);
-    if (nbytes && !data)
-        return jem_fail(JEM_ERR_ARG, "safetensors: tensor \"%s\": no data", nm);
-    if (find_linear(st, name))
-        return jem_fail(JEM_ERR_ARG, "safetensors: duplicate tensor name \"%s\"", nm);
+    if (nbytes && !data) return jem_fail(JEM_ERR_ARG, "safetensors: tensor \"%s\": no data", nm);
+    if (find_linear(st, name)) return jem_fail(JEM_ERR_ARG, "safetensors: duplicate tensor name \"%s\"", nm);
 
     if (st->nt == st->tcap) {
         int cap = st->tcap ? st->tcap * 2 : 16;
@@ -184,7 +183,7 @@ jem_status jem_st_add(jem_st *st, const char *name, jem_dtype dt, int ndim,
     t->dt = dt;
     t->ndim = ndim;
     for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
-    t->end = nbytes;                 /* begin/end are assigned at commit */
+    t->end = nbytes; /* begin/end are assigned at commit */
     t->data = data ? data : "";
     st->nt++;
     return JEM_OK;
@@ -198,11 +197,12 @@ jem_status jem_st_meta(jem_st *st, const char *key, const char *value)
     if (!jem_utf8_valid(key, strlen(key)))
         return jem_fail(JEM_ERR_ARG, "safetensors: metadata key \"%s\" is not valid UTF-8", shown(key, sb, sizeof sb));
     if (!jem_utf8_valid(value, strlen(value)))
-        return jem_fail(JEM_ERR_ARG, "safetensors: metadata \"%s\": value is not valid UTF-8", shown(key, sb, sizeof sb));
+        return jem_fail(JEM_ERR_ARG, "safetensors: metadata \"%s\": value is not valid UTF-8",
+                        shown(key, sb, sizeof sb));
     char *v = dup_str(value);
     if (!v) return jem_fail(JEM_ERR_NOMEM, "safetensors: out of memory");
     for (int i = 0; i < st->nm; i++) {
-        if (strcmp(st->m[i].key, key) == 0) {   /* replace */
+        if (strcmp(st->m[i].key, key) == 0) { /* replace */
             free((char *)st->m[i].val);
             st->m[i].val = v;
             return JEM_OK;
@@ -211,12 +211,18 @@ jem_status jem_st_meta(jem_st *st, const char *key, const char *value)
     if (st->nm == st->mcap) {
         int cap = st->mcap ? st->mcap * 2 : 8;
         st_meta *m = realloc(st->m, (size_t)cap * sizeof *m);
-        if (!m) { free(v); return jem_fail(JEM_ERR_NOMEM, "safetensors: out of memory"); }
+        if (!m) {
+            free(v);
+            return jem_fail(JEM_ERR_NOMEM, "safetensors: out of memory");
+        }
         st->m = m;
         st->mcap = cap;
     }
     char *k = dup_str(key);
-    if (!k) { free(v); return jem_fail(JEM_ERR_NOMEM, "safetensors: out of memory"); }
+    if (!k) {
+        free(v);
+        return jem_fail(JEM_ERR_NOMEM, "safetensors: out of memory");
+    }
     st->m[st->nm].key = k;
     st->m[st->nm].val = v;
     st->nm++;
@@ -225,7 +231,8 @@ jem_status jem_st_meta(jem_st *st, const char *key, const char *value)
 
 jem_status jem_st_commit(jem_st *st, const char *path)
 {
-    if (!st || st->reading) return jem_fail(JEM_ERR_ARG, "%s: safetensors: commit of a file opened for reading", path ? path : "(null)");
+    if (!st || st->reading)
+        return jem_fail(JEM_ERR_ARG, "%s: safetensors: commit of a file opened for reading", path ? path : "(null)");
     if (!path || !*path) return jem_fail(JEM_ERR_ARG, "safetensors: commit: empty path");
 
     /* offsets in order of addition */
@@ -233,8 +240,7 @@ jem_status jem_st_commit(jem_st *st, const char *path)
     for (int i = 0; i < st->nt; i++) {
         st_tensor *t = &st->t[i];
         uint64_t nb = t->end - t->begin;
-        if (nb > (uint64_t)INT64_MAX - off)
-            return jem_fail(JEM_ERR_ARG, "%s: total tensor size overflows", path);
+        if (nb > (uint64_t)INT64_MAX - off) return jem_fail(JEM_ERR_ARG, "%s: total tensor size overflows", path);
         t->begin = off;
         t->end = off + nb;
         off += nb;
@@ -276,8 +282,8 @@ jem_status jem_st_commit(jem_st *st, const char *path)
     size_t hlen = jem_jw_len(&w);
     if ((uint64_t)hlen > ST_MAX_HEADER) {
         jem_jw_free(&w);
-        return jem_fail(JEM_ERR_ARG, "%s: safetensors header of %zu bytes exceeds the %llu-byte limit",
-                        path, hlen, (unsigned long long)ST_MAX_HEADER);
+        return jem_fail(JEM_ERR_ARG, "%s: safetensors header of %zu bytes exceeds the %llu-byte limit", path, hlen,
+                        (unsigned long long)ST_MAX_HEADER);
     }
 
     unsigned char len8[8];
@@ -285,7 +291,10 @@ jem_status jem_st_commit(jem_st *st, const char *path)
 
     jem_atomic a;
     s = jem_atomic_open(&a, path);
-    if (s) { jem_jw_free(&w); return s; }
+    if (s) {
+        jem_jw_free(&w);
+        return s;
+    }
     int ok = fwrite(len8, 1, 8, a.fp) == 8 && fwrite(jem_jw_cstr(&w), 1, hlen, a.fp) == hlen;
     for (int i = 0; ok && i < st->nt; i++) {
         size_t nb = (size_t)(st->t[i].end - st->t[i].begin);
@@ -328,8 +337,8 @@ static jem_status parse_entry(const char *path, const jem_json *e, uint64_t data
     char sb[80];
     const char *nm = shown(e->key, sb, sizeof sb);
     if (e->type != JEM_JSON_OBJECT)
-        return jem_fail(JEM_ERR_FORMAT, "%s: tensor \"%s\": entry is not an object (found %s)",
-                        path, nm, jem_json_type_name(e->type));
+        return jem_fail(JEM_ERR_FORMAT, "%s: tensor \"%s\": entry is not an object (found %s)", path, nm,
+                        jem_json_type_name(e->type));
     const jem_json *dtype = NULL, *shape = NULL, *offs = NULL;
     for (const jem_json *f = e->child; f; f = f->next) {
         const jem_json **slot = NULL;
@@ -338,12 +347,11 @@ static jem_status parse_entry(const char *path, const jem_json *e, uint64_t data
         else if (strcmp(f->key, "data_offsets") == 0) slot = &offs;
         else {
             char fb[80];
-            return jem_fail(JEM_ERR_FORMAT, "%s: tensor \"%s\": unknown field \"%s\"",
-                            path, nm, shown(f->key, fb, sizeof fb));
+            return jem_fail(JEM_ERR_FORMAT, "%s: tensor \"%s\": unknown field \"%s\"", path, nm,
+                            shown(f->key, fb, sizeof fb));
         }
         if (*slot || strlen(f->key) != f->key_len)
-            return jem_fail(JEM_ERR_FORMAT, "%s: tensor \"%s\": field \"%s\" given twice",
-                            path, nm, f->key);
+            return jem_fail(JEM_ERR_FORMAT, "%s: tensor \"%s\": field \"%s\" given twice", path, nm, f->key);
         *slot = f;
     }
     if (!dtype) return jem_fail(JEM_ERR_FORMAT, "%s: tensor \"%s\": missing \"dtype\"", path, nm);
@@ -360,10 +368,9 @@ static jem_status parse_entry(const char *path, const jem_json *e, uint64_t data
         char db[80];
         for (size_t i = 0; i < sizeof other_dtypes / sizeof other_dtypes[0]; i++)
             if (strcmp(ds, other_dtypes[i]) == 0)
-                return jem_fail(JEM_ERR_UNSUPPORTED, "%s: tensor \"%s\": dtype %s is not supported by jem",
-                                path, nm, other_dtypes[i]);
-        return jem_fail(JEM_ERR_FORMAT, "%s: tensor \"%s\": unknown dtype \"%s\"",
-                        path, nm, shown(ds, db, sizeof db));
+                return jem_fail(JEM_ERR_UNSUPPORTED, "%s: tensor \"%s\": dtype %s is not supported by jem", path, nm,
+                                other_dtypes[i]);
+        return jem_fail(JEM_ERR_FORMAT, "%s: tensor \"%s\": unknown dtype \"%s\"", path, nm, shown(ds, db, sizeof db));
     }
     t->dt = (jem_dtype)dt;
 
@@ -371,44 +378,42 @@ static jem_status parse_entry(const char *path, const jem_json *e, uint64_t data
     if (shape->type != JEM_JSON_ARRAY)
         return jem_fail(JEM_ERR_FORMAT, "%s: tensor \"%s\": shape is not an array", path, nm);
     if (shape->n > ST_MAX_DIMS)
-        return jem_fail(JEM_ERR_FORMAT, "%s: tensor \"%s\": shape has %zu dimensions (at most %d)",
-                        path, nm, shape->n, ST_MAX_DIMS);
+        return jem_fail(JEM_ERR_FORMAT, "%s: tensor \"%s\": shape has %zu dimensions (at most %d)", path, nm, shape->n,
+                        ST_MAX_DIMS);
     t->ndim = (int)shape->n;
     int d = 0;
     for (const jem_json *c = shape->child; c; c = c->next, d++) {
         int64_t v;
         if (!jem_json_int(c, &v) || v < 0)
-            return jem_fail(JEM_ERR_FORMAT, "%s: tensor \"%s\": shape[%d] is not a non-negative integer",
-                            path, nm, d);
+            return jem_fail(JEM_ERR_FORMAT, "%s: tensor \"%s\": shape[%d] is not a non-negative integer", path, nm, d);
         t->shape[d] = v;
     }
 
     /* data_offsets */
     int64_t b, en;
     if (offs->type != JEM_JSON_ARRAY || offs->n != 2)
-        return jem_fail(JEM_ERR_FORMAT, "%s: tensor \"%s\": data_offsets is not an array of two integers",
-                        path, nm);
+        return jem_fail(JEM_ERR_FORMAT, "%s: tensor \"%s\": data_offsets is not an array of two integers", path, nm);
     if (!jem_json_int(offs->child, &b) || !jem_json_int(offs->child->next, &en) || b < 0 || en < 0)
-        return jem_fail(JEM_ERR_FORMAT, "%s: tensor \"%s\": data_offsets are not non-negative integers",
-                        path, nm);
+        return jem_fail(JEM_ERR_FORMAT, "%s: tensor \"%s\": data_offsets are not non-negative integers", path, nm);
     if (b > en)
-        return jem_fail(JEM_ERR_FORMAT, "%s: tensor \"%s\": data_offsets [%lld, %lld] are reversed",
-                        path, nm, (long long)b, (long long)en);
+        return jem_fail(JEM_ERR_FORMAT, "%s: tensor \"%s\": data_offsets [%lld, %lld] are reversed", path, nm,
+                        (long long)b, (long long)en);
     if ((uint64_t)en > data_len)
-        return jem_fail(JEM_ERR_FORMAT, "%s: tensor \"%s\": data_offsets [%lld, %lld] run past the "
-                        "%llu-byte data buffer", path, nm, (long long)b, (long long)en,
-                        (unsigned long long)data_len);
+        return jem_fail(JEM_ERR_FORMAT,
+                        "%s: tensor \"%s\": data_offsets [%lld, %lld] run past the "
+                        "%llu-byte data buffer",
+                        path, nm, (long long)b, (long long)en, (unsigned long long)data_len);
     t->begin = (uint64_t)b;
     t->end = (uint64_t)en;
 
     int ok;
     uint64_t nb = tensor_bytes(t->ndim, t->shape, dtypes[dt].size, &ok);
-    if (!ok)
-        return jem_fail(JEM_ERR_FORMAT, "%s: tensor \"%s\": shape size overflows", path, nm);
+    if (!ok) return jem_fail(JEM_ERR_FORMAT, "%s: tensor \"%s\": shape size overflows", path, nm);
     if (nb != t->end - t->begin)
-        return jem_fail(JEM_ERR_FORMAT, "%s: tensor \"%s\": shape and dtype give %llu bytes but "
-                        "data_offsets span %llu", path, nm, (unsigned long long)nb,
-                        (unsigned long long)(t->end - t->begin));
+        return jem_fail(JEM_ERR_FORMAT,
+                        "%s: tensor \"%s\": shape and dtype give %llu bytes but "
+                        "data_offsets span %llu",
+                        path, nm, (unsigned long long)nb, (unsigned long long)(t->end - t->begin));
     return JEM_OK;
 }
 
@@ -416,8 +421,8 @@ static jem_status parse_metadata(const char *path, const jem_json *md, jem_st *s
 {
     char sb[80];
     if (md->type != JEM_JSON_OBJECT)
-        return jem_fail(JEM_ERR_FORMAT, "%s: __metadata__ is not an object (found %s)",
-                        path, jem_json_type_name(md->type));
+        return jem_fail(JEM_ERR_FORMAT, "%s: __metadata__ is not an object (found %s)", path,
+                        jem_json_type_name(md->type));
     if (md->n > 0) {
         st->m = malloc(md->n * sizeof *st->m);
         if (!st->m) return jem_fail(JEM_ERR_NOMEM, "%s: out of memory", path);
@@ -425,8 +430,8 @@ static jem_status parse_metadata(const char *path, const jem_json *md, jem_st *s
     for (const jem_json *c = md->child; c; c = c->next) {
         const char *k = shown(c->key, sb, sizeof sb);
         if (c->type != JEM_JSON_STRING)
-            return jem_fail(JEM_ERR_FORMAT, "%s: __metadata__ \"%s\": value is not a string (found %s)",
-                            path, k, jem_json_type_name(c->type));
+            return jem_fail(JEM_ERR_FORMAT, "%s: __metadata__ \"%s\": value is not a string (found %s)", path, k,
+                            jem_json_type_name(c->type));
         if (strlen(c->key) != c->key_len || strlen(c->str) != c->len)
             return jem_fail(JEM_ERR_FORMAT, "%s: __metadata__ \"%s\": contains a NUL character", path, k);
         st->m[st->nm].key = c->key;
@@ -441,8 +446,8 @@ static jem_status parse_metadata(const char *path, const jem_json *md, jem_st *s
         qsort(tmp, (size_t)st->nm, sizeof *tmp, cmp_meta_key);
         for (int i = 1; i < st->nm; i++) {
             if (strcmp(tmp[i - 1].key, tmp[i].key) == 0) {
-                jem_status s = jem_fail(JEM_ERR_FORMAT, "%s: __metadata__ key \"%s\" given twice",
-                                        path, shown(tmp[i].key, sb, sizeof sb));
+                jem_status s = jem_fail(JEM_ERR_FORMAT, "%s: __metadata__ key \"%s\" given twice", path,
+                                        shown(tmp[i].key, sb, sizeof sb));
                 free(tmp);
                 return s;
             }
@@ -456,8 +461,8 @@ static jem_status parse_header(jem_st *st, const char *path, const jem_json *roo
 {
     char sb[80];
     if (root->type != JEM_JSON_OBJECT)
-        return jem_fail(JEM_ERR_FORMAT, "%s: safetensors header is not a JSON object (found %s)",
-                        path, jem_json_type_name(root->type));
+        return jem_fail(JEM_ERR_FORMAT, "%s: safetensors header is not a JSON object (found %s)", path,
+                        jem_json_type_name(root->type));
     const jem_json *md = NULL;
     size_t nt = 0;
     for (const jem_json *c = root->child; c; c = c->next) {
@@ -502,16 +507,17 @@ static jem_status parse_header(jem_st *st, const char *path, const jem_json *roo
     for (int i = 0; i < st->nt; i++) {
         const st_tensor *t = &st->t[i];
         if (t->begin != pos)
-            return jem_fail(JEM_ERR_FORMAT, "%s: tensor \"%s\": data_offsets [%llu, %llu] %s",
-                            path, shown(t->name, sb, sizeof sb), (unsigned long long)t->begin,
-                            (unsigned long long)t->end,
+            return jem_fail(JEM_ERR_FORMAT, "%s: tensor \"%s\": data_offsets [%llu, %llu] %s", path,
+                            shown(t->name, sb, sizeof sb), (unsigned long long)t->begin, (unsigned long long)t->end,
                             t->begin < pos ? "overlap the previous tensor" : "leave a gap after the previous tensor");
         pos = t->end;
     }
     if (pos != data_len)
-        return jem_fail(JEM_ERR_FORMAT, "%s: %llu bytes after the last tensor (data buffer is %llu "
-                        "bytes, tensors cover %llu)", path, (unsigned long long)(data_len - pos),
-                        (unsigned long long)data_len, (unsigned long long)pos);
+        return jem_fail(JEM_ERR_FORMAT,
+                        "%s: %llu bytes after the last tensor (data buffer is %llu "
+                        "bytes, tensors cover %llu)",
+                        path, (unsigned long long)(data_len - pos), (unsigned long long)data_len,
+                        (unsigned long long)pos);
     /* the sort moved the tensors: rebuild the name index */
     for (int i = 0; i < st->nt; i++) st->by_name[i] = &st->t[i];
     if (st->nt > 1) qsort(st->by_name, (size_t)st->nt, sizeof *st->by_name, cmp_name_ptr);
@@ -537,8 +543,8 @@ jem_status jem_st_open(const char *path, jem_st **out)
     }
     uint64_t fsize = (uint64_t)sb.st_size;
     if (fsize < 8) {
-        s = jem_fail(JEM_ERR_FORMAT, "%s: %llu bytes is too short for a safetensors file",
-                     path, (unsigned long long)fsize);
+        s = jem_fail(JEM_ERR_FORMAT, "%s: %llu bytes is too short for a safetensors file", path,
+                     (unsigned long long)fsize);
         goto done;
     }
     unsigned char len8[8];
@@ -550,13 +556,13 @@ jem_status jem_st_open(const char *path, jem_st **out)
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = hlen << 8 | len8[i];
     if (hlen > fsize - 8) {
-        s = jem_fail(JEM_ERR_FORMAT, "%s: header length %llu exceeds the file size (%llu bytes)",
-                     path, (unsigned long long)hlen, (unsigned long long)fsize);
+        s = jem_fail(JEM_ERR_FORMAT, "%s: header length %llu exceeds the file size (%llu bytes)", path,
+                     (unsigned long long)hlen, (unsigned long long)fsize);
         goto done;
     }
     if (hlen > ST_MAX_HEADER) {
-        s = jem_fail(JEM_ERR_FORMAT, "%s: header length %llu exceeds the %llu-byte limit",
-                     path, (unsigned long long)hlen, (unsigned long long)ST_MAX_HEADER);
+        s = jem_fail(JEM_ERR_FORMAT, "%s: header length %llu exceeds the %llu-byte limit", path,
+                     (unsigned long long)hlen, (unsigned long long)ST_MAX_HEADER);
         goto done;
     }
     uint64_t data_len = fsize - 8 - hlen;
@@ -567,12 +573,14 @@ jem_status jem_st_open(const char *path, jem_st **out)
 
     st = calloc(1, sizeof *st);
     header = malloc((size_t)hlen + 1);
-    if (!st || !header) { s = jem_fail(JEM_ERR_NOMEM, "%s: out of memory", path); goto done; }
+    if (!st || !header) {
+        s = jem_fail(JEM_ERR_NOMEM, "%s: out of memory", path);
+        goto done;
+    }
     st->reading = 1;
-    st->data = malloc((size_t)data_len + 1);     /* +1: a valid pointer when empty */
+    st->data = malloc((size_t)data_len + 1); /* +1: a valid pointer when empty */
     if (!st->data) {
-        s = jem_fail(JEM_ERR_NOMEM, "%s: out of memory for %llu bytes", path,
-                     (unsigned long long)data_len);
+        s = jem_fail(JEM_ERR_NOMEM, "%s: out of memory for %llu bytes", path, (unsigned long long)data_len);
         goto done;
     }
     if (fread(header, 1, (size_t)hlen, f) != (size_t)hlen ||
@@ -592,12 +600,15 @@ jem_status jem_st_open(const char *path, jem_st **out)
         size_t nb = (size_t)(t->end - t->begin), esz = dtypes[t->dt].size;
         const unsigned char *p = st->data + t->begin;
         if (nb == 0) {
-            t->data = st->data;                  /* any aligned, valid pointer */
+            t->data = st->data; /* any aligned, valid pointer */
         } else if (((uintptr_t)p % esz) == 0) {
             t->data = p;
         } else {
             t->own = malloc(nb);
-            if (!t->own) { s = jem_fail(JEM_ERR_NOMEM, "%s: out of memory", path); goto done; }
+            if (!t->own) {
+                s = jem_fail(JEM_ERR_NOMEM, "%s: out of memory", path);
+                goto done;
+            }
             memcpy(t->own, p, nb);
             t->data = t->own;
         }
@@ -624,20 +635,21 @@ static const st_tensor *find(const jem_st *st, const char *name)
         int mid = lo + (hi - lo) / 2;
         int c = strcmp(st->by_name[mid]->name, name);
         if (c == 0) return st->by_name[mid];
-        if (c < 0) lo = mid + 1; else hi = mid - 1;
+        if (c < 0) lo = mid + 1;
+        else hi = mid - 1;
     }
     return NULL;
 }
 
-const void *jem_st_get(const jem_st *st, const char *name, jem_dtype *dt,
-                       int *ndim, int64_t *shape)
+const void *jem_st_get(const jem_st *st, const char *name, jem_dtype *dt, int *ndim, int64_t *shape)
 {
     if (!st || !name) return NULL;
     const st_tensor *t = find(st, name);
     if (!t) return NULL;
     if (dt) *dt = t->dt;
     if (ndim) *ndim = t->ndim;
-    if (shape) for (int i = 0; i < t->ndim; i++) shape[i] = t->shape[i];
+    if (shape)
+        for (int i = 0; i < t->ndim; i++) shape[i] = t->shape[i];
     return t->data;
 }
 
@@ -651,17 +663,11 @@ const char *jem_st_get_meta(const jem_st *st, const char *key)
 
 int jem_st_meta_count(const jem_st *st) { return st ? st->nm : 0; }
 
-const char *jem_st_meta_key(const jem_st *st, int i)
-{
-    return (st && i >= 0 && i < st->nm) ? st->m[i].key : NULL;
-}
+const char *jem_st_meta_key(const jem_st *st, int i) { return (st && i >= 0 && i < st->nm) ? st->m[i].key : NULL; }
 
 int jem_st_count(const jem_st *st) { return st ? st->nt : 0; }
 
-const char *jem_st_name(const jem_st *st, int i)
-{
-    return (st && i >= 0 && i < st->nt) ? st->t[i].name : NULL;
-}
+const char *jem_st_name(const jem_st *st, int i) { return (st && i >= 0 && i < st->nt) ? st->t[i].name : NULL; }
 
 void jem_st_free(jem_st *st)
 {

@@ -42,13 +42,17 @@ typedef struct {
 static void lay_out(layout *l, const jem_block_plan *p, const jem_conv_shape *s1, const jem_conv_shape *s2)
 {
     const int IC = s1->IC, OC = s1->OC, H = s1->H, W = s1->W;
-    l->IC = IC; l->OC = OC; l->H = H; l->W = W;
+    l->IC = IC;
+    l->OC = OC;
+    l->H = H;
+    l->W = W;
     l->OH = jem_conv_out(H, 3, s2->stride, 1);
     l->OW = jem_conv_out(W, 3, s2->stride, 1);
     l->P = l->OH * l->OW;
     l->m1 = p->c1.tile;
     l->m2 = p->c2.kernel == JEM_KERNEL_WINOGRAD ? p->c2.tile : 0;
-    l->Hp1 = jem_wino_padded(H, l->m1); l->Wp1 = jem_wino_padded(W, l->m1);
+    l->Hp1 = jem_wino_padded(H, l->m1);
+    l->Wp1 = jem_wino_padded(W, l->m1);
     l->Hp2 = l->m2 ? jem_wino_padded(H, l->m2) : H + 2;
     l->Wp2 = l->m2 ? jem_wino_padded(W, l->m2) : W + 2;
     const size_t pix1 = (size_t)l->Hp1 * l->Wp1, pix2 = (size_t)l->Hp2 * l->Wp2;
@@ -57,20 +61,34 @@ static void lay_out(layout *l, const jem_block_plan *p, const jem_conv_shape *s1
     if (l->m2) core = maxz(maxz(core, jem_wino_core_ws(OC, OC, l->m2)), jem_wino_wgrad_ws(OC, OC, l->m2));
     const size_t du2 = l->m2 ? (size_t)(l->m2 + 2) * (l->m2 + 2) * OC * OC + OC : (size_t)9 * OC * OC + OC;
     size_t o = 0;
-    l->xr = o;   o += jem_up16((size_t)H * W * IC + 16);           /* the block input x, 16 floats of slack */
-    l->x1 = o;   o += jem_up16(pix1 * IC);                         /* padded a1 = act(x) */
-    l->d1 = o;   o += jem_up16(pix1 * OC);                         /* padded dh1 */
-    l->y1 = o;   o += jem_up16((size_t)H * W * maxz(IC, OC));      /* conv1 out; input gradients */
-    l->x2 = o;   o += jem_up16(pix2 * OC + 16);                    /* padded a2, 16 floats of slack */
-    l->q = o;    o += jem_up16(maxz(pix2 * OC, jem_up16((size_t)l->P * OC) + (size_t)(H + 2) * (W + 2) * OC));
-    l->y2 = o;   o += jem_up16((size_t)l->P * OC);                 /* conv2 out */
-    l->core = o; o += jem_up16(core);
-    l->du1 = o;  o += jem_up16((size_t)(l->m1 + 2) * (l->m1 + 2) * IC * OC + OC);
-    l->du2 = o;  o += jem_up16(du2);
-    l->dsc = o;  o += jem_up16((size_t)IC * OC + OC);              /* the shortcut's weight and bias gradients */
-    l->poff = o; o += jem_up16((size_t)l->P);
-    l->poffsc = o; o += jem_up16((size_t)l->P);                    /* the shortcut's pixels in xr */
-    l->bias = o; o += jem_up16((size_t)OC);                        /* conv2's bias + the shortcut's */
+    l->xr = o;
+    o += jem_up16((size_t)H * W * IC + 16); /* the block input x, 16 floats of slack */
+    l->x1 = o;
+    o += jem_up16(pix1 * IC); /* padded a1 = act(x) */
+    l->d1 = o;
+    o += jem_up16(pix1 * OC); /* padded dh1 */
+    l->y1 = o;
+    o += jem_up16((size_t)H * W * maxz(IC, OC)); /* conv1 out; input gradients */
+    l->x2 = o;
+    o += jem_up16(pix2 * OC + 16); /* padded a2, 16 floats of slack */
+    l->q = o;
+    o += jem_up16(maxz(pix2 * OC, jem_up16((size_t)l->P * OC) + (size_t)(H + 2) * (W + 2) * OC));
+    l->y2 = o;
+    o += jem_up16((size_t)l->P * OC); /* conv2 out */
+    l->core = o;
+    o += jem_up16(core);
+    l->du1 = o;
+    o += jem_up16((size_t)(l->m1 + 2) * (l->m1 + 2) * IC * OC + OC);
+    l->du2 = o;
+    o += jem_up16(du2);
+    l->dsc = o;
+    o += jem_up16((size_t)IC * OC + OC); /* the shortcut's weight and bias gradients */
+    l->poff = o;
+    o += jem_up16((size_t)l->P);
+    l->poffsc = o;
+    o += jem_up16((size_t)l->P); /* the shortcut's pixels in xr */
+    l->bias = o;
+    o += jem_up16((size_t)OC); /* conv2's bias + the shortcut's */
     l->total = o;
 }
 
@@ -86,9 +104,8 @@ size_t jem_block_ws(const jem_block_plan *p, const jem_conv_shape *s1, const jem
 /* v = Y + bias (bias may be NULL) for the (H, W, C) image Y; h = v (when h
  * is not NULL); X (Hp, Wp, C) = act(v) (act NULL: v) at (1, 1), zero
  * border */
-__attribute__((target("avx512f")))
-static void act_pad(float *h, float *X, const float *Y, const float *bias, int C, int H, int W, int Hp, int Wp,
-                    const jem_fact *act)
+__attribute__((target("avx512f"))) static void act_pad(float *h, float *X, const float *Y, const float *bias, int C,
+                                                       int H, int W, int Hp, int Wp, const jem_fact *act)
 {
     jem_hwc_zero_border(X, C, H, W, Hp, Wp);
     static const jem_fact identity = {JEM_ACT_LRELU, 1.0f}; /* LeakyReLU of slope 1 */
@@ -108,9 +125,8 @@ static void act_pad(float *h, float *X, const float *Y, const float *bias, int C
 
 /* X (Hp, Wp, C) at (1, 1) = D * act'(h), D's pixel (y, x) at D + (y ld +
  * x) C, h (H, W, C); zero border */
-__attribute__((target("avx512f")))
-static void gate_pad(float *X, const float *D, int ld, const float *h, int C, int H, int W, int Hp, int Wp,
-                     const jem_fact *act)
+__attribute__((target("avx512f"))) static void gate_pad(float *X, const float *D, int ld, const float *h, int C, int H,
+                                                        int W, int Hp, int Wp, const jem_fact *act)
 {
     jem_hwc_zero_border(X, C, H, W, Hp, Wp);
     const jem_factv a = jem_factv_make(act);
@@ -139,9 +155,9 @@ static int weights(wts *t, const jem_block_desc *d, const layout *l, int back)
     return t->U1 && t->U2 ? 0 : -1;
 }
 
-__attribute__((target("avx512f")))
-static void fwd_img(float *h1, float *out, float *act_out, const float *x, const jem_block_desc *d, const layout *l,
-                    const wts *t, float *ws)
+__attribute__((target("avx512f"))) static void fwd_img(float *h1, float *out, float *act_out, const float *x,
+                                                       const jem_block_desc *d, const layout *l, const wts *t,
+                                                       float *ws)
 {
     const int IC = l->IC, OC = l->OC, H = l->H, W = l->W;
     float *X1 = ws + l->x1, *Y1 = ws + l->y1, *X2 = ws + l->x2, *Y2 = ws + l->y2;
@@ -183,17 +199,16 @@ static void fwd_img(float *h1, float *out, float *act_out, const float *x, const
 }
 
 /* Y (n floats) *= act'(X) */
-__attribute__((target("avx512f")))
-static void gate_hwc(float *Y, const float *X, size_t n, const jem_fact *act)
+__attribute__((target("avx512f"))) static void gate_hwc(float *Y, const float *X, size_t n, const jem_fact *act)
 {
     const jem_factv a = jem_factv_make(act);
     for (size_t i = 0; i < n; i += 16)
         _mm512_storeu_ps(Y + i, jem_factv_grad(&a, _mm512_loadu_ps(Y + i), _mm512_loadu_ps(X + i)));
 }
 
-__attribute__((target("avx512f")))
-static void bwd_img(float *da1, int want_w, const float *dout, const float *x, const float *h1,
-                    const jem_block_desc *d, const layout *l, const wts *t, float *ws)
+__attribute__((target("avx512f"))) static void bwd_img(float *da1, int want_w, const float *dout, const float *x,
+                                                       const float *h1, const jem_block_desc *d, const layout *l,
+                                                       const wts *t, float *ws)
 {
     const int IC = l->IC, OC = l->OC, H = l->H, W = l->W, P = l->P;
     float *X1 = ws + l->x1, *D1 = ws + l->d1, *Y1 = ws + l->y1, *X2 = ws + l->x2, *Q = ws + l->q;
@@ -212,7 +227,8 @@ static void bwd_img(float *da1, int want_w, const float *dout, const float *x, c
         if (d->out_hwc) act_pad(NULL, Q, dout, NULL, OC, H, W, l->Hp2, l->Wp2, NULL); /* a copy */
         else jem_hwc_pack_padded(Q, dout, OC, H, W, l->Hp2, l->Wp2);
         jem_wino_core(Y1, Q, t->U2, OC, OC, H, W, l->m2, core);
-        D2 = Y1; ld = W;
+        D2 = Y1;
+        ld = W;
         if (d->out_hwc) {
             Yc = dout;
         } else {
@@ -231,7 +247,8 @@ static void bwd_img(float *da1, int want_w, const float *dout, const float *x, c
         }
         jem_ind_offsets(poff, P, l->OW, l->Wp2, d->s2.stride, OC);
         jem_ind_bwd_core(Dp, Yc, t->U2, poff, OC, OC, P, H, l->Wp2);
-        D2 = Dp + (size_t)(l->Wp2 + 1) * OC; ld = l->Wp2;
+        D2 = Dp + (size_t)(l->Wp2 + 1) * OC;
+        ld = l->Wp2;
     }
     /* dh1 = D2 act'(h1), padded: conv1's input-gradient input and its
      * weight gradient's output gradient */
@@ -290,7 +307,12 @@ int jem_block_forward(float *h1, float *out, float *act_out, const float *x, con
     }
     return 0;
 #else
-    (void)h1; (void)out; (void)act_out; (void)x; (void)d; (void)ws;
+    (void)h1;
+    (void)out;
+    (void)act_out;
+    (void)x;
+    (void)d;
+    (void)ws;
     return -1;
 #endif
 }
@@ -331,8 +353,18 @@ int jem_block_backward(float *da1, float *dw1, float *db1, float *dw2, float *db
     }
     return 0;
 #else
-    (void)da1; (void)dw1; (void)db1; (void)dw2; (void)db2; (void)dwsc; (void)dbsc; (void)dout; (void)x; (void)h1;
-    (void)d; (void)ws;
+    (void)da1;
+    (void)dw1;
+    (void)db1;
+    (void)dw2;
+    (void)db2;
+    (void)dwsc;
+    (void)dbsc;
+    (void)dout;
+    (void)x;
+    (void)h1;
+    (void)d;
+    (void)ws;
     return -1;
 #endif
 }

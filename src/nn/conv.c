@@ -12,10 +12,7 @@
 #include <omp.h>
 #include <cblas.h>
 
-static int is_pointwise(const jem_conv_shape *s)
-{
-    return s->KH == 1 && s->KW == 1 && s->stride == 1 && s->pad == 0;
-}
+static int is_pointwise(const jem_conv_shape *s) { return s->KH == 1 && s->KW == 1 && s->stride == 1 && s->pad == 0; }
 
 size_t jem_conv2d_ws(const jem_conv_shape *s)
 {
@@ -162,8 +159,8 @@ static int gemm_forward(float *out, const float *inp, const float *w, const floa
                 for (int n = 0; n < N; n++)
                     o[(size_t)m * N + n] = st->accumulate ? o[(size_t)m * N + n] + bias[m] : bias[m];
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f,
-                    w, K, cm, N, bias || st->accumulate ? 1.0f : 0.0f, o, N);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, w, K, cm, N,
+                    bias || st->accumulate ? 1.0f : 0.0f, o, N);
     }
     jem_store_finish(out, (size_t)s->B * out_sz, st);
     return 0;
@@ -193,18 +190,19 @@ static int gemm_backward(float *dinp, float *dw, float *db, const float *dout, c
         nth = omp_get_num_threads();
         const int t = omp_get_thread_num();
         float *col = ws + (size_t)t * wsz;
-        float *tdw = col + colsz;                 /* (OC, K) this thread's dw */
-        float *tdb = tdw + (size_t)M * K;         /* (OC) this thread's db */
+        float *tdw = col + colsz;         /* (OC, K) this thread's dw */
+        float *tdb = tdw + (size_t)M * K; /* (OC) this thread's db */
         if (want_w) memset(tdw, 0, sizeof(float) * ((size_t)M * K + M));
 #pragma omp for schedule(static)
         for (int b = 0; b < s->B; b++) {
             const float *go = dout + b * out_sz;
             if (want_w) {
                 const float *cm = inp + b * in_sz;
-                if (!pw) { im2col(col, cm, s, OH, OW); cm = col; }
-                if (dw)
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, K, N,
-                                1.0f, go, N, cm, N, 1.0f, tdw, K);
+                if (!pw) {
+                    im2col(col, cm, s, OH, OW);
+                    cm = col;
+                }
+                if (dw) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, K, N, 1.0f, go, N, cm, N, 1.0f, tdw, K);
                 if (db)
                     for (int m = 0; m < M; m++) {
                         float acc = 0.0f;
@@ -215,11 +213,9 @@ static int gemm_backward(float *dinp, float *dw, float *db, const float *dout, c
             if (dinp) {
                 float *gi = dinp + b * in_sz;
                 if (pw) {
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, N, M,
-                                1.0f, w, K, go, N, 1.0f, gi, N);
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, N, M, 1.0f, w, K, go, N, 1.0f, gi, N);
                 } else {
-                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, N, M,
-                                1.0f, w, K, go, N, 0.0f, col, N);
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, N, M, 1.0f, w, K, go, N, 0.0f, col, N);
                     col2im(gi, col, s, OH, OW);
                 }
             }
@@ -231,8 +227,10 @@ static int gemm_backward(float *dinp, float *dw, float *db, const float *dout, c
         const size_t n = (size_t)M * K;
         for (int t = 0; t < nth; t++) {
             const float *tdw = ws + (size_t)t * wsz + colsz;
-            if (dw) for (size_t i = 0; i < n; i++) dw[i] += tdw[i];
-            if (db) for (int m = 0; m < M; m++) db[m] += tdw[n + m];
+            if (dw)
+                for (size_t i = 0; i < n; i++) dw[i] += tdw[i];
+            if (db)
+                for (int m = 0; m < M; m++) db[m] += tdw[n + m];
         }
     }
     if (dfin) jem_store_finish(dfin, (size_t)s->B * in_sz, st);
@@ -261,8 +259,7 @@ void jem_conv2d_forward(float *out, const float *inp, const float *w, const floa
     if (!st) st = &jem_store_set;
     const jem_conv_plan p = jem_conv_plan_layer(s, JEM_PASS_FORWARD, st->accumulate, 0, jem_conv_settings_get());
     /* a kernel that cannot run (out of memory) leaves the pass to GEMM */
-    if (ops(p.kernel)->forward(out, inp, w, bias, s, st, p.tile, ws))
-        gemm_forward(out, inp, w, bias, s, st, 0, ws);
+    if (ops(p.kernel)->forward(out, inp, w, bias, s, st, p.tile, ws)) gemm_forward(out, inp, w, bias, s, st, 0, ws);
 }
 
 void jem_conv2d_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w,
@@ -288,8 +285,7 @@ void jem_conv2d_backward(float *dinp, float *dw, float *db, const float *dout, c
 
 /* ---- naive references ---- */
 
-void jem_conv2d_forward_ref(float *out, const float *inp, const float *w,
-                            const float *bias, const jem_conv_shape *s)
+void jem_conv2d_forward_ref(float *out, const float *inp, const float *w, const float *bias, const jem_conv_shape *s)
 {
     const int OH = jem_conv_out(s->H, s->KH, s->stride, s->pad);
     const int OW = jem_conv_out(s->W, s->KW, s->stride, s->pad);
@@ -311,9 +307,8 @@ void jem_conv2d_forward_ref(float *out, const float *inp, const float *w,
                 }
 }
 
-void jem_conv2d_backward_ref(float *dinp, float *dw, float *db,
-                             const float *dout, const float *inp,
-                             const float *w, const jem_conv_shape *s)
+void jem_conv2d_backward_ref(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w,
+                             const jem_conv_shape *s)
 {
     const int OH = jem_conv_out(s->H, s->KH, s->stride, s->pad);
     const int OW = jem_conv_out(s->W, s->KW, s->stride, s->pad);

@@ -23,9 +23,11 @@
 #include <omp.h>
 
 #define NOC 8 /* output channels per weight block */
-#define NV 3  /* row vectors per tile */
+#define NV  3 /* row vectors per tile */
 
-typedef struct { int oh, ow0, n; } chunk;
+typedef struct {
+    int oh, ow0, n;
+} chunk;
 
 /* the shapes it takes: 3x3, stride 1, pad 1, on a CPU with AVX-512 */
 static int takes(const jem_conv_shape *s)
@@ -72,9 +74,9 @@ static chunk *make_chunks(int H, int W, int *nch)
 
 #if HAVE_X86
 /* out (OC, H, W) (+)= conv3x3(in (IC, H, W)) + bias, one image */
-__attribute__((target("avx512f")))
-static void conv3x3_img(float *out, const float *in, const float *wp, const float *bias, int IC, int OC, int H,
-                        int W, int accumulate, const chunk *ch, int nch)
+__attribute__((target("avx512f"))) static void conv3x3_img(float *out, const float *in, const float *wp,
+                                                           const float *bias, int IC, int OC, int H, int W,
+                                                           int accumulate, const chunk *ch, int nch)
 {
     const size_t HW = (size_t)H * W;
     for (int t = 0; t < nch; t += NV) {
@@ -82,8 +84,15 @@ static void conv3x3_img(float *out, const float *in, const float *wp, const floa
         __mmask16 cm[NV][3], rm[NV][3], sm[NV], mk[NV][9];
         ptrdiff_t off[NV][3];
         for (int v = 0; v < NV; v++) {
-            if (t + v < nch) { oh[v] = ch[t + v].oh; ow0[v] = ch[t + v].ow0; nn[v] = ch[t + v].n; }
-            else { oh[v] = 0; ow0[v] = 0; nn[v] = 0; }
+            if (t + v < nch) {
+                oh[v] = ch[t + v].oh;
+                ow0[v] = ch[t + v].ow0;
+                nn[v] = ch[t + v].n;
+            } else {
+                oh[v] = 0;
+                ow0[v] = 0;
+                nn[v] = 0;
+            }
             sm[v] = (__mmask16)((1u << nn[v]) - 1u);
             for (int kw = 0; kw < 3; kw++) {
                 unsigned m = 0;
@@ -159,12 +168,21 @@ static int run(float *out, const float *in, const float *wp, const float *bias, 
     if (!ch) return -1;
 #pragma omp parallel for schedule(static)
     for (int b = 0; b < B; b++)
-        conv3x3_img(out + (size_t)b * OC * H * W, in + (size_t)b * IC * H * W, wp, bias, IC, OC, H, W, accumulate,
-                    ch, nch);
+        conv3x3_img(out + (size_t)b * OC * H * W, in + (size_t)b * IC * H * W, wp, bias, IC, OC, H, W, accumulate, ch,
+                    nch);
     free(ch);
     return 0;
 #else
-    (void)out; (void)in; (void)wp; (void)bias; (void)B; (void)IC; (void)OC; (void)H; (void)W; (void)accumulate;
+    (void)out;
+    (void)in;
+    (void)wp;
+    (void)bias;
+    (void)B;
+    (void)IC;
+    (void)OC;
+    (void)H;
+    (void)W;
+    (void)accumulate;
     return -1;
 #endif
 }
@@ -172,7 +190,8 @@ static int run(float *out, const float *in, const float *wp, const float *bias, 
 static int direct_forward(float *out, const float *inp, const float *w, const float *bias, const jem_conv_shape *s,
                           const jem_conv_store *st, int tile, float *ws)
 {
-    (void)tile; (void)ws;
+    (void)tile;
+    (void)ws;
     if (!takes(s) || s->OC % NOC || st->accumulate) return -1;
     float *wp = malloc(sizeof(float) * (size_t)s->OC * s->IC * 9);
     if (!wp) return -1;
@@ -187,7 +206,9 @@ static int direct_forward(float *out, const float *inp, const float *w, const fl
 static int direct_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w,
                            const jem_conv_shape *s, const jem_conv_store *st, int tile, float *ws)
 {
-    (void)inp; (void)tile; (void)ws;
+    (void)inp;
+    (void)tile;
+    (void)ws;
     if (!takes(s) || s->IC % NOC || dw || db || !dinp) return -1;
     float *wp = malloc(sizeof(float) * (size_t)s->OC * s->IC * 9);
     if (!wp) return -1;

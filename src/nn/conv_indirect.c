@@ -47,10 +47,10 @@ static size_t ws_parts(int IC, int OC, int H, int W, int P, size_t off[5])
     const size_t xp = jem_up16((size_t)(H + 2) * (W + 2) * IC + 16), y = jem_up16((size_t)P * OC);
     const size_t dw = jem_up16((size_t)9 * IC * OC + OC), po = jem_up16((size_t)P);
     if (off) {
-        off[0] = 0;           /* Xp */
-        off[1] = xp;          /* Dp */
-        off[2] = 2 * xp;      /* Y / Yt */
-        off[3] = 2 * xp + y;  /* dW, db */
+        off[0] = 0;               /* Xp */
+        off[1] = xp;              /* Dp */
+        off[2] = 2 * xp;          /* Y / Yt */
+        off[3] = 2 * xp + y;      /* dW, db */
         off[4] = 2 * xp + y + dw; /* pixel offsets (int) */
     }
     return 2 * xp + y + dw + po;
@@ -65,37 +65,37 @@ static size_t ind_ws(const jem_conv_shape *s)
 
 #if HAVE_X86
 /* c[r][16 v] (+)= sum_i a[r][i] * B[i * ldb + 16 v] for r < n, i < K */
-#define DEFINE_KERNEL(NV)                                                                                          \
-    __attribute__((target("avx512f"), noinline)) static void kern_##NV(                                             \
-        const float *const *a, const float *B, int K, int ldb, float *const *c, int n, int add)                    \
-    {                                                                                                              \
-        __m512 acc[R][NV];                                                                                         \
-        _Pragma("GCC unroll 6") for (int r = 0; r < R; r++)                                                        \
-            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_ps();                  \
-        const float *p0 = a[0], *p1 = a[1], *p2 = a[2], *p3 = a[3], *p4 = a[4], *p5 = a[5];                       \
-        const float *bp = B;                                                                                       \
-        for (int i = 0; i < K; i++) {                                                                              \
-            __m512 u[NV];                                                                                          \
-            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) u[v] = _mm512_loadu_ps(bp + 16 * v);              \
-            /* one broadcast live at a time: 24 accumulators + 4 + 1 fit in 32 registers */                        \
-            const float *pr[R] = {p0, p1, p2, p3, p4, p5};                                                         \
-            _Pragma("GCC unroll 6") for (int r = 0; r < R; r++)                                                    \
-            {                                                                                                      \
-                const __m512 b = _mm512_set1_ps(pr[r][i]);                                                         \
+#define DEFINE_KERNEL(NV)                                                                                             \
+    __attribute__((target("avx512f"), noinline)) static void kern_##NV(const float *const *a, const float *B, int K,  \
+                                                                       int ldb, float *const *c, int n, int add)      \
+    {                                                                                                                 \
+        __m512 acc[R][NV];                                                                                            \
+        _Pragma("GCC unroll 6") for (int r = 0; r < R; r++) _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)      \
+            acc[r][v] = _mm512_setzero_ps();                                                                          \
+        const float *p0 = a[0], *p1 = a[1], *p2 = a[2], *p3 = a[3], *p4 = a[4], *p5 = a[5];                           \
+        const float *bp = B;                                                                                          \
+        for (int i = 0; i < K; i++) {                                                                                 \
+            __m512 u[NV];                                                                                             \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) u[v] = _mm512_loadu_ps(bp + 16 * v);                 \
+            /* one broadcast live at a time: 24 accumulators + 4 + 1 fit in 32 registers */                           \
+            const float *pr[R] = {p0, p1, p2, p3, p4, p5};                                                            \
+            _Pragma("GCC unroll 6") for (int r = 0; r < R; r++)                                                       \
+            {                                                                                                         \
+                const __m512 b = _mm512_set1_ps(pr[r][i]);                                                            \
                 _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(b, u[v], acc[r][v]); \
-            }                                                                                                      \
-            bp += ldb;                                                                                             \
-        }                                                                                                          \
-        _Pragma("GCC unroll 6") for (int r = 0; r < R; r++)                                                        \
-        {                                                                                                          \
-            if (r >= n) break;                                                                                     \
-            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)                                                   \
-            {                                                                                                      \
-                __m512 x = acc[r][v];                                                                              \
-                if (add) x = _mm512_add_ps(x, _mm512_loadu_ps(c[r] + 16 * v));                                     \
-                _mm512_storeu_ps(c[r] + 16 * v, x);                                                                \
-            }                                                                                                      \
-        }                                                                                                          \
+            }                                                                                                         \
+            bp += ldb;                                                                                                \
+        }                                                                                                             \
+        _Pragma("GCC unroll 6") for (int r = 0; r < R; r++)                                                           \
+        {                                                                                                             \
+            if (r >= n) break;                                                                                        \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)                                                      \
+            {                                                                                                         \
+                __m512 x = acc[r][v];                                                                                 \
+                if (add) x = _mm512_add_ps(x, _mm512_loadu_ps(c[r] + 16 * v));                                        \
+                _mm512_storeu_ps(c[r] + 16 * v, x);                                                                   \
+            }                                                                                                         \
+        }                                                                                                             \
     }
 DEFINE_KERNEL(4)
 DEFINE_KERNEL(2)
@@ -119,9 +119,8 @@ static int vectors(int C) { return C % 64 == 0 ? 4 : C % 32 == 0 ? 2 : 1; }
  * (K floats at X + xoff[p], or X + p K) times Wt (K, N), for p < P: one
  * weight slice (K x 16 nv) at a time stays in L1 while every block of R
  * pixels passes */
-__attribute__((target("avx512f")))
-static void rows(float *Y, const int *yoff, const float *X, const int *xoff, const float *Wt, int K, int N, int P,
-                 int add)
+__attribute__((target("avx512f"))) static void rows(float *Y, const int *yoff, const float *X, const int *xoff,
+                                                    const float *Wt, int K, int N, int P, int add)
 {
     const int nv = vectors(N);
     for (int o0 = 0; o0 < N; o0 += 16 * nv)
@@ -140,43 +139,40 @@ static void rows(float *Y, const int *yoff, const float *X, const int *xoff, con
 
 /* the nine taps, each a pass of rows() over the shifted window starts, the
  * first setting Y and the others adding */
-__attribute__((target("avx512f")))
-void jem_ind_core(float *Y, const float *Xp, const float *Wk, const int *poff, int IC, int OC, int P, int Wp)
+__attribute__((target("avx512f"))) void jem_ind_core(float *Y, const float *Xp, const float *Wk, const int *poff,
+                                                     int IC, int OC, int P, int Wp)
 {
     for (int k = 0; k < 9; k++)
         rows(Y, NULL, Xp + ((size_t)(k / 3) * Wp + k % 3) * IC, poff, Wk + (size_t)k * IC * OC, IC, OC, P, k > 0);
 }
 
 /* each tap's product added into its shifted place */
-__attribute__((target("avx512f")))
-void jem_ind_bwd_core(float *Dp, const float *Yt, const float *Wb, const int *poff, int IC, int OC, int P, int H,
-                      int Wp)
+__attribute__((target("avx512f"))) void jem_ind_bwd_core(float *Dp, const float *Yt, const float *Wb, const int *poff,
+                                                         int IC, int OC, int P, int H, int Wp)
 {
     memset(Dp, 0, sizeof(float) * (size_t)(H + 2) * Wp * IC);
     for (int k = 0; k < 9; k++)
         rows(Dp + ((size_t)(k / 3) * Wp + k % 3) * IC, poff, Yt, NULL, Wb + (size_t)k * OC * IC, OC, IC, P, 1);
 }
 
-__attribute__((target("avx512f")))
-void jem_ind_wgrad_core(float *dW, const float *Xp, const float *Yt, const int *poff, int IC, int OC, int P, int Wp)
+__attribute__((target("avx512f"))) void jem_ind_wgrad_core(float *dW, const float *Xp, const float *Yt, const int *poff,
+                                                           int IC, int OC, int P, int Wp)
 {
     for (int k = 0; k < 9; k++)
         jem_wgemm(Xp + ((size_t)(k / 3) * Wp + k % 3) * IC, poff, P, Yt, dW + (size_t)k * IC * OC, IC, OC);
     jem_hwc_add_colsum(dW + (size_t)9 * IC * OC, Yt, (size_t)P, OC);
 }
 
-__attribute__((target("avx512f")))
-void jem_ind_pointwise(float *Y, const int *yoff, const float *X, const int *xoff, const float *Wt, int K, int N,
-                       int P)
+__attribute__((target("avx512f"))) void jem_ind_pointwise(float *Y, const int *yoff, const float *X, const int *xoff,
+                                                          const float *Wt, int K, int N, int P)
 {
     rows(Y, yoff, X, xoff, Wt, K, N, P, 1);
 }
 
 /* one image: x (IC, H, W) -> out (OC, OH, OW) + bias, stored as st says;
  * Wk (9, IC, OC) */
-__attribute__((target("avx512f")))
-static void fwd_img(float *out, const float *x, const float *Wk, const float *bias, const jem_conv_shape *s,
-                    const jem_conv_store *sto, float *ws)
+__attribute__((target("avx512f"))) static void fwd_img(float *out, const float *x, const float *Wk, const float *bias,
+                                                       const jem_conv_shape *s, const jem_conv_store *sto, float *ws)
 {
     const int IC = s->IC, OC = s->OC, H = s->H, W = s->W, st = s->stride, Wp = W + 2;
     const int OH = jem_conv_out(H, 3, st, 1), OW = jem_conv_out(W, 3, st, 1), P = OH * OW;
@@ -194,9 +190,9 @@ static void fwd_img(float *out, const float *x, const float *Wk, const float *bi
  * with Wb (9, OC, IC), stored as st says (when dinp is not NULL); this
  * thread's dW (9, IC, OC) and db (OC) += the weight and bias gradients from
  * x (IC, H, W) (when want_w). sto: the store (st is the stride) */
-__attribute__((target("avx512f")))
-static void bwd_img(float *dinp, int want_w, const float *dout, const float *x, const float *Wb,
-                    const jem_conv_shape *s, const jem_conv_store *sto, float *ws)
+__attribute__((target("avx512f"))) static void bwd_img(float *dinp, int want_w, const float *dout, const float *x,
+                                                       const float *Wb, const jem_conv_shape *s,
+                                                       const jem_conv_store *sto, float *ws)
 {
     const int IC = s->IC, OC = s->OC, H = s->H, W = s->W, st = s->stride, Wp = W + 2;
     const int OH = jem_conv_out(H, 3, st, 1), OW = jem_conv_out(W, 3, st, 1), P = OH * OW;
@@ -270,7 +266,10 @@ static int run_fwd(float *out, const float *in, const float *w, const float *bia
     const int IC = s->IC, OC = s->OC;
     jem_wcache *own = NULL;
     const float *Wk = jem_ind_weights(st->wcache ? st->wcache : &own, w, IC, OC, 0);
-    if (!Wk) { jem_wcache_free(own); return -1; }
+    if (!Wk) {
+        jem_wcache_free(own);
+        return -1;
+    }
     const int OH = jem_conv_out(s->H, 3, s->stride, 1), OW = jem_conv_out(s->W, 3, s->stride, 1);
     const size_t isz = (size_t)IC * s->H * s->W, osz = (size_t)OC * OH * OW, per = ind_ws(s);
 #pragma omp parallel for schedule(static)
@@ -281,7 +280,13 @@ static int run_fwd(float *out, const float *in, const float *w, const float *bia
     jem_wcache_free(own);
     return 0;
 #else
-    (void)out; (void)in; (void)w; (void)bias; (void)s; (void)st; (void)ws;
+    (void)out;
+    (void)in;
+    (void)w;
+    (void)bias;
+    (void)s;
+    (void)st;
+    (void)ws;
     return -1;
 #endif
 }
@@ -307,7 +312,10 @@ static int ind_backward(float *dinp, float *dw, float *db, const float *dout, co
     jem_wcache *own = NULL;
     if (dinp) {
         Wb = jem_ind_weights(st->wcache ? st->wcache : &own, w, IC, OC, 1);
-        if (!Wb) { jem_wcache_free(own); return -1; }
+        if (!Wb) {
+            jem_wcache_free(own);
+            return -1;
+        }
     }
     const int OH = jem_conv_out(s->H, 3, s->stride, 1), OW = jem_conv_out(s->W, 3, s->stride, 1);
     const size_t isz = (size_t)IC * s->H * s->W, osz = (size_t)OC * OH * OW, per = ind_ws(s);
@@ -331,7 +339,15 @@ static int ind_backward(float *dinp, float *dw, float *db, const float *dout, co
     jem_wcache_free(own);
     return 0;
 #else
-    (void)dinp; (void)dw; (void)db; (void)dout; (void)inp; (void)w; (void)s; (void)st; (void)ws;
+    (void)dinp;
+    (void)dw;
+    (void)db;
+    (void)dout;
+    (void)inp;
+    (void)w;
+    (void)s;
+    (void)st;
+    (void)ws;
     return -1;
 #endif
 }

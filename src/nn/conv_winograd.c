@@ -154,32 +154,31 @@ static void transform_weights(float *U, const float *w, int IC, int OC, int flip
 #if HAVE_X86
 /* M[e][t][oc] = sum_ic V[e][t][ic] * U[e][ic][oc] for t in [0, nt), nt a
  * multiple of R, oc in [o0, o0 + 16 NV) */
-#define DEFINE_GEMM(R, NV)                                                                                         \
-    __attribute__((target("avx512f"), noinline)) static void gemm_##R##x##NV(float *M, const float *V, const float *U,       \
-                                                                     int nt, int IC, int OC, int o0)               \
-    {                                                                                                              \
-        for (int t0 = 0; t0 < nt; t0 += R) {                                                                       \
-            __m512 acc[R][NV];                                                                                     \
-            _Pragma("GCC unroll 24") for (int r = 0; r < R; r++)                                                   \
-                _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_ps();              \
-            const float *vp = V + (size_t)t0 * IC;                                                                 \
-            const float *up = U + o0;                                                                              \
-            for (int ic = 0; ic < IC; ic++) {                                                                      \
-                __m512 u[NV];                                                                                      \
-                _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) u[v] = _mm512_loadu_ps(up + 16 * v);          \
-                _Pragma("GCC unroll 24") for (int r = 0; r < R; r++)                                               \
-                {                                                                                                  \
-                    __m512 b = _mm512_set1_ps(vp[(size_t)r * IC]);                                                 \
-                    _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[r][v] =                               \
-                        _mm512_fmadd_ps(b, u[v], acc[r][v]);                                                       \
-                }                                                                                                  \
-                vp++;                                                                                              \
-                up += OC;                                                                                          \
-            }                                                                                                      \
-            _Pragma("GCC unroll 24") for (int r = 0; r < R; r++)                                                   \
-                _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)                                               \
-                    _mm512_storeu_ps(M + (size_t)(t0 + r) * OC + o0 + 16 * v, acc[r][v]);                          \
-        }                                                                                                          \
+#define DEFINE_GEMM(R, NV)                                                                                             \
+    __attribute__((target("avx512f"), noinline)) static void gemm_##R##x##NV(float *M, const float *V, const float *U, \
+                                                                             int nt, int IC, int OC, int o0)           \
+    {                                                                                                                  \
+        for (int t0 = 0; t0 < nt; t0 += R) {                                                                           \
+            __m512 acc[R][NV];                                                                                         \
+            _Pragma("GCC unroll 24") for (int r = 0; r < R; r++) _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)  \
+                acc[r][v] = _mm512_setzero_ps();                                                                       \
+            const float *vp = V + (size_t)t0 * IC;                                                                     \
+            const float *up = U + o0;                                                                                  \
+            for (int ic = 0; ic < IC; ic++) {                                                                          \
+                __m512 u[NV];                                                                                          \
+                _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) u[v] = _mm512_loadu_ps(up + 16 * v);              \
+                _Pragma("GCC unroll 24") for (int r = 0; r < R; r++)                                                   \
+                {                                                                                                      \
+                    __m512 b = _mm512_set1_ps(vp[(size_t)r * IC]);                                                     \
+                    _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[r][v] =                                   \
+                        _mm512_fmadd_ps(b, u[v], acc[r][v]);                                                           \
+                }                                                                                                      \
+                vp++;                                                                                                  \
+                up += OC;                                                                                              \
+            }                                                                                                          \
+            _Pragma("GCC unroll 24") for (int r = 0; r < R; r++) _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)  \
+                _mm512_storeu_ps(M + (size_t)(t0 + r) * OC + o0 + 16 * v, acc[r][v]);                                  \
+        }                                                                                                              \
     }
 DEFINE_GEMM(6, 4)
 DEFINE_GEMM(12, 2)
@@ -214,8 +213,8 @@ __attribute__((target("avx512f"))) static void products(float *M, const float *V
 
 /* V[e][t][ic] = (B^T d B)[e] of the 4x4 input tiles tb .. tb + nt - 1
  * (raster order, TW tiles per row) of the padded (Hp, Wp, IC) image Xp */
-__attribute__((target("avx512f")))
-static void input_transform(float *V, const float *Xp, int IC, int Wp, int TW, int tb, int nt)
+__attribute__((target("avx512f"))) static void input_transform(float *V, const float *Xp, int IC, int Wp, int TW,
+                                                               int tb, int nt)
 {
     for (int t = 0; t < nt; t++) {
         const int ty = (tb + t) / TW, tx = (tb + t) % TW;
@@ -248,8 +247,8 @@ static void input_transform(float *V, const float *Xp, int IC, int Wp, int TW, i
 
 /* F(2x2, 3x3) output transform of the tiles tb .. tb + nt - 1 from M into
  * Y (H, W, OC): A^T = [1 1 1 0; 0 1 -1 -1] */
-__attribute__((target("avx512f")))
-static void output_transform(float *Y, const float *M, int OC, int H, int W, int TW, int tb, int nt)
+__attribute__((target("avx512f"))) static void output_transform(float *Y, const float *M, int OC, int H, int W, int TW,
+                                                                int tb, int nt)
 {
     for (int t = 0; t < nt; t++) {
         const int ty = (tb + t) / TW, tx = (tb + t) % TW;
@@ -281,10 +280,10 @@ static void output_transform(float *Y, const float *M, int OC, int H, int W, int
 __attribute__((target("avx512f"), always_inline)) static inline void bt6(__m512 r[6], const __m512 d[6])
 {
     const __m512 c4 = _mm512_set1_ps(4.0f), c5 = _mm512_set1_ps(5.0f), c2 = _mm512_set1_ps(2.0f);
-    const __m512 a = _mm512_sub_ps(d[4], d[2]);                     /* d4 - d2 */
-    const __m512 b = _mm512_sub_ps(d[3], d[1]);                     /* d3 - d1 */
-    const __m512 p = _mm512_fnmadd_ps(c4, d[2], d[4]);              /* d4 - 4 d2 */
-    const __m512 q = _mm512_fnmadd_ps(c4, d[1], d[3]);              /* d3 - 4 d1 */
+    const __m512 a = _mm512_sub_ps(d[4], d[2]);        /* d4 - d2 */
+    const __m512 b = _mm512_sub_ps(d[3], d[1]);        /* d3 - d1 */
+    const __m512 p = _mm512_fnmadd_ps(c4, d[2], d[4]); /* d4 - 4 d2 */
+    const __m512 q = _mm512_fnmadd_ps(c4, d[1], d[3]); /* d3 - 4 d1 */
     r[0] = _mm512_fnmadd_ps(c5, d[2], _mm512_fmadd_ps(c4, d[0], d[4]));
     r[1] = _mm512_add_ps(p, q);
     r[2] = _mm512_sub_ps(p, q);
@@ -295,8 +294,8 @@ __attribute__((target("avx512f"), always_inline)) static inline void bt6(__m512 
 
 /* V[e][t][ic] = (B^T d B)[e], e < 36, of the 6x6 input tiles tb .. tb +
  * nt - 1 (4 pixels apart, TW tiles per row) of the padded image Xp */
-__attribute__((target("avx512f")))
-static void input_transform4(float *V, const float *Xp, int IC, int Wp, int TW, int tb, int nt)
+__attribute__((target("avx512f"))) static void input_transform4(float *V, const float *Xp, int IC, int Wp, int TW,
+                                                                int tb, int nt)
 {
     for (int t = 0; t < nt; t++) {
         const int ty = (tb + t) / TW, tx = (tb + t) % TW;
@@ -333,8 +332,8 @@ __attribute__((target("avx512f"), always_inline)) static inline void at6(__m512 
 
 /* F(4x4, 3x3) output transform of the tiles tb .. tb + nt - 1 from M into
  * Y (H, W, OC) */
-__attribute__((target("avx512f")))
-static void output_transform4(float *Y, const float *M, int OC, int H, int W, int TW, int tb, int nt)
+__attribute__((target("avx512f"))) static void output_transform4(float *Y, const float *M, int OC, int H, int W, int TW,
+                                                                 int tb, int nt)
 {
     for (int t = 0; t < nt; t++) {
         const int ty = (tb + t) / TW, tx = (tb + t) % TW;
@@ -366,8 +365,8 @@ size_t jem_wino_core_ws(int IC, int OC, int m)
 
 /* Blocks of tiles are balanced (49 tiles: 18 + 18 + 13, not 24 + 24 + 1)
  * and rounded up to the 6-tile kernels */
-__attribute__((target("avx512f")))
-void jem_wino_core(float *Y, const float *Xp, const float *U, int IC, int OC, int H, int W, int m, float *ws)
+__attribute__((target("avx512f"))) void jem_wino_core(float *Y, const float *Xp, const float *U, int IC, int OC, int H,
+                                                      int W, int m, float *ws)
 {
     const int TH = (H + m - 1) / m, TW = (W + m - 1) / m, NT = TH * TW, ne = (m + 2) * (m + 2);
     const int Wp = jem_wino_padded(W, m);
@@ -390,9 +389,9 @@ void jem_wino_core(float *Y, const float *Xp, const float *U, int IC, int OC, in
 
 /* one image with m x m output tiles (m = 2 or 4): in (IC, H, W) -> out
  * (OC, H, W) with the bias, stored as st says */
-__attribute__((target("avx512f")))
-static void wino_img(float *out, const float *in, const float *U, const float *bias, int IC, int OC, int H, int W,
-                     int m, const jem_conv_store *st, float *ws)
+__attribute__((target("avx512f"))) static void wino_img(float *out, const float *in, const float *U, const float *bias,
+                                                        int IC, int OC, int H, int W, int m, const jem_conv_store *st,
+                                                        float *ws)
 {
     const int Hp = jem_wino_padded(H, m), Wp = jem_wino_padded(W, m);
     float *Xp = ws;
@@ -421,8 +420,8 @@ __attribute__((target("avx512f"), always_inline)) static inline void a4(__m512 z
 /* dM[e][t][oc] = (A dY A^T)[e] of the tiles tb .. tb + nt - 1, dY pixel
  * (y, x) read from Yt + (y ldy + x) OC with zeros past the image; F(2x2):
  * A^T = [1 1 1 0; 0 1 -1 -1] */
-__attribute__((target("avx512f")))
-static void grad_transform(float *dM, const float *Yt, int ldy, int OC, int H, int W, int TW, int tb, int nt, int m)
+__attribute__((target("avx512f"))) static void grad_transform(float *dM, const float *Yt, int ldy, int OC, int H, int W,
+                                                              int TW, int tb, int nt, int m)
 {
     const int n = m + 2;
     for (int t = 0; t < nt; t++) {
@@ -472,15 +471,14 @@ size_t jem_wino_wgrad_ws(int IC, int OC, int m)
 
 /* dM = A dY A^T is the gradient of the elementwise product M of the forward
  * pass, dU = sum over tiles of dM * V */
-__attribute__((target("avx512f")))
-void jem_wino_wgrad_core(float *dU, const float *Xp, const float *Yt, int ldy, int IC, int OC, int H, int W, int m,
-                         float *ws)
+__attribute__((target("avx512f"))) void jem_wino_wgrad_core(float *dU, const float *Xp, const float *Yt, int ldy,
+                                                            int IC, int OC, int H, int W, int m, float *ws)
 {
     const int TH = (H + m - 1) / m, TW = (W + m - 1) / m, NT = TH * TW, ne = (m + 2) * (m + 2);
     const int Wp = jem_wino_padded(W, m);
     float *V = ws, *dM = ws + jem_up16((size_t)ne * TB * IC + 16);
     memset(V + (size_t)ne * TB * IC, 0, sizeof(float) * 16); /* the slack */
-    int toff[TB]; /* row offsets of the tiles in V[e] */
+    int toff[TB];                                            /* row offsets of the tiles in V[e] */
     for (int t = 0; t < TB; t++) toff[t] = t * IC;
     for (int tb = 0; tb < NT; tb += TB) {
         const int nt = NT - tb < TB ? NT - tb : TB;
@@ -496,8 +494,8 @@ void jem_wino_wgrad_core(float *dU, const float *Xp, const float *Yt, int ldy, i
 
 /* one image: this thread's dU and db += the gradients from x (IC, H, W)
  * and dout (OC, H, W) */
-__attribute__((target("avx512f")))
-static void wgrad_img(float *dU, const float *x, const float *dout, int IC, int OC, int H, int W, int m, float *ws)
+__attribute__((target("avx512f"))) static void wgrad_img(float *dU, const float *x, const float *dout, int IC, int OC,
+                                                         int H, int W, int m, float *ws)
 {
     const int Hp = jem_wino_padded(H, m), Wp = jem_wino_padded(W, m);
     size_t off[5];
@@ -521,13 +519,16 @@ const float *jem_wino_weights(jem_wcache **slot, const float *w, int IC, int OC,
     return U;
 }
 
-static int run(float *out, const float *in, const float *w, const float *bias, const jem_conv_shape *s, int IC,
-               int OC, int flip, const jem_conv_store *st, int m, float *ws)
+static int run(float *out, const float *in, const float *w, const float *bias, const jem_conv_shape *s, int IC, int OC,
+               int flip, const jem_conv_store *st, int m, float *ws)
 {
 #if HAVE_X86
     jem_wcache *own = NULL;
     const float *U = jem_wino_weights(st->wcache ? st->wcache : &own, w, IC, OC, flip, m);
-    if (!U) { jem_wcache_free(own); return -1; }
+    if (!U) {
+        jem_wcache_free(own);
+        return -1;
+    }
     const size_t per = wino_ws(s);
     const size_t isz = (size_t)IC * s->H * s->W, osz = (size_t)OC * s->H * s->W;
 #pragma omp parallel for schedule(static)
@@ -539,7 +540,16 @@ static int run(float *out, const float *in, const float *w, const float *bias, c
     jem_wcache_free(own);
     return 0;
 #else
-    (void)out; (void)in; (void)w; (void)bias; (void)s; (void)IC; (void)OC; (void)flip; (void)st; (void)m;
+    (void)out;
+    (void)in;
+    (void)w;
+    (void)bias;
+    (void)s;
+    (void)IC;
+    (void)OC;
+    (void)flip;
+    (void)st;
+    (void)m;
     (void)ws;
     return -1;
 #endif
@@ -619,7 +629,13 @@ static void wgrad(float *dw, float *db, const float *dout, const float *inp, con
         jem_wino_reduce(dw, db, ws + off[4], per, nth, IC, OC, m);
     }
 #else
-    (void)dw; (void)db; (void)dout; (void)inp; (void)s; (void)m; (void)ws;
+    (void)dw;
+    (void)db;
+    (void)dout;
+    (void)inp;
+    (void)s;
+    (void)m;
+    (void)ws;
 #endif
 }
 

@@ -31,7 +31,8 @@ __attribute__((target("avx512f"), always_inline)) static inline void jem_transpo
     }
     for (int k = 0; k < 4; k++) {
         __m512 s0 = _mm512_shuffle_f32x4(r[k], r[4 + k], 0x88), s1 = _mm512_shuffle_f32x4(r[k], r[4 + k], 0xDD);
-        __m512 s2 = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0x88), s3 = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0xDD);
+        __m512 s2 = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0x88),
+               s3 = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0xDD);
         t[k] = _mm512_shuffle_f32x4(s0, s2, 0x88);
         t[8 + k] = _mm512_shuffle_f32x4(s0, s2, 0xDD);
         t[4 + k] = _mm512_shuffle_f32x4(s1, s3, 0x88);
@@ -39,7 +40,6 @@ __attribute__((target("avx512f"), always_inline)) static inline void jem_transpo
     }
     for (int i = 0; i < 16; i++) r[i] = t[i];
 }
-
 
 /* X (Hp, Wp, C): zero the border around the H x W image at (1, 1) */
 static inline void jem_hwc_zero_border(float *X, int C, int H, int W, int Hp, int Wp)
@@ -161,33 +161,33 @@ __attribute__((target("avx512f"))) static inline void jem_hwc_add_colsum(float *
  * dw[r][16 v] += sum_p X[poff[p] + r] * Y[p][16 v] for r < nr, 6 rows x NV
  * vectors of 16 columns in registers (reads rows up to 6 even when nr is
  * smaller) */
-#define DEFINE_WKERNEL(NV)                                                                                         \
-    __attribute__((target("avx512f"), noinline, unused)) static void jem_wkern_##NV(                                    \
-        const float *X, const int *poff, int P, const float *Y, int ldy, float *dw, int lddw, int nr)              \
-    {                                                                                                              \
-        __m512 acc[6][NV];                                                                                         \
-        _Pragma("GCC unroll 6") for (int r = 0; r < 6; r++)                                                        \
-            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[r][v] = _mm512_setzero_ps();                  \
-        for (int p = 0; p < P; p++) {                                                                              \
-            const float *xp = X + poff[p];                                                                         \
-            const float *yp = Y + (size_t)p * ldy;                                                                 \
-            __m512 u[NV];                                                                                          \
-            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) u[v] = _mm512_loadu_ps(yp + 16 * v);              \
-            _Pragma("GCC unroll 6") for (int r = 0; r < 6; r++)                                                    \
-            {                                                                                                      \
-                const __m512 b = _mm512_set1_ps(xp[r]);                                                            \
+#define DEFINE_WKERNEL(NV)                                                                                            \
+    __attribute__((target("avx512f"), noinline, unused)) static void jem_wkern_##NV(                                  \
+        const float *X, const int *poff, int P, const float *Y, int ldy, float *dw, int lddw, int nr)                 \
+    {                                                                                                                 \
+        __m512 acc[6][NV];                                                                                            \
+        _Pragma("GCC unroll 6") for (int r = 0; r < 6; r++) _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)      \
+            acc[r][v] = _mm512_setzero_ps();                                                                          \
+        for (int p = 0; p < P; p++) {                                                                                 \
+            const float *xp = X + poff[p];                                                                            \
+            const float *yp = Y + (size_t)p * ldy;                                                                    \
+            __m512 u[NV];                                                                                             \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) u[v] = _mm512_loadu_ps(yp + 16 * v);                 \
+            _Pragma("GCC unroll 6") for (int r = 0; r < 6; r++)                                                       \
+            {                                                                                                         \
+                const __m512 b = _mm512_set1_ps(xp[r]);                                                               \
                 _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[r][v] = _mm512_fmadd_ps(b, u[v], acc[r][v]); \
-            }                                                                                                      \
-        }                                                                                                          \
-        _Pragma("GCC unroll 6") for (int r = 0; r < 6; r++)                                                        \
-        {                                                                                                          \
-            if (r >= nr) break;                                                                                    \
-            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)                                                   \
-            {                                                                                                      \
-                float *d = dw + (size_t)r * lddw + 16 * v;                                                         \
-                _mm512_storeu_ps(d, _mm512_add_ps(_mm512_loadu_ps(d), acc[r][v]));                                 \
-            }                                                                                                      \
-        }                                                                                                          \
+            }                                                                                                         \
+        }                                                                                                             \
+        _Pragma("GCC unroll 6") for (int r = 0; r < 6; r++)                                                           \
+        {                                                                                                             \
+            if (r >= nr) break;                                                                                       \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)                                                      \
+            {                                                                                                         \
+                float *d = dw + (size_t)r * lddw + 16 * v;                                                            \
+                _mm512_storeu_ps(d, _mm512_add_ps(_mm512_loadu_ps(d), acc[r][v]));                                    \
+            }                                                                                                         \
+        }                                                                                                             \
     }
 DEFINE_WKERNEL(4)
 DEFINE_WKERNEL(2)
@@ -196,8 +196,8 @@ DEFINE_WKERNEL(1)
 /* dW (IC, OC) += sum_p X[poff[p] + i]^T Y[p] (Y rows OC floats apart) for
  * i < IC: the weight gradient of one tap, in 6-row strips of the widest
  * kernel OC allows; reads up to 5 floats past a row of X */
-__attribute__((target("avx512f"), unused)) static void jem_wgemm(const float *X, const int *poff, int P,
-                                                                 const float *Y, float *dW, int IC, int OC)
+__attribute__((target("avx512f"), unused)) static void jem_wgemm(const float *X, const int *poff, int P, const float *Y,
+                                                                 float *dW, int IC, int OC)
 {
     const int nv = OC % 64 == 0 ? 4 : OC % 32 == 0 ? 2 : 1;
     for (int i0 = 0; i0 < IC; i0 += 6) {

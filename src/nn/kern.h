@@ -107,8 +107,7 @@ void jem_ind_bwd_core(float *Dp, const float *Yt, const float *Wb, const int *po
                       int Wp);
 /* dW (9, IC, OC) and then db (OC) += the weight and bias gradients from Xp
  * (H + 2, W + 2, IC) followed by 16 floats of slack, and Yt (P, OC) */
-void jem_ind_wgrad_core(float *dW, const float *Xp, const float *Yt, const int *poff, int IC, int OC, int P,
-                        int Wp);
+void jem_ind_wgrad_core(float *dW, const float *Xp, const float *Yt, const int *poff, int IC, int OC, int P, int Wp);
 /* a 1x1 convolution or its input gradient: row p of Y (N floats at Y +
  * yoff[p], or Y + p N when yoff is NULL) += row p of X (K floats at X +
  * xoff[p], or X + p K) times Wt (K, N), for p < P */

@@ -8,31 +8,26 @@
 
 /* ---- linear ---- */
 
-void jem_linear_forward(float *out, const float *inp, const float *w,
-                        const float *bias, int B, int IN, int OUT)
+void jem_linear_forward(float *out, const float *inp, const float *w, const float *bias, int B, int IN, int OUT)
 {
     if (bias)
         for (int b = 0; b < B; b++) memcpy(out + (size_t)b * OUT, bias, sizeof(float) * OUT);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, OUT, IN, 1.0f, inp, IN,
-                w, IN, bias ? 1.0f : 0.0f, out, OUT);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, OUT, IN, 1.0f, inp, IN, w, IN, bias ? 1.0f : 0.0f, out,
+                OUT);
 }
 
-void jem_linear_backward(float *dinp, float *dw, float *db, const float *dout,
-                         const float *inp, const float *w, int B, int IN, int OUT)
+void jem_linear_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w, int B,
+                         int IN, int OUT)
 {
     if (dinp)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, IN, OUT, 1.0f,
-                    dout, OUT, w, IN, 1.0f, dinp, IN);
-    if (dw)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OUT, IN, B, 1.0f,
-                    dout, OUT, inp, IN, 1.0f, dw, IN);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, IN, OUT, 1.0f, dout, OUT, w, IN, 1.0f, dinp, IN);
+    if (dw) cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OUT, IN, B, 1.0f, dout, OUT, inp, IN, 1.0f, dw, IN);
     if (db)
         for (int b = 0; b < B; b++)
             for (int o = 0; o < OUT; o++) db[o] += dout[(size_t)b * OUT + o];
 }
 
-void jem_linear_forward_ref(float *out, const float *inp, const float *w,
-                            const float *bias, int B, int IN, int OUT)
+void jem_linear_forward_ref(float *out, const float *inp, const float *w, const float *bias, int B, int IN, int OUT)
 {
     for (int b = 0; b < B; b++)
         for (int o = 0; o < OUT; o++) {
@@ -48,8 +43,7 @@ static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 #if HAVE_X86
 /* the fused activation's vector form (act.h) over n floats */
-__attribute__((target("avx512f")))
-static void fact_avx512(float *out, const float *inp, long n, const jem_fact *f)
+__attribute__((target("avx512f"))) static void fact_avx512(float *out, const float *inp, long n, const jem_fact *f)
 {
     const jem_factv c = jem_factv_make(f);
 #pragma omp parallel for schedule(static) if (n > 65536)
@@ -61,8 +55,7 @@ static void fact_avx512(float *out, const float *inp, long n, const jem_fact *f)
 }
 
 /* d *= act'(inp) */
-__attribute__((target("avx512f")))
-static void fact_grad_avx512(float *d, const float *inp, long n, const jem_fact *f)
+__attribute__((target("avx512f"))) static void fact_grad_avx512(float *d, const float *inp, long n, const jem_fact *f)
 {
     const jem_factv c = jem_factv_make(f);
 #pragma omp parallel for schedule(static) if (n > 65536)
@@ -75,8 +68,20 @@ static void fact_grad_avx512(float *d, const float *inp, long n, const jem_fact 
                               jem_factv_grad(&c, _mm512_maskz_loadu_ps(mk, d + t), _mm512_maskz_loadu_ps(mk, inp + t)));
 }
 #else
-static void fact_avx512(float *o, const float *i, long n, const jem_fact *f) { (void)o; (void)i; (void)n; (void)f; }
-static void fact_grad_avx512(float *d, const float *i, long n, const jem_fact *f) { (void)d; (void)i; (void)n; (void)f; }
+static void fact_avx512(float *o, const float *i, long n, const jem_fact *f)
+{
+    (void)o;
+    (void)i;
+    (void)n;
+    (void)f;
+}
+static void fact_grad_avx512(float *d, const float *i, long n, const jem_fact *f)
+{
+    (void)d;
+    (void)i;
+    (void)n;
+    (void)f;
+}
 #endif
 
 void jem_act_forward(float *out, const float *inp, size_t N, jem_act a, float slope)
@@ -116,8 +121,7 @@ static inline float act_deriv(float x, jem_act a, float slope)
     return 1.0f;
 }
 
-void jem_act_backward(float *dinp, const float *dout, const float *inp,
-                      size_t N, jem_act a, float slope)
+void jem_act_backward(float *dinp, const float *dout, const float *inp, size_t N, jem_act a, float slope)
 {
     const long n = (long)N;
 #pragma omp parallel for schedule(static) if (n > 65536)
@@ -143,8 +147,7 @@ void jem_act_grad_inplace(float *d, const float *inp, size_t N, jem_act a, float
 
 /* ---- pooling ---- */
 
-void jem_avgpool_forward(float *out, const float *inp, int B, int C, int H,
-                         int W, int k, int s)
+void jem_avgpool_forward(float *out, const float *inp, int B, int C, int H, int W, int k, int s)
 {
     const int OH = (H - k) / s + 1, OW = (W - k) / s + 1;
     const float inv = 1.0f / (float)(k * k);
@@ -161,8 +164,7 @@ void jem_avgpool_forward(float *out, const float *inp, int B, int C, int H,
     }
 }
 
-void jem_avgpool_backward(float *dinp, const float *dout, int B, int C, int H,
-                          int W, int k, int s)
+void jem_avgpool_backward(float *dinp, const float *dout, int B, int C, int H, int W, int k, int s)
 {
     const int OH = (H - k) / s + 1, OW = (W - k) / s + 1;
     const float inv = 1.0f / (float)(k * k);

@@ -28,8 +28,7 @@ void jem_softmax(const float *logits, int B, int K, float *probs)
     }
 }
 
-double jem_softmax_xent(const float *logits, const int32_t *y, int B, int K,
-                        float *dlogits, float scale, int *correct)
+double jem_softmax_xent(const float *logits, const int32_t *y, int B, int K, float *dlogits, float scale, int *correct)
 {
     int nl = 0, hits = 0;
     for (int b = 0; b < B; b++) nl += y[b] >= 0;
@@ -38,12 +37,17 @@ double jem_softmax_xent(const float *logits, const int32_t *y, int B, int K,
         const float *l = logits + (size_t)b * K;
         float *d = dlogits ? dlogits + (size_t)b * K : NULL;
         if (y[b] < 0) {
-            if (d) for (int k = 0; k < K; k++) d[k] = 0.0f;
+            if (d)
+                for (int k = 0; k < K; k++) d[k] = 0.0f;
             continue;
         }
         int am = 0;
         float mx = l[0];
-        for (int k = 1; k < K; k++) if (l[k] > mx) { mx = l[k]; am = k; }
+        for (int k = 1; k < K; k++)
+            if (l[k] > mx) {
+                mx = l[k];
+                am = k;
+            }
         hits += am == y[b];
         double s = 0.0;
         for (int k = 0; k < K; k++) s += exp((double)l[k] - mx);

@@ -21,14 +21,14 @@
 #include <omp.h>
 
 typedef struct {
-    int ic, oc, stride, h, w, oh, ow;     /* input h, w; output oh, ow */
+    int ic, oc, stride, h, w, oh, ow; /* input h, w; output oh, ow */
     int has_sc;
-    jem_block_plan plan;                  /* the planner's for this block (plan.c) */
-    int fused;                            /* conv1 and conv2 run as one (block.c); h1 channels innermost */
-    int c1w, c1b, c2w, c2b, scw, scb;     /* indices into the param table */
-    jem_conv_shape s1, s2, ssc;           /* conv shapes for batch 1 */
+    jem_block_plan plan;              /* the planner's for this block (plan.c) */
+    int fused;                        /* conv1 and conv2 run as one (block.c); h1 channels innermost */
+    int c1w, c1b, c2w, c2b, scw, scb; /* indices into the param table */
+    jem_conv_shape s1, s2, ssc;       /* conv shapes for batch 1 */
     /* activation offsets in floats per image (multiply by B) */
-    size_t a1, h1, a2, out;               /* out holds h2 + shortcut; no a1, a2 when fused */
+    size_t a1, h1, a2, out; /* out holds h2 + shortcut; no a1, a2 when fused */
 } blk;
 
 struct jem_net {
@@ -36,13 +36,13 @@ struct jem_net {
     int ntensors;
     jem_param tensors[JEM_MAX_PARAMS];
     size_t nparams;
-    float *params;   /* (nparams) */
-    float *grads;    /* (nparams) */
+    float *params; /* (nparams) */
+    float *grads;  /* (nparams) */
 
     int stem_w, stem_b, fc_w, fc_b;
     jem_conv_shape stem;
     blk blocks[JEM_MAX_BLOCKS];
-    int fin_c, fin_h, fin_w;              /* last block output shape */
+    int fin_c, fin_h, fin_w; /* last block output shape */
 
     /* activations, per image offsets; the store holds B_cap images */
     size_t x0;          /* stem output */
@@ -51,19 +51,19 @@ struct jem_net {
     size_t act_per_img; /* total floats per image */
     size_t max_map;     /* largest single map per image (gradient buffers) */
     int B_cap;
-    float *act;         /* (B_cap * act_per_img) */
-    float *gbuf;        /* 3 x (B_cap * max_map) gradient buffers */
-    float *ws;          /* conv workspace, ws_threads x ws_per_thread */
+    float *act;  /* (B_cap * act_per_img) */
+    float *gbuf; /* 3 x (B_cap * max_map) gradient buffers */
+    float *ws;   /* conv workspace, ws_threads x ws_per_thread */
     /* transformed weights of the 3x3 convolutions (stem, then c1 and c2 of
      * each block), forward and input gradient */
     jem_wcache *wc[2][1 + 2 * JEM_MAX_BLOCKS];
-    jem_wcache *wsc[JEM_MAX_BLOCKS];       /* the fused blocks' 1x1 shortcut weights, (IC, OC) */
+    jem_wcache *wsc[JEM_MAX_BLOCKS]; /* the fused blocks' 1x1 shortcut weights, (IC, OC) */
     size_t ws_per_thread;
     int ws_threads;
 
     /* the last forward */
     int B;
-    const float *x;     /* the caller's input (not owned) */
+    const float *x; /* the caller's input (not owned) */
     double macs;
 };
 
@@ -103,27 +103,34 @@ static void plan_acts(jem_net *n)
 {
     const jem_arch *a = &n->arch;
     size_t off = 0;
-    n->x0 = off; off += (size_t)a->stem * a->in_h * a->in_w;
+    n->x0 = off;
+    off += (size_t)a->stem * a->in_h * a->in_w;
     n->max_map = (size_t)a->stem * a->in_h * a->in_w;
     for (int i = 0; i < a->n_blocks; i++) {
         blk *b = &n->blocks[i];
         const size_t in = (size_t)b->ic * b->h * b->w, mid = (size_t)b->oc * b->h * b->w;
-        b->a1 = off; off += b->fused ? 0 : in;
-        b->h1 = off; off += mid;
-        b->a2 = off; off += b->fused ? 0 : mid;
-        b->out = off; off += (size_t)b->oc * b->oh * b->ow;
+        b->a1 = off;
+        off += b->fused ? 0 : in;
+        b->h1 = off;
+        off += mid;
+        b->a2 = off;
+        off += b->fused ? 0 : mid;
+        b->out = off;
+        off += (size_t)b->oc * b->oh * b->ow;
         n->max_map = maxz(n->max_map, maxz(in, mid));
     }
-    n->af = off; off += (size_t)n->fin_c * n->fin_h * n->fin_w;
-    n->g = off; off += (size_t)n->fin_c;
+    n->af = off;
+    off += (size_t)n->fin_c * n->fin_h * n->fin_w;
+    n->g = off;
+    off += (size_t)n->fin_c;
     n->act_per_img = off;
 }
 
 jem_status jem_net_create(const jem_arch *a, jem_net **out)
 {
     *out = NULL;
-    if (a->in_c < 1 || a->in_h < 1 || a->in_w < 1 || a->n_classes < 1 || a->stem < 1 ||
-        a->n_blocks < 1 || a->n_blocks > JEM_MAX_BLOCKS)
+    if (a->in_c < 1 || a->in_h < 1 || a->in_w < 1 || a->n_classes < 1 || a->stem < 1 || a->n_blocks < 1 ||
+        a->n_blocks > JEM_MAX_BLOCKS)
         return jem_fail(JEM_ERR_ARG, "model '%s': incomplete description", a->name);
     jem_status st = jem_conv_settings_check(); /* the kernel settings in the environment */
     if (st) return st;
@@ -139,31 +146,45 @@ jem_status jem_net_create(const jem_arch *a, jem_net **out)
     C = a->stem;
     for (int i = 0; i < a->n_blocks; i++) {
         blk *b = &n->blocks[i];
-        b->ic = C; b->oc = a->width[i]; b->stride = a->stride[i];
-        b->h = H; b->w = W;
-        b->oh = (H - 1) / b->stride + 1; b->ow = (W - 1) / b->stride + 1;
+        b->ic = C;
+        b->oc = a->width[i];
+        b->stride = a->stride[i];
+        b->h = H;
+        b->w = W;
+        b->oh = (H - 1) / b->stride + 1;
+        b->ow = (W - 1) / b->stride + 1;
         b->has_sc = b->stride != 1 || b->ic != b->oc;
-        snprintf(nm, sizeof nm, "b%d.c1.weight", i + 1); b->c1w = add_param(n, nm, 4, b->oc, b->ic, 3, 3);
-        snprintf(nm, sizeof nm, "b%d.c1.bias", i + 1);   b->c1b = add_param(n, nm, 1, b->oc, 0, 0, 0);
-        snprintf(nm, sizeof nm, "b%d.c2.weight", i + 1); b->c2w = add_param(n, nm, 4, b->oc, b->oc, 3, 3);
-        snprintf(nm, sizeof nm, "b%d.c2.bias", i + 1);   b->c2b = add_param(n, nm, 1, b->oc, 0, 0, 0);
+        snprintf(nm, sizeof nm, "b%d.c1.weight", i + 1);
+        b->c1w = add_param(n, nm, 4, b->oc, b->ic, 3, 3);
+        snprintf(nm, sizeof nm, "b%d.c1.bias", i + 1);
+        b->c1b = add_param(n, nm, 1, b->oc, 0, 0, 0);
+        snprintf(nm, sizeof nm, "b%d.c2.weight", i + 1);
+        b->c2w = add_param(n, nm, 4, b->oc, b->oc, 3, 3);
+        snprintf(nm, sizeof nm, "b%d.c2.bias", i + 1);
+        b->c2b = add_param(n, nm, 1, b->oc, 0, 0, 0);
         b->s1 = conv_shape(b->ic, H, W, b->oc, 3, 1, 1);
         b->s2 = conv_shape(b->oc, H, W, b->oc, 3, b->stride, 1);
         n->macs += conv_macs(&b->s1) + conv_macs(&b->s2);
         if (b->has_sc) {
-            snprintf(nm, sizeof nm, "b%d.sc.weight", i + 1); b->scw = add_param(n, nm, 4, b->oc, b->ic, 1, 1);
-            snprintf(nm, sizeof nm, "b%d.sc.bias", i + 1);   b->scb = add_param(n, nm, 1, b->oc, 0, 0, 0);
+            snprintf(nm, sizeof nm, "b%d.sc.weight", i + 1);
+            b->scw = add_param(n, nm, 4, b->oc, b->ic, 1, 1);
+            snprintf(nm, sizeof nm, "b%d.sc.bias", i + 1);
+            b->scb = add_param(n, nm, 1, b->oc, 0, 0, 0);
             b->ssc = conv_shape(b->ic, H, W, b->oc, 1, b->stride, 0);
             n->macs += conv_macs(&b->ssc);
         } else {
             b->scw = b->scb = -1;
         }
-        b->plan = jem_conv_plan_block(&b->s1, &b->s2, b->has_sc ? &b->ssc : NULL, a->act, a->slope,
-                                      jem_conv_settings_get());
+        b->plan =
+            jem_conv_plan_block(&b->s1, &b->s2, b->has_sc ? &b->ssc : NULL, a->act, a->slope, jem_conv_settings_get());
         b->fused = b->plan.fused;
-        C = b->oc; H = b->oh; W = b->ow;
+        C = b->oc;
+        H = b->oh;
+        W = b->ow;
     }
-    n->fin_c = C; n->fin_h = H; n->fin_w = W;
+    n->fin_c = C;
+    n->fin_h = H;
+    n->fin_w = W;
     plan_acts(n);
     n->fc_w = add_param(n, "fc.weight", 2, a->n_classes, C, 0, 0);
     n->fc_b = add_param(n, "fc.bias", 1, a->n_classes, 0, 0, 0);
@@ -255,25 +276,43 @@ static jem_status reserve(jem_net *n, int B)
         float *act = aligned_alloc(64, sizeof(float) * ((na + 15) & ~(size_t)15));
         float *gb = aligned_alloc(64, sizeof(float) * ((ng + 15) & ~(size_t)15));
         if (!act || !gb) {
-            free(act); free(gb);
+            free(act);
+            free(gb);
             return jem_fail(JEM_ERR_NOMEM, "out of memory for activations of batch %d", B);
         }
-        free(n->act); free(n->gbuf);
-        n->act = act; n->gbuf = gb;
+        free(n->act);
+        free(n->gbuf);
+        n->act = act;
+        n->gbuf = gb;
         n->B_cap = B;
     }
     return JEM_OK;
 }
 
-static jem_conv_shape with_batch(jem_conv_shape s, int B) { s.B = B; return s; }
+static jem_conv_shape with_batch(jem_conv_shape s, int B)
+{
+    s.B = B;
+    return s;
+}
 
 static jem_block_desc block_desc(jem_net *n, int i, int B)
 {
     blk *b = &n->blocks[i];
-    jem_block_desc d = {with_batch(b->s1, B), with_batch(b->s2, B), &b->plan, P(n, b->c1w), P(n, b->c1b), P(n, b->c2w),
-                        P(n, b->c2b), b->has_sc ? P(n, b->scw) : NULL, b->has_sc ? P(n, b->scb) : NULL,
-                        &n->wc[0][1 + 2 * i], &n->wc[0][2 + 2 * i], &n->wc[1][1 + 2 * i], &n->wc[1][2 + 2 * i],
-                        &n->wsc[i], i > 0 && n->blocks[i - 1].fused,
+    jem_block_desc d = {with_batch(b->s1, B),
+                        with_batch(b->s2, B),
+                        &b->plan,
+                        P(n, b->c1w),
+                        P(n, b->c1b),
+                        P(n, b->c2w),
+                        P(n, b->c2b),
+                        b->has_sc ? P(n, b->scw) : NULL,
+                        b->has_sc ? P(n, b->scb) : NULL,
+                        &n->wc[0][1 + 2 * i],
+                        &n->wc[0][2 + 2 * i],
+                        &n->wc[1][1 + 2 * i],
+                        &n->wc[1][2 + 2 * i],
+                        &n->wsc[i],
+                        i > 0 && n->blocks[i - 1].fused,
                         i + 1 < n->arch.n_blocks && n->blocks[i + 1].fused};
     return d;
 }
@@ -380,8 +419,8 @@ jem_status jem_net_backward(jem_net *n, const float *dlogits, float *dx, int par
     const float *g = A + n->g * B;
     float *dg = gQ; /* (B, C) */
     memset(dg, 0, sizeof(float) * (size_t)B * n->fin_c);
-    jem_linear_backward(dg, param_grads ? G(n, n->fc_w) : NULL, param_grads ? G(n, n->fc_b) : NULL,
-                        dlogits, g, P(n, n->fc_w), B, n->fin_c, a->n_classes);
+    jem_linear_backward(dg, param_grads ? G(n, n->fc_w) : NULL, param_grads ? G(n, n->fc_b) : NULL, dlogits, g,
+                        P(n, n->fc_w), B, n->fin_c, a->n_classes);
     /* d(last block out) = gap backward, times act'(out) */
     size_t nfin = (size_t)B * n->fin_c * HW;
     memset(gP, 0, sizeof(float) * nfin);
@@ -417,20 +456,20 @@ jem_status jem_net_backward(jem_net *n, const float *dlogits, float *dx, int par
          * for an activation that fuses, times act' in the same store */
         jem_conv_store sto = {0, fuse ? h1 : NULL, NULL, fa, &n->wc[1][2 + 2 * i]};
         s = with_batch(b->s2, B);
-        jem_conv2d_backward(da2, param_grads ? G(n, b->c2w) : NULL, param_grads ? G(n, b->c2b) : NULL,
-                               dcur, a2, P(n, b->c2w), &s, &sto, n->ws);
+        jem_conv2d_backward(da2, param_grads ? G(n, b->c2w) : NULL, param_grads ? G(n, b->c2b) : NULL, dcur, a2,
+                            P(n, b->c2w), &s, &sto, n->ws);
         if (!fuse) jem_act_grad_inplace(da2, h1, nmid, a->act, a->slope);
         sto.gate = fuse ? xin : NULL;
         sto.wcache = &n->wc[1][1 + 2 * i];
         s = with_batch(b->s1, B);
-        jem_conv2d_backward(da1, param_grads ? G(n, b->c1w) : NULL, param_grads ? G(n, b->c1b) : NULL,
-                               da2, a1, P(n, b->c1w), &s, &sto, n->ws);
+        jem_conv2d_backward(da1, param_grads ? G(n, b->c1w) : NULL, param_grads ? G(n, b->c1b) : NULL, da2, a1,
+                            P(n, b->c1w), &s, &sto, n->ws);
         if (!fuse) jem_act_grad_inplace(da1, xin, nin, a->act, a->slope);
         /* shortcut */
         if (b->has_sc) {
             s = with_batch(b->ssc, B);
-            jem_conv2d_backward(da1, param_grads ? G(n, b->scw) : NULL, param_grads ? G(n, b->scb) : NULL,
-                                dcur, xin, P(n, b->scw), &s, NULL, n->ws);
+            jem_conv2d_backward(da1, param_grads ? G(n, b->scw) : NULL, param_grads ? G(n, b->scb) : NULL, dcur, xin,
+                                P(n, b->scw), &s, NULL, n->ws);
         } else {
             jem_add_backward(da1, NULL, dcur, nout);
         }
@@ -439,8 +478,8 @@ jem_status jem_net_backward(jem_net *n, const float *dlogits, float *dx, int par
     /* stem */
     jem_conv_shape s = with_batch(n->stem, B);
     if (dx) memset(dx, 0, sizeof(float) * (size_t)B * a->in_c * a->in_h * a->in_w);
-    jem_conv2d_backward(dx, param_grads ? G(n, n->stem_w) : NULL, param_grads ? G(n, n->stem_b) : NULL,
-                        dcur, n->x, P(n, n->stem_w), &s, NULL, n->ws);
+    jem_conv2d_backward(dx, param_grads ? G(n, n->stem_w) : NULL, param_grads ? G(n, n->stem_b) : NULL, dcur, n->x,
+                        P(n, n->stem_w), &s, NULL, n->ws);
     return JEM_OK;
 }
 

@@ -17,10 +17,7 @@
 #include "jem.h"
 #include "nn/act.h"
 
-static inline int jem_conv_out(int n, int k, int stride, int pad)
-{
-    return (n + 2 * pad - k) / stride + 1;
-}
+static inline int jem_conv_out(int n, int k, int stride, int pad) { return (n + 2 * pad - k) / stride + 1; }
 
 /* ---- conv2d: out (B, OC, OH, OW) = inp (B, IC, H, W) * w (OC, IC, KH, KW) + bias (OC)
  * One dispatcher (conv.c) runs each pass on the kernel the planner
@@ -71,11 +68,9 @@ void jem_conv2d_forward(float *out, const float *inp, const float *w, const floa
  * dw and db += */
 void jem_conv2d_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w,
                          const jem_conv_shape *s, const jem_conv_store *st, float *ws);
-void jem_conv2d_forward_ref(float *out, const float *inp, const float *w,
-                            const float *bias, const jem_conv_shape *s);
-void jem_conv2d_backward_ref(float *dinp, float *dw, float *db,
-                             const float *dout, const float *inp,
-                             const float *w, const jem_conv_shape *s);
+void jem_conv2d_forward_ref(float *out, const float *inp, const float *w, const float *bias, const jem_conv_shape *s);
+void jem_conv2d_backward_ref(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w,
+                             const jem_conv_shape *s);
 
 /* ---- a wide-ResNet block fused per image (block.c): from the block
  * input x, a1 = act(x), h1 = conv1(a1) + b1, out = conv2(act(h1)) + b2 +
@@ -87,10 +82,10 @@ void jem_conv2d_backward_ref(float *dinp, float *dw, float *db,
  * innermost too. */
 typedef struct jem_block_plan jem_block_plan;
 typedef struct {
-    jem_conv_shape s1, s2;       /* conv1 (IC -> OC, stride 1), conv2 (OC -> OC); B is the batch */
-    const jem_block_plan *plan;  /* jem_conv_plan_block's for these shapes, fused */
+    jem_conv_shape s1, s2;      /* conv1 (IC -> OC, stride 1), conv2 (OC -> OC); B is the batch */
+    const jem_block_plan *plan; /* jem_conv_plan_block's for these shapes, fused */
     const float *w1, *b1, *w2, *b2;
-    const float *wsc, *bsc;      /* the shortcut (OC, IC, 1, 1) and (OC); NULL: identity */
+    const float *wsc, *bsc;                            /* the shortcut (OC, IC, 1, 1) and (OC); NULL: identity */
     jem_wcache **wc1f, **wc2f, **wc1b, **wc2b, **wcsc; /* transformed weights: forward, input gradient */
     /* x and its gradient channels innermost, (B, H, W, IC), not NCHW; the
      * same for out and dout (then without act_out): between two fused
@@ -115,25 +110,20 @@ int jem_block_backward(float *da1, float *dw1, float *db1, float *dw2, float *db
 int jem_net_fuse(jem_net *n, int on);
 
 /* ---- linear: out (B, OUT) = inp (B, IN) w^T + bias; w (OUT, IN) */
-void jem_linear_forward(float *out, const float *inp, const float *w,
-                        const float *bias, int B, int IN, int OUT);
-void jem_linear_backward(float *dinp, float *dw, float *db, const float *dout,
-                         const float *inp, const float *w, int B, int IN, int OUT);
-void jem_linear_forward_ref(float *out, const float *inp, const float *w,
-                            const float *bias, int B, int IN, int OUT);
+void jem_linear_forward(float *out, const float *inp, const float *w, const float *bias, int B, int IN, int OUT);
+void jem_linear_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w, int B,
+                         int IN, int OUT);
+void jem_linear_forward_ref(float *out, const float *inp, const float *w, const float *bias, int B, int IN, int OUT);
 
 /* ---- elementwise activations over N elements; slope is LeakyReLU's */
 void jem_act_forward(float *out, const float *inp, size_t N, jem_act a, float slope);
-void jem_act_backward(float *dinp, const float *dout, const float *inp,
-                      size_t N, jem_act a, float slope);
+void jem_act_backward(float *dinp, const float *dout, const float *inp, size_t N, jem_act a, float slope);
 /* d *= f'(inp), in place */
 void jem_act_grad_inplace(float *d, const float *inp, size_t N, jem_act a, float slope);
 
 /* ---- average pooling, kernel k, stride s, no padding: (B, C, H, W) -> (B, C, OH, OW) */
-void jem_avgpool_forward(float *out, const float *inp, int B, int C, int H,
-                         int W, int k, int s);
-void jem_avgpool_backward(float *dinp, const float *dout, int B, int C, int H,
-                          int W, int k, int s);
+void jem_avgpool_forward(float *out, const float *inp, int B, int C, int H, int W, int k, int s);
+void jem_avgpool_backward(float *dinp, const float *dout, int B, int C, int H, int W, int k, int s);
 /* ---- global average pooling: (B, C, H, W) -> (B, C) */
 void jem_gap_forward(float *out, const float *inp, int B, int C, int HW);
 void jem_gap_backward(float *dinp, const float *dout, int B, int C, int HW);

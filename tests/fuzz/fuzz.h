@@ -19,7 +19,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-
 static char fuzz_dir[512];
 /* Inputs the parser accepted (the replay test checks seeds are accepted). */
 static long fuzz_accepted;
@@ -30,7 +29,10 @@ static const char *fuzz_tmpdir(void)
     if (!fuzz_dir[0]) {
         const char *t = getenv("TMPDIR");
         snprintf(fuzz_dir, sizeof fuzz_dir, "%s/jem-fuzz-XXXXXX", t && *t ? t : "/tmp");
-        if (!mkdtemp(fuzz_dir)) { perror("mkdtemp"); abort(); }
+        if (!mkdtemp(fuzz_dir)) {
+            perror("mkdtemp");
+            abort();
+        }
         jem_set_threads(1);
     }
     return fuzz_dir;
@@ -47,19 +49,35 @@ static void fuzz_write(const char *rel, const void *p, size_t n, char *out, size
         mkdir(d, 0700);
     }
     FILE *f = fopen(out, "wb");
-    if (!f) { perror(out); abort(); }
-    if (n && fwrite(p, 1, n, f) != n) { perror(out); abort(); }
-    if (fclose(f)) { perror(out); abort(); }
+    if (!f) {
+        perror(out);
+        abort();
+    }
+    if (n && fwrite(p, 1, n, f) != n) {
+        perror(out);
+        abort();
+    }
+    if (fclose(f)) {
+        perror(out);
+        abort();
+    }
 }
 
 /* Split data at the first occurrence of the 4-byte separator "JEM|":
  * the part before goes to a, the rest to b (empty when absent). */
-static void fuzz_split(const uint8_t *d, size_t n, const uint8_t **a, size_t *na,
-                       const uint8_t **b, size_t *nb)
+static void fuzz_split(const uint8_t *d, size_t n, const uint8_t **a, size_t *na, const uint8_t **b, size_t *nb)
 {
-    *a = d; *na = n; *b = d + n; *nb = 0;
+    *a = d;
+    *na = n;
+    *b = d + n;
+    *nb = 0;
     for (size_t i = 0; i + 4 <= n; i++)
-        if (!memcmp(d + i, "JEM|", 4)) { *na = i; *b = d + i + 4; *nb = n - i - 4; return; }
+        if (!memcmp(d + i, "JEM|", 4)) {
+            *na = i;
+            *b = d + i + 4;
+            *nb = n - i - 4;
+            return;
+        }
 }
 
 /* Run fn(argc, argv) with stdout and stderr sent to /dev/null (the command

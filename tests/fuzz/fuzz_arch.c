@@ -21,7 +21,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         jem_arch_format(&b, buf2, sizeof buf2);
         if (strcmp(buf, buf2)) abort();
         jem_net *net = NULL;
-        if (jem_net_create(&a, &net) == JEM_OK) { fuzz_accepted++; jem_net_free(net); }
+        if (jem_net_create(&a, &net) == JEM_OK) {
+            fuzz_accepted++;
+            jem_net_free(net);
+        }
     }
     free(text);
     return 0;

@@ -29,7 +29,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (int i = 0; i < jem_st_meta_count(st); i++)
         if (!jem_st_get_meta(st, jem_st_meta_key(st, i))) abort();
     jem_net *net = NULL;
-    if (jem_ckpt_from_st(st, p, &net) == JEM_OK) { fuzz_accepted++; jem_net_free(net); }
+    if (jem_ckpt_from_st(st, p, &net) == JEM_OK) {
+        fuzz_accepted++;
+        jem_net_free(net);
+    }
     jem_st_free(st);
     return 0;
 }

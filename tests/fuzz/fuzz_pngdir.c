@@ -6,7 +6,8 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    const uint8_t *a, *b; size_t na, nb;
+    const uint8_t *a, *b;
+    size_t na, nb;
     fuzz_split(data, size, &a, &na, &b, &nb);
     char p[600];
     fuzz_write("root/ca/x.png", a, na, p, sizeof p);

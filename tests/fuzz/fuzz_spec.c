@@ -42,7 +42,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (strstr(in, skip[i])) return 0;
     double prod = 1;
     for (const char *p = in; *p;) {
-        if (*p < '0' || *p > '9') { p++; continue; }
+        if (*p < '0' || *p > '9') {
+            p++;
+            continue;
+        }
         double v = 0;
         while (*p >= '0' && *p <= '9') v = v * 10 + (*p++ - '0');
         prod *= v > 1 ? v : 1;
