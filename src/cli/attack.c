@@ -309,9 +309,12 @@ static void side_warnings(const cli_attack_args *a, const char *side, const cli_
                      side, e, 100 * c->value, 100 * c->tol);
         else
             snprintf(o, n,
-                     "%s, %s, eps %g: 4x the steps and 2x the restarts lower robust accuracy by %.1f points on %d "
-                     "images (tolerance %.1f): the figures have not converged",
-                     side, t, e, 100 * c->value, sd->check_n, 100 * c->tol);
+                     "%s, %s, eps %g: %s lower robust accuracy by %.1f points on %d images (tolerance %.1f): the "
+                     "figures have not converged",
+                     side, t, e,
+                     a->atk[0] == CLI_ATK_SQUARE && a->natk == 1 ? "4x the queries"
+                                                                 : "4x the steps and 2x the restarts",
+                     100 * c->value, sd->check_n, 100 * c->tol);
     }
 }
 void cli_attack_defaults(cli_attack_args *a)
