@@ -790,6 +790,8 @@ int cmd_attack(int argc, char **argv)
                          .model = CLI_MODEL_CKPT,
                          .json = 1,
                          .threads = 1,
+                         .precision = "the convolutions' products in the attacks and the defence's chains: fp32, or "
+                                      "bf16 with fp32 sums (AVX512-BF16; faster, less exact)",
                          .check = check,
                          .ud = &a};
     cli_ctx cx;
