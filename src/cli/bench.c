@@ -192,15 +192,15 @@ int cmd_bench(int argc, char **argv)
                            "JEM iteration time against batch size and K, images/s at 1 and 2 "
                            "threads")},
                       CLI_END};
-    const cli_spec sp = {.name = "bench",
-                         .usage = "[options]",
-                         .opts = opts,
-                         .model = CLI_MODEL_DESC,
-                         .model_default = "models/wrn-fmnist.model",
-                         .json = 1,
-                         .threads = 1,
-                         .precision = "the products of the forward and SGLD workloads (and of the JEM iteration's "
-                                      "chains): fp32, or bf16 with fp32 sums (AVX512-BF16); training steps stay fp32"};
+    const cli_spec sp = {
+        .name = "bench",
+        .usage = "[options]",
+        .opts = opts,
+        .model = CLI_MODEL_DESC,
+        .model_default = "models/wrn-fmnist.model",
+        .json = 1,
+        .threads = 1,
+        .precision = "forward and SGLD products: fp32, or bf16 with fp32 sums (AVX512-BF16); training steps fp32"};
     cli_ctx cx;
     int r = cli_begin(&cx, &sp, argc, argv);
     if (r >= 0) return r;

@@ -522,8 +522,7 @@ int cmd_train(int argc, char **argv)
         {OPT("sgld-steps", OPT_INT, &c->sgld.steps, "SGLD steps per iteration (K)"), RANGE(1, 100000),
          .flags = OPT_JEM},
         {OPT("precision", OPT_STR, &t.precision,
-             "the chains' convolution products: fp32, or bf16 with fp32 sums (AVX512-BF16; faster, less exact); "
-             "the training step stays fp32"),
+             "the chains' convolution products: fp32, or bf16 with fp32 sums (AVX512-BF16); training steps fp32"),
          .choices = "fp32|bf16", .flags = OPT_JEM},
         {OPT("sgld-step", OPT_FLOAT, &c->sgld.step_size, "SGLD step size (alpha)"), ABOVE(0, 1e6), .flags = OPT_JEM},
         {OPT("sgld-noise", OPT_FLOAT, &c->sgld.noise, "SGLD noise (sigma)"), RANGE(0, 100), .flags = OPT_JEM},
