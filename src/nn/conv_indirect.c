@@ -102,13 +102,6 @@ DEFINE_KERNEL(4)
 DEFINE_KERNEL(2)
 DEFINE_KERNEL(1)
 
-static void kern(int nv, const float *const *a, const float *B, int K, int ldb, float *const *c, int n, int add)
-{
-    if (nv == 4) kern_4(a, B, K, ldb, c, n, add);
-    else if (nv == 2) kern_2(a, B, K, ldb, c, n, add);
-    else kern_1(a, B, K, ldb, c, n, add);
-}
-
 /* the same with bf16 operands and fp32 sums (vdpbf16ps): a[r] K bf16
  * values, read as K / 2 pairs; B (K / 2, ldb, 2) bf16, pairs of rows
  * interleaved; K even */
@@ -148,13 +141,6 @@ DEFINE_KERNEL_BF16(4)
 DEFINE_KERNEL_BF16(2)
 DEFINE_KERNEL_BF16(1)
 
-static void kernb(int nv, const uint16_t *const *a, const uint16_t *B, int K, int ldb, float *const *c, int n, int add)
-{
-    if (nv == 4) kernb_4(a, B, K, ldb, c, n, add);
-    else if (nv == 2) kernb_2(a, B, K, ldb, c, n, add);
-    else kernb_1(a, B, K, ldb, c, n, add);
-}
-
 __attribute__((target("avx512f,avx512bf16"))) void jem_to_bf16(uint16_t *d, const float *x, size_t n)
 {
     for (size_t i = 0; i < n; i += 16) {
@@ -173,41 +159,36 @@ static int vectors(int C) { return C % 64 == 0 ? 4 : C % 32 == 0 ? 2 : 1; }
 /* row p of Y (N floats at Y + yoff[p], or Y + p N) = (add: +=) row p of X
  * (K floats at X + xoff[p], or X + p K) times Wt (K, N), for p < P: one
  * weight slice (K x 16 nv) at a time stays in L1 while every block of R
- * pixels passes */
-__attribute__((target("avx512f"))) static void rows(float *Y, const int *yoff, const float *X, const int *xoff,
-                                                    const float *Wt, int K, int N, int P, int add)
+ * pixels passes. Wtb not NULL: in bf16, the rows of Xb (K bf16 values at
+ * the same offsets) against Wtb (K / 2, N, 2); X and Wt are not read */
+__attribute__((target("avx512f"))) static void rows(float *Y, const int *yoff, const float *X, const uint16_t *Xb,
+                                                    const int *xoff, const float *Wt, const uint16_t *Wtb, int K, int N,
+                                                    int P, int add)
 {
     const int nv = vectors(N);
     for (int o0 = 0; o0 < N; o0 += 16 * nv)
         for (int p0 = 0; p0 < P; p0 += R) {
             const int n = P - p0 < R ? P - p0 : R;
             const float *a[R];
+            const uint16_t *ab[R];
             float *c[R];
             for (int r = 0; r < R; r++) {
                 const int p = p0 + (r < n ? r : n - 1);
-                a[r] = X + (xoff ? (size_t)xoff[p] : (size_t)p * K);
+                const size_t at = xoff ? (size_t)xoff[p] : (size_t)p * K;
+                a[r] = Wtb ? NULL : X + at;
+                ab[r] = Wtb ? Xb + at : NULL;
                 c[r] = Y + (yoff ? (size_t)yoff[p] : (size_t)p * N) + o0;
             }
-            kern(nv, a, Wt + o0, K, N, c, n, add);
-        }
-}
-
-/* rows() with bf16 operands: X's rows K bf16 values, Wtb (K / 2, N, 2) */
-static void rows_bf16(float *Y, const int *yoff, const uint16_t *X, const int *xoff, const uint16_t *Wtb, int K, int N,
-                      int P, int add)
-{
-    const int nv = vectors(N);
-    for (int o0 = 0; o0 < N; o0 += 16 * nv)
-        for (int p0 = 0; p0 < P; p0 += R) {
-            const int n = P - p0 < R ? P - p0 : R;
-            const uint16_t *a[R];
-            float *c[R];
-            for (int r = 0; r < R; r++) {
-                const int p = p0 + (r < n ? r : n - 1);
-                a[r] = X + (xoff ? (size_t)xoff[p] : (size_t)p * K);
-                c[r] = Y + (yoff ? (size_t)yoff[p] : (size_t)p * N) + o0;
+            if (Wtb) {
+                const uint16_t *B = Wtb + (size_t)2 * o0;
+                if (nv == 4) kernb_4(ab, B, K, N, c, n, add);
+                else if (nv == 2) kernb_2(ab, B, K, N, c, n, add);
+                else kernb_1(ab, B, K, N, c, n, add);
+            } else {
+                if (nv == 4) kern_4(a, Wt + o0, K, N, c, n, add);
+                else if (nv == 2) kern_2(a, Wt + o0, K, N, c, n, add);
+                else kern_1(a, Wt + o0, K, N, c, n, add);
             }
-            kernb(nv, a, Wtb + (size_t)2 * o0, K, N, c, n, add);
         }
 }
 
@@ -215,8 +196,8 @@ void jem_ind_core_bf16(float *Y, const uint16_t *Xpb, const uint16_t *Wkb, const
                        int Wp)
 {
     for (int k = 0; k < 9; k++)
-        rows_bf16(Y, NULL, Xpb + ((size_t)(k / 3) * Wp + k % 3) * IC, poff, Wkb + (size_t)k * IC * OC, IC, OC, P,
-                  k > 0);
+        rows(Y, NULL, NULL, Xpb + ((size_t)(k / 3) * Wp + k % 3) * IC, poff, NULL, Wkb + (size_t)k * IC * OC, IC, OC, P,
+             k > 0);
 }
 
 void jem_ind_bwd_core_bf16(float *Dp, const uint16_t *Ytb, const uint16_t *Wbb, const int *poff, int IC, int OC, int P,
@@ -224,13 +205,14 @@ void jem_ind_bwd_core_bf16(float *Dp, const uint16_t *Ytb, const uint16_t *Wbb, 
 {
     memset(Dp, 0, sizeof(float) * (size_t)(H + 2) * Wp * IC);
     for (int k = 0; k < 9; k++)
-        rows_bf16(Dp + ((size_t)(k / 3) * Wp + k % 3) * IC, poff, Ytb, NULL, Wbb + (size_t)k * OC * IC, OC, IC, P, 1);
+        rows(Dp + ((size_t)(k / 3) * Wp + k % 3) * IC, poff, NULL, Ytb, NULL, NULL, Wbb + (size_t)k * OC * IC, OC, IC,
+             P, 1);
 }
 
 void jem_ind_pointwise_bf16(float *Y, const int *yoff, const uint16_t *Xb, const int *xoff, const uint16_t *Wtb, int K,
                             int N, int P)
 {
-    rows_bf16(Y, yoff, Xb, xoff, Wtb, K, N, P, 1);
+    rows(Y, yoff, NULL, Xb, xoff, NULL, Wtb, K, N, P, 1);
 }
 
 /* the nine taps, each a pass of rows() over the shifted window starts, the
@@ -239,7 +221,8 @@ __attribute__((target("avx512f"))) void jem_ind_core(float *Y, const float *Xp, 
                                                      int IC, int OC, int P, int Wp)
 {
     for (int k = 0; k < 9; k++)
-        rows(Y, NULL, Xp + ((size_t)(k / 3) * Wp + k % 3) * IC, poff, Wk + (size_t)k * IC * OC, IC, OC, P, k > 0);
+        rows(Y, NULL, Xp + ((size_t)(k / 3) * Wp + k % 3) * IC, NULL, poff, Wk + (size_t)k * IC * OC, NULL, IC, OC, P,
+             k > 0);
 }
 
 /* each tap's product added into its shifted place */
@@ -248,7 +231,8 @@ __attribute__((target("avx512f"))) void jem_ind_bwd_core(float *Dp, const float 
 {
     memset(Dp, 0, sizeof(float) * (size_t)(H + 2) * Wp * IC);
     for (int k = 0; k < 9; k++)
-        rows(Dp + ((size_t)(k / 3) * Wp + k % 3) * IC, poff, Yt, NULL, Wb + (size_t)k * OC * IC, OC, IC, P, 1);
+        rows(Dp + ((size_t)(k / 3) * Wp + k % 3) * IC, poff, Yt, NULL, NULL, Wb + (size_t)k * OC * IC, NULL, OC, IC, P,
+             1);
 }
 
 __attribute__((target("avx512f"))) void jem_ind_wgrad_core(float *dW, const float *Xp, const float *Yt, const int *poff,
@@ -262,7 +246,7 @@ __attribute__((target("avx512f"))) void jem_ind_wgrad_core(float *dW, const floa
 __attribute__((target("avx512f"))) void jem_ind_pointwise(float *Y, const int *yoff, const float *X, const int *xoff,
                                                           const float *Wt, int K, int N, int P)
 {
-    rows(Y, yoff, X, xoff, Wt, K, N, P, 1);
+    rows(Y, yoff, X, NULL, xoff, Wt, NULL, K, N, P, 1);
 }
 
 /* one image: x (IC, H, W) -> out (OC, OH, OW) + bias, stored as st says;

@@ -232,50 +232,33 @@ DEFINE_GEMM_BF16(6, 1)
 
 /* the ne elementwise products of a block: M[e] = V[e] . U[e] for tiles
  * [0, nt), nt a multiple of 6; the widest kernel the output channels allow
- * (R = 6, 12 or 24 tiles) and 6-tile kernels for what is left */
-__attribute__((target("avx512f"))) static void products(float *M, const float *V, const float *U, int ne, int nt,
-                                                        int IC, int OC)
+ * (R = 6, 12 or 24 tiles) and 6-tile kernels for what is left. Ub not
+ * NULL: in bf16, V's values (bf16, the same offsets) against Ub */
+__attribute__((target("avx512f"))) static void products(float *M, const float *V, const float *U, const uint16_t *Ub,
+                                                        int ne, int nt, int IC, int OC)
 {
     const int NVO = OC % 64 == 0 ? 4 : OC % 32 == 0 ? 2 : 1;
     const int R = NVO == 4 ? 6 : NVO == 2 ? 12 : 24;
     const int nm = nt / R * R;
+    const uint16_t *Vb = (const uint16_t *)V;
     for (int e = 0; e < ne; e++) {
-        const float *Ve = V + (size_t)e * TB * IC, *Ue = U + (size_t)e * IC * OC;
+        const size_t ve = (size_t)e * TB * IC, ue = (size_t)e * IC * OC;
         float *Me = M + (size_t)e * TB * OC;
+        /* the kernel R x NV on n tiles from tile t0 */
+#define GEMM(R_, NV, t0, n)                                                                          \
+    (Ub ? gemmb_##R_##x##NV(Me + (size_t)(t0)*OC, Vb + ve + (size_t)(t0)*IC, Ub + ue, n, IC, OC, o0) \
+        : gemm_##R_##x##NV(Me + (size_t)(t0)*OC, V + ve + (size_t)(t0)*IC, U + ue, n, IC, OC, o0))
         for (int o0 = 0; o0 < OC; o0 += 16 * NVO) {
-            if (NVO == 4) gemm_6x4(Me, Ve, Ue, nt, IC, OC, o0);
+            if (NVO == 4) GEMM(6, 4, 0, nt);
             else if (NVO == 2) {
-                if (nm) gemm_12x2(Me, Ve, Ue, nm, IC, OC, o0);
-                if (nt > nm) gemm_6x2(Me + (size_t)nm * OC, Ve + (size_t)nm * IC, Ue, nt - nm, IC, OC, o0);
+                if (nm) GEMM(12, 2, 0, nm);
+                if (nt > nm) GEMM(6, 2, nm, nt - nm);
             } else {
-                if (nm) gemm_24x1(Me, Ve, Ue, nm, IC, OC, o0);
-                if (nt > nm) gemm_6x1(Me + (size_t)nm * OC, Ve + (size_t)nm * IC, Ue, nt - nm, IC, OC, o0);
+                if (nm) GEMM(24, 1, 0, nm);
+                if (nt > nm) GEMM(6, 1, nm, nt - nm);
             }
         }
-    }
-}
-
-/* products() with bf16 operands: Vb the block's V rounded to bf16 in
- * place (jem_wino_core), Ub the weights of jem_wino_weights_bf16 */
-__attribute__((target("avx512f,avx512bf16"))) static void
-products_bf16(float *M, const uint16_t *Vb, const uint16_t *Ub, int ne, int nt, int IC, int OC)
-{
-    const int NVO = OC % 64 == 0 ? 4 : OC % 32 == 0 ? 2 : 1;
-    const int R = NVO == 4 ? 6 : NVO == 2 ? 12 : 24;
-    const int nm = nt / R * R;
-    for (int e = 0; e < ne; e++) {
-        const uint16_t *Ve = Vb + (size_t)e * TB * IC, *Ue = Ub + (size_t)e * IC * OC;
-        float *Me = M + (size_t)e * TB * OC;
-        for (int o0 = 0; o0 < OC; o0 += 16 * NVO) {
-            if (NVO == 4) gemmb_6x4(Me, Ve, Ue, nt, IC, OC, o0);
-            else if (NVO == 2) {
-                if (nm) gemmb_12x2(Me, Ve, Ue, nm, IC, OC, o0);
-                if (nt > nm) gemmb_6x2(Me + (size_t)nm * OC, Ve + (size_t)nm * IC, Ue, nt - nm, IC, OC, o0);
-            } else {
-                if (nm) gemmb_24x1(Me, Ve, Ue, nm, IC, OC, o0);
-                if (nt > nm) gemmb_6x1(Me + (size_t)nm * OC, Ve + (size_t)nm * IC, Ue, nt - nm, IC, OC, o0);
-            }
-        }
+#undef GEMM
     }
 }
 
@@ -458,10 +441,8 @@ __attribute__((target("avx512f"))) static void core(float *Y, const float *Xp, c
              * read */
             for (int e = 0; e < ne; e++)
                 jem_to_bf16((uint16_t *)V + (size_t)e * TB * IC, V + (size_t)e * TB * IC, (size_t)ntr * IC);
-            products_bf16(M, (const uint16_t *)V, Ub, ne, ntr, IC, OC);
-        } else {
-            products(M, V, U, ne, ntr, IC, OC);
         }
+        products(M, V, U, Ub, ne, ntr, IC, OC);
         if (m == 4) output_transform4(Y, M, OC, H, W, TW, tb, nt);
         else output_transform(Y, M, OC, H, W, TW, tb, nt);
     }
