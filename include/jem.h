@@ -197,12 +197,14 @@ void jem_net_zero_grad(jem_net *net);
 double jem_net_macs(const jem_net *net);
 
 /* The precision of the products in the network's convolutions.
- * JEM_PRECISION_BF16: the Winograd convolutions (most of the work) take
- * bf16 operands with fp32 sums (AVX512-BF16's vdpbf16ps), in forward
- * passes and in backward passes that ask for the input gradient alone;
- * everything else, the weight gradients and the passes that lead to them
- * stay fp32. Logits then differ from fp32 by about 1e-2 of their spread;
- * for sampling chains, attacks and evaluation, not for training steps. */
+ * JEM_PRECISION_BF16: the convolutions of the fused wide-ResNet blocks
+ * (every convolution but the stem's, unless JEM_FUSE=0) take bf16
+ * operands with fp32 sums (AVX512-BF16's vdpbf16ps), in forward passes
+ * and in backward passes that ask for the input gradient alone; the stem,
+ * the linear head, the weight gradients and the passes that lead to them
+ * stay fp32. Each rounded layer is off by 0.2 to 2.5 % of its output's
+ * norm (F(4x4) Winograd the most): for sampling chains, attacks and
+ * evaluation, not for training steps. */
 typedef enum { JEM_PRECISION_FP32 = 0, JEM_PRECISION_BF16 } jem_precision;
 /* whether this CPU runs bf16 products (AVX512-BF16) */
 int jem_bf16_supported(void);
