@@ -196,12 +196,33 @@ void jem_net_zero_grad(jem_net *net);
 /* Multiply-adds of one forward pass for one image. */
 double jem_net_macs(const jem_net *net);
 
+/* The precision of the products in the network's convolutions.
+ * JEM_PRECISION_BF16: the convolutions of the fused wide-ResNet blocks
+ * (every convolution but the stem's, unless JEM_FUSE=0) take bf16
+ * operands with fp32 sums (AVX512-BF16's vdpbf16ps), in forward passes
+ * and in backward passes that ask for the input gradient alone; the stem,
+ * the linear head, the weight gradients and the passes that lead to them
+ * stay fp32. Each rounded layer is off by 0.2 to 2.5 % of its output's
+ * norm (F(4x4) Winograd the most): for sampling chains, attacks and
+ * evaluation, not for training steps. */
+typedef enum { JEM_PRECISION_FP32 = 0, JEM_PRECISION_BF16 } jem_precision;
+/* whether this CPU runs bf16 products (AVX512-BF16) */
+int jem_bf16_supported(void);
+/* The network's precision from here on (JEM_PRECISION_FP32 on creation).
+ * JEM_ERR_ARG for bf16 on a CPU without AVX512-BF16. */
+jem_status jem_net_set_precision(jem_net *net, jem_precision p);
+jem_precision jem_net_precision(const jem_net *net);
+/* "fp32" or "bf16" to *p; JEM_ERR_ARG naming s otherwise, or for bf16 on a
+ * CPU without it */
+jem_status jem_precision_parse(const char *s, jem_precision *p);
+
 /* Forward a batch x (B, C, H, W) to logits (B, K), keeping what backward
  * needs. Batches larger than any seen before grow the activation store. */
 jem_status jem_net_forward(jem_net *net, const float *x, int B, float *logits);
 /* Backward from dlogits (B, K) of the last forward. dx (B, C, H, W): written
  * (not accumulated) when non-NULL. Parameter gradients are accumulated (+=)
- * into jem_net_grads() when param_grads != 0 and not computed otherwise. */
+ * into jem_net_grads() when param_grads != 0 and not computed otherwise;
+ * asking for them after a bf16 forward pass is JEM_ERR_ARG. */
 jem_status jem_net_backward(jem_net *net, const float *dlogits, float *dx, int param_grads);
 /* Forward without keeping activations for backward (any batch size, chunked
  * internally). */
@@ -1034,9 +1055,11 @@ typedef struct {
     jem_adv_cfg adv;          /* adversarial training of the cross-entropy
                                    branch (kind JEM_ADV_NONE: off); see jem_train */
     int gen_warmup; /* the generative weights (w_x, w_xy, l2) ramp up linearly over this many iterations (0: off) */
-    jem_sampler sampler; /* the chains' sampler (SGLD) */
-    jem_sgld_cfg sgld;   /* sampler SGLD: steps (K), step size, noise, mala, clamp */
-    jem_hmc_cfg hmc;     /* sampler HMC: hmc.steps iterations of hmc.leapfrog
+    jem_sampler sampler;           /* the chains' sampler (SGLD) */
+    jem_sgld_cfg sgld;             /* sampler SGLD: steps (K), step size, noise, mala, clamp */
+    jem_precision chain_precision; /* the chains' passes (jem_net_set_precision); the
+                                      training step is fp32 (default fp32) */
+    jem_hmc_cfg hmc;               /* sampler HMC: hmc.steps iterations of hmc.leapfrog
                                    leapfrog steps per training iteration, at
                                    hmc.temperature, reflecting at the walls of
                                    [-1, 1] when sgld.clamp (hmc.warmup, bounded,
@@ -1047,8 +1070,8 @@ typedef struct {
                                    acceptance averaged over the iteration's
                                    chains (and ranks); target_accept 0 keeps it
                                    fixed. It is part of the training state. */
-    int buffer_size;     /* replay buffer (10000) */
-    float reinit;        /* 0.05 */
+    int buffer_size;               /* replay buffer (10000) */
+    float reinit;                  /* 0.05 */
     jem_init_kind init;
     int full_cov;          /* informative init with full covariance */
     int n_samples;         /* chains per iteration (= batch when 0) */

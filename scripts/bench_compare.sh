@@ -18,11 +18,16 @@
 # per timed run of each, and the same table as Markdown for the README.
 #   scripts/bench_compare.sh [BUILD] [ROUNDS] [THREADS] [REPS]
 # REPS: timed repetitions per workload in each process (median of them).
+# PRECISION=bf16: both sides with bf16 products in the forward and SGLD
+# passes (jem --precision bf16, PyTorch under torch.autocast bf16), the
+# training steps fp32; default fp32.
 set -euo pipefail
 build=${1:-build}
 rounds=${2:-3}
 threads=${3:-2}
 reps=${4:-3}
+prec=${PRECISION:-fp32}
+case $prec in fp32 | bf16) ;; *) echo "bench_compare: PRECISION=$prec: want fp32 or bf16" >&2; exit 2 ;; esac
 cd "$(dirname "$0")/.."
 py=/usr/bin/python3
 KEEP=glibc.malloc.mmap_threshold=4294967295:glibc.malloc.trim_threshold=4294967295
@@ -30,14 +35,14 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 torch_run() { # torch_run installed|keep ROUND
     if [ "$1" = keep ]; then
-        GLIBC_TUNABLES=$KEEP "$py" scripts/bench_torch.py --threads "$threads" --reps "$reps" > "$tmp/$1.$2.json"
+        GLIBC_TUNABLES=$KEEP "$py" scripts/bench_torch.py --threads "$threads" --reps "$reps" --precision "$prec" > "$tmp/$1.$2.json"
     else
-        env -u GLIBC_TUNABLES "$py" scripts/bench_torch.py --threads "$threads" --reps "$reps" > "$tmp/$1.$2.json"
+        env -u GLIBC_TUNABLES "$py" scripts/bench_torch.py --threads "$threads" --reps "$reps" --precision "$prec" > "$tmp/$1.$2.json"
     fi
 }
 for r in $(seq 1 "$rounds"); do
     echo "round $r of $rounds" >&2
-    "$build/jem" bench --threads "$threads" --reps "$reps" --json > "$tmp/jem.$r.json"
+    "$build/jem" bench --threads "$threads" --reps "$reps" --precision "$prec" --json > "$tmp/jem.$r.json"
     if [ $((r % 2)) -eq 1 ]; then
         torch_run installed "$r"
         torch_run keep "$r"
@@ -55,8 +60,10 @@ j, t, k = load("jem"), load("installed"), load("keep")
 med = statistics.median
 names = [("forward", "forward"), ("train_step", "classifier training step"), ("sgld_step", "one SGLD step"),
          ("jem_iteration", "JEM iteration, K = %d" % j[0]["sgld_steps"])]
-print("jem against PyTorch %s, %s threads, median of %d alternating rounds (%s repetitions each)"
-      % (t[0]["torch"], threads, rounds, reps))
+print("jem against PyTorch %s, %s threads, median of %d alternating rounds (%s repetitions each), %s"
+      % (t[0]["torch"], threads, rounds, reps,
+         "bf16 forward and SGLD passes (PyTorch: torch.autocast bf16), training steps fp32"
+         if t[0].get("precision") == "bf16" else "fp32"))
 s = t[0]["settings"]
 print("PyTorch: forward under %s, %s tensors, oneDNN %s, zero_grad %s; torch threads %d"
       % (s["forward"], s["memory_format"], "on" if s["mkldnn"] else "off", s["zero_grad"], t[0]["threads"]))

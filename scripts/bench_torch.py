@@ -21,8 +21,13 @@ PyTorch's documented CPU performance settings, as used here:
   GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4294967295:glibc.malloc.trim_threshold=4294967295
   (large blocks kept in the heap instead of being mapped and unmapped per
   tensor); the variable is recorded in the JSON, with the minor page faults
-  of each workload's timed runs."""
-import argparse, json, os, resource, statistics, sys, time
+  of each workload's timed runs.
+- --precision bf16: the forward pass and the SGLD steps (those of the JEM
+  iteration too) under torch.autocast("cpu", dtype=torch.bfloat16), PyTorch's
+  documented mixed precision on CPUs with AVX512-BF16 (convolutions and
+  linear layers in bf16 through oneDNN); the training steps stay fp32, as
+  in `jem bench --precision bf16`."""
+import argparse, contextlib, json, os, resource, statistics, sys, time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -67,7 +72,10 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--sgld-steps", type=int, default=20)
+    ap.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     a = ap.parse_args()
+    # the forward and SGLD passes' precision
+    low = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if a.precision == "bf16" else contextlib.nullcontext
     torch.set_num_threads(a.threads)
     if torch.get_num_threads() != a.threads:
         sys.exit("bench_torch: torch.get_num_threads() = %d, not %d" % (torch.get_num_threads(), a.threads))
@@ -80,7 +88,7 @@ def main():
     y128 = torch.randint(0, 10, (128,))
 
     def forward():
-        with torch.inference_mode():
+        with torch.inference_mode(), low():
             m(x256)
 
     def train(x, y):
@@ -91,7 +99,9 @@ def main():
     def sgld(x, k):
         for _ in range(k):
             x = x.detach().requires_grad_(True)
-            g, = torch.autograd.grad(m(x).logsumexp(1).sum(), [x])
+            with low():
+                e = m(x).float().logsumexp(1).sum()
+            g, = torch.autograd.grad(e, [x])
             x = x + 1e-3 * g + 0.01 * torch.randn_like(x)
         return x.detach()
 
@@ -102,6 +112,7 @@ def main():
     work = [("forward", 256, forward), ("train_step", 64, lambda: train(x64, y64)),
             ("sgld_step", 64, lambda: sgld(x64, 1)), ("jem_iteration", 64, lambda: jem(a.sgld_steps))]
     out = {"threads": torch.get_num_threads(), "reps": a.reps, "torch": torch.__version__,
+           "precision": a.precision,
            "settings": {"forward": "inference_mode", "memory_format": "contiguous (NCHW)",
                         "mkldnn": bool(torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled),
                         "zero_grad": "set_to_none", "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")},

@@ -173,6 +173,175 @@ static void check_kernel(int wino, int B, int IC, int H, int W, int OC)
     fix_free(&f);
 }
 
+/* The bf16 Winograd core (jem_wino_core_bf16) on one (H, W, IC) image
+ * against the fp32 core. Integer data (x in [-3, 3], w in {-1, 0, 1})
+ * with F(2x2): every transformed value is a small multiple of 1/2 and
+ * every partial sum an exact float, so bf16 changes nothing and the
+ * outputs must be equal bit for bit, which pins the pairing of input
+ * channels and the layout of the rounded weights and tiles, for the
+ * forward weights and the flipped ones of the input gradient. Uniform
+ * data: the error against fp32 is that of bf16 operands (8-bit
+ * significands, relative rounding up to 2^-9) in the transformed domain:
+ * about 0.4 % of the outputs' L2 norm with F(2x2), and with F(4x4), whose
+ * transforms add and cancel values up to 25 times larger, about 2.5 %;
+ * bounded on both sides (a bf16 path that rounded nothing would pass
+ * below). */
+static void check_bf16_core(int m, int IC, int H, int W, int OC)
+{
+    jem_rng r;
+    jem_rng_seed(&r, (uint64_t)(m * 1000 + IC + H * 7 + W), (uint64_t)OC);
+    const int Hp = jem_wino_padded(H, m), Wp = jem_wino_padded(W, m);
+    const size_t nxp = (size_t)Hp * Wp * IC, nw = (size_t)OC * IC * 9, ny = (size_t)H * W * OC;
+    float *Xp = calloc(nxp, sizeof(float)), *w = malloc(sizeof(float) * nw);
+    float *Y = malloc(sizeof(float) * ny), *Yb = malloc(sizeof(float) * ny);
+    float *ws = malloc(sizeof(float) * jem_wino_core_ws(IC, OC, m) + 64);
+    for (int pass = 0; pass < 3; pass++) {
+        const int exact = pass < 2 && m == 2, flip = pass == 1;
+        /* the image at (1, 1) of the zero-padded buffer */
+        for (int y = 0; y < H; y++)
+            for (int x = 0; x < W; x++)
+                for (int c = 0; c < IC; c++) {
+                    const float u = (float)jem_rng_uniform(&r);
+                    Xp[((size_t)(y + 1) * Wp + x + 1) * IC + c] = exact ? floorf(7.0f * u) - 3.0f : 2.0f * u - 1.0f;
+                }
+        for (size_t i = 0; i < nw; i++) {
+            const float u = (float)jem_rng_uniform(&r);
+            w[i] = exact ? floorf(3.0f * u) - 1.0f : 2.0f * u - 1.0f;
+        }
+        /* flip: the weights as the input gradient of a layer OC -> IC reads
+         * them; the convolution then runs IC -> OC all the same */
+        jem_wcache *c32 = NULL, *c16 = NULL;
+        const float *U = jem_wino_weights(&c32, w, IC, OC, flip, m);
+        const uint16_t *Ub = jem_wino_weights_bf16(&c16, w, IC, OC, flip, m);
+        ASSERT(U && Ub);
+        if (!U || !Ub) break;
+        for (size_t i = 0; i < ny; i++) Yb[i] = NAN; /* every output must be written */
+        jem_wino_core(Y, Xp, U, IC, OC, H, W, m, ws);
+        jem_wino_core_bf16(Yb, Xp, Ub, IC, OC, H, W, m, ws);
+        double e = rel_err_ff(Yb, Y, ny), dmax = 0;
+        for (size_t i = 0; i < ny; i++) dmax = fmax(dmax, isnan(Yb[i]) ? INFINITY : fabs((double)Yb[i] - Y[i]));
+        if (exact)
+            ASSERT_MSG(dmax == 0, "bf16 F(2x2) %s %dx%dx%d->%d on integers: differs from fp32 by %.3g",
+                       flip ? "flipped" : "forward", IC, H, W, OC, dmax);
+        else
+            ASSERT_MSG(m == 2 ? e > 1e-3 && e < 8e-3 : e > 5e-3 && e < 4e-2,
+                       "bf16 F(%dx%d) %dx%dx%d->%d: error %.3g against fp32", m, m, IC, H, W, OC, e);
+        if (!exact) printf("bf16 Winograd F(%dx%d) %dx%dx%d->%d: error %.2g against fp32\n", m, m, IC, H, W, OC, e);
+        jem_wcache_free(c32);
+        jem_wcache_free(c16);
+    }
+    free(Xp);
+    free(w);
+    free(Y);
+    free(Yb);
+    free(ws);
+}
+
+/* The bf16 indirect cores (3x3 at stride st, forward and input gradient)
+ * and the 1x1 pointwise products (forward and input gradient) against
+ * their fp32 cores: on integer data (x in [-3, 3], w in {-1, 0, 1}) every
+ * product and sum is exact in both, so the outputs must be equal bit for
+ * bit, which pins the pairing of channels in the rounded images and
+ * weights; on uniform data the error is bf16's rounding of both
+ * operands, about 0.3 % of the outputs' L2 norm. */
+static void check_bf16_indirect(int IC, int H, int W, int OC, int st)
+{
+    jem_rng r;
+    jem_rng_seed(&r, (uint64_t)(IC * 7 + H * 3 + W + st), (uint64_t)OC + 99);
+    const int Wp = W + 2, OH = jem_conv_out(H, 3, st, 1), OW = jem_conv_out(W, 3, st, 1), P = OH * OW;
+    const size_t nxp = (size_t)(H + 2) * Wp * IC, nw = (size_t)OC * IC * 9;
+    float *Xp = calloc(nxp + 16, sizeof(float)), *w = malloc(sizeof(float) * nw);
+    float *Yt = malloc(sizeof(float) * (size_t)P * OC), *X = malloc(sizeof(float) * (size_t)H * W * IC);
+    float *Y = malloc(sizeof(float) * (size_t)P * OC), *Yb = malloc(sizeof(float) * (size_t)P * OC);
+    float *D = malloc(sizeof(float) * nxp), *Db = malloc(sizeof(float) * nxp);
+    float *G = malloc(sizeof(float) * (size_t)H * W * IC), *Gb = malloc(sizeof(float) * (size_t)H * W * IC);
+    uint16_t *xb = malloc(sizeof(uint16_t) * (nxp + (size_t)P * OC + (size_t)H * W * IC + 16));
+    int *poff = malloc(sizeof(int) * (size_t)P), *psc = malloc(sizeof(int) * (size_t)P);
+    jem_ind_offsets(poff, P, OW, Wp, st, IC);
+    jem_ind_offsets(psc, P, OW, W, st, IC);
+    for (int exact = 1; exact >= 0; exact--) {
+#define DRAW(v, lo3) (exact ? floorf((lo3)*jem_rng_uniform(&r)) - ((lo3)-1) / 2 : 2.0f * jem_rng_uniform(&r) - 1.0f)
+        for (int y = 0; y < H; y++)
+            for (int x = 0; x < W; x++)
+                for (int c = 0; c < IC; c++) {
+                    const float v = DRAW(v, 7);
+                    Xp[((size_t)(y + 1) * Wp + x + 1) * IC + c] = v;
+                    X[((size_t)y * W + x) * IC + c] = v;
+                }
+        for (size_t i = 0; i < nw; i++) w[i] = DRAW(w, 3);
+        for (size_t i = 0; i < (size_t)P * OC; i++) Yt[i] = DRAW(Yt, 7);
+#undef DRAW
+        jem_wcache *c[6] = {NULL, NULL, NULL, NULL, NULL, NULL};
+        const float *Wk = jem_ind_weights(&c[0], w, IC, OC, 0), *Wb = jem_ind_weights(&c[1], w, IC, OC, 1);
+        const uint16_t *Wkb = jem_ind_weights_bf16(&c[2], w, IC, OC, 0),
+                       *Wbb = jem_ind_weights_bf16(&c[3], w, IC, OC, 1);
+        /* the 1x1 convolution: the first tap's weights (OC, IC) as w (OC, IC, 1, 1) */
+        float *w1 = malloc(sizeof(float) * (size_t)OC * IC);
+        for (size_t i = 0; i < (size_t)OC * IC; i++) w1[i] = w[i * 9];
+        const float *Wt = jem_pw_weights(&c[4], w1, IC, OC);
+        const uint16_t *Wtb = jem_pw_weights_bf16(&c[5], w1, IC, OC, 0);
+        jem_wcache *c6 = NULL;
+        const uint16_t *Wtbb = jem_pw_weights_bf16(&c6, w1, IC, OC, 1);
+        ASSERT(Wk && Wb && Wkb && Wbb && Wt && Wtb && Wtbb);
+        double e[4], dmax[4] = {0, 0, 0, 0};
+        /* 3x3 forward */
+        jem_ind_core(Y, Xp, Wk, poff, IC, OC, P, Wp);
+        jem_to_bf16(xb, Xp, nxp);
+        jem_ind_core_bf16(Yb, xb, Wkb, poff, IC, OC, P, Wp);
+        e[0] = rel_err_ff(Yb, Y, (size_t)P * OC);
+        for (size_t i = 0; i < (size_t)P * OC; i++) dmax[0] = fmax(dmax[0], fabs((double)Yb[i] - Y[i]));
+        /* 3x3 input gradient */
+        jem_ind_bwd_core(D, Yt, Wb, poff, IC, OC, P, H, Wp);
+        jem_to_bf16(xb, Yt, (size_t)P * OC);
+        jem_ind_bwd_core_bf16(Db, xb, Wbb, poff, IC, OC, P, H, Wp);
+        e[1] = rel_err_ff(Db, D, nxp);
+        for (size_t i = 0; i < nxp; i++) dmax[1] = fmax(dmax[1], fabs((double)Db[i] - D[i]));
+        /* 1x1 forward, added to Y's values */
+        memcpy(Yb, Y, sizeof(float) * (size_t)P * OC);
+        jem_ind_pointwise(Y, NULL, X, psc, Wt, IC, OC, P);
+        jem_to_bf16(xb, X, (size_t)H * W * IC);
+        jem_ind_pointwise_bf16(Yb, NULL, xb, psc, Wtb, IC, OC, P);
+        e[2] = rel_err_ff(Yb, Y, (size_t)P * OC);
+        for (size_t i = 0; i < (size_t)P * OC; i++) dmax[2] = fmax(dmax[2], fabs((double)Yb[i] - Y[i]));
+        /* 1x1 input gradient into the strided pixels */
+        memset(G, 0, sizeof(float) * (size_t)H * W * IC);
+        memset(Gb, 0, sizeof(float) * (size_t)H * W * IC);
+        jem_ind_pointwise(G, psc, Yt, NULL, w1, OC, IC, P);
+        jem_to_bf16(xb, Yt, (size_t)P * OC);
+        jem_ind_pointwise_bf16(Gb, psc, xb, NULL, Wtbb, OC, IC, P);
+        e[3] = rel_err_ff(Gb, G, (size_t)H * W * IC);
+        for (size_t i = 0; i < (size_t)H * W * IC; i++) dmax[3] = fmax(dmax[3], fabs((double)Gb[i] - G[i]));
+        static const char *const what[4] = {"3x3 forward", "3x3 input gradient", "1x1 forward", "1x1 input gradient"};
+        for (int k = 0; k < 4; k++) {
+            if (exact)
+                ASSERT_MSG(dmax[k] == 0, "bf16 indirect %s %dx%dx%d->%d s%d on integers: differs by %.3g", what[k], IC,
+                           H, W, OC, st, dmax[k]);
+            else
+                ASSERT_MSG(e[k] > 1e-4 && e[k] < 1e-2, "bf16 indirect %s %dx%dx%d->%d s%d: error %.3g", what[k], IC, H,
+                           W, OC, st, e[k]);
+        }
+        if (!exact)
+            printf("bf16 indirect %dx%dx%d->%d s%d: error %.2g / %.2g (3x3 fwd / bwd), %.2g / %.2g (1x1)\n", IC, H, W,
+                   OC, st, e[0], e[1], e[2], e[3]);
+        for (int k = 0; k < 6; k++) jem_wcache_free(c[k]);
+        jem_wcache_free(c6);
+        free(w1);
+    }
+    free(Xp);
+    free(w);
+    free(Yt);
+    free(X);
+    free(Y);
+    free(Yb);
+    free(D);
+    free(Db);
+    free(G);
+    free(Gb);
+    free(xb);
+    free(poff);
+    free(psc);
+}
+
 /* The fused stores (jem_conv_store) through the dispatcher, on whichever
  * kernel the planner gives the shape: forward with accumulate and act_out,
  * input gradient set (not accumulated) and accumulated, each times
@@ -280,7 +449,7 @@ int main(void)
     /* the tile rule (the planner's, with the tile left to it): 4x4 where
      * they pad little (28 x 28, 8 x 12), 2x2 where they would pad a lot
      * (14 x 14, 7 x 7) */
-    const jem_conv_settings autoset = {1, JEM_KERNELS_AUTO, 0, 1};
+    const jem_conv_settings autoset = {1, JEM_KERNELS_AUTO, 0, 1, 0};
     jem_conv_shape t28 = {1, 16, 28, 28, 16, 3, 3, 1, 1}, t14 = t28, t7 = t28, t812 = t28;
     t14.H = t14.W = 14;
     t7.H = t7.W = 7;
@@ -290,6 +459,23 @@ int main(void)
            jem_conv_plan_layer(&t812, JEM_PASS_FORWARD, 0, 0, &autoset).tile == 4);
     ASSERT(jem_conv_plan_layer(&t14, JEM_PASS_FORWARD, 0, 0, &autoset).tile == 2 &&
            jem_conv_plan_layer(&t7, JEM_PASS_FORWARD, 0, 0, &autoset).tile == 2);
+    if (set->bf16) {
+        /* every bf16 product kernel (OC 16, 32, 64 and 128), partial tiles
+         * and blocks, both tiles */
+        check_bf16_core(2, 16, 28, 28, 32);
+        check_bf16_core(2, 32, 14, 14, 64);
+        check_bf16_core(2, 64, 7, 9, 128);
+        check_bf16_core(2, 16, 5, 5, 16);
+        check_bf16_core(4, 16, 28, 28, 32);
+        check_bf16_core(4, 32, 13, 11, 64);
+        check_bf16_core(4, 48, 8, 8, 16);
+        check_bf16_indirect(32, 14, 14, 64, 2);
+        check_bf16_indirect(64, 7, 7, 128, 2);
+        check_bf16_indirect(16, 9, 5, 48, 2);
+        check_bf16_indirect(32, 6, 6, 32, 1);
+    } else {
+        printf("bf16 products: not tested (this CPU has no AVX512-BF16)\n");
+    }
     if (cpu) {
         /* Winograd F(2x2, 3x3): all three product kernels (OC 16, 32, 64
          * and 128), partial tiles and blocks, one image and several */

@@ -270,6 +270,78 @@ static void check_fused_agrees(const char *desc, int B, uint64_t seed)
     jem_net_free(net);
 }
 
+/* jem_net_set_precision: bf16 logits and input gradient of the model
+ * desc against fp32 (the Winograd products rounded: a relative error of
+ * a few 1e-3 to a few 1e-2, never zero, and the same predicted class for
+ * nearly every image); parameter gradients refused after a bf16 forward
+ * pass; back in fp32 the results are fp32's bit for bit (the bf16 weights
+ * are kept apart). Without AVX512-BF16, bf16 is refused with a message
+ * that says so. */
+static void check_bf16(const char *desc, int B, uint64_t seed)
+{
+    jem_arch a;
+    ASSERT_OK(jem_arch_parse(desc, "test", &a));
+    jem_rng rng;
+    jem_net *net = new_net(&a, seed, &rng);
+    if (!net) return;
+    jem_precision p = JEM_PRECISION_FP32;
+    ASSERT_ERR(jem_precision_parse("fp16", &p), JEM_ERR_ARG);
+    ASSERT_STR_CONTAINS(jem_last_error(), "fp16");
+    ASSERT_OK(jem_precision_parse("fp32", &p));
+    ASSERT_EQ_INT(p, JEM_PRECISION_FP32);
+    if (!jem_bf16_supported()) {
+        ASSERT_ERR(jem_net_set_precision(net, JEM_PRECISION_BF16), JEM_ERR_ARG);
+        ASSERT_STR_CONTAINS(jem_last_error(), "AVX512-BF16");
+        ASSERT_ERR(jem_precision_parse("bf16", &p), JEM_ERR_ARG);
+        printf("%s: bf16 not tested (this CPU has no AVX512-BF16)\n", a.name);
+        jem_net_free(net);
+        return;
+    }
+    ASSERT_OK(jem_precision_parse("bf16", &p));
+    ASSERT_EQ_INT(p, JEM_PRECISION_BF16);
+    const size_t nx = (size_t)B * a.in_c * a.in_h * a.in_w, nl = (size_t)B * a.n_classes;
+    float *x = malloc(sizeof(float) * nx), *dl = malloc(sizeof(float) * nl);
+    float *lg[3], *dx[3];
+    fill_uniform(x, nx, &rng, 0, 1);
+    fill_uniform(dl, nl, &rng, -1, 1);
+    const jem_precision order[3] = {JEM_PRECISION_FP32, JEM_PRECISION_BF16, JEM_PRECISION_FP32};
+    for (int k = 0; k < 3; k++) {
+        lg[k] = malloc(sizeof(float) * nl);
+        dx[k] = malloc(sizeof(float) * nx);
+        ASSERT_OK(jem_net_set_precision(net, order[k]));
+        ASSERT_EQ_INT(jem_net_precision(net), order[k]);
+        ASSERT_OK(jem_net_forward(net, x, B, lg[k]));
+        ASSERT_OK(jem_net_backward(net, dl, dx[k], 0));
+        if (order[k] == JEM_PRECISION_BF16) {
+            ASSERT_ERR(jem_net_backward(net, dl, dx[k], 1), JEM_ERR_ARG);
+            ASSERT_STR_CONTAINS(jem_last_error(), "bf16");
+        }
+    }
+    const double el = rel_err_ff(lg[1], lg[0], nl), ex = rel_err_ff(dx[1], dx[0], nx);
+    int same = 0;
+    for (int b = 0; b < B; b++) {
+        int i0 = 0, i1 = 0;
+        for (int k = 1; k < a.n_classes; k++) {
+            if (lg[0][b * a.n_classes + k] > lg[0][b * a.n_classes + i0]) i0 = k;
+            if (lg[1][b * a.n_classes + k] > lg[1][b * a.n_classes + i1]) i1 = k;
+        }
+        same += i0 == i1;
+    }
+    ASSERT_MSG(el > 1e-4 && el < 5e-2, "%s: bf16 logits error %.3g against fp32", a.name, el);
+    ASSERT_MSG(ex > 1e-4 && ex < 1e-1, "%s: bf16 input gradient error %.3g against fp32", a.name, ex);
+    ASSERT_MSG(same >= B - B / 8, "%s: bf16 keeps the class of %d of %d images", a.name, same, B);
+    ASSERT_MSG(!memcmp(lg[0], lg[2], sizeof(float) * nl) && !memcmp(dx[0], dx[2], sizeof(float) * nx),
+               "%s: fp32 after bf16 differs from fp32 before", a.name);
+    printf("%s: bf16 against fp32: logits %.2g, input gradient %.2g, same class %d of %d\n", a.name, el, ex, same, B);
+    for (int k = 0; k < 3; k++) {
+        free(lg[k]);
+        free(dx[k]);
+    }
+    free(x);
+    free(dl);
+    jem_net_free(net);
+}
+
 static void check_arch_errors(void)
 {
     jem_arch a;
@@ -346,6 +418,7 @@ int main(void)
     check_fused_agrees("name = fused-relu\ninput = 2x12x12\nclasses = 5\nstem = 16\nblocks = 32/1 32/1\n"
                        "activation = relu\n",
                        2, 9);
+    check_bf16(desc, 16, 11);
     check_threads_agree();
     check_arch_errors();
     return t_finish();

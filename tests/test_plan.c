@@ -17,7 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static const jem_conv_settings AUTO = {1, JEM_KERNELS_AUTO, 0, 1};
+static const jem_conv_settings AUTO = {1, JEM_KERNELS_AUTO, 0, 1, 0};
 
 static jem_conv_shape shape(int IC, int H, int W, int OC, int k, int stride, int pad)
 {
@@ -47,7 +47,7 @@ static void expect_all(const jem_conv_shape *s, const jem_conv_settings *set, je
 
 static void check_parse(void)
 {
-    jem_conv_settings s = {1, JEM_KERNELS_GEMM, 2, 0};
+    jem_conv_settings s = {1, JEM_KERNELS_GEMM, 2, 0, 0};
     ASSERT_OK(jem_conv_settings_parse(&s, NULL, NULL, NULL));
     ASSERT(s.avx512 == 1 && s.kernels == JEM_KERNELS_AUTO && s.tile == 0 && s.fuse == 1);
     ASSERT_OK(jem_conv_settings_parse(&s, "direct", "4", "0"));
@@ -71,7 +71,7 @@ static void check_parse(void)
         {"direct", "4", "yes", "JEM_FUSE=yes"},         {NULL, NULL, "2", "JEM_FUSE=2"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        jem_conv_settings t = {0, JEM_KERNELS_AUTO, 0, 1};
+        jem_conv_settings t = {0, JEM_KERNELS_AUTO, 0, 1, 0};
         ASSERT_ERR(jem_conv_settings_parse(&t, bad[i].k, bad[i].t, bad[i].f), JEM_ERR_ARG);
         ASSERT_STR_CONTAINS(jem_last_error(), bad[i].msg);
         ASSERT_STR_CONTAINS(jem_last_error(), "want");
@@ -141,9 +141,9 @@ static void check_process_settings(void)
 static void check_table(void)
 {
     const jem_conv_pass F = JEM_PASS_FORWARD, I = JEM_PASS_INPUT_GRAD, W = JEM_PASS_WEIGHT_GRAD;
-    const jem_conv_settings t2 = {1, JEM_KERNELS_AUTO, 2, 1}, t4 = {1, JEM_KERNELS_AUTO, 4, 1};
-    const jem_conv_settings direct = {1, JEM_KERNELS_DIRECT, 0, 1}, gemm = {1, JEM_KERNELS_GEMM, 0, 1};
-    const jem_conv_settings noavx = {0, JEM_KERNELS_AUTO, 0, 1};
+    const jem_conv_settings t2 = {1, JEM_KERNELS_AUTO, 2, 1, 0}, t4 = {1, JEM_KERNELS_AUTO, 4, 1, 0};
+    const jem_conv_settings direct = {1, JEM_KERNELS_DIRECT, 0, 1, 0}, gemm = {1, JEM_KERNELS_GEMM, 0, 1, 0};
+    const jem_conv_settings noavx = {0, JEM_KERNELS_AUTO, 0, 1, 0};
     /* the reference model (wrn-fmnist): stem, the blocks' 3x3 layers
      * (28 x 28 and 14 x 14), the strided ones and the 1x1 shortcuts */
     const jem_conv_shape stem = shape(1, 28, 28, 16, 3, 1, 1), c28 = shape(32, 28, 28, 64, 3, 1, 1);
@@ -229,8 +229,8 @@ static jem_block_plan block(int IC, int OC, int H, int W, int st, jem_act act, f
 static void check_blocks(void)
 {
     const jem_act L = JEM_ACT_LRELU;
-    const jem_conv_settings nofuse = {1, JEM_KERNELS_AUTO, 0, 0}, direct = {1, JEM_KERNELS_DIRECT, 0, 1};
-    const jem_conv_settings noavx = {0, JEM_KERNELS_AUTO, 0, 1}, t2 = {1, JEM_KERNELS_AUTO, 2, 1};
+    const jem_conv_settings nofuse = {1, JEM_KERNELS_AUTO, 0, 0, 0}, direct = {1, JEM_KERNELS_DIRECT, 0, 1, 0};
+    const jem_conv_settings noavx = {0, JEM_KERNELS_AUTO, 0, 1, 0}, t2 = {1, JEM_KERNELS_AUTO, 2, 1, 0};
     /* the reference model's three blocks */
     jem_block_plan p = block(16, 32, 28, 28, 1, L, 0.2f, &AUTO);
     ASSERT(p.fused && p.c1.kernel == JEM_KERNEL_WINOGRAD && p.c1.tile == 4 && p.c2.kernel == JEM_KERNEL_WINOGRAD &&

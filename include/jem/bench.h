@@ -72,9 +72,12 @@ double jem_bench_sgemm(int n, int reps, jem_rng *rng);
 jem_status jem_bench_convs(const jem_arch *a, int reps, jem_rng *rng, jem_conv_time *out, int max, int *n);
 /* Every wide block of a, with the planner's choice for it: the blocks the
  * network fuses are timed per image, as the network runs them; the others
- * get a row that says so (fused 0). Rows into out (room for max), their
- * number into *n. */
-jem_status jem_bench_blocks(const jem_arch *a, int reps, jem_rng *rng, jem_conv_time *out, int max, int *n);
+ * get a row that says so (fused 0). The forward pass and the input
+ * gradient at precision prec (jem_net_set_precision), the pass with the
+ * weight gradients in fp32. Rows into out (room for max), their number
+ * into *n. */
+jem_status jem_bench_blocks(const jem_arch *a, int reps, jem_precision prec, jem_rng *rng, jem_conv_time *out, int max,
+                            int *n);
 
 #ifdef __cplusplus
 }

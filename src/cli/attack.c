@@ -784,14 +784,16 @@ int cmd_attack(int argc, char **argv)
         {OPT("save-adv", OPT_STR, &a.save, "folder for PNG grids of adversarial examples"), .flags = OPT_OUT_DIR},
         {OPT("seed", OPT_U64, &a.seed, "random seed")},
         CLI_END};
-    const cli_spec sp = {.name = "attack",
-                         .usage = "--model CKPT [--attack NAME | --suite auto] [--norm linf|l2] [--eps LIST] [options]",
-                         .opts = opts,
-                         .model = CLI_MODEL_CKPT,
-                         .json = 1,
-                         .threads = 1,
-                         .check = check,
-                         .ud = &a};
+    const cli_spec sp = {
+        .name = "attack",
+        .usage = "--model CKPT [--attack NAME | --suite auto] [--norm linf|l2] [--eps LIST] [options]",
+        .opts = opts,
+        .model = CLI_MODEL_CKPT,
+        .json = 1,
+        .threads = 1,
+        .precision = "the convolutions' products (attacks and defence): fp32, or bf16 with fp32 sums (AVX512-BF16)",
+        .check = check,
+        .ud = &a};
     cli_ctx cx;
     int r = cli_begin(&cx, &sp, argc, argv);
     if (r >= 0) return r;

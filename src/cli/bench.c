@@ -43,13 +43,20 @@ typedef struct {
     int32_t *y;
     size_t D;
     int K;
+    jem_precision prec; /* --precision: the forward and SGLD workloads' */
 } bctx;
 
-static jem_status w_forward(bctx *b, int B) { return jem_net_forward(b->net, b->x, B, b->logits); }
+static jem_status w_forward(bctx *b, int B)
+{
+    jem_status s = jem_net_set_precision(b->net, b->prec);
+    return s ? s : jem_net_forward(b->net, b->x, B, b->logits);
+}
 
+/* the training step, always fp32 */
 static jem_status w_train(bctx *b, int B)
 {
-    jem_status s = jem_net_forward(b->net, b->x, B, b->logits);
+    jem_status s = jem_net_set_precision(b->net, JEM_PRECISION_FP32);
+    if (!s) s = jem_net_forward(b->net, b->x, B, b->logits);
     if (s) return s;
     jem_softmax_xent(b->logits, b->y, B, b->K, b->dl, 1.0f, NULL);
     jem_net_zero_grad(b->net);
@@ -65,6 +72,8 @@ static jem_status w_sgld(bctx *b, int B, int K)
     jem_sgld_defaults(&c);
     c.steps = K;
     c.step_size = 1e-3f;
+    jem_status s = jem_net_set_precision(b->net, b->prec);
+    if (s) return s;
     return jem_sgld_run(jem_net_energy, b->net, b->x + (size_t)B * b->D, B, (int)b->D, NULL, NULL, &c, 1, 0, NULL);
 }
 
@@ -183,13 +192,15 @@ int cmd_bench(int argc, char **argv)
                            "JEM iteration time against batch size and K, images/s at 1 and 2 "
                            "threads")},
                       CLI_END};
-    const cli_spec sp = {.name = "bench",
-                         .usage = "[options]",
-                         .opts = opts,
-                         .model = CLI_MODEL_DESC,
-                         .model_default = "models/wrn-fmnist.model",
-                         .json = 1,
-                         .threads = 1};
+    const cli_spec sp = {
+        .name = "bench",
+        .usage = "[options]",
+        .opts = opts,
+        .model = CLI_MODEL_DESC,
+        .model_default = "models/wrn-fmnist.model",
+        .json = 1,
+        .threads = 1,
+        .precision = "forward and SGLD products: fp32, or bf16 with fp32 sums (AVX512-BF16); training steps fp32"};
     cli_ctx cx;
     int r = cli_begin(&cx, &sp, argc, argv);
     if (r >= 0) return r;
@@ -214,6 +225,7 @@ int cmd_bench(int argc, char **argv)
     }
     b.D = (size_t)a.in_c * a.in_h * a.in_w;
     b.K = a.n_classes;
+    b.prec = cx.precision;
     const int NMAX = 512;
     b.x = malloc(sizeof(float) * b.D * NMAX);
     b.logits = malloc(sizeof(float) * b.K * NMAX);
@@ -254,14 +266,16 @@ int cmd_bench(int argc, char **argv)
     jem_jw_obj_begin(&jw);
     jem_jw_kstr(&jw, "model", a.name);
     jem_jw_kint(&jw, "threads", jem_get_threads());
+    jem_jw_kstr(&jw, "precision", b.prec == JEM_PRECISION_BF16 ? "bf16" : "fp32");
     jem_jw_kint(&jw, "reps", reps);
     jem_jw_kint(&jw, "sgld_steps", K);
     jem_jw_kdouble(&jw, "gflop_per_image_forward", flops / 1e9);
     jem_jw_key(&jw, "workloads");
     jem_jw_obj_begin(&jw);
     if (!json)
-        printf("jem bench: model %s, %d threads, median of %d\n\n%-14s %6s %10s %10s %12s\n", a.name, jem_get_threads(),
-               reps, "workload", "batch", "images/s", "ms", "page faults");
+        printf("jem bench: model %s, %d threads, %s, median of %d\n\n%-14s %6s %10s %10s %12s\n", a.name,
+               jem_get_threads(), b.prec == JEM_PRECISION_BF16 ? "bf16 products (training steps fp32)" : "fp32", reps,
+               "workload", "batch", "images/s", "ms", "page faults");
     for (int w = 0; w < 4; w++) {
         jem_jw_key(&jw, res[w].name);
         jem_jw_obj_begin(&jw);
@@ -339,11 +353,11 @@ int cmd_bench(int argc, char **argv)
             goto fail;
         }
         if (!json)
-            printf("\nfused blocks (per image; forward with the shortcut): effective GFLOP/s, %% of the fp32 peak\n"
+            printf("\nfused blocks (per image; forward with the shortcut)%s: effective GFLOP/s, %% of the fp32 peak\n"
                    "%-10s %-22s %9s %9s %9s  %11s   %s\n",
-                   "block", "shape (batch 64)", "fwd", "bwd-in", "bwd-in+w", "% of peak",
-                   "plan: conv1 / conv2 / shortcut");
-        s = jem_bench_blocks(&a, reps, &rng, rows, JEM_MAX_BLOCKS, &nr);
+                   b.prec == JEM_PRECISION_BF16 ? ", bf16 products (bwd-in+w fp32)" : "", "block", "shape (batch 64)",
+                   "fwd", "bwd-in", "bwd-in+w", "% of peak", "plan: conv1 / conv2 / shortcut");
+        s = jem_bench_blocks(&a, reps, b.prec, &rng, rows, JEM_MAX_BLOCKS, &nr);
         jem_jw_key(&jw, "blocks");
         jem_jw_arr_begin(&jw);
         conv_rows(&jw, rows, nr, 1, json, pk.fp32);

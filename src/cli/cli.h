@@ -77,7 +77,11 @@ typedef struct {
     const char *model_default; /* CLI_MODEL_DESC: the default description file */
     int json;                  /* the command takes --json */
     int threads;               /* the command takes --threads */
-    int max_pos;               /* positional arguments besides the model (into pos) */
+    /* the command takes --precision fp32|bf16 (the text of its help; NULL:
+     * it does not); the preamble checks that the CPU runs bf16 before
+     * anything is loaded and sets the loaded model's precision */
+    const char *precision;
+    int max_pos; /* positional arguments besides the model (into pos) */
     int (*check)(cli_ctx *cx, void *ud);
     void *ud;
     const char *note;  /* printed by --help below the usage line (nullable) */
@@ -93,9 +97,10 @@ struct cli_ctx {
     const char *model; /* --model (or the positional argument), else the spec's default */
     int model_given;   /* --model was on the command line */
     int threads, json;
-    int tty;                /* progress bars drawn: stderr a terminal, no --json, rank 0 */
-    const char *bar_prefix; /* put before every bar's text (jem report: its step), nullable */
-    const char *pos[4];     /* positional arguments */
+    jem_precision precision; /* --precision (fp32 unless the command takes it) */
+    int tty;                 /* progress bars drawn: stderr a terminal, no --json, rank 0 */
+    const char *bar_prefix;  /* put before every bar's text (jem report: its step), nullable */
+    const char *pos[4];      /* positional arguments */
     int npos;
     jem_net *net;         /* CLI_MODEL_CKPT: the loaded model */
     jem_st *st;           /* CLI_MODEL_CKPT: the checkpoint file (metadata, training state) */

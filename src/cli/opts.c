@@ -131,6 +131,7 @@ typedef struct {
     int n;
     const char *model;
     int threads, json;
+    const char *precision;
 } table;
 
 static void build_table(const cli_spec *sp, table *t)
@@ -139,6 +140,7 @@ static void build_table(const cli_spec *sp, table *t)
     t->model = sp->model == CLI_MODEL_DESC ? sp->model_default : NULL;
     t->threads = 0;
     t->json = 0;
+    t->precision = "fp32";
     if (sp->model == CLI_MODEL_CKPT)
         t->all[t->n++] = (cli_opt){OPT("model", OPT_STR, &t->model,
                                        "checkpoint (.safetensors); may also be given "
@@ -147,7 +149,9 @@ static void build_table(const cli_spec *sp, table *t)
     else if (sp->model == CLI_MODEL_DESC)
         t->all[t->n++] =
             (cli_opt){OPT("model", OPT_STR, &t->model, "model description file"), .flags = OPT_IN_FILE | OPT_IF_GIVEN};
-    for (cli_opt *o = sp->opts; o && o->name && t->n < MAX_OPTS - 3; o++) t->all[t->n++] = *o;
+    for (cli_opt *o = sp->opts; o && o->name && t->n < MAX_OPTS - 4; o++) t->all[t->n++] = *o;
+    if (sp->precision)
+        t->all[t->n++] = (cli_opt){OPT("precision", OPT_STR, &t->precision, sp->precision), .choices = "fp32|bf16"};
     if (sp->threads)
         t->all[t->n++] =
             (cli_opt){OPT("threads", OPT_INT, &t->threads, "threads (0: all cores)"), RANGE(0, MAX_THREADS)};
@@ -575,6 +579,9 @@ int cli_begin(cli_ctx *cx, const cli_spec *sp, int argc, char **argv)
     if (sp->model == CLI_MODEL_CKPT && !cx->model)
         return cli_usage_error(sp->name, "--model CKPT is required (a checkpoint written by jem train)");
     if (check_values(sp, &t)) return 2;
+    cx->precision = JEM_PRECISION_FP32;
+    if (sp->precision && jem_precision_parse(t.precision, &cx->precision))
+        return cli_usage_error(sp->name, "--precision %s", jem_last_error());
     if (cx->model && sp->model == CLI_MODEL_CKPT && !looks_like_checkpoint(cx->model))
         return cli_usage_error(sp->name, "--model %s: not a checkpoint (a .safetensors file written by jem train)%s",
                                cx->model,
@@ -605,6 +612,7 @@ int cli_begin(cli_ctx *cx, const cli_spec *sp, int argc, char **argv)
         }
         cx->arch = jem_net_arch(cx->net);
         load_classes(cx);
+        jem_net_set_precision(cx->net, cx->precision); /* checked above */
     }
     return -1;
 }

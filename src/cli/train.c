@@ -71,6 +71,7 @@ typedef struct {
     int val, flip, crop, full_cov, mala, clamp, nesterov, force;
     float temperature;          /* MALA and HMC */
     const char *adv, *adv_norm; /* adversarial training: none|pgd|trades, linf|l2 */
+    const char *precision;      /* the chains' products: fp32|bf16 */
     double adv_eps;             /* its radius on the [0, 1] scale */
     int adv_no_rs;              /* PGD starts at the clean image */
     int64_t blowup_at;          /* --inject-blowup (testing) */
@@ -111,6 +112,8 @@ static int check(cli_ctx *cx, void *ud)
                                    "and --target-accept",
                                    sgld_only[i]);
     }
+    jem_precision prec;
+    if (jem_precision_parse(t->precision, &prec)) return cli_usage_error("train", "--precision %s", jem_last_error());
     if (!strcmp(t->sampler, "sgld") && cli_given(sp, "temperature"))
         return cli_usage_error("train", "--temperature needs --sampler mala or hmc");
     /* adversarial training and the options that belong to it */
@@ -245,6 +248,7 @@ static int run(cli_ctx *cx, train_args *t, int argc, char **argv)
     c->sampler = !strcmp(t->sampler, "hmc") ? JEM_SAMPLER_HMC : JEM_SAMPLER_SGLD;
     c->sgld.mala = !strcmp(t->sampler, "mala");
     c->sgld.temperature = c->hmc.temperature = t->temperature;
+    jem_precision_parse(t->precision, &c->chain_precision); /* checked by check() */
     c->adv.kind = !strcmp(t->adv, "pgd") ? JEM_ADV_PGD : !strcmp(t->adv, "trades") ? JEM_ADV_TRADES : JEM_ADV_NONE;
     c->adv.norm = !strcmp(t->adv_norm, "l2") ? 2 : 0;
     c->adv.eps = 2.0 * t->adv_eps; /* [0, 1] scale -> the model's [-1, 1] units */
@@ -454,6 +458,7 @@ int cmd_train(int argc, char **argv)
     t.adv = t.c.adv.kind == JEM_ADV_PGD ? "pgd" : t.c.adv.kind == JEM_ADV_TRADES ? "trades" : "none";
     t.adv_norm = t.c.adv.norm == 2 ? "l2" : "linf";
     t.adv_eps = t.c.adv.eps / 2;
+    t.precision = t.c.chain_precision == JEM_PRECISION_BF16 ? "bf16" : "fp32";
     jem_train_cfg *c = &t.c;
     cli_opt opts[] = {
         {OPT("mode", OPT_STR, &t.mode, "softmax (cross-entropy only) or jem (hybrid with SGLD)"),
@@ -516,6 +521,9 @@ int cmd_train(int argc, char **argv)
          .choices = "sgld|mala|hmc", .flags = OPT_JEM},
         {OPT("sgld-steps", OPT_INT, &c->sgld.steps, "SGLD steps per iteration (K)"), RANGE(1, 100000),
          .flags = OPT_JEM},
+        {OPT("precision", OPT_STR, &t.precision,
+             "the chains' convolution products: fp32, or bf16 with fp32 sums (AVX512-BF16); training steps fp32"),
+         .choices = "fp32|bf16", .flags = OPT_JEM},
         {OPT("sgld-step", OPT_FLOAT, &c->sgld.step_size, "SGLD step size (alpha)"), ABOVE(0, 1e6), .flags = OPT_JEM},
         {OPT("sgld-noise", OPT_FLOAT, &c->sgld.noise, "SGLD noise (sigma)"), RANGE(0, 100), .flags = OPT_JEM},
         {OPT("sgld-clamp", OPT_FLAG, &t.clamp,

@@ -365,6 +365,8 @@ static jem_status save_ckpt(trainer *t, const char *path)
         META("jem.train.val_n", "%d", t->val->n);
         META("jem.train.val_iter", "%lld", (long long)t->val_iter);
     }
+    if (c->mode == JEM_MODE_JEM && c->chain_precision == JEM_PRECISION_BF16)
+        META("jem.train.chain_precision", "%s", "bf16");
     if (c->mode == JEM_MODE_JEM)
         META("jem.train.sampler", "%s", c->sampler == JEM_SAMPLER_HMC ? "hmc" : c->sgld.mala ? "mala" : "sgld");
     if (c->sampler == JEM_SAMPLER_HMC && t->use_buf) META("jem.train.hmc_step", "%a", (double)t->hmc_eps);
@@ -516,6 +518,8 @@ static jem_status check_args(jem_net *net, const jem_dataset *ds, const jem_trai
     if (!(c->ema >= 0 && c->ema < 1))
         return jem_fail(JEM_ERR_ARG, "moving-average decay %g: must be in [0, 1) (0: off)", (double)c->ema);
     if (c->px_rows < -1) return jem_fail(JEM_ERR_ARG, "p(x) data rows %d: must be -1, 0 or a row count", c->px_rows);
+    if (c->chain_precision == JEM_PRECISION_BF16 && !jem_bf16_supported())
+        return jem_fail(JEM_ERR_ARG, "chain precision bf16: this CPU has no AVX512-BF16 (vdpbf16ps)");
     if (c->sampler != JEM_SAMPLER_SGLD && c->sampler != JEM_SAMPLER_HMC)
         return jem_fail(JEM_ERR_ARG, "sampler %d: want SGLD or HMC", (int)c->sampler);
     const jem_adv_cfg *av = &c->adv;
@@ -960,10 +964,25 @@ typedef struct {
     double accept;    /* mean acceptance probability (SGLD: 1) */
 } chain_stats;
 
+static jem_status sample_chains_at(trainer *t, float *x, int B, const int32_t *y, uint64_t seed, uint64_t counter,
+                                   chain_stats *cs);
+
 /* Run the configured sampler on B chains x (B, D) in place (y: the classes
- * of conditional chains, NULL for p(x)); HMC at the current step size. */
+ * of conditional chains, NULL for p(x)); HMC at the current step size;
+ * the network at the chains' precision meanwhile, fp32 after. */
 static jem_status sample_chains(trainer *t, float *x, int B, const int32_t *y, uint64_t seed, uint64_t counter,
                                 chain_stats *cs)
+{
+    const jem_train_cfg *c = t->cfg;
+    jem_status s = jem_net_set_precision(t->net, c->chain_precision);
+    if (s) return s;
+    s = sample_chains_at(t, x, B, y, seed, counter, cs);
+    jem_net_set_precision(t->net, JEM_PRECISION_FP32);
+    return s;
+}
+
+static jem_status sample_chains_at(trainer *t, float *x, int B, const int32_t *y, uint64_t seed, uint64_t counter,
+                                   chain_stats *cs)
 {
     const jem_train_cfg *c = t->cfg;
     jem_status s;

@@ -359,7 +359,8 @@ jem_status jem_bench_convs(const jem_arch *a, int reps, jem_rng *rng, jem_conv_t
  * shortcut's FLOPs too, the last column those of both gradients). The
  * transformed weights are cached between repetitions, as between SGLD
  * steps. Every block's plan is listed, fused or not. */
-jem_status jem_bench_blocks(const jem_arch *a, int reps, jem_rng *rng, jem_conv_time *out, int max, int *n)
+jem_status jem_bench_blocks(const jem_arch *a, int reps, jem_precision prec, jem_rng *rng, jem_conv_time *out, int max,
+                            int *n)
 {
     *n = 0;
     if (reps < 1) return jem_fail(JEM_ERR_ARG, "bench: reps %d", reps);
@@ -410,7 +411,7 @@ jem_status jem_bench_blocks(const jem_arch *a, int reps, jem_rng *rng, jem_conv_
             float *dout = malloc(sizeof(float) * nout), *act = malloc(sizeof(float) * nout);
             float *w = malloc(sizeof(float) * (2 * (nw1 + nw2 + 2 * OC) + nsc));
             float *ws = malloc(sizeof(float) * jem_block_ws(d.plan, &d.s1, &d.s2) * omp_get_max_threads());
-            jem_wcache *wc[5] = {NULL, NULL, NULL, NULL, NULL};
+            jem_wcache *wc[5] = {NULL, NULL, NULL, NULL, NULL}, *wcb[6] = {NULL, NULL, NULL, NULL, NULL, NULL};
             if (!a1 || !da1 || !h1 || !o || !dout || !act || !w || !ws) {
                 s = jem_fail(JEM_ERR_NOMEM, "bench: out of memory for block %d", i + 1);
             } else {
@@ -428,6 +429,8 @@ jem_status jem_bench_blocks(const jem_arch *a, int reps, jem_rng *rng, jem_conv_
                 d.wc1b = &wc[2];
                 d.wc2b = &wc[3];
                 d.wcsc = &wc[4];
+                d.bf16 = prec == JEM_PRECISION_BF16 && jem_conv_settings_get()->bf16;
+                d.wcb = wcb;
                 if (sc) {
                     d.wsc = w + 2 * (nw1 + nw2 + 2 * OC);
                     d.bsc = d.wsc + (size_t)OC * C;
@@ -472,6 +475,7 @@ jem_status jem_bench_blocks(const jem_arch *a, int reps, jem_rng *rng, jem_conv_
                 }
             }
             for (int k = 0; k < 5; k++) jem_wcache_free(wc[k]);
+            for (int k = 0; k < 6; k++) jem_wcache_free(wcb[k]);
             free(a1);
             free(da1);
             free(h1);

@@ -36,7 +36,7 @@ static size_t maxz(size_t a, size_t b) { return a > b ? a : b; }
 typedef struct {
     int IC, OC, H, W, OH, OW, P, m1, m2; /* m2 = 0: conv2 is indirect */
     int Hp1, Wp1, Hp2, Wp2;
-    size_t xr, x1, d1, y1, x2, q, y2, core, du1, du2, dsc, poff, poffsc, bias, total;
+    size_t xr, x1, d1, y1, x2, q, y2, core, du1, du2, dsc, poff, poffsc, bias, xb, total;
 } layout;
 
 static void lay_out(layout *l, const jem_block_plan *p, const jem_conv_shape *s1, const jem_conv_shape *s2)
@@ -89,6 +89,8 @@ static void lay_out(layout *l, const jem_block_plan *p, const jem_conv_shape *s1
     o += jem_up16((size_t)l->P); /* the shortcut's pixels in xr */
     l->bias = o;
     o += jem_up16((size_t)OC); /* conv2's bias + the shortcut's */
+    l->xb = o;                 /* bf16 copies of what conv2 and the shortcut read, in half as many floats */
+    o += jem_up16(maxz(maxz(pix2 * OC, (size_t)H * W * IC), (size_t)l->P * OC) / 2 + 16);
     l->total = o;
 }
 
@@ -140,19 +142,47 @@ __attribute__((target("avx512f"))) static void gate_pad(float *X, const float *D
 }
 
 typedef struct {
-    const float *U1, *U2; /* conv1's Winograd weights, conv2's Winograd or tap-major weights */
-    const float *Wsc;     /* the 1x1 shortcut's (IC, OC) weights; NULL: identity */
+    const float *U1, *U2;      /* conv1's Winograd weights, conv2's Winograd or tap-major weights */
+    const uint16_t *U1b, *U2b; /* instead, the same in bf16 (NULL: fp32) */
+    const float *Wsc;          /* the 1x1 shortcut's (IC, OC) weights; NULL: identity (or bf16) */
+    const uint16_t *Wscb;      /* the shortcut's in bf16: (IC / 2, OC, 2), back (OC / 2, IC, 2) */
 } wts;
 
-static int weights(wts *t, const jem_block_desc *d, const layout *l, int back)
+/* the transformed weights of the pass (back: the input gradient); bf16:
+ * the Winograd convolutions' in bf16 */
+static int weights(wts *t, const jem_block_desc *d, const layout *l, int back, int bf16)
 {
-    t->U1 = back ? jem_wino_weights(d->wc1b, d->w1, l->OC, l->IC, 1, l->m1)
-                 : jem_wino_weights(d->wc1f, d->w1, l->IC, l->OC, 0, l->m1);
-    if (l->m2) t->U2 = jem_wino_weights(back ? d->wc2b : d->wc2f, d->w2, l->OC, l->OC, back, l->m2);
-    else t->U2 = jem_ind_weights(back ? d->wc2b : d->wc2f, d->w2, l->OC, l->OC, back);
-    t->Wsc = NULL;
+    memset(t, 0, sizeof *t);
+    if (bf16) {
+        t->U1b = back ? jem_wino_weights_bf16(&d->wcb[2], d->w1, l->OC, l->IC, 1, l->m1)
+                      : jem_wino_weights_bf16(&d->wcb[0], d->w1, l->IC, l->OC, 0, l->m1);
+        if (!t->U1b) return -1;
+    } else {
+        t->U1 = back ? jem_wino_weights(d->wc1b, d->w1, l->OC, l->IC, 1, l->m1)
+                     : jem_wino_weights(d->wc1f, d->w1, l->IC, l->OC, 0, l->m1);
+        if (!t->U1) return -1;
+    }
+    if (bf16) {
+        t->U2b = l->m2 ? jem_wino_weights_bf16(&d->wcb[back ? 3 : 1], d->w2, l->OC, l->OC, back, l->m2)
+                       : jem_ind_weights_bf16(&d->wcb[back ? 3 : 1], d->w2, l->OC, l->OC, back);
+        if (!t->U2b) return -1;
+        if (d->wsc && !(t->Wscb = jem_pw_weights_bf16(&d->wcb[4 + back], d->wsc, l->IC, l->OC, back))) return -1;
+        return 0;
+    }
+    t->U2 = l->m2 ? jem_wino_weights(back ? d->wc2b : d->wc2f, d->w2, l->OC, l->OC, back, l->m2)
+                  : jem_ind_weights(back ? d->wc2b : d->wc2f, d->w2, l->OC, l->OC, back);
+    if (!t->U2) return -1;
     if (!back && d->wsc && !(t->Wsc = jem_pw_weights(d->wcsc, d->wsc, l->IC, l->OC))) return -1;
-    return t->U1 && t->U2 ? 0 : -1;
+    return 0;
+}
+
+/* a Winograd convolution of the block with weights U or, when Ub is not
+ * NULL, in bf16 */
+static void wino(float *Y, const float *Xp, const float *U, const uint16_t *Ub, int IC, int OC, int H, int W, int m,
+                 float *ws)
+{
+    if (Ub) jem_wino_core_bf16(Y, Xp, Ub, IC, OC, H, W, m, ws);
+    else jem_wino_core(Y, Xp, U, IC, OC, H, W, m, ws);
 }
 
 __attribute__((target("avx512f"))) static void fwd_img(float *h1, float *out, float *act_out, const float *x,
@@ -162,6 +192,7 @@ __attribute__((target("avx512f"))) static void fwd_img(float *h1, float *out, fl
     const int IC = l->IC, OC = l->OC, H = l->H, W = l->W;
     float *X1 = ws + l->x1, *Y1 = ws + l->y1, *X2 = ws + l->x2, *Y2 = ws + l->y2;
     float *core = ws + l->core;
+    uint16_t *xb = (uint16_t *)(ws + l->xb);
     const float *Xr = x;
     if (!d->in_hwc) {
         jem_hwc_pack(ws + l->xr, x, IC, H, W);
@@ -169,20 +200,30 @@ __attribute__((target("avx512f"))) static void fwd_img(float *h1, float *out, fl
     }
     const jem_fact *act = &d->plan->act;
     act_pad(NULL, X1, Xr, NULL, IC, H, W, l->Hp1, l->Wp1, act);
-    jem_wino_core(Y1, X1, t->U1, IC, OC, H, W, l->m1, core);
+    wino(Y1, X1, t->U1, t->U1b, IC, OC, H, W, l->m1, core);
     act_pad(h1, X2, Y1, d->b1, OC, H, W, l->Hp2, l->Wp2, act);
     if (l->m2) {
-        jem_wino_core(Y2, X2, t->U2, OC, OC, H, W, l->m2, core);
+        wino(Y2, X2, t->U2, t->U2b, OC, OC, H, W, l->m2, core);
     } else {
         int *poff = (int *)(ws + l->poff);
         jem_ind_offsets(poff, l->P, l->OW, l->Wp2, d->s2.stride, OC);
-        jem_ind_core(Y2, X2, t->U2, poff, OC, OC, l->P, l->Wp2);
+        if (t->U2b) {
+            jem_to_bf16(xb, X2, (size_t)l->Hp2 * l->Wp2 * OC);
+            jem_ind_core_bf16(Y2, xb, t->U2b, poff, OC, OC, l->P, l->Wp2);
+        } else {
+            jem_ind_core(Y2, X2, t->U2, poff, OC, OC, l->P, l->Wp2);
+        }
     }
     /* + the shortcut of x */
-    if (t->Wsc) {
+    if (t->Wsc || t->Wscb) {
         int *psc = (int *)(ws + l->poffsc);
         jem_ind_offsets(psc, l->P, l->OW, W, d->s2.stride, IC);
-        jem_ind_pointwise(Y2, NULL, Xr, psc, t->Wsc, IC, OC, l->P);
+        if (t->Wscb) {
+            jem_to_bf16(xb, Xr, (size_t)H * W * IC);
+            jem_ind_pointwise_bf16(Y2, NULL, xb, psc, t->Wscb, IC, OC, l->P);
+        } else {
+            jem_ind_pointwise(Y2, NULL, Xr, psc, t->Wsc, IC, OC, l->P);
+        }
     } else {
         for (size_t i = 0; i < (size_t)l->P * OC; i += 16)
             _mm512_storeu_ps(Y2 + i, _mm512_add_ps(_mm512_loadu_ps(Y2 + i), _mm512_loadu_ps(Xr + i)));
@@ -214,6 +255,8 @@ __attribute__((target("avx512f"))) static void bwd_img(float *da1, int want_w, c
     float *X1 = ws + l->x1, *D1 = ws + l->d1, *Y1 = ws + l->y1, *X2 = ws + l->x2, *Q = ws + l->q;
     float *core = ws + l->core;
     int *poff = (int *)(ws + l->poff), *psc = (int *)(ws + l->poffsc);
+    uint16_t *xb = (uint16_t *)(ws + l->xb); /* bf16: the output gradient Yc once rounded */
+    int ycb = 0;                             /* xb holds it */
     float *Xr = ws + l->xr;
     if (d->in_hwc && !(want_w && d->wsc)) Xr = (float *)x; /* only read (the weight kernel reads past the end) */
     else if (d->in_hwc) memcpy(Xr, x, sizeof(float) * (size_t)H * W * IC);
@@ -226,7 +269,7 @@ __attribute__((target("avx512f"))) static void bwd_img(float *da1, int want_w, c
     if (l->m2) {
         if (d->out_hwc) act_pad(NULL, Q, dout, NULL, OC, H, W, l->Hp2, l->Wp2, NULL); /* a copy */
         else jem_hwc_pack_padded(Q, dout, OC, H, W, l->Hp2, l->Wp2);
-        jem_wino_core(Y1, Q, t->U2, OC, OC, H, W, l->m2, core);
+        wino(Y1, Q, t->U2, t->U2b, OC, OC, H, W, l->m2, core);
         D2 = Y1;
         ld = W;
         if (d->out_hwc) {
@@ -246,7 +289,13 @@ __attribute__((target("avx512f"))) static void bwd_img(float *da1, int want_w, c
             Yc = Q;
         }
         jem_ind_offsets(poff, P, l->OW, l->Wp2, d->s2.stride, OC);
-        jem_ind_bwd_core(Dp, Yc, t->U2, poff, OC, OC, P, H, l->Wp2);
+        if (t->U2b) {
+            jem_to_bf16(xb, Yc, (size_t)P * OC);
+            ycb = 1;
+            jem_ind_bwd_core_bf16(Dp, xb, t->U2b, poff, OC, OC, P, H, l->Wp2);
+        } else {
+            jem_ind_bwd_core(Dp, Yc, t->U2, poff, OC, OC, P, H, l->Wp2);
+        }
         D2 = Dp + (size_t)(l->Wp2 + 1) * OC;
         ld = l->Wp2;
     }
@@ -256,9 +305,12 @@ __attribute__((target("avx512f"))) static void bwd_img(float *da1, int want_w, c
     gate_pad(D1, D2, ld, h1, OC, H, W, l->Hp1, l->Wp1, act);
     if (da1) {
         /* conv1's input gradient times act'(x), plus the shortcut's */
-        jem_wino_core(Y1, D1, t->U1, OC, IC, H, W, l->m1, core);
+        wino(Y1, D1, t->U1, t->U1b, OC, IC, H, W, l->m1, core);
         gate_hwc(Y1, Xr, (size_t)H * W * IC, act);
-        if (d->wsc) {
+        if (t->Wscb) {
+            if (!ycb) jem_to_bf16(xb, Yc, (size_t)P * OC);
+            jem_ind_pointwise_bf16(Y1, psc, xb, NULL, t->Wscb, OC, IC, P);
+        } else if (d->wsc) {
             jem_ind_pointwise(Y1, psc, Yc, NULL, d->wsc, OC, IC, P);
         } else {
             for (size_t i = 0; i < (size_t)P * OC; i += 16)
@@ -295,7 +347,7 @@ int jem_block_forward(float *h1, float *out, float *act_out, const float *x, con
     lay_out(&l, d->plan, &d->s1, &d->s2);
     if (!d->wsc && (l.IC != l.OC || d->s2.stride != 1)) return -1; /* an identity shortcut needs equal shapes */
     wts t;
-    if (weights(&t, d, &l, 0)) return -1;
+    if (weights(&t, d, &l, 0, d->bf16 && jem_conv_settings_get()->bf16)) return -1;
     const size_t isz = (size_t)l.IC * l.H * l.W, hsz = (size_t)l.OC * l.H * l.W, osz = (size_t)l.OC * l.P;
 #pragma omp parallel
     {
@@ -323,10 +375,10 @@ int jem_block_backward(float *da1, float *dw1, float *db1, float *dw2, float *db
 #if HAVE_X86
     layout l;
     lay_out(&l, d->plan, &d->s1, &d->s2);
-    wts t;
-    if (weights(&t, d, &l, 1)) return -1;
-    if (!d->wsc && (l.IC != l.OC || d->s2.stride != 1)) return -1;
     const int want_w = dw1 || db1 || dw2 || db2 || dwsc || dbsc;
+    wts t; /* bf16 only for an input gradient alone: the weight gradients read it */
+    if (weights(&t, d, &l, 1, d->bf16 && !want_w && jem_conv_settings_get()->bf16)) return -1;
+    if (!d->wsc && (l.IC != l.OC || d->s2.stride != 1)) return -1;
     const size_t isz = (size_t)l.IC * l.H * l.W, hsz = (size_t)l.OC * l.H * l.W, osz = (size_t)l.OC * l.P;
     const size_t ndu1 = (size_t)(l.m1 + 2) * (l.m1 + 2) * l.IC * l.OC + l.OC;
     const size_t ndu2 = l.m2 ? (size_t)(l.m2 + 2) * (l.m2 + 2) * l.OC * l.OC + l.OC : (size_t)9 * l.OC * l.OC + l.OC;

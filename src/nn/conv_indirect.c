@@ -26,6 +26,7 @@
 
 #include <stddef.h>
 #include <stdlib.h>
+#include <string.h>
 #include <omp.h>
 
 #define R 6 /* output pixels per kernel call */
@@ -101,11 +102,51 @@ DEFINE_KERNEL(4)
 DEFINE_KERNEL(2)
 DEFINE_KERNEL(1)
 
-static void kern(int nv, const float *const *a, const float *B, int K, int ldb, float *const *c, int n, int add)
+/* the same with bf16 operands and fp32 sums (vdpbf16ps): a[r] K bf16
+ * values, read as K / 2 pairs; B (K / 2, ldb, 2) bf16, pairs of rows
+ * interleaved; K even */
+#define DEFINE_KERNEL_BF16(NV)                                                                                         \
+    __attribute__((target("avx512f,avx512bf16"), noinline)) static void kernb_##NV(                                    \
+        const uint16_t *const *a, const uint16_t *B, int K, int ldb, float *const *c, int n, int add)                  \
+    {                                                                                                                  \
+        __m512 acc[R][NV];                                                                                             \
+        _Pragma("GCC unroll 6") for (int r = 0; r < R; r++) _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)       \
+            acc[r][v] = _mm512_setzero_ps();                                                                           \
+        const uint16_t *bp = B;                                                                                        \
+        for (int i = 0; i < K; i += 2) {                                                                               \
+            __m512bh u[NV];                                                                                            \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) u[v] =                                                \
+                (__m512bh)_mm512_loadu_si512((const void *)(bp + 32 * v));                                             \
+            _Pragma("GCC unroll 6") for (int r = 0; r < R; r++)                                                        \
+            {                                                                                                          \
+                int32_t pair;                                                                                          \
+                memcpy(&pair, a[r] + i, sizeof pair);                                                                  \
+                const __m512bh b = (__m512bh)_mm512_set1_epi32(pair);                                                  \
+                _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[r][v] = _mm512_dpbf16_ps(acc[r][v], b, u[v]); \
+            }                                                                                                          \
+            bp += 2 * (size_t)ldb;                                                                                     \
+        }                                                                                                              \
+        _Pragma("GCC unroll 6") for (int r = 0; r < R; r++)                                                            \
+        {                                                                                                              \
+            if (r >= n) break;                                                                                         \
+            _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++)                                                       \
+            {                                                                                                          \
+                __m512 x = acc[r][v];                                                                                  \
+                if (add) x = _mm512_add_ps(x, _mm512_loadu_ps(c[r] + 16 * v));                                         \
+                _mm512_storeu_ps(c[r] + 16 * v, x);                                                                    \
+            }                                                                                                          \
+        }                                                                                                              \
+    }
+DEFINE_KERNEL_BF16(4)
+DEFINE_KERNEL_BF16(2)
+DEFINE_KERNEL_BF16(1)
+
+__attribute__((target("avx512f,avx512bf16"))) void jem_to_bf16(uint16_t *d, const float *x, size_t n)
 {
-    if (nv == 4) kern_4(a, B, K, ldb, c, n, add);
-    else if (nv == 2) kern_2(a, B, K, ldb, c, n, add);
-    else kern_1(a, B, K, ldb, c, n, add);
+    for (size_t i = 0; i < n; i += 16) {
+        const __m256bh h = _mm512_cvtneps_pbh(_mm512_loadu_ps(x + i));
+        _mm256_storeu_si256((__m256i *)(d + i), (__m256i)h);
+    }
 }
 
 void jem_ind_offsets(int *poff, int P, int OW, int Wp, int st, int IC)
@@ -118,23 +159,60 @@ static int vectors(int C) { return C % 64 == 0 ? 4 : C % 32 == 0 ? 2 : 1; }
 /* row p of Y (N floats at Y + yoff[p], or Y + p N) = (add: +=) row p of X
  * (K floats at X + xoff[p], or X + p K) times Wt (K, N), for p < P: one
  * weight slice (K x 16 nv) at a time stays in L1 while every block of R
- * pixels passes */
-__attribute__((target("avx512f"))) static void rows(float *Y, const int *yoff, const float *X, const int *xoff,
-                                                    const float *Wt, int K, int N, int P, int add)
+ * pixels passes. Wtb not NULL: in bf16, the rows of Xb (K bf16 values at
+ * the same offsets) against Wtb (K / 2, N, 2); X and Wt are not read */
+__attribute__((target("avx512f"))) static void rows(float *Y, const int *yoff, const float *X, const uint16_t *Xb,
+                                                    const int *xoff, const float *Wt, const uint16_t *Wtb, int K, int N,
+                                                    int P, int add)
 {
     const int nv = vectors(N);
     for (int o0 = 0; o0 < N; o0 += 16 * nv)
         for (int p0 = 0; p0 < P; p0 += R) {
             const int n = P - p0 < R ? P - p0 : R;
             const float *a[R];
+            const uint16_t *ab[R];
             float *c[R];
             for (int r = 0; r < R; r++) {
                 const int p = p0 + (r < n ? r : n - 1);
-                a[r] = X + (xoff ? (size_t)xoff[p] : (size_t)p * K);
+                const size_t at = xoff ? (size_t)xoff[p] : (size_t)p * K;
+                a[r] = Wtb ? NULL : X + at;
+                ab[r] = Wtb ? Xb + at : NULL;
                 c[r] = Y + (yoff ? (size_t)yoff[p] : (size_t)p * N) + o0;
             }
-            kern(nv, a, Wt + o0, K, N, c, n, add);
+            if (Wtb) {
+                const uint16_t *B = Wtb + (size_t)2 * o0;
+                if (nv == 4) kernb_4(ab, B, K, N, c, n, add);
+                else if (nv == 2) kernb_2(ab, B, K, N, c, n, add);
+                else kernb_1(ab, B, K, N, c, n, add);
+            } else {
+                if (nv == 4) kern_4(a, Wt + o0, K, N, c, n, add);
+                else if (nv == 2) kern_2(a, Wt + o0, K, N, c, n, add);
+                else kern_1(a, Wt + o0, K, N, c, n, add);
+            }
         }
+}
+
+void jem_ind_core_bf16(float *Y, const uint16_t *Xpb, const uint16_t *Wkb, const int *poff, int IC, int OC, int P,
+                       int Wp)
+{
+    for (int k = 0; k < 9; k++)
+        rows(Y, NULL, NULL, Xpb + ((size_t)(k / 3) * Wp + k % 3) * IC, poff, NULL, Wkb + (size_t)k * IC * OC, IC, OC, P,
+             k > 0);
+}
+
+void jem_ind_bwd_core_bf16(float *Dp, const uint16_t *Ytb, const uint16_t *Wbb, const int *poff, int IC, int OC, int P,
+                           int H, int Wp)
+{
+    memset(Dp, 0, sizeof(float) * (size_t)(H + 2) * Wp * IC);
+    for (int k = 0; k < 9; k++)
+        rows(Dp + ((size_t)(k / 3) * Wp + k % 3) * IC, poff, NULL, Ytb, NULL, NULL, Wbb + (size_t)k * OC * IC, OC, IC,
+             P, 1);
+}
+
+void jem_ind_pointwise_bf16(float *Y, const int *yoff, const uint16_t *Xb, const int *xoff, const uint16_t *Wtb, int K,
+                            int N, int P)
+{
+    rows(Y, yoff, NULL, Xb, xoff, NULL, Wtb, K, N, P, 1);
 }
 
 /* the nine taps, each a pass of rows() over the shifted window starts, the
@@ -143,7 +221,8 @@ __attribute__((target("avx512f"))) void jem_ind_core(float *Y, const float *Xp, 
                                                      int IC, int OC, int P, int Wp)
 {
     for (int k = 0; k < 9; k++)
-        rows(Y, NULL, Xp + ((size_t)(k / 3) * Wp + k % 3) * IC, poff, Wk + (size_t)k * IC * OC, IC, OC, P, k > 0);
+        rows(Y, NULL, Xp + ((size_t)(k / 3) * Wp + k % 3) * IC, NULL, poff, Wk + (size_t)k * IC * OC, NULL, IC, OC, P,
+             k > 0);
 }
 
 /* each tap's product added into its shifted place */
@@ -152,7 +231,8 @@ __attribute__((target("avx512f"))) void jem_ind_bwd_core(float *Dp, const float 
 {
     memset(Dp, 0, sizeof(float) * (size_t)(H + 2) * Wp * IC);
     for (int k = 0; k < 9; k++)
-        rows(Dp + ((size_t)(k / 3) * Wp + k % 3) * IC, poff, Yt, NULL, Wb + (size_t)k * OC * IC, OC, IC, P, 1);
+        rows(Dp + ((size_t)(k / 3) * Wp + k % 3) * IC, poff, Yt, NULL, NULL, Wb + (size_t)k * OC * IC, NULL, OC, IC, P,
+             1);
 }
 
 __attribute__((target("avx512f"))) void jem_ind_wgrad_core(float *dW, const float *Xp, const float *Yt, const int *poff,
@@ -166,7 +246,7 @@ __attribute__((target("avx512f"))) void jem_ind_wgrad_core(float *dW, const floa
 __attribute__((target("avx512f"))) void jem_ind_pointwise(float *Y, const int *yoff, const float *X, const int *xoff,
                                                           const float *Wt, int K, int N, int P)
 {
-    rows(Y, yoff, X, xoff, Wt, K, N, P, 1);
+    rows(Y, yoff, X, NULL, xoff, Wt, NULL, K, N, P, 1);
 }
 
 /* one image: x (IC, H, W) -> out (OC, OH, OW) + bias, stored as st says;
@@ -239,6 +319,38 @@ const float *jem_pw_weights(jem_wcache **slot, const float *w, int IC, int OC)
     if (Wt && fresh)
         for (int oc = 0; oc < OC; oc++)
             for (int ic = 0; ic < IC; ic++) Wt[(size_t)ic * OC + oc] = w[(size_t)oc * IC + ic];
+    return Wt;
+}
+
+const uint16_t *jem_ind_weights_bf16(jem_wcache **slot, const float *w, int IC, int OC, int back)
+{
+    const size_t nw = (size_t)9 * IC * OC;
+    int fresh = 1;
+    float *f = jem_wcache_get(slot, w, nw, jem_wcache_tag(24 + back, 0, IC, OC), nw / 2, &fresh);
+    uint16_t *Wk = (uint16_t *)f;
+    if (Wk && fresh) {
+        /* (9, IC / 2, OC, 2) or (9, OC / 2, IC, 2) from w (OC, IC, 3, 3) */
+#pragma omp parallel for schedule(static)
+        for (int oc = 0; oc < OC; oc++)
+            for (int ic = 0; ic < IC; ic++)
+                for (int k = 0; k < 9; k++)
+                    Wk[back ? (((size_t)k * (OC / 2) + oc / 2) * IC + ic) * 2 + (oc & 1)
+                            : (((size_t)k * (IC / 2) + ic / 2) * OC + oc) * 2 + (ic & 1)] =
+                        jem_bf16(w[((size_t)oc * IC + ic) * 9 + k]);
+    }
+    return Wk;
+}
+
+const uint16_t *jem_pw_weights_bf16(jem_wcache **slot, const float *w, int IC, int OC, int back)
+{
+    const size_t nw = (size_t)IC * OC;
+    int fresh = 1;
+    uint16_t *Wt = (uint16_t *)jem_wcache_get(slot, w, nw, jem_wcache_tag(26 + back, 0, IC, OC), nw / 2, &fresh);
+    if (Wt && fresh)
+        for (int oc = 0; oc < OC; oc++)
+            for (int ic = 0; ic < IC; ic++)
+                Wt[back ? ((size_t)(oc / 2) * IC + ic) * 2 + (oc & 1) : ((size_t)(ic / 2) * OC + oc) * 2 + (ic & 1)] =
+                    jem_bf16(w[(size_t)oc * IC + ic]);
     return Wt;
 }
 

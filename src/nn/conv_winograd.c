@@ -132,8 +132,10 @@ static void gcol(float *u, float g0, float g1, float g2, int m)
 }
 
 /* U[e][ic][oc] = (G g G^T)[e], e < (m + 2)^2, shared out between the
- * threads of the enclosing parallel region */
-static void transform_weights(float *U, const float *w, int IC, int OC, int flip, int m)
+ * threads of the enclosing parallel region; or, when Ub is not NULL
+ * (U is then not used), the same values rounded to bf16 in pairs of input
+ * channels, Ub[e][ic / 2][oc][ic % 2], as vdpbf16ps reads them */
+static void transform_weights(float *U, uint16_t *Ub, const float *w, int IC, int OC, int flip, int m)
 {
     const int n = m + 2;
 #pragma omp for schedule(static)
@@ -146,7 +148,10 @@ static void transform_weights(float *U, const float *w, int IC, int OC, int flip
             for (int i = 0; i < n; i++) {
                 float u[6];
                 gcol(u, t[0][i], t[1][i], t[2][i], m);
-                for (int j = 0; j < n; j++) U[((size_t)(i * n + j) * IC + ic) * OC + oc] = u[j];
+                for (int j = 0; j < n; j++) {
+                    if (Ub) Ub[(((size_t)(i * n + j) * (IC / 2) + ic / 2) * OC + oc) * 2 + (ic & 1)] = jem_bf16(u[j]);
+                    else U[((size_t)(i * n + j) * IC + ic) * OC + oc] = u[j];
+                }
             }
         }
 }
@@ -186,28 +191,74 @@ DEFINE_GEMM(24, 1)
 DEFINE_GEMM(6, 2)
 DEFINE_GEMM(6, 1)
 
+/* The same products with bf16 operands and fp32 sums (vdpbf16ps): V's
+ * values (Vb[t][ic], bf16) are broadcast as pairs of input channels
+ * against Ub[ic / 2][oc][2], each instruction two multiply-adds per lane;
+ * IC even */
+#define DEFINE_GEMM_BF16(R, NV)                                                                                       \
+    __attribute__((target("avx512f,avx512bf16"), noinline)) static void gemmb_##R##x##NV(                             \
+        float *M, const uint16_t *Vb, const uint16_t *Ub, int nt, int IC, int OC, int o0)                             \
+    {                                                                                                                 \
+        for (int t0 = 0; t0 < nt; t0 += R) {                                                                          \
+            __m512 acc[R][NV];                                                                                        \
+            _Pragma("GCC unroll 24") for (int r = 0; r < R; r++) _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) \
+                acc[r][v] = _mm512_setzero_ps();                                                                      \
+            const uint16_t *vp = Vb + (size_t)t0 * IC;                                                                \
+            const uint16_t *up = Ub + (size_t)2 * o0;                                                                 \
+            for (int ic = 0; ic < IC; ic += 2) {                                                                      \
+                __m512bh u[NV];                                                                                       \
+                _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) u[v] =                                           \
+                    (__m512bh)_mm512_loadu_si512((const void *)(up + 32 * v));                                        \
+                _Pragma("GCC unroll 24") for (int r = 0; r < R; r++)                                                  \
+                {                                                                                                     \
+                    int32_t pair;                                                                                     \
+                    memcpy(&pair, vp + (size_t)r * IC, sizeof pair);                                                  \
+                    const __m512bh b = (__m512bh)_mm512_set1_epi32(pair);                                             \
+                    _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) acc[r][v] =                                  \
+                        _mm512_dpbf16_ps(acc[r][v], b, u[v]);                                                         \
+                }                                                                                                     \
+                vp += 2;                                                                                              \
+                up += 2 * (size_t)OC;                                                                                 \
+            }                                                                                                         \
+            _Pragma("GCC unroll 24") for (int r = 0; r < R; r++) _Pragma("GCC unroll 4") for (int v = 0; v < NV; v++) \
+                _mm512_storeu_ps(M + (size_t)(t0 + r) * OC + o0 + 16 * v, acc[r][v]);                                 \
+        }                                                                                                             \
+    }
+DEFINE_GEMM_BF16(6, 4)
+DEFINE_GEMM_BF16(12, 2)
+DEFINE_GEMM_BF16(24, 1)
+DEFINE_GEMM_BF16(6, 2)
+DEFINE_GEMM_BF16(6, 1)
+
 /* the ne elementwise products of a block: M[e] = V[e] . U[e] for tiles
  * [0, nt), nt a multiple of 6; the widest kernel the output channels allow
- * (R = 6, 12 or 24 tiles) and 6-tile kernels for what is left */
-__attribute__((target("avx512f"))) static void products(float *M, const float *V, const float *U, int ne, int nt,
-                                                        int IC, int OC)
+ * (R = 6, 12 or 24 tiles) and 6-tile kernels for what is left. Ub not
+ * NULL: in bf16, V's values (bf16, the same offsets) against Ub */
+__attribute__((target("avx512f"))) static void products(float *M, const float *V, const float *U, const uint16_t *Ub,
+                                                        int ne, int nt, int IC, int OC)
 {
     const int NVO = OC % 64 == 0 ? 4 : OC % 32 == 0 ? 2 : 1;
     const int R = NVO == 4 ? 6 : NVO == 2 ? 12 : 24;
     const int nm = nt / R * R;
+    const uint16_t *Vb = (const uint16_t *)V;
     for (int e = 0; e < ne; e++) {
-        const float *Ve = V + (size_t)e * TB * IC, *Ue = U + (size_t)e * IC * OC;
+        const size_t ve = (size_t)e * TB * IC, ue = (size_t)e * IC * OC;
         float *Me = M + (size_t)e * TB * OC;
+        /* the kernel R x NV on n tiles from tile t0 */
+#define GEMM(R_, NV, t0, n)                                                                          \
+    (Ub ? gemmb_##R_##x##NV(Me + (size_t)(t0)*OC, Vb + ve + (size_t)(t0)*IC, Ub + ue, n, IC, OC, o0) \
+        : gemm_##R_##x##NV(Me + (size_t)(t0)*OC, V + ve + (size_t)(t0)*IC, U + ue, n, IC, OC, o0))
         for (int o0 = 0; o0 < OC; o0 += 16 * NVO) {
-            if (NVO == 4) gemm_6x4(Me, Ve, Ue, nt, IC, OC, o0);
+            if (NVO == 4) GEMM(6, 4, 0, nt);
             else if (NVO == 2) {
-                if (nm) gemm_12x2(Me, Ve, Ue, nm, IC, OC, o0);
-                if (nt > nm) gemm_6x2(Me + (size_t)nm * OC, Ve + (size_t)nm * IC, Ue, nt - nm, IC, OC, o0);
+                if (nm) GEMM(12, 2, 0, nm);
+                if (nt > nm) GEMM(6, 2, nm, nt - nm);
             } else {
-                if (nm) gemm_24x1(Me, Ve, Ue, nm, IC, OC, o0);
-                if (nt > nm) gemm_6x1(Me + (size_t)nm * OC, Ve + (size_t)nm * IC, Ue, nt - nm, IC, OC, o0);
+                if (nm) GEMM(24, 1, 0, nm);
+                if (nt > nm) GEMM(6, 1, nm, nt - nm);
             }
         }
+#undef GEMM
     }
 }
 
@@ -364,9 +415,10 @@ size_t jem_wino_core_ws(int IC, int OC, int m)
 }
 
 /* Blocks of tiles are balanced (49 tiles: 18 + 18 + 13, not 24 + 24 + 1)
- * and rounded up to the 6-tile kernels */
-__attribute__((target("avx512f"))) void jem_wino_core(float *Y, const float *Xp, const float *U, int IC, int OC, int H,
-                                                      int W, int m, float *ws)
+ * and rounded up to the 6-tile kernels. Ub not NULL: the products in bf16
+ * (U is not read) */
+__attribute__((target("avx512f"))) static void core(float *Y, const float *Xp, const float *U, const uint16_t *Ub,
+                                                    int IC, int OC, int H, int W, int m, float *ws)
 {
     const int TH = (H + m - 1) / m, TW = (W + m - 1) / m, NT = TH * TW, ne = (m + 2) * (m + 2);
     const int Wp = jem_wino_padded(W, m);
@@ -381,10 +433,29 @@ __attribute__((target("avx512f"))) void jem_wino_core(float *Y, const float *Xp,
         if (ntr > nt)
             for (int e = 0; e < ne; e++)
                 memset(V + ((size_t)e * TB + nt) * IC, 0, sizeof(float) * (size_t)(ntr - nt) * IC);
-        products(M, V, U, ne, ntr, IC, OC);
+        if (Ub) {
+            /* V's planes rounded into the same buffer, bf16 plane e at
+             * bf16 offset e TB IC, in increasing order: plane e's bf16
+             * values end at or before its fp32 values start (e >= 1) or
+             * trail them (e = 0), and so never land on a plane not yet
+             * read */
+            for (int e = 0; e < ne; e++)
+                jem_to_bf16((uint16_t *)V + (size_t)e * TB * IC, V + (size_t)e * TB * IC, (size_t)ntr * IC);
+        }
+        products(M, V, U, Ub, ne, ntr, IC, OC);
         if (m == 4) output_transform4(Y, M, OC, H, W, TW, tb, nt);
         else output_transform(Y, M, OC, H, W, TW, tb, nt);
     }
+}
+
+void jem_wino_core(float *Y, const float *Xp, const float *U, int IC, int OC, int H, int W, int m, float *ws)
+{
+    core(Y, Xp, U, NULL, IC, OC, H, W, m, ws);
+}
+
+void jem_wino_core_bf16(float *Y, const float *Xp, const uint16_t *Ub, int IC, int OC, int H, int W, int m, float *ws)
+{
+    core(Y, Xp, NULL, Ub, IC, OC, H, W, m, ws);
 }
 
 /* one image with m x m output tiles (m = 2 or 4): in (IC, H, W) -> out
@@ -514,9 +585,22 @@ const float *jem_wino_weights(jem_wcache **slot, const float *w, int IC, int OC,
                               (size_t)(m + 2) * (m + 2) * IC * OC, &fresh);
     if (U && fresh) {
 #pragma omp parallel
-        transform_weights(U, w, IC, OC, flip, m);
+        transform_weights(U, NULL, w, IC, OC, flip, m);
     }
     return U;
+}
+
+const uint16_t *jem_wino_weights_bf16(jem_wcache **slot, const float *w, int IC, int OC, int flip, int m)
+{
+    int fresh = 1;
+    /* (m + 2)^2 IC OC bf16 values in half as many floats */
+    float *U = jem_wcache_get(slot, w, (size_t)IC * OC * 9, jem_wcache_tag(16 + m, flip, IC, OC),
+                              (size_t)(m + 2) * (m + 2) * IC * OC / 2, &fresh);
+    if (U && fresh) {
+#pragma omp parallel
+        transform_weights(NULL, (uint16_t *)U, w, IC, OC, flip, m);
+    }
+    return (const uint16_t *)U;
 }
 
 static int run(float *out, const float *in, const float *w, const float *bias, const jem_conv_shape *s, int IC, int OC,

@@ -16,6 +16,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* n rounded up to a multiple of 16 floats (64 bytes), for workspace parts */
 static inline size_t jem_up16(size_t n) { return (n + 15) & ~(size_t)15; }
@@ -65,6 +66,25 @@ static inline uint64_t jem_wcache_tag(int kind, int flip, int IC, int OC)
     return ((uint64_t)kind << 56) | ((uint64_t)flip << 48) | ((uint64_t)IC << 24) | (uint64_t)OC;
 }
 
+/* f rounded to bf16 (the upper half of its bits), to nearest even; a NaN
+ * stays a NaN */
+static inline uint16_t jem_bf16(float f)
+{
+    uint32_t b;
+    memcpy(&b, &f, sizeof b);
+    if ((b & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((b >> 16) | 0x40);
+    b += 0x7fffu + ((b >> 16) & 1);
+    return (uint16_t)(b >> 16);
+}
+/* the float whose upper half is h */
+static inline float jem_bf16_float(uint16_t h)
+{
+    const uint32_t b = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &b, sizeof f);
+    return f;
+}
+
 /* ---- Winograd F(m x m, 3x3), m = 2 or 4 (conv_winograd.c) */
 
 /* rows (and columns) of the zero-padded input of an n-pixel side: the
@@ -75,13 +95,22 @@ static inline int jem_wino_padded(int n, int m) { return (n + m - 1) / m * m + 2
  * OC, 3, 3) (flip 1); transforms with its own threads when stale. Call
  * outside parallel regions. NULL when out of memory. */
 const float *jem_wino_weights(jem_wcache **slot, const float *w, int IC, int OC, int flip, int m);
-/* workspace floats of jem_wino_core and of jem_wino_wgrad_core */
+/* the same transformed weights rounded to bf16, in pairs of input
+ * channels: Ub[e][ic / 2][oc][ic % 2] (IC even), for jem_wino_core_bf16;
+ * kept in a slot of their own. NULL when out of memory. */
+const uint16_t *jem_wino_weights_bf16(jem_wcache **slot, const float *w, int IC, int OC, int flip, int m);
+/* workspace floats of jem_wino_core (and jem_wino_core_bf16) and of
+ * jem_wino_wgrad_core */
 size_t jem_wino_core_ws(int IC, int OC, int m);
 size_t jem_wino_wgrad_ws(int IC, int OC, int m);
 /* Y (H, W, OC) = the convolution of Xp (jem_wino_padded(H, m),
  * jem_wino_padded(W, m), IC), the image at offset (1, 1) and zeros
  * around it, without bias */
 void jem_wino_core(float *Y, const float *Xp, const float *U, int IC, int OC, int H, int W, int m, float *ws);
+/* jem_wino_core with the elementwise products in bf16 with fp32 sums: the
+ * transformed input tiles rounded to bf16 against Ub of
+ * jem_wino_weights_bf16. Needs AVX512-BF16 (jem_conv_settings: bf16). */
+void jem_wino_core_bf16(float *Y, const float *Xp, const uint16_t *Ub, int IC, int OC, int H, int W, int m, float *ws);
 /* dU ((m + 2)^2, IC, OC) and then db (OC) += the gradients of the
  * transformed weights and of the bias from the padded input Xp (as above)
  * and the output gradient, whose pixel (y, x) is at Yt + (y ldy + x) OC */
@@ -116,6 +145,24 @@ void jem_ind_pointwise(float *Y, const int *yoff, const float *X, const int *xof
 /* Wt (IC, OC) of a 1x1 convolution's weights w (OC, IC, 1, 1), kept in
  * *slot */
 const float *jem_pw_weights(jem_wcache **slot, const float *w, int IC, int OC);
+/* bf16 operands with fp32 sums (vdpbf16ps; AVX512-BF16, jem_conv_settings'
+ * bf16), the same products as the fp32 cores above: images and output
+ * gradients rounded with jem_to_bf16 into the same layout, weights in
+ * pairs of rows, interleaved: (9, IC / 2, OC, 2) for the forward pass,
+ * (9, OC / 2, IC, 2) for the input gradient (back 1); a 1x1 convolution's
+ * (IC / 2, OC, 2), or (OC / 2, IC, 2) for its input gradient */
+/* d[i] = x[i] rounded to bf16 (nearest even), n a multiple of 16; d may
+ * lie in x's buffer where it starts at or below x: each group of 16 is
+ * read before it is written */
+void jem_to_bf16(uint16_t *d, const float *x, size_t n);
+const uint16_t *jem_ind_weights_bf16(jem_wcache **slot, const float *w, int IC, int OC, int back);
+const uint16_t *jem_pw_weights_bf16(jem_wcache **slot, const float *w, int IC, int OC, int back);
+void jem_ind_core_bf16(float *Y, const uint16_t *Xpb, const uint16_t *Wkb, const int *poff, int IC, int OC, int P,
+                       int Wp);
+void jem_ind_bwd_core_bf16(float *Dp, const uint16_t *Ytb, const uint16_t *Wbb, const int *poff, int IC, int OC, int P,
+                           int H, int Wp);
+void jem_ind_pointwise_bf16(float *Y, const int *yoff, const uint16_t *Xb, const int *xoff, const uint16_t *Wtb, int K,
+                            int N, int P);
 /* inside a parallel region: dw (OC, IC, nk) (nk = 9 taps, or 1 for a 1x1
  * convolution) and db (OC) += the sum over nth threads of the dW (nk, IC,
  * OC) and db at dW0 + t * stride */

@@ -57,7 +57,10 @@ struct jem_net {
     /* transformed weights of the 3x3 convolutions (stem, then c1 and c2 of
      * each block), forward and input gradient */
     jem_wcache *wc[2][1 + 2 * JEM_MAX_BLOCKS];
-    jem_wcache *wsc[JEM_MAX_BLOCKS]; /* the fused blocks' 1x1 shortcut weights, (IC, OC) */
+    jem_wcache *wsc[JEM_MAX_BLOCKS];    /* the fused blocks' 1x1 shortcut weights, (IC, OC) */
+    jem_wcache *wcb[JEM_MAX_BLOCKS][6]; /* the fused blocks' bf16 Winograd weights (jem_block_desc) */
+    jem_precision prec;                 /* jem_net_set_precision */
+    int fwd_bf16;                       /* the last forward pass ran bf16 products */
     size_t ws_per_thread;
     int ws_threads;
 
@@ -213,7 +216,10 @@ void jem_net_free(jem_net *n)
     free(n->ws);
     for (int d = 0; d < 2; d++)
         for (int i = 0; i < 1 + 2 * JEM_MAX_BLOCKS; i++) jem_wcache_free(n->wc[d][i]);
-    for (int i = 0; i < JEM_MAX_BLOCKS; i++) jem_wcache_free(n->wsc[i]);
+    for (int i = 0; i < JEM_MAX_BLOCKS; i++) {
+        jem_wcache_free(n->wsc[i]);
+        for (int k = 0; k < 6; k++) jem_wcache_free(n->wcb[i][k]);
+    }
     free(n);
 }
 
@@ -295,7 +301,8 @@ static jem_conv_shape with_batch(jem_conv_shape s, int B)
     return s;
 }
 
-static jem_block_desc block_desc(jem_net *n, int i, int B)
+/* bf16: the block's Winograd products in bf16 (jem_block_desc) */
+static jem_block_desc block_desc(jem_net *n, int i, int B, int bf16)
 {
     blk *b = &n->blocks[i];
     jem_block_desc d = {with_batch(b->s1, B),
@@ -313,7 +320,9 @@ static jem_block_desc block_desc(jem_net *n, int i, int B)
                         &n->wc[1][2 + 2 * i],
                         &n->wsc[i],
                         i > 0 && n->blocks[i - 1].fused,
-                        i + 1 < n->arch.n_blocks && n->blocks[i + 1].fused};
+                        i + 1 < n->arch.n_blocks && n->blocks[i + 1].fused,
+                        bf16,
+                        n->wcb[i]};
     return d;
 }
 
@@ -353,6 +362,7 @@ jem_status jem_net_forward(jem_net *n, const float *x, int B, float *logits)
     float *A = n->act;
     n->B = B;
     n->x = x;
+    n->fwd_bf16 = n->prec == JEM_PRECISION_BF16;
     /* A fused block (block.c) takes its input x and does the rest per
      * image. Otherwise an activation that fuses (act.h: LeakyReLU, ReLU)
      * goes into the convolutions' stores: each conv also writes the activation its consumer reads
@@ -374,7 +384,7 @@ jem_status jem_net_forward(jem_net *n, const float *x, int B, float *logits)
         size_t nin = (size_t)B * b->ic * b->h * b->w, nmid = (size_t)B * b->oc * b->h * b->w;
         size_t nout = (size_t)B * b->oc * b->oh * b->ow;
         if (b->fused) {
-            const jem_block_desc d = block_desc(n, i, B);
+            const jem_block_desc d = block_desc(n, i, B, n->fwd_bf16);
             if (jem_block_forward(h1, o, act_dest(n, i + 1, B), cur, &d, n->ws))
                 return jem_fail(JEM_ERR_NOMEM, "out of memory for the transformed weights of block %d", i + 1);
             cur = o;
@@ -411,6 +421,8 @@ jem_status jem_net_backward(jem_net *n, const float *dlogits, float *dx, int par
 {
     const int B = n->B;
     if (B < 1) return jem_fail(JEM_ERR_ARG, "backward without a forward pass");
+    if (param_grads && n->fwd_bf16)
+        return jem_fail(JEM_ERR_ARG, "parameter gradients after a bf16 forward pass (train in fp32)");
     const jem_arch *a = &n->arch;
     float *A = n->act;
     const size_t gsz = n->max_map * (size_t)B;
@@ -443,7 +455,7 @@ jem_status jem_net_backward(jem_net *n, const float *dlogits, float *dx, int par
         float *da1 = da2 == gP ? gQ : da2 == gQ ? gR : gP;
         jem_conv_shape s;
         if (b->fused) {
-            const jem_block_desc d = block_desc(n, i, B);
+            const jem_block_desc d = block_desc(n, i, B, n->fwd_bf16);
             const int sg = param_grads && b->has_sc;
             if (jem_block_backward(da1, param_grads ? G(n, b->c1w) : NULL, param_grads ? G(n, b->c1b) : NULL,
                                    param_grads ? G(n, b->c2w) : NULL, param_grads ? G(n, b->c2b) : NULL,
@@ -481,6 +493,34 @@ jem_status jem_net_backward(jem_net *n, const float *dlogits, float *dx, int par
     jem_conv2d_backward(dx, param_grads ? G(n, n->stem_w) : NULL, param_grads ? G(n, n->stem_b) : NULL, dcur, n->x,
                         P(n, n->stem_w), &s, NULL, n->ws);
     return JEM_OK;
+}
+
+int jem_bf16_supported(void) { return jem_conv_settings_get()->bf16; }
+
+jem_status jem_net_set_precision(jem_net *n, jem_precision p)
+{
+    if (p != JEM_PRECISION_FP32 && p != JEM_PRECISION_BF16) return jem_fail(JEM_ERR_ARG, "precision %d", (int)p);
+    if (p == JEM_PRECISION_BF16 && !jem_bf16_supported())
+        return jem_fail(JEM_ERR_ARG, "bf16: this CPU has no AVX512-BF16 (vdpbf16ps); use fp32");
+    n->prec = p;
+    return JEM_OK;
+}
+
+jem_precision jem_net_precision(const jem_net *n) { return n->prec; }
+
+jem_status jem_precision_parse(const char *s, jem_precision *p)
+{
+    if (s && !strcmp(s, "fp32")) {
+        *p = JEM_PRECISION_FP32;
+        return JEM_OK;
+    }
+    if (s && !strcmp(s, "bf16")) {
+        if (!jem_bf16_supported())
+            return jem_fail(JEM_ERR_ARG, "bf16: this CPU has no AVX512-BF16 (vdpbf16ps); use fp32");
+        *p = JEM_PRECISION_BF16;
+        return JEM_OK;
+    }
+    return jem_fail(JEM_ERR_ARG, "precision %s: want fp32 or bf16", s ? s : "(none)");
 }
 
 jem_status jem_net_predict(jem_net *n, const float *x, int N, float *logits)

@@ -91,6 +91,13 @@ typedef struct {
      * same for out and dout (then without act_out): between two fused
      * blocks */
     int in_hwc, out_hwc;
+    /* bf16 products with fp32 sums (kern.h) in every convolution of the
+     * forward pass and of an input gradient asked without parameter
+     * gradients; the weights rounded once into wcb[0..5] (conv1, conv2
+     * forward, conv1, conv2 input gradient, shortcut forward, input
+     * gradient). 0: fp32 */
+    int bf16;
+    jem_wcache **wcb;
 } jem_block_desc;
 /* workspace floats per thread for a block of plan p (0 when p is not
  * fused) */

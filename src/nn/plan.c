@@ -163,10 +163,11 @@ static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
 static void read_settings(void)
 {
-    g_set.avx512 = 0;
+    g_set.avx512 = g_set.bf16 = 0;
 #if HAVE_X86
     __builtin_cpu_init();
     g_set.avx512 = __builtin_cpu_supports("avx512f") != 0;
+    g_set.bf16 = g_set.avx512 && __builtin_cpu_supports("avx512bf16");
 #endif
     for (int i = 0; i < 3; i++) {
         const char *v = getenv(vars[i].name);

@@ -43,6 +43,7 @@ typedef struct {
     jem_kernels_setting kernels; /* JEM_KERNELS */
     int tile;                    /* JEM_WINOGRAD_TILE: 2 or 4; 0: auto */
     int fuse;                    /* JEM_FUSE: 1 or 0 */
+    int bf16;                    /* the CPU runs AVX512-BF16 (vdpbf16ps; detected, not set) */
 } jem_conv_settings;
 
 /* a pass's kernel and, for Winograd, its output tile m (F(m x m, 3x3));
