@@ -112,7 +112,9 @@ check "awk 'BEGIN{d = $a1 - $a0; exit !($a1 > 0.3 && $a0 > 0.3 && d < 0.05 && d 
 # a bad value, or the option on a softmax run, refused before anything
 # is loaded
 "$JEM" eval --model "$tmp/f1.safetensors" --precision fp16 > /dev/null 2> "$tmp/p1.err"
-check "[ $? -eq 2 ] && grep -q 'fp16' '$tmp/p1.err'"
+check "[ $? -eq 2 ] && grep -q -- \"--precision 'fp16': want fp32 or bf16\" '$tmp/p1.err'"
+"$JEM" sample --model "$tmp/f1.safetensors" --precision fp16 --out "$tmp/p1.png" > /dev/null 2> "$tmp/p1b.err"
+check "[ $? -eq 2 ] && grep -q -- '--precision' '$tmp/p1b.err' && [ ! -e '$tmp/p1.png' ]"
 "$JEM" train --model "$tmp/fast28.model" --precision bf16 --iters 2 --out "$tmp/p.safetensors" > /dev/null 2> "$tmp/p2.err"
 check "[ $? -eq 2 ] && grep -q 'precision.*--mode jem' '$tmp/p2.err' && [ ! -e '$tmp/p.safetensors' ]"
 if grep -qw avx512f /proc/cpuinfo && grep -qw avx512_bf16 /proc/cpuinfo; then

@@ -65,6 +65,9 @@ typedef enum {
 
 typedef struct cli_ctx cli_ctx;
 
+/* --precision's help where every pass of the command may run in bf16 */
+#define CLI_PRECISION_HELP "the convolutions' products: fp32, or bf16 with fp32 sums (AVX512-BF16; faster, less exact)"
+
 /* A command: its options, and the checks across options that the table
  * cannot say (a list's syntax, one option's bound set by another). check
  * prints its error and returns 2, or returns 0; it runs before anything is
@@ -77,9 +80,10 @@ typedef struct {
     const char *model_default; /* CLI_MODEL_DESC: the default description file */
     int json;                  /* the command takes --json */
     int threads;               /* the command takes --threads */
-    /* the command takes --precision fp32|bf16 (the text of its help; NULL:
-     * it does not); the preamble checks that the CPU runs bf16 before
-     * anything is loaded and sets the loaded model's precision */
+    /* the command takes --precision fp32|bf16 (the text of its help,
+     * CLI_PRECISION_HELP unless the command says more; NULL: it does not);
+     * the preamble checks that the CPU runs bf16 before anything is
+     * loaded and sets the loaded model's precision */
     const char *precision;
     int max_pos; /* positional arguments besides the model (into pos) */
     int (*check)(cli_ctx *cx, void *ud);

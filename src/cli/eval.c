@@ -292,17 +292,15 @@ int cmd_eval(int argc, char **argv)
         {OPT("dump-logits", OPT_STR, &e.dump, "write the logits (N, K) as raw little-endian float32"),
          .flags = OPT_OUT_FILE},
         CLI_END};
-    const cli_spec sp = {
-        .name = "eval",
-        .usage = "--model CKPT [--data SPEC] [options]",
-        .opts = opts,
-        .model = CLI_MODEL_CKPT,
-        .json = 1,
-        .threads = 1,
-        .precision =
-            "the convolutions' products: fp32, or bf16 with fp32 sums (AVX512-BF16; faster, logits about 1e-2 off)",
-        .check = check,
-        .ud = &e};
+    const cli_spec sp = {.name = "eval",
+                         .usage = "--model CKPT [--data SPEC] [options]",
+                         .opts = opts,
+                         .model = CLI_MODEL_CKPT,
+                         .json = 1,
+                         .threads = 1,
+                         .precision = CLI_PRECISION_HELP,
+                         .check = check,
+                         .ud = &e};
     cli_ctx cx;
     int r = cli_begin(&cx, &sp, argc, argv);
     if (r >= 0) return r;

@@ -203,18 +203,17 @@ int cmd_logz(int argc, char **argv)
         {OPT("sd-min", OPT_FLOAT, &a.sd_min, "--base gauss: floor of the per-pixel standard deviations"), ABOVE(0, 10)},
         {OPT("seed", OPT_U64, &a.seed, "random seed")},
         CLI_END};
-    const cli_spec sp = {
-        .name = "logz",
-        .usage = "--model CKPT [--data SPEC] [options]",
-        .opts = opts,
-        .model = CLI_MODEL_CKPT,
-        .json = 1,
-        .threads = 1,
-        .precision = "the convolutions' products: fp32, or bf16 with fp32 sums (AVX512-BF16; faster, less exact)",
-        .check = check,
-        .ud = &a,
-        .note = "log Z of exp(logsumexp f(x)) on [-1, 1]^D by AIS (Neal 2001), delta-method "
-                "standard error; 8-bit bits/dim = bits/dim on [-1, 1]^D + 7"};
+    const cli_spec sp = {.name = "logz",
+                         .usage = "--model CKPT [--data SPEC] [options]",
+                         .opts = opts,
+                         .model = CLI_MODEL_CKPT,
+                         .json = 1,
+                         .threads = 1,
+                         .precision = CLI_PRECISION_HELP,
+                         .check = check,
+                         .ud = &a,
+                         .note = "log Z of exp(logsumexp f(x)) on [-1, 1]^D by AIS (Neal 2001), delta-method "
+                                 "standard error; 8-bit bits/dim = bits/dim on [-1, 1]^D + 7"};
     cli_ctx cx;
     int r = cli_begin(&cx, &sp, argc, argv);
     if (r >= 0) return r;

@@ -493,18 +493,16 @@ int cmd_ood(int argc, char **argv)
          .def = "the detector's"},
         {OPT("roc", OPT_STR, &o.roc, "PNG: ROC curves of that score against each OOD set"), .flags = OPT_OUT_FILE},
         CLI_END};
-    const cli_spec sp = {
-        .name = "ood",
-        .usage = "--model CKPT [--in SPEC] [--out SPEC,SPEC] [--detector NAME] [options]",
-        .note = DETECTOR_NOTE,
-        .opts = opts,
-        .model = CLI_MODEL_CKPT,
-        .json = 1,
-        .threads = 1,
-        .precision =
-            "the convolutions' products: fp32, or bf16 with fp32 sums (AVX512-BF16; faster, scores less exact)",
-        .check = ood_check,
-        .ud = &o};
+    const cli_spec sp = {.name = "ood",
+                         .usage = "--model CKPT [--in SPEC] [--out SPEC,SPEC] [--detector NAME] [options]",
+                         .note = DETECTOR_NOTE,
+                         .opts = opts,
+                         .model = CLI_MODEL_CKPT,
+                         .json = 1,
+                         .threads = 1,
+                         .precision = CLI_PRECISION_HELP,
+                         .check = ood_check,
+                         .ud = &o};
     cli_ctx cx;
     int r = cli_begin(&cx, &sp, argc, argv);
     if (r >= 0) return r;
@@ -705,18 +703,16 @@ int cmd_score(int argc, char **argv)
         {OPT("val", OPT_STR, &a.val, "held-out in-distribution set of --threshold-tpr"), .flags = OPT_SPEC,
          .def = "the 5000 of fmnist:train fit-ood holds out"},
         CLI_END};
-    const cli_spec sp = {
-        .name = "score",
-        .usage = "--model CKPT --data SPEC [--format csv|jsonl] [--out FILE] [--threshold-tpr X]",
-        .note = DETECTOR_NOTE,
-        .opts = opts,
-        .model = CLI_MODEL_CKPT,
-        .json = 1,
-        .threads = 1,
-        .precision =
-            "the convolutions' products: fp32, or bf16 with fp32 sums (AVX512-BF16; faster, scores less exact)",
-        .check = score_check,
-        .ud = &a};
+    const cli_spec sp = {.name = "score",
+                         .usage = "--model CKPT --data SPEC [--format csv|jsonl] [--out FILE] [--threshold-tpr X]",
+                         .note = DETECTOR_NOTE,
+                         .opts = opts,
+                         .model = CLI_MODEL_CKPT,
+                         .json = 1,
+                         .threads = 1,
+                         .precision = CLI_PRECISION_HELP,
+                         .check = score_check,
+                         .ud = &a};
     cli_ctx cx;
     int r = cli_begin(&cx, &sp, argc, argv);
     if (r >= 0) return r;

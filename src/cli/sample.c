@@ -628,16 +628,15 @@ int cmd_sample(int argc, char **argv)
         {OPT("raw", OPT_STR, &a.raw, "also write the samples as safetensors (images, labels)"), .flags = OPT_OUT_FILE},
         {OPT("seed", OPT_U64, &a.seed, "random seed")},
         CLI_END};
-    const cli_spec sp = {
-        .name = "sample",
-        .usage = "--model CKPT [--out grid.png] [options]",
-        .opts = opts,
-        .model = CLI_MODEL_CKPT,
-        .json = 1,
-        .threads = 1,
-        .precision = "the chains' convolution products: fp32, or bf16 with fp32 sums (AVX512-BF16; faster, less exact)",
-        .check = check,
-        .ud = &a};
+    const cli_spec sp = {.name = "sample",
+                         .usage = "--model CKPT [--out grid.png] [options]",
+                         .opts = opts,
+                         .model = CLI_MODEL_CKPT,
+                         .json = 1,
+                         .threads = 1,
+                         .precision = CLI_PRECISION_HELP,
+                         .check = check,
+                         .ud = &a};
     cli_ctx cx;
     int r = cli_begin(&cx, &sp, argc, argv);
     if (r >= 0) return r;
