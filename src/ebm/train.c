@@ -964,23 +964,7 @@ typedef struct {
     double accept;    /* mean acceptance probability (SGLD: 1) */
 } chain_stats;
 
-static jem_status sample_chains_at(trainer *t, float *x, int B, const int32_t *y, uint64_t seed, uint64_t counter,
-                                   chain_stats *cs);
-
-/* Run the configured sampler on B chains x (B, D) in place (y: the classes
- * of conditional chains, NULL for p(x)); HMC at the current step size;
- * the network at the chains' precision meanwhile, fp32 after. */
-static jem_status sample_chains(trainer *t, float *x, int B, const int32_t *y, uint64_t seed, uint64_t counter,
-                                chain_stats *cs)
-{
-    const jem_train_cfg *c = t->cfg;
-    jem_status s = jem_net_set_precision(t->net, c->chain_precision);
-    if (s) return s;
-    s = sample_chains_at(t, x, B, y, seed, counter, cs);
-    jem_net_set_precision(t->net, JEM_PRECISION_FP32);
-    return s;
-}
-
+/* sample_chains at the precision the network is set to */
 static jem_status sample_chains_at(trainer *t, float *x, int B, const int32_t *y, uint64_t seed, uint64_t counter,
                                    chain_stats *cs)
 {
@@ -1001,6 +985,20 @@ static jem_status sample_chains_at(trainer *t, float *x, int B, const int32_t *y
         cs->accept = ss.accept;
     }
     return JEM_OK;
+}
+
+/* Run the configured sampler on B chains x (B, D) in place (y: the classes
+ * of conditional chains, NULL for p(x)); HMC at the current step size;
+ * the network at the chains' precision meanwhile, fp32 after. */
+static jem_status sample_chains(trainer *t, float *x, int B, const int32_t *y, uint64_t seed, uint64_t counter,
+                                chain_stats *cs)
+{
+    const jem_train_cfg *c = t->cfg;
+    jem_status s = jem_net_set_precision(t->net, c->chain_precision);
+    if (s) return s;
+    s = sample_chains_at(t, x, B, y, seed, counter, cs);
+    jem_net_set_precision(t->net, JEM_PRECISION_FP32);
+    return s;
 }
 
 /* Draw the unconditional and conditional chains from the replay buffer into

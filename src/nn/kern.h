@@ -76,14 +76,6 @@ static inline uint16_t jem_bf16(float f)
     b += 0x7fffu + ((b >> 16) & 1);
     return (uint16_t)(b >> 16);
 }
-/* the float whose upper half is h */
-static inline float jem_bf16_float(uint16_t h)
-{
-    const uint32_t b = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &b, sizeof f);
-    return f;
-}
 
 /* ---- Winograd F(m x m, 3x3), m = 2 or 4 (conv_winograd.c) */
 
