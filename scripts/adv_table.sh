@@ -4,12 +4,15 @@
 # eps 0.1, the radius ramped over the first RAMP iterations), then
 # `jem report` on each (accuracy, ECE, NLL, OOD AUROC of every score against
 # MNIST and the synthetic sets, PGD L-inf and L2 undefended and through SGLD
-# purification) and, on stdout, the tables of scripts/report_table.py.
+# purification, and the worst case of the attack suite both ways) and, on
+# stdout, the tables of scripts/report_table.py --summary.
 #   scripts/adv_table.sh [BUILD]
 # Environment: MINUTES (60), RUNS (all five: softmax softmax-pgd
 # softmax-trades jem jem-pgd), OUT (runs/adv), STEPS (PGD steps in
 # training, 5), RAMP (1000), REPORT (extra jem report options, e.g.
-# "--quick"), FORCE=1 retrains runs whose checkpoint exists.
+# "--quick"), FORCE=1 retrains runs whose checkpoint exists. A run whose
+# checkpoint OUT/RUN.safetensors is there is not trained again (copy a
+# checkpoint there to report on it); its report is always rewritten.
 # Five hours of training and about an hour of reports on 2 cores with the
 # defaults; one run at a time (each uses every core).
 set -euo pipefail
@@ -49,4 +52,4 @@ for r in $runs; do
 done
 tables=()
 for r in $runs; do tables+=("$r=$out/report-$r"); done
-scripts/report_table.py "${tables[@]}"
+scripts/report_table.py --summary "${tables[@]}"

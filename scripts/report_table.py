@@ -1,14 +1,21 @@
 #!/usr/bin/python3
 """Print the README's evaluation tables (markdown) from `jem report` outputs.
 
-    scripts/report_table.py NAME=DIR [NAME=DIR ...]
+    scripts/report_table.py [--summary] NAME=DIR [NAME=DIR ...]
 
 Each DIR holds the report.json that `jem report --model CKPT --out DIR` wrote;
-NAME labels its row (for example softmax=report-softmax jem=report-jem)."""
+NAME labels its row (for example softmax=report-softmax jem=report-jem).
+--summary prints, before the full tables, one row per model: iterations,
+accuracy, ECE, NLL, the best OOD detector's AUROC against each set, and the
+worst case of the attack suite (APGD-CE, APGD-DLR, Square) per L-inf epsilon,
+undefended and through SGLD purification."""
 import json, re, sys
 
+args = sys.argv[1:]
+summary = "--summary" in args
+args = [a for a in args if a != "--summary"]
 runs = []
-for arg in sys.argv[1:]:
+for arg in args:
     name, _, d = arg.partition("=")
     with open(d + "/report.json") as f:
         runs.append((name, json.load(f)))
@@ -17,6 +24,34 @@ if not runs:
 
 def pct(x):
     return "-" if x is None else "%.1f %%" % (100 * x)
+
+def best_detector(r, prefix):
+    """the score with the highest AUROC against the OOD set whose name starts with prefix: (auroc, score)"""
+    for set_name, s in r["ood"]["sets"].items():
+        if set_name.startswith(prefix):
+            return max((m["auroc"], k) for k, m in s.items() if isinstance(m, dict) and "auroc" in m)
+    return None
+
+def worst(r, side, eps):
+    row = r["summary"].get("worst_linf_" + side)
+    return None if row is None else row.get("%g" % eps)
+
+if summary:
+    print("| model | iterations | accuracy | ECE (15) | NLL | OOD AUROC, MNIST (best score) | uniform noise (best score) "
+          "| suite L-inf 0.05 / 0.1, undefended | SGLD-purified |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, r in runs:
+        c = r["calibration"]
+        meta = r["checkpoint"]["metadata"]
+        cells = []
+        for prefix in ("mnist", "noise:uniform"):
+            b = best_detector(r, prefix)
+            cells.append("-" if b is None else "%.3f (%s)" % b)
+        for side in ("undefended", "defended"):
+            cells.append(" / ".join(pct(worst(r, side, e)) for e in (0.05, 0.1)))
+        print("| %s | %s | %s | %s | %.3f | %s |" % (name, meta.get("jem.train.iter", "-"), pct(c["accuracy"]),
+                                                   pct(c["ece"]), c["nll"], " | ".join(cells)))
+    print()
 
 print("| model | accuracy | ECE (15) | ECE (20) | MCE | NLL | Brier | ECE after T-scaling (T) |")
 print("|---|---|---|---|---|---|---|---|")
